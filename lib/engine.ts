@@ -1,0 +1,51 @@
+import type { ResolvedActivation } from './config.js';
+import type { DirectionParams } from './params.js';
+
+/** Peephole kinds as integers: part of the native ABI. */
+export const PEEPHOLE_KIND = { none: 0, diagonal: 1, full: 2 } as const;
+
+/** One layer (one or two directions) as an engine builds it. */
+export interface LayerDesc {
+  inputSize: number;
+  hiddenSize: number;
+  /** 0 when there is no projection. */
+  projSize: number;
+  numDirections: 1 | 2;
+  /** A one-direction layer that runs from the last step to the first. */
+  reverse: boolean;
+  bias: boolean;
+  peephole: 0 | 1 | 2;
+  gate: ResolvedActivation;
+  cell: ResolvedActivation;
+  hidden: ResolvedActivation;
+  /** 0 means no clipping. */
+  clip: number;
+  coupled: boolean;
+}
+
+/**
+ * Arguments of one layer's forward, all time-major and validated by the facade:
+ * x [T, B, inputSize], h0/hn [D, B, Hout], c0/cn [D, B, H], y [T, B, D*Hout],
+ * lengths [B] with values in 1..T or null for full-length sequences.
+ */
+export interface LayerRun {
+  x: Float32Array;
+  T: number;
+  B: number;
+  h0: Float32Array;
+  c0: Float32Array;
+  lengths: Int32Array | null;
+  y: Float32Array;
+  hn: Float32Array;
+  cn: Float32Array;
+}
+
+export interface EngineLayer {
+  forward(run: LayerRun): void;
+  dispose(): void;
+}
+
+export interface Engine {
+  readonly name: 'native' | 'js';
+  createLayer(desc: LayerDesc, dirs: DirectionParams[]): EngineLayer;
+}

@@ -1,0 +1,50 @@
+/** Stable error codes: callers branch on `err.code`, never on the message text. */
+export type LstmErrorCode =
+  | 'LSTM_OPTION'
+  | 'LSTM_SHAPE'
+  | 'LSTM_DTYPE'
+  | 'LSTM_WEIGHTS'
+  | 'LSTM_FORMAT'
+  | 'LSTM_DISPOSED'
+  | 'LSTM_NATIVE';
+
+const CODES: ReadonlySet<string> = new Set<LstmErrorCode>([
+  'LSTM_OPTION',
+  'LSTM_SHAPE',
+  'LSTM_DTYPE',
+  'LSTM_WEIGHTS',
+  'LSTM_FORMAT',
+  'LSTM_DISPOSED',
+  'LSTM_NATIVE',
+]);
+
+export class LstmError extends Error {
+  readonly code: LstmErrorCode;
+  constructor(code: LstmErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'LstmError';
+    this.code = code;
+  }
+}
+
+/** The native layer throws plain Errors carrying our codes; give them the public class. */
+export function asLstmError(err: unknown): unknown {
+  if (err instanceof LstmError) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (err instanceof Error && typeof code === 'string' && CODES.has(code)) {
+    return new LstmError(code as LstmErrorCode, err.message, { cause: err });
+  }
+  return err;
+}
+
+export function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'number') return String(value);
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? value.slice(0, 40) + '…' : value);
+  if (typeof value === 'bigint') return `${value}n`;
+  if (Array.isArray(value)) return `array(${value.length})`;
+  if (ArrayBuffer.isView(value)) return `${value.constructor.name}(${(value as { length?: number }).length ?? value.byteLength})`;
+  if (typeof value === 'object') return value.constructor?.name ?? 'object';
+  return typeof value;
+}

@@ -1,0 +1,10 @@
+export { LSTM } from './lstm.js';
+export type { ForwardOptions, ForwardResult, LoadStateDictOptions, OnnxLstmSpec, LengthsLike } from './lstm.js';
+export type { LSTMOptions, LSTMConfig, Activation, ActivationName, Direction, Peephole, BackendChoice } from './config.js';
+export type { Tensor } from './tensor.js';
+export { LstmError } from './errors.js';
+export type { LstmErrorCode } from './errors.js';
+export { backendInfo } from './backend.js';
+export type { BackendInfo } from './backend.js';
+export { loadSafetensors, saveSafetensors } from './io/safetensors.js';
+export type { Dtype, SafetensorsTensor } from './io/safetensors.js';

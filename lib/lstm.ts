@@ -1,0 +1,433 @@
+import { selectEngine } from './backend.js';
+import {
+  resolveActivation,
+  resolveConfig,
+  type Activation,
+  type ActivationName,
+  type BackendChoice,
+  type Direction,
+  type LSTMConfig,
+  type LSTMOptions,
+} from './config.js';
+import { PEEPHOLE_KIND, type Engine, type EngineLayer, type LayerDesc } from './engine.js';
+import { LstmError, describe } from './errors.js';
+import { groupParams, initParams, layerInputSize, paramSpecs, type ParamSpec } from './params.js';
+import { checkTensor, sameShape, shapeStr, swapLeadingAxes, type Tensor } from './tensor.js';
+
+export type LengthsLike = ArrayLike<number> | ArrayLike<bigint> | { data: ArrayLike<number> | ArrayLike<bigint> };
+
+export interface ForwardOptions {
+  /** Initial hidden state [L*D, B, Hout] ([L*D, Hout] for unbatched input); zeros by default. */
+  h0?: Tensor;
+  /** Initial cell state [L*D, B, H] ([L*D, H] for unbatched input); zeros by default. */
+  c0?: Tensor;
+  /** Valid length of each sequence (1..T), packed-sequence semantics. */
+  lengths?: LengthsLike;
+}
+
+export interface ForwardResult {
+  output: Tensor;
+  hn: Tensor;
+  cn: Tensor;
+}
+
+export interface LoadStateDictOptions {
+  /** Only names starting with this prefix are read, with the prefix removed (e.g. 'lstm.'). */
+  prefix?: string;
+  /** Reject missing and unknown names (default true). Wrong shapes are always rejected. */
+  strict?: boolean;
+}
+
+/** One ONNX LSTM node's tensors and attributes (see LSTM.fromOnnx). */
+export interface OnnxLstmSpec {
+  W: Tensor;
+  R: Tensor;
+  B?: Tensor;
+  P?: Tensor;
+  hiddenSize: number;
+  direction?: Direction;
+  clip?: number;
+  inputForget?: boolean | number;
+  activations?: string[];
+  activationAlpha?: number[];
+  activationBeta?: number[];
+  backend?: BackendChoice;
+}
+
+interface NormalizedInput {
+  x: Float32Array; // time-major [T, B, I]
+  T: number;
+  B: number;
+  unbatched: boolean;
+  h0: Float32Array;
+  c0: Float32Array;
+  lengths: Int32Array | null;
+}
+
+/**
+ * A stack of LSTM layers with PyTorch nn.LSTM semantics (plus ONNX's options),
+ * running on the native engine when it loads and on pure TypeScript otherwise.
+ */
+export class LSTM {
+  /** The resolved configuration (defaults filled in). */
+  readonly config: Readonly<LSTMConfig>;
+  private readonly engine: Engine;
+  private readonly specs: ParamSpec[];
+  private readonly params: Map<string, Float32Array>;
+  private layers: EngineLayer[] = [];
+  private disposed = false;
+
+  constructor(options: LSTMOptions) {
+    this.config = Object.freeze(resolveConfig(options));
+    this.engine = selectEngine(this.config.backend);
+    this.specs = paramSpecs(this.config);
+    this.params = initParams(this.config, this.specs);
+    this.build();
+  }
+
+  /** The engine actually in use. */
+  get backend(): 'native' | 'js' {
+    return this.engine.name;
+  }
+
+  get inputSize(): number {
+    return this.config.inputSize;
+  }
+  get hiddenSize(): number {
+    return this.config.hiddenSize;
+  }
+  get numLayers(): number {
+    return this.config.numLayers;
+  }
+
+  private layerDesc(layer: number): LayerDesc {
+    const c = this.config;
+    return {
+      inputSize: layerInputSize(c, layer),
+      hiddenSize: c.hiddenSize,
+      projSize: c.projSize,
+      numDirections: c.numDirections,
+      reverse: c.direction === 'reverse',
+      bias: c.bias,
+      peephole: PEEPHOLE_KIND[c.peephole],
+      gate: c.gateActivation,
+      cell: c.cellActivation,
+      hidden: c.hiddenActivation,
+      clip: c.clip,
+      coupled: c.coupledInputForget,
+    };
+  }
+
+  /** (Re)create the engine's layers from the current parameters; engines pack their own copies. */
+  private build(): void {
+    const grouped = groupParams(this.config, this.specs, this.params);
+    const layers: EngineLayer[] = [];
+    try {
+      for (let l = 0; l < this.config.numLayers; l++) layers.push(this.engine.createLayer(this.layerDesc(l), grouped[l]));
+    } catch (err) {
+      for (const layer of layers) layer.dispose();
+      throw err;
+    }
+    for (const layer of this.layers) layer.dispose();
+    this.layers = layers;
+  }
+
+  private checkAlive(what: string): void {
+    if (this.disposed) throw new LstmError('LSTM_DISPOSED', `${what}: this LSTM was disposed`);
+  }
+
+  /** Load parameters by PyTorch name; validates everything before changing anything. */
+  loadStateDict(tensors: Record<string, Tensor>, options: LoadStateDictOptions = {}): this {
+    this.checkAlive('loadStateDict');
+    if (tensors === null || typeof tensors !== 'object') {
+      throw new LstmError('LSTM_WEIGHTS', `tensors: expected an object mapping names to tensors, got ${describe(tensors)}`);
+    }
+    const prefix = options.prefix ?? '';
+    if (typeof prefix !== 'string') throw new LstmError('LSTM_OPTION', `prefix: expected a string, got ${describe(prefix)}`);
+    const strict = options.strict ?? true;
+    const known = new Map(this.specs.map((s) => [s.name, s]));
+    const updates = new Map<string, Float32Array>();
+    const unknown: string[] = [];
+    for (const key of Object.keys(tensors)) {
+      if (!key.startsWith(prefix)) continue;
+      const name = key.slice(prefix.length);
+      const spec = known.get(name);
+      if (!spec) {
+        unknown.push(key);
+        continue;
+      }
+      const t = checkTensor(tensors[key], `tensors['${key}']`);
+      if (!sameShape(t.shape, spec.shape)) {
+        throw new LstmError('LSTM_WEIGHTS', `tensors['${key}']: expected shape ${shapeStr(spec.shape)}, got ${shapeStr(t.shape)}`);
+      }
+      updates.set(spec.name, t.data);
+    }
+    if (strict) {
+      if (unknown.length > 0) {
+        throw new LstmError('LSTM_WEIGHTS', `unexpected tensors for this configuration: ${unknown.slice(0, 8).join(', ')}${unknown.length > 8 ? ', …' : ''}`);
+      }
+      const missing = this.specs.filter((s) => !updates.has(s.name)).map((s) => prefix + s.name);
+      if (missing.length > 0) {
+        throw new LstmError('LSTM_WEIGHTS', `missing tensors: ${missing.slice(0, 8).join(', ')}${missing.length > 8 ? ', …' : ''}`);
+      }
+    }
+    for (const [name, data] of updates) this.params.get(name)!.set(data);
+    this.build();
+    return this;
+  }
+
+  /** Copies of every parameter under its PyTorch name. */
+  stateDict(): Record<string, Tensor> {
+    this.checkAlive('stateDict');
+    const out: Record<string, Tensor> = {};
+    for (const s of this.specs) out[s.name] = { data: this.params.get(s.name)!.slice(), shape: s.shape.slice() };
+    return out;
+  }
+
+  forward(x: Tensor, options: ForwardOptions = {}): ForwardResult {
+    this.checkAlive('forward');
+    const input = this.normalize(x, options);
+    const { T, B } = input;
+    const c = this.config;
+    const D = c.numDirections;
+    const Hout = c.outSize;
+    const H = c.hiddenSize;
+    const hn = new Float32Array(c.numLayers * D * B * Hout);
+    const cn = new Float32Array(c.numLayers * D * B * H);
+    let layerIn = input.x;
+    for (let l = 0; l < c.numLayers; l++) {
+      const y = new Float32Array(T * B * D * Hout);
+      const hs = l * D * B * Hout;
+      const cs = l * D * B * H;
+      this.layers[l].forward({
+        x: layerIn,
+        T,
+        B,
+        h0: input.h0.subarray(hs, hs + D * B * Hout),
+        c0: input.c0.subarray(cs, cs + D * B * H),
+        lengths: input.lengths,
+        y,
+        hn: hn.subarray(hs, hs + D * B * Hout),
+        cn: cn.subarray(cs, cs + D * B * H),
+      });
+      layerIn = y;
+    }
+    const F = D * Hout;
+    const LD = c.numLayers * D;
+    if (input.unbatched) {
+      return {
+        output: { data: layerIn, shape: [T, F] },
+        hn: { data: hn, shape: [LD, Hout] },
+        cn: { data: cn, shape: [LD, H] },
+      };
+    }
+    return {
+      output: c.batchFirst ? { data: swapLeadingAxes(layerIn, T, B, F), shape: [B, T, F] } : { data: layerIn, shape: [T, B, F] },
+      hn: { data: hn, shape: [LD, B, Hout] },
+      cn: { data: cn, shape: [LD, B, H] },
+    };
+  }
+
+  /** Check and bring x, h0, c0 and lengths to the time-major layout the engines take. */
+  private normalize(xArg: Tensor, options: ForwardOptions): NormalizedInput {
+    if (options === null || typeof options !== 'object') {
+      throw new LstmError('LSTM_OPTION', `options: expected an object { h0?, c0?, lengths? }, got ${describe(options)}`);
+    }
+    const c = this.config;
+    const x = checkTensor(xArg, 'x');
+    const I = c.inputSize;
+    const layout = c.batchFirst ? '[B, T, I]' : '[T, B, I]';
+    if ((x.shape.length !== 3 && x.shape.length !== 2) || x.shape[x.shape.length - 1] !== I) {
+      throw new LstmError('LSTM_SHAPE', `x: expected ${layout} or unbatched [T, I] with I = ${I}, got ${shapeStr(x.shape)}`);
+    }
+    const unbatched = x.shape.length === 2;
+    let T: number;
+    let B: number;
+    let data = x.data;
+    if (unbatched) {
+      T = x.shape[0];
+      B = 1;
+    } else if (c.batchFirst) {
+      B = x.shape[0];
+      T = x.shape[1];
+      data = swapLeadingAxes(x.data, B, T, I);
+    } else {
+      T = x.shape[0];
+      B = x.shape[1];
+    }
+    if (T < 1 || B < 1) throw new LstmError('LSTM_SHAPE', `x: sequence length and batch must be at least 1, got ${shapeStr(x.shape)}`);
+    const LD = c.numLayers * c.numDirections;
+    const state = (v: Tensor | undefined, name: string, width: number): Float32Array => {
+      const want = unbatched ? [LD, width] : [LD, B, width];
+      if (v === undefined || v === null) return new Float32Array(LD * B * width);
+      const t = checkTensor(v, name);
+      if (!sameShape(t.shape, want)) {
+        throw new LstmError('LSTM_SHAPE', `${name}: expected ${shapeStr(want)} (numLayers*directions, ${unbatched ? '' : 'batch, '}${name === 'h0' ? 'Hout' : 'hidden'}), got ${shapeStr(t.shape)}`);
+      }
+      return t.data;
+    };
+    return {
+      x: data,
+      T,
+      B,
+      unbatched,
+      h0: state(options.h0, 'h0', c.outSize),
+      c0: state(options.c0, 'c0', c.hiddenSize),
+      lengths: parseLengths(options.lengths, B, T),
+    };
+  }
+
+  /** Free the engine's memory (native buffers); later calls throw LSTM_DISPOSED. Idempotent. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const layer of this.layers) layer.dispose();
+    this.layers = [];
+  }
+
+  /**
+   * Build an LSTM from one ONNX LSTM node: W [D, 4H, I], R [D, 4H, H], B [D, 8H],
+   * P [D, 3H] in ONNX gate order (i, o, f, c; peepholes i, o, f) and its attributes.
+   */
+  static fromOnnx(spec: OnnxLstmSpec): LSTM {
+    if (spec === null || typeof spec !== 'object') throw new LstmError('LSTM_OPTION', `fromOnnx: expected an object, got ${describe(spec)}`);
+    const direction = spec.direction ?? 'forward';
+    if (!['forward', 'reverse', 'bidirectional'].includes(direction)) {
+      throw new LstmError('LSTM_OPTION', `direction: expected 'forward', 'reverse' or 'bidirectional', got ${describe(direction)}`);
+    }
+    const D = direction === 'bidirectional' ? 2 : 1;
+    const H = spec.hiddenSize;
+    if (typeof H !== 'number' || !Number.isInteger(H) || H < 1) throw new LstmError('LSTM_OPTION', `hiddenSize: expected a positive integer, got ${describe(H)}`);
+    const W = checkTensor(spec.W, 'W');
+    if (W.shape.length !== 3 || W.shape[0] !== D || W.shape[1] !== 4 * H || W.shape[2] < 1) {
+      throw new LstmError('LSTM_WEIGHTS', `W: expected [${D}, ${4 * H}, inputSize], got ${shapeStr(W.shape)}`);
+    }
+    const I = W.shape[2];
+    const R = checkTensor(spec.R, 'R');
+    if (!sameShape(R.shape, [D, 4 * H, H])) throw new LstmError('LSTM_WEIGHTS', `R: expected ${shapeStr([D, 4 * H, H])}, got ${shapeStr(R.shape)}`);
+    const Bt = spec.B === undefined || spec.B === null ? undefined : checkTensor(spec.B, 'B');
+    if (Bt && !sameShape(Bt.shape, [D, 8 * H])) throw new LstmError('LSTM_WEIGHTS', `B: expected ${shapeStr([D, 8 * H])}, got ${shapeStr(Bt.shape)}`);
+    const Pt = spec.P === undefined || spec.P === null ? undefined : checkTensor(spec.P, 'P');
+    if (Pt && !sameShape(Pt.shape, [D, 3 * H])) throw new LstmError('LSTM_WEIGHTS', `P: expected ${shapeStr([D, 3 * H])}, got ${shapeStr(Pt.shape)}`);
+    const [gate, cell, hidden] = onnxActivations(spec, D);
+    const coupled = spec.inputForget === undefined ? false : Boolean(spec.inputForget);
+    const lstm = new LSTM({
+      inputSize: I,
+      hiddenSize: H,
+      direction,
+      bias: Bt !== undefined,
+      peephole: Pt ? 'diagonal' : 'none',
+      gateActivation: gate,
+      cellActivation: cell,
+      hiddenActivation: hidden,
+      clip: spec.clip ?? undefined,
+      coupledInputForget: coupled,
+      backend: spec.backend ?? 'auto',
+      seed: 0,
+    });
+    // ONNX gate blocks are i, o, f, c; ours are i, f, g(=c), o.
+    const ONNX_BLOCK_OF = [0, 2, 3, 1];
+    const reorder = (src: Float32Array, off: number, rowLen: number): Float32Array => {
+      const out = new Float32Array(4 * H * rowLen);
+      for (let g = 0; g < 4; g++) {
+        const from = off + ONNX_BLOCK_OF[g] * H * rowLen;
+        out.set(src.subarray(from, from + H * rowLen), g * H * rowLen);
+      }
+      return out;
+    };
+    const dict: Record<string, Tensor> = {};
+    for (let d = 0; d < D; d++) {
+      const sfx = `_l0${d === 1 ? '_reverse' : ''}`;
+      dict[`weight_ih${sfx}`] = { data: reorder(W.data, d * 4 * H * I, I), shape: [4 * H, I] };
+      dict[`weight_hh${sfx}`] = { data: reorder(R.data, d * 4 * H * H, H), shape: [4 * H, H] };
+      if (Bt) {
+        dict[`bias_ih${sfx}`] = { data: reorder(Bt.data, d * 8 * H, 1), shape: [4 * H] };
+        dict[`bias_hh${sfx}`] = { data: reorder(Bt.data, d * 8 * H + 4 * H, 1), shape: [4 * H] };
+      }
+      if (Pt) {
+        const p = Pt.data.subarray(d * 3 * H, (d + 1) * 3 * H);
+        dict[`weight_ci${sfx}`] = { data: p.slice(0, H), shape: [H] };
+        dict[`weight_co${sfx}`] = { data: p.slice(H, 2 * H), shape: [H] };
+        dict[`weight_cf${sfx}`] = { data: p.slice(2 * H, 3 * H), shape: [H] };
+      }
+    }
+    try {
+      return lstm.loadStateDict(dict);
+    } catch (err) {
+      lstm.dispose();
+      throw err;
+    }
+  }
+}
+
+const ONNX_ACTIVATION: Record<string, { name: ActivationName; alpha: boolean; beta: boolean }> = {
+  sigmoid: { name: 'sigmoid', alpha: false, beta: false },
+  tanh: { name: 'tanh', alpha: false, beta: false },
+  relu: { name: 'relu', alpha: false, beta: false },
+  hardsigmoid: { name: 'hardSigmoid', alpha: true, beta: true },
+  leakyrelu: { name: 'leakyRelu', alpha: true, beta: false },
+  thresholdedrelu: { name: 'thresholdedRelu', alpha: true, beta: false },
+  scaledtanh: { name: 'scaledTanh', alpha: true, beta: true },
+  affine: { name: 'affine', alpha: true, beta: true },
+  elu: { name: 'elu', alpha: true, beta: false },
+  softsign: { name: 'softsign', alpha: false, beta: false },
+  softplus: { name: 'softplus', alpha: false, beta: false },
+};
+
+/**
+ * ONNX activations (f, g, h per direction) with alpha/beta consumed in order by the
+ * functions that take them, as ONNX Runtime reads them. One set must serve every direction.
+ */
+function onnxActivations(spec: OnnxLstmSpec, D: number): Activation[] {
+  const names = spec.activations ?? [];
+  if (!Array.isArray(names) || (names.length !== 0 && names.length !== 3 * D)) {
+    throw new LstmError('LSTM_FORMAT', `activations: expected ${3 * D} names (f, g, h per direction), got ${describe(names)}`);
+  }
+  const alphas = spec.activationAlpha ?? [];
+  const betas = spec.activationBeta ?? [];
+  let ai = 0;
+  let bi = 0;
+  const resolved = (names.length ? names : Array(D).fill(['Sigmoid', 'Tanh', 'Tanh']).flat()).map((n: unknown, i: number) => {
+    const key = typeof n === 'string' ? n.toLowerCase() : '';
+    const a = ONNX_ACTIVATION[key];
+    if (!a) throw new LstmError('LSTM_FORMAT', `activations[${i}]: unsupported ONNX activation ${describe(n)}`);
+    const act: { name: ActivationName; alpha?: number; beta?: number } = { name: a.name };
+    if (a.alpha && ai < alphas.length) act.alpha = alphas[ai++];
+    if (a.beta && bi < betas.length) act.beta = betas[bi++];
+    return resolveActivation(act, `activations[${i}]`, 'sigmoid');
+  });
+  if (D === 2) {
+    for (let k = 0; k < 3; k++) {
+      const f = resolved[k];
+      const r = resolved[k + 3];
+      if (f.kind !== r.kind || f.alpha !== r.alpha || f.beta !== r.beta) {
+        throw new LstmError('LSTM_FORMAT', `activations: forward and reverse directions use different functions (${f.name} vs ${r.name}); one set must serve both`);
+      }
+    }
+  }
+  return resolved.slice(0, 3).map((a) => ({ name: a.name, alpha: a.alpha, beta: a.beta }));
+}
+
+function parseLengths(value: LengthsLike | undefined, B: number, T: number): Int32Array | null {
+  if (value === undefined || value === null) return null;
+  let src: unknown = value;
+  if (typeof src === 'object' && src !== null && !Array.isArray(src) && !ArrayBuffer.isView(src) && 'data' in src) {
+    src = (src as { data: unknown }).data;
+  }
+  if (!Array.isArray(src) && !(ArrayBuffer.isView(src) && !(src instanceof DataView))) {
+    throw new LstmError('LSTM_SHAPE', `lengths: expected an array of ${B} integers, got ${describe(src)}`);
+  }
+  const arr = src as ArrayLike<number | bigint>;
+  if (arr.length !== B) throw new LstmError('LSTM_SHAPE', `lengths: expected ${B} entries (one per batch element), got ${arr.length}`);
+  const out = new Int32Array(B);
+  let full = true;
+  for (let b = 0; b < B; b++) {
+    const v = Number(arr[b]);
+    if (!Number.isInteger(v) || v < 1 || v > T) {
+      throw new LstmError('LSTM_SHAPE', `lengths[${b}]: expected an integer in 1..${T} (the sequence length), got ${describe(arr[b])}`);
+    }
+    out[b] = v;
+    if (v !== T) full = false;
+  }
+  return full ? null : out;
+}

@@ -1,0 +1,35 @@
+import type { Engine, EngineLayer, LayerDesc, LayerRun } from '../engine.js';
+import { asLstmError } from '../errors.js';
+import type { DirectionParams } from '../params.js';
+import type { NativeAddon, NativeLayerHandle } from './loader.js';
+
+class NativeLayer implements EngineLayer {
+  private readonly handle: NativeLayerHandle;
+
+  constructor(addon: NativeAddon, desc: LayerDesc, dirs: DirectionParams[]) {
+    try {
+      this.handle = new addon.Layer(desc, dirs);
+    } catch (err) {
+      throw asLstmError(err);
+    }
+  }
+
+  forward(run: LayerRun): void {
+    try {
+      this.handle.forward(run.x, run.T, run.B, run.h0, run.c0, run.lengths, run.y, run.hn, run.cn);
+    } catch (err) {
+      throw asLstmError(err);
+    }
+  }
+
+  dispose(): void {
+    this.handle.dispose();
+  }
+}
+
+export function nativeEngine(addon: NativeAddon): Engine {
+  return {
+    name: 'native',
+    createLayer: (desc, dirs) => new NativeLayer(addon, desc, dirs),
+  };
+}

@@ -1,0 +1,85 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+/** The N-API surface of native/addon (kept in sync with addon.cc). */
+export interface NativeLayerHandle {
+  forward(
+    x: Float32Array,
+    T: number,
+    B: number,
+    h0: Float32Array,
+    c0: Float32Array,
+    lengths: Int32Array | null,
+    y: Float32Array,
+    hn: Float32Array,
+    cn: Float32Array,
+  ): void;
+  dispose(): void;
+}
+
+export interface NativeAddon {
+  abiVersion: number;
+  isa(): string;
+  supportedIsas(): string[];
+  Layer: new (desc: object, dirs: object[]) => NativeLayerHandle;
+}
+
+/** Bumped whenever the JS<->C++ calling convention changes; a stale binary is refused. */
+export const NATIVE_ABI_VERSION = 1;
+
+export interface NativeStatus {
+  addon: NativeAddon | null;
+  reason?: string;
+  root: string;
+}
+
+let status: NativeStatus | undefined;
+
+/** The package root: the nearest folder above this file whose package.json is ours. */
+export function packageRoot(): string {
+  let dir = __dirname;
+  for (;;) {
+    const pj = path.join(dir, 'package.json');
+    try {
+      if (JSON.parse(fs.readFileSync(pj, 'utf8')).name === 'lstm-native') return dir;
+    } catch {
+      // not here; keep walking up
+    }
+    const parent = path.dirname(dir);
+    if (parent === dir) return path.resolve(__dirname, '..', '..');
+    dir = parent;
+  }
+}
+
+/** Load the addon once; never throws, records why it could not load instead. */
+export function loadNative(): NativeStatus {
+  if (status) return status;
+  const root = packageRoot();
+  const where = `${process.platform}-${process.arch}`;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
+    const addon = nodeGypBuild(root) as NativeAddon;
+    if (addon.abiVersion !== NATIVE_ABI_VERSION) {
+      status = {
+        addon: null,
+        root,
+        reason: `the native addon found under ${root} has ABI ${String(addon.abiVersion)}, this JS expects ${NATIVE_ABI_VERSION}: rebuild it with \`npx node-gyp-build\` in ${root} (or reinstall lstm-native)`,
+      };
+    } else {
+      status = { addon, root };
+    }
+  } catch (err) {
+    const msg = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    status = {
+      addon: null,
+      root,
+      reason:
+        `no native binary for ${where} (Node ABI ${process.versions.modules}, N-API ${process.versions.napi}) could be loaded ` +
+        `from ${path.join(root, 'prebuilds', where)} or ${path.join(root, 'build', 'Release')}: ${msg}. ` +
+        `The pure-JS engine is in use. To build the native engine run \`npm rebuild lstm-native\` ` +
+        `(needs python3, make and a C++17 compiler; npm 11 users who block install scripts can run \`npx node-gyp-build\` in ${root}).`,
+    };
+  }
+  return status;
+}

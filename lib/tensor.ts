@@ -1,0 +1,75 @@
+import { LstmError, describe } from './errors.js';
+
+/** Dense row-major float32 tensor. Inputs are never mutated by the library. */
+export interface Tensor {
+  data: Float32Array;
+  shape: number[];
+}
+
+/** Largest element count any tensor may have: both engines index with 32-bit signed sizes per dimension. */
+export const MAX_ELEMENTS = 2 ** 31 - 1;
+
+export function shapeStr(shape: readonly number[]): string {
+  return `[${shape.join(', ')}]`;
+}
+
+export function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+/** Product of a shape, checked for overflow past MAX_ELEMENTS. */
+export function shapeSize(shape: readonly number[], name: string): number {
+  let n = 1;
+  for (const d of shape) {
+    n *= d;
+    if (n > MAX_ELEMENTS) {
+      throw new LstmError('LSTM_SHAPE', `${name}: shape ${shapeStr(shape)} has more than ${MAX_ELEMENTS} elements`);
+    }
+  }
+  return n;
+}
+
+function isDim(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
+/**
+ * Validate a user-supplied tensor: a Float32Array whose length matches a shape of
+ * non-negative integers. Detached buffers show up as length 0 and fail the match.
+ */
+export function checkTensor(value: unknown, name: string): Tensor {
+  if (value === null || typeof value !== 'object') {
+    throw new LstmError('LSTM_SHAPE', `${name}: expected a tensor { data: Float32Array, shape: number[] }, got ${describe(value)}`);
+  }
+  const { data, shape } = value as { data?: unknown; shape?: unknown };
+  if (!(data instanceof Float32Array)) {
+    throw new LstmError('LSTM_DTYPE', `${name}.data: expected a Float32Array, got ${describe(data)}`);
+  }
+  if (!Array.isArray(shape) || !shape.every(isDim)) {
+    throw new LstmError(
+      'LSTM_SHAPE',
+      `${name}.shape: expected an array of non-negative integers, got ${Array.isArray(shape) ? `[${shape.map(describe).join(', ')}]` : describe(shape)}`,
+    );
+  }
+  const n = shapeSize(shape, name);
+  if (n !== data.length) {
+    throw new LstmError(
+      'LSTM_SHAPE',
+      `${name}: shape ${shapeStr(shape)} needs ${n} elements but data has ${data.length}` +
+        (data.length === 0 && n > 0 ? ' (is its ArrayBuffer detached?)' : ''),
+    );
+  }
+  return { data, shape: shape.slice() };
+}
+
+/** Copy [A, B, F] into [B, A, F] (swaps the two leading axes). */
+export function swapLeadingAxes(src: Float32Array, a: number, b: number, f: number): Float32Array {
+  const dst = new Float32Array(src.length);
+  for (let i = 0; i < a; i++) {
+    for (let j = 0; j < b; j++) {
+      const s = (i * b + j) * f;
+      dst.set(src.subarray(s, s + f), (j * a + i) * f);
+    }
+  }
+  return dst;
+}
