@@ -1,0 +1,35 @@
+// The fused LSTM cell update of one time step, after the gate GEMMs:
+//   i = f(z_i + w_ci*c_prev), f = f(z_f + w_cf*c_prev) (or 1 - i when coupled),
+//   c = f*c_prev + i*g(z_g), o = f(z_o + w_co*c), r = o*h(c),
+// with every pre-activation clamped to [-clip, clip] when clip > 0 (ONNX order).
+#pragma once
+
+#include <cstddef>
+
+#include "activations.h"
+#include "isa.h"
+
+namespace lstm {
+
+struct CellSpec {
+  int hidden = 0;
+  Activation gate{kSigmoid, 0.f, 0.f};
+  Activation cell{kTanh, 0.f, 0.f};
+  Activation out{kTanh, 0.f, 0.f};
+  float clip = 0.f;  // 0: no clipping
+  bool coupled = false;
+  // Diagonal peepholes, or null.
+  const float* wci = nullptr;
+  const float* wcf = nullptr;
+  const float* wco = nullptr;
+};
+
+// gates: B rows of [z_i | z_f | z_g | z_o] (row stride ldg); c_prev, c_out, r_out: [B, H].
+void cell_forward(Isa isa, const CellSpec& spec, int B, const float* gates, std::ptrdiff_t ldg, const float* c_prev,
+                  float* c_out, float* r_out);
+
+// Vectorised activations, exposed for the accuracy tests (n any length).
+void sigmoid_vec(Isa isa, const float* x, float* y, int n);
+void tanh_vec(Isa isa, const float* x, float* y, int n);
+
+}  // namespace lstm

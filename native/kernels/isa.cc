@@ -1,0 +1,41 @@
+#include "isa.h"
+
+#include <cstring>
+
+namespace lstm {
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+bool isa_supported(Isa isa) {
+  if (isa == Isa::kScalar) return true;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  if (isa == Isa::kAvx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (isa == Isa::kAvx512) {
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }
+#endif
+  return false;
+}
+
+Isa best_isa() {
+  if (isa_supported(Isa::kAvx512)) return Isa::kAvx512;
+  if (isa_supported(Isa::kAvx2)) return Isa::kAvx2;
+  return Isa::kScalar;
+}
+
+bool parse_isa(const char* text, Isa* out) {
+  if (text == nullptr) return false;
+  if (std::strcmp(text, "scalar") == 0) { *out = Isa::kScalar; return true; }
+  if (std::strcmp(text, "avx2") == 0) { *out = Isa::kAvx2; return true; }
+  if (std::strcmp(text, "avx512") == 0) { *out = Isa::kAvx512; return true; }
+  return false;
+}
+
+}  // namespace lstm

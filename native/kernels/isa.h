@@ -1,0 +1,16 @@
+// Instruction-set selection: detect the CPU once, let LSTM_ISA override it.
+#pragma once
+
+namespace lstm {
+
+enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+
+const char* isa_name(Isa isa);
+// True when this CPU (and this build) can run `isa`.
+bool isa_supported(Isa isa);
+// The best ISA this CPU supports.
+Isa best_isa();
+// Parse "scalar" | "avx2" | "avx512"; false for anything else.
+bool parse_isa(const char* text, Isa* out);
+
+}  // namespace lstm

@@ -1,0 +1,82 @@
+// One LSTM layer (one or two directions) with packed weights: the whole forward of a
+// sequence, PyTorch's algorithm — one GEMM for the input projection of every step,
+// then per step the recurrent GEMM and the fused cell update.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "activations.h"
+#include "gemm.h"
+#include "isa.h"
+
+namespace lstm {
+
+enum Peephole : int { kPeepholeNone = 0, kPeepholeDiagonal = 1, kPeepholeFull = 2 };
+
+struct LayerDesc {
+  int input_size = 0;
+  int hidden_size = 0;
+  int proj_size = 0;  // 0: no projection
+  int num_directions = 1;
+  bool reverse = false;  // one-direction layer running from the last step to the first
+  bool bias = true;
+  int peephole = kPeepholeNone;
+  Activation gate{kSigmoid, 0.f, 0.f};
+  Activation cell{kTanh, 0.f, 0.f};
+  Activation hidden{kTanh, 0.f, 0.f};
+  float clip = 0.f;
+  bool coupled = false;
+
+  int out_size() const { return proj_size > 0 ? proj_size : hidden_size; }
+};
+
+// Unpacked weights of one direction in PyTorch layout (gate order i, f, g, o);
+// pointers the caller owns, null where the configuration has no such tensor.
+struct DirectionWeightsView {
+  const float* w_ih = nullptr;  // [4H, I]
+  const float* w_hh = nullptr;  // [4H, Hout]
+  const float* b_ih = nullptr;  // [4H]
+  const float* b_hh = nullptr;  // [4H]
+  const float* w_hr = nullptr;  // [Hout, H]
+  const float* w_ci = nullptr;  // [H]
+  const float* w_cf = nullptr;  // [H]
+  const float* w_co = nullptr;  // [H]
+  const float* w_ch = nullptr;  // [4H, H]
+};
+
+struct LayerRun {
+  const float* x = nullptr;   // [T, B, I]
+  int T = 0;
+  int B = 0;
+  const float* h0 = nullptr;  // [D, B, Hout]
+  const float* c0 = nullptr;  // [D, B, H]
+  const int32_t* lengths = nullptr;  // [B] in 1..T, or null
+  float* y = nullptr;         // [T, B, D*Hout]
+  float* hn = nullptr;        // [D, B, Hout]
+  float* cn = nullptr;        // [D, B, H]
+};
+
+class Layer {
+ public:
+  // Packs copies of the weights; the views need not outlive the constructor.
+  Layer(const LayerDesc& desc, const DirectionWeightsView* dirs);
+
+  const LayerDesc& desc() const { return desc_; }
+  void forward(Isa isa, const LayerRun& run) const;
+
+ private:
+  struct Direction {
+    PackedMatrix w_ih, w_hh, w_hr, w_ch;
+    std::vector<float> bias;  // b_ih + b_hh, empty without bias
+    std::vector<float> w_ci, w_cf, w_co;
+  };
+
+  void forward_direction(Isa isa, int d, const LayerRun& run, float* gates, float* h, float* c, float* c_new,
+                         float* r, float* h_new) const;
+
+  LayerDesc desc_;
+  std::vector<Direction> dirs_;
+};
+
+}  // namespace lstm

@@ -1,0 +1,158 @@
+// Micro-kernels. ISA code sits behind target attributes, so the file compiles for
+// baseline x86-64 (or arm64) and one binary carries every path.
+#include "microkernels.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "gemm.h"
+
+namespace lstm {
+
+namespace {
+
+// Portable kernel: 4 x 16 accumulators the compiler keeps in vector registers
+// (SSE2 on x86-64, NEON on arm64).
+template <int MR>
+inline void ukernel_scalar(int kc, const float* a, std::ptrdiff_t lda, const float* b, float* c, std::ptrdiff_t ldc,
+                           int nr) {
+  float acc[MR][kPanel] = {};
+  for (int k = 0; k < kc; ++k) {
+    const float* bk = b + static_cast<std::ptrdiff_t>(k) * kPanel;
+    for (int i = 0; i < MR; ++i) {
+      const float av = a[i * lda + k];
+      for (int j = 0; j < kPanel; ++j) acc[i][j] += av * bk[j];
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < nr; ++j) c[i * ldc + j] += acc[i][j];
+}
+
+}  // namespace
+
+void gemm_ukernel_f32__scalar(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
+                              std::ptrdiff_t ldc, int nr) {
+  switch (mr) {
+    case 4: ukernel_scalar<4>(kc, a, lda, panel, c, ldc, nr); break;
+    case 3: ukernel_scalar<3>(kc, a, lda, panel, c, ldc, nr); break;
+    case 2: ukernel_scalar<2>(kc, a, lda, panel, c, ldc, nr); break;
+    default: ukernel_scalar<1>(kc, a, lda, panel, c, ldc, nr); break;
+  }
+}
+
+#if defined(__x86_64__)
+
+namespace {
+
+// 6 rows x 16 columns: 12 ymm accumulators, 2 panel loads and 6 broadcasts per k.
+template <int MR>
+__attribute__((target("avx2,fma"), always_inline)) inline void ukernel_avx2(int kc, const float* a, std::ptrdiff_t lda,
+                                                                              const float* b, float* c,
+                                                                              std::ptrdiff_t ldc, int nr) {
+  __m256 lo[MR];
+  __m256 hi[MR];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+    lo[i] = _mm256_setzero_ps();
+    hi[i] = _mm256_setzero_ps();
+  }
+  for (int k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(b + k * kPanel);
+    const __m256 b1 = _mm256_loadu_ps(b + k * kPanel + 8);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m256 av = _mm256_broadcast_ss(a + i * lda + k);
+      lo[i] = _mm256_fmadd_ps(av, b0, lo[i]);
+      hi[i] = _mm256_fmadd_ps(av, b1, hi[i]);
+    }
+  }
+  if (nr == kPanel) {
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      float* ci = c + i * ldc;
+      _mm256_storeu_ps(ci, _mm256_add_ps(_mm256_loadu_ps(ci), lo[i]));
+      _mm256_storeu_ps(ci + 8, _mm256_add_ps(_mm256_loadu_ps(ci + 8), hi[i]));
+    }
+  } else {
+    alignas(32) float tmp[kPanel];
+    // Fully unrolled like every loop over the accumulators: a dynamic index would
+    // make GCC keep them in memory and spill on every k.
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      _mm256_store_ps(tmp, lo[i]);
+      _mm256_store_ps(tmp + 8, hi[i]);
+      for (int j = 0; j < nr; ++j) c[i * ldc + j] += tmp[j];
+    }
+  }
+}
+
+// 12 rows x 16 columns: 12 zmm accumulators, 1 panel load per k.
+template <int MR>
+__attribute__((target("avx512f,avx2,fma"), always_inline)) inline void ukernel_avx512(int kc, const float* a,
+                                                                                        std::ptrdiff_t lda,
+                                                                                        const float* b, float* c,
+                                                                                        std::ptrdiff_t ldc, int nr) {
+  __m512 acc[MR];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
+  for (int k = 0; k < kc; ++k) {
+    const __m512 bv = _mm512_loadu_ps(b + k * kPanel);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i * lda + k]), bv, acc[i]);
+  }
+  const __mmask16 mask = static_cast<__mmask16>(nr == kPanel ? 0xFFFF : ((1u << nr) - 1u));
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    float* ci = c + i * ldc;
+    _mm512_mask_storeu_ps(ci, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, ci), acc[i]));
+  }
+}
+
+}  // namespace
+
+__attribute__((target("avx2,fma"))) void gemm_ukernel_f32__avx2(int mr, int kc, const float* a, std::ptrdiff_t lda,
+                                                                 const float* panel, float* c, std::ptrdiff_t ldc,
+                                                                 int nr) {
+  switch (mr) {
+    case 6: ukernel_avx2<6>(kc, a, lda, panel, c, ldc, nr); break;
+    case 5: ukernel_avx2<5>(kc, a, lda, panel, c, ldc, nr); break;
+    case 4: ukernel_avx2<4>(kc, a, lda, panel, c, ldc, nr); break;
+    case 3: ukernel_avx2<3>(kc, a, lda, panel, c, ldc, nr); break;
+    case 2: ukernel_avx2<2>(kc, a, lda, panel, c, ldc, nr); break;
+    default: ukernel_avx2<1>(kc, a, lda, panel, c, ldc, nr); break;
+  }
+}
+
+__attribute__((target("avx512f,avx2,fma"))) void gemm_ukernel_f32__avx512(int mr, int kc, const float* a,
+                                                                           std::ptrdiff_t lda, const float* panel,
+                                                                           float* c, std::ptrdiff_t ldc, int nr) {
+  switch (mr) {
+    case 12: ukernel_avx512<12>(kc, a, lda, panel, c, ldc, nr); break;
+    case 11: ukernel_avx512<11>(kc, a, lda, panel, c, ldc, nr); break;
+    case 10: ukernel_avx512<10>(kc, a, lda, panel, c, ldc, nr); break;
+    case 9: ukernel_avx512<9>(kc, a, lda, panel, c, ldc, nr); break;
+    case 8: ukernel_avx512<8>(kc, a, lda, panel, c, ldc, nr); break;
+    case 7: ukernel_avx512<7>(kc, a, lda, panel, c, ldc, nr); break;
+    case 6: ukernel_avx512<6>(kc, a, lda, panel, c, ldc, nr); break;
+    case 5: ukernel_avx512<5>(kc, a, lda, panel, c, ldc, nr); break;
+    case 4: ukernel_avx512<4>(kc, a, lda, panel, c, ldc, nr); break;
+    case 3: ukernel_avx512<3>(kc, a, lda, panel, c, ldc, nr); break;
+    case 2: ukernel_avx512<2>(kc, a, lda, panel, c, ldc, nr); break;
+    default: ukernel_avx512<1>(kc, a, lda, panel, c, ldc, nr); break;
+  }
+}
+
+#endif  // __x86_64__
+
+MicroKernel microkernel_for(Isa isa) {
+#if defined(__x86_64__)
+  if (isa == Isa::kAvx512) return {12, gemm_ukernel_f32__avx512};
+  if (isa == Isa::kAvx2) return {6, gemm_ukernel_f32__avx2};
+#else
+  (void)isa;
+#endif
+  return {4, gemm_ukernel_f32__scalar};
+}
+
+}  // namespace lstm

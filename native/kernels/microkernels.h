@@ -1,0 +1,29 @@
+// GEMM micro-kernels, one per ISA: C[mr x nr] += A[mr x kc] * panel[kc x 16].
+#pragma once
+
+#include <cstddef>
+
+#include "isa.h"
+
+namespace lstm {
+
+using MicroKernelFn = void (*)(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
+                               std::ptrdiff_t ldc, int nr);
+
+struct MicroKernel {
+  int mr;  // rows of A per call
+  MicroKernelFn run;
+};
+
+MicroKernel microkernel_for(Isa isa);
+
+void gemm_ukernel_f32__scalar(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
+                              std::ptrdiff_t ldc, int nr);
+#if defined(__x86_64__)
+void gemm_ukernel_f32__avx2(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
+                            std::ptrdiff_t ldc, int nr);
+void gemm_ukernel_f32__avx512(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
+                              std::ptrdiff_t ldc, int nr);
+#endif
+
+}  // namespace lstm

@@ -1,0 +1,238 @@
+// Kernel tests: every ISA this CPU has against the scalar reference (the oracle),
+// on sizes that hit every remainder path; activation accuracy against double.
+// Run by ctest. `kernel_tests --bench` times the GEMM instead.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cell.h"
+#include "gemm.h"
+#include "isa.h"
+#include "layer.h"
+
+using namespace lstm;
+
+namespace {
+
+int failures = 0;
+int checks = 0;
+
+void expect(bool ok, const std::string& what) {
+  ++checks;
+  if (!ok) {
+    ++failures;
+    std::fprintf(stderr, "FAIL: %s\n", what.c_str());
+  }
+}
+
+std::vector<float> random_vec(std::mt19937& rng, std::size_t n, float lo = -1.f, float hi = 1.f) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+std::vector<Isa> isas_to_test() {
+  std::vector<Isa> out;
+  for (Isa i : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+    if (isa_supported(i)) {
+      out.push_back(i);
+    } else {
+      std::printf("skip %s: not supported by this CPU\n", isa_name(i));
+    }
+  }
+  return out;
+}
+
+// Naive double-precision C += A W^T on unpacked W: the reference for every GEMM path.
+void gemm_reference(int M, int N, int K, const float* A, int lda, const float* W, std::vector<double>& C, int ldc) {
+  for (int m = 0; m < M; ++m)
+    for (int n = 0; n < N; ++n) {
+      double s = 0;
+      for (int k = 0; k < K; ++k) s += static_cast<double>(A[m * lda + k]) * W[n * K + k];
+      C[m * ldc + n] += s;
+    }
+}
+
+void test_gemm(Isa isa) {
+  std::mt19937 rng(42);
+  // Sizes hit the micro-kernel row remainders (1..12), partial panels, K blocks (KC=256) and M blocks (MC=72).
+  const int Ms[] = {1, 2, 5, 6, 7, 11, 12, 13, 31, 73, 150};
+  const int Ns[] = {1, 3, 15, 16, 17, 33, 64, 100};
+  const int Ks[] = {1, 2, 7, 16, 255, 256, 257, 600};
+  for (int M : Ms)
+    for (int N : Ns)
+      for (int K : Ks) {
+        if (static_cast<long>(M) * N * K > 3000000) continue;
+        const int lda = K + 3;  // strided A, as the layer passes it
+        const int ldc = N + 5;
+        std::vector<float> A = random_vec(rng, static_cast<std::size_t>(M) * lda);
+        std::vector<float> W = random_vec(rng, static_cast<std::size_t>(N) * K);
+        std::vector<float> C0 = random_vec(rng, static_cast<std::size_t>(M) * ldc);
+        std::vector<double> ref(C0.begin(), C0.end());
+        gemm_reference(M, N, K, A.data(), lda, W.data(), ref, ldc);
+        PackedMatrix P;
+        pack_matrix(W.data(), N, K, &P);
+        std::vector<float> C = C0;
+        gemm_nt(isa, M, A.data(), lda, P, C.data(), ldc);
+        double worst = 0;
+        bool untouched = true;
+        for (int m = 0; m < M; ++m)
+          for (int n = 0; n < ldc; ++n) {
+            const std::size_t i = static_cast<std::size_t>(m) * ldc + n;
+            if (n < N) {
+              worst = std::max(worst, std::fabs(C[i] - ref[i]) / (1e-6 + 1e-6 * std::sqrt(K) * (1 + std::fabs(ref[i]))));
+            } else if (C[i] != C0[i]) {
+              untouched = false;
+            }
+          }
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "gemm %s M=%d N=%d K=%d: error ratio %.3f", isa_name(isa), M, N, K, worst);
+        expect(worst <= 1.0, buf);
+        std::snprintf(buf, sizeof buf, "gemm %s M=%d N=%d K=%d wrote outside its columns", isa_name(isa), M, N, K);
+        expect(untouched, buf);
+      }
+}
+
+void test_activations(Isa isa) {
+  std::vector<float> x;
+  for (float v = -30.f; v <= 30.f; v += 0.0009765625f) x.push_back(v);
+  std::mt19937 rng(7);
+  for (float v : random_vec(rng, 20000, -1.f, 1.f)) x.push_back(v * 1e-3f);
+  for (float v : {0.f, -0.f, 1e-30f, -1e-30f, 0.625f, -0.625f, 88.f, -88.f, 100.f, -100.f, 1e30f, -1e30f}) x.push_back(v);
+  const int n = static_cast<int>(x.size());
+  std::vector<float> ys(n), yt(n);
+  sigmoid_vec(isa, x.data(), ys.data(), n);
+  tanh_vec(isa, x.data(), yt.data(), n);
+  double ws = 0, wt = 0;
+  for (int i = 0; i < n; ++i) {
+    ws = std::max(ws, std::fabs(ys[i] - 1.0 / (1.0 + std::exp(-static_cast<double>(x[i])))));
+    wt = std::max(wt, std::fabs(yt[i] - std::tanh(static_cast<double>(x[i]))));
+  }
+  char buf[120];
+  std::snprintf(buf, sizeof buf, "sigmoid %s max abs error %.3g (limit 2e-7)", isa_name(isa), ws);
+  expect(ws <= 2e-7, buf);
+  std::snprintf(buf, sizeof buf, "tanh %s max abs error %.3g (limit 2e-7)", isa_name(isa), wt);
+  expect(wt <= 2e-7, buf);
+  std::printf("%s: sigmoid max err %.3g, tanh max err %.3g\n", isa_name(isa), ws, wt);
+}
+
+// A whole layer on `isa` against the scalar path, over configurations that reach every cell branch.
+void test_layer(Isa isa) {
+  std::mt19937 rng(3);
+  struct Case { int I, H, P, D, peep; bool rev, bias, coupled; float clip; int T, B; bool lens; };
+  const Case cases[] = {
+      {3, 1, 0, 1, 0, false, true, false, 0.f, 4, 1, false},    {5, 17, 0, 2, 1, false, true, false, 0.f, 6, 3, true},
+      {8, 33, 7, 1, 2, true, false, false, 0.f, 5, 7, true},    {4, 8, 0, 1, 1, false, true, true, 0.5f, 3, 2, false},
+      {16, 24, 5, 2, 0, false, true, false, 1.5f, 9, 13, true}, {7, 3, 0, 1, 0, false, true, false, 0.f, 1, 1, false},
+  };
+  for (const Case& cs : cases) {
+    LayerDesc desc;
+    desc.input_size = cs.I;
+    desc.hidden_size = cs.H;
+    desc.proj_size = cs.P;
+    desc.num_directions = cs.D;
+    desc.reverse = cs.rev;
+    desc.bias = cs.bias;
+    desc.peephole = cs.peep;
+    desc.coupled = cs.coupled;
+    desc.clip = cs.clip;
+    const int H = cs.H, Ho = desc.out_size();
+    std::vector<std::vector<float>> store;
+    auto make = [&](std::size_t n) {
+      store.push_back(random_vec(rng, n, -0.5f, 0.5f));
+      return store.back().data();
+    };
+    DirectionWeightsView v[2];
+    for (int d = 0; d < cs.D; ++d) {
+      v[d].w_ih = make(4 * H * cs.I);
+      v[d].w_hh = make(4 * H * Ho);
+      v[d].b_ih = make(4 * H);
+      v[d].b_hh = make(4 * H);
+      v[d].w_hr = make(Ho * H);
+      v[d].w_ci = make(H);
+      v[d].w_cf = make(H);
+      v[d].w_co = make(H);
+      v[d].w_ch = make(4 * H * H);
+    }
+    Layer layer(desc, v);
+    std::vector<float> x = random_vec(rng, static_cast<std::size_t>(cs.T) * cs.B * cs.I);
+    std::vector<float> h0 = random_vec(rng, cs.D * cs.B * Ho), c0 = random_vec(rng, cs.D * cs.B * H);
+    std::vector<int32_t> lens(cs.B);
+    for (int b = 0; b < cs.B; ++b) lens[b] = 1 + static_cast<int>(rng() % cs.T);
+    auto run_on = [&](Isa which, std::vector<float>& y, std::vector<float>& hn, std::vector<float>& cn) {
+      y.assign(static_cast<std::size_t>(cs.T) * cs.B * cs.D * Ho, -7.f);
+      hn.assign(cs.D * cs.B * Ho, -7.f);
+      cn.assign(cs.D * cs.B * H, -7.f);
+      LayerRun run;
+      run.x = x.data();
+      run.T = cs.T;
+      run.B = cs.B;
+      run.h0 = h0.data();
+      run.c0 = c0.data();
+      run.lengths = cs.lens ? lens.data() : nullptr;
+      run.y = y.data();
+      run.hn = hn.data();
+      run.cn = cn.data();
+      layer.forward(which, run);
+    };
+    std::vector<float> y0, hn0, cn0, y1, hn1, cn1;
+    run_on(Isa::kScalar, y0, hn0, cn0);
+    run_on(isa, y1, hn1, cn1);
+    double worst = 0;
+    auto cmp = [&](const std::vector<float>& a, const std::vector<float>& b) {
+      for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(a[i] - b[i]) / (1e-5 + 1e-4 * std::fabs(a[i])));
+    };
+    cmp(y0, y1);
+    cmp(hn0, hn1);
+    cmp(cn0, cn1);
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "layer %s I=%d H=%d P=%d D=%d peep=%d: error ratio %.3f vs scalar", isa_name(isa), cs.I,
+                  H, cs.P, cs.D, cs.peep, worst);
+    expect(worst <= 1.0, buf);
+  }
+}
+
+int bench(Isa isa, int M, int N, int K) {
+  std::mt19937 rng(1);
+  std::vector<float> A = random_vec(rng, static_cast<std::size_t>(M) * K), W = random_vec(rng, static_cast<std::size_t>(N) * K);
+  std::vector<float> C(static_cast<std::size_t>(M) * N);
+  PackedMatrix P;
+  pack_matrix(W.data(), N, K, &P);
+  std::vector<double> times;
+  for (int r = 0; r < 15; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    gemm_nt(isa, M, A.data(), K, P, C.data(), N);
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(times.begin(), times.end());
+  std::printf("%s M=%d N=%d K=%d: %.3f ms, %.1f GFLOP/s\n", isa_name(isa), M, N, K, times[7] * 1e3,
+              2.0 * M * N * K / times[7] / 1e9);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "--bench") == 0) {
+    for (Isa isa : isas_to_test()) {
+      bench(isa, 4096, 1024, 256);
+      bench(isa, 32, 1024, 256);
+      bench(isa, 1, 1024, 256);
+    }
+    return 0;
+  }
+  for (Isa isa : isas_to_test()) {
+    test_gemm(isa);
+    test_activations(isa);
+    test_layer(isa);
+  }
+  std::printf("%d passed, %d failed\n", checks - failures, failures);
+  return failures == 0 ? 0 : 1;
+}
