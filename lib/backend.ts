@@ -34,7 +34,11 @@ export function backendInfo(): BackendInfo {
   const st = loadNative();
   const info: BackendInfo = { native: st.addon !== null, version: packageVersion() };
   if (st.addon) {
-    info.isa = st.addon.isa();
+    try {
+      info.isa = st.addon.isa(process.env.LSTM_ISA ?? '');
+    } catch (err) {
+      info.reason = (err as Error).message;
+    }
     if (process.env.LSTM_BACKEND === 'js') info.reason = "LSTM_BACKEND=js: models with backend 'auto' use the js engine";
   } else {
     info.reason = st.reason;

@@ -422,9 +422,10 @@ function parseLengths(value: LengthsLike | undefined, B: number, T: number): Int
   const out = new Int32Array(B);
   let full = true;
   for (let b = 0; b < B; b++) {
-    const v = Number(arr[b]);
-    if (!Number.isInteger(v) || v < 1 || v > T) {
-      throw new LstmError('LSTM_SHAPE', `lengths[${b}]: expected an integer in 1..${T} (the sequence length), got ${describe(arr[b])}`);
+    const raw = arr[b];
+    const v = typeof raw === 'bigint' ? Number(raw) : raw;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > T) {
+      throw new LstmError('LSTM_SHAPE', `lengths[${b}]: expected an integer in 1..${T} (the sequence length), got ${describe(raw)}`);
     }
     out[b] = v;
     if (v !== T) full = false;

@@ -38,8 +38,12 @@ function isDim(v: unknown): v is number {
  * non-negative integers. Detached buffers show up as length 0 and fail the match.
  */
 export function checkTensor(value: unknown, name: string): Tensor {
-  if (value === null || typeof value !== 'object') {
-    throw new LstmError('LSTM_SHAPE', `${name}: expected a tensor { data: Float32Array, shape: number[] }, got ${describe(value)}`);
+  if (value === null || typeof value !== 'object' || ArrayBuffer.isView(value)) {
+    throw new LstmError(
+      'LSTM_SHAPE',
+      `${name}: expected a tensor { data: Float32Array, shape: number[] }, got ${describe(value)}` +
+        (ArrayBuffer.isView(value) ? ' (a bare array has no shape: pass { data, shape })' : ''),
+    );
   }
   const { data, shape } = value as { data?: unknown; shape?: unknown };
   if (!(data instanceof Float32Array)) {

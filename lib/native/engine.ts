@@ -6,9 +6,9 @@ import type { NativeAddon, NativeLayerHandle } from './loader.js';
 class NativeLayer implements EngineLayer {
   private readonly handle: NativeLayerHandle;
 
-  constructor(addon: NativeAddon, desc: LayerDesc, dirs: DirectionParams[]) {
+  constructor(addon: NativeAddon, isa: string, desc: LayerDesc, dirs: DirectionParams[]) {
     try {
-      this.handle = new addon.Layer(desc, dirs);
+      this.handle = new addon.Layer({ ...desc, isa }, dirs);
     } catch (err) {
       throw asLstmError(err);
     }
@@ -27,9 +27,15 @@ class NativeLayer implements EngineLayer {
   }
 }
 
+/**
+ * The native engine of one model. LSTM_ISA is read once, when the model is built (not
+ * by the addon: worker threads have their own process.env), so reloading weights
+ * never changes the kernels a model runs on.
+ */
 export function nativeEngine(addon: NativeAddon): Engine {
+  const isa = process.env.LSTM_ISA ?? '';
   return {
     name: 'native',
-    createLayer: (desc, dirs) => new NativeLayer(addon, desc, dirs),
+    createLayer: (desc, dirs) => new NativeLayer(addon, isa, desc, dirs),
   };
 }

@@ -19,8 +19,11 @@ export interface NativeLayerHandle {
 
 export interface NativeAddon {
   abiVersion: number;
-  isa(): string;
+  /** The ISA a model would run for LSTM_ISA = requested ('' or undefined: the best this CPU has). */
+  isa(requested?: string): string;
   supportedIsas(): string[];
+  /** One core's fp32 FMA throughput in GFLOP/s on an ISA (the benchmark's ceiling). */
+  measurePeak(isa?: string, seconds?: number): number;
   Layer: new (desc: object, dirs: object[]) => NativeLayerHandle;
 }
 

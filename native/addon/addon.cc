@@ -13,6 +13,7 @@
 
 #include "../kernels/isa.h"
 #include "../kernels/layer.h"
+#include "../kernels/peak.h"
 
 namespace {
 
@@ -119,30 +120,45 @@ class LayerWrap : public Napi::ObjectWrap<LayerWrap> {
 
 class LstmAddon : public Napi::Addon<LstmAddon> {
  public:
-  LstmAddon(Napi::Env env, Napi::Object exports) {
-    isa_ = lstm::best_isa();
-    const char* want = std::getenv("LSTM_ISA");
-    if (want != nullptr && *want != '\0') {
-      lstm::Isa requested;
-      if (!lstm::parse_isa(want, &requested)) {
-        Fail(env, "LSTM_NATIVE", std::string("LSTM_ISA='") + want + "' is not one of avx512, avx2, scalar");
-      }
-      // Never run an ISA the CPU lacks: step down to the best one it has.
-      while (!lstm::isa_supported(requested)) requested = static_cast<lstm::Isa>(static_cast<int>(requested) - 1);
-      isa_ = requested;
-    }
+  LstmAddon(Napi::Env env, Napi::Object exports) : best_(lstm::best_isa()) {
     DefineAddon(exports, {
                              InstanceValue("abiVersion", Napi::Number::New(env, kAbiVersion), napi_enumerable),
                              InstanceMethod("isa", &LstmAddon::IsaName, napi_enumerable),
                              InstanceMethod("supportedIsas", &LstmAddon::SupportedIsas, napi_enumerable),
+                             InstanceMethod("measurePeak", &LstmAddon::MeasurePeak, napi_enumerable),
                              InstanceValue("Layer", LayerWrap::Define(env), napi_enumerable),
                          });
   }
 
-  lstm::Isa isa() const { return isa_; }
+  // The ISA to run for a requested name ('' = the best this CPU has). A request
+  // for an ISA the CPU lacks steps down to the best one it has, never beyond.
+  lstm::Isa Resolve(Napi::Env env, const Napi::Value& requested) const {
+    if (requested.IsUndefined() || requested.IsNull()) return best_;
+    if (!requested.IsString()) Fail(env, "LSTM_OPTION", "LSTM_ISA: expected a string");
+    const std::string want = requested.As<Napi::String>().Utf8Value();
+    if (want.empty()) return best_;
+    lstm::Isa isa;
+    if (!lstm::parse_isa(want.c_str(), &isa)) {
+      Fail(env, "LSTM_OPTION", "LSTM_ISA: expected one of avx512, avx2, scalar, got '" + want + "'");
+    }
+    while (!lstm::isa_supported(isa)) isa = static_cast<lstm::Isa>(static_cast<int>(isa) - 1);
+    return isa;
+  }
+
 
  private:
-  Napi::Value IsaName(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), lstm::isa_name(isa_)); }
+  Napi::Value IsaName(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), lstm::isa_name(Resolve(info.Env(), info[0])));
+  }
+  // measurePeak(isa?: string, seconds = 0.5): GFLOP/s of one core on that ISA.
+  Napi::Value MeasurePeak(const Napi::CallbackInfo& info) {
+    const lstm::Isa isa = Resolve(info.Env(), info[0]);
+    double seconds = 0.5;
+    if (info.Length() > 1 && info[1].IsNumber()) seconds = info[1].As<Napi::Number>().DoubleValue();
+    if (!(seconds > 0 && seconds <= 10)) Fail(info.Env(), "LSTM_OPTION", "measurePeak: seconds must be in (0, 10]");
+    return Napi::Number::New(info.Env(), lstm::measure_fma_peak(isa, seconds));
+  }
+
   Napi::Value SupportedIsas(const Napi::CallbackInfo& info) {
     Napi::Array out = Napi::Array::New(info.Env());
     uint32_t n = 0;
@@ -152,12 +168,11 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
     return out;
   }
 
-  lstm::Isa isa_;
+  const lstm::Isa best_;  // detected once per environment
 };
 
 LayerWrap::LayerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LayerWrap>(info) {
   Napi::Env env = info.Env();
-  isa_ = env.GetInstanceData<LstmAddon>()->isa();
   if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsArray()) {
     Fail(env, "LSTM_OPTION", "Layer(desc, dirs): expected a descriptor object and an array of direction weights");
   }
@@ -180,6 +195,7 @@ LayerWrap::LayerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LayerWra
   if (!(clip_v >= 0) || !std::isfinite(clip_v)) Fail(env, "LSTM_OPTION", "desc.clip: expected a finite number >= 0");
   desc.clip = static_cast<float>(clip_v);
   desc.coupled = BoolArg(env, d, "coupled");
+  isa_ = env.GetInstanceData<LstmAddon>()->Resolve(env, d.Get("isa"));
 
   const int64_t H = desc.hidden_size;
   const int64_t Hout = desc.out_size();

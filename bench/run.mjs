@@ -1,0 +1,202 @@
+#!/usr/bin/env node
+// The main benchmark: shapes S1-S4 on every engine available here, side by side in one
+// run (engines interleaved per repetition so machine noise hits them alike).
+// Prints median ms, GFLOP/s, % of the measured FMA peak and ratios; --json prints JSON.
+// Writes bench/results/latest.json and latest.svg.
+//   node bench/run.mjs [--json] [--quick] [--shapes S1,S2] [--engines native,js,ort]
+import { createRequire } from 'node:module';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const require = createRequire(import.meta.url);
+const lib = require('../dist/cjs/index.js');
+const { loadNative } = require('../dist/cjs/native/loader.js');
+
+const { values: args } = parseArgs({
+  options: {
+    json: { type: 'boolean', default: false },
+    quick: { type: 'boolean', default: false },
+    shapes: { type: 'string', default: 'S1,S2,S3,S4' },
+    engines: { type: 'string', default: 'native,js,ort' },
+    reps: { type: 'string' },
+  },
+});
+
+const SHAPES = {
+  S1: { label: 'S1 stream', B: 1, T: 128, I: 256, H: 256, L: 1, model: 'bench_i256_h256_l1.onnx' },
+  S2: { label: 'S2 batch', B: 32, T: 128, I: 256, H: 256, L: 2, model: 'bench_i256_h256_l2.onnx' },
+  S3: { label: 'S3 wide', B: 64, T: 64, I: 512, H: 512, L: 1, model: 'bench_i512_h512_l1.onnx' },
+  S4: { label: 'S4 step', B: 1, T: 1, I: 256, H: 256, L: 1, model: 'bench_i256_h256_l1.onnx' },
+};
+
+const flopsOf = (s) => {
+  let f = 0;
+  for (let l = 0; l < s.L; l++) f += 2 * 4 * s.H * ((l === 0 ? s.I : s.H) + s.H) * s.B * s.T;
+  return f;
+};
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+function randomData(n, seed) {
+  const out = new Float32Array(n);
+  let a = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    a = (a * 1664525 + 1013904223) >>> 0;
+    out[i] = a / 2 ** 31 - 1;
+  }
+  return out;
+}
+
+async function loadOrt() {
+  try {
+    return require('onnxruntime-node');
+  } catch {
+    return null;
+  }
+}
+
+/** Runners: each returns { name, threads, run: async () => void, dispose }. */
+async function makeRunners(shape, engines, ort) {
+  const { B, T, I, H, L } = shape;
+  const x = { data: randomData(T * B * I, 7), shape: [T, B, I] };
+  const h0 = { data: randomData(L * B * H, 8).map((v) => v * 0.5), shape: [L, B, H] };
+  const c0 = { data: randomData(L * B * H, 9).map((v) => v * 0.5), shape: [L, B, H] };
+  const runners = [];
+  const info = lib.backendInfo();
+  if (engines.includes('native') && info.native) {
+    const m = new lib.LSTM({ inputSize: I, hiddenSize: H, numLayers: L, seed: 1, backend: 'native' });
+    runners.push({ name: 'native', threads: 1, run: () => m.forward(x, { h0, c0 }), dispose: () => m.dispose() });
+  }
+  if (engines.includes('js')) {
+    const m = new lib.LSTM({ inputSize: I, hiddenSize: H, numLayers: L, seed: 1, backend: 'js' });
+    runners.push({ name: 'js', threads: 1, run: () => m.forward(x, { h0, c0 }), dispose: () => m.dispose() });
+  }
+  if (engines.includes('ort') && ort) {
+    for (const threads of [1, 2]) {
+      const session = await ort.InferenceSession.create(path.join(here, 'models', shape.model), {
+        intraOpNumThreads: threads,
+        interOpNumThreads: 1,
+        executionMode: 'sequential',
+        graphOptimizationLevel: 'all',
+      });
+      const feeds = { X: new ort.Tensor('float32', x.data, [T, B, I]) };
+      runners.push({ name: 'onnxruntime-node', threads, run: () => session.run(feeds), dispose: () => session.release?.() });
+    }
+  }
+  return runners;
+}
+
+async function timeOnce(fn) {
+  const t0 = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+
+async function main() {
+  const engines = args.engines.split(',');
+  const ort = engines.includes('ort') ? await loadOrt() : null;
+  const addon = loadNative().addon;
+  const info = lib.backendInfo();
+  const peak = addon ? addon.measurePeak('', 1.0) : null;
+  const results = [];
+  for (const key of args.shapes.split(',')) {
+    const shape = SHAPES[key];
+    if (!shape) throw new Error(`unknown shape ${key}`);
+    const flops = flopsOf(shape);
+    const runners = await makeRunners(shape, engines, ort);
+    const times = runners.map(() => []);
+    // Fewer repetitions for the slow pure-JS engine on big shapes; many for tiny ones.
+    const reps = Number(args.reps ?? (args.quick ? 3 : 7));
+    for (const r of runners) await r.run(); // warm-up (JIT, caches, packing)
+    const inner = (r) => Math.max(1, Math.min(200, Math.round(20 / Math.max(0.01, times[runners.indexOf(r)].at(-1) ?? 1))));
+    for (let rep = 0; rep < reps; rep++) {
+      for (let i = 0; i < runners.length; i++) {
+        const r = runners[i];
+        if (r.name === 'js' && rep >= (args.quick ? 1 : 5) && flops > 1e9) continue;
+        // Short runs are repeated inside one sample so timer resolution does not matter.
+        const n = times[i].length ? inner(r) : 1;
+        let total = 0;
+        for (let k = 0; k < n; k++) total += await timeOnce(r.run);
+        times[i].push(total / n);
+      }
+    }
+    for (const r of runners) r.dispose();
+    const rows = runners.map((r, i) => {
+      const ms = median(times[i]);
+      const gflops = flops / ms / 1e6;
+      return { shape: key, label: shape.label, engine: r.name, threads: r.threads, ms, gflops, pctPeak: peak ? (100 * gflops) / (peak * r.threads) : null, samples: times[i].length };
+    });
+    for (const row of rows) {
+      const ortSame = rows.find((o) => o.engine === 'onnxruntime-node' && o.threads === row.threads);
+      const js = rows.find((o) => o.engine === 'js');
+      row.vsOrt = ortSame && row.engine !== 'onnxruntime-node' ? ortSame.ms / row.ms : null;
+      row.vsJs = js && row.engine !== 'js' ? js.ms / row.ms : null;
+    }
+    results.push(...rows);
+  }
+  const report = {
+    date: new Date().toISOString(),
+    machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.cpus().length, node: process.version, isa: info.isa ?? null, peakGflopsPerCore: peak },
+    version: info.version,
+    results,
+  };
+  mkdirSync(path.join(here, 'results'), { recursive: true });
+  writeFileSync(path.join(here, 'results', 'latest.json'), JSON.stringify(report, null, 2) + '\n');
+  writeFileSync(path.join(here, 'results', 'latest.svg'), svgChart(report));
+  if (args.json) {
+    console.log(JSON.stringify(report, null, 2));
+  } else {
+    console.log(markdownTable(report));
+  }
+}
+
+export function markdownTable(report) {
+  const m = report.machine;
+  const lines = [
+    `Machine: ${m.cpu}, ${m.cores} cores, Node ${m.node}, native ISA ${m.isa ?? 'n/a'}, measured FMA peak ${m.peakGflopsPerCore ? m.peakGflopsPerCore.toFixed(1) : 'n/a'} GFLOP/s per core`,
+    '',
+    '| shape | engine | threads | median ms | GFLOP/s | % of peak | vs onnxruntime-node | vs js |',
+    '|---|---|---|---|---|---|---|---|',
+  ];
+  const f = (v, d = 2) => (v === null || v === undefined ? '' : v.toFixed(d));
+  for (const r of report.results) {
+    lines.push(`| ${r.label} | ${r.engine} | ${r.threads} | ${f(r.ms, r.ms < 1 ? 4 : 2)} | ${f(r.gflops, 1)} | ${f(r.pctPeak, 0)} | ${r.vsOrt ? f(r.vsOrt) + 'x' : ''} | ${r.vsJs ? f(r.vsJs, 1) + 'x' : ''} |`);
+  }
+  return lines.join('\n');
+}
+
+function svgChart(report) {
+  const rows = report.results;
+  const max = Math.max(...rows.map((r) => r.gflops), 1);
+  const barH = 16;
+  const width = 760;
+  const left = 260;
+  const colors = { native: '#2b6cb0', js: '#dd6b20', 'onnxruntime-node': '#718096' };
+  let y = 40;
+  const parts = [`<text x="10" y="22" font-size="14" font-weight="bold">lstm-native: GFLOP/s by shape and engine (${report.machine.cpu}, ${report.date.slice(0, 10)})</text>`];
+  let last = '';
+  for (const r of rows) {
+    if (r.shape !== last) {
+      y += 8;
+      last = r.shape;
+    }
+    const w = ((width - left - 80) * r.gflops) / max;
+    parts.push(`<text x="10" y="${y + 12}" font-size="12">${r.label} · ${r.engine} ×${r.threads}</text>`);
+    parts.push(`<rect x="${left}" y="${y}" width="${w.toFixed(1)}" height="${barH - 3}" fill="${colors[r.engine] ?? '#999'}"/>`);
+    parts.push(`<text x="${(left + w + 6).toFixed(1)}" y="${y + 12}" font-size="12">${r.gflops.toFixed(1)}</text>`);
+    y += barH;
+  }
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${y + 20}" font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>${parts.join('')}</svg>\n`;
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,80 @@
+// Native vs js on random configurations covering every option and odd sizes.
+import { describe, expect, it } from 'vitest';
+import { LSTM, NATIVE_ISAS, expectClose, mulberry32, randomTensor, withEngine, type LSTMOptions } from './helpers';
+
+const ACTS = ['sigmoid', 'tanh', 'relu', 'hardSigmoid', 'leakyRelu', 'scaledTanh', 'affine', 'elu', 'softsign', 'softplus'] as const;
+
+function pick<T>(rand: () => number, xs: readonly T[]): T {
+  return xs[Math.floor(rand() * xs.length)];
+}
+
+function randomCase(seed: number) {
+  const rand = mulberry32(seed);
+  const hiddenSize = pick(rand, [1, 3, 17, 33, 2 + Math.floor(rand() * 20)]);
+  const options: LSTMOptions = {
+    inputSize: pick(rand, [1, 2, 5, 8, 13]),
+    hiddenSize,
+    numLayers: 1 + Math.floor(rand() * 3),
+    bias: rand() < 0.8,
+    batchFirst: rand() < 0.3,
+    direction: pick(rand, ['forward', 'reverse', 'bidirectional'] as const),
+    projSize: hiddenSize > 1 && rand() < 0.3 ? 1 + Math.floor(rand() * (hiddenSize - 1)) : 0,
+    peephole: pick(rand, ['none', 'none', 'diagonal', 'full'] as const),
+    clip: rand() < 0.25 ? 0.2 + rand() * 2 : undefined,
+    coupledInputForget: rand() < 0.2,
+    seed: seed * 7 + 1,
+  };
+  if (rand() < 0.3) {
+    // Bounded activations keep states finite so relative tolerances stay meaningful.
+    options.gateActivation = pick(rand, ['sigmoid', 'hardSigmoid'] as const);
+    options.cellActivation = pick(rand, ACTS);
+    options.hiddenActivation = pick(rand, ['tanh', 'softsign', 'sigmoid', 'scaledTanh'] as const);
+  }
+  const T = pick(rand, [1, 1 + Math.floor(rand() * 9)]);
+  const B = pick(rand, [1, 1 + Math.floor(rand() * 5)]);
+  const unbatched = B === 1 && rand() < 0.3;
+  const D = options.direction === 'bidirectional' ? 2 : 1;
+  const L = options.numLayers!;
+  const Hout = options.projSize || hiddenSize;
+  const xShape = unbatched ? [T, options.inputSize] : options.batchFirst ? [B, T, options.inputSize] : [T, B, options.inputSize];
+  const withState = rand() < 0.5;
+  const lengths = !unbatched && rand() < 0.4 ? Array.from({ length: B }, () => pick(rand, [1, T, 1 + Math.floor(rand() * T)])) : undefined;
+  const stateShape = (w: number) => (unbatched ? [L * D, w] : [L * D, B, w]);
+  return {
+    options,
+    x: randomTensor(xShape, rand),
+    h0: withState ? randomTensor(stateShape(Hout), rand, 0.5) : undefined,
+    c0: withState ? randomTensor(stateShape(hiddenSize), rand, 0.5) : undefined,
+    lengths,
+  };
+}
+
+const SEEDS = Array.from({ length: 240 }, (_, i) => i + 1);
+
+describe('native matches js on random configurations', () => {
+  it.each(NATIVE_ISAS)('%s: 240 configurations', (isa) => {
+    const covered = new Set<string>();
+    for (const seed of SEEDS) {
+      const c = randomCase(seed);
+      const js = new LSTM({ ...c.options, backend: 'js' });
+      const native = withEngine({ label: isa, backend: 'native', isa }, () => new LSTM({ ...c.options, backend: 'native' }));
+      native.loadStateDict(js.stateDict());
+      const a = native.forward(c.x, { h0: c.h0, c0: c.c0, lengths: c.lengths });
+      const b = js.forward(c.x, { h0: c.h0, c0: c.c0, lengths: c.lengths });
+      const what = `seed ${seed} ${JSON.stringify(c.options)}`;
+      expectClose(a.output, b.output, `${what} output`, 2e-5, 2e-4);
+      expectClose(a.hn, b.hn, `${what} hn`, 2e-5, 2e-4);
+      expectClose(a.cn, b.cn, `${what} cn`, 2e-5, 2e-4);
+      native.dispose();
+      const o = native.config;
+      covered.add(`dir:${o.direction}`).add(`peep:${o.peephole}`).add(`proj:${o.projSize > 0}`).add(`clip:${o.clip > 0}`);
+      covered.add(`coupled:${o.coupledInputForget}`).add(`bias:${o.bias}`).add(`bf:${o.batchFirst}`).add(`lens:${c.lengths !== undefined}`);
+      covered.add(`H:${o.hiddenSize}`).add(`T1:${c.x.shape[o.batchFirst ? 1 : 0] === 1}`).add(`unbatched:${c.x.shape.length === 2}`);
+      covered.add(`cell:${o.cellActivation.name}`);
+    }
+    // The generator really reaches every option and the odd sizes the issue names.
+    for (const must of ['dir:forward', 'dir:reverse', 'dir:bidirectional', 'peep:none', 'peep:diagonal', 'peep:full', 'proj:true', 'clip:true', 'coupled:true', 'bias:false', 'bf:true', 'lens:true', 'H:1', 'H:3', 'H:17', 'H:33', 'T1:true', 'unbatched:true', 'cell:relu', 'cell:hardSigmoid', 'cell:elu']) {
+      expect(covered.has(must), must).toBe(true);
+    }
+  });
+});

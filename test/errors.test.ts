@@ -1,0 +1,233 @@
+// Every error code, and the bad inputs the core issue lists, on both engines.
+import { createRequire } from 'node:module';
+// Each call must end in an LstmError with a stable code — never a crash — and the
+// model must still answer correctly afterwards.
+import { describe, expect, it } from 'vitest';
+const require = createRequire(import.meta.url);
+import { ENGINES, LSTM, LstmError, expectClose, lib, loadSafetensors, mulberry32, randomTensor, withEngine } from './helpers';
+
+function expectCode(fn: () => unknown, code: string, message?: RegExp): LstmError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(LstmError);
+    expect(err).toBeInstanceOf(Error);
+    expect((err as LstmError).code).toBe(code);
+    if (message) expect((err as Error).message).toMatch(message);
+    return err as LstmError;
+  }
+  return expect.fail(`expected ${code} to be thrown`);
+}
+
+describe('LSTM_OPTION', () => {
+  it.each([
+    [{ inputSize: 0, hiddenSize: 4 }, /inputSize/],
+    [{ inputSize: 3, hiddenSize: -1 }, /hiddenSize/],
+    [{ inputSize: 3, hiddenSize: NaN }, /hiddenSize/],
+    [{ inputSize: 3.5, hiddenSize: 4 }, /inputSize/],
+    [{ inputSize: '3', hiddenSize: 4 }, /inputSize/],
+    [{ inputSize: 3, hiddenSize: 2 ** 40 }, /hiddenSize/],
+    [{ inputSize: 3, hiddenSize: 4, numLayers: 0 }, /numLayers/],
+    [{ inputSize: 3, hiddenSize: 4, projSize: 4 }, /projSize/],
+    [{ inputSize: 3, hiddenSize: 4, peephole: 'yes' }, /peephole/],
+    [{ inputSize: 3, hiddenSize: 4, gateActivation: 'swish' }, /gateActivation/],
+    [{ inputSize: 3, hiddenSize: 4, cellActivation: { name: 'hardSigmoid', alpha: NaN } }, /cellActivation.alpha/],
+    [{ inputSize: 3, hiddenSize: 4, clip: -1 }, /clip/],
+    [{ inputSize: 3, hiddenSize: 4, backend: 'gpu' }, /backend/],
+    [{ inputSize: 3, hiddenSize: 4, bidirectional: true, direction: 'forward' }, /contradicts/],
+    [{ inputSize: 3, hiddenSize: 4, hidden_size: 4 }, /unknown option/],
+    [{ inputSize: 50000, hiddenSize: 50000 }, /2\^31/],
+    [null, /options/],
+  ])('%j', (opts, msg) => {
+    expectCode(() => new LSTM(opts as never), 'LSTM_OPTION', msg);
+  });
+
+  it('an invalid LSTM_BACKEND is reported, not ignored', () => {
+    process.env.LSTM_BACKEND = 'cuda';
+    try {
+      expectCode(() => new LSTM({ inputSize: 2, hiddenSize: 2 }), 'LSTM_OPTION', /LSTM_BACKEND/);
+    } finally {
+      delete process.env.LSTM_BACKEND;
+    }
+  });
+});
+
+describe.each(ENGINES)('bad inputs on $label', (engine) => {
+  const make = () => withEngine(engine, () => new LSTM({ inputSize: 3, hiddenSize: 4, numLayers: 2, seed: 5, backend: engine.backend }));
+  const rand = mulberry32(9);
+  const x = randomTensor([5, 2, 3], rand);
+
+  it('LSTM_SHAPE: wrong ranks, sizes and inconsistent shapes', () => {
+    const m = make();
+    const good = m.forward(x);
+    const bad: [unknown, RegExp][] = [
+      [{ data: new Float32Array(40), shape: [5, 2, 4] }, /x: expected \[T, B, I\] or unbatched \[T, I\] with I = 3, got \[5, 2, 4\]/],
+      [{ data: new Float32Array(30), shape: [30] }, /x: expected/],
+      [{ data: new Float32Array(30), shape: [5, 2, 3, 1] }, /x: expected/],
+      [{ data: new Float32Array(29), shape: [5, 2, 3] }, /needs 30 elements/],
+      [{ data: new Float32Array(0), shape: [0, 2, 3] }, /at least 1/],
+      [{ data: new Float32Array(30), shape: [5, -2, 3] }, /non-negative integers/],
+      [{ data: new Float32Array(30), shape: [5, 2.5, 3] }, /non-negative integers/],
+      [{ data: new Float32Array(30), shape: [5, NaN, 3] }, /non-negative integers/],
+      [{ data: new Float32Array(30), shape: [2 ** 20, 2 ** 20, 3] }, /more than/],
+      [{ data: new Float32Array(30), shape: [2 ** 53, 2 ** 53, 3] }, /non-negative integers|more than/],
+      [{ data: new Float32Array(30), shape: '5,2,3' }, /shape/],
+      [null, /x: expected a tensor/],
+      [new Float32Array(30), /shape/],
+    ];
+    for (const [input, msg] of bad) expectCode(() => m.forward(input as never), 'LSTM_SHAPE', msg);
+    // states and lengths
+    expectCode(() => m.forward(x, { h0: { data: new Float32Array(8), shape: [1, 2, 4] } }), 'LSTM_SHAPE', /h0: expected \[2, 2, 4\]/);
+    expectCode(() => m.forward(x, { c0: { data: new Float32Array(16), shape: [2, 4, 2] } }), 'LSTM_SHAPE', /c0/);
+    for (const lengths of [['2', 3], [0, 5], [6, 1], [1.5, 2], [NaN, 2], [1], [1, 2, 3], 'ab', 5, [-1, 2]]) {
+      expectCode(() => m.forward(x, { lengths: lengths as never }), 'LSTM_SHAPE', /lengths/);
+    }
+    // A detached buffer reads as an empty array.
+    const detached = new Float32Array(30);
+    structuredClone(detached.buffer, { transfer: [detached.buffer] });
+    expectCode(() => m.forward({ data: detached, shape: [5, 2, 3] }), 'LSTM_SHAPE', /detached/);
+    // the model is intact
+    expectClose(m.forward(x).output, good.output, 'after errors');
+  });
+
+  it('LSTM_DTYPE: data that is not a Float32Array', () => {
+    const m = make();
+    expectCode(() => m.forward({ data: new Float64Array(30) as never, shape: [5, 2, 3] }), 'LSTM_DTYPE', /Float32Array/);
+    expectCode(() => m.forward({ data: Array(30).fill(0) as never, shape: [5, 2, 3] }), 'LSTM_DTYPE', /Float32Array/);
+    expectCode(() => m.forward(x, { h0: { data: new Int32Array(16) as never, shape: [2, 2, 4] } }), 'LSTM_DTYPE', /h0/);
+  });
+
+  it('SharedArrayBuffer-backed and offset views are read correctly', () => {
+    const m = make();
+    const ref = m.forward(x);
+    const shared = new Float32Array(new SharedArrayBuffer(30 * 4));
+    shared.set(x.data);
+    expectClose(m.forward({ data: shared, shape: [5, 2, 3] }).output, ref.output, 'shared');
+    const big = new Float32Array(40);
+    big.set(x.data, 7);
+    expectClose(m.forward({ data: big.subarray(7, 37), shape: [5, 2, 3] }).output, ref.output, 'offset view');
+  });
+
+  it('LSTM_WEIGHTS: missing, unknown and misshapen tensors; a failed load changes nothing', () => {
+    const m = make();
+    const before = m.forward(x);
+    const sd = m.stateDict();
+    const other = withEngine(engine, () => new LSTM({ inputSize: 3, hiddenSize: 4, numLayers: 2, seed: 6, backend: engine.backend }));
+    const changed = other.stateDict();
+    const { weight_hh_l1: _dropped, ...missing } = changed;
+    expectCode(() => m.loadStateDict(missing), 'LSTM_WEIGHTS', /missing tensors: weight_hh_l1/);
+    expectCode(() => m.loadStateDict({ ...changed, extra: changed.bias_ih_l0 }), 'LSTM_WEIGHTS', /unexpected tensors for this configuration: extra/);
+    expectCode(() => m.loadStateDict({ ...changed, weight_ih_l0: { data: new Float32Array(12 * 16), shape: [12, 16] } }), 'LSTM_WEIGHTS', /expected shape \[16, 3\]/);
+    expectCode(() => m.loadStateDict({ ...changed, bias_ih_l1: { data: new Float64Array(16), shape: [16] } as never }), 'LSTM_DTYPE');
+    expectCode(() => m.loadStateDict(null as never), 'LSTM_WEIGHTS');
+    expectClose(m.forward(x).output, before.output, 'after failed loads');
+    expect(m.stateDict()).toEqual(sd);
+    // non-strict ignores missing and unknown names but never wrong shapes
+    m.loadStateDict({ weight_hh_l1: changed.weight_hh_l1, unrelated: changed.bias_hh_l0 }, { strict: false });
+    expect(m.stateDict().weight_hh_l1).toEqual(changed.weight_hh_l1);
+    expect(m.stateDict().weight_hh_l0).toEqual(sd.weight_hh_l0);
+  });
+
+  it('LSTM_DISPOSED: every call after dispose; dispose is idempotent', () => {
+    const m = make();
+    m.dispose();
+    m.dispose();
+    expectCode(() => m.forward(x), 'LSTM_DISPOSED');
+    expectCode(() => m.stateDict(), 'LSTM_DISPOSED');
+    expectCode(() => m.loadStateDict({}), 'LSTM_DISPOSED');
+  });
+});
+
+describe('LSTM_FORMAT', () => {
+  it('malformed safetensors', () => {
+    expectCode(() => loadSafetensors(new Uint8Array([1, 2, 3])), 'LSTM_FORMAT', /shorter/);
+    expectCode(() => loadSafetensors('abc' as never), 'LSTM_FORMAT');
+  });
+
+  it('an ONNX activation that does not exist, or differs per direction', () => {
+    const H = 2;
+    const W = { data: new Float32Array(4 * H * 3), shape: [1, 4 * H, 3] };
+    const R = { data: new Float32Array(4 * H * H), shape: [1, 4 * H, H] };
+    expectCode(() => LSTM.fromOnnx({ W, R, hiddenSize: H, activations: ['Swish', 'Tanh', 'Tanh'] }), 'LSTM_FORMAT', /Swish/);
+    const W2 = { data: new Float32Array(2 * 4 * H * 3), shape: [2, 4 * H, 3] };
+    const R2 = { data: new Float32Array(2 * 4 * H * H), shape: [2, 4 * H, H] };
+    expectCode(
+      () => LSTM.fromOnnx({ W: W2, R: R2, hiddenSize: H, direction: 'bidirectional', activations: ['Sigmoid', 'Tanh', 'Tanh', 'Sigmoid', 'Relu', 'Tanh'] }),
+      'LSTM_FORMAT',
+      /different functions/,
+    );
+    expectCode(() => LSTM.fromOnnx({ W, R: W, hiddenSize: H }), 'LSTM_WEIGHTS', /R: expected/);
+  });
+});
+
+describe('LSTM_NATIVE and the native layer itself', () => {
+  it("backend 'native' without a binary throws LSTM_NATIVE with the reason (child process)", async () => {
+    const { runWithoutBinary } = await import('./no-binary');
+    const out = runWithoutBinary(`
+      const { LSTM, backendInfo } = require(process.argv[1]);
+      const info = backendInfo();
+      let code = null, message = '';
+      try { new LSTM({ inputSize: 2, hiddenSize: 3, backend: 'native' }); } catch (e) { code = e.code; message = e.message; }
+      const auto = new LSTM({ inputSize: 2, hiddenSize: 3, seed: 1 });
+      const r = auto.forward({ data: new Float32Array(8).fill(0.5), shape: [4, 1, 2] });
+      console.log(JSON.stringify({ info, code, message, backend: auto.backend, finite: r.output.data.every(Number.isFinite) }));
+    `);
+    expect(out.info.native).toBe(false);
+    expect(out.info.reason).toMatch(/no native binary/);
+    expect(out.info.reason).toMatch(/npm rebuild lstm-native/);
+    expect(out.code).toBe('LSTM_NATIVE');
+    expect(out.message).toMatch(/no native binary/);
+    expect(out.backend).toBe('js');
+    expect(out.finite).toBe(true);
+  });
+
+  it('the addon re-validates every argument (the second line of defence)', () => {
+    const { loadNative } = require('../dist/cjs/native/loader.js') as typeof import('../dist/cjs/native/loader.js');
+    const addon = loadNative().addon;
+    if (!addon) return expect(process.env.LSTM_EXPECT_NATIVE).toBe('0');
+    const act = { kind: 0, alpha: 0, beta: 0 };
+    const desc = { inputSize: 2, hiddenSize: 3, projSize: 0, numDirections: 1, reverse: false, bias: false, peephole: 0, gate: act, cell: { ...act, kind: 1 }, hidden: { ...act, kind: 1 }, clip: 0, coupled: false, isa: '' };
+    const dirs = [{ wIh: new Float32Array(24), wHh: new Float32Array(36) }];
+    const layer = new addon.Layer(desc, dirs);
+    const f = (n: number) => new Float32Array(n);
+    const args = (): unknown[] => [f(8), 4, 1, f(3), f(3), null, f(12), f(3), f(3)];
+    const cases: [number, unknown, string][] = [
+      [0, f(7), 'LSTM_SHAPE'],
+      [0, new Float64Array(8), 'LSTM_DTYPE'],
+      [1, -1, 'LSTM_SHAPE'],
+      [1, 2 ** 31, 'LSTM_SHAPE'],
+      [1, NaN, 'LSTM_SHAPE'],
+      [2, 1.5, 'LSTM_SHAPE'],
+      [2, 'x', 'LSTM_SHAPE'],
+      [5, new Int32Array([5]), 'LSTM_SHAPE'],
+      [5, new Int32Array([0]), 'LSTM_SHAPE'],
+      [5, new Int32Array([1, 2]), 'LSTM_SHAPE'],
+      [5, new Float32Array([1]), 'LSTM_DTYPE'],
+      [6, f(11), 'LSTM_SHAPE'],
+      [8, {}, 'LSTM_DTYPE'],
+    ];
+    for (const [i, value, code] of cases) {
+      const a = args();
+      a[i] = value;
+      let thrown: unknown;
+      try {
+        (layer.forward as (...xs: unknown[]) => void)(...a);
+      } catch (err) {
+        thrown = err;
+      }
+      expect((thrown as { code?: string })?.code, `argument ${i} = ${String(value)}`).toBe(code);
+    }
+    expect(() => new addon.Layer({ ...desc, hiddenSize: -3 }, dirs)).toThrow(/hiddenSize/);
+    expect(() => new addon.Layer(desc, [{ wIh: f(23), wHh: f(36) }])).toThrow(/wIh/);
+    expect(() => new addon.Layer({ ...desc, isa: 'sse9' }, dirs)).toThrow(/LSTM_ISA/);
+    layer.dispose();
+    let code: unknown;
+    try {
+      (layer.forward as (...xs: unknown[]) => void)(...args());
+    } catch (err) {
+      code = (err as { code?: string }).code;
+    }
+    expect(code).toBe('LSTM_DISPOSED');
+    expect(lib.backendInfo().native).toBe(true);
+  });
+});

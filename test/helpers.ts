@@ -1,0 +1,119 @@
+// Shared test helpers. The suite tests the built package (dist/), loaded with Node's
+// own require so the addon and module graph are exactly what users get.
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { expect } from 'vitest';
+
+const require = createRequire(import.meta.url);
+export const lib = require('../dist/cjs/index.js') as typeof import('../dist/cjs/index.js');
+export const { LSTM, LstmError, backendInfo, loadSafetensors, saveSafetensors } = lib;
+export type Tensor = import('../dist/cjs/index.js').Tensor;
+export type LSTMOptions = import('../dist/cjs/index.js').LSTMOptions;
+
+export const FIXTURES = path.join(__dirname, 'fixtures');
+
+export function fixture(name: string): ReturnType<typeof loadSafetensors> {
+  return loadSafetensors(readFileSync(path.join(FIXTURES, `${name}.safetensors`)));
+}
+
+/** An engine configuration to run parity tests on: js, or native on one ISA. */
+export interface EngineCase {
+  label: string;
+  backend: 'js' | 'native';
+  isa?: string;
+}
+
+const info = backendInfo();
+export const NATIVE_ISAS: string[] = info.native ? ['avx512', 'avx2', 'scalar'].filter((isa) => {
+  const prev = process.env.LSTM_ISA;
+  process.env.LSTM_ISA = isa;
+  try {
+    return backendInfo().isa === isa;
+  } finally {
+    if (prev === undefined) delete process.env.LSTM_ISA;
+    else process.env.LSTM_ISA = prev;
+  }
+}) : [];
+
+export const ENGINES: EngineCase[] = [
+  { label: 'js', backend: 'js' },
+  ...NATIVE_ISAS.map((isa) => ({ label: `native/${isa}`, backend: 'native' as const, isa })),
+];
+
+/** Run fn with LSTM_ISA set (models read it when they are built). */
+export function withEngine<T>(engine: EngineCase, fn: () => T): T {
+  const prev = process.env.LSTM_ISA;
+  if (engine.isa) process.env.LSTM_ISA = engine.isa;
+  try {
+    return fn();
+  } finally {
+    if (prev === undefined) delete process.env.LSTM_ISA;
+    else process.env.LSTM_ISA = prev;
+  }
+}
+
+/** |a - b| <= atol + rtol*|b| everywhere, with the worst element named on failure. */
+export function expectClose(actual: Tensor, expected: Tensor, what: string, atol = 1e-5, rtol = 1e-4): void {
+  expect(actual.shape, `${what} shape`).toEqual(expected.shape);
+  expect(actual.data.length, `${what} length`).toBe(expected.data.length);
+  let worst = -1;
+  let worstRatio = 0;
+  for (let i = 0; i < expected.data.length; i++) {
+    const a = actual.data[i];
+    const b = expected.data[i];
+    const ratio = Math.abs(a - b) / (atol + rtol * Math.abs(b));
+    if (!(ratio <= worstRatio)) {
+      worstRatio = Number.isNaN(ratio) ? Infinity : ratio;
+      worst = i;
+    }
+  }
+  if (worstRatio > 1) {
+    expect.fail(`${what}: element ${worst} is ${actual.data[worst]}, expected ${expected.data[worst]} (error ${worstRatio.toFixed(2)}x the tolerance)`);
+  }
+}
+
+/** PyTorch fixture config (snake_case) to LSTM options. */
+export function torchOptions(metadata: Record<string, string>): LSTMOptions {
+  const c = JSON.parse(metadata.config);
+  return {
+    inputSize: c.input_size,
+    hiddenSize: c.hidden_size,
+    numLayers: c.num_layers,
+    bias: c.bias,
+    batchFirst: c.batch_first,
+    bidirectional: c.bidirectional,
+    projSize: c.proj_size,
+    peephole: c.peephole ?? 'none',
+  };
+}
+
+/** ONNX Y [T, D, B, H] as our output layout [T, B, D*H]. */
+export function onnxYToOutput(y: Tensor): Tensor {
+  const [T, D, B, H] = y.shape;
+  const out = new Float32Array(y.data.length);
+  for (let t = 0; t < T; t++)
+    for (let d = 0; d < D; d++)
+      for (let b = 0; b < B; b++)
+        for (let h = 0; h < H; h++) out[((t * B + b) * D + d) * H + h] = y.data[((t * D + d) * B + b) * H + h];
+  return { data: out, shape: [T, B, D * H] };
+}
+
+export function randomTensor(shape: number[], rand: () => number, scale = 1): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(n);
+  for (let i = 0; i < n; i++) data[i] = (rand() * 2 - 1) * scale;
+  return { data, shape };
+}
+
+/** Deterministic PRNG for tests (mulberry32). */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

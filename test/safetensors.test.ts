@@ -1,0 +1,117 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { FIXTURES, LstmError, loadSafetensors, mulberry32, saveSafetensors } from './helpers';
+
+const FILES = readdirSync(FIXTURES).filter((f) => f.endsWith('.safetensors')).sort();
+
+function expectFormat(bytes: Uint8Array, msg: RegExp): void {
+  try {
+    loadSafetensors(bytes);
+  } catch (err) {
+    expect(err).toBeInstanceOf(LstmError);
+    expect((err as LstmError).code).toBe('LSTM_FORMAT');
+    expect((err as Error).message).toMatch(msg);
+    return;
+  }
+  expect.fail('expected LSTM_FORMAT');
+}
+
+function file(header: object, data: Uint8Array = new Uint8Array(0), headerLength?: bigint): Uint8Array {
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const out = new Uint8Array(8 + json.length + data.length);
+  new DataView(out.buffer).setBigUint64(0, headerLength ?? BigInt(json.length), true);
+  out.set(json, 8);
+  out.set(data, 8 + json.length);
+  return out;
+}
+
+describe('safetensors', () => {
+  it.each(FILES)('%s loads', (name) => {
+    const bytes = new Uint8Array(readFileSync(path.join(FIXTURES, name)));
+    const { tensors, metadata } = loadSafetensors(bytes);
+    expect(metadata.format).toBe('lstm-fixture/1');
+    expect(Object.keys(tensors).length).toBeGreaterThan(3);
+    for (const t of Object.values(tensors)) expect(t.data.length).toBe(t.shape.reduce((a, b) => a * b, 1));
+  });
+
+  // The fixtures were written by the reference implementation; F64 values are read
+  // as float32 (the library computes in float32), so files holding F64 cannot round-trip.
+  it.each(FILES.filter((f) => !f.startsWith('r0')))('%s: load then save is byte-exact', (name) => {
+    const bytes = new Uint8Array(readFileSync(path.join(FIXTURES, name)));
+    const { tensors, metadata } = loadSafetensors(bytes);
+    const again = saveSafetensors(tensors, metadata);
+    expect(Buffer.from(again).equals(Buffer.from(bytes))).toBe(true);
+  });
+
+  it('save then load returns every dtype exactly where the dtype can hold the value', () => {
+    const rand = mulberry32(1);
+    const f = new Float32Array(37).map(() => (rand() - 0.5) * 100);
+    const ints = new Float32Array([0, 1, -1, 127, -128, 5, 42]);
+    const tensors = {
+      f32: { data: f, shape: [37] },
+      f64: { data: f, shape: [1, 37], dtype: 'F64' as const },
+      i64: { data: ints, shape: [7], dtype: 'I64' as const },
+      i32: { data: ints, shape: [7, 1], dtype: 'I32' as const },
+      i8: { data: ints, shape: [7], dtype: 'I8' as const },
+      f16: { data: new Float32Array([0, 1, -2, 0.5, 65504, 6.103515625e-5, 5.960464477539063e-8, Infinity]), shape: [8], dtype: 'F16' as const },
+      bf16: { data: new Float32Array([0, 1, -2, 0.5, 3.140625, -Infinity]), shape: [6], dtype: 'BF16' as const },
+      empty: { data: new Float32Array(0), shape: [0, 3] },
+    };
+    const bytes = saveSafetensors(tensors, { note: 'x' });
+    expect((8 + Number(new DataView(bytes.buffer).getBigUint64(0, true))) % 8).toBe(0);
+    const back = loadSafetensors(bytes);
+    expect(back.metadata).toEqual({ note: 'x' });
+    for (const [k, t] of Object.entries(tensors)) {
+      expect(back.tensors[k].shape, k).toEqual(t.shape);
+      expect(Array.from(back.tensors[k].data), k).toEqual(Array.from(t.data));
+      expect(back.tensors[k].dtype).toBe((t as { dtype?: string }).dtype ?? 'F32');
+    }
+  });
+
+  it('converts F16 and BF16 with round-to-nearest-even', () => {
+    const bytes = saveSafetensors({ h: { data: new Float32Array([1 + 2 ** -11, 1 + 3 * 2 ** -11]), shape: [2], dtype: 'F16' } });
+    expect(Array.from(loadSafetensors(bytes).tensors.h.data)).toEqual([1, 1 + 2 ** -9]);
+    const b = saveSafetensors({ h: { data: new Float32Array([1 + 2 ** -8, 1 + 3 * 2 ** -8]), shape: [2], dtype: 'BF16' } });
+    expect(Array.from(loadSafetensors(b).tensors.h.data)).toEqual([1, 1 + 2 ** -6]);
+  });
+
+  it('rejects integers that do not fit and reserved names', () => {
+    expect(() => saveSafetensors({ a: { data: new Float32Array([0.5]), shape: [1], dtype: 'I32' } })).toThrow(/cannot be stored/);
+    expect(() => saveSafetensors({ __metadata__: { data: new Float32Array(1), shape: [1] } })).toThrow(/reserved/);
+  });
+
+  describe('hostile files end in LSTM_FORMAT', () => {
+    const ok = { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } };
+    it('truncated', () => {
+      const good = file(ok, new Uint8Array(8));
+      for (let n = 0; n < good.length; n++) {
+        expect(() => loadSafetensors(good.subarray(0, n)), `length ${n}`).toThrow(LstmError);
+      }
+      expect(loadSafetensors(good).tensors.a.shape).toEqual([2]);
+    });
+    it('header length of 2^60', () => expectFormat(file(ok, new Uint8Array(8), 2n ** 60n), /header length/));
+    it('offsets out of range', () => expectFormat(file({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 16] } }, new Uint8Array(8)), /outside/));
+    it('offsets reversed', () => expectFormat(file({ a: { dtype: 'F32', shape: [0], data_offsets: [8, 0] } }, new Uint8Array(8)), /outside/));
+    it('overlapping tensors', () =>
+      expectFormat(
+        file({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, new Uint8Array(12)),
+        /overlap/,
+      ));
+    it('shape disagreeing with the byte count', () => expectFormat(file({ a: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, new Uint8Array(8)), /needs 12 bytes/));
+    it('huge declared shape', () => expectFormat(file({ a: { dtype: 'F32', shape: [2 ** 40, 2 ** 40], data_offsets: [0, 8] } }, new Uint8Array(8)), /too large/));
+    it('unknown dtype', () => expectFormat(file({ a: { dtype: 'F8_E4M3', shape: [8], data_offsets: [0, 8] } }, new Uint8Array(8)), /dtype/));
+    it('negative and fractional numbers', () => {
+      expectFormat(file({ a: { dtype: 'F32', shape: [-2], data_offsets: [0, 8] } }, new Uint8Array(8)), /shape/);
+      expectFormat(file({ a: { dtype: 'F32', shape: [2], data_offsets: [0.5, 8] } }, new Uint8Array(8)), /data_offsets/);
+    });
+    it('not JSON, not UTF-8, not an object', () => {
+      const junk = new Uint8Array(16).fill(0xff);
+      new DataView(junk.buffer).setBigUint64(0, 8n, true);
+      expectFormat(junk, /UTF-8 JSON/);
+      expectFormat(file([1, 2] as never), /not a JSON object/);
+      expectFormat(file({ __metadata__: { a: 1 } }), /not a string/);
+      expectFormat(file({ a: 'x' }), /not an object/);
+    });
+  });
+});
