@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { markdownTable } from './table.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
@@ -155,21 +156,6 @@ async function main() {
   } else {
     console.log(markdownTable(report));
   }
-}
-
-export function markdownTable(report) {
-  const m = report.machine;
-  const lines = [
-    `Machine: ${m.cpu}, ${m.cores} cores, Node ${m.node}, native ISA ${m.isa ?? 'n/a'}, measured FMA peak ${m.peakGflopsPerCore ? m.peakGflopsPerCore.toFixed(1) : 'n/a'} GFLOP/s per core`,
-    '',
-    '| shape | engine | threads | median ms | GFLOP/s | % of peak | vs onnxruntime-node | vs js |',
-    '|---|---|---|---|---|---|---|---|',
-  ];
-  const f = (v, d = 2) => (v === null || v === undefined ? '' : v.toFixed(d));
-  for (const r of report.results) {
-    lines.push(`| ${r.label} | ${r.engine} | ${r.threads} | ${f(r.ms, r.ms < 1 ? 4 : 2)} | ${f(r.gflops, 1)} | ${f(r.pctPeak, 0)} | ${r.vsOrt ? f(r.vsOrt) + 'x' : ''} | ${r.vsJs ? f(r.vsJs, 1) + 'x' : ''} |`);
-  }
-  return lines.join('\n');
 }
 
 function svgChart(report) {
