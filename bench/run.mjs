@@ -31,7 +31,7 @@ const SHAPES = {
   S1: { label: 'S1 stream', B: 1, T: 128, I: 256, H: 256, L: 1, model: 'bench_i256_h256_l1.onnx' },
   S2: { label: 'S2 batch', B: 32, T: 128, I: 256, H: 256, L: 2, model: 'bench_i256_h256_l2.onnx' },
   S3: { label: 'S3 wide', B: 64, T: 64, I: 512, H: 512, L: 1, model: 'bench_i512_h512_l1.onnx' },
-  S4: { label: 'S4 step', B: 1, T: 1, I: 256, H: 256, L: 1, model: 'bench_i256_h256_l1.onnx' },
+  S4: { label: 'S4 step', B: 1, T: 1, I: 256, H: 256, L: 1, model: 'bench_i256_h256_l1.onnx', step: true },
 };
 
 const flopsOf = (s) => {
@@ -71,14 +71,21 @@ async function makeRunners(shape, engines, ort) {
   const c0 = { data: randomData(L * B * H, 9).map((v) => v * 0.5), shape: [L, B, H] };
   const runners = [];
   const info = lib.backendInfo();
+  // S4 is a streaming step: step() with state kept between calls (and a reused output).
+  const lstmRunner = (backend, threads) => {
+    const m = new lib.LSTM({ inputSize: I, hiddenSize: H, numLayers: L, seed: 1, backend, threads });
+    if (shape.step) {
+      const state = m.initialState(B);
+      const xt = { data: x.data.subarray(0, B * I), shape: [B, I] };
+      const out = { data: new Float32Array(B * H), shape: [B, H] };
+      return { name: backend, threads, run: () => m.step(xt, state, out), dispose: () => m.dispose() };
+    }
+    return { name: backend, threads, run: () => m.forward(x, { h0, c0 }), dispose: () => m.dispose() };
+  };
   if (engines.includes('native') && info.native) {
-    const m = new lib.LSTM({ inputSize: I, hiddenSize: H, numLayers: L, seed: 1, backend: 'native' });
-    runners.push({ name: 'native', threads: 1, run: () => m.forward(x, { h0, c0 }), dispose: () => m.dispose() });
+    for (const threads of [1, 2]) runners.push(lstmRunner('native', threads));
   }
-  if (engines.includes('js')) {
-    const m = new lib.LSTM({ inputSize: I, hiddenSize: H, numLayers: L, seed: 1, backend: 'js' });
-    runners.push({ name: 'js', threads: 1, run: () => m.forward(x, { h0, c0 }), dispose: () => m.dispose() });
-  }
+  if (engines.includes('js')) runners.push(lstmRunner('js', 1));
   if (engines.includes('ort') && ort) {
     for (const threads of [1, 2]) {
       const session = await ort.InferenceSession.create(path.join(here, 'models', shape.model), {
@@ -93,6 +100,10 @@ async function makeRunners(shape, engines, ort) {
   }
   return runners;
 }
+
+// Between runners: onnxruntime's intra-op threads (and ours) spin for a while after a
+// run; without a pause they would steal a core from whichever runner comes next.
+const settle = () => new Promise((resolve) => setTimeout(resolve, 30));
 
 async function timeOnce(fn) {
   const t0 = process.hrtime.bigint();
@@ -123,6 +134,8 @@ async function main() {
         if (r.name === 'js' && rep >= (args.quick ? 1 : 5) && flops > 1e9) continue;
         // Short runs are repeated inside one sample so timer resolution does not matter.
         const n = times[i].length ? inner(r) : 1;
+        await settle();
+        for (let k = 0; k < Math.min(n, 3); k++) await r.run(); // wake threads, refill caches
         let total = 0;
         for (let k = 0; k < n; k++) total += await timeOnce(r.run);
         times[i].push(total / n);
@@ -137,6 +150,8 @@ async function main() {
     for (const row of rows) {
       const ortSame = rows.find((o) => o.engine === 'onnxruntime-node' && o.threads === row.threads);
       const js = rows.find((o) => o.engine === 'js');
+      const native1 = rows.find((o) => o.engine === 'native' && o.threads === 1);
+      row.vsNative1 = native1 && row.engine === 'native' && row.threads > 1 ? native1.ms / row.ms : null;
       row.vsOrt = ortSame && row.engine !== 'onnxruntime-node' ? ortSame.ms / row.ms : null;
       row.vsJs = js && row.engine !== 'js' ? js.ms / row.ms : null;
     }

@@ -1,3 +1,4 @@
+import * as os from 'node:os';
 import { LstmError, describe } from './errors.js';
 
 /** Activation names accepted everywhere (the ONNX LSTM set, in camelCase). */
@@ -60,6 +61,8 @@ export interface LSTMOptions {
   coupledInputForget?: boolean;
   seed?: number;
   backend?: BackendChoice;
+  /** Native threads per call (default: LSTM_THREADS, else the number of cores). Results do not depend on it. */
+  threads?: number;
 }
 
 export interface LSTMConfig {
@@ -82,12 +85,13 @@ export interface LSTMConfig {
   coupledInputForget: boolean;
   seed: number | undefined;
   backend: BackendChoice;
+  threads: number;
 }
 
 const OPTION_KEYS = new Set<string>([
   'inputSize', 'hiddenSize', 'numLayers', 'bias', 'batchFirst', 'bidirectional', 'direction',
   'projSize', 'peephole', 'gateActivation', 'cellActivation', 'hiddenActivation', 'clip',
-  'coupledInputForget', 'seed', 'backend',
+  'coupledInputForget', 'seed', 'backend', 'threads',
 ]);
 
 /** Upper bound on any single size option; the weight-count check below is the real limit. */
@@ -139,6 +143,25 @@ export function resolveActivation(value: unknown, name: string, dflt: Activation
     return v;
   };
   return { name: actName as ActivationName, kind: spec.kind, alpha: num(alpha, 'alpha', spec.alpha), beta: num(beta, 'beta', spec.beta) };
+}
+
+const MAX_THREADS = 1024;
+
+function checkThreads(value: unknown, name: string): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > MAX_THREADS) {
+    throw optErr(`${name}: expected an integer in [1, ${MAX_THREADS}], got ${describe(value)}`);
+  }
+  return value;
+}
+
+/** LSTM_THREADS, else every core. */
+export function defaultThreads(): number {
+  const env = process.env.LSTM_THREADS;
+  if (env !== undefined && env !== '') {
+    const n = Number(env);
+    return checkThreads(Number.isFinite(n) ? n : env, 'LSTM_THREADS');
+  }
+  return typeof os.availableParallelism === 'function' ? os.availableParallelism() : Math.max(1, os.cpus().length);
 }
 
 export function resolveConfig(options: unknown): LSTMConfig {
@@ -203,6 +226,7 @@ export function resolveConfig(options: unknown): LSTMConfig {
     coupledInputForget: checkBool(o.coupledInputForget, 'coupledInputForget', false),
     seed,
     backend: checkEnum<BackendChoice>(o.backend, 'backend', ['auto', 'native', 'js'], 'auto'),
+    threads: o.threads === undefined ? defaultThreads() : checkThreads(o.threads, 'threads'),
   };
   // Every weight matrix must stay addressable with 32-bit element counts in both engines.
   const widest = Math.max(inputSize, numDirections * outSize) + outSize + hiddenSize;

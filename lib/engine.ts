@@ -41,11 +41,36 @@ export interface LayerRun {
 }
 
 export interface EngineLayer {
-  forward(run: LayerRun): void;
   dispose(): void;
+}
+
+/**
+ * A whole stack's forward, time-major: layer l+1 reads layer l's output. h0/hn hold
+ * every layer ([L*D, B, Hout]), c0/cn too ([L*D, B, H]); y is the last layer's output.
+ */
+export interface StackRun {
+  x: Float32Array;
+  T: number;
+  B: number;
+  h0: Float32Array;
+  c0: Float32Array;
+  lengths: Int32Array | null;
+  threads: number;
+}
+
+export interface StackResult {
+  y: Float32Array;
+  hn: Float32Array;
+  cn: Float32Array;
 }
 
 export interface Engine {
   readonly name: 'native' | 'js';
   createLayer(desc: LayerDesc, dirs: DirectionParams[]): EngineLayer;
+  /** Synchronous forward into caller-allocated outputs. */
+  forward(layers: EngineLayer[], run: StackRun, out: StackResult): void;
+  /** Off the calling thread where the engine can; inputs may be reused once this returns. */
+  forwardAsync(layers: EngineLayer[], run: StackRun): Promise<StackResult>;
+  /** One time step of a unidirectional stack: h [L, B, Hout], c [L, B, H] updated in place. */
+  step(layers: EngineLayer[], x: Float32Array, B: number, h: Float32Array, c: Float32Array, out: Float32Array, threads: number): void;
 }

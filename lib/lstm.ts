@@ -9,10 +9,10 @@ import {
   type LSTMConfig,
   type LSTMOptions,
 } from './config.js';
-import { PEEPHOLE_KIND, type Engine, type EngineLayer, type LayerDesc } from './engine.js';
+import { PEEPHOLE_KIND, type Engine, type EngineLayer, type LayerDesc, type StackResult, type StackRun } from './engine.js';
 import { LstmError, describe } from './errors.js';
 import { groupParams, initParams, layerInputSize, paramSpecs, type ParamSpec } from './params.js';
-import { checkTensor, sameShape, shapeStr, swapLeadingAxes, type Tensor } from './tensor.js';
+import { MAX_ELEMENTS, checkTensor, sameShape, shapeSize, shapeStr, swapLeadingAxes, type Tensor } from './tensor.js';
 
 export type LengthsLike = ArrayLike<number> | ArrayLike<bigint> | { data: ArrayLike<number> | ArrayLike<bigint> };
 
@@ -187,44 +187,109 @@ export class LSTM {
   forward(x: Tensor, options: ForwardOptions = {}): ForwardResult {
     this.checkAlive('forward');
     const input = this.normalize(x, options);
-    const { T, B } = input;
-    const c = this.config;
-    const D = c.numDirections;
-    const Hout = c.outSize;
-    const H = c.hiddenSize;
-    const hn = new Float32Array(c.numLayers * D * B * Hout);
-    const cn = new Float32Array(c.numLayers * D * B * H);
-    let layerIn = input.x;
-    for (let l = 0; l < c.numLayers; l++) {
-      const y = new Float32Array(T * B * D * Hout);
-      const hs = l * D * B * Hout;
-      const cs = l * D * B * H;
-      this.layers[l].forward({
-        x: layerIn,
-        T,
-        B,
-        h0: input.h0.subarray(hs, hs + D * B * Hout),
-        c0: input.c0.subarray(cs, cs + D * B * H),
-        lengths: input.lengths,
-        y,
-        hn: hn.subarray(hs, hs + D * B * Hout),
-        cn: cn.subarray(cs, cs + D * B * H),
-      });
-      layerIn = y;
+    const out: StackResult = {
+      y: new Float32Array(input.T * input.B * this.config.numDirections * this.config.outSize),
+      hn: new Float32Array(input.h0.length),
+      cn: new Float32Array(input.c0.length),
+    };
+    this.engine.forward(this.layers, this.stackRun(input), out);
+    return this.shapeResult(input, out);
+  }
+
+  /**
+   * forward off the main thread (native: a libuv worker; js: the next event-loop turn).
+   * Inputs are copied when the call is made; concurrent calls on one model are safe and
+   * dispose() while a call is in flight lets that call finish.
+   */
+  async forwardAsync(x: Tensor, options: ForwardOptions = {}): Promise<ForwardResult> {
+    this.checkAlive('forwardAsync');
+    const input = this.normalize(x, options);
+    const out = await this.engine.forwardAsync(this.layers, this.stackRun(input));
+    return this.shapeResult(input, out);
+  }
+
+  /** Zero states for streaming with step(): h [L, batch, Hout], c [L, batch, H]. */
+  initialState(batch = 1): { h: Tensor; c: Tensor } {
+    this.checkAlive('initialState');
+    this.checkSteppable();
+    if (typeof batch !== 'number' || !Number.isInteger(batch) || batch < 1 || batch > MAX_ELEMENTS) {
+      throw new LstmError('LSTM_OPTION', `initialState: batch must be a positive integer, got ${describe(batch)}`);
     }
-    const F = D * Hout;
-    const LD = c.numLayers * D;
+    const L = this.config.numLayers;
+    const h = [L, batch, this.config.outSize];
+    const c = [L, batch, this.config.hiddenSize];
+    shapeSize(h, 'initialState h');
+    shapeSize(c, 'initialState c');
+    return { h: { data: new Float32Array(L * batch * this.config.outSize), shape: h }, c: { data: new Float32Array(L * batch * this.config.hiddenSize), shape: c } };
+  }
+
+  /**
+   * Advance one time step: x [B, I] (or [I]); state { h [L, B, Hout], c [L, B, H] } is
+   * updated in place; returns the top layer's output [B, Hout] (or [Hout]), written into
+   * `out` when given. Stepping through a sequence equals one forward of it.
+   */
+  step(x: Tensor, state: { h: Tensor; c: Tensor }, out?: Tensor): Tensor {
+    this.checkAlive('step');
+    this.checkSteppable();
+    const c = this.config;
+    const xt = checkTensor(x, 'x');
+    const single = xt.shape.length === 1;
+    if ((xt.shape.length !== 1 && xt.shape.length !== 2) || xt.shape[xt.shape.length - 1] !== c.inputSize || (!single && xt.shape[0] < 1)) {
+      throw new LstmError('LSTM_SHAPE', `x: expected [B, I] or [I] with I = ${c.inputSize}, got ${shapeStr(xt.shape)}`);
+    }
+    const B = single ? 1 : xt.shape[0];
+    if (state === null || typeof state !== 'object') throw new LstmError('LSTM_SHAPE', `state: expected { h, c } from initialState(), got ${describe(state)}`);
+    const L = c.numLayers;
+    const h = checkTensor(state.h, 'state.h');
+    const cs = checkTensor(state.c, 'state.c');
+    const okState = (t: Tensor, w: number) => sameShape(t.shape, [L, B, w]) || (single && sameShape(t.shape, [L, w]));
+    if (!okState(h, c.outSize)) throw new LstmError('LSTM_SHAPE', `state.h: expected ${shapeStr([L, B, c.outSize])}, got ${shapeStr(h.shape)}`);
+    if (!okState(cs, c.hiddenSize)) throw new LstmError('LSTM_SHAPE', `state.c: expected ${shapeStr([L, B, c.hiddenSize])}, got ${shapeStr(cs.shape)}`);
+    const outShape = single ? [c.outSize] : [B, c.outSize];
+    let result: Tensor;
+    if (out === undefined || out === null) {
+      result = { data: new Float32Array(B * c.outSize), shape: outShape };
+    } else {
+      const o = checkTensor(out, 'out');
+      if (o.data.length !== B * c.outSize) throw new LstmError('LSTM_SHAPE', `out: expected ${shapeStr(outShape)}, got ${shapeStr(o.shape)}`);
+      if (o.data.buffer === h.data.buffer || o.data.buffer === cs.data.buffer || o.data.buffer === xt.data.buffer) {
+        throw new LstmError('LSTM_SHAPE', 'out: must not share memory with x or the state');
+      }
+      result = out;
+    }
+    if (h.data.buffer === cs.data.buffer) throw new LstmError('LSTM_SHAPE', 'state.h and state.c must not share memory');
+    this.engine.step(this.layers, xt.data, B, h.data, cs.data, result.data, c.threads);
+    return result;
+  }
+
+  private checkSteppable(): void {
+    if (this.config.numDirections !== 1) {
+      throw new LstmError('LSTM_OPTION', 'step: a bidirectional LSTM needs the whole sequence; use forward()');
+    }
+  }
+
+  private stackRun(input: NormalizedInput): StackRun {
+    return { x: input.x, T: input.T, B: input.B, h0: input.h0, c0: input.c0, lengths: input.lengths, threads: this.config.threads };
+  }
+
+  /** Engine outputs (time-major) in the caller's layout. */
+  private shapeResult(input: NormalizedInput, out: StackResult): ForwardResult {
+    const c = this.config;
+    const { T, B } = input;
+    const Hout = c.outSize;
+    const F = c.numDirections * Hout;
+    const LD = c.numLayers * c.numDirections;
     if (input.unbatched) {
       return {
-        output: { data: layerIn, shape: [T, F] },
-        hn: { data: hn, shape: [LD, Hout] },
-        cn: { data: cn, shape: [LD, H] },
+        output: { data: out.y, shape: [T, F] },
+        hn: { data: out.hn, shape: [LD, Hout] },
+        cn: { data: out.cn, shape: [LD, c.hiddenSize] },
       };
     }
     return {
-      output: c.batchFirst ? { data: swapLeadingAxes(layerIn, T, B, F), shape: [B, T, F] } : { data: layerIn, shape: [T, B, F] },
-      hn: { data: hn, shape: [LD, B, Hout] },
-      cn: { data: cn, shape: [LD, B, H] },
+      output: c.batchFirst ? { data: swapLeadingAxes(out.y, T, B, F), shape: [B, T, F] } : { data: out.y, shape: [T, B, F] },
+      hn: { data: out.hn, shape: [LD, B, Hout] },
+      cn: { data: out.cn, shape: [LD, B, c.hiddenSize] },
     };
   }
 
@@ -256,6 +321,9 @@ export class LSTM {
       B = x.shape[1];
     }
     if (T < 1 || B < 1) throw new LstmError('LSTM_SHAPE', `x: sequence length and batch must be at least 1, got ${shapeStr(x.shape)}`);
+    // Every buffer of the run (outputs, the widest layer's activations) must stay addressable.
+    const widest = Math.max(c.inputSize, c.numDirections * c.outSize, 64 * Math.ceil(c.hiddenSize / 16));
+    shapeSize([T, B, widest], 'x (with this model, the output and activation buffers)');
     const LD = c.numLayers * c.numDirections;
     const state = (v: Tensor | undefined, name: string, width: number): Float32Array => {
       const want = unbatched ? [LD, width] : [LD, B, width];

@@ -190,44 +190,57 @@ describe('LSTM_NATIVE and the native layer itself', () => {
     const dirs = [{ wIh: new Float32Array(24), wHh: new Float32Array(36) }];
     const layer = new addon.Layer(desc, dirs);
     const f = (n: number) => new Float32Array(n);
-    const args = (): unknown[] => [f(8), 4, 1, f(3), f(3), null, f(12), f(3), f(3)];
+    // forward(layers, x, T, B, h0, c0, lengths, y, hn, cn, threads)
+    const args = (): unknown[] => [[layer], f(8), 4, 1, f(3), f(3), null, f(12), f(3), f(3), 1];
+    const codeOf = (fn: () => unknown): unknown => {
+      try {
+        fn();
+      } catch (err) {
+        return (err as { code?: string }).code;
+      }
+      return undefined;
+    };
+    const call = (a: unknown[]) => codeOf(() => (addon.forward as (...xs: unknown[]) => void)(...a));
+    expect(call(args())).toBeUndefined();
     const cases: [number, unknown, string][] = [
-      [0, f(7), 'LSTM_SHAPE'],
-      [0, new Float64Array(8), 'LSTM_DTYPE'],
-      [1, -1, 'LSTM_SHAPE'],
-      [1, 2 ** 31, 'LSTM_SHAPE'],
-      [1, NaN, 'LSTM_SHAPE'],
-      [2, 1.5, 'LSTM_SHAPE'],
-      [2, 'x', 'LSTM_SHAPE'],
-      [5, new Int32Array([5]), 'LSTM_SHAPE'],
-      [5, new Int32Array([0]), 'LSTM_SHAPE'],
-      [5, new Int32Array([1, 2]), 'LSTM_SHAPE'],
-      [5, new Float32Array([1]), 'LSTM_DTYPE'],
-      [6, f(11), 'LSTM_SHAPE'],
-      [8, {}, 'LSTM_DTYPE'],
+      [0, [], 'LSTM_OPTION'],
+      [0, [{}], 'LSTM_OPTION'],
+      [0, 'layer', 'LSTM_OPTION'],
+      [1, f(7), 'LSTM_SHAPE'],
+      [1, new Float64Array(8), 'LSTM_DTYPE'],
+      [2, -1, 'LSTM_SHAPE'],
+      [2, 2 ** 31, 'LSTM_SHAPE'],
+      [2, NaN, 'LSTM_SHAPE'],
+      [3, 1.5, 'LSTM_SHAPE'],
+      [3, 'x', 'LSTM_SHAPE'],
+      [3, 2 ** 30, 'LSTM_SHAPE'],
+      [6, new Int32Array([5]), 'LSTM_SHAPE'],
+      [6, new Int32Array([0]), 'LSTM_SHAPE'],
+      [6, new Int32Array([1, 2]), 'LSTM_SHAPE'],
+      [6, new Float32Array([1]), 'LSTM_DTYPE'],
+      [7, f(11), 'LSTM_SHAPE'],
+      [9, {}, 'LSTM_DTYPE'],
+      [10, 0, 'LSTM_SHAPE'],
     ];
     for (const [i, value, code] of cases) {
       const a = args();
       a[i] = value;
-      let thrown: unknown;
-      try {
-        (layer.forward as (...xs: unknown[]) => void)(...a);
-      } catch (err) {
-        thrown = err;
-      }
-      expect((thrown as { code?: string })?.code, `argument ${i} = ${String(value)}`).toBe(code);
+      expect(call(a), `argument ${i} = ${String(value)}`).toBe(code);
     }
+    // layers that do not chain
+    const wide = new addon.Layer({ ...desc, inputSize: 5 }, [{ wIh: f(60), wHh: f(36) }]);
+    const a = args();
+    a[0] = [layer, wide];
+    expect(call(a)).toBe('LSTM_OPTION');
+    // stepping a bidirectional layer
+    const bi = new addon.Layer({ ...desc, numDirections: 2 }, [dirs[0], dirs[0]]);
+    expect(codeOf(() => addon.step([bi], f(2), 1, f(6), f(6), f(6), 1))).toBe('LSTM_OPTION');
     expect(() => new addon.Layer({ ...desc, hiddenSize: -3 }, dirs)).toThrow(/hiddenSize/);
     expect(() => new addon.Layer(desc, [{ wIh: f(23), wHh: f(36) }])).toThrow(/wIh/);
     expect(() => new addon.Layer({ ...desc, isa: 'sse9' }, dirs)).toThrow(/LSTM_ISA/);
     layer.dispose();
-    let code: unknown;
-    try {
-      (layer.forward as (...xs: unknown[]) => void)(...args());
-    } catch (err) {
-      code = (err as { code?: string }).code;
-    }
-    expect(code).toBe('LSTM_DISPOSED');
+    expect(call(args())).toBe('LSTM_DISPOSED');
+    expect(codeOf(() => addon.forwardAsync([layer], f(8), 4, 1, f(3), f(3), null, 1))).toBe('LSTM_DISPOSED');
     expect(lib.backendInfo().native).toBe(true);
   });
 });

@@ -31,7 +31,7 @@ const ONNX_CASES = [
 ];
 
 describe.each(ENGINES)('parity on $label', (engine) => {
-  it.each(TORCH_CASES)('%s matches PyTorch', (name) => {
+  it.each(TORCH_CASES)('%s matches PyTorch (forward, forwardAsync, step)', async (name) => {
     const { tensors, metadata } = fixture(name);
     const lstm = withEngine(engine, () => new LSTM({ ...torchOptions(metadata), backend: engine.backend }));
     expect(lstm.backend).toBe(engine.backend);
@@ -44,6 +44,31 @@ describe.each(ENGINES)('parity on $label', (engine) => {
     expectClose(output, tensors.output, `${name} output`, atol);
     expectClose(hn, tensors.hn, `${name} hn`, atol);
     expectClose(cn, tensors.cn, `${name} cn`, atol);
+
+    // forwardAsync gives the same numbers.
+    const viaAsync = await lstm.forwardAsync(tensors.input, { h0: tensors.h0, c0: tensors.c0, lengths: tensors.lengths });
+    expectClose(viaAsync.output, tensors.output, `${name} forwardAsync output`, atol);
+    expectClose(viaAsync.hn, tensors.hn, `${name} forwardAsync hn`, atol);
+
+    // So does stepping through it, where a stream can express the case (one direction, full lengths).
+    if (lstm.config.numDirections === 1 && tensors.lengths === undefined) {
+      const bf = lstm.config.batchFirst;
+      const unbatched = tensors.input.shape.length === 2;
+      const [T, B] = unbatched ? [tensors.input.shape[0], 1] : bf ? [tensors.input.shape[1], tensors.input.shape[0]] : tensors.input.shape;
+      const I = lstm.config.inputSize;
+      const Hout = lstm.config.outSize;
+      const state = { h: { data: tensors.h0.data.slice(), shape: [lstm.config.numLayers, B, Hout] }, c: { data: tensors.c0.data.slice(), shape: [lstm.config.numLayers, B, lstm.config.hiddenSize] } };
+      for (let t = 0; t < T; t++) {
+        const xt = new Float32Array(B * I);
+        for (let b = 0; b < B; b++) xt.set(tensors.input.data.subarray(((bf ? b * T + t : t * B + b)) * I, ((bf ? b * T + t : t * B + b) + 1) * I), b * I);
+        const y = lstm.step({ data: xt, shape: [B, I] }, state);
+        const want = new Float32Array(B * Hout);
+        for (let b = 0; b < B; b++) want.set(tensors.output.data.subarray((bf ? b * T + t : t * B + b) * Hout, ((bf ? b * T + t : t * B + b) + 1) * Hout), b * Hout);
+        expectClose(y, { data: want, shape: [B, Hout] }, `${name} step ${t}`, atol);
+      }
+      expectClose({ data: state.h.data, shape: tensors.hn.shape }, tensors.hn, `${name} stepped hn`, atol);
+      expectClose({ data: state.c.data, shape: tensors.cn.shape }, tensors.cn, `${name} stepped cn`, atol);
+    }
     lstm.dispose();
   });
 

@@ -1,4 +1,4 @@
-import type { Engine, EngineLayer, LayerDesc, LayerRun } from '../engine.js';
+import type { Engine, EngineLayer, LayerDesc, LayerRun, StackResult, StackRun } from '../engine.js';
 import type { DirectionParams } from '../params.js';
 import { activationFn, type ActFn } from './activations.js';
 import { GemmScratch, gemmNT, packW, type PackedW } from './gemm.js';
@@ -18,8 +18,8 @@ interface JsDirection {
 
 /** One layer on the pure-TypeScript engine: weights packed once, no allocation per step. */
 class JsLayer implements EngineLayer {
-  private readonly desc: LayerDesc;
-  private dirs: JsDirection[];
+  readonly desc: LayerDesc;
+  private readonly dirs: JsDirection[];
   private readonly fa: ActFn;
   private readonly ga: ActFn;
   private readonly ha: ActFn;
@@ -53,9 +53,9 @@ class JsLayer implements EngineLayer {
     this.standardActs = desc.gate.kind === 0 && desc.cell.kind === 1 && desc.hidden.kind === 1;
   }
 
-  dispose(): void {
-    this.dirs = [];
-  }
+  /** Nothing to free by hand: once the model drops this layer the GC reclaims it, and a
+   * forwardAsync still in flight keeps it alive until it finishes (as native does). */
+  dispose(): void {}
 
   forward(run: LayerRun): void {
     const { desc } = this;
@@ -185,9 +185,64 @@ function cellStandard(
   }
 }
 
+/** Runs the stack layer by layer; hn/cn slices of each layer are views into the outputs. */
+function forwardStack(layers: EngineLayer[], run: StackRun, out: StackResult): void {
+  let input = run.x;
+  let hOff = 0;
+  let cOff = 0;
+  layers.forEach((engineLayer, l) => {
+    const layer = engineLayer as JsLayer;
+    const { numDirections: D, hiddenSize: H } = layer.desc;
+    const Hout = layer.desc.projSize || H;
+    const hLen = D * run.B * Hout;
+    const cLen = D * run.B * H;
+    const y = l === layers.length - 1 ? out.y : new Float32Array(run.T * run.B * D * Hout);
+    layer.forward({
+      x: input,
+      T: run.T,
+      B: run.B,
+      h0: run.h0.subarray(hOff, hOff + hLen),
+      c0: run.c0.subarray(cOff, cOff + cLen),
+      lengths: run.lengths,
+      y,
+      hn: out.hn.subarray(hOff, hOff + hLen),
+      cn: out.cn.subarray(cOff, cOff + cLen),
+    });
+    input = y;
+    hOff += hLen;
+    cOff += cLen;
+  });
+}
+
 export const jsEngine: Engine = {
   name: 'js',
   createLayer(desc: LayerDesc, dirs: DirectionParams[]): EngineLayer {
     return new JsLayer(desc, dirs);
+  },
+  forward: forwardStack,
+  forwardAsync(layers, run) {
+    // The pure-JS engine has no thread to move to: it runs on the next turn of the
+    // event loop (inputs are copied now, so the caller may reuse them at once).
+    const copy: StackRun = { ...run, x: run.x.slice(), h0: run.h0.slice(), c0: run.c0.slice(), lengths: run.lengths?.slice() ?? null };
+    const last = layers[layers.length - 1] as JsLayer;
+    const Hout = last.desc.projSize || last.desc.hiddenSize;
+    return new Promise((resolve, reject) => {
+      setImmediate(() => {
+        try {
+          const out: StackResult = {
+            y: new Float32Array(run.T * run.B * last.desc.numDirections * Hout),
+            hn: new Float32Array(run.h0.length),
+            cn: new Float32Array(run.c0.length),
+          };
+          forwardStack(layers, copy, out);
+          resolve(out);
+        } catch (err) {
+          reject(err);
+        }
+      });
+    });
+  },
+  step(layers, x, B, h, c, out) {
+    forwardStack(layers, { x, T: 1, B, h0: h, c0: c, lengths: null, threads: 1 }, { y: out, hn: h, cn: c });
   },
 };

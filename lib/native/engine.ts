@@ -1,10 +1,10 @@
-import type { Engine, EngineLayer, LayerDesc, LayerRun } from '../engine.js';
+import type { Engine, EngineLayer, LayerDesc, StackResult, StackRun } from '../engine.js';
 import { asLstmError } from '../errors.js';
 import type { DirectionParams } from '../params.js';
 import type { NativeAddon, NativeLayerHandle } from './loader.js';
 
 class NativeLayer implements EngineLayer {
-  private readonly handle: NativeLayerHandle;
+  readonly handle: NativeLayerHandle;
 
   constructor(addon: NativeAddon, isa: string, desc: LayerDesc, dirs: DirectionParams[]) {
     try {
@@ -14,18 +14,12 @@ class NativeLayer implements EngineLayer {
     }
   }
 
-  forward(run: LayerRun): void {
-    try {
-      this.handle.forward(run.x, run.T, run.B, run.h0, run.c0, run.lengths, run.y, run.hn, run.cn);
-    } catch (err) {
-      throw asLstmError(err);
-    }
-  }
-
   dispose(): void {
     this.handle.dispose();
   }
 }
+
+const handles = (layers: EngineLayer[]): NativeLayerHandle[] => layers.map((l) => (l as NativeLayer).handle);
 
 /**
  * The native engine of one model. LSTM_ISA is read once, when the model is built (not
@@ -37,5 +31,27 @@ export function nativeEngine(addon: NativeAddon): Engine {
   return {
     name: 'native',
     createLayer: (desc, dirs) => new NativeLayer(addon, isa, desc, dirs),
+    forward(layers, run: StackRun, out: StackResult) {
+      try {
+        addon.forward(handles(layers), run.x, run.T, run.B, run.h0, run.c0, run.lengths, out.y, out.hn, out.cn, run.threads);
+      } catch (err) {
+        throw asLstmError(err);
+      }
+    },
+    async forwardAsync(layers, run: StackRun) {
+      try {
+        const [y, hn, cn] = await addon.forwardAsync(handles(layers), run.x, run.T, run.B, run.h0, run.c0, run.lengths, run.threads);
+        return { y, hn, cn };
+      } catch (err) {
+        throw asLstmError(err);
+      }
+    },
+    step(layers, x, B, h, c, out, threads) {
+      try {
+        addon.step(handles(layers), x, B, h, c, out, threads);
+      } catch (err) {
+        throw asLstmError(err);
+      }
+    },
   };
 }

@@ -3,17 +3,6 @@ import * as path from 'node:path';
 
 /** The N-API surface of native/addon (kept in sync with addon.cc). */
 export interface NativeLayerHandle {
-  forward(
-    x: Float32Array,
-    T: number,
-    B: number,
-    h0: Float32Array,
-    c0: Float32Array,
-    lengths: Int32Array | null,
-    y: Float32Array,
-    hn: Float32Array,
-    cn: Float32Array,
-  ): void;
   dispose(): void;
 }
 
@@ -24,11 +13,37 @@ export interface NativeAddon {
   supportedIsas(): string[];
   /** One core's fp32 FMA throughput in GFLOP/s on an ISA (the benchmark's ceiling). */
   measurePeak(isa?: string, seconds?: number): number;
+  /** Logical cores the native thread pool can use. */
+  hardwareThreads(): number;
   Layer: new (desc: object, dirs: object[]) => NativeLayerHandle;
+  forward(
+    layers: NativeLayerHandle[],
+    x: Float32Array,
+    T: number,
+    B: number,
+    h0: Float32Array,
+    c0: Float32Array,
+    lengths: Int32Array | null,
+    y: Float32Array,
+    hn: Float32Array,
+    cn: Float32Array,
+    threads: number,
+  ): void;
+  forwardAsync(
+    layers: NativeLayerHandle[],
+    x: Float32Array,
+    T: number,
+    B: number,
+    h0: Float32Array,
+    c0: Float32Array,
+    lengths: Int32Array | null,
+    threads: number,
+  ): Promise<[Float32Array, Float32Array, Float32Array]>;
+  step(layers: NativeLayerHandle[], x: Float32Array, B: number, h: Float32Array, c: Float32Array, out: Float32Array, threads: number): void;
 }
 
 /** Bumped whenever the JS<->C++ calling convention changes; a stale binary is refused. */
-export const NATIVE_ABI_VERSION = 1;
+export const NATIVE_ABI_VERSION = 2;
 
 export interface NativeStatus {
   addon: NativeAddon | null;

@@ -10,14 +10,17 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "../kernels/isa.h"
 #include "../kernels/layer.h"
 #include "../kernels/peak.h"
+#include "../kernels/threadpool.h"
 
 namespace {
 
-constexpr int kAbiVersion = 1;
+constexpr int kAbiVersion = 2;
 constexpr int64_t kMaxElements = (int64_t{1} << 31) - 1;
 
 // A JS exception carrying one of the library's error codes.
@@ -99,16 +102,21 @@ bool BoolArg(Napi::Env env, const Napi::Object& o, const char* key) {
 
 class LstmAddon;
 
+// A layer's packed weights. Operations on layers are addon methods taking arrays of
+// layers (a stack); the wrapper holds the layer by shared_ptr so an async run keeps it
+// alive past dispose().
 class LayerWrap : public Napi::ObjectWrap<LayerWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "Layer", {InstanceMethod("forward", &LayerWrap::Forward), InstanceMethod("dispose", &LayerWrap::Dispose)});
+    return DefineClass(env, "Layer", {InstanceMethod("dispose", &LayerWrap::Dispose)});
   }
 
   LayerWrap(const Napi::CallbackInfo& info);
 
+  const std::shared_ptr<const lstm::Layer>& layer() const { return layer_; }
+  lstm::Isa isa() const { return isa_; }
+
  private:
-  Napi::Value Forward(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     layer_.reset();
     return info.Env().Undefined();
@@ -121,14 +129,24 @@ class LayerWrap : public Napi::ObjectWrap<LayerWrap> {
 class LstmAddon : public Napi::Addon<LstmAddon> {
  public:
   LstmAddon(Napi::Env env, Napi::Object exports) : best_(lstm::best_isa()) {
+    Napi::Function layer_class = LayerWrap::Define(env);
+    layer_ctor_ = Napi::Persistent(layer_class);
     DefineAddon(exports, {
                              InstanceValue("abiVersion", Napi::Number::New(env, kAbiVersion), napi_enumerable),
                              InstanceMethod("isa", &LstmAddon::IsaName, napi_enumerable),
                              InstanceMethod("supportedIsas", &LstmAddon::SupportedIsas, napi_enumerable),
                              InstanceMethod("measurePeak", &LstmAddon::MeasurePeak, napi_enumerable),
-                             InstanceValue("Layer", LayerWrap::Define(env), napi_enumerable),
+                             InstanceMethod("forward", &LstmAddon::Forward, napi_enumerable),
+                             InstanceMethod("forwardAsync", &LstmAddon::ForwardAsync, napi_enumerable),
+                             InstanceMethod("step", &LstmAddon::Step, napi_enumerable),
+                             InstanceMethod("hardwareThreads", &LstmAddon::HardwareThreads, napi_enumerable),
+                             InstanceValue("Layer", layer_class, napi_enumerable),
                          });
   }
+
+  Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value ForwardAsync(const Napi::CallbackInfo& info);
+  Napi::Value Step(const Napi::CallbackInfo& info);
 
   // The ISA to run for a requested name ('' = the best this CPU has). A request
   // for an ISA the CPU lacks steps down to the best one it has, never beyond.
@@ -168,7 +186,13 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
     return out;
   }
 
+  Napi::Value HardwareThreads(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), lstm::hardware_threads());
+  }
+
   const lstm::Isa best_;  // detected once per environment
+  Napi::FunctionReference layer_ctor_;
+  lstm::Workspace step_ws_;  // only the environment's own thread steps
 };
 
 LayerWrap::LayerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LayerWrap>(info) {
@@ -236,57 +260,239 @@ LayerWrap::LayerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LayerWra
   }
 }
 
-Napi::Value LayerWrap::Forward(const Napi::CallbackInfo& info) {
+// The layers of one call, checked: live, chained (layer l+1 reads layer l's output) and
+// held by shared_ptr for as long as the call runs.
+struct Stack {
+  std::vector<std::shared_ptr<const lstm::Layer>> owned;
+  std::vector<const lstm::Layer*> layers;
+  lstm::Isa isa = lstm::Isa::kScalar;
+  int64_t input_size = 0;
+  int64_t out_width = 0;    // D * Hout of the last layer
+  int64_t h_per_batch = 0;  // sum over layers of D * Hout
+  int64_t c_per_batch = 0;  // sum over layers of D * H
+  int64_t widest = 0;       // the widest activation row any layer reads or writes
+};
+
+Stack StackArg(Napi::Env env, const Napi::Value& v, const Napi::FunctionReference& ctor) {
+  if (!v.IsArray() || v.As<Napi::Array>().Length() == 0) Fail(env, "LSTM_OPTION", "layers: expected a non-empty array of layers");
+  Napi::Array arr = v.As<Napi::Array>();
+  Stack st;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    Napi::Value item = arr.Get(i);
+    if (!item.IsObject() || !item.As<Napi::Object>().InstanceOf(ctor.Value())) {
+      Fail(env, "LSTM_OPTION", "layers[" + std::to_string(i) + "]: expected a Layer");
+    }
+    LayerWrap* wrap = LayerWrap::Unwrap(item.As<Napi::Object>());
+    if (!wrap->layer()) Fail(env, "LSTM_DISPOSED", "layers[" + std::to_string(i) + "] was disposed");
+    const lstm::LayerDesc& d = wrap->layer()->desc();
+    if (i == 0) {
+      st.isa = wrap->isa();
+      st.input_size = d.input_size;
+    } else if (d.input_size != st.out_width) {
+      Fail(env, "LSTM_OPTION", "layers[" + std::to_string(i) + "]: input size " + std::to_string(d.input_size) +
+                                   " does not match the previous layer's output width " + std::to_string(st.out_width));
+    }
+    st.out_width = static_cast<int64_t>(d.num_directions) * d.out_size();
+    st.h_per_batch += st.out_width;
+    st.c_per_batch += static_cast<int64_t>(d.num_directions) * d.hidden_size;
+    st.widest = std::max<int64_t>({st.widest, d.input_size, st.out_width, 64 * ((d.hidden_size + 15) / 16)});
+    st.owned.push_back(wrap->layer());
+    st.layers.push_back(wrap->layer().get());
+  }
+  return st;
+}
+
+lstm::Threading ThreadsArg(Napi::Env env, const Napi::Value& v) {
+  lstm::Threading t;
+  t.threads = IntArg(env, v, "threads", 1, 1024);
+  return t;
+}
+
+// Sizes of a run must keep every buffer addressable; the facade checks the same first.
+void CheckRunSize(Napi::Env env, const Stack& st, int64_t T, int64_t B) {
+  if (T * B > kMaxElements || T * B * st.widest > kMaxElements) {
+    Fail(env, "LSTM_SHAPE", "T=" + std::to_string(T) + ", B=" + std::to_string(B) + " makes buffers of more than 2^31 elements");
+  }
+}
+
+const int32_t* LengthsArg(Napi::Env env, const Napi::Value& v, int64_t T, int64_t B) {
+  if (v.IsNull() || v.IsUndefined()) return nullptr;
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    Fail(env, "LSTM_DTYPE", "lengths: expected an Int32Array or null, got " + TypeOfValue(v));
+  }
+  Napi::Int32Array lengths = v.As<Napi::Int32Array>();
+  if (static_cast<int64_t>(lengths.ElementLength()) != B || lengths.Data() == nullptr) {
+    Fail(env, "LSTM_SHAPE", "lengths: expected " + std::to_string(B) + " entries, got " + std::to_string(lengths.ElementLength()));
+  }
+  const int32_t* len = lengths.Data();
+  for (int64_t b = 0; b < B; ++b) {
+    if (len[b] < 1 || len[b] > T) {
+      Fail(env, "LSTM_SHAPE", "lengths[" + std::to_string(b) + "]: expected 1.." + std::to_string(T) + ", got " + std::to_string(len[b]));
+    }
+  }
+  return len;
+}
+
+[[noreturn]] void OutOfMemory(Napi::Env env, const char* what) { Fail(env, "LSTM_NATIVE", std::string(what) + ": out of memory"); }
+
+// forwardAsync's work: inputs copied when the call is made (JS may detach or reuse its
+// buffers meanwhile), outputs written into arrays JS cannot see until the promise resolves.
+class ForwardWorker : public Napi::AsyncWorker {
+ public:
+  ForwardWorker(Napi::Env env, Stack stack, lstm::Threading threading, int T, int B)
+      : Napi::AsyncWorker(env, "lstm-native:forwardAsync"), deferred_(Napi::Promise::Deferred::New(env)),
+        stack_(std::move(stack)), threading_(threading), T_(T), B_(B) {}
+
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+  std::vector<float> x, h0, c0;
+  std::vector<int32_t> lengths;
+  bool has_lengths = false;
+  Napi::Reference<Napi::Float32Array> y, hn, cn;
+  float* y_data = nullptr;
+  float* hn_data = nullptr;
+  float* cn_data = nullptr;
+
+ protected:
+  void Execute() override {
+    try {
+      lstm::StackRun run;
+      run.x = x.data();
+      run.T = T_;
+      run.B = B_;
+      run.h0 = h0.data();
+      run.c0 = c0.data();
+      run.lengths = has_lengths ? lengths.data() : nullptr;
+      run.y = y_data;
+      run.hn = hn_data;
+      run.cn = cn_data;
+      lstm::Workspace ws;
+      lstm::forward_stack(stack_.layers, stack_.isa, threading_, run, &ws);
+    } catch (const std::bad_alloc&) {
+      SetError("forwardAsync: out of memory");
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Array out = Napi::Array::New(env, 3);
+    out.Set(0u, y.Value());
+    out.Set(1u, hn.Value());
+    out.Set(2u, cn.Value());
+    deferred_.Resolve(out);
+  }
+
+  void OnError(const Napi::Error& e) override {
+    Napi::Error err = Napi::Error::New(Env(), e.Message());
+    err.Set("code", Napi::String::New(Env(), "LSTM_NATIVE"));
+    deferred_.Reject(err.Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Stack stack_;
+  lstm::Threading threading_;
+  int T_;
+  int B_;
+};
+
+}  // namespace
+
+// forward(layers, x, T, B, h0, c0, lengths|null, y, hn, cn, threads): the whole stack, in place.
+Napi::Value LstmAddon::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!layer_) Fail(env, "LSTM_DISPOSED", "forward: this layer was disposed");
-  if (info.Length() != 9) Fail(env, "LSTM_OPTION", "forward: expected 9 arguments");
-  const lstm::LayerDesc& desc = layer_->desc();
-  lstm::LayerRun run;
-  run.T = IntArg(env, info[1], "T", 1, std::numeric_limits<int32_t>::max());
-  run.B = IntArg(env, info[2], "B", 1, std::numeric_limits<int32_t>::max());
-  const int64_t T = run.T;
-  const int64_t B = run.B;
-  const int64_t D = desc.num_directions;
-  const int64_t H = desc.hidden_size;
-  const int64_t Hout = desc.out_size();
-  // Every product below stays far from int64 overflow: each factor is < 2^31 and
-  // the first product is checked before the next one is formed.
-  if (T * B > kMaxElements || T * B * desc.input_size > kMaxElements || T * B * D * Hout > kMaxElements ||
-      T * B * 4 * H > (int64_t{1} << 40)) {
-    Fail(env, "LSTM_SHAPE", "forward: T=" + std::to_string(T) + ", B=" + std::to_string(B) + " is too large");
-  }
-  run.x = FloatArg(env, info[0], "x", T * B * desc.input_size).Data();
-  run.h0 = FloatArg(env, info[3], "h0", D * B * Hout).Data();
-  run.c0 = FloatArg(env, info[4], "c0", D * B * H).Data();
-  if (!info[5].IsNull() && !info[5].IsUndefined()) {
-    if (!info[5].IsTypedArray() || info[5].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-      Fail(env, "LSTM_DTYPE", "lengths: expected an Int32Array or null, got " + TypeOfValue(info[5]));
-    }
-    Napi::Int32Array lengths = info[5].As<Napi::Int32Array>();
-    if (static_cast<int64_t>(lengths.ElementLength()) != B || lengths.Data() == nullptr) {
-      Fail(env, "LSTM_SHAPE", "lengths: expected " + std::to_string(B) + " entries, got " +
-                                  std::to_string(lengths.ElementLength()));
-    }
-    const int32_t* len = lengths.Data();
-    for (int64_t b = 0; b < B; ++b) {
-      if (len[b] < 1 || len[b] > T) {
-        Fail(env, "LSTM_SHAPE", "lengths[" + std::to_string(b) + "]: expected 1.." + std::to_string(T) + ", got " +
-                                    std::to_string(len[b]));
-      }
-    }
-    run.lengths = len;
-  }
-  run.y = FloatArg(env, info[6], "y", T * B * D * Hout).Data();
-  run.hn = FloatArg(env, info[7], "hn", D * B * Hout).Data();
-  run.cn = FloatArg(env, info[8], "cn", D * B * H).Data();
+  if (info.Length() != 11) Fail(env, "LSTM_OPTION", "forward: expected 11 arguments");
+  Stack st = StackArg(env, info[0], layer_ctor_);
+  lstm::StackRun run;
+  run.T = IntArg(env, info[2], "T", 1, std::numeric_limits<int32_t>::max());
+  run.B = IntArg(env, info[3], "B", 1, std::numeric_limits<int32_t>::max());
+  const int64_t T = run.T, B = run.B;
+  CheckRunSize(env, st, T, B);
+  run.x = FloatArg(env, info[1], "x", T * B * st.input_size).Data();
+  run.h0 = FloatArg(env, info[4], "h0", B * st.h_per_batch).Data();
+  run.c0 = FloatArg(env, info[5], "c0", B * st.c_per_batch).Data();
+  run.lengths = LengthsArg(env, info[6], T, B);
+  run.y = FloatArg(env, info[7], "y", T * B * st.out_width).Data();
+  run.hn = FloatArg(env, info[8], "hn", B * st.h_per_batch).Data();
+  run.cn = FloatArg(env, info[9], "cn", B * st.c_per_batch).Data();
+  const lstm::Threading threading = ThreadsArg(env, info[10]);
   try {
-    layer_->forward(isa_, run);
+    lstm::Workspace ws;
+    lstm::forward_stack(st.layers, st.isa, threading, run, &ws);
   } catch (const std::bad_alloc&) {
-    Fail(env, "LSTM_NATIVE", "forward: out of memory for T=" + std::to_string(T) + ", B=" + std::to_string(B));
+    OutOfMemory(env, "forward");
   }
   return env.Undefined();
 }
 
-}  // namespace
+// forwardAsync(layers, x, T, B, h0, c0, lengths|null, threads): Promise<[y, hn, cn]>.
+Napi::Value LstmAddon::ForwardAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 8) Fail(env, "LSTM_OPTION", "forwardAsync: expected 8 arguments");
+  Stack st = StackArg(env, info[0], layer_ctor_);
+  const int T = IntArg(env, info[2], "T", 1, std::numeric_limits<int32_t>::max());
+  const int B = IntArg(env, info[3], "B", 1, std::numeric_limits<int32_t>::max());
+  CheckRunSize(env, st, T, B);
+  Napi::Float32Array x = FloatArg(env, info[1], "x", int64_t{T} * B * st.input_size);
+  Napi::Float32Array h0 = FloatArg(env, info[4], "h0", B * st.h_per_batch);
+  Napi::Float32Array c0 = FloatArg(env, info[5], "c0", B * st.c_per_batch);
+  const int32_t* lengths = LengthsArg(env, info[6], T, B);
+  const lstm::Threading threading = ThreadsArg(env, info[7]);
+  Napi::Float32Array y = Napi::Float32Array::New(env, static_cast<size_t>(int64_t{T} * B * st.out_width));
+  Napi::Float32Array hn = Napi::Float32Array::New(env, static_cast<size_t>(B * st.h_per_batch));
+  Napi::Float32Array cn = Napi::Float32Array::New(env, static_cast<size_t>(B * st.c_per_batch));
+  auto* worker = new ForwardWorker(env, std::move(st), threading, T, B);
+  try {
+    worker->x.assign(x.Data(), x.Data() + x.ElementLength());
+    worker->h0.assign(h0.Data(), h0.Data() + h0.ElementLength());
+    worker->c0.assign(c0.Data(), c0.Data() + c0.ElementLength());
+    if (lengths != nullptr) {
+      worker->lengths.assign(lengths, lengths + B);
+      worker->has_lengths = true;
+    }
+  } catch (const std::bad_alloc&) {
+    delete worker;
+    OutOfMemory(env, "forwardAsync");
+  }
+  worker->y = Napi::Reference<Napi::Float32Array>::New(y, 1);
+  worker->hn = Napi::Reference<Napi::Float32Array>::New(hn, 1);
+  worker->cn = Napi::Reference<Napi::Float32Array>::New(cn, 1);
+  worker->y_data = y.Data();
+  worker->hn_data = hn.Data();
+  worker->cn_data = cn.Data();
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+// step(layers, x, B, h, c, out, threads): one time step of a unidirectional stack;
+// h [L, B, Hout] and c [L, B, H] are updated in place, out [B, Hout] receives the top h.
+// Reuses this environment's workspace: no allocation once warm.
+Napi::Value LstmAddon::Step(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 7) Fail(env, "LSTM_OPTION", "step: expected 7 arguments");
+  Stack st = StackArg(env, info[0], layer_ctor_);
+  for (const lstm::Layer* layer : st.layers) {
+    if (layer->desc().num_directions != 1) Fail(env, "LSTM_OPTION", "step: bidirectional layers cannot be stepped");
+  }
+  const int B = IntArg(env, info[2], "B", 1, std::numeric_limits<int32_t>::max());
+  CheckRunSize(env, st, 1, B);
+  lstm::StackRun run;
+  run.T = 1;
+  run.B = B;
+  run.x = FloatArg(env, info[1], "x", B * st.input_size).Data();
+  float* h = FloatArg(env, info[3], "h", B * st.h_per_batch).Data();
+  float* c = FloatArg(env, info[4], "c", B * st.c_per_batch).Data();
+  run.h0 = run.hn = h;
+  run.c0 = run.cn = c;
+  run.y = FloatArg(env, info[5], "out", B * st.out_width).Data();
+  const lstm::Threading threading = ThreadsArg(env, info[6]);
+  try {
+    lstm::forward_stack(st.layers, st.isa, threading, run, &step_ws_);
+  } catch (const std::bad_alloc&) {
+    OutOfMemory(env, "step");
+  }
+  return env.Undefined();
+}
 
 NODE_API_ADDON(LstmAddon)

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "gemm.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -12,15 +14,15 @@ namespace {
 
 inline float clampf(float v, float clip) { return clip > 0.f ? std::min(std::max(v, -clip), clip) : v; }
 
-// The oracle: one element at a time, any activation.
+// The oracle: one element at a time, any activation. g is one row of gates.
 void cell_scalar_range(const CellSpec& s, int j0, int j1, const float* g, const float* cp, float* co, float* ro) {
-  const int H = s.hidden;
   for (int j = j0; j < j1; ++j) {
     const float c_prev = cp[j];
-    float zi = g[j];
-    float zf = g[H + j];
-    float zg = g[2 * H + j];
-    float zo = g[3 * H + j];
+    const float* gj = g + gate_column(0, j);
+    float zi = gj[0];
+    float zf = gj[kPanel];
+    float zg = gj[2 * kPanel];
+    float zo = gj[3 * kPanel];
     if (s.wci) {
       zi += s.wci[j] * c_prev;
       zf += s.wcf[j] * c_prev;
@@ -80,26 +82,29 @@ LSTM_AVX2 inline __m256 tanh_avx2(__m256 x) {
 
 LSTM_AVX2 inline __m256 clamp_avx2(__m256 v, __m256 lo, __m256 hi) { return _mm256_min_ps(_mm256_max_ps(v, lo), hi); }
 
-// sigmoid/tanh/tanh cells (PyTorch's, and ONNX's default) with peepholes, clip, coupling.
-LSTM_AVX2 void cell_avx2(const CellSpec& s, int B, const float* gates, std::ptrdiff_t ldg, const float* c_prev,
-                         float* c_out, float* r_out) {
+// sigmoid/tanh/tanh cells (PyTorch's, and ONNX's default) with peepholes, clip, coupling:
+// eight units at a time, the remainder of a partial last block through the oracle.
+LSTM_AVX2 void cell_avx2(const CellSpec& s, int B, const float* gates, std::ptrdiff_t ldg, int block0, int block1,
+                         const float* c_prev, float* c_out, float* r_out) {
   const int H = s.hidden;
-  const int Hv = H - H % 8;
   const bool clip = s.clip > 0.f;
   const __m256 lo = _mm256_set1_ps(-s.clip);
   const __m256 hi = _mm256_set1_ps(s.clip);
   const __m256 one = _mm256_set1_ps(1.f);
+  const int j_end = std::min(block1 * kPanel, H);
   for (int b = 0; b < B; ++b) {
-    const float* g = gates + b * ldg;
+    const float* grow = gates + b * ldg;
     const float* cp = c_prev + static_cast<std::ptrdiff_t>(b) * H;
     float* co = c_out + static_cast<std::ptrdiff_t>(b) * H;
     float* ro = r_out + static_cast<std::ptrdiff_t>(b) * H;
-    for (int j = 0; j < Hv; j += 8) {
+    int j = block0 * kPanel;
+    for (; j + 8 <= j_end; j += 8) {
+      const float* g = grow + gate_column(0, j);
       const __m256 c_prev_v = _mm256_loadu_ps(cp + j);
-      __m256 zi = _mm256_loadu_ps(g + j);
-      __m256 zf = _mm256_loadu_ps(g + H + j);
-      __m256 zg = _mm256_loadu_ps(g + 2 * H + j);
-      __m256 zo = _mm256_loadu_ps(g + 3 * H + j);
+      __m256 zi = _mm256_loadu_ps(g);
+      __m256 zf = _mm256_loadu_ps(g + kPanel);
+      __m256 zg = _mm256_loadu_ps(g + 2 * kPanel);
+      __m256 zo = _mm256_loadu_ps(g + 3 * kPanel);
       if (s.wci) {
         zi = _mm256_fmadd_ps(_mm256_loadu_ps(s.wci + j), c_prev_v, zi);
         zf = _mm256_fmadd_ps(_mm256_loadu_ps(s.wcf + j), c_prev_v, zf);
@@ -117,7 +122,7 @@ LSTM_AVX2 void cell_avx2(const CellSpec& s, int B, const float* gates, std::ptrd
       _mm256_storeu_ps(co + j, c);
       _mm256_storeu_ps(ro + j, _mm256_mul_ps(sigmoid_avx2(zo), tanh_avx2(c)));
     }
-    cell_scalar_range(s, Hv, H, g, cp, co, ro);
+    cell_scalar_range(s, j, j_end, grow, cp, co, ro);
   }
 }
 
@@ -139,19 +144,21 @@ bool standard_acts(const CellSpec& s) {
 
 }  // namespace
 
-void cell_forward(Isa isa, const CellSpec& spec, int B, const float* gates, std::ptrdiff_t ldg, const float* c_prev,
-                  float* c_out, float* r_out) {
+void cell_forward(Isa isa, const CellSpec& spec, int B, const float* gates, std::ptrdiff_t ldg, int block0, int block1,
+                  const float* c_prev, float* c_out, float* r_out) {
 #if defined(__x86_64__)
   if (isa != Isa::kScalar && standard_acts(spec)) {
-    cell_avx2(spec, B, gates, ldg, c_prev, c_out, r_out);
+    cell_avx2(spec, B, gates, ldg, block0, block1, c_prev, c_out, r_out);
     return;
   }
 #else
   (void)isa;
 #endif
   const int H = spec.hidden;
+  const int j0 = block0 * kPanel;
+  const int j1 = std::min(block1 * kPanel, H);
   for (int b = 0; b < B; ++b) {
-    cell_scalar_range(spec, 0, H, gates + b * ldg, c_prev + static_cast<std::ptrdiff_t>(b) * H,
+    cell_scalar_range(spec, j0, j1, gates + b * ldg, c_prev + static_cast<std::ptrdiff_t>(b) * H,
                       c_out + static_cast<std::ptrdiff_t>(b) * H, r_out + static_cast<std::ptrdiff_t>(b) * H);
   }
 }

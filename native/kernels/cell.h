@@ -24,9 +24,10 @@ struct CellSpec {
   const float* wco = nullptr;
 };
 
-// gates: B rows of [z_i | z_f | z_g | z_o] (row stride ldg); c_prev, c_out, r_out: [B, H].
-void cell_forward(Isa isa, const CellSpec& spec, int B, const float* gates, std::ptrdiff_t ldg, const float* c_prev,
-                  float* c_out, float* r_out);
+// gates: B rows (stride ldg) in the gate-interleaved layout of pack_gate_matrix;
+// updates units [16*block0, min(16*block1, H)) of c_out and r_out ([B, H], stride H).
+void cell_forward(Isa isa, const CellSpec& spec, int B, const float* gates, std::ptrdiff_t ldg, int block0, int block1,
+                  const float* c_prev, float* c_out, float* r_out);
 
 // Vectorised activations, exposed for the accuracy tests (n any length).
 void sigmoid_vec(Isa isa, const float* x, float* y, int n);

@@ -18,6 +18,22 @@ void pack_matrix(const float* w, int n, int k, PackedMatrix* out) {
   }
 }
 
+void pack_gate_matrix(const float* w, int H, int k, PackedMatrix* out) {
+  const int blocks = (H + kPanel - 1) / kPanel;
+  const int n = blocks * 4 * kPanel;
+  out->n = n;
+  out->k = k;
+  out->data.assign(static_cast<std::size_t>(n) * k, 0.f);
+  for (int g = 0; g < 4; ++g) {
+    for (int j = 0; j < H; ++j) {
+      const int col = gate_column(g, j);
+      float* dst = out->data.data() + static_cast<std::size_t>(col / kPanel) * k * kPanel + col % kPanel;
+      const float* src = w + (static_cast<std::size_t>(g) * H + j) * k;
+      for (int c = 0; c < k; ++c) dst[static_cast<std::size_t>(c) * kPanel] = src[c];
+    }
+  }
+}
+
 namespace {
 
 // Rows of A kept hot per block and the depth of one pass: an MC x KC block of A
@@ -25,15 +41,29 @@ namespace {
 constexpr int kMC = 72;
 constexpr int kKC = 256;
 
-void gemm_blocked(const MicroKernel& uk, int M, const float* A, std::ptrdiff_t lda, const PackedMatrix& W, float* C,
-                  std::ptrdiff_t ldc) {
+void gemm_blocked(const MicroKernel& uk, int M, const float* A, std::ptrdiff_t lda, const PackedMatrix& W, int p0,
+                  int p1, float* C, std::ptrdiff_t ldc) {
   const int K = W.k;
-  const int panels = (W.n + kPanel - 1) / kPanel;
   for (int k0 = 0; k0 < K; k0 += kKC) {
     const int kc = std::min(kKC, K - k0);
+    if (M == 1 && uk.gemv4 != nullptr) {
+      // One row: four panels per pass keep eight FMA chains in flight (a single
+      // panel has two, and stalls on FMA latency). Same per-element order as uk.run.
+      const std::ptrdiff_t stride = static_cast<std::ptrdiff_t>(K) * kPanel;
+      int p = p0;
+      for (; p + 4 <= p1 && (p + 4) * kPanel <= W.n; p += 4) {
+        uk.gemv4(kc, A + k0, W.data.data() + p * stride + static_cast<std::ptrdiff_t>(k0) * kPanel, stride, C + p * kPanel);
+      }
+      for (; p < p1; ++p) {
+        const int nr = std::min(kPanel, W.n - p * kPanel);
+        uk.run(1, kc, A + k0, lda, W.data.data() + p * stride + static_cast<std::ptrdiff_t>(k0) * kPanel, C + p * kPanel, ldc,
+               nr);
+      }
+      continue;
+    }
     for (int m0 = 0; m0 < M; m0 += kMC) {
       const int mc = std::min(kMC, M - m0);
-      for (int p = 0; p < panels; ++p) {
+      for (int p = p0; p < p1; ++p) {
         const int nr = std::min(kPanel, W.n - p * kPanel);
         const float* bp = W.data.data() + (static_cast<std::size_t>(p) * K + k0) * kPanel;
         for (int m = m0; m < m0 + mc; m += uk.mr) {
@@ -48,8 +78,13 @@ void gemm_blocked(const MicroKernel& uk, int M, const float* A, std::ptrdiff_t l
 }  // namespace
 
 void gemm_nt(Isa isa, int M, const float* A, std::ptrdiff_t lda, const PackedMatrix& W, float* C, std::ptrdiff_t ldc) {
-  if (M <= 0 || W.n <= 0 || W.k <= 0) return;
-  gemm_blocked(microkernel_for(isa), M, A, lda, W, C, ldc);
+  gemm_nt_panels(isa, M, A, lda, W, 0, (W.n + kPanel - 1) / kPanel, C, ldc);
+}
+
+void gemm_nt_panels(Isa isa, int M, const float* A, std::ptrdiff_t lda, const PackedMatrix& W, int p0, int p1, float* C,
+                    std::ptrdiff_t ldc) {
+  if (M <= 0 || W.n <= 0 || W.k <= 0 || p0 >= p1) return;
+  gemm_blocked(microkernel_for(isa), M, A, lda, W, p0, p1, C, ldc);
 }
 
 }  // namespace lstm

@@ -2,74 +2,77 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "cell.h"
+#include "threadpool.h"
 
 namespace lstm {
 
 Layer::Layer(const LayerDesc& desc, const DirectionWeightsView* dirs) : desc_(desc) {
   const int H = desc.hidden_size;
   const int Hout = desc.out_size();
+  blocks_ = (H + kPanel - 1) / kPanel;
+  gate_cols_ = blocks_ * 4 * kPanel;
   dirs_.resize(desc.num_directions);
   for (int d = 0; d < desc.num_directions; ++d) {
     const DirectionWeightsView& v = dirs[d];
     Direction& w = dirs_[d];
-    pack_matrix(v.w_ih, 4 * H, desc.input_size, &w.w_ih);
-    pack_matrix(v.w_hh, 4 * H, Hout, &w.w_hh);
+    pack_gate_matrix(v.w_ih, H, desc.input_size, &w.w_ih);
+    pack_gate_matrix(v.w_hh, H, Hout, &w.w_hh);
+    if (desc.peephole == kPeepholeFull) pack_gate_matrix(v.w_ch, H, H, &w.w_ch);
     if (desc.proj_size > 0) pack_matrix(v.w_hr, desc.proj_size, H, &w.w_hr);
-    if (desc.peephole == kPeepholeFull) pack_matrix(v.w_ch, 4 * H, H, &w.w_ch);
     if (desc.peephole == kPeepholeDiagonal) {
       w.w_ci.assign(v.w_ci, v.w_ci + H);
       w.w_cf.assign(v.w_cf, v.w_cf + H);
       w.w_co.assign(v.w_co, v.w_co + H);
     }
     if (desc.bias) {
-      w.bias.resize(4 * static_cast<std::size_t>(H));
-      for (int i = 0; i < 4 * H; ++i) w.bias[i] = v.b_ih[i] + v.b_hh[i];
+      w.bias.assign(gate_cols_, 0.f);
+      for (int g = 0; g < 4; ++g)
+        for (int j = 0; j < H; ++j) w.bias[gate_column(g, j)] = v.b_ih[g * H + j] + v.b_hh[g * H + j];
     }
   }
 }
 
-void Layer::forward(Isa isa, const LayerRun& run) const {
-  const std::size_t H = desc_.hidden_size;
-  const std::size_t Hout = desc_.out_size();
-  const std::size_t B = run.B;
-  // Per call, not per step: the gate pre-activations of the whole sequence and the states.
-  std::vector<float> gates(static_cast<std::size_t>(run.T) * B * 4 * H);
-  std::vector<float> state(B * Hout + 3 * B * H + (desc_.proj_size > 0 ? B * Hout : 0));
-  float* h = state.data();
-  float* c = h + B * Hout;
-  float* c_new = c + B * H;
-  float* r = c_new + B * H;
-  float* h_new = desc_.proj_size > 0 ? r + B * H : r;
-  for (int d = 0; d < desc_.num_directions; ++d) forward_direction(isa, d, run, gates.data(), h, c, c_new, r, h_new);
+namespace {
+
+// Gate pre-activations kept per chunk of time steps: 16 MiB.
+constexpr std::ptrdiff_t kChunkFloats = std::ptrdiff_t{1} << 22;
+
+void grow(std::vector<float>& v, std::size_t n) {
+  if (v.size() < n) v.resize(n);
 }
 
-void Layer::forward_direction(Isa isa, int d, const LayerRun& run, float* gates, float* h, float* c, float* c_new,
-                              float* r, float* h_new) const {
-  const Direction& w = dirs_[d];
+}  // namespace
+
+void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Workspace* ws) const {
   const int T = run.T;
   const int B = run.B;
   const int H = desc_.hidden_size;
   const int Hout = desc_.out_size();
   const int D = desc_.num_directions;
-  const std::ptrdiff_t G = 4 * static_cast<std::ptrdiff_t>(H);
-  const std::ptrdiff_t rows = static_cast<std::ptrdiff_t>(T) * B;
-  const bool reverse = D == 2 ? d == 1 : desc_.reverse;
+  const bool proj = desc_.proj_size > 0;
+  const std::ptrdiff_t G = gate_cols_;
+  const std::ptrdiff_t y_stride = static_cast<std::ptrdiff_t>(D) * Hout;
+  const int proj_panels = (Hout + kPanel - 1) / kPanel;
 
-  // Input projection of the whole sequence in one GEMM, on top of the summed biases.
-  for (std::ptrdiff_t row = 0; row < rows; ++row) {
-    float* g = gates + row * G;
-    if (desc_.bias) {
-      std::memcpy(g, w.bias.data(), sizeof(float) * G);
-    } else {
-      std::memset(g, 0, sizeof(float) * G);
-    }
-  }
-  gemm_nt(isa, static_cast<int>(rows), run.x, desc_.input_size, w.w_ih, gates, G);
+  // The input projection runs one chunk of time steps ahead of the recurrence, so the
+  // gate buffer stays bounded (and cache-warm) however long the sequence is.
+  const int chunk = static_cast<int>(std::max<std::ptrdiff_t>(1, std::min<std::ptrdiff_t>(T, kChunkFloats / (B * G))));
+  // All allocation happens here, before any thread starts (the parallel body cannot throw).
+  grow(ws->gates, static_cast<std::size_t>(chunk) * B * G);
+  grow(ws->h, 2 * static_cast<std::size_t>(B) * Hout);
+  grow(ws->c, 2 * static_cast<std::size_t>(B) * H);
+  grow(ws->r, static_cast<std::size_t>(B) * H);
+  float* const gates = ws->gates.data();
+  float* const hbuf = ws->h.data();
+  float* const cbuf = ws->c.data();
+  float* const r = ws->r.data();
 
-  std::memcpy(h, run.h0 + static_cast<std::ptrdiff_t>(d) * B * Hout, sizeof(float) * B * Hout);
-  std::memcpy(c, run.c0 + static_cast<std::ptrdiff_t>(d) * B * H, sizeof(float) * B * H);
+  const double step_flops = 2.0 * B * 4 * H * (Hout + (desc_.peephole == kPeepholeFull ? H : 0) + (proj ? Hout : 0));
+  int nth = std::min(threading.threads, blocks_);
+  while (nth > 1 && step_flops / nth < threading.min_flops_per_thread) --nth;
 
   CellSpec cell;
   cell.hidden = H;
@@ -78,38 +81,128 @@ void Layer::forward_direction(Isa isa, int d, const LayerRun& run, float* gates,
   cell.out = desc_.hidden;
   cell.clip = desc_.clip;
   cell.coupled = desc_.coupled;
-  if (desc_.peephole == kPeepholeDiagonal) {
-    cell.wci = w.w_ci.data();
-    cell.wcf = w.w_cf.data();
-    cell.wco = w.w_co.data();
-  }
 
-  const std::ptrdiff_t y_stride = static_cast<std::ptrdiff_t>(D) * Hout;
-  for (int s = 0; s < T; ++s) {
-    const int t = reverse ? T - 1 - s : s;
-    float* g = gates + static_cast<std::ptrdiff_t>(t) * B * G;
-    gemm_nt(isa, B, h, Hout, w.w_hh, g, G);
-    if (desc_.peephole == kPeepholeFull) gemm_nt(isa, B, c, H, w.w_ch, g, G);
-    cell_forward(isa, cell, B, g, G, c, c_new, r);
-    if (desc_.proj_size > 0) {
-      std::memset(h_new, 0, sizeof(float) * B * Hout);
-      gemm_nt(isa, B, r, H, w.w_hr, h_new, Hout);
-    }
-    for (int b = 0; b < B; ++b) {
-      float* y = run.y + (static_cast<std::ptrdiff_t>(t) * B + b) * y_stride + static_cast<std::ptrdiff_t>(d) * Hout;
-      if (run.lengths == nullptr || t < run.lengths[b]) {
-        std::memcpy(c + static_cast<std::ptrdiff_t>(b) * H, c_new + static_cast<std::ptrdiff_t>(b) * H,
-                    sizeof(float) * H);
-        std::memcpy(h + static_cast<std::ptrdiff_t>(b) * Hout, h_new + static_cast<std::ptrdiff_t>(b) * Hout,
-                    sizeof(float) * Hout);
-        std::memcpy(y, h_new + static_cast<std::ptrdiff_t>(b) * Hout, sizeof(float) * Hout);
-      } else {
-        std::memset(y, 0, sizeof(float) * Hout);
+  parallel_run(nth, [&](const ParallelContext& ctx) {
+    // This participant's hidden units (whole 16-unit blocks: 4 gate panels each) and,
+    // with a projection, its share of the projected columns.
+    const int blk0 = ctx.begin(blocks_), blk1 = ctx.end(blocks_);
+    const int u0 = std::min(blk0 * kPanel, H), u1 = std::min(blk1 * kPanel, H);
+    const int q0 = ctx.begin(proj_panels), q1 = ctx.end(proj_panels);
+    // Columns of h this participant writes.
+    const int v0 = proj ? std::min(q0 * kPanel, Hout) : u0;
+    const int v1 = proj ? std::min(q1 * kPanel, Hout) : u1;
+    const std::ptrdiff_t gcol0 = static_cast<std::ptrdiff_t>(blk0) * 4 * kPanel;
+    const std::size_t gwidth = static_cast<std::size_t>(blk1 - blk0) * 4 * kPanel;
+
+    for (int d = 0; d < D; ++d) {
+      const Direction& w = dirs_[d];
+      const bool reverse = D == 2 ? d == 1 : desc_.reverse;
+      CellSpec spec = cell;
+      if (desc_.peephole == kPeepholeDiagonal) {
+        spec.wci = w.w_ci.data();
+        spec.wcf = w.w_cf.data();
+        spec.wco = w.w_co.data();
       }
+      float* h_cur = hbuf;
+      float* h_nxt = hbuf + static_cast<std::ptrdiff_t>(B) * Hout;
+      float* c_cur = cbuf;
+      float* c_nxt = cbuf + static_cast<std::ptrdiff_t>(B) * H;
+      const float* h0 = run.h0 + static_cast<std::ptrdiff_t>(d) * B * Hout;
+      const float* c0 = run.c0 + static_cast<std::ptrdiff_t>(d) * B * H;
+      for (int b = 0; b < B; ++b) {
+        std::memcpy(h_cur + b * Hout + v0, h0 + b * Hout + v0, sizeof(float) * (v1 - v0));
+        std::memcpy(c_cur + b * H + u0, c0 + b * H + u0, sizeof(float) * (u1 - u0));
+      }
+      ctx.sync();  // every participant reads all of h (and c with full peepholes)
+
+      for (int done = 0; done < T; done += chunk) {
+        // Time steps [lo, lo + n) in processing order; their input projection first, for
+        // this participant's gate columns only (so no barrier is needed around it).
+        const int n = std::min(chunk, T - done);
+        const int lo = reverse ? T - done - n : done;
+        const std::ptrdiff_t rows = static_cast<std::ptrdiff_t>(n) * B;
+        for (std::ptrdiff_t row = 0; row < rows; ++row) {
+          float* g = gates + row * G + gcol0;
+          if (desc_.bias) {
+            std::memcpy(g, w.bias.data() + gcol0, sizeof(float) * gwidth);
+          } else {
+            std::memset(g, 0, sizeof(float) * gwidth);
+          }
+        }
+        gemm_nt_panels(isa, static_cast<int>(rows), run.x + static_cast<std::ptrdiff_t>(lo) * B * desc_.input_size,
+                       desc_.input_size, w.w_ih, 4 * blk0, 4 * blk1, gates, G);
+        for (int s = 0; s < n; ++s) {
+          const int t = reverse ? lo + n - 1 - s : lo + s;
+          float* g = gates + static_cast<std::ptrdiff_t>(t - lo) * B * G;
+          gemm_nt_panels(isa, B, h_cur, Hout, w.w_hh, 4 * blk0, 4 * blk1, g, G);
+          if (desc_.peephole == kPeepholeFull) gemm_nt_panels(isa, B, c_cur, H, w.w_ch, 4 * blk0, 4 * blk1, g, G);
+          cell_forward(isa, spec, B, g, G, blk0, blk1, c_cur, c_nxt, r);
+          for (int b = 0; b < B; ++b) {
+            const bool valid = run.lengths == nullptr || t < run.lengths[b];
+            if (!valid) std::memcpy(c_nxt + b * H + u0, c_cur + b * H + u0, sizeof(float) * (u1 - u0));
+          }
+          const float* h_src = r;  // the new h before masking
+          if (proj) {
+            ctx.sync();  // the projection reads every unit of r
+            for (int b = 0; b < B; ++b) std::memset(h_nxt + b * Hout + v0, 0, sizeof(float) * (v1 - v0));
+            gemm_nt_panels(isa, B, r, H, w.w_hr, q0, q1, h_nxt, Hout);
+            h_src = h_nxt;
+          }
+          const std::ptrdiff_t src_stride = proj ? Hout : H;
+          for (int b = 0; b < B; ++b) {
+            float* y = run.y + (static_cast<std::ptrdiff_t>(t) * B + b) * y_stride + static_cast<std::ptrdiff_t>(d) * Hout;
+            if (run.lengths == nullptr || t < run.lengths[b]) {
+              if (!proj) std::memcpy(h_nxt + b * Hout + v0, h_src + b * src_stride + v0, sizeof(float) * (v1 - v0));
+              std::memcpy(y + v0, h_src + b * src_stride + v0, sizeof(float) * (v1 - v0));
+            } else {
+              std::memcpy(h_nxt + b * Hout + v0, h_cur + b * Hout + v0, sizeof(float) * (v1 - v0));
+              std::memset(y + v0, 0, sizeof(float) * (v1 - v0));
+            }
+          }
+          ctx.sync();  // h_nxt and c_nxt complete before anyone reads them
+          std::swap(h_cur, h_nxt);
+          std::swap(c_cur, c_nxt);
+        }
+      }
+      float* hn = run.hn + static_cast<std::ptrdiff_t>(d) * B * Hout;
+      float* cn = run.cn + static_cast<std::ptrdiff_t>(d) * B * H;
+      for (int b = 0; b < B; ++b) {
+        std::memcpy(hn + b * Hout + v0, h_cur + b * Hout + v0, sizeof(float) * (v1 - v0));
+        std::memcpy(cn + b * H + u0, c_cur + b * H + u0, sizeof(float) * (u1 - u0));
+      }
+      ctx.sync();  // the state buffers are reused by the next direction
     }
+  });
+}
+
+void forward_stack(const std::vector<const Layer*>& layers, Isa isa, const Threading& threading, const StackRun& run,
+                   Workspace* ws) {
+  const float* input = run.x;
+  std::ptrdiff_t h_off = 0, c_off = 0;
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    const LayerDesc& desc = layers[l]->desc();
+    const int D = desc.num_directions;
+    LayerRun lr;
+    lr.x = input;
+    lr.T = run.T;
+    lr.B = run.B;
+    lr.h0 = run.h0 + h_off;
+    lr.c0 = run.c0 + c_off;
+    lr.hn = run.hn + h_off;
+    lr.cn = run.cn + c_off;
+    lr.lengths = run.lengths;
+    if (l + 1 == layers.size()) {
+      lr.y = run.y;
+    } else {
+      std::vector<float>& buf = ws->y[l % 2];
+      grow(buf, static_cast<std::size_t>(run.T) * run.B * D * desc.out_size());
+      lr.y = buf.data();
+    }
+    layers[l]->forward(isa, threading, lr, ws);
+    input = lr.y;
+    h_off += static_cast<std::ptrdiff_t>(D) * run.B * desc.out_size();
+    c_off += static_cast<std::ptrdiff_t>(D) * run.B * desc.hidden_size;
   }
-  std::memcpy(run.hn + static_cast<std::ptrdiff_t>(d) * B * Hout, h, sizeof(float) * B * Hout);
-  std::memcpy(run.cn + static_cast<std::ptrdiff_t>(d) * B * H, c, sizeof(float) * B * H);
 }
 
 }  // namespace lstm

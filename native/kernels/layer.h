@@ -1,6 +1,6 @@
-// One LSTM layer (one or two directions) with packed weights: the whole forward of a
-// sequence, PyTorch's algorithm — one GEMM for the input projection of every step,
-// then per step the recurrent GEMM and the fused cell update.
+// LSTM layers with packed weights, and the stack runner: PyTorch's algorithm — one GEMM
+// for the input projection of every step, then per step the recurrent GEMM and the
+// fused cell update — split across threads by blocks of 16 hidden units.
 #pragma once
 
 #include <cstdint>
@@ -53,8 +53,20 @@ struct LayerRun {
   const float* c0 = nullptr;  // [D, B, H]
   const int32_t* lengths = nullptr;  // [B] in 1..T, or null
   float* y = nullptr;         // [T, B, D*Hout]
-  float* hn = nullptr;        // [D, B, Hout]
-  float* cn = nullptr;        // [D, B, H]
+  float* hn = nullptr;        // [D, B, Hout]; may alias h0 (a streaming step updates in place)
+  float* cn = nullptr;        // [D, B, H]; may alias c0
+};
+
+// Scratch memory of a run, grown on demand; reuse one to avoid allocating per call.
+struct Workspace {
+  std::vector<float> gates, h, c, r, y[2];
+};
+
+// How a run may use threads. Results are bitwise identical for every setting.
+struct Threading {
+  int threads = 1;
+  // Below this much work per step and thread, fewer threads are used (sync costs ~1 us).
+  double min_flops_per_thread = 100000;
 };
 
 class Layer {
@@ -63,20 +75,36 @@ class Layer {
   Layer(const LayerDesc& desc, const DirectionWeightsView* dirs);
 
   const LayerDesc& desc() const { return desc_; }
-  void forward(Isa isa, const LayerRun& run) const;
+  void forward(Isa isa, const Threading& threading, const LayerRun& run, Workspace* ws) const;
 
  private:
   struct Direction {
-    PackedMatrix w_ih, w_hh, w_hr, w_ch;
-    std::vector<float> bias;  // b_ih + b_hh, empty without bias
+    PackedMatrix w_ih, w_hh, w_ch;  // gate-interleaved
+    PackedMatrix w_hr;              // plain
+    std::vector<float> bias;        // b_ih + b_hh, gate-interleaved; empty without bias
     std::vector<float> w_ci, w_cf, w_co;
   };
 
-  void forward_direction(Isa isa, int d, const LayerRun& run, float* gates, float* h, float* c, float* c_new,
-                         float* r, float* h_new) const;
-
   LayerDesc desc_;
+  int blocks_ = 0;       // ceil(H / 16)
+  int gate_cols_ = 0;    // 64 * blocks_
   std::vector<Direction> dirs_;
 };
+
+// A stack: layer l+1 reads layer l's output. h0/c0/hn/cn hold every layer: [L*D, B, Hout] / [L*D, B, H].
+struct StackRun {
+  const float* x = nullptr;  // [T, B, I]
+  int T = 0;
+  int B = 0;
+  const float* h0 = nullptr;
+  const float* c0 = nullptr;
+  const int32_t* lengths = nullptr;
+  float* y = nullptr;  // the last layer's output [T, B, D*Hout]
+  float* hn = nullptr;
+  float* cn = nullptr;
+};
+
+void forward_stack(const std::vector<const Layer*>& layers, Isa isa, const Threading& threading, const StackRun& run,
+                   Workspace* ws);
 
 }  // namespace lstm

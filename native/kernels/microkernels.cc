@@ -143,16 +143,51 @@ __attribute__((target("avx512f,avx2,fma"))) void gemm_ukernel_f32__avx512(int mr
   }
 }
 
+// Each lane accumulates fma(a[k], w, acc) in k order, exactly as the mr = 1 case of
+// the GEMM micro-kernel does, so which of the two computes a panel never changes bits.
+__attribute__((target("avx2,fma"))) void gemv4_ukernel_f32__avx2(int kc, const float* a, const float* panels,
+                                                                  std::ptrdiff_t stride, float* c) {
+  __m256 acc[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) acc[i] = _mm256_setzero_ps();
+  for (int k = 0; k < kc; ++k) {
+    const __m256 av = _mm256_broadcast_ss(a + k);
+    const float* b = panels + k * kPanel;
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) {
+      acc[2 * q] = _mm256_fmadd_ps(av, _mm256_loadu_ps(b + q * stride), acc[2 * q]);
+      acc[2 * q + 1] = _mm256_fmadd_ps(av, _mm256_loadu_ps(b + q * stride + 8), acc[2 * q + 1]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) _mm256_storeu_ps(c + 8 * i, _mm256_add_ps(_mm256_loadu_ps(c + 8 * i), acc[i]));
+}
+
+__attribute__((target("avx512f,avx2,fma"))) void gemv4_ukernel_f32__avx512(int kc, const float* a, const float* panels,
+                                                                            std::ptrdiff_t stride, float* c) {
+  __m512 acc[4];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) acc[i] = _mm512_setzero_ps();
+  for (int k = 0; k < kc; ++k) {
+    const __m512 av = _mm512_set1_ps(a[k]);
+    const float* b = panels + k * kPanel;
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) acc[q] = _mm512_fmadd_ps(av, _mm512_loadu_ps(b + q * stride), acc[q]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) _mm512_storeu_ps(c + 16 * i, _mm512_add_ps(_mm512_loadu_ps(c + 16 * i), acc[i]));
+}
+
 #endif  // __x86_64__
 
 MicroKernel microkernel_for(Isa isa) {
 #if defined(__x86_64__)
-  if (isa == Isa::kAvx512) return {12, gemm_ukernel_f32__avx512};
-  if (isa == Isa::kAvx2) return {6, gemm_ukernel_f32__avx2};
+  if (isa == Isa::kAvx512) return {12, gemm_ukernel_f32__avx512, gemv4_ukernel_f32__avx512};
+  if (isa == Isa::kAvx2) return {6, gemm_ukernel_f32__avx2, gemv4_ukernel_f32__avx2};
 #else
   (void)isa;
 #endif
-  return {4, gemm_ukernel_f32__scalar};
+  return {4, gemm_ukernel_f32__scalar, nullptr};
 }
 
 }  // namespace lstm

@@ -10,9 +10,13 @@ namespace lstm {
 using MicroKernelFn = void (*)(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
                                std::ptrdiff_t ldc, int nr);
 
+// One row of A against four consecutive full panels (64 columns): c[0..64) += a * panels.
+using Gemv4Fn = void (*)(int kc, const float* a, const float* panels, std::ptrdiff_t panel_stride, float* c);
+
 struct MicroKernel {
   int mr;  // rows of A per call
   MicroKernelFn run;
+  Gemv4Fn gemv4;  // null: use run with mr = 1
 };
 
 MicroKernel microkernel_for(Isa isa);
@@ -24,6 +28,8 @@ void gemm_ukernel_f32__avx2(int mr, int kc, const float* a, std::ptrdiff_t lda, 
                             std::ptrdiff_t ldc, int nr);
 void gemm_ukernel_f32__avx512(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
                               std::ptrdiff_t ldc, int nr);
+void gemv4_ukernel_f32__avx2(int kc, const float* a, const float* panels, std::ptrdiff_t panel_stride, float* c);
+void gemv4_ukernel_f32__avx512(int kc, const float* a, const float* panels, std::ptrdiff_t panel_stride, float* c);
 #endif
 
 }  // namespace lstm

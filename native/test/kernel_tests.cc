@@ -15,6 +15,7 @@
 #include "gemm.h"
 #include "isa.h"
 #include "layer.h"
+#include "threadpool.h"
 
 using namespace lstm;
 
@@ -131,6 +132,9 @@ void test_layer(Isa isa) {
       {3, 1, 0, 1, 0, false, true, false, 0.f, 4, 1, false},    {5, 17, 0, 2, 1, false, true, false, 0.f, 6, 3, true},
       {8, 33, 7, 1, 2, true, false, false, 0.f, 5, 7, true},    {4, 8, 0, 1, 1, false, true, true, 0.5f, 3, 2, false},
       {16, 24, 5, 2, 0, false, true, false, 1.5f, 9, 13, true}, {7, 3, 0, 1, 0, false, true, false, 0.f, 1, 1, false},
+      {9, 40, 0, 2, 0, false, true, false, 0.f, 3, 1, true},
+      // Long enough that the input projection runs in several chunks of time steps.
+      {3, 64, 0, 2, 1, false, true, false, 0.f, 300, 64, true},
   };
   for (const Case& cs : cases) {
     LayerDesc desc;
@@ -166,7 +170,7 @@ void test_layer(Isa isa) {
     std::vector<float> h0 = random_vec(rng, cs.D * cs.B * Ho), c0 = random_vec(rng, cs.D * cs.B * H);
     std::vector<int32_t> lens(cs.B);
     for (int b = 0; b < cs.B; ++b) lens[b] = 1 + static_cast<int>(rng() % cs.T);
-    auto run_on = [&](Isa which, std::vector<float>& y, std::vector<float>& hn, std::vector<float>& cn) {
+    auto run_on = [&](Isa which, std::vector<float>& y, std::vector<float>& hn, std::vector<float>& cn, int threads = 1) {
       y.assign(static_cast<std::size_t>(cs.T) * cs.B * cs.D * Ho, -7.f);
       hn.assign(cs.D * cs.B * Ho, -7.f);
       cn.assign(cs.D * cs.B * H, -7.f);
@@ -180,11 +184,23 @@ void test_layer(Isa isa) {
       run.y = y.data();
       run.hn = hn.data();
       run.cn = cn.data();
-      layer.forward(which, run);
+      Threading threading;
+      threading.threads = threads;
+      threading.min_flops_per_thread = 0;  // use every thread, however small the layer
+      Workspace ws;
+      layer.forward(which, threading, run, &ws);
     };
     std::vector<float> y0, hn0, cn0, y1, hn1, cn1;
     run_on(Isa::kScalar, y0, hn0, cn0);
     run_on(isa, y1, hn1, cn1);
+    // Any thread count gives the same bits.
+    for (int threads : {2, 3, 5}) {
+      std::vector<float> y2, hn2, cn2;
+      run_on(isa, y2, hn2, cn2, threads);
+      char buf[120];
+      std::snprintf(buf, sizeof buf, "layer %s H=%d: %d threads differ from 1 thread", isa_name(isa), H, threads);
+      expect(y2 == y1 && hn2 == hn1 && cn2 == cn1, buf);
+    }
     double worst = 0;
     auto cmp = [&](const std::vector<float>& a, const std::vector<float>& b) {
       for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(a[i] - b[i]) / (1e-5 + 1e-4 * std::fabs(a[i])));

@@ -1,0 +1,193 @@
+// forwardAsync, step and threads: the same numbers as forward, on every engine.
+import { Worker } from 'node:worker_threads';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ENGINES, LSTM, LstmError, NATIVE_ISAS, expectClose, mulberry32, randomTensor, withEngine, type Tensor } from './helpers';
+
+function sliceTime(x: Tensor, t0: number, t1: number): Tensor {
+  const row = x.shape.slice(1).reduce((a, b) => a * b, 1);
+  return { data: x.data.slice(t0 * row, t1 * row), shape: [t1 - t0, ...x.shape.slice(1)] };
+}
+
+describe.each(ENGINES)('streaming and async on $label', (engine) => {
+  const build = (o: object = {}) =>
+    withEngine(engine, () => new LSTM({ inputSize: 5, hiddenSize: 19, numLayers: 2, seed: 8, backend: engine.backend, ...o }));
+  const rand = mulberry32(21);
+
+  it('forwardAsync resolves exactly what forward returns (with states and lengths)', async () => {
+    const m = build({ bidirectional: true, projSize: 7, batchFirst: true });
+    const x = randomTensor([3, 9, 5], rand);
+    const h0 = randomTensor([4, 3, 7], rand);
+    const c0 = randomTensor([4, 3, 19], rand);
+    const opts = { h0, c0, lengths: [9, 4, 1] };
+    const sync = m.forward(x, opts);
+    const pending = m.forwardAsync(x, opts);
+    x.data.fill(123); // inputs were copied when the call was made
+    const async = await pending;
+    expect(async.output.shape).toEqual(sync.output.shape);
+    expect(async.output.data).toEqual(sync.output.data);
+    expect(async.hn.data).toEqual(sync.hn.data);
+    expect(async.cn.data).toEqual(sync.cn.data);
+  });
+
+  it('many concurrent forwardAsync calls on one model, and dispose while they run', async () => {
+    const m = build();
+    const xs = Array.from({ length: 16 }, () => randomTensor([12, 4, 5], rand));
+    const expected = xs.map((x) => m.forward(x));
+    const results = await Promise.all(xs.map((x) => m.forwardAsync(x)));
+    results.forEach((r, i) => expect(r.output.data).toEqual(expected[i].output.data));
+    const inflight = xs.map((x) => m.forwardAsync(x));
+    m.dispose();
+    const settled = await Promise.all(inflight);
+    settled.forEach((r, i) => expect(r.output.data).toEqual(expected[i].output.data));
+    await expect(m.forwardAsync(xs[0])).rejects.toMatchObject({ code: 'LSTM_DISPOSED' });
+  });
+
+  it('forwardAsync rejects bad input with the same codes', async () => {
+    const m = build();
+    await expect(m.forwardAsync({ data: new Float32Array(3), shape: [1, 1, 3] })).rejects.toBeInstanceOf(LstmError);
+    await expect(m.forwardAsync({ data: new Float32Array(5), shape: [1, 1, 5] }, { lengths: [2] })).rejects.toMatchObject({ code: 'LSTM_SHAPE' });
+  });
+
+  it('stepping through a sequence equals one forward, and chunked forward equals both', () => {
+    const m = build({ projSize: 4, peephole: 'diagonal' });
+    const T = 11;
+    const B = 3;
+    const x = randomTensor([T, B, 5], rand);
+    const full = m.forward(x);
+    const state = m.initialState(B);
+    expect(state.h.shape).toEqual([2, B, 4]);
+    expect(state.c.shape).toEqual([2, B, 19]);
+    const out = { data: new Float32Array(B * 4), shape: [B, 4] };
+    for (let t = 0; t < T; t++) {
+      const y = m.step(sliceTime(x, t, t + 1).data.length ? { data: sliceTime(x, t, t + 1).data, shape: [B, 5] } : x, state, out);
+      expect(y).toBe(out);
+      expectClose(out, { data: full.output.data.slice(t * B * 4, (t + 1) * B * 4), shape: [B, 4] }, `step ${t}`, 1e-6, 1e-5);
+    }
+    expectClose(state.h, full.hn, 'stepped h', 1e-6, 1e-5);
+    expectClose(state.c, full.cn, 'stepped c', 1e-6, 1e-5);
+    // forward in chunks, carrying (hn, cn)
+    const a = m.forward(sliceTime(x, 0, 4));
+    const b = m.forward(sliceTime(x, 4, 9), { h0: a.hn, c0: a.cn });
+    const c = m.forward(sliceTime(x, 9, T), { h0: b.hn, c0: b.cn });
+    expectClose({ data: Float32Array.from([...a.output.data, ...b.output.data, ...c.output.data]), shape: full.output.shape }, full.output, 'chunked', 1e-6, 1e-5);
+    expectClose(c.hn, full.hn, 'chunked hn', 1e-6, 1e-5);
+  });
+
+  it('unbatched steps: x [I] with state from initialState()', () => {
+    const m = build();
+    const x = randomTensor([6, 5], rand);
+    const full = m.forward(x);
+    const state = m.initialState();
+    let y: Tensor | undefined;
+    for (let t = 0; t < 6; t++) y = m.step({ data: x.data.slice(t * 5, (t + 1) * 5), shape: [5] }, state);
+    expect(y!.shape).toEqual([19]);
+    expectClose(y!, { data: full.output.data.slice(5 * 19), shape: [19] }, 'last step', 1e-6, 1e-5);
+  });
+
+  it('step rejects bidirectional models and bad states', () => {
+    const bi = build({ bidirectional: true });
+    expect(() => bi.initialState()).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+    const m = build();
+    const st = m.initialState(2);
+    const x = { data: new Float32Array(10), shape: [2, 5] };
+    expect(() => m.step(x, m.initialState(3))).toThrow(expect.objectContaining({ code: 'LSTM_SHAPE' }));
+    expect(() => m.step({ data: new Float32Array(8), shape: [2, 4] }, st)).toThrow(expect.objectContaining({ code: 'LSTM_SHAPE' }));
+    expect(() => m.step(x, st, { data: new Float32Array(3), shape: [3] })).toThrow(expect.objectContaining({ code: 'LSTM_SHAPE' }));
+    expect(() => m.step(x, { h: st.h, c: st.h })).toThrow(expect.objectContaining({ code: 'LSTM_SHAPE' }));
+    expect(() => m.step(x, null as never)).toThrow(expect.objectContaining({ code: 'LSTM_SHAPE' }));
+    expect(() => m.initialState(0)).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+  });
+});
+
+describe('threads', () => {
+  it.each(NATIVE_ISAS)('%s: results are bitwise identical for 1, 2 and 3 threads and run to run', (isa) => {
+    const rand = mulberry32(5);
+    for (const o of [
+      { inputSize: 64, hiddenSize: 160, numLayers: 2, bidirectional: true },
+      { inputSize: 32, hiddenSize: 200, projSize: 50, peephole: 'full' as const },
+      { inputSize: 300, hiddenSize: 256 },
+    ]) {
+      const models = [1, 2, 3].map((threads) =>
+        withEngine({ label: isa, backend: 'native', isa }, () => new LSTM({ ...o, seed: 3, backend: 'native', threads })),
+      );
+      const x = randomTensor([20, 8, o.inputSize], rand);
+      const lengths = [20, 3, 17, 1, 20, 9, 12, 20];
+      const outs = models.map((m) => m.forward(x, { lengths }));
+      outs.push(models[1].forward(x, { lengths }));
+      for (const r of outs.slice(1)) {
+        expect(r.output.data).toEqual(outs[0].output.data);
+        expect(r.cn.data).toEqual(outs[0].cn.data);
+      }
+      // B = 1 takes the GEMV path
+      const x1 = randomTensor([30, 1, o.inputSize], rand);
+      const ones = models.map((m) => m.forward(x1));
+      for (const r of ones.slice(1)) expect(r.output.data).toEqual(ones[0].output.data);
+    }
+  });
+
+  it('the threads option and LSTM_THREADS are validated', () => {
+    expect(() => new LSTM({ inputSize: 2, hiddenSize: 2, threads: 0 })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+    process.env.LSTM_THREADS = 'many';
+    try {
+      expect(() => new LSTM({ inputSize: 2, hiddenSize: 2 })).toThrow(/LSTM_THREADS/);
+      process.env.LSTM_THREADS = '3';
+      expect(new LSTM({ inputSize: 2, hiddenSize: 2 }).config.threads).toBe(3);
+    } finally {
+      delete process.env.LSTM_THREADS;
+    }
+  });
+});
+
+describe('event loop and worker threads', () => {
+  it('a 1 ms timer keeps firing during a long forwardAsync', async () => {
+    const m = new LSTM({ inputSize: 256, hiddenSize: 256, numLayers: 2, seed: 1 });
+    const x = randomTensor([128, 32, 256], mulberry32(2));
+    let last = performance.now();
+    let worst = 0;
+    const timer = setInterval(() => {
+      const now = performance.now();
+      worst = Math.max(worst, now - last);
+      last = now;
+    }, 1);
+    const t0 = performance.now();
+    let runs = 0;
+    // At least ~1 s of work in flight (one forward is shorter on the native engine).
+    while (performance.now() - t0 < 1000) {
+      await m.forwardAsync(x);
+      runs++;
+    }
+    clearInterval(timer);
+    expect(runs).toBeGreaterThan(0);
+    // Allow for a loaded CI machine; a blocked loop would lag by a whole forward.
+    expect(worst).toBeLessThan(m.backend === 'native' ? 50 : Infinity);
+  });
+
+  it('the addon loads and runs in 4 worker_threads at once', async () => {
+    const script = `
+      const { parentPort, workerData } = require('node:worker_threads');
+      const { LSTM, backendInfo } = require(workerData.lib);
+      const m = new LSTM({ inputSize: 4, hiddenSize: 33, numLayers: 2, seed: 7 });
+      const x = { data: new Float32Array(10 * 3 * 4).map((_, i) => Math.sin(i)), shape: [10, 3, 4] };
+      m.forwardAsync(x).then((r) => parentPort.postMessage({ backend: m.backend, native: backendInfo().native, sum: r.output.data.reduce((a, b) => a + b, 0), data: Array.from(r.output.data) }));
+    `;
+    const lib = path.resolve(__dirname, '../dist/cjs/index.js');
+    const runs = await Promise.all(
+      Array.from({ length: 4 }, () => new Promise<any>((resolve, reject) => {
+        const w = new Worker(script, { eval: true, workerData: { lib } });
+        w.once('message', (msg) => {
+          resolve(msg);
+          void w.terminate();
+        });
+        w.once('error', reject);
+      })),
+    );
+    const m = new LSTM({ inputSize: 4, hiddenSize: 33, numLayers: 2, seed: 7 });
+    const x = { data: new Float32Array(10 * 3 * 4).map((_, i) => Math.sin(i)), shape: [10, 3, 4] };
+    const expected = Array.from(m.forward(x).output.data);
+    for (const r of runs) {
+      expect(r.backend).toBe(r.native ? 'native' : 'js');
+      expect(r.data).toEqual(expected);
+    }
+  });
+});
