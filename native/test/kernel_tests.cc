@@ -241,6 +241,8 @@ int main(int argc, char** argv) {
       bench(isa, 4096, 1024, 256);
       bench(isa, 32, 1024, 256);
       bench(isa, 1, 1024, 256);
+      bench(isa, 4096, 2048, 512);
+      bench(isa, 64, 2048, 512);
     }
     return 0;
   }
