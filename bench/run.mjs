@@ -5,7 +5,7 @@
 // Writes bench/results/latest.json and latest.svg.
 //   node bench/run.mjs [--json] [--quick] [--shapes S1,S2] [--engines native,js,ort]
 import { createRequire } from 'node:module';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -86,9 +86,10 @@ async function makeRunners(shape, engines, ort) {
     for (const threads of [1, 2]) runners.push(lstmRunner('native', threads));
   }
   if (engines.includes('js')) runners.push(lstmRunner('js', 1));
-  if (engines.includes('ort') && ort) {
+  const modelPath = path.join(here, 'models', shape.model);
+  if (engines.includes('ort') && ort && existsSync(modelPath)) {
     for (const threads of [1, 2]) {
-      const session = await ort.InferenceSession.create(path.join(here, 'models', shape.model), {
+      const session = await ort.InferenceSession.create(modelPath, {
         intraOpNumThreads: threads,
         interOpNumThreads: 1,
         executionMode: 'sequential',

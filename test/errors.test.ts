@@ -174,7 +174,7 @@ describe('LSTM_NATIVE and the native layer itself', () => {
     `);
     expect(out.info.native).toBe(false);
     expect(out.info.reason).toMatch(/no native binary/);
-    expect(out.info.reason).toMatch(/npm rebuild lstm-native/);
+    expect(out.info.reason).toMatch(/npx lstm-native rebuild/);
     expect(out.code).toBe('LSTM_NATIVE');
     expect(out.message).toMatch(/no native binary/);
     expect(out.backend).toBe('js');

@@ -82,7 +82,7 @@ export function loadNative(): NativeStatus {
       status = {
         addon: null,
         root,
-        reason: `the native addon found under ${root} has ABI ${String(addon.abiVersion)}, this JS expects ${NATIVE_ABI_VERSION}: rebuild it with \`npx node-gyp-build\` in ${root} (or reinstall lstm-native)`,
+        reason: `the native addon found under ${root} has ABI ${String(addon.abiVersion)}, this JS expects ${NATIVE_ABI_VERSION}: rebuild it with \`npx lstm-native rebuild\` (or reinstall lstm-native)`,
       };
     } else {
       status = { addon, root };
@@ -95,8 +95,8 @@ export function loadNative(): NativeStatus {
       reason:
         `no native binary for ${where} (Node ABI ${process.versions.modules}, N-API ${process.versions.napi}) could be loaded ` +
         `from ${path.join(root, 'prebuilds', where)} or ${path.join(root, 'build', 'Release')}: ${msg}. ` +
-        `The pure-JS engine is in use. To build the native engine run \`npm rebuild lstm-native\` ` +
-        `(needs python3, make and a C++17 compiler; npm 11 users who block install scripts can run \`npx node-gyp-build\` in ${root}).`,
+        `The pure-JS engine is in use. To build the native engine run \`npx lstm-native rebuild\` ` +
+        `(needs python3, make and a C++17 compiler), or allow lstm-native's install script (npm 11: \`npm install-scripts approve lstm-native\`) and reinstall.`,
     };
   }
   return status;
