@@ -8,3 +8,5 @@ export { backendInfo } from './backend.js';
 export type { BackendInfo } from './backend.js';
 export { loadSafetensors, saveSafetensors } from './io/safetensors.js';
 export type { Dtype, SafetensorsTensor } from './io/safetensors.js';
+export { loadOnnx, exportOnnx } from './io/onnx.js';
+export type { LoadOnnxOptions, ExportOnnxOptions } from './io/onnx.js';

@@ -1,9 +1,6 @@
 import { selectEngine } from './backend.js';
 import {
-  resolveActivation,
   resolveConfig,
-  type Activation,
-  type ActivationName,
   type BackendChoice,
   type Direction,
   type LSTMConfig,
@@ -11,6 +8,7 @@ import {
 } from './config.js';
 import { PEEPHOLE_KIND, type Engine, type EngineLayer, type LayerDesc, type StackResult, type StackRun } from './engine.js';
 import { LstmError, describe } from './errors.js';
+import { activationsFromOnnx, onnxToStateDict } from './onnx-layout.js';
 import { groupParams, initParams, layerInputSize, paramSpecs, type ParamSpec } from './params.js';
 import { MAX_ELEMENTS, checkTensor, sameShape, shapeSize, shapeStr, swapLeadingAxes, type Tensor } from './tensor.js';
 
@@ -377,7 +375,7 @@ export class LSTM {
     if (Bt && !sameShape(Bt.shape, [D, 8 * H])) throw new LstmError('LSTM_WEIGHTS', `B: expected ${shapeStr([D, 8 * H])}, got ${shapeStr(Bt.shape)}`);
     const Pt = spec.P === undefined || spec.P === null ? undefined : checkTensor(spec.P, 'P');
     if (Pt && !sameShape(Pt.shape, [D, 3 * H])) throw new LstmError('LSTM_WEIGHTS', `P: expected ${shapeStr([D, 3 * H])}, got ${shapeStr(Pt.shape)}`);
-    const [gate, cell, hidden] = onnxActivations(spec, D);
+    const [gate, cell, hidden] = activationsFromOnnx(spec.activations, spec.activationAlpha, spec.activationBeta, D);
     const coupled = spec.inputForget === undefined ? false : Boolean(spec.inputForget);
     const lstm = new LSTM({
       inputSize: I,
@@ -393,32 +391,7 @@ export class LSTM {
       backend: spec.backend ?? 'auto',
       seed: 0,
     });
-    // ONNX gate blocks are i, o, f, c; ours are i, f, g(=c), o.
-    const ONNX_BLOCK_OF = [0, 2, 3, 1];
-    const reorder = (src: Float32Array, off: number, rowLen: number): Float32Array => {
-      const out = new Float32Array(4 * H * rowLen);
-      for (let g = 0; g < 4; g++) {
-        const from = off + ONNX_BLOCK_OF[g] * H * rowLen;
-        out.set(src.subarray(from, from + H * rowLen), g * H * rowLen);
-      }
-      return out;
-    };
-    const dict: Record<string, Tensor> = {};
-    for (let d = 0; d < D; d++) {
-      const sfx = `_l0${d === 1 ? '_reverse' : ''}`;
-      dict[`weight_ih${sfx}`] = { data: reorder(W.data, d * 4 * H * I, I), shape: [4 * H, I] };
-      dict[`weight_hh${sfx}`] = { data: reorder(R.data, d * 4 * H * H, H), shape: [4 * H, H] };
-      if (Bt) {
-        dict[`bias_ih${sfx}`] = { data: reorder(Bt.data, d * 8 * H, 1), shape: [4 * H] };
-        dict[`bias_hh${sfx}`] = { data: reorder(Bt.data, d * 8 * H + 4 * H, 1), shape: [4 * H] };
-      }
-      if (Pt) {
-        const p = Pt.data.subarray(d * 3 * H, (d + 1) * 3 * H);
-        dict[`weight_ci${sfx}`] = { data: p.slice(0, H), shape: [H] };
-        dict[`weight_co${sfx}`] = { data: p.slice(H, 2 * H), shape: [H] };
-        dict[`weight_cf${sfx}`] = { data: p.slice(2 * H, 3 * H), shape: [H] };
-      }
-    }
+    const dict = onnxToStateDict({ W: W.data, R: R.data, B: Bt?.data, P: Pt?.data }, D, H, I, 0);
     try {
       return lstm.loadStateDict(dict);
     } catch (err) {
@@ -426,54 +399,6 @@ export class LSTM {
       throw err;
     }
   }
-}
-
-const ONNX_ACTIVATION: Record<string, { name: ActivationName; alpha: boolean; beta: boolean }> = {
-  sigmoid: { name: 'sigmoid', alpha: false, beta: false },
-  tanh: { name: 'tanh', alpha: false, beta: false },
-  relu: { name: 'relu', alpha: false, beta: false },
-  hardsigmoid: { name: 'hardSigmoid', alpha: true, beta: true },
-  leakyrelu: { name: 'leakyRelu', alpha: true, beta: false },
-  thresholdedrelu: { name: 'thresholdedRelu', alpha: true, beta: false },
-  scaledtanh: { name: 'scaledTanh', alpha: true, beta: true },
-  affine: { name: 'affine', alpha: true, beta: true },
-  elu: { name: 'elu', alpha: true, beta: false },
-  softsign: { name: 'softsign', alpha: false, beta: false },
-  softplus: { name: 'softplus', alpha: false, beta: false },
-};
-
-/**
- * ONNX activations (f, g, h per direction) with alpha/beta consumed in order by the
- * functions that take them, as ONNX Runtime reads them. One set must serve every direction.
- */
-function onnxActivations(spec: OnnxLstmSpec, D: number): Activation[] {
-  const names = spec.activations ?? [];
-  if (!Array.isArray(names) || (names.length !== 0 && names.length !== 3 * D)) {
-    throw new LstmError('LSTM_FORMAT', `activations: expected ${3 * D} names (f, g, h per direction), got ${describe(names)}`);
-  }
-  const alphas = spec.activationAlpha ?? [];
-  const betas = spec.activationBeta ?? [];
-  let ai = 0;
-  let bi = 0;
-  const resolved = (names.length ? names : Array(D).fill(['Sigmoid', 'Tanh', 'Tanh']).flat()).map((n: unknown, i: number) => {
-    const key = typeof n === 'string' ? n.toLowerCase() : '';
-    const a = ONNX_ACTIVATION[key];
-    if (!a) throw new LstmError('LSTM_FORMAT', `activations[${i}]: unsupported ONNX activation ${describe(n)}`);
-    const act: { name: ActivationName; alpha?: number; beta?: number } = { name: a.name };
-    if (a.alpha && ai < alphas.length) act.alpha = alphas[ai++];
-    if (a.beta && bi < betas.length) act.beta = betas[bi++];
-    return resolveActivation(act, `activations[${i}]`, 'sigmoid');
-  });
-  if (D === 2) {
-    for (let k = 0; k < 3; k++) {
-      const f = resolved[k];
-      const r = resolved[k + 3];
-      if (f.kind !== r.kind || f.alpha !== r.alpha || f.beta !== r.beta) {
-        throw new LstmError('LSTM_FORMAT', `activations: forward and reverse directions use different functions (${f.name} vs ${r.name}); one set must serve both`);
-      }
-    }
-  }
-  return resolved.slice(0, 3).map((a) => ({ name: a.name, alpha: a.alpha, beta: a.beta }));
 }
 
 function parseLengths(value: LengthsLike | undefined, B: number, T: number): Int32Array | null {

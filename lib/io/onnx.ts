@@ -1,0 +1,468 @@
+// ONNX import and export. Import follows the graph from its data input through the LSTM
+// nodes (the shape torch.onnx.export writes: Transpose / Slice / Squeeze / Reshape /
+// Concat around LSTM nodes, or a single LSTM node); export writes the same shape back.
+// Protobuf is decoded and encoded by protobufjs with the ONNX schema (onnx-proto).
+import type { onnx as OnnxNs } from 'onnx-proto';
+import type { BackendChoice, LSTMConfig } from '../config.js';
+import { LstmError, describe } from '../errors.js';
+import { LSTM } from '../lstm.js';
+import { activationsFromOnnx, activationsToOnnx, onnxToStateDict, stateDictToOnnx } from '../onnx-layout.js';
+import { MAX_ELEMENTS, type Tensor } from '../tensor.js';
+
+type Onnx = typeof OnnxNs;
+type NodeProto = OnnxNs.INodeProto;
+type TensorProto = OnnxNs.ITensorProto;
+
+let onnxModule: Onnx | undefined;
+/** The schema is loaded on first use, so importing lstm-native does not pay for it. */
+function onnxProto(): Onnx {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  onnxModule ??= (require('onnx-proto') as { onnx: Onnx }).onnx;
+  return onnxModule;
+}
+
+function formatError(msg: string): LstmError {
+  return new LstmError('LSTM_FORMAT', `ONNX: ${msg}`);
+}
+
+const nodeLabel = (n: NodeProto): string => `node '${n.name || '(unnamed)'}' (${n.opType})`;
+
+// TensorProto.DataType values this reader understands.
+const FLOAT = 1;
+const INT32 = 6;
+const INT64 = 7;
+const FLOAT16 = 10;
+const DOUBLE = 11;
+const ELEMENT_SIZE: Record<number, number> = { [FLOAT]: 4, [INT32]: 4, [INT64]: 8, [FLOAT16]: 2, [DOUBLE]: 8 };
+
+function toNumber(v: unknown): number {
+  if (typeof v === 'number') return v;
+  if (v !== null && typeof v === 'object' && typeof (v as { toNumber?: unknown }).toNumber === 'function') return (v as { toNumber(): number }).toNumber();
+  return Number(v);
+}
+
+function halfToFloat(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const f = h & 0x3ff;
+  if (e === 0) return s * f * 2 ** -24;
+  if (e === 31) return f ? NaN : s * Infinity;
+  return s * (1 + f / 1024) * 2 ** (e - 15);
+}
+
+interface Constant {
+  dims: number[];
+  data: Float64Array | Float32Array;
+}
+
+/** A TensorProto's values, checked against its dims before anything is allocated. */
+function readTensor(t: TensorProto, what: string): Constant {
+  const dims = (t.dims ?? []).map(toNumber);
+  let count = 1;
+  for (const d of dims) {
+    if (!Number.isSafeInteger(d) || d < 0) throw formatError(`${what}: dimension ${d} is not a non-negative integer`);
+    count *= d;
+    if (count > MAX_ELEMENTS) throw formatError(`${what}: dims [${dims.join(', ')}] are too large`);
+  }
+  if (t.dataLocation === 1) throw formatError(`${what}: external data is not supported (save the model with its weights inside)`);
+  const type = t.dataType ?? 0;
+  const size = ELEMENT_SIZE[type];
+  if (!size) throw formatError(`${what}: unsupported data type ${type}`);
+  const raw = t.rawData;
+  if (raw && raw.length > 0) {
+    if (raw.length !== count * size) throw formatError(`${what}: dims [${dims.join(', ')}] need ${count * size} bytes, raw_data has ${raw.length}`);
+    const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
+    const out = type === FLOAT ? new Float32Array(count) : new Float64Array(count);
+    for (let i = 0; i < count; i++) {
+      out[i] =
+        type === FLOAT ? view.getFloat32(4 * i, true)
+        : type === DOUBLE ? view.getFloat64(8 * i, true)
+        : type === FLOAT16 ? halfToFloat(view.getUint16(2 * i, true))
+        : type === INT32 ? view.getInt32(4 * i, true)
+        : Number(view.getBigInt64(8 * i, true));
+    }
+    return { dims, data: out };
+  }
+  const typed: ArrayLike<unknown> =
+    type === FLOAT ? t.floatData ?? []
+    : type === DOUBLE ? t.doubleData ?? []
+    : type === INT64 ? t.int64Data ?? []
+    : t.int32Data ?? []; // INT32 and FLOAT16 (as uint16 bit patterns) live in int32_data
+  if (typed.length !== count) throw formatError(`${what}: dims [${dims.join(', ')}] need ${count} values, the tensor has ${typed.length}`);
+  const out = type === FLOAT ? new Float32Array(count) : new Float64Array(count);
+  for (let i = 0; i < count; i++) out[i] = type === FLOAT16 ? halfToFloat(toNumber(typed[i])) : toNumber(typed[i]);
+  return { dims, data: out };
+}
+
+function attr(n: NodeProto, name: string): OnnxNs.IAttributeProto | undefined {
+  return (n.attribute ?? []).find((a) => a.name === name);
+}
+const attrInt = (n: NodeProto, name: string, dflt: number): number => {
+  const a = attr(n, name);
+  return a ? toNumber(a.i) : dflt;
+};
+const attrFloat = (n: NodeProto, name: string): number | undefined => {
+  const a = attr(n, name);
+  return a ? (a.f ?? 0) : undefined;
+};
+const attrString = (n: NodeProto, name: string, dflt: string): string => {
+  const a = attr(n, name);
+  return a?.s ? new TextDecoder().decode(a.s) : dflt;
+};
+const attrInts = (n: NodeProto, name: string): number[] | undefined => {
+  const a = attr(n, name);
+  return a ? (a.ints ?? []).map(toNumber) : undefined;
+};
+
+interface Graph {
+  nodes: NodeProto[];
+  producer: Map<string, NodeProto>;
+  consumers: Map<string, NodeProto[]>;
+  constants: Map<string, Constant>;
+  inputs: Set<string>;
+  outputs: string[];
+}
+
+function indexGraph(model: OnnxNs.ModelProto): Graph {
+  const g = model.graph;
+  if (!g) throw formatError('the model has no graph');
+  const constants = new Map<string, Constant>();
+  for (const t of g.initializer ?? []) constants.set(t.name ?? '', readTensor(t, `initializer '${t.name}'`));
+  const producer = new Map<string, NodeProto>();
+  const consumers = new Map<string, NodeProto[]>();
+  const nodes = g.node ?? [];
+  for (const n of nodes) {
+    if (n.domain && n.domain !== 'ai.onnx') throw formatError(`${nodeLabel(n)} is in domain '${n.domain}', which this reader does not take`);
+    for (const o of n.output ?? []) producer.set(o, n);
+    for (const i of n.input ?? []) if (i) consumers.set(i, [...(consumers.get(i) ?? []), n]);
+    if (n.opType === 'Constant') {
+      const value = attr(n, 'value');
+      if (!value?.t) throw formatError(`${nodeLabel(n)}: only tensor-valued Constant nodes are supported`);
+      constants.set(n.output?.[0] ?? '', readTensor(value.t, nodeLabel(n)));
+    }
+  }
+  const inputs = new Set((g.input ?? []).map((v) => v.name ?? '').filter((name) => !constants.has(name)));
+  return { nodes, producer, consumers, constants, inputs, outputs: (g.output ?? []).map((v) => v.name ?? '') };
+}
+
+/** A constant input of a node, through Identity nodes. */
+function constantOf(g: Graph, name: string, what: string): Constant {
+  let cur = name;
+  for (let hops = 0; hops < 16; hops++) {
+    const c = g.constants.get(cur);
+    if (c) return c;
+    const p = g.producer.get(cur);
+    if (!p || p.opType !== 'Identity') break;
+    cur = p.input?.[0] ?? '';
+  }
+  throw formatError(`${what} '${name}' is not a constant (initializer or Constant node)`);
+}
+
+const sameInts = (a: ArrayLike<number> | undefined, b: readonly number[]): boolean =>
+  a !== undefined && a.length === b.length && b.every((v, i) => a[i] === v);
+
+/** The ops a value passes through between two LSTM nodes (or the graph's ends). */
+interface Hop {
+  node: NodeProto;
+}
+
+/** Walk back from a tensor through data-movement ops to a graph input or an LSTM output. */
+function traceBack(g: Graph, name: string): { origin: string; hops: Hop[] } {
+  const hops: Hop[] = [];
+  let cur = name;
+  for (let steps = 0; steps < 64; steps++) {
+    if (g.inputs.has(cur)) return { origin: cur, hops: hops.reverse() };
+    const p = g.producer.get(cur);
+    if (!p) throw formatError(`value '${cur}' has no producer and is not a graph input`);
+    if (p.opType === 'LSTM') return { origin: cur, hops: hops.reverse() };
+    if (!['Transpose', 'Reshape', 'Squeeze', 'Identity'].includes(p.opType ?? '')) {
+      throw formatError(`${nodeLabel(p)} sits on the LSTM data path; only Transpose, Reshape, Squeeze and Identity can be taken there`);
+    }
+    hops.push({ node: p });
+    cur = p.input?.[0] ?? '';
+  }
+  throw formatError(`the data path through '${name}' is longer than 64 nodes`);
+}
+
+/** Check the data-movement ops between layers: Y [T, D, B, H] back to [T, B, D*H]. */
+function checkJunction(g: Graph, hops: Hop[], D: number, where: string): void {
+  const kinds = hops.map((h) => h.node.opType).filter((op) => op !== 'Identity');
+  for (const h of hops) {
+    const n = h.node;
+    if (n.opType === 'Transpose' && !sameInts(attrInts(n, 'perm'), [0, 2, 1, 3])) {
+      throw formatError(`${nodeLabel(n)} ${where}: perm [${attrInts(n, 'perm')}] is not [0, 2, 1, 3]`);
+    }
+    if (n.opType === 'Reshape') {
+      const shape = constantOf(g, n.input?.[1] ?? '', `${nodeLabel(n)} shape`).data;
+      if (!sameInts(shape, [0, 0, -1])) throw formatError(`${nodeLabel(n)} ${where}: shape [${Array.from(shape)}] is not [0, 0, -1]`);
+    }
+    if (n.opType === 'Squeeze') {
+      const axes = n.input?.[1] ? Array.from(constantOf(g, n.input[1], `${nodeLabel(n)} axes`).data) : attrInts(n, 'axes');
+      if (!sameInts(axes, [1]) || D !== 1) throw formatError(`${nodeLabel(n)} ${where}: only the direction axis (1) of a one-direction LSTM can be squeezed`);
+    }
+  }
+  const want = D === 1 ? ['Squeeze'] : ['Transpose', 'Reshape'];
+  const ok = kinds.length === want.length && kinds.every((k, i) => k === want[i]);
+  if (!ok) throw formatError(`${where}: expected ${D === 1 ? 'Squeeze(axis 1)' : 'Transpose [0, 2, 1, 3] then Reshape [0, 0, -1]'}, found ${kinds.join(' -> ') || 'nothing'}`);
+}
+
+/** A layer's initial state: a graph input (one layer) or a Slice of one along axis 0. */
+function stateSource(g: Graph, name: string | undefined, layer: number, D: number, layers: number, what: string): string | null {
+  if (!name) return null;
+  if (g.inputs.has(name)) {
+    if (layers !== 1) throw formatError(`${what} of layer ${layer} is a whole graph input; stacked layers must slice theirs`);
+    return name;
+  }
+  const p = g.producer.get(name);
+  if (!p || p.opType !== 'Slice' || !g.inputs.has(p.input?.[0] ?? '')) {
+    throw formatError(`${what} of layer ${layer} must be a graph input or a Slice of one, found ${p ? nodeLabel(p) : `'${name}'`}`);
+  }
+  const starts = constantOf(g, p.input?.[1] ?? '', `${nodeLabel(p)} starts`).data;
+  const ends = constantOf(g, p.input?.[2] ?? '', `${nodeLabel(p)} ends`).data;
+  const axes = p.input?.[3] ? constantOf(g, p.input[3], `${nodeLabel(p)} axes`).data : [0];
+  const steps = p.input?.[4] ? constantOf(g, p.input[4], `${nodeLabel(p)} steps`).data : [1];
+  if (!sameInts(starts, [layer * D]) || !sameInts(ends, [(layer + 1) * D]) || !sameInts(axes, [0]) || !sameInts(steps, [1])) {
+    throw formatError(`${nodeLabel(p)}: ${what} of layer ${layer} must be rows ${layer * D}..${(layer + 1) * D} of '${p.input?.[0]}'`);
+  }
+  return p.input?.[0] ?? null;
+}
+
+export interface LoadOnnxOptions {
+  backend?: BackendChoice;
+}
+
+/**
+ * Build an LSTM from an ONNX file: one LSTM node, or a stack as torch.onnx.export writes
+ * it. forward(x, { h0, c0, lengths }) then takes the file's inputs (input / X, h0 /
+ * initial_h, c0 / initial_c, sequence_lens) and gives its outputs; ONNX's Y
+ * [T, D, B, H] comes back in PyTorch's layout [T, B, D*H] (the same numbers).
+ */
+export function loadOnnx(bytes: Uint8Array, options: LoadOnnxOptions = {}): LSTM {
+  if (!(bytes instanceof Uint8Array)) throw new LstmError('LSTM_FORMAT', `loadOnnx: expected a Uint8Array, got ${describe(bytes)}`);
+  let model: OnnxNs.ModelProto;
+  try {
+    model = onnxProto().ModelProto.decode(bytes);
+  } catch (err) {
+    throw formatError(`not a valid ONNX protobuf (${(err as Error).message})`);
+  }
+  const g = indexGraph(model);
+  const lstmNodes = g.nodes.filter((n) => n.opType === 'LSTM');
+  if (lstmNodes.length === 0) throw formatError('the graph has no LSTM node');
+
+  // Order the layers by following the data path from a graph input.
+  const ordered: NodeProto[] = [];
+  let batchFirst = false;
+  const byOrigin = new Map<string, NodeProto>();
+  for (const n of lstmNodes) {
+    const { origin, hops } = traceBack(g, n.input?.[0] ?? '');
+    if (byOrigin.has(origin)) throw formatError(`${nodeLabel(n)} and ${nodeLabel(byOrigin.get(origin)!)} read the same value: branching graphs are not a stack`);
+    byOrigin.set(origin, n);
+    if (g.inputs.has(origin)) {
+      if (ordered.length) throw formatError(`${nodeLabel(n)} and ${nodeLabel(ordered[0])} both read a graph input`);
+      ordered.push(n);
+      const kinds = hops.map((h) => h.node).filter((h) => h.opType !== 'Identity');
+      if (kinds.length === 1 && kinds[0].opType === 'Transpose' && sameInts(attrInts(kinds[0], 'perm'), [1, 0, 2])) batchFirst = true;
+      else if (kinds.length > 0) throw formatError(`${nodeLabel(kinds[0])} before the first LSTM: only a batch-first Transpose [1, 0, 2] is understood`);
+    }
+  }
+  if (!ordered.length) throw formatError('no LSTM node reads a graph input');
+  for (;;) {
+    const last = ordered[ordered.length - 1];
+    const next = byOrigin.get(last.output?.[0] ?? '');
+    if (!next) break;
+    ordered.push(next);
+  }
+  if (ordered.length !== lstmNodes.length) throw formatError('the LSTM nodes do not form a single chain');
+
+  // Layer attributes must agree: one LSTM configuration serves the whole stack.
+  const first = ordered[0];
+  const direction = attrString(first, 'direction', 'forward');
+  if (!['forward', 'reverse', 'bidirectional'].includes(direction)) throw formatError(`${nodeLabel(first)}: unknown direction '${direction}'`);
+  const D = direction === 'bidirectional' ? 2 : 1;
+  const H = attrInt(first, 'hidden_size', 0);
+  const L = ordered.length;
+  const layers = ordered.map((n, l) => {
+    const where = nodeLabel(n);
+    if (attrInt(n, 'layout', 0) !== 0) throw formatError(`${where}: layout=1 (batch-major LSTM) is not supported; ONNX Runtime's CPU kernel refuses it too`);
+    if (attrString(n, 'direction', 'forward') !== direction || attrInt(n, 'hidden_size', 0) !== H) {
+      throw formatError(`${where}: direction and hidden_size must match the first layer's`);
+    }
+    const inputs = n.input ?? [];
+    const W = constantOf(g, inputs[1] ?? '', `${where} W`);
+    const R = constantOf(g, inputs[2] ?? '', `${where} R`);
+    const B = inputs[3] ? constantOf(g, inputs[3], `${where} B`) : undefined;
+    const P = inputs[7] ? constantOf(g, inputs[7], `${where} P`) : undefined;
+    const I = W.dims[2];
+    if (H < 1 || W.dims.length !== 3 || W.dims[0] !== D || W.dims[1] !== 4 * H) throw formatError(`${where}: W has dims [${W.dims}], expected [${D}, ${4 * H}, I]`);
+    if (!sameInts(R.dims, [D, 4 * H, H])) throw formatError(`${where}: R has dims [${R.dims}], expected [${D}, ${4 * H}, ${H}]`);
+    if (B && !sameInts(B.dims, [D, 8 * H])) throw formatError(`${where}: B has dims [${B.dims}], expected [${D}, ${8 * H}]`);
+    if (P && !sameInts(P.dims, [D, 3 * H])) throw formatError(`${where}: P has dims [${P.dims}], expected [${D}, ${3 * H}]`);
+    if (l > 0) {
+      if (I !== D * H) throw formatError(`${where}: input size ${I} is not the previous layer's ${D * H}`);
+      checkJunction(g, traceBack(g, inputs[0] ?? '').hops, D, `between layers ${l - 1} and ${l}`);
+    }
+    stateSource(g, inputs[5], l, D, L, 'initial_h');
+    stateSource(g, inputs[6], l, D, L, 'initial_c');
+    const activations = activationsFromOnnx(
+      attr(n, 'activations')?.strings?.map((s) => new TextDecoder().decode(s)),
+      attr(n, 'activation_alpha')?.floats ?? undefined,
+      attr(n, 'activation_beta')?.floats ?? undefined,
+      D,
+      `${where} activations`,
+    );
+    return { n, W, R, B, P, I, activations, clip: attrFloat(n, 'clip'), inputForget: attrInt(n, 'input_forget', 0) !== 0 };
+  });
+  const key = (x: (typeof layers)[number]) => JSON.stringify([x.activations, x.clip, x.inputForget, !!x.B, !!x.P]);
+  for (const x of layers.slice(1)) {
+    if (key(x) !== key(layers[0])) throw formatError(`${nodeLabel(x.n)}: activations, clip, input_forget, bias and peepholes must match the first layer's`);
+  }
+  const [gate, cell, hidden] = layers[0].activations;
+  const clip = layers[0].clip;
+  const lstm = new LSTM({
+    inputSize: layers[0].I,
+    hiddenSize: H,
+    numLayers: L,
+    direction: direction as LSTMConfig['direction'],
+    batchFirst,
+    bias: layers[0].B !== undefined,
+    peephole: layers[0].P ? 'diagonal' : 'none',
+    gateActivation: gate,
+    cellActivation: cell,
+    hiddenActivation: hidden,
+    clip: clip !== undefined && clip > 0 ? clip : undefined,
+    coupledInputForget: layers[0].inputForget,
+    backend: options.backend ?? 'auto',
+    seed: 0,
+  });
+  try {
+    const dict: Record<string, Tensor> = {};
+    layers.forEach((x, l) => {
+      const f32 = (c: Constant | undefined) => (c ? Float32Array.from(c.data) : undefined);
+      Object.assign(dict, onnxToStateDict({ W: f32(x.W)!, R: f32(x.R)!, B: f32(x.B), P: f32(x.P) }, D, H, x.I, l));
+    });
+    return lstm.loadStateDict(dict);
+  } catch (err) {
+    lstm.dispose();
+    throw err;
+  }
+}
+
+export interface ExportOnnxOptions {
+  /** ONNX opset, 10..21 (default 14). */
+  opset?: number;
+  /** Add an int32 [B] input `lengths` (sequence_lens of every layer). */
+  lengths?: boolean;
+}
+
+/**
+ * Write the model as ONNX: inputs `input` ([T, B, I], or [B, T, I] with batchFirst),
+ * `h0`, `c0` ([L*D, B, Hout]) and optionally `lengths`; outputs `output`, `hn`, `cn`
+ * shaped as forward returns them; T and B dynamic. Stacked layers become stacked LSTM nodes.
+ */
+export function exportOnnx(lstm: LSTM, options: ExportOnnxOptions = {}): Uint8Array {
+  if (!(lstm instanceof LSTM)) throw new LstmError('LSTM_OPTION', `exportOnnx: expected an LSTM, got ${describe(lstm)}`);
+  const opset = options.opset ?? 14;
+  if (!Number.isInteger(opset) || opset < 10 || opset > 21) throw new LstmError('LSTM_OPTION', `opset: expected an integer in 10..21, got ${describe(opset)}`);
+  const c = lstm.config;
+  if (c.projSize > 0) throw new LstmError('LSTM_FORMAT', 'exportOnnx: the ONNX LSTM operator has no projection (projSize); it cannot express this model');
+  if (c.peephole === 'full') throw new LstmError('LSTM_FORMAT', "exportOnnx: the ONNX LSTM operator has only diagonal peepholes; peephole: 'full' cannot be expressed");
+  const onnx = onnxProto();
+  const D = c.numDirections;
+  const H = c.hiddenSize;
+  const L = c.numLayers;
+  const dict = lstm.stateDict();
+  const initializer: OnnxNs.ITensorProto[] = [];
+  const nodes: OnnxNs.INodeProto[] = [];
+  const floatTensor = (name: string, dims: number[], data: Float32Array): void => {
+    initializer.push({ name, dims, dataType: FLOAT, rawData: new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength)) });
+  };
+  const int64Tensor = (name: string, values: number[]): void => {
+    initializer.push({ name, dims: [values.length], dataType: INT64, rawData: new Uint8Array(BigInt64Array.from(values.map(BigInt)).buffer) });
+  };
+  const node = (opType: string, input: string[], output: string[], attribute: OnnxNs.IAttributeProto[] = []): void => {
+    nodes.push({ opType, input, output, name: `${opType}_${nodes.length}`, attribute });
+  };
+  const A = onnx.AttributeProto.AttributeType;
+  const ints = (name: string, v: number[]): OnnxNs.IAttributeProto => ({ name, type: A.INTS, ints: v });
+  const int = (name: string, v: number): OnnxNs.IAttributeProto => ({ name, type: A.INT, i: v });
+  const str = (name: string, v: string): OnnxNs.IAttributeProto => ({ name, type: A.STRING, s: new TextEncoder().encode(v) });
+  const { activations, alpha, beta } = activationsToOnnx([c.gateActivation, c.cellActivation, c.hiddenActivation], D);
+  const lstmAttrs: OnnxNs.IAttributeProto[] = [
+    int('hidden_size', H),
+    str('direction', c.direction),
+    { name: 'activations', type: A.STRINGS, strings: activations.map((s) => new TextEncoder().encode(s)) },
+  ];
+  if (alpha.length) lstmAttrs.push({ name: 'activation_alpha', type: A.FLOATS, floats: alpha });
+  if (beta.length) lstmAttrs.push({ name: 'activation_beta', type: A.FLOATS, floats: beta });
+  if (c.clip > 0) lstmAttrs.push({ name: 'clip', type: A.FLOAT, f: c.clip });
+  if (c.coupledInputForget) lstmAttrs.push(int('input_forget', 1));
+
+  let x = 'input';
+  if (c.batchFirst) {
+    node('Transpose', ['input'], ['input_time_major'], [ints('perm', [1, 0, 2])]);
+    x = 'input_time_major';
+  }
+  int64Tensor('axis0', [0]);
+  int64Tensor('axis1', [1]);
+  int64Tensor('merge_directions', [0, 0, -1]);
+  const hn: string[] = [];
+  const cn: string[] = [];
+  for (let l = 0; l < L; l++) {
+    const I = l === 0 ? c.inputSize : D * H;
+    const t = stateDictToOnnx(dict, D, H, I, l, c.bias, c.peephole === 'diagonal');
+    floatTensor(`W_${l}`, [D, 4 * H, I], t.W);
+    floatTensor(`R_${l}`, [D, 4 * H, H], t.R);
+    if (t.B) floatTensor(`B_${l}`, [D, 8 * H], t.B);
+    if (t.P) floatTensor(`P_${l}`, [D, 3 * H], t.P);
+    int64Tensor(`rows_${l}_start`, [l * D]);
+    int64Tensor(`rows_${l}_end`, [(l + 1) * D]);
+    node('Slice', ['h0', `rows_${l}_start`, `rows_${l}_end`, 'axis0'], [`h0_${l}`]);
+    node('Slice', ['c0', `rows_${l}_start`, `rows_${l}_end`, 'axis0'], [`c0_${l}`]);
+    const inputs = [x, `W_${l}`, `R_${l}`, t.B ? `B_${l}` : '', options.lengths ? 'lengths' : '', `h0_${l}`, `c0_${l}`];
+    if (t.P) inputs.push(`P_${l}`);
+    node('LSTM', inputs, [`Y_${l}`, `Y_h_${l}`, `Y_c_${l}`], lstmAttrs);
+    hn.push(`Y_h_${l}`);
+    cn.push(`Y_c_${l}`);
+    // Y [T, D, B, H] -> [T, B, D*H]
+    if (D === 1) {
+      node('Squeeze', opset >= 13 ? [`Y_${l}`, 'axis1'] : [`Y_${l}`], [`out_${l}`], opset >= 13 ? [] : [ints('axes', [1])]);
+    } else {
+      node('Transpose', [`Y_${l}`], [`Y_${l}_tbdh`], [ints('perm', [0, 2, 1, 3])]);
+      node('Reshape', [`Y_${l}_tbdh`, 'merge_directions'], [`out_${l}`]);
+    }
+    x = `out_${l}`;
+  }
+  node(c.batchFirst ? 'Transpose' : 'Identity', [x], ['output'], c.batchFirst ? [ints('perm', [1, 0, 2])] : []);
+  node(L > 1 ? 'Concat' : 'Identity', hn, ['hn'], L > 1 ? [int('axis', 0)] : []);
+  node(L > 1 ? 'Concat' : 'Identity', cn, ['cn'], L > 1 ? [int('axis', 0)] : []);
+
+  const dim = (d: number | string): OnnxNs.TensorShapeProto.IDimension => (typeof d === 'number' ? { dimValue: d } : { dimParam: d });
+  const value = (name: string, elemType: number, dims: (number | string)[]): OnnxNs.IValueInfoProto => ({
+    name,
+    type: { tensorType: { elemType, shape: { dim: dims.map(dim) } } },
+  });
+  const Hout = c.outSize;
+  const graphInputs = [
+    value('input', FLOAT, c.batchFirst ? ['batch', 'seq', c.inputSize] : ['seq', 'batch', c.inputSize]),
+    value('h0', FLOAT, [L * D, 'batch', Hout]),
+    value('c0', FLOAT, [L * D, 'batch', H]),
+  ];
+  if (options.lengths) graphInputs.push(value('lengths', INT32, ['batch']));
+  const model = onnx.ModelProto.create({
+    irVersion: 8,
+    producerName: 'lstm-native',
+    opsetImport: [{ domain: '', version: opset }],
+    graph: {
+      name: 'lstm',
+      node: nodes,
+      initializer,
+      input: graphInputs,
+      output: [
+        value('output', FLOAT, c.batchFirst ? ['batch', 'seq', D * Hout] : ['seq', 'batch', D * Hout]),
+        value('hn', FLOAT, [L * D, 'batch', Hout]),
+        value('cn', FLOAT, [L * D, 'batch', H]),
+      ],
+    },
+  });
+  return onnx.ModelProto.encode(model).finish();
+}

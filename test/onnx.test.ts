@@ -1,0 +1,228 @@
+// ONNX import (single nodes and torch.onnx.export stacks) and export checked by ONNX Runtime.
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ENGINES, FIXTURES, LSTM, LstmError, expectClose, fixture, lib, mulberry32, onnxYToOutput, randomTensor, withEngine, type LSTMOptions } from './helpers';
+
+const require = createRequire(import.meta.url);
+const ort = require('onnxruntime-node') as typeof import('onnxruntime-node');
+const { onnx } = require('onnx-proto') as typeof import('onnx-proto');
+const { loadOnnx, exportOnnx } = lib;
+const onnxFile = (name: string) => new Uint8Array(readFileSync(path.join(FIXTURES, `${name}.onnx`)));
+
+function expectFormat(fn: () => unknown, message: RegExp): void {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(LstmError);
+    expect((err as LstmError).code).toBe('LSTM_FORMAT');
+    expect((err as Error).message).toMatch(message);
+    return;
+  }
+  expect.fail('expected LSTM_FORMAT');
+}
+
+describe.each(ENGINES)('loadOnnx on $label', (engine) => {
+  it.each(['e01_export_bidir2', 'e02_export_stack3_bf'])('%s (torch.onnx.export) matches its fixture', (name) => {
+    const { tensors, metadata } = fixture(name);
+    const m = withEngine(engine, () => loadOnnx(onnxFile(name), { backend: engine.backend }));
+    expect(m.backend).toBe(engine.backend);
+    const cfg = JSON.parse(metadata.config);
+    expect(m.config.numLayers).toBe(cfg.num_layers);
+    expect(m.config.batchFirst).toBe(cfg.batch_first);
+    expect(m.config.numDirections).toBe(cfg.bidirectional ? 2 : 1);
+    // The weights are the PyTorch parameters, exactly.
+    for (const [k, v] of Object.entries(m.stateDict())) expect(v.data, k).toEqual(tensors[k].data);
+    const r = m.forward(tensors.input, { h0: tensors.h0, c0: tensors.c0 });
+    expectClose(r.output, tensors.output, `${name} output`);
+    expectClose(r.hn, tensors.hn, `${name} hn`);
+    expectClose(r.cn, tensors.cn, `${name} cn`);
+  });
+
+  it.each(['o01_forward_peephole', 'o02_reverse_peephole_lens', 'o03_bidir_peephole_lens', 'o04_clip_coupled', 'o05_hardsigmoid', 'o06_bidir_no_state', 'o07_plain'])(
+    '%s imports from its .onnx file and matches ONNX Runtime',
+    (name) => {
+      const { tensors } = fixture(name);
+      const m = withEngine(engine, () => loadOnnx(onnxFile(name), { backend: engine.backend }));
+      const r = m.forward(tensors.X, { h0: tensors.initial_h, c0: tensors.initial_c, lengths: tensors.sequence_lens });
+      expectClose(r.output, onnxYToOutput(tensors.Y), `${name} Y`);
+      expectClose(r.hn, tensors.Y_h, `${name} Y_h`);
+      expectClose(r.cn, tensors.Y_c, `${name} Y_c`);
+    },
+  );
+});
+
+const ACTS = ['sigmoid', 'tanh', 'relu', 'hardSigmoid', 'leakyRelu', 'thresholdedRelu', 'scaledTanh', 'affine', 'elu', 'softsign', 'softplus'] as const;
+
+function randomExportCase(seed: number) {
+  const rand = mulberry32(seed);
+  const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
+  const H = pick([1, 3, 5, 8, 17]);
+  const options: LSTMOptions = {
+    inputSize: pick([1, 2, 4, 7]),
+    hiddenSize: H,
+    numLayers: 1 + Math.floor(rand() * 3),
+    direction: pick(['forward', 'reverse', 'bidirectional'] as const),
+    bias: rand() < 0.8,
+    batchFirst: rand() < 0.4,
+    peephole: rand() < 0.4 ? 'diagonal' : 'none',
+    clip: rand() < 0.3 ? 0.3 + rand() * 2 : undefined,
+    coupledInputForget: rand() < 0.2,
+    seed,
+  };
+  if (rand() < 0.4) {
+    const act = () => {
+      const name = pick(ACTS);
+      return rand() < 0.5 ? name : { name, alpha: 0.1 + rand(), beta: rand() - 0.5 };
+    };
+    options.gateActivation = pick(['sigmoid', 'hardSigmoid', { name: 'hardSigmoid' as const, alpha: 0.25, beta: 0.4 }] as const);
+    options.cellActivation = act();
+    options.hiddenActivation = pick(['tanh', 'softsign', 'sigmoid', { name: 'scaledTanh' as const, alpha: 1.5, beta: 0.7 }] as const);
+  }
+  const T = 1 + Math.floor(rand() * 7);
+  const B = 1 + Math.floor(rand() * 4);
+  const withLengths = rand() < 0.4;
+  return { options, T, B, withLengths, rand };
+}
+
+describe('exportOnnx runs in onnxruntime-node with the same outputs', () => {
+  it('60 random configurations: stacked, bidirectional, peepholes, clip, coupled, activations, lengths', async () => {
+    const seen = new Set<string>();
+    for (let seed = 1; seed <= 60; seed++) {
+      const { options, T, B, withLengths, rand } = randomExportCase(seed);
+      const m = new LSTM(options);
+      const c = m.config;
+      const D = c.numDirections;
+      const L = c.numLayers;
+      const x = randomTensor(c.batchFirst ? [B, T, c.inputSize] : [T, B, c.inputSize], rand);
+      const h0 = randomTensor([L * D, B, c.hiddenSize], rand, 0.5);
+      const c0 = randomTensor([L * D, B, c.hiddenSize], rand, 0.5);
+      const lengths = withLengths ? Int32Array.from({ length: B }, () => 1 + Math.floor(rand() * T)) : undefined;
+      const ours = m.forward(x, { h0, c0, lengths });
+      const bytes = exportOnnx(m, { lengths: withLengths });
+      const session = await ort.InferenceSession.create(bytes);
+      const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {
+        input: new ort.Tensor('float32', x.data, x.shape),
+        h0: new ort.Tensor('float32', h0.data, h0.shape),
+        c0: new ort.Tensor('float32', c0.data, c0.shape),
+      };
+      if (lengths) feeds.lengths = new ort.Tensor('int32', lengths, [B]);
+      const got = await session.run(feeds);
+      const what = `seed ${seed} ${JSON.stringify(options)}`;
+      for (const k of ['output', 'hn', 'cn'] as const) {
+        expectClose({ data: got[k].data as Float32Array, shape: [...got[k].dims] }, ours[k], `${what} ${k}`);
+      }
+      // and it imports back to the same model
+      const back = loadOnnx(bytes);
+      expect(back.config.numLayers).toBe(L);
+      expect(back.stateDict()).toEqual(m.stateDict());
+      seen.add(`L${L}`).add(c.direction).add(`peep:${c.peephole}`).add(`clip:${c.clip > 0}`).add(`coupled:${c.coupledInputForget}`).add(`lens:${withLengths}`).add(`bf:${c.batchFirst}`);
+    }
+    for (const must of ['L1', 'L2', 'L3', 'forward', 'reverse', 'bidirectional', 'peep:diagonal', 'clip:true', 'coupled:true', 'lens:true', 'bf:true']) expect(seen.has(must), must).toBe(true);
+  }, 120_000);
+
+  it('opset 12 (Squeeze with an axes attribute) also runs', async () => {
+    const m = new LSTM({ inputSize: 3, hiddenSize: 4, numLayers: 2, seed: 2 });
+    const session = await ort.InferenceSession.create(exportOnnx(m, { opset: 12 }));
+    const x = randomTensor([5, 2, 3], mulberry32(3));
+    const zeros = new Float32Array(2 * 2 * 4);
+    const got = await session.run({ input: new ort.Tensor('float32', x.data, x.shape), h0: new ort.Tensor('float32', zeros, [2, 2, 4]), c0: new ort.Tensor('float32', zeros, [2, 2, 4]) });
+    expectClose({ data: got.output.data as Float32Array, shape: [...got.output.dims] }, m.forward(x).output, 'opset 12');
+  });
+
+  it('projection and full peepholes cannot be expressed: LSTM_FORMAT says why', () => {
+    expectFormat(() => exportOnnx(new LSTM({ inputSize: 2, hiddenSize: 4, projSize: 2 })), /no projection/);
+    expectFormat(() => exportOnnx(new LSTM({ inputSize: 2, hiddenSize: 4, peephole: 'full' })), /only diagonal peepholes/);
+    expect(() => exportOnnx(new LSTM({ inputSize: 2, hiddenSize: 4 }), { opset: 7 })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+  });
+});
+
+describe('hostile ONNX files end in LSTM_FORMAT', () => {
+  const mutate = (name: string, fn: (m: import('onnx-proto').onnx.ModelProto) => void): Uint8Array => {
+    const m = onnx.ModelProto.decode(onnxFile(name));
+    fn(m);
+    return onnx.ModelProto.encode(m).finish();
+  };
+
+  it('garbage and every truncation of a valid file', () => {
+    expectFormat(() => loadOnnx(new Uint8Array([0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3])), /not a valid ONNX protobuf|no graph/);
+    expectFormat(() => loadOnnx(new Uint8Array(0)), /no graph/);
+    // A prefix that ends on a field boundary is a valid (shorter) protobuf: it must then
+    // load as a working model; every other prefix must end in an LstmError.
+    const good = onnxFile('o01_forward_peephole');
+    let refused = 0;
+    for (let n = 0; n < good.length; n++) {
+      try {
+        const m = loadOnnx(good.subarray(0, n));
+        expect(m.forward({ data: new Float32Array(4), shape: [1, 4] }).output.data.every(Number.isFinite)).toBe(true);
+      } catch (err) {
+        expect(err, `prefix ${n}`).toBeInstanceOf(LstmError);
+        refused++;
+      }
+    }
+    expect(refused).toBeGreaterThan(good.length * 0.9);
+  });
+
+  it('deeply nested messages', () => {
+    // AttributeProto.g (field 6) -> GraphProto.node (field 1) -> NodeProto.attribute (field 5) -> ...
+    let inner = new Uint8Array(0);
+    const wrap = (field: number, payload: Uint8Array): Uint8Array => {
+      const len: number[] = [];
+      let v = payload.length;
+      do {
+        len.push((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>>= 7;
+      } while (v > 0);
+      const out = new Uint8Array(1 + len.length + payload.length);
+      out[0] = (field << 3) | 2;
+      out.set(len, 1);
+      out.set(payload, 1 + len.length);
+      return out;
+    };
+    for (let depth = 0; depth < 20000; depth++) inner = wrap(1, wrap(5, wrap(6, inner)));
+    expectFormat(() => loadOnnx(wrap(7, inner)), /not a valid ONNX protobuf|Constant|LSTM/);
+  });
+
+  it('huge declared dims are refused before any allocation', () => {
+    const bytes = mutate('o07_plain', (m) => {
+      m.graph!.initializer![0].dims = [2 ** 40, 2 ** 20];
+    });
+    expectFormat(() => loadOnnx(bytes), /too large/);
+    const mismatch = mutate('o07_plain', (m) => {
+      m.graph!.initializer![0].dims = [1, 28, 7];
+    });
+    expectFormat(() => loadOnnx(mismatch), /need 784 bytes|W has dims/);
+  });
+
+  it('another op on the data path is named', () => {
+    const bytes = mutate('e02_export_stack3_bf', (m) => {
+      const squeeze = m.graph!.node!.find((n) => n.opType === 'Squeeze')!;
+      const out = squeeze.output![0];
+      squeeze.output = [`${out}_pre`];
+      m.graph!.node!.push(onnx.NodeProto.create({ opType: 'Relu', name: 'the_relu', input: [`${out}_pre`], output: [out] }));
+    });
+    expectFormat(() => loadOnnx(bytes), /node 'the_relu' \(Relu\)/);
+  });
+
+  it('layout=1, unknown activations and mismatched layers', () => {
+    const layout = mutate('o07_plain', (m) => {
+      const node = m.graph!.node!.find((n) => n.opType === 'LSTM')!;
+      node.attribute = node.attribute!.filter((a) => a.name !== 'layout');
+      node.attribute.push(onnx.AttributeProto.create({ name: 'layout', type: onnx.AttributeProto.AttributeType.INT, i: 1 }));
+    });
+    expectFormat(() => loadOnnx(layout), /layout=1/);
+    const act = mutate('o01_forward_peephole', (m) => {
+      const node = m.graph!.node!.find((n) => n.opType === 'LSTM')!;
+      node.attribute = node.attribute!.filter((a) => a.name !== 'activations');
+      node.attribute.push(
+        onnx.AttributeProto.create({ name: 'activations', type: onnx.AttributeProto.AttributeType.STRINGS, strings: ['Sigmoid', 'Gelu', 'Tanh'].map((s) => new TextEncoder().encode(s)) }),
+      );
+    });
+    expectFormat(() => loadOnnx(act), /unsupported ONNX activation "Gelu"/);
+    const noLstm = mutate('o07_plain', (m) => {
+      m.graph!.node = m.graph!.node!.filter((n) => n.opType !== 'LSTM');
+    });
+    expectFormat(() => loadOnnx(noLstm), /no LSTM node/);
+  });
+});
