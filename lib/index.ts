@@ -10,3 +10,5 @@ export { loadSafetensors, saveSafetensors } from './io/safetensors.js';
 export type { Dtype, SafetensorsTensor } from './io/safetensors.js';
 export { loadOnnx, exportOnnx } from './io/onnx.js';
 export type { LoadOnnxOptions, ExportOnnxOptions } from './io/onnx.js';
+export { inferOptions, optionsOf } from './interop.js';
+export type { KerasWeights, KerasOptions } from './interop.js';

@@ -351,6 +351,12 @@ export class LSTM {
     this.layers = [];
   }
 
+  /** An LSTM from a Keras / tfjs LSTM layer's weights (see KerasOptions). */
+  static fromKeras(weights: import('./interop.js').KerasWeights, options: import('./interop.js').KerasOptions): LSTM {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return (require('./interop.js') as typeof import('./interop.js')).fromKeras(weights, options);
+  }
+
   /**
    * Build an LSTM from one ONNX LSTM node: W [D, 4H, I], R [D, 4H, H], B [D, 8H],
    * P [D, 3H] in ONNX gate order (i, o, f, c; peepholes i, o, f) and its attributes.

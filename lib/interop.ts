@@ -1,0 +1,153 @@
+// Keras / TensorFlow.js weights, and LSTM options recovered from a PyTorch state dict.
+import type { Activation, BackendChoice, LSTMOptions } from './config.js';
+import { LstmError, describe } from './errors.js';
+import { LSTM } from './lstm.js';
+import { checkTensor, shapeStr, type Tensor } from './tensor.js';
+
+export interface KerasWeights {
+  /** [inputSize, 4*units], gate columns i, f, c, o. */
+  kernel: Tensor;
+  /** [units, 4*units]. */
+  recurrentKernel: Tensor;
+  /** [4*units]; absent when the layer has use_bias=False. */
+  bias?: Tensor;
+}
+
+export interface KerasOptions {
+  units: number;
+  /** Keras `activation` (cell input and output): default 'tanh'. */
+  activation?: string;
+  /** Keras `recurrent_activation` (gates): default 'sigmoid'. */
+  recurrentActivation?: string;
+  /** Which hard sigmoid 'hard_sigmoid' means: Keras 2 and tfjs clip(0.2x + 0.5, 0, 1), Keras 3 relu6(x + 3) / 6. */
+  hardSigmoid?: 'keras2' | 'keras3';
+  /** Keras go_backwards: the sequence runs from its last step (outputs stay aligned with the inputs, PyTorch style). */
+  goBackwards?: boolean;
+  /** Keras layers take [batch, time, features]; default true. */
+  batchFirst?: boolean;
+  backend?: BackendChoice;
+}
+
+function kerasActivation(name: unknown, which: string, hard: KerasOptions['hardSigmoid']): Activation {
+  switch (name) {
+    case 'tanh':
+    case 'sigmoid':
+    case 'relu':
+    case 'softsign':
+    case 'softplus':
+      return name;
+    case 'elu':
+      return { name: 'elu', alpha: 1 };
+    case 'linear':
+      return { name: 'affine', alpha: 1, beta: 0 };
+    case 'hard_sigmoid':
+      if (hard === 'keras2') return { name: 'hardSigmoid', alpha: 0.2, beta: 0.5 };
+      if (hard === 'keras3') return { name: 'hardSigmoid', alpha: 1 / 6, beta: 0.5 };
+      throw new LstmError(
+        'LSTM_OPTION',
+        `${which}: 'hard_sigmoid' differs between Keras 2 / tfjs (clip(0.2x + 0.5, 0, 1)) and Keras 3 (relu6(x + 3) / 6): pass hardSigmoid: 'keras2' or 'keras3'`,
+      );
+    default:
+      throw new LstmError('LSTM_FORMAT', `${which}: Keras activation ${describe(name)} is not supported (tanh, sigmoid, hard_sigmoid, relu, elu, linear, softsign, softplus)`);
+  }
+}
+
+function transpose(t: Tensor): Float32Array {
+  const [r, c] = t.shape;
+  const out = new Float32Array(r * c);
+  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) out[j * r + i] = t.data[i * c + j];
+  return out;
+}
+
+/** An LSTM from a Keras (or tfjs) LSTM layer's weights: gate order i, f, c, o and one bias. */
+export function fromKeras(weights: KerasWeights, options: KerasOptions): LSTM {
+  if (weights === null || typeof weights !== 'object') throw new LstmError('LSTM_WEIGHTS', `fromKeras: expected { kernel, recurrentKernel, bias? }, got ${describe(weights)}`);
+  if (options === null || typeof options !== 'object') throw new LstmError('LSTM_OPTION', `fromKeras: expected options with units, got ${describe(options)}`);
+  const U = options.units;
+  if (typeof U !== 'number' || !Number.isInteger(U) || U < 1) throw new LstmError('LSTM_OPTION', `units: expected a positive integer, got ${describe(U)}`);
+  const kernel = checkTensor(weights.kernel, 'kernel');
+  if (kernel.shape.length !== 2 || kernel.shape[1] !== 4 * U || kernel.shape[0] < 1) {
+    throw new LstmError('LSTM_WEIGHTS', `kernel: expected [inputSize, ${4 * U}], got ${shapeStr(kernel.shape)}`);
+  }
+  const rec = checkTensor(weights.recurrentKernel, 'recurrentKernel');
+  if (rec.shape.length !== 2 || rec.shape[0] !== U || rec.shape[1] !== 4 * U) {
+    throw new LstmError('LSTM_WEIGHTS', `recurrentKernel: expected [${U}, ${4 * U}], got ${shapeStr(rec.shape)}`);
+  }
+  const bias = weights.bias === undefined || weights.bias === null ? undefined : checkTensor(weights.bias, 'bias');
+  if (bias && (bias.shape.length !== 1 || bias.shape[0] !== 4 * U)) throw new LstmError('LSTM_WEIGHTS', `bias: expected [${4 * U}], got ${shapeStr(bias.shape)}`);
+  const act = kerasActivation(options.activation ?? 'tanh', 'activation', options.hardSigmoid);
+  const lstm = new LSTM({
+    inputSize: kernel.shape[0],
+    hiddenSize: U,
+    bias: bias !== undefined,
+    direction: options.goBackwards ? 'reverse' : 'forward',
+    batchFirst: options.batchFirst ?? true,
+    gateActivation: kerasActivation(options.recurrentActivation ?? 'sigmoid', 'recurrentActivation', options.hardSigmoid),
+    cellActivation: act,
+    hiddenActivation: act,
+    backend: options.backend ?? 'auto',
+    seed: 0,
+  });
+  const dict: Record<string, Tensor> = {
+    weight_ih_l0: { data: transpose(kernel), shape: [4 * U, kernel.shape[0]] },
+    weight_hh_l0: { data: transpose(rec), shape: [4 * U, U] },
+  };
+  if (bias) {
+    dict.bias_ih_l0 = { data: bias.data.slice(), shape: [4 * U] };
+    dict.bias_hh_l0 = { data: new Float32Array(4 * U), shape: [4 * U] };
+  }
+  try {
+    return lstm.loadStateDict(dict);
+  } catch (err) {
+    lstm.dispose();
+    throw err;
+  }
+}
+
+/**
+ * The LSTM options a PyTorch state dict implies: layers, directions, sizes, bias,
+ * projection and peepholes from its names and shapes (activations and the like are
+ * not in a state dict: PyTorch's defaults are assumed).
+ */
+export function inferOptions(tensors: Record<string, Tensor>, options: { prefix?: string } = {}): LSTMOptions {
+  const prefix = options.prefix ?? '';
+  const get = (name: string): Tensor | undefined => tensors[prefix + name];
+  const w0 = get('weight_ih_l0');
+  const h0 = get('weight_hh_l0');
+  if (!w0 || !h0 || w0.shape.length !== 2 || h0.shape.length !== 2 || h0.shape[0] % 4 !== 0) {
+    throw new LstmError('LSTM_WEIGHTS', `inferOptions: no LSTM state dict under prefix '${prefix}' (need ${prefix}weight_ih_l0 and ${prefix}weight_hh_l0)`);
+  }
+  let numLayers = 0;
+  while (get(`weight_ih_l${numLayers}`)) numLayers++;
+  const hr = get('weight_hr_l0');
+  return {
+    inputSize: w0.shape[1],
+    hiddenSize: h0.shape[0] / 4,
+    numLayers,
+    bias: get('bias_ih_l0') !== undefined,
+    bidirectional: get('weight_ih_l0_reverse') !== undefined,
+    projSize: hr ? hr.shape[0] : 0,
+    peephole: get('weight_ci_l0') ? 'diagonal' : get('weight_ch_l0') ? 'full' : 'none',
+  };
+}
+
+/** A model's options as plain JSON (what `lstm.config` resolved them to), to store beside its weights. */
+export function optionsOf(lstm: LSTM): LSTMOptions {
+  const c = lstm.config;
+  const act = (a: typeof c.gateActivation): Activation => ({ name: a.name, alpha: a.alpha, beta: a.beta });
+  return {
+    inputSize: c.inputSize,
+    hiddenSize: c.hiddenSize,
+    numLayers: c.numLayers,
+    bias: c.bias,
+    batchFirst: c.batchFirst,
+    direction: c.direction,
+    projSize: c.projSize,
+    peephole: c.peephole,
+    gateActivation: act(c.gateActivation),
+    cellActivation: act(c.cellActivation),
+    hiddenActivation: act(c.hiddenActivation),
+    clip: c.clip > 0 ? c.clip : undefined,
+    coupledInputForget: c.coupledInputForget,
+  };
+}

@@ -1,0 +1,159 @@
+// Keras weights, PyTorch state dicts and the command line.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ENGINES, FIXTURES, LSTM, expectClose, fixture, lib, loadSafetensors, saveSafetensors, withEngine } from './helpers';
+
+/** A Keras LSTM cell written out by hand (units = 1, input size 1): the reference. */
+function kerasByHand(xs: number[], k: number[], r: number[], b: number[], gate: (v: number) => number): { ys: number[]; h: number; c: number } {
+  let h = 0;
+  let c = 0;
+  const ys: number[] = [];
+  for (const x of xs) {
+    const z = [0, 1, 2, 3].map((g) => x * k[g] + h * r[g] + b[g]); // i, f, c, o
+    const i = gate(z[0]);
+    const f = gate(z[1]);
+    c = f * c + i * Math.tanh(z[2]);
+    h = gate(z[3]) * Math.tanh(c);
+    ys.push(h);
+  }
+  return { ys, h, c };
+}
+
+describe.each(ENGINES)('Keras on $label', (engine) => {
+  // Large enough that gate pre-activations land where the two hard sigmoids differ (2.5 < |z| < 3).
+  const k = [2.2, -2.4, 0.8, 2.6];
+  const r = [0.4, 0.9, -0.6, -1.1];
+  const b = [0.3, 1.0, -0.2, 0.1];
+  const xs = [1.2, -0.7, 2.1];
+  const weights = {
+    kernel: { data: new Float32Array(k), shape: [1, 4] },
+    recurrentKernel: { data: new Float32Array(r), shape: [1, 4] },
+    bias: { data: new Float32Array(b), shape: [4] },
+  };
+  const x = { data: new Float32Array(xs), shape: [1, 3, 1] }; // Keras layout [batch, time, features]
+
+  it.each([
+    ['keras2', (v: number) => Math.min(1, Math.max(0, 0.2 * v + 0.5))],
+    ['keras3', (v: number) => Math.min(6, Math.max(0, v + 3)) / 6],
+  ] as const)("hard_sigmoid as %s matches the hand-computed cell", (which, gate) => {
+    const m = withEngine(engine, () => LSTM.fromKeras(weights, { units: 1, recurrentActivation: 'hard_sigmoid', hardSigmoid: which, backend: engine.backend }));
+    const ref = kerasByHand(xs, k, r, b, gate);
+    const out = m.forward(x);
+    expectClose(out.output, { data: new Float32Array(ref.ys), shape: [1, 3, 1] }, `${which} output`, 1e-6, 1e-5);
+    expectClose(out.cn, { data: new Float32Array([ref.c]), shape: [1, 1, 1] }, `${which} c`, 1e-6, 1e-5);
+  });
+
+  it('the two hard sigmoids really differ here, and the choice is required', () => {
+    const a = kerasByHand(xs, k, r, b, (v) => Math.min(1, Math.max(0, 0.2 * v + 0.5)));
+    const c = kerasByHand(xs, k, r, b, (v) => Math.min(6, Math.max(0, v + 3)) / 6);
+    expect(Math.max(...a.ys.map((v, i) => Math.abs(v - c.ys[i])))).toBeGreaterThan(1e-2);
+    expect(() => LSTM.fromKeras(weights, { units: 1, recurrentActivation: 'hard_sigmoid' })).toThrow(/keras2' or 'keras3/);
+  });
+
+  it('default sigmoid gates, no bias, and go_backwards', () => {
+    const sig = (v: number) => 1 / (1 + Math.exp(-v));
+    const m = withEngine(engine, () => LSTM.fromKeras({ kernel: weights.kernel, recurrentKernel: weights.recurrentKernel }, { units: 1, backend: engine.backend }));
+    const ref = kerasByHand(xs, k, r, [0, 0, 0, 0], sig);
+    expectClose(m.forward(x).output, { data: new Float32Array(ref.ys), shape: [1, 3, 1] }, 'no bias', 1e-6, 1e-5);
+    const back = withEngine(engine, () => LSTM.fromKeras(weights, { units: 1, goBackwards: true, backend: engine.backend }));
+    const refBack = kerasByHand([...xs].reverse(), k, r, b, sig);
+    const out = back.forward(x);
+    // Outputs stay aligned with the input steps (Keras returns them in processing order).
+    expectClose(out.output, { data: new Float32Array(refBack.ys.reverse()), shape: [1, 3, 1] }, 'go_backwards', 1e-6, 1e-5);
+    expectClose(out.hn, { data: new Float32Array([refBack.h]), shape: [1, 1, 1] }, 'go_backwards h', 1e-6, 1e-5);
+  });
+
+  it('bad Keras weights and activations', () => {
+    expect(() => LSTM.fromKeras({ ...weights, kernel: { data: new Float32Array(3), shape: [1, 3] } }, { units: 1 })).toThrow(expect.objectContaining({ code: 'LSTM_WEIGHTS' }));
+    expect(() => LSTM.fromKeras(weights, { units: 1, activation: 'gelu' })).toThrow(expect.objectContaining({ code: 'LSTM_FORMAT' }));
+    expect(() => LSTM.fromKeras(weights, { units: 0 })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+  });
+});
+
+describe('PyTorch state dicts', () => {
+  it('inferOptions reads layers, directions, sizes, projection and peepholes from the names', () => {
+    for (const name of ['t03_bidir2', 't04_proj', 't05_nobias', 't09_proj_bidir_packed_bf', 'p01_seed_full_peephole', 'p02_diagonal_peephole']) {
+      const { tensors, metadata } = fixture(name);
+      const cfg = JSON.parse(metadata.config);
+      const o = lib.inferOptions(tensors);
+      expect(o).toMatchObject({ inputSize: cfg.input_size, hiddenSize: cfg.hidden_size, numLayers: cfg.num_layers, bias: cfg.bias, bidirectional: cfg.bidirectional, projSize: cfg.proj_size, peephole: cfg.peephole ?? 'none' });
+    }
+    const { tensors } = fixture('m01_sine_model');
+    expect(lib.inferOptions(tensors, { prefix: 'lstm.' })).toMatchObject({ inputSize: 1, hiddenSize: 32, numLayers: 2 });
+    expect(() => lib.inferOptions(tensors)).toThrow(expect.objectContaining({ code: 'LSTM_WEIGHTS' }));
+  });
+
+  it("a PyTorch-named state dict round-trips byte for byte (save -> load -> loadStateDict -> stateDict -> save)", () => {
+    const { tensors } = fixture('m01_sine_model');
+    const m = new LSTM({ inputSize: 1, hiddenSize: 32, numLayers: 2 });
+    m.loadStateDict(tensors, { prefix: 'lstm.' });
+    const first = saveSafetensors(m.stateDict());
+    const again = new LSTM({ ...lib.inferOptions(loadSafetensors(first).tensors) });
+    again.loadStateDict(loadSafetensors(first).tensors);
+    expect(Buffer.from(saveSafetensors(again.stateDict())).equals(Buffer.from(first))).toBe(true);
+    // every name is PyTorch's
+    expect(Object.keys(loadSafetensors(first).tensors).sort()).toEqual(Object.keys(tensors).filter((k) => k.startsWith('lstm.')).map((k) => k.slice(5)).sort());
+  });
+
+  it('F16, BF16 and F64 tensors load as float32', () => {
+    const { tensors } = fixture('t01_single');
+    const m = new LSTM({ inputSize: 3, hiddenSize: 4 });
+    const dict = m.stateDict();
+    const bytes = saveSafetensors({
+      weight_ih_l0: { ...dict.weight_ih_l0, dtype: 'F16' },
+      weight_hh_l0: { ...dict.weight_hh_l0, dtype: 'BF16' },
+      bias_ih_l0: { ...dict.bias_ih_l0, dtype: 'F64' },
+      bias_hh_l0: dict.bias_hh_l0,
+    });
+    const loaded = loadSafetensors(bytes).tensors;
+    m.loadStateDict(loaded);
+    const sd = m.stateDict();
+    expect(Array.from(sd.bias_ih_l0.data)).toEqual(Array.from(dict.bias_ih_l0.data));
+    for (let i = 0; i < 48; i++) {
+      expect(Math.abs(sd.weight_ih_l0.data[i] - dict.weight_ih_l0.data[i])).toBeLessThan(1e-3);
+      expect(Math.abs(sd.weight_hh_l0.data[i] - dict.weight_hh_l0.data[i])).toBeLessThan(4e-3);
+    }
+    void tensors;
+  });
+});
+
+describe('command line', () => {
+  const cli = path.resolve(__dirname, '../bin/lstm-native.cjs');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'lstm-cli-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+
+  it('convert .onnx -> .safetensors -> .onnx keeps the model; info describes it', () => {
+    const st = path.join(dir, 'e02.safetensors');
+    const back = path.join(dir, 'e02.onnx');
+    expect(run('convert', path.join(FIXTURES, 'e02_export_stack3_bf.onnx'), st).status).toBe(0);
+    expect(run('convert', st, back).status).toBe(0);
+    const info = JSON.parse(run('info', back).stdout);
+    expect(info.options).toMatchObject({ inputSize: 6, hiddenSize: 10, numLayers: 3, batchFirst: true });
+    // layer 0: 40*6 + 40*10 + 2*40; layers 1 and 2: 40*10 + 40*10 + 2*40
+    expect(info.parameters).toBe(720 + 2 * 880);
+    const { tensors } = fixture('e02_export_stack3_bf');
+    const m = lib.loadOnnx(new Uint8Array(readFileSync(back)));
+    expectClose(m.forward(tensors.input, { h0: tensors.h0, c0: tensors.c0 }).output, tensors.output, 'converted twice');
+  });
+
+  it('a PyTorch checkpoint with --prefix, and the errors', () => {
+    const out = path.join(dir, 'm01.onnx');
+    expect(run('convert', path.join(FIXTURES, 'm01_sine_model.safetensors'), out, '--prefix', 'lstm.').status).toBe(0);
+    expect(JSON.parse(run('info', out).stdout).options.hiddenSize).toBe(32);
+    const usage = run('convert', 'a.txt', 'b.onnx');
+    expect(usage.status).toBe(2);
+    expect(usage.stderr).toMatch(/expected a .onnx or .safetensors file/);
+    expect(run('convert', 'only-one.onnx').status).toBe(2);
+    expect(run('info', path.join(dir, 'missing.onnx')).status).toBe(1);
+    const proj = path.join(dir, 'proj.safetensors');
+    const m = new LSTM({ inputSize: 2, hiddenSize: 4, projSize: 2 });
+    require('node:fs').writeFileSync(proj, saveSafetensors(m.stateDict()));
+    const refused = run('convert', proj, path.join(dir, 'proj.onnx'));
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/LSTM_FORMAT: .*no projection/);
+  });
+});
