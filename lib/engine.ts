@@ -1,5 +1,6 @@
 import type { ResolvedActivation } from './config.js';
 import type { DirectionParams } from './params.js';
+import type { Gemm } from './train/bptt.js';
 
 /** Peephole kinds as integers: part of the native ABI. */
 export const PEEPHOLE_KIND = { none: 0, diagonal: 1, full: 2 } as const;
@@ -73,4 +74,6 @@ export interface Engine {
   forwardAsync(layers: EngineLayer[], run: StackRun): Promise<StackResult>;
   /** One time step of a unidirectional stack: h [L, B, Hout], c [L, B, H] updated in place. */
   step(layers: EngineLayer[], x: Float32Array, B: number, h: Float32Array, c: Float32Array, out: Float32Array, threads: number): void;
+  /** The matrix products of training (BPTT), with this many threads where the engine has them. */
+  gemm(threads: number): Gemm;
 }

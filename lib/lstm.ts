@@ -9,6 +9,7 @@ import {
 import { PEEPHOLE_KIND, type Engine, type EngineLayer, type LayerDesc, type StackResult, type StackRun } from './engine.js';
 import { LstmError, describe } from './errors.js';
 import { activationsFromOnnx, onnxToStateDict } from './onnx-layout.js';
+import { backwardTrain, forwardTrain } from './train/bptt.js';
 import { groupParams, initParams, layerInputSize, paramSpecs, type ParamSpec } from './params.js';
 import { MAX_ELEMENTS, checkTensor, sameShape, shapeSize, shapeStr, swapLeadingAxes, type Tensor } from './tensor.js';
 
@@ -27,6 +28,20 @@ export interface ForwardResult {
   output: Tensor;
   hn: Tensor;
   cn: Tensor;
+}
+
+export interface Gradient {
+  /** Gradient of the input, shaped as x. */
+  input: Tensor;
+  h0: Tensor;
+  c0: Tensor;
+  /** Parameter gradients, named as stateDict(). */
+  params: Record<string, Tensor>;
+}
+
+export interface TrainResult extends ForwardResult {
+  /** Gradients of sum(output*dOutput) + sum(hn*dHn) + sum(cn*dCn); absent upstream gradients are zero. */
+  backward(upstream?: { output?: Tensor; hn?: Tensor; cn?: Tensor }): Gradient;
 }
 
 export interface LoadStateDictOptions {
@@ -204,6 +219,46 @@ export class LSTM {
     const input = this.normalize(x, options);
     const out = await this.engine.forwardAsync(this.layers, this.stackRun(input));
     return this.shapeResult(input, out);
+  }
+
+  /**
+   * forward that records what backpropagation through time needs; call backward() on the
+   * result with the upstream gradients. The weights are captured now, so later updates
+   * do not change this run's gradients.
+   */
+  forwardTrain(x: Tensor, options: ForwardOptions = {}): TrainResult {
+    this.checkAlive('forwardTrain');
+    const input = this.normalize(x, options);
+    const cfg = this.config;
+    const params = new Map([...this.params].map(([k, v]) => [k, v.slice()]));
+    const gemm = this.engine.gemm(cfg.threads);
+    const run = forwardTrain(cfg, params, gemm, input.x, input.T, input.B, input.h0, input.c0, input.lengths);
+    const result = this.shapeResult(input, { y: run.y, hn: run.hn, cn: run.cn });
+    const specs = this.specs;
+    const backward = (upstream: { output?: Tensor; hn?: Tensor; cn?: Tensor } = {}): Gradient => {
+      const like = (g: Tensor | undefined, ref: Tensor, name: string): Float32Array => {
+        if (g === undefined || g === null) return new Float32Array(ref.data.length);
+        const t = checkTensor(g, name);
+        if (!sameShape(t.shape, ref.shape)) throw new LstmError('LSTM_SHAPE', `${name}: expected ${shapeStr(ref.shape)} (as forward returned it), got ${shapeStr(t.shape)}`);
+        return t.data;
+      };
+      const { T, B } = input;
+      const F = cfg.numDirections * cfg.outSize;
+      let dy = like(upstream.output, result.output, 'output');
+      if (cfg.batchFirst && !input.unbatched) dy = swapLeadingAxes(dy, B, T, F);
+      const g = backwardTrain(cfg, params, gemm, run.tape, dy, like(upstream.hn, result.hn, 'hn'), like(upstream.cn, result.cn, 'cn'));
+      const I = cfg.inputSize;
+      const dx = cfg.batchFirst && !input.unbatched ? swapLeadingAxes(g.input, T, B, I) : g.input;
+      const out: Record<string, Tensor> = {};
+      for (const s of specs) out[s.name] = { data: g.params.get(s.name)!, shape: s.shape.slice() };
+      return {
+        input: { data: dx, shape: x.shape.slice() },
+        h0: { data: g.h0, shape: result.hn.shape.slice() },
+        c0: { data: g.c0, shape: result.cn.shape.slice() },
+        params: out,
+      };
+    };
+    return { ...result, backward };
   }
 
   /** Zero states for streaming with step(): h [L, batch, Hout], c [L, batch, H]. */

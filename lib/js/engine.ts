@@ -1,6 +1,7 @@
 import type { Engine, EngineLayer, LayerDesc, LayerRun, StackResult, StackRun } from '../engine.js';
 import type { DirectionParams } from '../params.js';
 import { activationFn, type ActFn } from './activations.js';
+import type { Gemm, PreparedMatrix } from '../train/bptt.js';
 import { GemmScratch, gemmNT, packW, type PackedW } from './gemm.js';
 
 interface JsDirection {
@@ -214,8 +215,19 @@ function forwardStack(layers: EngineLayer[], run: StackRun, out: StackResult): v
   });
 }
 
+const trainScratch = new GemmScratch();
+const jsGemm: Gemm = {
+  prepare: (w, n, k): PreparedMatrix => packW(w, n, k),
+  nt(M, a, w, c, accumulate) {
+    const p = w as PackedW;
+    if (!accumulate) c.fill(0, 0, M * p.n);
+    gemmNT(M, a, 0, p.k, p, c, 0, p.n, trainScratch);
+  },
+};
+
 export const jsEngine: Engine = {
   name: 'js',
+  gemm: () => jsGemm,
   createLayer(desc: LayerDesc, dirs: DirectionParams[]): EngineLayer {
     return new JsLayer(desc, dirs);
   },

@@ -46,6 +46,24 @@ export function nativeEngine(addon: NativeAddon): Engine {
         throw asLstmError(err);
       }
     },
+    gemm(threads) {
+      return {
+        prepare(w, n, k) {
+          try {
+            return Object.assign(new addon.Packed(w, n, k), { n, k });
+          } catch (err) {
+            throw asLstmError(err);
+          }
+        },
+        nt(M, a, w, c, accumulate) {
+          try {
+            addon.gemmNT(M, a, w, c, accumulate, isa, threads);
+          } catch (err) {
+            throw asLstmError(err);
+          }
+        },
+      };
+    },
     step(layers, x, B, h, c, out, threads) {
       try {
         addon.step(handles(layers), x, B, h, c, out, threads);

@@ -3,6 +3,7 @@
 // instance (no statics), so the addon loads in several worker threads at once.
 #include <napi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -20,7 +21,7 @@
 
 namespace {
 
-constexpr int kAbiVersion = 2;
+constexpr int kAbiVersion = 3;
 constexpr int64_t kMaxElements = (int64_t{1} << 31) - 1;
 
 // A JS exception carrying one of the library's error codes.
@@ -126,11 +127,38 @@ class LayerWrap : public Napi::ObjectWrap<LayerWrap> {
   lstm::Isa isa_ = lstm::Isa::kScalar;
 };
 
+// A right-hand GEMM operand packed once (training reuses weights across many products).
+class PackedWrap : public Napi::ObjectWrap<PackedWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) { return DefineClass(env, "Packed", {}); }
+
+  // Packed(w: Float32Array [n*k], n, k)
+  PackedWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PackedWrap>(info) {
+    Napi::Env env = info.Env();
+    const int32_t n = IntArg(env, info[1], "n", 1, std::numeric_limits<int32_t>::max());
+    const int32_t k = IntArg(env, info[2], "k", 1, std::numeric_limits<int32_t>::max());
+    if (int64_t{n} * k > kMaxElements) Fail(env, "LSTM_SHAPE", "Packed: n*k exceeds 2^31 elements");
+    const float* w = FloatArg(env, info[0], "w", int64_t{n} * k).Data();
+    try {
+      lstm::pack_matrix(w, n, k, &packed_);
+    } catch (const std::bad_alloc&) {
+      Fail(env, "LSTM_NATIVE", "Packed: out of memory");
+    }
+  }
+
+  const lstm::PackedMatrix& packed() const { return packed_; }
+
+ private:
+  lstm::PackedMatrix packed_;
+};
+
 class LstmAddon : public Napi::Addon<LstmAddon> {
  public:
   LstmAddon(Napi::Env env, Napi::Object exports) : best_(lstm::best_isa()) {
     Napi::Function layer_class = LayerWrap::Define(env);
     layer_ctor_ = Napi::Persistent(layer_class);
+    Napi::Function packed_class = PackedWrap::Define(env);
+    packed_ctor_ = Napi::Persistent(packed_class);
     DefineAddon(exports, {
                              InstanceValue("abiVersion", Napi::Number::New(env, kAbiVersion), napi_enumerable),
                              InstanceMethod("isa", &LstmAddon::IsaName, napi_enumerable),
@@ -140,6 +168,8 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
                              InstanceMethod("forwardAsync", &LstmAddon::ForwardAsync, napi_enumerable),
                              InstanceMethod("step", &LstmAddon::Step, napi_enumerable),
                              InstanceMethod("hardwareThreads", &LstmAddon::HardwareThreads, napi_enumerable),
+                             InstanceMethod("gemmNT", &LstmAddon::GemmNT, napi_enumerable),
+                             InstanceValue("Packed", packed_class, napi_enumerable),
                              InstanceValue("Layer", layer_class, napi_enumerable),
                          });
   }
@@ -147,6 +177,7 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
   Napi::Value Forward(const Napi::CallbackInfo& info);
   Napi::Value ForwardAsync(const Napi::CallbackInfo& info);
   Napi::Value Step(const Napi::CallbackInfo& info);
+  Napi::Value GemmNT(const Napi::CallbackInfo& info);
 
   // The ISA to run for a requested name ('' = the best this CPU has). A request
   // for an ISA the CPU lacks steps down to the best one it has, never beyond.
@@ -192,6 +223,7 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
 
   const lstm::Isa best_;  // detected once per environment
   Napi::FunctionReference layer_ctor_;
+  Napi::FunctionReference packed_ctor_;
   lstm::Workspace step_ws_;  // only the environment's own thread steps
 };
 
@@ -492,6 +524,30 @@ Napi::Value LstmAddon::Step(const Napi::CallbackInfo& info) {
   } catch (const std::bad_alloc&) {
     OutOfMemory(env, "step");
   }
+  return env.Undefined();
+}
+
+// gemmNT(M, a, packed, c, accumulate, isa, threads): c[M, n] (+)= a[M, k] * W^T, threads
+// splitting the panels (each element computed by one thread: any count gives the same bits).
+Napi::Value LstmAddon::GemmNT(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 7) Fail(env, "LSTM_OPTION", "gemmNT: expected 7 arguments");
+  const int32_t M = IntArg(env, info[0], "M", 1, std::numeric_limits<int32_t>::max());
+  if (!info[2].IsObject() || !info[2].As<Napi::Object>().InstanceOf(packed_ctor_.Value())) Fail(env, "LSTM_OPTION", "gemmNT: expected a Packed matrix");
+  const lstm::PackedMatrix& w = PackedWrap::Unwrap(info[2].As<Napi::Object>())->packed();
+  if (int64_t{M} * w.k > kMaxElements || int64_t{M} * w.n > kMaxElements) Fail(env, "LSTM_SHAPE", "gemmNT: operands exceed 2^31 elements");
+  const float* a = FloatArg(env, info[1], "a", int64_t{M} * w.k).Data();
+  float* c = FloatArg(env, info[3], "c", int64_t{M} * w.n).Data();
+  if (!info[4].IsBoolean()) Fail(env, "LSTM_OPTION", "gemmNT: accumulate must be a boolean");
+  if (!info[4].As<Napi::Boolean>().Value()) std::fill(c, c + int64_t{M} * w.n, 0.f);
+  const lstm::Isa isa = Resolve(env, info[5]);
+  const int threads = IntArg(env, info[6], "threads", 1, 1024);
+  const int panels = (w.n + lstm::kPanel - 1) / lstm::kPanel;
+  const double flops = 2.0 * M * w.n * w.k;
+  const int nth = std::max(1, std::min({threads, panels, static_cast<int>(flops / 200000) + 1}));
+  lstm::parallel_run(nth, [&](const lstm::ParallelContext& ctx) {
+    lstm::gemm_nt_panels(isa, M, a, w.k, w, ctx.begin(panels), ctx.end(panels), c, w.n);
+  });
   return env.Undefined();
 }
 

@@ -1,0 +1,386 @@
+// Backpropagation through time for every configuration forward supports: layers,
+// directions, projection, both peephole kinds, clip (zero gradient where clipped),
+// coupled gates, any activation, lengths and initial states. One implementation
+// serves both engines; the heavy products go through the engine's GEMM.
+import type { LSTMConfig, ResolvedActivation } from '../config.js';
+import { activationFn } from '../js/activations.js';
+import { layerInputSize } from '../params.js';
+
+/** A right-hand matrix W [N, K] prepared once (packed) for C (+)= A · W^T. */
+export interface PreparedMatrix {
+  readonly n: number;
+  readonly k: number;
+}
+
+/** The matrix products training needs, supplied by an engine. */
+export interface Gemm {
+  prepare(w: Float32Array, n: number, k: number): PreparedMatrix;
+  /** C[M, N] (+)= A[M, K] · W^T, all row-major and contiguous. */
+  nt(M: number, a: Float32Array, w: PreparedMatrix, c: Float32Array, accumulate: boolean): void;
+}
+
+/** Transpose a row-major [rows, cols] matrix. */
+export function transpose(src: Float32Array, rows: number, cols: number, dst = new Float32Array(rows * cols)): Float32Array {
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    for (let c = 0; c < cols; c++) dst[c * rows + r] = src[base + c];
+  }
+  return dst;
+}
+
+/** dy/dz of an activation, from its input z and output y. */
+function derivative(a: ResolvedActivation): (z: number, y: number) => number {
+  const { alpha, beta } = a;
+  switch (a.kind) {
+    case 0:
+      return (_z, y) => y * (1 - y);
+    case 1:
+      return (_z, y) => 1 - y * y;
+    case 2:
+      return (z) => (z > 0 ? 1 : 0);
+    case 3:
+      return (z) => {
+        const v = alpha * z + beta;
+        return v > 0 && v < 1 ? alpha : 0;
+      };
+    case 4:
+      return (z) => (z >= 0 ? 1 : alpha);
+    case 5:
+      return (z) => (z > alpha ? 1 : 0);
+    case 6:
+      return (z) => {
+        const t = Math.tanh(beta * z);
+        return alpha * beta * (1 - t * t);
+      };
+    case 7:
+      return () => alpha;
+    case 8:
+      return (z, y) => (z >= 0 ? 1 : y + alpha);
+    case 9:
+      return (z) => 1 / ((1 + Math.abs(z)) * (1 + Math.abs(z)));
+    case 10:
+      return (z) => 1 / (1 + Math.exp(-z));
+    default:
+      throw new Error(`unknown activation kind ${a.kind}`);
+  }
+}
+
+export type Params = Map<string, Float32Array>;
+
+interface DirTape {
+  /** Post-clip pre-activations zi, zf, zg, zo and activations i, f, g, o: [T*B, H] each (time-indexed rows). */
+  z: Float32Array[];
+  act: Float32Array[];
+  /** 1 where a pre-activation was within [-clip, clip] (its gradient flows), per gate; null without clip. */
+  pass: Uint8Array[] | null;
+  cPrev: Float32Array; // [T*B, H]
+  c: Float32Array; // [T*B, H]
+  hc: Float32Array; // h(c): [T*B, H]
+  hPrev: Float32Array; // [T*B, Hout]
+  r: Float32Array | null; // o*h(c) before projection: [T*B, H]
+}
+
+interface LayerTape {
+  x: Float32Array; // [T*B, In]
+  dirs: DirTape[];
+}
+
+export interface TrainTape {
+  T: number;
+  B: number;
+  lengths: Int32Array | null;
+  layers: LayerTape[];
+}
+
+const suffix = (l: number, d: number): string => `_l${l}${d === 1 ? '_reverse' : ''}`;
+
+/** Forward that records what backward needs. x, h0, c0 time-major; returns y (last layer), hn, cn. */
+export function forwardTrain(
+  cfg: LSTMConfig,
+  params: Params,
+  gemm: Gemm,
+  x: Float32Array,
+  T: number,
+  B: number,
+  h0: Float32Array,
+  c0: Float32Array,
+  lengths: Int32Array | null,
+): { y: Float32Array; hn: Float32Array; cn: Float32Array; tape: TrainTape } {
+  const H = cfg.hiddenSize;
+  const Hout = cfg.outSize;
+  const D = cfg.numDirections;
+  const fa = activationFn(cfg.gateActivation);
+  const ga = activationFn(cfg.cellActivation);
+  const ha = activationFn(cfg.hiddenActivation);
+  const clip = cfg.clip;
+  const hn = new Float32Array(cfg.numLayers * D * B * Hout);
+  const cn = new Float32Array(cfg.numLayers * D * B * H);
+  const tape: TrainTape = { T, B, lengths, layers: [] };
+  let input = x;
+  const rows = T * B;
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const In = layerInputSize(cfg, l);
+    const y = new Float32Array(rows * D * Hout);
+    const layer: LayerTape = { x: input, dirs: [] };
+    for (let d = 0; d < D; d++) {
+      const sfx = suffix(l, d);
+      const reverse = D === 2 ? d === 1 : cfg.direction === 'reverse';
+      const wIh = gemm.prepare(params.get(`weight_ih${sfx}`)!, 4 * H, In);
+      const wHh = gemm.prepare(params.get(`weight_hh${sfx}`)!, 4 * H, Hout);
+      const wCh = cfg.peephole === 'full' ? gemm.prepare(params.get(`weight_ch${sfx}`)!, 4 * H, H) : null;
+      const wHr = cfg.projSize > 0 ? gemm.prepare(params.get(`weight_hr${sfx}`)!, Hout, H) : null;
+      const bIh = params.get(`bias_ih${sfx}`);
+      const bHh = params.get(`bias_hh${sfx}`);
+      const wCi = params.get(`weight_ci${sfx}`);
+      const wCf = params.get(`weight_cf${sfx}`);
+      const wCo = params.get(`weight_co${sfx}`);
+      const G = new Float32Array(rows * 4 * H);
+      if (bIh && bHh) for (let rr = 0; rr < rows; rr++) for (let j = 0; j < 4 * H; j++) G[rr * 4 * H + j] = bIh[j] + bHh[j];
+      gemm.nt(rows, input, wIh, G, true);
+      const t: DirTape = {
+        z: [0, 1, 2, 3].map(() => new Float32Array(rows * H)),
+        act: [0, 1, 2, 3].map(() => new Float32Array(rows * H)),
+        pass: clip > 0 ? [0, 1, 2, 3].map(() => new Uint8Array(rows * H)) : null,
+        cPrev: new Float32Array(rows * H),
+        c: new Float32Array(rows * H),
+        hc: new Float32Array(rows * H),
+        hPrev: new Float32Array(rows * Hout),
+        r: wHr ? new Float32Array(rows * H) : null,
+      };
+      const h = h0.slice((l * D + d) * B * Hout, (l * D + d + 1) * B * Hout);
+      const c = c0.slice((l * D + d) * B * H, (l * D + d + 1) * B * H);
+      const zRow = new Float32Array(B * 4 * H);
+      const hNew = new Float32Array(B * Hout);
+      const rNew = new Float32Array(B * H);
+      const cNew = new Float32Array(B * H);
+      for (let s = 0; s < T; s++) {
+        const tt = reverse ? T - 1 - s : s;
+        zRow.set(G.subarray(tt * B * 4 * H, (tt + 1) * B * 4 * H));
+        gemm.nt(B, h, wHh, zRow, true);
+        if (wCh) gemm.nt(B, c, wCh, zRow, true);
+        for (let b = 0; b < B; b++) {
+          const row = tt * B + b;
+          for (let j = 0; j < H; j++) {
+            const cp = c[b * H + j];
+            let zi = zRow[b * 4 * H + j];
+            let zf = zRow[b * 4 * H + H + j];
+            let zg = zRow[b * 4 * H + 2 * H + j];
+            let zo = zRow[b * 4 * H + 3 * H + j];
+            if (wCi) {
+              zi += wCi[j] * cp;
+              zf += wCf![j] * cp;
+            }
+            const k = row * H + j;
+            if (t.pass) {
+              t.pass[0][k] = zi >= -clip && zi <= clip ? 1 : 0;
+              t.pass[1][k] = zf >= -clip && zf <= clip ? 1 : 0;
+              t.pass[2][k] = zg >= -clip && zg <= clip ? 1 : 0;
+              zi = Math.min(clip, Math.max(-clip, zi));
+              zf = Math.min(clip, Math.max(-clip, zf));
+              zg = Math.min(clip, Math.max(-clip, zg));
+            }
+            const i = fa(zi);
+            const f = cfg.coupledInputForget ? 1 - i : fa(zf);
+            const g = ga(zg);
+            const cc = Math.fround(f * cp + i * g);
+            if (wCo) zo += wCo[j] * cc;
+            if (t.pass) {
+              t.pass[3][k] = zo >= -clip && zo <= clip ? 1 : 0;
+              zo = Math.min(clip, Math.max(-clip, zo));
+            }
+            const o = fa(zo);
+            const hcv = ha(cc);
+            t.z[0][k] = zi;
+            t.z[1][k] = zf;
+            t.z[2][k] = zg;
+            t.z[3][k] = zo;
+            t.act[0][k] = i;
+            t.act[1][k] = f;
+            t.act[2][k] = g;
+            t.act[3][k] = o;
+            t.cPrev[k] = cp;
+            t.c[k] = cc;
+            t.hc[k] = hcv;
+            cNew[b * H + j] = cc;
+            rNew[b * H + j] = o * hcv;
+          }
+          t.hPrev.set(h.subarray(b * Hout, (b + 1) * Hout), row * Hout);
+        }
+        if (wHr) {
+          t.r!.set(rNew, tt * B * H);
+          gemm.nt(B, rNew, wHr, hNew, false);
+        } else {
+          hNew.set(rNew);
+        }
+        for (let b = 0; b < B; b++) {
+          const yOff = (tt * B + b) * D * Hout + d * Hout;
+          if (lengths === null || tt < lengths[b]) {
+            c.set(cNew.subarray(b * H, (b + 1) * H), b * H);
+            h.set(hNew.subarray(b * Hout, (b + 1) * Hout), b * Hout);
+            y.set(hNew.subarray(b * Hout, (b + 1) * Hout), yOff);
+          }
+        }
+      }
+      hn.set(h, (l * D + d) * B * Hout);
+      cn.set(c, (l * D + d) * B * H);
+      layer.dirs.push(t);
+    }
+    tape.layers.push(layer);
+    input = y;
+  }
+  return { y: input, hn, cn, tape };
+}
+
+export interface Gradients {
+  input: Float32Array;
+  h0: Float32Array;
+  c0: Float32Array;
+  params: Map<string, Float32Array>;
+}
+
+/** Gradients of sum(y*dy) + sum(hn*dhn) + sum(cn*dcn) (time-major dy). */
+export function backwardTrain(
+  cfg: LSTMConfig,
+  params: Params,
+  gemm: Gemm,
+  tape: TrainTape,
+  dy: Float32Array,
+  dhn: Float32Array,
+  dcn: Float32Array,
+): Gradients {
+  const { T, B, lengths } = tape;
+  const H = cfg.hiddenSize;
+  const Hout = cfg.outSize;
+  const D = cfg.numDirections;
+  const rows = T * B;
+  const dfa = derivative(cfg.gateActivation);
+  const dga = derivative(cfg.cellActivation);
+  const dha = derivative(cfg.hiddenActivation);
+  const grads = new Map<string, Float32Array>();
+  const dh0 = new Float32Array(cfg.numLayers * D * B * Hout);
+  const dc0 = new Float32Array(cfg.numLayers * D * B * H);
+  let dOut = dy; // gradient w.r.t. this layer's output [T*B, D*Hout]
+  let dInput = new Float32Array(0);
+  for (let l = cfg.numLayers - 1; l >= 0; l--) {
+    const In = layerInputSize(cfg, l);
+    const layer = tape.layers[l];
+    dInput = new Float32Array(rows * In);
+    for (let d = 0; d < D; d++) {
+      const sfx = suffix(l, d);
+      const t = layer.dirs[d];
+      const reverse = D === 2 ? d === 1 : cfg.direction === 'reverse';
+      const wCi = params.get(`weight_ci${sfx}`);
+      const wCf = params.get(`weight_cf${sfx}`);
+      const wCo = params.get(`weight_co${sfx}`);
+      const wHhT = gemm.prepare(transpose(params.get(`weight_hh${sfx}`)!, 4 * H, Hout), Hout, 4 * H);
+      const wChT = cfg.peephole === 'full' ? gemm.prepare(transpose(params.get(`weight_ch${sfx}`)!, 4 * H, H), H, 4 * H) : null;
+      const wHrT = cfg.projSize > 0 ? gemm.prepare(transpose(params.get(`weight_hr${sfx}`)!, Hout, H), H, Hout) : null;
+      const dG = new Float32Array(rows * 4 * H);
+      const dHtot = cfg.projSize > 0 ? new Float32Array(rows * Hout) : null;
+      const dwci = wCi ? new Float32Array(H) : null;
+      const dwcf = wCf ? new Float32Array(H) : null;
+      const dwco = wCo ? new Float32Array(H) : null;
+      const dh = dhn.slice((l * D + d) * B * Hout, (l * D + d + 1) * B * Hout);
+      const dc = dcn.slice((l * D + d) * B * H, (l * D + d + 1) * B * H);
+      const dhTot = new Float32Array(B * Hout);
+      const dr = new Float32Array(B * H);
+      const dhPrev = new Float32Array(B * Hout);
+      const dcPrevFull = new Float32Array(B * H);
+      const dgRow = new Float32Array(B * 4 * H);
+      for (let s = T - 1; s >= 0; s--) {
+        const tt = reverse ? T - 1 - s : s;
+        for (let b = 0; b < B; b++) {
+          const valid = lengths === null || tt < lengths[b];
+          for (let j = 0; j < Hout; j++) dhTot[b * Hout + j] = valid ? dh[b * Hout + j] + dOut[(tt * B + b) * D * Hout + d * Hout + j] : 0;
+        }
+        if (dHtot) {
+          dHtot.set(dhTot, tt * B * Hout);
+          gemm.nt(B, dhTot, wHrT!, dr, false);
+        } else {
+          dr.set(dhTot);
+        }
+        dgRow.fill(0);
+        for (let b = 0; b < B; b++) {
+          if (!(lengths === null || tt < lengths[b])) continue;
+          const row = tt * B + b;
+          for (let j = 0; j < H; j++) {
+            const k = row * H + j;
+            const i = t.act[0][k];
+            const f = t.act[1][k];
+            const g = t.act[2][k];
+            const o = t.act[3][k];
+            const drv = dr[b * H + j];
+            let dzo = drv * t.hc[k] * dfa(t.z[3][k], o);
+            if (t.pass) dzo *= t.pass[3][k];
+            let dcv = dc[b * H + j] + drv * o * dha(t.c[k], t.hc[k]);
+            if (wCo) {
+              dcv += dzo * wCo[j];
+              dwco![j] += dzo * t.c[k];
+            }
+            let di = dcv * g;
+            const dg = dcv * i;
+            const df = dcv * t.cPrev[k];
+            let dzf = 0;
+            if (cfg.coupledInputForget) di -= df;
+            else dzf = df * dfa(t.z[1][k], f) * (t.pass ? t.pass[1][k] : 1);
+            const dzi = di * dfa(t.z[0][k], i) * (t.pass ? t.pass[0][k] : 1);
+            const dzg = dg * dga(t.z[2][k], g) * (t.pass ? t.pass[2][k] : 1);
+            let dcp = dcv * f;
+            if (wCi) {
+              dcp += dzi * wCi[j] + dzf * wCf![j];
+              dwci![j] += dzi * t.cPrev[k];
+              dwcf![j] += dzf * t.cPrev[k];
+            }
+            dc[b * H + j] = dcp; // carried to the previous step (more added below for full peepholes)
+            const gb = b * 4 * H;
+            dgRow[gb + j] = dzi;
+            dgRow[gb + H + j] = dzf;
+            dgRow[gb + 2 * H + j] = dzg;
+            dgRow[gb + 3 * H + j] = dzo;
+          }
+        }
+        dG.set(dgRow, tt * B * 4 * H);
+        gemm.nt(B, dgRow, wHhT, dhPrev, false);
+        if (wChT) gemm.nt(B, dgRow, wChT, dcPrevFull, false);
+        for (let b = 0; b < B; b++) {
+          if (!(lengths === null || tt < lengths[b])) continue; // a padded step left the state untouched
+          for (let j = 0; j < Hout; j++) dh[b * Hout + j] = dhPrev[b * Hout + j];
+          if (wChT) for (let j = 0; j < H; j++) dc[b * H + j] += dcPrevFull[b * H + j];
+        }
+      }
+      dh0.set(dh, (l * D + d) * B * Hout);
+      dc0.set(dc, (l * D + d) * B * H);
+
+      // Weight gradients: one GEMM each over all steps. dW = dG^T · X is A=dG^T [4H, rows], W=X^T [In, rows].
+      const dGT = transpose(dG, rows, 4 * H);
+      const wgrad = (src: Float32Array, cols: number): Float32Array => {
+        const out = new Float32Array(4 * H * cols);
+        gemm.nt(4 * H, dGT, gemm.prepare(transpose(src, rows, cols), cols, rows), out, false);
+        return out;
+      };
+      grads.set(`weight_ih${sfx}`, wgrad(layer.x, In));
+      grads.set(`weight_hh${sfx}`, wgrad(t.hPrev, Hout));
+      if (cfg.peephole === 'full') grads.set(`weight_ch${sfx}`, wgrad(t.cPrev, H));
+      if (cfg.bias) {
+        const db = new Float32Array(4 * H);
+        for (let rr = 0; rr < rows; rr++) for (let j = 0; j < 4 * H; j++) db[j] += dG[rr * 4 * H + j];
+        grads.set(`bias_ih${sfx}`, db);
+        grads.set(`bias_hh${sfx}`, db.slice());
+      }
+      if (dHtot) {
+        const out = new Float32Array(Hout * H);
+        gemm.nt(Hout, transpose(dHtot, rows, Hout), gemm.prepare(transpose(t.r!, rows, H), H, rows), out, false);
+        grads.set(`weight_hr${sfx}`, out);
+      }
+      if (dwci) {
+        grads.set(`weight_ci${sfx}`, dwci);
+        grads.set(`weight_cf${sfx}`, dwcf!);
+        grads.set(`weight_co${sfx}`, dwco!);
+      }
+      // Input gradient: dX += dG · W_ih.
+      gemm.nt(rows, dG, gemm.prepare(transpose(params.get(`weight_ih${sfx}`)!, 4 * H, In), In, 4 * H), dInput, true);
+    }
+    dOut = dInput;
+  }
+  return { input: dInput, h0: dh0, c0: dc0, params: grads };
+}
