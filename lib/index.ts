@@ -12,3 +12,8 @@ export { loadOnnx, exportOnnx } from './io/onnx.js';
 export type { LoadOnnxOptions, ExportOnnxOptions } from './io/onnx.js';
 export { inferOptions, optionsOf } from './interop.js';
 export type { KerasWeights, KerasOptions } from './interop.js';
+export type { Gradient, TrainResult } from './lstm.js';
+export { SGD, Adam, AdamW, Optimizer, clipGradNorm } from './train/optim.js';
+export type { Parameter, SGDOptions, AdamOptions } from './train/optim.js';
+export { Linear, SequenceModel, mse, crossEntropy } from './train/model.js';
+export type { SequenceModelOptions, TrainStepOptions, LossResult, LossOptions, LossName, FitData, FitOptions, FitProgress, FitResult } from './train/model.js';

@@ -89,6 +89,7 @@ export class LSTM {
   private readonly params: Map<string, Float32Array>;
   private layers: EngineLayer[] = [];
   private disposed = false;
+  private stale = false;
 
   constructor(options: LSTMOptions) {
     this.config = Object.freeze(resolveConfig(options));
@@ -147,6 +148,7 @@ export class LSTM {
 
   private checkAlive(what: string): void {
     if (this.disposed) throw new LstmError('LSTM_DISPOSED', `${what}: this LSTM was disposed`);
+    this.refresh();
   }
 
   /** Load parameters by PyTorch name; validates everything before changing anything. */
@@ -187,6 +189,31 @@ export class LSTM {
     for (const [name, data] of updates) this.params.get(name)!.set(data);
     this.build();
     return this;
+  }
+
+  /**
+   * The live parameters with gradient buffers, for optimizers (names get `prefix`).
+   * After an optimizer updates them the engine repacks its weights before the next call.
+   */
+  parameters(prefix = ''): import('./train/optim.js').Parameter[] {
+    this.checkAlive('parameters');
+    return this.specs.map((s) => ({
+      name: prefix + s.name,
+      value: this.params.get(s.name)!,
+      grad: new Float32Array(this.params.get(s.name)!.length),
+      shape: s.shape.slice(),
+      onUpdate: () => {
+        this.stale = true;
+      },
+    }));
+  }
+
+  /** Repack the engine's weights if an optimizer changed the parameters. */
+  private refresh(): void {
+    if (this.stale) {
+      this.stale = false;
+      this.build();
+    }
   }
 
   /** Copies of every parameter under its PyTorch name. */

@@ -1,0 +1,466 @@
+// Layers, losses and a sequence model that trains in-process: an LSTM stack with a
+// Linear head on every step, PyTorch state-dict names (lstm.*, head.weight, head.bias).
+import type { LSTMOptions } from '../config.js';
+import { LstmError, describe } from '../errors.js';
+import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
+import { LSTM, type ForwardOptions, type LengthsLike } from '../lstm.js';
+import { Rng, randomSeed } from '../rng.js';
+import { checkTensor, sameShape, shapeStr, type Tensor } from '../tensor.js';
+import { clipGradNorm, type Optimizer, type Parameter } from './optim.js';
+
+/** y = x W^T + b over the last axis (torch.nn.Linear), initialised U(-1/sqrt(in), 1/sqrt(in)). */
+export class Linear {
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  readonly weight: Float32Array;
+  readonly bias: Float32Array | null;
+
+  constructor(options: { inFeatures: number; outFeatures: number; bias?: boolean; seed?: number }) {
+    const { inFeatures, outFeatures } = options;
+    for (const [k, v] of Object.entries({ inFeatures, outFeatures })) {
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new LstmError('LSTM_OPTION', `${k}: expected a positive integer, got ${describe(v)}`);
+    }
+    this.inFeatures = inFeatures;
+    this.outFeatures = outFeatures;
+    const rng = new Rng(options.seed ?? randomSeed());
+    const k = 1 / Math.sqrt(inFeatures);
+    this.weight = new Float32Array(outFeatures * inFeatures);
+    rng.fillUniform(this.weight, -k, k);
+    this.bias = options.bias === false ? null : new Float32Array(outFeatures);
+    if (this.bias) rng.fillUniform(this.bias, -k, k);
+  }
+
+  /** x [..., in] -> [..., out]. */
+  forward(x: Tensor): Tensor {
+    const t = checkTensor(x, 'x');
+    const In = this.inFeatures;
+    if (t.shape.length < 1 || t.shape[t.shape.length - 1] !== In) throw new LstmError('LSTM_SHAPE', `x: expected [..., ${In}], got ${shapeStr(t.shape)}`);
+    const rows = t.data.length / In;
+    const out = new Float32Array(rows * this.outFeatures);
+    for (let r = 0; r < rows; r++) {
+      for (let o = 0; o < this.outFeatures; o++) {
+        let s = this.bias ? this.bias[o] : 0;
+        const w = o * In;
+        for (let i = 0; i < In; i++) s += this.weight[w + i] * t.data[r * In + i];
+        out[r * this.outFeatures + o] = s;
+      }
+    }
+    return { data: out, shape: [...t.shape.slice(0, -1), this.outFeatures] };
+  }
+
+  /** Given x and dL/dy, accumulate dW and db into the given buffers and return dL/dx. */
+  backward(x: Float32Array, dy: Float32Array, dW: Float32Array, db: Float32Array | null): Float32Array {
+    const In = this.inFeatures;
+    const Out = this.outFeatures;
+    const rows = x.length / In;
+    const dx = new Float32Array(x.length);
+    for (let r = 0; r < rows; r++) {
+      for (let o = 0; o < Out; o++) {
+        const g = dy[r * Out + o];
+        if (g === 0) continue;
+        if (db) db[o] += g;
+        const w = o * In;
+        for (let i = 0; i < In; i++) {
+          dW[w + i] += g * x[r * In + i];
+          dx[r * In + i] += g * this.weight[w + i];
+        }
+      }
+    }
+    return dx;
+  }
+}
+
+/** Which positions of a [T, B] (or [B, T]) grid count: 1 inside each sequence's length. */
+function positionMask(T: number, B: number, batchFirst: boolean, lengths: Int32Array | null): Float32Array {
+  const mask = new Float32Array(T * B).fill(1);
+  if (lengths) {
+    for (let t = 0; t < T; t++)
+      for (let b = 0; b < B; b++) if (t >= lengths[b]) mask[batchFirst ? b * T + t : t * B + b] = 0;
+  }
+  return mask;
+}
+
+export interface LossResult {
+  loss: number;
+  /** dLoss/dPrediction, shaped as the prediction. */
+  grad: Float32Array;
+}
+
+export interface LossOptions {
+  lengths?: LengthsLike;
+  batchFirst?: boolean;
+}
+
+function toLengths(v: LengthsLike | undefined, B: number): Int32Array | null {
+  if (v === undefined || v === null) return null;
+  const src = (typeof v === 'object' && 'data' in v ? (v as { data: ArrayLike<number | bigint> }).data : v) as ArrayLike<number | bigint>;
+  if (src.length !== B) throw new LstmError('LSTM_SHAPE', `lengths: expected ${B} entries, got ${src.length}`);
+  return Int32Array.from({ length: B }, (_, i) => Number(src[i]));
+}
+
+/** Mean squared error over every valid element (torch mse_loss, reduction 'mean'). pred/target [T, B, F] (or [B, T, F]). */
+export function mse(pred: Tensor, target: Tensor, options: LossOptions = {}): LossResult {
+  const p = checkTensor(pred, 'pred');
+  const y = checkTensor(target, 'target');
+  if (!sameShape(p.shape, y.shape)) throw new LstmError('LSTM_SHAPE', `target: expected ${shapeStr(p.shape)} (the prediction's shape), got ${shapeStr(y.shape)}`);
+  const F = p.shape[p.shape.length - 1] ?? 1;
+  const positions = p.data.length / F;
+  let mask: Float32Array | null = null;
+  if (options.lengths !== undefined && p.shape.length === 3) {
+    const [a, b] = p.shape;
+    const bf = options.batchFirst ?? false;
+    mask = positionMask(bf ? b : a, bf ? a : b, bf, toLengths(options.lengths, bf ? a : b));
+  }
+  let count = 0;
+  let sum = 0;
+  for (let i = 0; i < positions; i++) {
+    if (mask && mask[i] === 0) continue;
+    for (let f = 0; f < F; f++) sum += (p.data[i * F + f] - y.data[i * F + f]) ** 2;
+    count += F;
+  }
+  const grad = new Float32Array(p.data.length);
+  if (count === 0) return { loss: 0, grad };
+  for (let i = 0; i < positions; i++) {
+    if (mask && mask[i] === 0) continue;
+    for (let f = 0; f < F; f++) grad[i * F + f] = (2 * (p.data[i * F + f] - y.data[i * F + f])) / count;
+  }
+  return { loss: sum / count, grad };
+}
+
+/** Cross entropy of logits [..., C] against class indices [...] (torch cross_entropy, mean over valid positions). */
+export function crossEntropy(logits: Tensor, classes: Tensor | ArrayLike<number>, options: LossOptions = {}): LossResult {
+  const z = checkTensor(logits, 'logits');
+  const C = z.shape[z.shape.length - 1];
+  const positions = z.data.length / C;
+  const idx = ArrayBuffer.isView(classes) || Array.isArray(classes) ? (classes as ArrayLike<number>) : checkTensor(classes, 'classes').data;
+  if (idx.length !== positions) throw new LstmError('LSTM_SHAPE', `classes: expected ${positions} indices (one per position of ${shapeStr(z.shape)}), got ${idx.length}`);
+  let mask: Float32Array | null = null;
+  if (options.lengths !== undefined && z.shape.length === 3) {
+    const [a, b] = z.shape;
+    const bf = options.batchFirst ?? false;
+    mask = positionMask(bf ? b : a, bf ? a : b, bf, toLengths(options.lengths, bf ? a : b));
+  }
+  let count = 0;
+  for (let i = 0; i < positions; i++) if (!mask || mask[i] !== 0) count++;
+  const grad = new Float32Array(z.data.length);
+  let loss = 0;
+  for (let i = 0; i < positions; i++) {
+    if (mask && mask[i] === 0) continue;
+    const k = idx[i];
+    if (!Number.isInteger(k) || k < 0 || k >= C) throw new LstmError('LSTM_SHAPE', `classes[${i}]: expected an integer in 0..${C - 1}, got ${describe(k)}`);
+    let max = -Infinity;
+    for (let c = 0; c < C; c++) max = Math.max(max, z.data[i * C + c]);
+    let sum = 0;
+    for (let c = 0; c < C; c++) sum += Math.exp(z.data[i * C + c] - max);
+    const logSum = Math.log(sum) + max;
+    loss += logSum - z.data[i * C + k];
+    for (let c = 0; c < C; c++) grad[i * C + c] = (Math.exp(z.data[i * C + c] - logSum) - (c === k ? 1 : 0)) / count;
+  }
+  return { loss: count ? loss / count : 0, grad };
+}
+
+export type LossName = 'mse' | 'crossEntropy';
+
+/** Training data, samples first: x [N, T, I]; y [N, T, O] for mse or [N, T] class indices for crossEntropy. */
+export interface FitData {
+  x: Tensor;
+  y: Tensor;
+  /** Valid length of each sample (1..T). */
+  lengths?: ArrayLike<number>;
+}
+
+export interface FitProgress {
+  epoch: number;
+  epochs: number;
+  step: number;
+  stepsPerEpoch: number;
+  loss: number;
+  valLoss?: number;
+  samplesPerSecond: number;
+}
+
+export interface FitOptions {
+  optimizer: Optimizer;
+  epochs?: number;
+  batchSize?: number;
+  shuffle?: boolean;
+  /** Seeds the shuffling (reproducible runs). */
+  seed?: number;
+  loss?: LossName;
+  clipGradNorm?: number;
+  validation?: FitData;
+  /** Truncated BPTT: train on windows of this many steps, carrying the state across them. */
+  tbptt?: number;
+  onProgress?: (p: FitProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface FitResult {
+  /** Mean training loss (and validation loss) per completed epoch. */
+  history: { loss: number; valLoss?: number }[];
+  /** True when the signal stopped training early. */
+  aborted: boolean;
+}
+
+function checkFitData(d: FitData, name: string, loss: LossName): { N: number; T: number; I: number; O: number } {
+  if (d === null || typeof d !== 'object') throw new LstmError('LSTM_SHAPE', `${name}: expected { x, y, lengths? }, got ${describe(d)}`);
+  const x = checkTensor(d.x, `${name}.x`);
+  const y = checkTensor(d.y, `${name}.y`);
+  if (x.shape.length !== 3) throw new LstmError('LSTM_SHAPE', `${name}.x: expected [N, T, I], got ${shapeStr(x.shape)}`);
+  const [N, T, I] = x.shape;
+  const ok = loss === 'mse' ? y.shape.length === 3 && y.shape[0] === N && y.shape[1] === T : y.shape.length === 2 && y.shape[0] === N && y.shape[1] === T;
+  if (!ok) throw new LstmError('LSTM_SHAPE', `${name}.y: expected ${loss === 'mse' ? `[${N}, ${T}, O]` : `[${N}, ${T}] class indices`}, got ${shapeStr(y.shape)}`);
+  if (d.lengths !== undefined && d.lengths.length !== N) throw new LstmError('LSTM_SHAPE', `${name}.lengths: expected ${N} entries, got ${d.lengths.length}`);
+  return { N, T, I, O: loss === 'mse' ? y.shape[2] : 1 };
+}
+
+/** Rows `idx` of a samples-first [N, T, F] array, time steps [t0, t1), in the model's layout. */
+function gather(src: Float32Array, T: number, F: number, idx: number[], t0: number, t1: number, batchFirst: boolean): Float32Array {
+  const n = t1 - t0;
+  const B = idx.length;
+  const out = new Float32Array(B * n * F);
+  idx.forEach((s, b) => {
+    for (let t = t0; t < t1; t++) {
+      const from = (s * T + t) * F;
+      const to = batchFirst ? (b * n + (t - t0)) * F : ((t - t0) * B + b) * F;
+      out.set(src.subarray(from, from + F), to);
+    }
+  });
+  return out;
+}
+
+export interface SequenceModelOptions extends LSTMOptions {
+  outputSize: number;
+}
+
+export interface TrainStepOptions extends ForwardOptions {
+  optimizer: Optimizer;
+  loss?: LossName;
+  clipGradNorm?: number;
+}
+
+/** LSTM stack + Linear head on every step. */
+export class SequenceModel {
+  readonly lstm: LSTM;
+  readonly head: Linear;
+  private readonly grads = new Map<string, Float32Array>();
+  private params: Parameter[] | null = null;
+
+  constructor(options: SequenceModelOptions) {
+    if (options === null || typeof options !== 'object') throw new LstmError('LSTM_OPTION', `options: expected an object, got ${describe(options)}`);
+    const { outputSize, ...lstmOptions } = options;
+    this.lstm = new LSTM(lstmOptions);
+    this.head = new Linear({ inFeatures: this.lstm.config.numDirections * this.lstm.config.outSize, outFeatures: outputSize, seed: lstmOptions.seed === undefined ? undefined : lstmOptions.seed + 1 });
+  }
+
+  /** Every parameter with its gradient buffer, PyTorch-named (lstm.*, head.*). */
+  parameters(): Parameter[] {
+    if (this.params) return this.params;
+    const lstmParams = this.lstm.parameters('lstm.');
+    const head: Parameter[] = [{ name: 'head.weight', value: this.head.weight, grad: new Float32Array(this.head.weight.length), shape: [this.head.outFeatures, this.head.inFeatures] }];
+    if (this.head.bias) head.push({ name: 'head.bias', value: this.head.bias, grad: new Float32Array(this.head.bias.length), shape: [this.head.outFeatures] });
+    this.params = [...lstmParams, ...head];
+    for (const p of this.params) this.grads.set(p.name, p.grad);
+    return this.params;
+  }
+
+  stateDict(): Record<string, Tensor> {
+    const out: Record<string, Tensor> = {};
+    for (const [k, v] of Object.entries(this.lstm.stateDict())) out[`lstm.${k}`] = v;
+    out['head.weight'] = { data: this.head.weight.slice(), shape: [this.head.outFeatures, this.head.inFeatures] };
+    if (this.head.bias) out['head.bias'] = { data: this.head.bias.slice(), shape: [this.head.outFeatures] };
+    return out;
+  }
+
+  loadStateDict(tensors: Record<string, Tensor>, options: { prefix?: string; strict?: boolean } = {}): this {
+    const prefix = options.prefix ?? '';
+    const strict = options.strict ?? true;
+    const hw = tensors[`${prefix}head.weight`];
+    const hb = tensors[`${prefix}head.bias`];
+    const wantW = [this.head.outFeatures, this.head.inFeatures];
+    for (const [t, want, name] of [[hw, wantW, 'head.weight'], [hb, [this.head.outFeatures], 'head.bias']] as const) {
+      if (t === undefined) {
+        if (strict && (name === 'head.weight' || this.head.bias)) throw new LstmError('LSTM_WEIGHTS', `missing tensors: ${prefix}${name}`);
+        continue;
+      }
+      const c = checkTensor(t, `tensors['${prefix}${name}']`);
+      if (!sameShape(c.shape, want)) throw new LstmError('LSTM_WEIGHTS', `tensors['${prefix}${name}']: expected shape ${shapeStr(want)}, got ${shapeStr(c.shape)}`);
+    }
+    const lstmPart: Record<string, Tensor> = {};
+    for (const [k, v] of Object.entries(tensors)) if (k.startsWith(`${prefix}lstm.`)) lstmPart[k.slice(prefix.length)] = v;
+    this.lstm.loadStateDict(lstmPart, { prefix: 'lstm.', strict });
+    if (hw) this.head.weight.set(hw.data);
+    if (hb && this.head.bias) this.head.bias.set(hb.data);
+    return this;
+  }
+
+  /** Predictions on every step: [T, B, outputSize] (or batch-first / unbatched like the LSTM). */
+  forward(x: Tensor, options: ForwardOptions = {}): { output: Tensor; hn: Tensor; cn: Tensor } {
+    const r = this.lstm.forward(x, options);
+    return { output: this.head.forward(r.output), hn: r.hn, cn: r.cn };
+  }
+
+  /** One optimisation step on a batch; returns the loss before the update. */
+  trainStep(x: Tensor, target: Tensor, options: TrainStepOptions): number {
+    return this.trainStepState(x, target, options).loss;
+  }
+
+  /** trainStep that also returns the final states (truncated BPTT carries them on). */
+  trainStepState(x: Tensor, target: Tensor, options: TrainStepOptions): { loss: number; hn: Tensor; cn: Tensor } {
+    if (!options || !options.optimizer) throw new LstmError('LSTM_OPTION', 'trainStep: options.optimizer is required');
+    const params = this.parameters();
+    const run = this.lstm.forwardTrain(x, options);
+    const pred = this.head.forward(run.output);
+    const lossOpts = { lengths: options.lengths, batchFirst: this.lstm.config.batchFirst };
+    const lossName = options.loss ?? 'mse';
+    const { loss, grad } = lossName === 'mse' ? mse(pred, target, lossOpts) : crossEntropy(pred, target, lossOpts);
+    for (const p of params) p.grad.fill(0);
+    const dOut = this.head.backward(run.output.data, grad, this.grads.get('head.weight')!, this.grads.get('head.bias') ?? null);
+    const g = run.backward({ output: { data: dOut, shape: run.output.shape } });
+    for (const [name, t] of Object.entries(g.params)) this.grads.get(`lstm.${name}`)!.set(t.data);
+    if (options.clipGradNorm !== undefined) clipGradNorm(params, options.clipGradNorm);
+    options.optimizer.step();
+    return { loss, hn: run.hn, cn: run.cn };
+  }
+
+  /** Advance one time step for streaming (see LSTM.step); returns the head's output [B, outputSize]. */
+  step(x: Tensor, state: { h: Tensor; c: Tensor }): Tensor {
+    return this.head.forward(this.lstm.step(x, state));
+  }
+
+  /** The mean loss over a data set, without training. */
+  evaluate(data: FitData, options: { loss?: LossName; batchSize?: number } = {}): number {
+    const loss = options.loss ?? 'mse';
+    const { N, T, I, O } = checkFitData(data, 'data', loss);
+    const bf = this.lstm.config.batchFirst;
+    const batch = options.batchSize ?? 64;
+    let total = 0;
+    let weight = 0;
+    for (let s = 0; s < N; s += batch) {
+      const idx = Array.from({ length: Math.min(batch, N - s) }, (_, i) => s + i);
+      const B = idx.length;
+      const x = { data: gather(data.x.data, T, I, idx, 0, T, bf), shape: bf ? [B, T, I] : [T, B, I] };
+      const lengths = data.lengths ? idx.map((i) => data.lengths![i]) : undefined;
+      const pred = this.forward(x, { lengths }).output;
+      const y = gather(data.y.data, T, O, idx, 0, T, bf);
+      const r = loss === 'mse' ? mse(pred, { data: y, shape: pred.shape }, { lengths, batchFirst: bf }) : crossEntropy(pred, y, { lengths, batchFirst: bf });
+      total += r.loss * B;
+      weight += B;
+    }
+    return total / weight;
+  }
+
+  /**
+   * Train on a data set: mini-batches (shuffled with a seed), optional validation and
+   * truncated BPTT. It yields to the event loop between steps, so timers, I/O and an
+   * AbortSignal stay live while it trains; progress goes to onProgress after each step.
+   */
+  async fit(data: FitData, options: FitOptions): Promise<FitResult> {
+    if (!options || !options.optimizer) throw new LstmError('LSTM_OPTION', 'fit: options.optimizer is required');
+    const loss = options.loss ?? 'mse';
+    const { N, T, I, O } = checkFitData(data, 'data', loss);
+    if (options.validation) checkFitData(options.validation, 'validation', loss);
+    const epochs = options.epochs ?? 1;
+    const batchSize = options.batchSize ?? 32;
+    const window = options.tbptt ?? T;
+    for (const [k, v] of Object.entries({ epochs, batchSize, tbptt: window })) {
+      if (!Number.isInteger(v) || v < 1) throw new LstmError('LSTM_OPTION', `${k}: expected a positive integer, got ${describe(v)}`);
+    }
+    if (options.tbptt !== undefined && data.lengths) throw new LstmError('LSTM_OPTION', 'tbptt: truncated BPTT with per-sample lengths is not supported; pad or split the sequences instead');
+    if (options.tbptt !== undefined && this.lstm.config.numDirections === 2) throw new LstmError('LSTM_OPTION', 'tbptt: a bidirectional LSTM cannot carry its state across windows');
+    const bf = this.lstm.config.batchFirst;
+    const rng = new Rng(options.seed ?? randomSeed());
+    const order = Array.from({ length: N }, (_, i) => i);
+    const stepsPerEpoch = Math.ceil(N / batchSize);
+    const history: FitResult['history'] = [];
+    const started = performance.now();
+    let seen = 0;
+    for (let epoch = 1; epoch <= epochs; epoch++) {
+      if (options.shuffle ?? true) {
+        for (let i = N - 1; i > 0; i--) {
+          const j = rng.nextU32() % (i + 1);
+          [order[i], order[j]] = [order[j], order[i]];
+        }
+      }
+      let epochLoss = 0;
+      for (let step = 0; step < stepsPerEpoch; step++) {
+        if (options.signal?.aborted) return { history, aborted: true };
+        const idx = order.slice(step * batchSize, (step + 1) * batchSize);
+        const B = idx.length;
+        const lengths = data.lengths ? idx.map((i) => data.lengths![i]) : undefined;
+        let h0: Tensor | undefined;
+        let c0: Tensor | undefined;
+        let stepLoss = 0;
+        let windows = 0;
+        for (let t0 = 0; t0 < T; t0 += window) {
+          const t1 = Math.min(T, t0 + window);
+          const n = t1 - t0;
+          const x = { data: gather(data.x.data, T, I, idx, t0, t1, bf), shape: bf ? [B, n, I] : [n, B, I] };
+          const yData = gather(data.y.data, T, O, idx, t0, t1, bf);
+          const y = { data: yData, shape: loss === 'mse' ? (bf ? [B, n, O] : [n, B, O]) : bf ? [B, n] : [n, B] };
+          const r = this.trainStepState(x, y, { optimizer: options.optimizer, loss, clipGradNorm: options.clipGradNorm, lengths, h0, c0 });
+          stepLoss += r.loss;
+          windows++;
+          h0 = r.hn;
+          c0 = r.cn;
+        }
+        epochLoss += stepLoss / windows;
+        seen += B;
+        options.onProgress?.({
+          epoch,
+          epochs,
+          step: step + 1,
+          stepsPerEpoch,
+          loss: stepLoss / windows,
+          samplesPerSecond: seen / ((performance.now() - started) / 1000),
+        });
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      const entry: { loss: number; valLoss?: number } = { loss: epochLoss / stepsPerEpoch };
+      if (options.validation) {
+        entry.valLoss = this.evaluate(options.validation, { loss, batchSize });
+        options.onProgress?.({ epoch, epochs, step: stepsPerEpoch, stepsPerEpoch, loss: entry.loss, valLoss: entry.valLoss, samplesPerSecond: seen / ((performance.now() - started) / 1000) });
+      }
+      history.push(entry);
+    }
+    return { history, aborted: false };
+  }
+
+  /** Model and optimizer state as one safetensors file. */
+  saveCheckpoint(optimizer?: Optimizer, metadata: Record<string, string> = {}): Uint8Array {
+    const tensors: Record<string, Tensor> = this.stateDict();
+    const meta: Record<string, string> = { ...metadata, format: 'lstm-native-checkpoint/1' };
+    if (optimizer) {
+      meta.optimizer = JSON.stringify({ ...optimizer.config, stepCount: optimizer.stepCount });
+      for (const [name, bufs] of optimizer.state) {
+        for (const [key, buf] of Object.entries(bufs)) tensors[`optimizer.${name}.${key}`] = { data: buf.slice(), shape: [buf.length] };
+      }
+    }
+    return saveSafetensors(tensors, meta);
+  }
+
+  /** Restore what saveCheckpoint wrote (the optimizer must have the same kind and parameters). */
+  loadCheckpoint(bytes: Uint8Array, optimizer?: Optimizer): this {
+    const { tensors, metadata } = loadSafetensors(bytes);
+    if (metadata.format !== 'lstm-native-checkpoint/1') throw new LstmError('LSTM_FORMAT', 'loadCheckpoint: not an lstm-native checkpoint');
+    const model: Record<string, Tensor> = {};
+    for (const [k, v] of Object.entries(tensors)) if (!k.startsWith('optimizer.')) model[k] = v;
+    this.loadStateDict(model);
+    if (optimizer) {
+      const saved = metadata.optimizer ? JSON.parse(metadata.optimizer) : null;
+      if (!saved || saved.name !== optimizer.config.name) throw new LstmError('LSTM_FORMAT', `loadCheckpoint: the checkpoint holds ${saved ? saved.name : 'no'} optimizer state, not ${String(optimizer.config.name)}`);
+      optimizer.state.clear();
+      for (const [k, v] of Object.entries(tensors)) {
+        if (!k.startsWith('optimizer.')) continue;
+        const rest = k.slice('optimizer.'.length);
+        const dot = rest.lastIndexOf('.');
+        const name = rest.slice(0, dot);
+        const bufs: Record<string, Float32Array> = optimizer.state.get(name) ?? {};
+        bufs[rest.slice(dot + 1)] = v.data.slice();
+        optimizer.state.set(name, bufs);
+      }
+      optimizer.stepCount = saved.stepCount ?? 0;
+    }
+    return this;
+  }
+}

@@ -1,0 +1,192 @@
+// Optimizers with torch.optim's exact update rules (single-tensor implementations),
+// and clip_grad_norm_. State is float32 like the parameters (as PyTorch keeps it in the
+// parameter's dtype), so a checkpoint holds it exactly; arithmetic is in float64.
+import { LstmError, describe } from '../errors.js';
+
+/** A trainable tensor: its live values, its gradient, and a name for checkpoints. */
+export interface Parameter {
+  name: string;
+  value: Float32Array;
+  grad: Float32Array;
+  shape: number[];
+  /** Called after an optimizer changed `value` (models repack their weights). */
+  onUpdate?: () => void;
+}
+
+function num(v: unknown, name: string, dflt: number, min = 0): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < min) throw new LstmError('LSTM_OPTION', `${name}: expected a finite number >= ${min}, got ${describe(v)}`);
+  return v;
+}
+
+export abstract class Optimizer {
+  protected readonly params: Parameter[];
+  /** Per-parameter state buffers by parameter name, e.g. momentum_buffer or exp_avg. */
+  readonly state = new Map<string, Record<string, Float32Array>>();
+  stepCount = 0;
+
+  constructor(params: Parameter[]) {
+    if (!Array.isArray(params) || params.length === 0) throw new LstmError('LSTM_OPTION', 'optimizer: expected a non-empty array of parameters (model.parameters())');
+    this.params = params;
+  }
+
+  /** Apply one update from the current gradients. */
+  step(): void {
+    this.stepCount++;
+    for (const p of this.params) {
+      this.update(p, this.buffers(p));
+      p.onUpdate?.();
+    }
+  }
+
+  zeroGrad(): void {
+    for (const p of this.params) p.grad.fill(0);
+  }
+
+  protected buffers(p: Parameter): Record<string, Float32Array> {
+    let s = this.state.get(p.name);
+    if (!s) {
+      s = {};
+      this.state.set(p.name, s);
+    }
+    return s;
+  }
+
+  protected abstract update(p: Parameter, state: Record<string, Float32Array>): void;
+
+  /** Hyper-parameters, for checkpoints. */
+  abstract get config(): Record<string, unknown>;
+}
+
+export interface SGDOptions {
+  lr: number;
+  momentum?: number;
+  dampening?: number;
+  nesterov?: boolean;
+  weightDecay?: number;
+}
+
+export class SGD extends Optimizer {
+  readonly lr: number;
+  readonly momentum: number;
+  readonly dampening: number;
+  readonly nesterov: boolean;
+  readonly weightDecay: number;
+
+  constructor(params: Parameter[], options: SGDOptions) {
+    super(params);
+    this.lr = num(options?.lr, 'lr', NaN);
+    this.momentum = num(options.momentum, 'momentum', 0);
+    this.dampening = num(options.dampening, 'dampening', 0);
+    this.nesterov = options.nesterov ?? false;
+    this.weightDecay = num(options.weightDecay, 'weightDecay', 0);
+    if (this.nesterov && (this.momentum <= 0 || this.dampening !== 0)) throw new LstmError('LSTM_OPTION', 'nesterov momentum requires a momentum and zero dampening');
+  }
+
+  get config() {
+    return { name: 'sgd', lr: this.lr, momentum: this.momentum, dampening: this.dampening, nesterov: this.nesterov, weightDecay: this.weightDecay };
+  }
+
+  protected update(p: Parameter, s: Record<string, Float32Array>): void {
+    const { lr, momentum, dampening, nesterov, weightDecay } = this;
+    const fresh = s.momentum_buffer === undefined;
+    if (momentum !== 0 && fresh) s.momentum_buffer = new Float32Array(p.value.length);
+    const buf = s.momentum_buffer;
+    for (let i = 0; i < p.value.length; i++) {
+      let d = p.grad[i];
+      if (weightDecay !== 0) d += weightDecay * p.value[i];
+      if (momentum !== 0) {
+        buf[i] = fresh ? d : momentum * buf[i] + (1 - dampening) * d;
+        d = nesterov ? d + momentum * buf[i] : buf[i];
+      }
+      p.value[i] -= lr * d;
+    }
+  }
+}
+
+export interface AdamOptions {
+  lr?: number;
+  betas?: [number, number];
+  eps?: number;
+  weightDecay?: number;
+  amsgrad?: boolean;
+}
+
+export class Adam extends Optimizer {
+  readonly lr: number;
+  readonly betas: [number, number];
+  readonly eps: number;
+  readonly weightDecay: number;
+  readonly amsgrad: boolean;
+  /** AdamW: decay the weights directly instead of adding to the gradient. */
+  protected readonly decoupled: boolean = false;
+
+  constructor(params: Parameter[], options: AdamOptions = {}, defaultWeightDecay = 0) {
+    super(params);
+    this.lr = num(options.lr, 'lr', 1e-3);
+    const betas = options.betas ?? [0.9, 0.999];
+    if (!Array.isArray(betas) || betas.length !== 2 || !betas.every((b) => typeof b === 'number' && b >= 0 && b < 1)) {
+      throw new LstmError('LSTM_OPTION', `betas: expected two numbers in [0, 1), got ${describe(betas)}`);
+    }
+    this.betas = [betas[0], betas[1]];
+    this.eps = num(options.eps, 'eps', 1e-8);
+    this.weightDecay = num(options.weightDecay, 'weightDecay', defaultWeightDecay);
+    this.amsgrad = options.amsgrad ?? false;
+  }
+
+  get config() {
+    return { name: this.decoupled ? 'adamw' : 'adam', lr: this.lr, betas: this.betas, eps: this.eps, weightDecay: this.weightDecay, amsgrad: this.amsgrad };
+  }
+
+  protected update(p: Parameter, s: Record<string, Float32Array>): void {
+    const n = p.value.length;
+    s.exp_avg ??= new Float32Array(n);
+    s.exp_avg_sq ??= new Float32Array(n);
+    if (this.amsgrad) s.max_exp_avg_sq ??= new Float32Array(n);
+    s.step ??= new Float32Array(1);
+    const step = ++s.step[0];
+    const [b1, b2] = this.betas;
+    const { lr, eps, weightDecay } = this;
+    const bc1 = 1 - b1 ** step;
+    const bc2Sqrt = Math.sqrt(1 - b2 ** step);
+    const stepSize = lr / bc1;
+    const m = s.exp_avg;
+    const v = s.exp_avg_sq;
+    const vmax = s.max_exp_avg_sq;
+    for (let i = 0; i < n; i++) {
+      let g = p.grad[i];
+      let w = p.value[i];
+      if (weightDecay !== 0) {
+        if (this.decoupled) w *= 1 - lr * weightDecay;
+        else g += weightDecay * w;
+      }
+      m[i] += (g - m[i]) * (1 - b1);
+      v[i] = v[i] * b2 + (1 - b2) * g * g;
+      let second = v[i];
+      if (vmax) {
+        vmax[i] = Math.max(vmax[i], v[i]);
+        second = vmax[i];
+      }
+      const denom = Math.sqrt(second) / bc2Sqrt + eps;
+      p.value[i] = w - (stepSize * m[i]) / denom;
+    }
+  }
+}
+
+export class AdamW extends Adam {
+  protected override readonly decoupled: boolean = true;
+  constructor(params: Parameter[], options: AdamOptions = {}) {
+    super(params, options, 1e-2);
+  }
+}
+
+/** torch.nn.utils.clip_grad_norm_: scales every gradient so their joint L2 norm is at most maxNorm. Returns the norm before clipping. */
+export function clipGradNorm(params: Parameter[], maxNorm: number): number {
+  const max = num(maxNorm, 'maxNorm', NaN);
+  let sq = 0;
+  for (const p of params) for (let i = 0; i < p.grad.length; i++) sq += p.grad[i] * p.grad[i];
+  const total = Math.sqrt(sq);
+  const coef = Math.min(1, max / (total + 1e-6));
+  if (coef < 1) for (const p of params) for (let i = 0; i < p.grad.length; i++) p.grad[i] *= coef;
+  return total;
+}

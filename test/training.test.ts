@@ -1,0 +1,227 @@
+// Training: gradients against PyTorch on every engine, optimizer trajectories, finite
+// differences for what no fixture covers, the model API, checkpoints and fit.
+import { describe, expect, it } from 'vitest';
+import { ENGINES, LSTM, expectClose, fixture, lib, mulberry32, randomTensor, torchOptions, withEngine, type LSTMOptions, type Tensor } from './helpers';
+
+const { SequenceModel, SGD, Adam, AdamW, clipGradNorm, mse, crossEntropy } = lib;
+
+const GRAD_CASES = ['t01_single', 't02_stack2_batchfirst', 't03_bidir2', 't04_proj', 't05_nobias', 't06_packed_bidir', 't07_unbatched', 't08_larger', 't09_proj_bidir_packed_bf', 't10_one_step', 'p01_seed_full_peephole', 'p02_diagonal_peephole'];
+
+describe.each(ENGINES)('gradients on $label', (engine) => {
+  it.each(GRAD_CASES)('%s matches PyTorch autograd', (name) => {
+    const { tensors: t, metadata } = fixture(name);
+    const m = withEngine(engine, () => new LSTM({ ...torchOptions(metadata), backend: engine.backend }));
+    m.loadStateDict(t, { strict: false });
+    const run = m.forwardTrain(t.input, { h0: t.h0, c0: t.c0, lengths: t.lengths });
+    expectClose(run.output, t.output, `${name} output`, name === 't08_larger' ? 2e-5 : 1e-5);
+    const g = run.backward({ output: t.grad_output, hn: t.grad_hn, cn: t.grad_cn });
+    expectClose(g.input, t.grad_input, `${name} grad_input`, 1e-4, 1e-3);
+    expectClose(g.h0, t.grad_h0, `${name} grad_h0`, 1e-4, 1e-3);
+    expectClose(g.c0, t.grad_c0, `${name} grad_c0`, 1e-4, 1e-3);
+    expect(Object.keys(g.params).sort()).toEqual(Object.keys(m.stateDict()).sort());
+    for (const [k, v] of Object.entries(g.params)) expectClose(v, t[`grad.${k}`], `${name} grad.${k}`, 1e-4, 1e-3);
+  });
+
+  it.each(['r01_train_adam', 'r02_train_sgd_momentum_clip'])('%s reproduces the PyTorch trajectory', (name) => {
+    const { tensors: t, metadata } = fixture(name);
+    const model = withEngine(engine, () => new SequenceModel({ inputSize: 3, hiddenSize: 8, numLayers: 2, outputSize: 2, backend: engine.backend }));
+    const init: Record<string, Tensor> = {};
+    for (const [k, v] of Object.entries(t)) if (k.startsWith('init.')) init[k.slice(5)] = v;
+    model.loadStateDict(init);
+    const o = JSON.parse(metadata.optimizer);
+    const params = model.parameters();
+    const optimizer =
+      o.name === 'adam'
+        ? new Adam(params, { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay })
+        : new SGD(params, { lr: o.lr, momentum: o.momentum, dampening: o.dampening, nesterov: o.nesterov, weightDecay: o.weight_decay });
+    const losses: number[] = JSON.parse(metadata.losses);
+    const clip = JSON.parse(metadata.clip_grad_norm);
+    const norms: number[] = JSON.parse(metadata.grad_norms_before_clip);
+    losses.forEach((want, step) => {
+      if (clip === null) {
+        const loss = model.trainStep(t.input, t.target, { optimizer, loss: 'mse' });
+        expect(Math.abs(loss - want) / want, `step ${step}`).toBeLessThan(1e-4);
+      } else {
+        // the same step by hand, to see the norm clip_grad_norm_ saw
+        const run = model.lstm.forwardTrain(t.input);
+        const pred = model.head.forward(run.output);
+        const { loss, grad } = mse(pred, t.target);
+        expect(Math.abs(loss - want) / want, `step ${step}`).toBeLessThan(1e-4);
+        for (const p of params) p.grad.fill(0);
+        const dOut = model.head.backward(run.output.data, grad, params.find((p) => p.name === 'head.weight')!.grad, params.find((p) => p.name === 'head.bias')!.grad);
+        const g = run.backward({ output: { data: dOut, shape: run.output.shape } });
+        for (const [k, v] of Object.entries(g.params)) params.find((p) => p.name === `lstm.${k}`)!.grad.set(v.data);
+        const norm = clipGradNorm(params, clip);
+        expect(Math.abs(norm - norms[step]) / norms[step], `norm ${step}`).toBeLessThan(1e-4);
+        optimizer.step();
+      }
+    });
+    const sd = model.stateDict();
+    for (const [k, v] of Object.entries(sd)) expectClose(v, t[`final.${k}`], `final ${k}`, 1e-5, 1e-4);
+  });
+});
+
+/** Central finite differences of L = sum(output * w) for one parameter element, in float64 via small steps. */
+function finiteDifference(options: LSTMOptions, x: Tensor, weights: Float32Array, lengths: number[] | undefined, name: string, index: number, eps = 1e-2): number {
+  const m = new LSTM({ ...options, backend: 'js' });
+  const sd = m.stateDict();
+  const loss = (delta: number): number => {
+    const p = sd[name].data.slice();
+    p[index] += delta;
+    m.loadStateDict({ ...sd, [name]: { data: p, shape: sd[name].shape } });
+    const out = m.forward(x, { lengths }).output.data;
+    let s = 0;
+    for (let i = 0; i < out.length; i++) s += out[i] * weights[i];
+    return s;
+  };
+  return (loss(eps) - loss(-eps)) / (2 * eps);
+}
+
+describe('gradients where no fixture reaches: finite differences', () => {
+  const cases: [string, LSTMOptions][] = [
+    ['clip', { inputSize: 3, hiddenSize: 4, clip: 0.6, seed: 1 }],
+    ['coupled gates', { inputSize: 3, hiddenSize: 4, coupledInputForget: true, peephole: 'diagonal', seed: 2 }],
+    ['hardSigmoid / elu / softsign', { inputSize: 3, hiddenSize: 4, gateActivation: 'hardSigmoid', cellActivation: 'elu', hiddenActivation: 'softsign', seed: 3 }],
+    ['leakyRelu / softplus / scaledTanh', { inputSize: 2, hiddenSize: 3, gateActivation: 'sigmoid', cellActivation: { name: 'leakyRelu', alpha: 0.2 }, hiddenActivation: { name: 'scaledTanh', alpha: 1.3, beta: 0.8 }, seed: 4 }],
+    ['reverse direction with lengths', { inputSize: 3, hiddenSize: 4, direction: 'reverse', seed: 5 }],
+    ['full peephole, projection, 2 layers', { inputSize: 2, hiddenSize: 5, projSize: 2, peephole: 'full', numLayers: 2, seed: 6 }],
+  ];
+  it.each(cases)('%s', (_label, options) => {
+    const rand = mulberry32(9);
+    const x = randomTensor([5, 2, options.inputSize], rand);
+    const lengths = options.direction === 'reverse' ? [5, 3] : undefined;
+    const m = new LSTM({ ...options, backend: 'js' });
+    const run = m.forwardTrain(x, { lengths });
+    const w = randomTensor(run.output.shape, rand);
+    const g = run.backward({ output: w });
+    let checked = 0;
+    for (const [name, grad] of Object.entries(g.params)) {
+      for (const index of [0, Math.floor(grad.data.length / 2), grad.data.length - 1]) {
+        const fd = finiteDifference(options, x, w.data, lengths, name, index);
+        // float32 forward differences: generous but far below any real bug
+        expect(Math.abs(fd - grad.data[index]), `${name}[${index}] fd ${fd} vs ${grad.data[index]}`).toBeLessThan(5e-3 + 2e-2 * Math.abs(fd));
+        checked++;
+      }
+    }
+    expect(checked).toBeGreaterThan(5);
+  });
+
+  it.each(ENGINES.filter((e) => e.backend === 'native'))('native gradients equal js on random configurations ($label)', (engine) => {
+    for (let seed = 1; seed <= 20; seed++) {
+      const rand = mulberry32(seed);
+      const options: LSTMOptions = {
+        inputSize: 1 + Math.floor(rand() * 5),
+        hiddenSize: 1 + Math.floor(rand() * 20),
+        numLayers: 1 + Math.floor(rand() * 2),
+        direction: (['forward', 'reverse', 'bidirectional'] as const)[Math.floor(rand() * 3)],
+        peephole: (['none', 'diagonal', 'full'] as const)[Math.floor(rand() * 3)],
+        clip: rand() < 0.3 ? 1 : undefined,
+        seed,
+      };
+      const B = 1 + Math.floor(rand() * 3);
+      const T = 1 + Math.floor(rand() * 6);
+      const x = randomTensor([T, B, options.inputSize], rand);
+      const lengths = Array.from({ length: B }, () => 1 + Math.floor(rand() * T));
+      const a = new LSTM({ ...options, backend: 'js' });
+      const b = withEngine(engine, () => new LSTM({ ...options, backend: 'native' }));
+      const ra = a.forwardTrain(x, { lengths });
+      const rb = b.forwardTrain(x, { lengths });
+      const w = randomTensor(ra.output.shape, rand);
+      const ga = ra.backward({ output: w });
+      const gb = rb.backward({ output: w });
+      expectClose(gb.input, ga.input, `seed ${seed} input`, 1e-5, 1e-4);
+      for (const k of Object.keys(ga.params)) expectClose(gb.params[k], ga.params[k], `seed ${seed} ${k}`, 1e-5, 1e-4);
+    }
+  });
+});
+
+describe('optimizers, losses and the model API', () => {
+  const param = (values: number[], grads: number[]) => ({ name: 'p', value: new Float32Array(values), grad: new Float32Array(grads), shape: [values.length] });
+
+  it('AdamW (decoupled decay, amsgrad) and SGD with nesterov follow torch.optim step by step', () => {
+    const p = param([1, -2], [0.5, 0.25]);
+    const opt = new AdamW([p], { lr: 0.1, weightDecay: 0.1, amsgrad: true });
+    opt.step();
+    // step 1: m = 0.1 g, v = 0.001 g^2, m^ = g, v^ = g^2 -> update lr * g / (|g| + eps) = lr * sign(g)
+    expect(p.value[0]).toBeCloseTo(1 * (1 - 0.01) - 0.1, 6);
+    expect(p.value[1]).toBeCloseTo(-2 * (1 - 0.01) - 0.1, 6);
+    const s = param([1], [1]);
+    const sgd = new SGD([s], { lr: 0.1, momentum: 0.9, nesterov: true });
+    sgd.step(); // buf = 1, d = 1 + 0.9 = 1.9
+    expect(s.value[0]).toBeCloseTo(1 - 0.19, 6);
+    sgd.step(); // buf = 0.9 + 1 = 1.9, d = 1 + 0.9 * 1.9 = 2.71
+    expect(s.value[0]).toBeCloseTo(1 - 0.19 - 0.271, 6);
+    expect(() => new SGD([s], { lr: 0.1, nesterov: true })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+    const big = param([0, 0], [3, 4]);
+    expect(clipGradNorm([big], 1)).toBeCloseTo(5, 6);
+    expect(Math.hypot(big.grad[0], big.grad[1])).toBeCloseTo(1, 5);
+  });
+
+  it('crossEntropy and mse respect lengths masks', () => {
+    const logits = { data: new Float32Array([2, 0, 0, 1, 5, 5, 1, 1]), shape: [2, 2, 2] }; // [T=2, B=2, C=2]
+    const classes = [0, 1, 1, 0];
+    const full = crossEntropy(logits, classes);
+    const want = (Math.log(1 + Math.exp(-2)) + Math.log(1 + Math.exp(-1)) + Math.log(2) + Math.log(2)) / 4;
+    expect(full.loss).toBeCloseTo(want, 6);
+    const masked = crossEntropy(logits, classes, { lengths: [2, 1] }); // drops t=1, b=1
+    expect(masked.loss).toBeCloseTo((Math.log(1 + Math.exp(-2)) + Math.log(1 + Math.exp(-1)) + Math.log(2)) / 3, 6);
+    expect(Array.from(masked.grad.slice(6))).toEqual([0, 0]);
+    const m = mse({ data: new Float32Array([1, 2, 3, 4]), shape: [2, 2, 1] }, { data: new Float32Array([0, 0, 0, 0]), shape: [2, 2, 1] }, { lengths: [2, 1] });
+    expect(m.loss).toBeCloseTo((1 + 4 + 9) / 3, 6);
+  });
+
+  it("SequenceModel: names, a checkpoint resumes exactly where it left off", () => {
+    const make = () => new SequenceModel({ inputSize: 2, hiddenSize: 6, numLayers: 2, outputSize: 3, seed: 11 });
+    const rand = mulberry32(4);
+    const x = randomTensor([7, 4, 2], rand);
+    const y = randomTensor([7, 4, 3], rand);
+    const a = make();
+    expect(Object.keys(a.stateDict())).toEqual([...Object.keys(new LSTM({ inputSize: 2, hiddenSize: 6, numLayers: 2 }).stateDict()).map((k) => `lstm.${k}`), 'head.weight', 'head.bias']);
+    const optA = new Adam(a.parameters(), { lr: 0.01 });
+    for (let i = 0; i < 3; i++) a.trainStep(x, y, { optimizer: optA });
+    const bytes = a.saveCheckpoint(optA);
+    const b = make();
+    const optB = new Adam(b.parameters(), { lr: 0.01 });
+    b.loadCheckpoint(bytes, optB);
+    for (let i = 0; i < 3; i++) expect(b.trainStep(x, y, { optimizer: optB })).toBe(a.trainStep(x, y, { optimizer: optA }));
+    expect(() => b.loadCheckpoint(bytes, new SGD(b.parameters(), { lr: 1 }))).toThrow(expect.objectContaining({ code: 'LSTM_FORMAT' }));
+  });
+
+  it('fit learns, reports progress, validates, runs truncated BPTT and stops on an AbortSignal', async () => {
+    const N = 48;
+    const T = 12;
+    const xs = new Float32Array(N * T);
+    const ys = new Float32Array(N * T);
+    const rand = mulberry32(3);
+    for (let n = 0; n < N; n++) {
+      const f = 0.2 + 0.3 * rand();
+      const ph = 6 * rand();
+      for (let t = 0; t < T; t++) {
+        xs[n * T + t] = Math.sin(f * t + ph);
+        ys[n * T + t] = Math.sin(f * (t + 1) + ph);
+      }
+    }
+    const data = { x: { data: xs, shape: [N, T, 1] }, y: { data: ys, shape: [N, T, 1] } };
+    const model = new SequenceModel({ inputSize: 1, hiddenSize: 16, outputSize: 1, seed: 1 });
+    const before = model.evaluate(data);
+    const progress: number[] = [];
+    const result = await model.fit(data, { optimizer: new Adam(model.parameters(), { lr: 0.02 }), epochs: 15, batchSize: 16, seed: 2, validation: data, tbptt: 6, onProgress: (p) => progress.push(p.loss) });
+    expect(result.aborted).toBe(false);
+    expect(result.history).toHaveLength(15);
+    expect(result.history[14].valLoss!).toBeLessThan(before / 4);
+    expect(progress.length).toBeGreaterThan(15 * 3);
+    const controller = new AbortController();
+    let calls = 0;
+    const stopped = await model.fit(data, {
+      optimizer: new Adam(model.parameters()),
+      epochs: 100,
+      batchSize: 8,
+      signal: controller.signal,
+      onProgress: () => {
+        if (++calls === 3) controller.abort();
+      },
+    });
+    expect(stopped.aborted).toBe(true);
+    expect(calls).toBe(3);
+  });
+});
