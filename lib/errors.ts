@@ -48,3 +48,12 @@ export function describe(value: unknown): string {
   if (typeof value === 'object') return value.constructor?.name ?? 'object';
   return typeof value;
 }
+
+/** An options argument: undefined means {}, anything but a plain object is LSTM_OPTION. */
+export function optionsArg<T extends object>(value: T | undefined | null, name: string): Partial<T> {
+  if (value === undefined) return {};
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new LstmError('LSTM_OPTION', `${name}: expected an options object, got ${describe(value)}`);
+  }
+  return value;
+}

@@ -1,6 +1,6 @@
 // Keras / TensorFlow.js weights, and LSTM options recovered from a PyTorch state dict.
 import type { Activation, BackendChoice, LSTMOptions } from './config.js';
-import { LstmError, describe } from './errors.js';
+import { LstmError, describe, optionsArg } from './errors.js';
 import { LSTM } from './lstm.js';
 import { checkTensor, shapeStr, type Tensor } from './tensor.js';
 
@@ -109,8 +109,9 @@ export function fromKeras(weights: KerasWeights, options: KerasOptions): LSTM {
  * projection and peepholes from its names and shapes (activations and the like are
  * not in a state dict: PyTorch's defaults are assumed).
  */
-export function inferOptions(tensors: Record<string, Tensor>, options: { prefix?: string } = {}): LSTMOptions {
-  const prefix = options.prefix ?? '';
+export function inferOptions(tensors: Record<string, Tensor>, opts?: { prefix?: string }): LSTMOptions {
+  const prefix = optionsArg(opts, 'inferOptions options').prefix ?? '';
+  if (tensors === null || typeof tensors !== 'object') throw new LstmError('LSTM_WEIGHTS', `inferOptions: expected an object of tensors, got ${describe(tensors)}`);
   const get = (name: string): Tensor | undefined => tensors[prefix + name];
   const w0 = get('weight_ih_l0');
   const h0 = get('weight_hh_l0');

@@ -7,7 +7,7 @@ import {
   type LSTMOptions,
 } from './config.js';
 import { PEEPHOLE_KIND, type Engine, type EngineLayer, type LayerDesc, type StackResult, type StackRun } from './engine.js';
-import { LstmError, describe } from './errors.js';
+import { LstmError, describe, optionsArg } from './errors.js';
 import { activationsFromOnnx, onnxToStateDict } from './onnx-layout.js';
 import { backwardTrain, forwardTrain } from './train/bptt.js';
 import { groupParams, initParams, layerInputSize, paramSpecs, type ParamSpec } from './params.js';
@@ -152,14 +152,16 @@ export class LSTM {
   }
 
   /** Load parameters by PyTorch name; validates everything before changing anything. */
-  loadStateDict(tensors: Record<string, Tensor>, options: LoadStateDictOptions = {}): this {
+  loadStateDict(tensors: Record<string, Tensor>, opts?: LoadStateDictOptions): this {
     this.checkAlive('loadStateDict');
+    const options = optionsArg(opts, 'loadStateDict options');
     if (tensors === null || typeof tensors !== 'object') {
       throw new LstmError('LSTM_WEIGHTS', `tensors: expected an object mapping names to tensors, got ${describe(tensors)}`);
     }
     const prefix = options.prefix ?? '';
     if (typeof prefix !== 'string') throw new LstmError('LSTM_OPTION', `prefix: expected a string, got ${describe(prefix)}`);
     const strict = options.strict ?? true;
+    if (typeof strict !== 'boolean') throw new LstmError('LSTM_OPTION', `strict: expected a boolean, got ${describe(strict)}`);
     const known = new Map(this.specs.map((s) => [s.name, s]));
     const updates = new Map<string, Float32Array>();
     const unknown: string[] = [];

@@ -205,6 +205,15 @@ describe('hostile ONNX files end in LSTM_FORMAT', () => {
     expectFormat(() => loadOnnx(bytes), /node 'the_relu' \(Relu\)/);
   });
 
+  it('an LSTM that feeds itself (a cycle) is refused, not followed forever', () => {
+    const bytes = mutate('o07_plain', (m) => {
+      const node = m.graph!.node!.find((n) => n.opType === 'LSTM')!;
+      m.graph!.input = m.graph!.input!.filter((v) => v.name !== node.input![0]);
+      node.input![0] = node.output![0]; // X is its own Y
+    });
+    expectFormat(() => loadOnnx(bytes), /cycle|no LSTM node reads a graph input/);
+  });
+
   it('layout=1, unknown activations and mismatched layers', () => {
     const layout = mutate('o07_plain', (m) => {
       const node = m.graph!.node!.find((n) => n.opType === 'LSTM')!;

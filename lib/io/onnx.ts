@@ -4,7 +4,7 @@
 // Protobuf is decoded and encoded by protobufjs with the ONNX schema (onnx-proto).
 import type { onnx as OnnxNs } from 'onnx-proto';
 import type { BackendChoice, LSTMConfig } from '../config.js';
-import { LstmError, describe } from '../errors.js';
+import { LstmError, describe, optionsArg } from '../errors.js';
 import { LSTM } from '../lstm.js';
 import { activationsFromOnnx, activationsToOnnx, onnxToStateDict, stateDictToOnnx } from '../onnx-layout.js';
 import { MAX_ELEMENTS, type Tensor } from '../tensor.js';
@@ -237,7 +237,8 @@ export interface LoadOnnxOptions {
  * initial_h, c0 / initial_c, sequence_lens) and gives its outputs; ONNX's Y
  * [T, D, B, H] comes back in PyTorch's layout [T, B, D*H] (the same numbers).
  */
-export function loadOnnx(bytes: Uint8Array, options: LoadOnnxOptions = {}): LSTM {
+export function loadOnnx(bytes: Uint8Array, opts?: LoadOnnxOptions): LSTM {
+  const options = optionsArg(opts, 'loadOnnx options');
   if (!(bytes instanceof Uint8Array)) throw new LstmError('LSTM_FORMAT', `loadOnnx: expected a Uint8Array, got ${describe(bytes)}`);
   let model: OnnxNs.ModelProto;
   try {
@@ -270,6 +271,8 @@ export function loadOnnx(bytes: Uint8Array, options: LoadOnnxOptions = {}): LSTM
     const last = ordered[ordered.length - 1];
     const next = byOrigin.get(last.output?.[0] ?? '');
     if (!next) break;
+    // A graph whose LSTM feeds itself (directly or around a loop) is a cycle, not a stack.
+    if (ordered.includes(next)) throw formatError(`${nodeLabel(next)} is part of a cycle`);
     ordered.push(next);
   }
   if (ordered.length !== lstmNodes.length) throw formatError('the LSTM nodes do not form a single chain');
@@ -359,7 +362,8 @@ export interface ExportOnnxOptions {
  * `h0`, `c0` ([L*D, B, Hout]) and optionally `lengths`; outputs `output`, `hn`, `cn`
  * shaped as forward returns them; T and B dynamic. Stacked layers become stacked LSTM nodes.
  */
-export function exportOnnx(lstm: LSTM, options: ExportOnnxOptions = {}): Uint8Array {
+export function exportOnnx(lstm: LSTM, opts?: ExportOnnxOptions): Uint8Array {
+  const options = optionsArg(opts, 'exportOnnx options');
   if (!(lstm instanceof LSTM)) throw new LstmError('LSTM_OPTION', `exportOnnx: expected an LSTM, got ${describe(lstm)}`);
   const opset = options.opset ?? 14;
   if (!Number.isInteger(opset) || opset < 10 || opset > 21) throw new LstmError('LSTM_OPTION', `opset: expected an integer in 10..21, got ${describe(opset)}`);

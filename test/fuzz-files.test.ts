@@ -1,0 +1,131 @@
+// File fuzzing: mutations of valid safetensors and ONNX files through the loaders. Every
+// input must load or end in LSTM_FORMAT (or another LstmError), with memory bounded.
+// FUZZ_MUTATIONS scales it (npm run fuzz).
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { FIXTURES, LstmError, lib, loadSafetensors, mulberry32 } from './helpers';
+
+const MUTATIONS = Number(process.env.FUZZ_MUTATIONS ?? 60_000);
+
+function mutate(src: Uint8Array, rand: () => number): Uint8Array {
+  const r = rand();
+  const pos = Math.floor(rand() * src.length);
+  if (r < 0.35) {
+    const out = src.slice();
+    const flips = 1 + Math.floor(rand() * 8);
+    for (let i = 0; i < flips; i++) out[Math.floor(rand() * out.length)] ^= 1 << Math.floor(rand() * 8);
+    return out;
+  }
+  if (r < 0.5) {
+    const out = src.slice();
+    const n = 1 + Math.floor(rand() * 16);
+    for (let i = 0; i < n && pos + i < out.length; i++) out[pos + i] = [0x00, 0xff, 0x7f, 0x80, 0x30 + Math.floor(rand() * 10)][Math.floor(rand() * 5)];
+    return out;
+  }
+  if (r < 0.6) return src.slice(0, pos); // truncated
+  if (r < 0.7) {
+    const extra = new Uint8Array(1 + Math.floor(rand() * 32)).map(() => Math.floor(rand() * 256));
+    const out = new Uint8Array(src.length + extra.length);
+    out.set(src.subarray(0, pos));
+    out.set(extra, pos);
+    out.set(src.subarray(pos), pos + extra.length);
+    return out;
+  }
+  if (r < 0.8) {
+    const len = Math.floor(rand() * 64);
+    const out = new Uint8Array(src.length - Math.min(len, src.length - pos));
+    out.set(src.subarray(0, pos));
+    out.set(src.subarray(pos + len), pos);
+    return out;
+  }
+  if (r < 0.9) {
+    // a varint or length prefix pushed to something huge
+    const out = src.slice();
+    for (let i = 0; i < 5 && pos + i < out.length; i++) out[pos + i] = i < 4 ? 0xff : 0x0f;
+    return out;
+  }
+  // a chunk duplicated
+  const len = Math.min(src.length - pos, 1 + Math.floor(rand() * 128));
+  const out = new Uint8Array(src.length + len);
+  out.set(src.subarray(0, pos + len));
+  out.set(src.subarray(pos), pos + len);
+  return out;
+}
+
+/** Header mutations that keep the JSON valid: numbers and dtypes swapped for hostile ones. */
+function mutateSafetensorsHeader(src: Uint8Array, rand: () => number): Uint8Array {
+  const n = Number(new DataView(src.buffer, src.byteOffset).getBigUint64(0, true));
+  let json = new TextDecoder().decode(src.subarray(8, 8 + n));
+  const hostile = ['0', '-1', '1e308', '4294967296', '9007199254740993', '18446744073709551615', '1.5', '"7"', 'null', '[]'];
+  const numbers = [...json.matchAll(/\d+/g)];
+  for (let k = 0; k < 1 + Math.floor(rand() * 3) && numbers.length; k++) {
+    const m = numbers[Math.floor(rand() * numbers.length)];
+    json = json.slice(0, m.index) + hostile[Math.floor(rand() * hostile.length)] + json.slice(m.index! + m[0].length);
+  }
+  if (rand() < 0.2) json = json.replace('"F32"', ['"F8_E4M3"', '"I64"', '"F16"', '"BOOL"', '1'][Math.floor(rand() * 5)]);
+  const body = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + body.length + src.length - 8 - n);
+  new DataView(out.buffer).setBigUint64(0, BigInt(body.length), true);
+  out.set(body, 8);
+  out.set(src.subarray(8 + n), 8 + body.length);
+  return out;
+}
+
+function run(load: (b: Uint8Array) => unknown, inputs: () => Uint8Array, count: number) {
+  let loaded = 0;
+  let refused = 0;
+  const rssBefore = process.memoryUsage().rss;
+  let rssPeak = rssBefore;
+  for (let i = 0; i < count; i++) {
+    const bytes = inputs();
+    try {
+      load(bytes);
+      loaded++;
+    } catch (err) {
+      if (!(err instanceof LstmError)) throw new Error(`case ${i}: ${(err as Error)?.constructor?.name}: ${(err as Error)?.message}`);
+      refused++;
+    }
+    if ((i & 1023) === 0) rssPeak = Math.max(rssPeak, process.memoryUsage().rss);
+  }
+  return { loaded, refused, rssGrowth: rssPeak - rssBefore };
+}
+
+const read = (f: string) => new Uint8Array(readFileSync(path.join(FIXTURES, f)));
+
+describe('file fuzzing', () => {
+  it(`${MUTATIONS} safetensors mutations`, () => {
+    const files = ['t01_single.safetensors', 't06_packed_bidir.safetensors', 'o05_hardsigmoid.safetensors', 'r01_train_adam.safetensors'].map(read);
+    const rand = mulberry32(1);
+    const r = run(
+      (b) => {
+        const { tensors } = loadSafetensors(b);
+        // whatever loads is usable: every tensor's data matches its shape
+        for (const t of Object.values(tensors)) if (t.data.length !== t.shape.reduce((x, y) => x * y, 1)) throw new Error('inconsistent tensor');
+      },
+      () => {
+        const src = files[Math.floor(rand() * files.length)];
+        return rand() < 0.3 ? mutateSafetensorsHeader(src, rand) : mutate(src, rand);
+      },
+      MUTATIONS,
+    );
+    expect(r.loaded + r.refused).toBe(MUTATIONS);
+    expect(r.refused).toBeGreaterThan(MUTATIONS / 4);
+    expect(r.loaded).toBeGreaterThan(MUTATIONS / 20);
+    expect(r.rssGrowth).toBeLessThan(256 * 1024 * 1024);
+  }, 600_000);
+
+  it(`${MUTATIONS} ONNX mutations`, () => {
+    const files = ['o01_forward_peephole.onnx', 'o03_bidir_peephole_lens.onnx', 'o05_hardsigmoid.onnx', 'e02_export_stack3_bf.onnx'].map(read);
+    const rand = mulberry32(2);
+    const r = run(
+      (b) => lib.loadOnnx(b, { backend: 'js' }),
+      () => mutate(files[Math.floor(rand() * files.length)], rand),
+      MUTATIONS,
+    );
+    expect(r.loaded + r.refused).toBe(MUTATIONS);
+    expect(r.refused).toBeGreaterThan(MUTATIONS / 4);
+    expect(r.loaded).toBeGreaterThan(MUTATIONS / 50);
+    expect(r.rssGrowth).toBeLessThan(256 * 1024 * 1024);
+  }, 600_000);
+});

@@ -1,0 +1,189 @@
+// Shared by the CI test (test/fuzz-api.test.ts) and `npm run fuzz` (scripts/fuzz.mjs):
+// random and adversarial arguments to every public function.
+import fc from 'fast-check';
+import type * as Lib from '../../dist/cjs/index.js';
+
+type L = typeof Lib;
+
+export interface FuzzReport {
+  cases: number;
+  lstmErrors: number;
+  results: number;
+  byTarget: Record<string, number>;
+  /** Calls that returned normally, per target. */
+  okByTarget: Record<string, number>;
+}
+
+const ADVERSARIAL_NUMBERS = [0, 1, 2, 3, -1, 0.5, 1.5, NaN, Infinity, -Infinity, 2 ** 31, 2 ** 31 - 1, 2 ** 32, 2 ** 53, 2 ** 53 + 2, 1e308, -0, 64, 65536];
+
+function detached(n: number): Float32Array {
+  const a = new Float32Array(n);
+  structuredClone(a.buffer, { transfer: [a.buffer] });
+  return a;
+}
+
+/** Arbitraries for the library's argument kinds, valid and hostile mixed. */
+function arbitraries() {
+  const dim = fc.oneof({ weight: 4, arbitrary: fc.integer({ min: 0, max: 6 }) }, { weight: 1, arbitrary: fc.constantFrom(...ADVERSARIAL_NUMBERS) });
+  const shape = fc.oneof({ weight: 6, arbitrary: fc.array(dim, { minLength: 0, maxLength: 4 }) }, { weight: 1, arbitrary: fc.anything() });
+  const floatData = fc.oneof(
+    { weight: 6, arbitrary: fc.integer({ min: 0, max: 48 }).map((n) => new Float32Array(n).map((_, i) => Math.sin(i))) },
+    { weight: 1, arbitrary: fc.float32Array({ maxLength: 48 }) }, // NaN, Inf and friends
+    { weight: 1, arbitrary: fc.integer({ min: 0, max: 48 }).map((n) => detached(n)) },
+    {
+      weight: 1,
+      arbitrary: fc.integer({ min: 0, max: 48 }).map((n) => {
+        const a = new Float32Array(new SharedArrayBuffer(4 * n));
+        a.fill(0.25);
+        return a;
+      }),
+    },
+    { weight: 1, arbitrary: fc.integer({ min: 0, max: 40 }).map((n) => new Float32Array(n + 8).subarray(3, 3 + n)) },
+    { weight: 1, arbitrary: fc.constantFrom<unknown>(new Float64Array(12), new Int32Array(12), [1, 2, 3], 'abc', null, undefined, {}, new DataView(new ArrayBuffer(8))) },
+  );
+  const tensor = fc.oneof({ weight: 8, arbitrary: fc.record({ data: floatData, shape }) }, { weight: 1, arbitrary: fc.anything() });
+  // A tensor consistent with its data, of the shapes the test model wants (so deeper code runs).
+  const fitting = (shapes: number[][]) =>
+    fc.constantFrom(...shapes).chain((s) => {
+      const n = s.reduce((a, b) => a * b, 1);
+      return fc.float32Array({ minLength: n, maxLength: n, noDefaultInfinity: false }).map((data) => ({ data, shape: s }));
+    });
+  const lengths = fc.oneof(
+    { weight: 6, arbitrary: fc.constant(undefined) },
+    { weight: 2, arbitrary: fc.array(fc.integer({ min: 1, max: 2 }), { minLength: 3, maxLength: 3 }) },
+    { weight: 1, arbitrary: fc.array(fc.constantFrom<unknown>(...ADVERSARIAL_NUMBERS, 1, 2, 5, 'x', null, 3n), { maxLength: 4 }) },
+    { weight: 1, arbitrary: fc.anything() },
+  );
+  const maybe = <T,>(arb: fc.Arbitrary<T>) => fc.oneof({ weight: 3, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: arb });
+  const activation = fc.oneof(fc.constantFrom('sigmoid', 'tanh', 'relu', 'hardSigmoid', 'swish', '', null), fc.record({ name: fc.constantFrom('elu', 'hardSigmoid', 'nope'), alpha: fc.constantFrom(...ADVERSARIAL_NUMBERS), beta: fc.constantFrom(...ADVERSARIAL_NUMBERS) }));
+  const size = fc.oneof({ weight: 5, arbitrary: fc.integer({ min: 1, max: 9 }) }, { weight: 2, arbitrary: fc.constantFrom<unknown>(...ADVERSARIAL_NUMBERS, '4', null) });
+  const options = fc.record(
+    {
+      inputSize: size,
+      hiddenSize: size,
+      numLayers: fc.oneof(fc.integer({ min: 1, max: 3 }), fc.constantFrom<unknown>(0, -1, 1.5, NaN)),
+      bias: fc.oneof(fc.boolean(), fc.anything()),
+      batchFirst: fc.boolean(),
+      bidirectional: fc.oneof(fc.boolean(), fc.constant('yes')),
+      direction: fc.constantFrom('forward', 'reverse', 'bidirectional', 'sideways'),
+      projSize: fc.oneof(fc.integer({ min: 0, max: 9 }), fc.constantFrom<unknown>(-1, NaN)),
+      peephole: fc.constantFrom('none', 'diagonal', 'full', 'both'),
+      gateActivation: activation,
+      cellActivation: activation,
+      hiddenActivation: activation,
+      clip: fc.oneof(fc.double(), fc.constant(undefined)),
+      coupledInputForget: fc.boolean(),
+      seed: fc.oneof(fc.integer({ min: 0, max: 1000 }), fc.constantFrom<unknown>(-1, NaN, 2 ** 60)),
+      backend: fc.constantFrom('auto', 'js', 'native', 'gpu'),
+      threads: fc.oneof(fc.integer({ min: 1, max: 4 }), fc.constantFrom<unknown>(0, 5000, NaN)),
+      typo: fc.anything(),
+    },
+    { requiredKeys: [] },
+  );
+  const bytes = fc.oneof(fc.uint8Array({ maxLength: 256 }), fc.anything());
+  const validOptions = fc.record(
+    {
+      inputSize: fc.integer({ min: 1, max: 6 }),
+      hiddenSize: fc.integer({ min: 2, max: 9 }),
+      numLayers: fc.integer({ min: 1, max: 3 }),
+      bias: fc.boolean(),
+      batchFirst: fc.boolean(),
+      direction: fc.constantFrom('forward', 'reverse', 'bidirectional'),
+      projSize: fc.constantFrom(0, 1),
+      peephole: fc.constantFrom('none', 'diagonal', 'full'),
+      cellActivation: fc.constantFrom('tanh', 'relu', 'softsign'),
+      clip: fc.oneof(fc.constant(undefined), fc.double({ min: 0.1, max: 5, noNaN: true })),
+      coupledInputForget: fc.boolean(),
+      seed: fc.integer({ min: 0, max: 1000 }),
+      threads: fc.integer({ min: 1, max: 4 }),
+    },
+    { requiredKeys: ['inputSize', 'hiddenSize'] },
+  );
+  return {
+    validOptions, tensor, fitting, lengths, options, bytes, shape, maybe };
+}
+
+/**
+ * Run `numRuns` random calls. `check` is called after every case with the sentinel
+ * model, which must still give its reference output.
+ */
+export async function fuzzApi(lib: L, backend: 'js' | 'native', numRuns: number, seed: number): Promise<FuzzReport> {
+  const { LSTM, LstmError } = lib;
+  const a = arbitraries();
+  const report: FuzzReport = { cases: 0, lstmErrors: 0, results: 0, byTarget: {}, okByTarget: {} };
+  const model = new LSTM({ inputSize: 3, hiddenSize: 4, numLayers: 2, seed: 1, backend });
+  const stepper = new LSTM({ inputSize: 3, hiddenSize: 4, numLayers: 2, seed: 1, backend, projSize: 2 });
+  const refX = { data: new Float32Array(2 * 3 * 3).map((_, i) => Math.cos(i)), shape: [2, 3, 3] };
+  const reference = model.forward(refX).output.data.slice();
+  const disposed = new LSTM({ inputSize: 3, hiddenSize: 4, backend });
+  disposed.dispose();
+  const goodShapes = [[2, 3, 3], [5, 3], [1, 1, 3], [2, 2, 4], [3, 2, 3]];
+
+  const targets: Record<string, fc.Arbitrary<() => unknown>> = {
+    construct: a.options.map((o) => () => new LSTM(o as never)),
+    constructValid: fc.tuple(a.validOptions, fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 3 })).map(([o, T, B]) => () => {
+      const m = new LSTM({ ...o, backend });
+      try {
+        const I = m.config.inputSize;
+        return m.forward({ data: new Float32Array(T * B * I).fill(0.5), shape: m.config.batchFirst ? [B, T, I] : [T, B, I] });
+      } finally {
+        m.dispose();
+      }
+    }),
+    forward: fc.tuple(fc.oneof(a.tensor, a.fitting(goodShapes)), a.maybe(a.tensor), a.maybe(a.tensor), a.lengths).map(([x, h0, c0, lengths]) => () =>
+      model.forward(x as never, { h0: h0 as never, c0: c0 as never, lengths: lengths as never }),
+    ),
+    forwardGoodStates: fc.tuple(a.fitting(goodShapes), a.fitting([[2, 3, 4], [2, 4], [2, 1, 4], [4, 3, 4]]), a.lengths).map(([x, h, lengths]) => () =>
+      model.forward(x as never, { h0: h as never, c0: h as never, lengths: lengths as never }),
+    ),
+    forwardAsync: fc.tuple(fc.oneof({ weight: 1, arbitrary: a.tensor }, { weight: 3, arbitrary: a.fitting(goodShapes) }), a.lengths).map(([x, lengths]) => () => model.forwardAsync(x as never, { lengths: lengths as never })),
+    step: fc.tuple(fc.oneof({ weight: 1, arbitrary: a.tensor }, { weight: 3, arbitrary: a.fitting([[3], [2, 3], [1, 3]]) }), fc.integer({ min: 0, max: 2 }), a.maybe(a.tensor)).map(([x, b, out]) => () => {
+      const st = b === 0 ? { h: 1, c: 2 } : stepper.initialState(b);
+      return stepper.step(x as never, st as never, out as never);
+    }),
+    initialState: fc.anything().map((b) => () => stepper.initialState(b as never)),
+    loadStateDict: fc.tuple(fc.dictionary(fc.constantFrom('weight_ih_l0', 'weight_hh_l1', 'bias_ih_l0', 'x'), a.tensor), fc.constantFrom<unknown>(undefined, '', 'lstm.', 5), fc.constantFrom<unknown>(true, false, undefined)).map(([dict, prefix, strict]) => () => {
+      const victim = new LSTM({ inputSize: 3, hiddenSize: 4, numLayers: 2, seed: 2, backend });
+      try {
+        return victim.loadStateDict(dict as never, { prefix: prefix as never, strict: strict as never });
+      } finally {
+        victim.dispose();
+      }
+    }),
+    fromOnnx: fc.record({ W: a.tensor, R: a.tensor, B: a.tensor, P: a.tensor, hiddenSize: fc.constantFrom<unknown>(...ADVERSARIAL_NUMBERS), direction: fc.constantFrom<unknown>('forward', 'bidirectional', 'up'), activations: fc.anything() }, { requiredKeys: [] }).map((spec) => () => LSTM.fromOnnx({ ...(spec as object), backend } as never)),
+    fromKeras: fc.tuple(fc.record({ kernel: a.tensor, recurrentKernel: a.tensor, bias: a.tensor }, { requiredKeys: [] }), fc.record({ units: fc.constantFrom<unknown>(...ADVERSARIAL_NUMBERS), activation: fc.constantFrom<unknown>('tanh', 'hard_sigmoid', 'gelu', 3) }, { requiredKeys: [] })).map(
+      ([w, o]) => () => LSTM.fromKeras(w as never, { ...(o as object), backend } as never),
+    ),
+    loadSafetensors: a.bytes.map((b) => () => lib.loadSafetensors(b as never)),
+    saveSafetensors: fc.tuple(fc.dictionary(fc.string({ maxLength: 5 }), fc.oneof(a.tensor, fc.record({ data: fc.float32Array({ maxLength: 8 }), shape: a.shape, dtype: fc.constantFrom<unknown>('F16', 'I8', 'BF16', 'Q4', 7) }))), fc.anything()).map(([t, m]) => () => lib.saveSafetensors(t as never, m as never)),
+    loadOnnx: a.bytes.map((b) => () => lib.loadOnnx(b as never, { backend })),
+    exportOnnx: fc.tuple(fc.constantFrom<unknown>(model, disposed, null, {}), fc.anything()).map(([m, o]) => () => lib.exportOnnx(m as never, o as never)),
+    forwardTrain: fc.tuple(fc.oneof({ weight: 1, arbitrary: a.tensor }, { weight: 3, arbitrary: a.fitting(goodShapes) }), fc.oneof(a.tensor, a.fitting([[2, 3, 4], [5, 4], [1, 1, 4]]), fc.constant(undefined))).map(([x, up]) => () =>
+      model.forwardTrain(x as never).backward({ output: up as never }),
+    ),
+    disposed: fc.constantFrom('forward', 'forwardAsync', 'step', 'stateDict', 'forwardTrain', 'initialState').map((m) => () => (disposed as never as Record<string, (...args: unknown[]) => unknown>)[m](refX, {})),
+  };
+  const names = Object.keys(targets);
+  const call = fc.constantFrom(...names).chain((name) => targets[name].map((fn) => ({ name, fn })));
+
+  await fc.assert(
+    fc.asyncProperty(call, async ({ name, fn }) => {
+      report.cases++;
+      report.byTarget[name] = (report.byTarget[name] ?? 0) + 1;
+      try {
+        await fn();
+        report.results++;
+        report.okByTarget[name] = (report.okByTarget[name] ?? 0) + 1;
+      } catch (err) {
+        if (!(err instanceof LstmError)) throw new Error(`${name}: threw ${(err as Error)?.constructor?.name}: ${(err as Error)?.message}`);
+        report.lstmErrors++;
+      }
+      const now = model.forward(refX).output.data;
+      for (let i = 0; i < reference.length; i++) if (now[i] !== reference[i]) throw new Error(`${name}: the model's answer changed`);
+    }),
+    { numRuns, seed, endOnFailure: true },
+  );
+  model.dispose();
+  stepper.dispose();
+  return report;
+}
