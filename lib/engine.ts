@@ -42,6 +42,8 @@ export interface LayerRun {
 }
 
 export interface EngineLayer {
+  /** New weights for the same configuration (after an optimizer step); calls in flight keep the old ones. */
+  update(dirs: DirectionParams[]): void;
   dispose(): void;
 }
 

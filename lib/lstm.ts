@@ -210,11 +210,12 @@ export class LSTM {
     }));
   }
 
-  /** Repack the engine's weights if an optimizer changed the parameters. */
+  /** Repack the engine's weights in place if an optimizer changed the parameters. */
   private refresh(): void {
     if (this.stale) {
       this.stale = false;
-      this.build();
+      const grouped = groupParams(this.config, this.specs, this.params);
+      this.layers.forEach((layer, l) => layer.update(grouped[l]));
     }
   }
 

@@ -20,7 +20,7 @@ interface JsDirection {
 /** One layer on the pure-TypeScript engine: weights packed once, no allocation per step. */
 class JsLayer implements EngineLayer {
   readonly desc: LayerDesc;
-  private readonly dirs: JsDirection[];
+  private dirs: JsDirection[];
   private readonly fa: ActFn;
   private readonly ga: ActFn;
   private readonly ha: ActFn;
@@ -29,9 +29,22 @@ class JsLayer implements EngineLayer {
 
   constructor(desc: LayerDesc, dirs: DirectionParams[]) {
     this.desc = desc;
+    this.dirs = JsLayer.pack(desc, dirs);
+    this.fa = activationFn(desc.gate);
+    this.ga = activationFn(desc.cell);
+    this.ha = activationFn(desc.hidden);
+    this.standardActs = desc.gate.kind === 0 && desc.cell.kind === 1 && desc.hidden.kind === 1;
+  }
+
+  /** A forward already running holds the old `dirs` array: replacing it is safe. */
+  update(dirs: DirectionParams[]): void {
+    this.dirs = JsLayer.pack(this.desc, dirs);
+  }
+
+  private static pack(desc: LayerDesc, dirs: DirectionParams[]): JsDirection[] {
     const H = desc.hiddenSize;
     const Hout = desc.projSize || H;
-    this.dirs = dirs.map((p) => {
+    return dirs.map((p) => {
       let bias: Float32Array | null = null;
       if (desc.bias && p.bIh && p.bHh) {
         bias = new Float32Array(4 * H);
@@ -48,10 +61,6 @@ class JsLayer implements EngineLayer {
         wCo: desc.peephole === 1 ? p.wCo!.slice() : null,
       };
     });
-    this.fa = activationFn(desc.gate);
-    this.ga = activationFn(desc.cell);
-    this.ha = activationFn(desc.hidden);
-    this.standardActs = desc.gate.kind === 0 && desc.cell.kind === 1 && desc.hidden.kind === 1;
   }
 
   /** Nothing to free by hand: once the model drops this layer the GC reclaims it, and a
@@ -72,8 +81,9 @@ class JsLayer implements EngineLayer {
     const r = new Float32Array(B * H);
     const hNew = desc.projSize > 0 ? new Float32Array(B * Hout) : r;
 
+    const dirs = this.dirs;
     for (let d = 0; d < D; d++) {
-      const p = this.dirs[d];
+      const p = dirs[d];
       const reverse = D === 2 ? d === 1 : desc.reverse;
       if (p.bias) {
         for (let row = 0; row < T * B; row++) gates.set(p.bias, row * G4);
@@ -223,6 +233,7 @@ const jsGemm: Gemm = {
     if (!accumulate) c.fill(0, 0, M * p.n);
     gemmNT(M, a, 0, p.k, p, c, 0, p.n, trainScratch);
   },
+  release: () => {},
 };
 
 export const jsEngine: Engine = {

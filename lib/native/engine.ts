@@ -14,6 +14,14 @@ class NativeLayer implements EngineLayer {
     }
   }
 
+  update(dirs: DirectionParams[]): void {
+    try {
+      this.handle.load(dirs);
+    } catch (err) {
+      throw asLstmError(err);
+    }
+  }
+
   dispose(): void {
     this.handle.dispose();
   }
@@ -28,6 +36,10 @@ const handles = (layers: EngineLayer[]): NativeLayerHandle[] => layers.map((l) =
  */
 export function nativeEngine(addon: NativeAddon): Engine {
   const isa = process.env.LSTM_ISA ?? '';
+  // Packed matrices released by training are repacked in place by the next prepare():
+  // a training step then creates no native objects once warm.
+  type PackedHandle = object & { set(w: Float32Array, n: number, k: number): void; n: number; k: number };
+  const pool: PackedHandle[] = [];
   return {
     name: 'native',
     createLayer: (desc, dirs) => new NativeLayer(addon, isa, desc, dirs),
@@ -50,7 +62,12 @@ export function nativeEngine(addon: NativeAddon): Engine {
       return {
         prepare(w, n, k) {
           try {
-            return Object.assign(new addon.Packed(w, n, k), { n, k });
+            const reused = pool.pop();
+            if (reused) {
+              reused.set(w, n, k);
+              return Object.assign(reused, { n, k });
+            }
+            return Object.assign(new addon.Packed(w, n, k) as PackedHandle, { n, k });
           } catch (err) {
             throw asLstmError(err);
           }
@@ -61,6 +78,10 @@ export function nativeEngine(addon: NativeAddon): Engine {
           } catch (err) {
             throw asLstmError(err);
           }
+        },
+        release(w) {
+          if (pool.length < 64) pool.push(w as PackedHandle);
+          else (w as unknown as { dispose(): void }).dispose();
         },
       };
     },

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 
 /** The N-API surface of native/addon (kept in sync with addon.cc). */
 export interface NativeLayerHandle {
+  load(dirs: object[]): void;
   dispose(): void;
 }
 

@@ -17,6 +17,8 @@ export interface Gemm {
   prepare(w: Float32Array, n: number, k: number): PreparedMatrix;
   /** C[M, N] (+)= A[M, K] · W^T, all row-major and contiguous. */
   nt(M: number, a: Float32Array, w: PreparedMatrix, c: Float32Array, accumulate: boolean): void;
+  /** Free a prepared matrix now rather than whenever the GC gets to it. */
+  release(w: PreparedMatrix): void;
 }
 
 /** Transpose a row-major [rows, cols] matrix. */
@@ -224,6 +226,7 @@ export function forwardTrain(
       hn.set(h, (l * D + d) * B * Hout);
       cn.set(c, (l * D + d) * B * H);
       layer.dirs.push(t);
+      for (const w of [wIh, wHh, wCh, wHr]) if (w) gemm.release(w);
     }
     tape.layers.push(layer);
     input = y;
@@ -353,11 +356,19 @@ export function backwardTrain(
 
       // Weight gradients: one GEMM each over all steps. dW = dG^T · X is A=dG^T [4H, rows], W=X^T [In, rows].
       const dGT = transpose(dG, rows, 4 * H);
+      const once = (w: PreparedMatrix, fn: (w: PreparedMatrix) => void): void => {
+        try {
+          fn(w);
+        } finally {
+          gemm.release(w);
+        }
+      };
       const wgrad = (src: Float32Array, cols: number): Float32Array => {
         const out = new Float32Array(4 * H * cols);
-        gemm.nt(4 * H, dGT, gemm.prepare(transpose(src, rows, cols), cols, rows), out, false);
+        once(gemm.prepare(transpose(src, rows, cols), cols, rows), (w) => gemm.nt(4 * H, dGT, w, out, false));
         return out;
       };
+      for (const w of [wHhT, wChT, wHrT]) if (w) gemm.release(w);
       grads.set(`weight_ih${sfx}`, wgrad(layer.x, In));
       grads.set(`weight_hh${sfx}`, wgrad(t.hPrev, Hout));
       if (cfg.peephole === 'full') grads.set(`weight_ch${sfx}`, wgrad(t.cPrev, H));
@@ -369,7 +380,7 @@ export function backwardTrain(
       }
       if (dHtot) {
         const out = new Float32Array(Hout * H);
-        gemm.nt(Hout, transpose(dHtot, rows, Hout), gemm.prepare(transpose(t.r!, rows, H), H, rows), out, false);
+        once(gemm.prepare(transpose(t.r!, rows, H), H, rows), (w) => gemm.nt(Hout, transpose(dHtot, rows, Hout), w, out, false));
         grads.set(`weight_hr${sfx}`, out);
       }
       if (dwci) {
@@ -378,7 +389,7 @@ export function backwardTrain(
         grads.set(`weight_co${sfx}`, dwco!);
       }
       // Input gradient: dX += dG · W_ih.
-      gemm.nt(rows, dG, gemm.prepare(transpose(params.get(`weight_ih${sfx}`)!, 4 * H, In), In, 4 * H), dInput, true);
+      once(gemm.prepare(transpose(params.get(`weight_ih${sfx}`)!, 4 * H, In), In, 4 * H), (w) => gemm.nt(rows, dG, w, dInput, true));
     }
     dOut = dInput;
   }

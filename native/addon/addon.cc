@@ -109,7 +109,7 @@ class LstmAddon;
 class LayerWrap : public Napi::ObjectWrap<LayerWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "Layer", {InstanceMethod("dispose", &LayerWrap::Dispose)});
+    return DefineClass(env, "Layer", {InstanceMethod("dispose", &LayerWrap::Dispose), InstanceMethod("load", &LayerWrap::LoadMethod)});
   }
 
   LayerWrap(const Napi::CallbackInfo& info);
@@ -119,21 +119,53 @@ class LayerWrap : public Napi::ObjectWrap<LayerWrap> {
 
  private:
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
-    layer_.reset();
+    Release(info.Env());
     return info.Env().Undefined();
   }
 
+  // load(dirs): new weights, same configuration (after an optimizer step).
+  Napi::Value LoadMethod(const Napi::CallbackInfo& info) {
+    if (!layer_) Fail(info.Env(), "LSTM_DISPOSED", "load: this layer was disposed");
+    Load(info.Env(), info[0]);
+    return info.Env().Undefined();
+  }
+
+  void Load(Napi::Env env, const Napi::Value& dirs);
+
+  // Native memory is reported to V8 so that dropped layers are collected under native
+  // pressure, not only JS pressure.
+  void Release(Napi::Env env) {
+    if (layer_) Napi::MemoryManagement::AdjustExternalMemory(env, -external_bytes_);
+    layer_.reset();
+  }
+
+ public:
+  void Finalize(Napi::Env env) override { Release(env); }
+
+ private:
   std::shared_ptr<const lstm::Layer> layer_;
+  lstm::LayerDesc desc_;
   lstm::Isa isa_ = lstm::Isa::kScalar;
+  int64_t external_bytes_ = 0;
 };
 
 // A right-hand GEMM operand packed once (training reuses weights across many products).
 class PackedWrap : public Napi::ObjectWrap<PackedWrap> {
  public:
-  static Napi::Function Define(Napi::Env env) { return DefineClass(env, "Packed", {}); }
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Packed", {InstanceMethod("dispose", &PackedWrap::Dispose), InstanceMethod("set", &PackedWrap::Set)});
+  }
 
   // Packed(w: Float32Array [n*k], n, k)
-  PackedWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PackedWrap>(info) {
+  PackedWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PackedWrap>(info) { Pack(info); }
+
+  // set(w, n, k): repack in place, reusing the buffer (training pools these per model).
+  Napi::Value Set(const Napi::CallbackInfo& info) {
+    Pack(info);
+    return info.Env().Undefined();
+  }
+
+  void Pack(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     const int32_t n = IntArg(env, info[1], "n", 1, std::numeric_limits<int32_t>::max());
     const int32_t k = IntArg(env, info[2], "k", 1, std::numeric_limits<int32_t>::max());
@@ -144,12 +176,31 @@ class PackedWrap : public Napi::ObjectWrap<PackedWrap> {
     } catch (const std::bad_alloc&) {
       Fail(env, "LSTM_NATIVE", "Packed: out of memory");
     }
+    const int64_t bytes = static_cast<int64_t>(packed_.data.capacity() * sizeof(float));
+    Napi::MemoryManagement::AdjustExternalMemory(env, bytes - bytes_);
+    bytes_ = bytes;
   }
 
   const lstm::PackedMatrix& packed() const { return packed_; }
 
+  void Finalize(Napi::Env env) override { Release(env); }
+
  private:
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    Release(info.Env());
+    return info.Env().Undefined();
+  }
+
+  void Release(Napi::Env env) {
+    if (bytes_ == 0) return;
+    Napi::MemoryManagement::AdjustExternalMemory(env, -bytes_);
+    bytes_ = 0;
+    packed_ = lstm::PackedMatrix();  // n = 0: gemmNT refuses a released matrix
+    packed_.data.shrink_to_fit();
+  }
+
   lstm::PackedMatrix packed_;
+  int64_t bytes_ = 0;
 };
 
 class LstmAddon : public Napi::Addon<LstmAddon> {
@@ -258,7 +309,18 @@ LayerWrap::LayerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LayerWra
   const int64_t widest = std::max<int64_t>(desc.input_size, Hout) + H;
   if (4 * H * widest > kMaxElements) Fail(env, "LSTM_OPTION", "desc: weight matrices larger than 2^31 elements");
 
-  Napi::Array dirs = info[1].As<Napi::Array>();
+  desc_ = desc;
+  Load(env, info[1]);
+}
+
+// Pack a new set of weights for this layer's configuration and swap it in: calls in
+// flight keep the weights they started with (they hold the old shared_ptr).
+void LayerWrap::Load(Napi::Env env, const Napi::Value& dirsValue) {
+  const lstm::LayerDesc& desc = desc_;
+  const int64_t H = desc.hidden_size;
+  const int64_t Hout = desc.out_size();
+  if (!dirsValue.IsArray()) Fail(env, "LSTM_WEIGHTS", "dirs: expected an array of direction weights");
+  Napi::Array dirs = dirsValue.As<Napi::Array>();
   if (dirs.Length() != static_cast<uint32_t>(desc.num_directions)) {
     Fail(env, "LSTM_WEIGHTS", "dirs: expected " + std::to_string(desc.num_directions) + " direction objects, got " +
                                   std::to_string(dirs.Length()));
@@ -285,11 +347,16 @@ LayerWrap::LayerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LayerWra
       v.w_ch = FloatArg(env, o.Get("wCh"), at + "wCh", 4 * H * H).Data();
     }
   }
+  std::shared_ptr<const lstm::Layer> fresh;
   try {
-    layer_ = std::make_shared<const lstm::Layer>(desc, views);
+    fresh = std::make_shared<const lstm::Layer>(desc, views);
   } catch (const std::bad_alloc&) {
     Fail(env, "LSTM_NATIVE", "out of memory while packing weights");
   }
+  Release(env);
+  layer_ = std::move(fresh);
+  external_bytes_ = static_cast<int64_t>(layer_->packed_bytes());
+  Napi::MemoryManagement::AdjustExternalMemory(env, external_bytes_);
 }
 
 // The layers of one call, checked: live, chained (layer l+1 reads layer l's output) and
@@ -535,6 +602,7 @@ Napi::Value LstmAddon::GemmNT(const Napi::CallbackInfo& info) {
   const int32_t M = IntArg(env, info[0], "M", 1, std::numeric_limits<int32_t>::max());
   if (!info[2].IsObject() || !info[2].As<Napi::Object>().InstanceOf(packed_ctor_.Value())) Fail(env, "LSTM_OPTION", "gemmNT: expected a Packed matrix");
   const lstm::PackedMatrix& w = PackedWrap::Unwrap(info[2].As<Napi::Object>())->packed();
+  if (w.empty()) Fail(env, "LSTM_DISPOSED", "gemmNT: this packed matrix was disposed");
   if (int64_t{M} * w.k > kMaxElements || int64_t{M} * w.n > kMaxElements) Fail(env, "LSTM_SHAPE", "gemmNT: operands exceed 2^31 elements");
   const float* a = FloatArg(env, info[1], "a", int64_t{M} * w.k).Data();
   float* c = FloatArg(env, info[3], "c", int64_t{M} * w.n).Data();

@@ -35,6 +35,15 @@ Layer::Layer(const LayerDesc& desc, const DirectionWeightsView* dirs) : desc_(de
   }
 }
 
+std::size_t Layer::packed_bytes() const {
+  std::size_t n = 0;
+  for (const Direction& d : dirs_) {
+    n += d.w_ih.data.size() + d.w_hh.data.size() + d.w_ch.data.size() + d.w_hr.data.size() + d.bias.size() +
+         d.w_ci.size() + d.w_cf.size() + d.w_co.size();
+  }
+  return n * sizeof(float);
+}
+
 namespace {
 
 // Gate pre-activations kept per chunk of time steps: 512 KiB, so the projection's writes

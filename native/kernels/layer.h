@@ -75,6 +75,8 @@ class Layer {
   Layer(const LayerDesc& desc, const DirectionWeightsView* dirs);
 
   const LayerDesc& desc() const { return desc_; }
+  // Bytes of packed weights this layer holds.
+  std::size_t packed_bytes() const;
   void forward(Isa isa, const Threading& threading, const LayerRun& run, Workspace* ws) const;
 
  private:

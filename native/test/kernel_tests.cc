@@ -23,6 +23,7 @@ namespace {
 
 int failures = 0;
 int checks = 0;
+bool quick = false;  // --quick: a small subset (valgrind runs it)
 
 void expect(bool ok, const std::string& what) {
   ++checks;
@@ -70,7 +71,7 @@ void test_gemm(Isa isa) {
   for (int M : Ms)
     for (int N : Ns)
       for (int K : Ks) {
-        if (static_cast<long>(M) * N * K > 3000000) continue;
+        if (static_cast<long>(M) * N * K > (quick ? 20000 : 3000000)) continue;
         const int lda = K + 3;  // strided A, as the layer passes it
         const int ldc = N + 5;
         std::vector<float> A = random_vec(rng, static_cast<std::size_t>(M) * lda);
@@ -103,7 +104,7 @@ void test_gemm(Isa isa) {
 
 void test_activations(Isa isa) {
   std::vector<float> x;
-  for (float v = -30.f; v <= 30.f; v += 0.0009765625f) x.push_back(v);
+  for (float v = -30.f; v <= 30.f; v += quick ? 0.0625f : 0.0009765625f) x.push_back(v);
   std::mt19937 rng(7);
   for (float v : random_vec(rng, 20000, -1.f, 1.f)) x.push_back(v * 1e-3f);
   for (float v : {0.f, -0.f, 1e-30f, -1e-30f, 0.625f, -0.625f, 88.f, -88.f, 100.f, -100.f, 1e30f, -1e30f}) x.push_back(v);
@@ -137,6 +138,7 @@ void test_layer(Isa isa) {
       {3, 64, 0, 2, 1, false, true, false, 0.f, 300, 64, true},
   };
   for (const Case& cs : cases) {
+    if (quick && cs.T * cs.B > 64) continue;
     LayerDesc desc;
     desc.input_size = cs.I;
     desc.hidden_size = cs.H;
@@ -246,6 +248,7 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
+  quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   for (Isa isa : isas_to_test()) {
     test_gemm(isa);
     test_activations(isa);

@@ -1,0 +1,112 @@
+// Drives every native entry point of a (sanitizer-built) addon through the real package:
+//   node test/sanitize/harness.cjs <package dir whose build/Release holds the addon>
+// Run by scripts/sanitize.mjs with LD_PRELOAD=libasan/libubsan; exits non-zero on any failure.
+'use strict';
+const assert = require('node:assert');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const pkg = path.resolve(process.argv[2]);
+const lib = require(path.join(pkg, 'dist/cjs/index.js'));
+const { loadNative } = require(path.join(pkg, 'dist/cjs/native/loader.js'));
+const fixtures = path.resolve(__dirname, '../fixtures');
+const info = lib.backendInfo();
+assert.ok(info.native, `native addon did not load: ${info.reason}`);
+// The binary under test must be the sanitizer build in this package copy.
+const loaded = fs.readFileSync('/proc/self/maps', 'utf8').split('\n').find((l) => l.includes('lstm_native.node'));
+assert.ok(loaded && loaded.includes(pkg), `expected the addon from ${pkg}, loaded: ${loaded}`);
+assert.ok(fs.readFileSync(loaded.slice(loaded.indexOf('/'))).includes('__asan_report'), 'the loaded addon is not ASan-instrumented');
+
+function rand(seed) {
+  let a = seed >>> 0;
+  return () => ((a = (Math.imul(a, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 2 - 1;
+}
+const tensor = (shape, r) => ({ data: Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, r), shape });
+
+async function main() {
+  let calls = 0;
+  // 1. Every fixture through forward, forwardAsync, step and forwardTrain/backward, on each ISA and thread count.
+  for (const isa of ['avx2', 'scalar']) {
+    process.env.LSTM_ISA = isa;
+    for (const f of fs.readdirSync(fixtures).filter((n) => /^[tp]\d.*safetensors$/.test(n))) {
+      const { tensors: t, metadata } = lib.loadSafetensors(fs.readFileSync(path.join(fixtures, f)));
+      const c = JSON.parse(metadata.config);
+      for (const threads of [1, 2]) {
+        const m = new lib.LSTM({ inputSize: c.input_size, hiddenSize: c.hidden_size, numLayers: c.num_layers, bias: c.bias, batchFirst: c.batch_first, bidirectional: c.bidirectional, projSize: c.proj_size, peephole: c.peephole ?? 'none', backend: 'native', threads });
+        m.loadStateDict(t, { strict: false });
+        const opts = { h0: t.h0, c0: t.c0, lengths: t.lengths };
+        const a = m.forward(t.input, opts);
+        const b = await m.forwardAsync(t.input, opts);
+        assert.deepStrictEqual(a.output.data, b.output.data);
+        for (let i = 0; i < a.output.data.length; i++) assert.ok(Math.abs(a.output.data[i] - t.output.data[i]) < 1e-4, `${f} output`);
+        const run = m.forwardTrain(t.input, opts);
+        run.backward({ output: t.grad_output, hn: t.grad_hn, cn: t.grad_cn });
+        if (m.config.numDirections === 1) {
+          const st = m.initialState(t.input.shape.length === 2 ? 1 : t.input.shape[m.config.batchFirst ? 0 : 1]);
+          m.step({ data: new Float32Array(st.h.shape[1] * c.input_size), shape: [st.h.shape[1], c.input_size] }, st);
+        }
+        m.dispose();
+        calls += 5;
+      }
+    }
+  }
+  delete process.env.LSTM_ISA;
+  // 2. Random configurations, odd sizes, lengths, many threads.
+  for (let seed = 1; seed <= 60; seed++) {
+    const r = rand(seed);
+    const H = 1 + Math.floor((r() + 1) * 20);
+    const o = { inputSize: 1 + Math.floor((r() + 1) * 4), hiddenSize: H, numLayers: 1 + Math.floor((r() + 1) * 1.5), direction: ['forward', 'reverse', 'bidirectional'][seed % 3], projSize: H > 2 && seed % 4 === 0 ? 1 : 0, peephole: ['none', 'diagonal', 'full'][seed % 3], clip: seed % 5 === 0 ? 0.7 : undefined, backend: 'native', threads: 1 + (seed % 3), seed };
+    const m = new lib.LSTM(o);
+    const T = 1 + (seed % 7);
+    const B = 1 + (seed % 4);
+    const x = tensor([T, B, o.inputSize], r);
+    const lengths = Array.from({ length: B }, (_, b) => 1 + ((seed + b) % T));
+    m.forward(x, { lengths });
+    await Promise.all([m.forwardAsync(x), m.forwardAsync(x, { lengths })]);
+    m.forwardTrain(x, { lengths }).backward({ output: tensor([T, B, m.config.numDirections * m.config.outSize], r) });
+    m.dispose();
+    calls += 4;
+  }
+  // 3. The addon's own argument checks, called directly with hostile values.
+  const addon = loadNative().addon;
+  const act = { kind: 0, alpha: 0, beta: 0 };
+  const desc = { inputSize: 2, hiddenSize: 3, projSize: 0, numDirections: 1, reverse: false, bias: false, peephole: 0, gate: act, cell: { ...act, kind: 1 }, hidden: { ...act, kind: 1 }, clip: 0, coupled: false, isa: '' };
+  const layer = new addon.Layer(desc, [{ wIh: new Float32Array(24), wHh: new Float32Array(36) }]);
+  const hostile = [undefined, null, -1, 2 ** 31, NaN, 1.5, 'x', {}, [], new Float64Array(8), new Float32Array(0), new Int32Array([0]), new Int32Array([99])];
+  const base = () => [[layer], new Float32Array(8), 4, 1, new Float32Array(3), new Float32Array(3), null, new Float32Array(12), new Float32Array(3), new Float32Array(3), 1];
+  for (let i = 0; i < 11; i++) {
+    for (const v of hostile) {
+      const args = base();
+      args[i] = v;
+      try {
+        addon.forward(...args);
+      } catch (err) {
+        assert.ok(String(err.code).startsWith('LSTM_'), `forward arg ${i}: ${err.message}`);
+      }
+      calls++;
+    }
+  }
+  const packed = new addon.Packed(new Float32Array(12), 3, 4);
+  for (const v of hostile) {
+    try {
+      addon.gemmNT(2, v, packed, new Float32Array(6), true, '', 1);
+    } catch (err) {
+      assert.ok(String(err.code).startsWith('LSTM_'));
+    }
+    calls++;
+  }
+  const out = new Float32Array(6);
+  addon.gemmNT(2, new Float32Array(8).fill(1), packed, out, false, '', 2);
+  layer.dispose();
+  try {
+    addon.forward(...base());
+  } catch (err) {
+    assert.strictEqual(err.code, 'LSTM_DISPOSED');
+  }
+  console.log(`sanitizer harness: ${calls} native calls, all clean`);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
