@@ -1,6 +1,7 @@
 import type { Engine, EngineLayer, LayerDesc, StackResult, StackRun } from '../engine.js';
 import { asLstmError } from '../errors.js';
 import type { DirectionParams } from '../params.js';
+import type { CellKernels, CellSpec, DirTape, StepCell } from '../train/bptt.js';
 import type { NativeAddon, NativeLayerHandle } from './loader.js';
 
 class NativeLayer implements EngineLayer {
@@ -40,6 +41,25 @@ export function nativeEngine(addon: NativeAddon): Engine {
   // a training step then creates no native objects once warm.
   type PackedHandle = object & { set(w: Float32Array, n: number, k: number): void; n: number; k: number };
   const pool: PackedHandle[] = [];
+  type CellHandle = StepCell & { reset(spec: CellSpec, rows: number, tape: DirTape): void };
+  const cellPool: CellHandle[] = [];
+  const cells: CellKernels = {
+    acquire(spec, rows, tape) {
+      try {
+        const reused = cellPool.pop();
+        if (reused) {
+          reused.reset(spec, rows, tape);
+          return reused;
+        }
+        return new addon.TrainCell(spec, rows, tape) as CellHandle;
+      } catch (err) {
+        throw asLstmError(err);
+      }
+    },
+    release(cell) {
+      if (cellPool.length < 16) cellPool.push(cell as CellHandle);
+    },
+  };
   return {
     name: 'native',
     createLayer: (desc, dirs) => new NativeLayer(addon, isa, desc, dirs),
@@ -83,6 +103,7 @@ export function nativeEngine(addon: NativeAddon): Engine {
           if (pool.length < 64) pool.push(w as PackedHandle);
           else (w as unknown as { dispose(): void }).dispose();
         },
+        cells,
       };
     },
     step(layers, x, B, h, c, out, threads) {

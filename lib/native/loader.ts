@@ -41,12 +41,13 @@ export interface NativeAddon {
     threads: number,
   ): Promise<[Float32Array, Float32Array, Float32Array]>;
   Packed: new (w: Float32Array, n: number, k: number) => object;
+  TrainCell: new (spec: object, rows: number, tape: object) => object;
   gemmNT(M: number, a: Float32Array, packed: object, c: Float32Array, accumulate: boolean, isa: string, threads: number): void;
   step(layers: NativeLayerHandle[], x: Float32Array, B: number, h: Float32Array, c: Float32Array, out: Float32Array, threads: number): void;
 }
 
 /** Bumped whenever the JS<->C++ calling convention changes; a stale binary is refused. */
-export const NATIVE_ABI_VERSION = 3;
+export const NATIVE_ABI_VERSION = 4;
 
 export interface NativeStatus {
   addon: NativeAddon | null;

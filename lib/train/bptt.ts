@@ -19,6 +19,31 @@ export interface Gemm {
   nt(M: number, a: Float32Array, w: PreparedMatrix, c: Float32Array, accumulate: boolean): void;
   /** Free a prepared matrix now rather than whenever the GC gets to it. */
   release(w: PreparedMatrix): void;
+  /** Native element-wise step kernels, where the engine has them (else the loops below run). */
+  cells?: CellKernels;
+}
+
+export interface CellSpec {
+  hiddenSize: number;
+  gate: ResolvedActivation;
+  cell: ResolvedActivation;
+  hidden: ResolvedActivation;
+  clip: number;
+  coupled: boolean;
+  wCi?: Float32Array;
+  wCf?: Float32Array;
+  wCo?: Float32Array;
+}
+
+/** The element-wise part of one step, bound to one layer direction's tape. */
+export interface StepCell {
+  forward(row0: number, B: number, gates: Float32Array, cPrev: Float32Array, cNew: Float32Array, rNew: Float32Array): void;
+  backward(row0: number, B: number, lengths: Int32Array | null, t: number, dr: Float32Array, dc: Float32Array, dgates: Float32Array, dwci: Float32Array | null, dwcf: Float32Array | null, dwco: Float32Array | null): void;
+}
+
+export interface CellKernels {
+  acquire(spec: CellSpec, rows: number, tape: DirTape): StepCell;
+  release(cell: StepCell): void;
 }
 
 /** Transpose a row-major [rows, cols] matrix. */
@@ -69,7 +94,7 @@ function derivative(a: ResolvedActivation): (z: number, y: number) => number {
 
 export type Params = Map<string, Float32Array>;
 
-interface DirTape {
+export interface DirTape {
   /** Post-clip pre-activations zi, zf, zg, zo and activations i, f, g, o: [T*B, H] each (time-indexed rows). */
   z: Float32Array[];
   act: Float32Array[];
@@ -151,6 +176,8 @@ export function forwardTrain(
       };
       const h = h0.slice((l * D + d) * B * Hout, (l * D + d + 1) * B * Hout);
       const c = c0.slice((l * D + d) * B * H, (l * D + d + 1) * B * H);
+      const spec: CellSpec = { hiddenSize: H, gate: cfg.gateActivation, cell: cfg.cellActivation, hidden: cfg.hiddenActivation, clip, coupled: cfg.coupledInputForget, wCi, wCf, wCo };
+      const kernel = gemm.cells?.acquire(spec, rows, t) ?? null;
       const zRow = new Float32Array(B * 4 * H);
       const hNew = new Float32Array(B * Hout);
       const rNew = new Float32Array(B * H);
@@ -160,9 +187,10 @@ export function forwardTrain(
         zRow.set(G.subarray(tt * B * 4 * H, (tt + 1) * B * 4 * H));
         gemm.nt(B, h, wHh, zRow, true);
         if (wCh) gemm.nt(B, c, wCh, zRow, true);
+        if (kernel) kernel.forward(tt * B, B, zRow, c, cNew, rNew);
         for (let b = 0; b < B; b++) {
           const row = tt * B + b;
-          for (let j = 0; j < H; j++) {
+          for (let j = 0; kernel === null && j < H; j++) {
             const cp = c[b * H + j];
             let zi = zRow[b * 4 * H + j];
             let zf = zRow[b * 4 * H + H + j];
@@ -227,6 +255,7 @@ export function forwardTrain(
       cn.set(c, (l * D + d) * B * H);
       layer.dirs.push(t);
       for (const w of [wIh, wHh, wCh, wHr]) if (w) gemm.release(w);
+      if (kernel) gemm.cells!.release(kernel);
     }
     tape.layers.push(layer);
     input = y;
@@ -290,6 +319,8 @@ export function backwardTrain(
       const dhPrev = new Float32Array(B * Hout);
       const dcPrevFull = new Float32Array(B * H);
       const dgRow = new Float32Array(B * 4 * H);
+      const spec: CellSpec = { hiddenSize: H, gate: cfg.gateActivation, cell: cfg.cellActivation, hidden: cfg.hiddenActivation, clip: cfg.clip, coupled: cfg.coupledInputForget, wCi, wCf, wCo };
+      const kernel = gemm.cells?.acquire(spec, rows, t) ?? null;
       for (let s = T - 1; s >= 0; s--) {
         const tt = reverse ? T - 1 - s : s;
         for (let b = 0; b < B; b++) {
@@ -302,8 +333,9 @@ export function backwardTrain(
         } else {
           dr.set(dhTot);
         }
-        dgRow.fill(0);
-        for (let b = 0; b < B; b++) {
+        if (kernel) kernel.backward(tt * B, B, lengths, tt, dr, dc, dgRow, dwci, dwcf, dwco);
+        else dgRow.fill(0);
+        for (let b = 0; kernel === null && b < B; b++) {
           if (!(lengths === null || tt < lengths[b])) continue;
           const row = tt * B + b;
           for (let j = 0; j < H; j++) {
@@ -351,6 +383,7 @@ export function backwardTrain(
           if (wChT) for (let j = 0; j < H; j++) dc[b * H + j] += dcPrevFull[b * H + j];
         }
       }
+      if (kernel) gemm.cells!.release(kernel);
       dh0.set(dh, (l * D + d) * B * Hout);
       dc0.set(dc, (l * D + d) * B * H);
 

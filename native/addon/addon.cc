@@ -18,10 +18,11 @@
 #include "../kernels/layer.h"
 #include "../kernels/peak.h"
 #include "../kernels/threadpool.h"
+#include "../kernels/train_cell.h"
 
 namespace {
 
-constexpr int kAbiVersion = 3;
+constexpr int kAbiVersion = 4;
 constexpr int64_t kMaxElements = (int64_t{1} << 31) - 1;
 
 // A JS exception carrying one of the library's error codes.
@@ -203,6 +204,175 @@ class PackedWrap : public Napi::ObjectWrap<PackedWrap> {
   int64_t bytes_ = 0;
 };
 
+// The element-wise kernels of one layer direction's BPTT. The tape's typed arrays are held
+// by reference and re-checked (length, not detached) on every call.
+class TrainCellWrap : public Napi::ObjectWrap<TrainCellWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "TrainCell",
+                       {InstanceMethod("forward", &TrainCellWrap::Forward), InstanceMethod("backward", &TrainCellWrap::Backward),
+                        InstanceMethod("reset", &TrainCellWrap::Reset)});
+  }
+
+  // TrainCell(spec, rows, tape: { z: [4], act: [4], pass: [4] | null, cPrev, c, hc })
+  TrainCellWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TrainCellWrap>(info) { Init(info); }
+
+ private:
+  // reset(spec, rows, tape): rebind a pooled cell to another run.
+  Napi::Value Reset(const Napi::CallbackInfo& info) {
+    Init(info);
+    return info.Env().Undefined();
+  }
+
+  void Init(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() != 3 || !info[0].IsObject() || !info[2].IsObject()) Fail(env, "LSTM_OPTION", "TrainCell(spec, rows, tape)");
+    lstm::TrainCellSpec spec;
+    std::vector<std::vector<float>> peep;
+    Napi::Object o = info[0].As<Napi::Object>();
+    spec.hidden = IntArg(env, o.Get("hiddenSize"), "hiddenSize", 1, 1 << 24);
+    spec.gate = ActivationArg(env, o, "gate");
+    spec.cell = ActivationArg(env, o, "cell");
+    spec.out = ActivationArg(env, o, "hidden");
+    Napi::Value clip = o.Get("clip");
+    if (!clip.IsNumber() || !(clip.As<Napi::Number>().DoubleValue() >= 0)) Fail(env, "LSTM_OPTION", "clip: expected a number >= 0");
+    spec.clip = clip.As<Napi::Number>().FloatValue();
+    spec.coupled = BoolArg(env, o, "coupled");
+    const int64_t H = spec.hidden;
+    for (const char* key : {"wCi", "wCf", "wCo"}) {
+      Napi::Value v = o.Get(key);
+      if (v.IsUndefined() || v.IsNull()) continue;
+      Napi::Float32Array a = FloatArg(env, v, key, H);
+      peep.emplace_back(a.Data(), a.Data() + H);
+    }
+    if (!peep.empty() && peep.size() != 3) Fail(env, "LSTM_WEIGHTS", "TrainCell: diagonal peepholes need wCi, wCf and wCo");
+    const int32_t rows = IntArg(env, info[1], "rows", 1, std::numeric_limits<int32_t>::max());
+    if (int64_t{rows} * H > kMaxElements) Fail(env, "LSTM_SHAPE", "TrainCell: rows * H exceeds 2^31");
+    Napi::Object tape = info[2].As<Napi::Object>();
+    Napi::ObjectReference z[4], act[4], pass_refs[4], c_prev, c, hc;
+    const auto ref = [&](const Napi::Value& v, const char* name) {
+      FloatArg(env, v, name, int64_t{rows} * H);
+      return Napi::Persistent(v.As<Napi::Object>());
+    };
+    for (int g = 0; g < 4; ++g) {
+      Napi::Value zs = tape.Get("z");
+      Napi::Value as = tape.Get("act");
+      if (!zs.IsArray() || !as.IsArray()) Fail(env, "LSTM_OPTION", "tape.z and tape.act must be arrays");
+      z[g] = ref(zs.As<Napi::Array>().Get(g), "tape.z");
+      act[g] = ref(as.As<Napi::Array>().Get(g), "tape.act");
+    }
+    Napi::Value pass = tape.Get("pass");
+    const bool has_pass = !pass.IsNull() && !pass.IsUndefined();
+    if (has_pass != (spec.clip > 0.f)) Fail(env, "LSTM_OPTION", "TrainCell: pass masks go with clip > 0");
+    if (has_pass) {
+      if (!pass.IsArray()) Fail(env, "LSTM_OPTION", "tape.pass must be an array");
+      for (int g = 0; g < 4; ++g) {
+        Napi::Value v = pass.As<Napi::Array>().Get(g);
+        if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
+            static_cast<int64_t>(v.As<Napi::Uint8Array>().ElementLength()) != int64_t{rows} * H) {
+          Fail(env, "LSTM_DTYPE", "tape.pass: expected Uint8Arrays of rows * H");
+        }
+        pass_refs[g] = Napi::Persistent(v.As<Napi::Object>());
+      }
+    }
+    c_prev = ref(tape.Get("cPrev"), "tape.cPrev");
+    c = ref(tape.Get("c"), "tape.c");
+    hc = ref(tape.Get("hc"), "tape.hc");
+    // Everything checked: commit.
+    peep_ = std::move(peep);
+    spec_ = spec;
+    if (!peep_.empty()) {
+      spec_.wci = peep_[0].data();
+      spec_.wcf = peep_[1].data();
+      spec_.wco = peep_[2].data();
+    }
+    rows_ = rows;
+    has_pass_ = has_pass;
+    for (int g = 0; g < 4; ++g) {
+      z_[g] = std::move(z[g]);
+      act_[g] = std::move(act[g]);
+      pass_[g] = std::move(pass_refs[g]);
+    }
+    c_prev_ = std::move(c_prev);
+    c_ = std::move(c);
+    hc_ = std::move(hc);
+  }
+
+
+
+  // The tape for rows [row0, row0 + B), every array re-checked.
+  lstm::TrainStepTape Tape(Napi::Env env, int64_t row0, int64_t B) {
+    const int64_t H = spec_.hidden;
+    if (row0 < 0 || B < 1 || row0 + B > rows_) Fail(env, "LSTM_SHAPE", "TrainCell: rows out of range");
+    const auto at = [&](Napi::ObjectReference& r, const char* name) {
+      return FloatArg(env, r.Value(), name, int64_t{rows_} * H).Data() + row0 * H;
+    };
+    lstm::TrainStepTape t{};
+    for (int g = 0; g < 4; ++g) {
+      t.z[g] = at(z_[g], "tape.z");
+      t.act[g] = at(act_[g], "tape.act");
+      t.pass[g] = nullptr;
+      if (has_pass_) {
+        Napi::Uint8Array p = pass_[g].Value().As<Napi::Uint8Array>();
+        if (static_cast<int64_t>(p.ElementLength()) != int64_t{rows_} * H || p.Data() == nullptr) Fail(env, "LSTM_SHAPE", "tape.pass was detached");
+        t.pass[g] = p.Data() + row0 * H;
+      }
+    }
+    t.c_prev = at(c_prev_, "tape.cPrev");
+    t.c = at(c_, "tape.c");
+    t.hc = at(hc_, "tape.hc");
+    return t;
+  }
+
+  // forward(row0, B, gates [B*4H], cPrev [B*H], cNew [B*H], rNew [B*H])
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const int64_t H = spec_.hidden;
+    const int64_t row0 = IntArg(env, info[0], "row0", 0, std::numeric_limits<int32_t>::max());
+    const int B = IntArg(env, info[1], "B", 1, std::numeric_limits<int32_t>::max());
+    const lstm::TrainStepTape t = Tape(env, row0, B);
+    const float* gates = FloatArg(env, info[2], "gates", B * 4 * H).Data();
+    const float* c_prev = FloatArg(env, info[3], "cPrev", B * H).Data();
+    float* c_new = FloatArg(env, info[4], "cNew", B * H).Data();
+    float* r_new = FloatArg(env, info[5], "rNew", B * H).Data();
+    lstm::train_cell_forward(spec_, B, gates, c_prev, t, c_new, r_new);
+    return env.Undefined();
+  }
+
+  // backward(row0, B, lengths | null, t, dr [B*H], dc [B*H], dgates [B*4H], dwci, dwcf, dwco | null)
+  Napi::Value Backward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const int64_t H = spec_.hidden;
+    const int64_t row0 = IntArg(env, info[0], "row0", 0, std::numeric_limits<int32_t>::max());
+    const int B = IntArg(env, info[1], "B", 1, std::numeric_limits<int32_t>::max());
+    const lstm::TrainStepTape tape = Tape(env, row0, B);
+    const int t = IntArg(env, info[3], "t", 0, std::numeric_limits<int32_t>::max());
+    const int32_t* lengths = nullptr;
+    if (!info[2].IsNull() && !info[2].IsUndefined()) {
+      if (!info[2].IsTypedArray() || info[2].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+          static_cast<int64_t>(info[2].As<Napi::Int32Array>().ElementLength()) != B) {
+        Fail(env, "LSTM_DTYPE", "lengths: expected an Int32Array of B entries");
+      }
+      lengths = info[2].As<Napi::Int32Array>().Data();
+    }
+    const float* dr = FloatArg(env, info[4], "dr", B * H).Data();
+    float* dc = FloatArg(env, info[5], "dc", B * H).Data();
+    float* dgates = FloatArg(env, info[6], "dgates", B * 4 * H).Data();
+    float* dw[3] = {nullptr, nullptr, nullptr};
+    if (spec_.wci) {
+      for (int i = 0; i < 3; ++i) dw[i] = FloatArg(env, info[7 + i], "dwPeephole", H).Data();
+    }
+    lstm::train_cell_backward(spec_, B, lengths, t, tape, dr, dc, dgates, dw[0], dw[1], dw[2]);
+    return env.Undefined();
+  }
+
+  lstm::TrainCellSpec spec_;
+  std::vector<std::vector<float>> peep_;
+  int32_t rows_ = 0;
+  bool has_pass_ = false;
+  Napi::ObjectReference z_[4], act_[4], pass_[4], c_prev_, c_, hc_;
+};
+
 class LstmAddon : public Napi::Addon<LstmAddon> {
  public:
   LstmAddon(Napi::Env env, Napi::Object exports) : best_(lstm::best_isa()) {
@@ -221,6 +391,7 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
                              InstanceMethod("hardwareThreads", &LstmAddon::HardwareThreads, napi_enumerable),
                              InstanceMethod("gemmNT", &LstmAddon::GemmNT, napi_enumerable),
                              InstanceValue("Packed", packed_class, napi_enumerable),
+                             InstanceValue("TrainCell", TrainCellWrap::Define(env), napi_enumerable),
                              InstanceValue("Layer", layer_class, napi_enumerable),
                          });
   }
