@@ -21,7 +21,7 @@ const { values: args } = parseArgs({
   options: {
     json: { type: 'boolean', default: false },
     quick: { type: 'boolean', default: false },
-    shapes: { type: 'string', default: 'S1,S2,S3,S4' },
+    shapes: { type: 'string', default: 'S1,S2,S3,S4,T2' },
     engines: { type: 'string', default: 'native,js,ort' },
     reps: { type: 'string' },
   },
@@ -32,12 +32,14 @@ const SHAPES = {
   S2: { label: 'S2 batch', B: 32, T: 128, I: 256, H: 256, L: 2, model: 'bench_i256_h256_l2.onnx' },
   S3: { label: 'S3 wide', B: 64, T: 64, I: 512, H: 512, L: 1, model: 'bench_i512_h512_l1.onnx' },
   S4: { label: 'S4 step', B: 1, T: 1, I: 256, H: 256, L: 1, model: 'bench_i256_h256_l1.onnx', step: true },
+  // A training step on S2: forwardTrain + backward (about 3x the forward's FLOPs).
+  T2: { label: 'T2 train (S2)', B: 32, T: 128, I: 256, H: 256, L: 2, train: true },
 };
 
 const flopsOf = (s) => {
   let f = 0;
   for (let l = 0; l < s.L; l++) f += 2 * 4 * s.H * ((l === 0 ? s.I : s.H) + s.H) * s.B * s.T;
-  return f;
+  return s.train ? 3 * f : f;
 };
 
 function median(xs) {
@@ -74,6 +76,10 @@ async function makeRunners(shape, engines, ort) {
   // S4 is a streaming step: step() with state kept between calls (and a reused output).
   const lstmRunner = (backend, threads) => {
     const m = new lib.LSTM({ inputSize: I, hiddenSize: H, numLayers: L, seed: 1, backend, threads });
+    if (shape.train) {
+      const dy = { data: randomData(T * B * H, 10).map((v) => v * 0.01), shape: [T, B, H] };
+      return { name: backend, threads, run: () => m.forwardTrain(x).backward({ output: dy }), dispose: () => m.dispose() };
+    }
     if (shape.step) {
       const state = m.initialState(B);
       const xt = { data: x.data.subarray(0, B * I), shape: [B, I] };
@@ -86,8 +92,8 @@ async function makeRunners(shape, engines, ort) {
     for (const threads of [1, 2]) runners.push(lstmRunner('native', threads));
   }
   if (engines.includes('js')) runners.push(lstmRunner('js', 1));
-  const modelPath = path.join(here, 'models', shape.model);
-  if (engines.includes('ort') && ort && existsSync(modelPath)) {
+  const modelPath = shape.model ? path.join(here, 'models', shape.model) : '';
+  if (engines.includes('ort') && ort && modelPath && existsSync(modelPath)) {
     for (const threads of [1, 2]) {
       const session = await ort.InferenceSession.create(modelPath, {
         intraOpNumThreads: threads,
@@ -132,7 +138,7 @@ async function main() {
     for (let rep = 0; rep < reps; rep++) {
       for (let i = 0; i < runners.length; i++) {
         const r = runners[i];
-        if (r.name === 'js' && rep >= (args.quick ? 1 : 5) && flops > 1e9) continue;
+        if (r.name === 'js' && rep >= (args.quick || shape.train ? 1 : 5) && flops > 1e9) continue;
         // Short runs are repeated inside one sample so timer resolution does not matter.
         const n = times[i].length ? inner(r) : 1;
         await settle();

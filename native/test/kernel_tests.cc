@@ -16,6 +16,7 @@
 #include "isa.h"
 #include "layer.h"
 #include "threadpool.h"
+#include "train_cell.h"
 
 using namespace lstm;
 
@@ -217,6 +218,112 @@ void test_layer(Isa isa) {
   }
 }
 
+// The training cell: its forward must equal the inference cell's (same c and r), and its
+// backward must match central differences of L = sum(dr * r) + sum(dc_in * c) in double.
+void test_train_cell() {
+  std::mt19937 rng(11);
+  struct Case { int H, B; Activation gate, cell, out; float clip; bool coupled, peep; };
+  const Case cases[] = {
+      {5, 3, {kSigmoid, 0, 0}, {kTanh, 0, 0}, {kTanh, 0, 0}, 0.f, false, false},
+      {7, 2, {kSigmoid, 0, 0}, {kTanh, 0, 0}, {kTanh, 0, 0}, 0.f, false, true},
+      {4, 2, {kHardSigmoid, 0.2f, 0.5f}, {kElu, 1.f, 0.f}, {kSoftsign, 0, 0}, 0.f, true, false},
+      {6, 1, {kSigmoid, 0, 0}, {kScaledTanh, 1.3f, 0.7f}, {kTanh, 0, 0}, 0.9f, false, true},
+  };
+  for (const Case& cs : cases) {
+    const int H = cs.H, B = cs.B;
+    std::vector<float> wci = random_vec(rng, H), wcf = random_vec(rng, H), wco = random_vec(rng, H);
+    TrainCellSpec spec;
+    spec.hidden = H;
+    spec.gate = cs.gate;
+    spec.cell = cs.cell;
+    spec.out = cs.out;
+    spec.clip = cs.clip;
+    spec.coupled = cs.coupled;
+    if (cs.peep) {
+      spec.wci = wci.data();
+      spec.wcf = wcf.data();
+      spec.wco = wco.data();
+    }
+    const std::vector<float> gates = random_vec(rng, static_cast<std::size_t>(B) * 4 * H, -1.5f, 1.5f);
+    const std::vector<float> c_prev = random_vec(rng, static_cast<std::size_t>(B) * H);
+    std::vector<float> buf[11];
+    for (auto& v : buf) v.assign(static_cast<std::size_t>(B) * H, 0.f);
+    std::vector<uint8_t> pass[4];
+    TrainStepTape tape{};
+    for (int g = 0; g < 4; ++g) {
+      tape.z[g] = buf[g].data();
+      tape.act[g] = buf[4 + g].data();
+      pass[g].assign(static_cast<std::size_t>(B) * H, 0);
+      tape.pass[g] = cs.clip > 0.f ? pass[g].data() : nullptr;
+    }
+    tape.c_prev = buf[8].data();
+    tape.c = buf[9].data();
+    tape.hc = buf[10].data();
+    auto forward = [&](const std::vector<float>& gin, const std::vector<float>& cin, std::vector<float>& c, std::vector<float>& r) {
+      c.assign(static_cast<std::size_t>(B) * H, 0.f);
+      r.assign(static_cast<std::size_t>(B) * H, 0.f);
+      train_cell_forward(spec, B, gin.data(), cin.data(), tape, c.data(), r.data());
+    };
+    std::vector<float> c, r;
+    forward(gates, c_prev, c, r);
+    // against the inference kernel (standard gate layout -> interleaved layout)
+    CellSpec inf;
+    inf.hidden = H;
+    inf.gate = cs.gate;
+    inf.cell = cs.cell;
+    inf.out = cs.out;
+    inf.clip = cs.clip;
+    inf.coupled = cs.coupled;
+    inf.wci = spec.wci;
+    inf.wcf = spec.wcf;
+    inf.wco = spec.wco;
+    const int G = 64 * ((H + 15) / 16);
+    std::vector<float> interleaved(static_cast<std::size_t>(B) * G, 0.f), c2(B * H), r2(B * H);
+    for (int b = 0; b < B; ++b)
+      for (int g = 0; g < 4; ++g)
+        for (int j = 0; j < H; ++j) interleaved[b * G + gate_column(g, j)] = gates[(b * 4 + g) * H + j];
+    cell_forward(Isa::kScalar, inf, B, interleaved.data(), G, 0, (H + 15) / 16, c_prev.data(), c2.data(), r2.data());
+    double worst = 0;
+    for (int i = 0; i < B * H; ++i) worst = std::max({worst, static_cast<double>(std::fabs(c[i] - c2[i])), static_cast<double>(std::fabs(r[i] - r2[i]))});
+    expect(worst <= 1e-6, "train_cell_forward equals the inference cell");
+    // backward against central differences
+    const std::vector<float> dr = random_vec(rng, static_cast<std::size_t>(B) * H);
+    const std::vector<float> dc_in = random_vec(rng, static_cast<std::size_t>(B) * H);
+    std::vector<float> dc = dc_in, dgates(static_cast<std::size_t>(B) * 4 * H), dwci(H), dwcf(H), dwco(H);
+    forward(gates, c_prev, c, r);
+    train_cell_backward(spec, B, nullptr, 0, tape, dr.data(), dc.data(), dgates.data(), dwci.data(), dwcf.data(), dwco.data());
+    auto loss = [&](const std::vector<float>& gin, const std::vector<float>& cin) {
+      std::vector<float> cc, rr;
+      forward(gin, cin, cc, rr);
+      double l = 0;
+      for (int i = 0; i < B * H; ++i) l += static_cast<double>(dr[i]) * rr[i] + static_cast<double>(dc_in[i]) * cc[i];
+      return l;
+    };
+    const float eps = 1e-2f;
+    double worst_g = 0;
+    for (int i = 0; i < B * 4 * H; i += 3) {
+      std::vector<float> gp = gates, gm = gates;
+      gp[i] += eps;
+      gm[i] -= eps;
+      // skip points where a kink (clip edge, relu-like) lies inside the difference interval
+      const double fd = (loss(gp, c_prev) - loss(gm, c_prev)) / (2 * eps);
+      const double tol = 2e-3 + 2e-2 * std::fabs(fd);
+      if (cs.clip > 0.f && std::fabs(std::fabs(gates[i]) - cs.clip) < 2 * eps) continue;
+      worst_g = std::max(worst_g, std::fabs(fd - dgates[i]) / tol);
+    }
+    for (int i = 0; i < B * H; ++i) {
+      std::vector<float> cp = c_prev, cm = c_prev;
+      cp[i] += eps;
+      cm[i] -= eps;
+      const double fd = (loss(gates, cp) - loss(gates, cm)) / (2 * eps);
+      worst_g = std::max(worst_g, std::fabs(fd - dc[i]) / (2e-3 + 2e-2 * std::fabs(fd)));
+    }
+    char buf2[120];
+    std::snprintf(buf2, sizeof buf2, "train_cell_backward H=%d: error ratio %.3f vs finite differences", H, worst_g);
+    expect(worst_g <= 1.0, buf2);
+  }
+}
+
 int bench(Isa isa, int M, int N, int K) {
   std::mt19937 rng(1);
   std::vector<float> A = random_vec(rng, static_cast<std::size_t>(M) * K), W = random_vec(rng, static_cast<std::size_t>(N) * K);
@@ -254,6 +361,7 @@ int main(int argc, char** argv) {
     test_activations(isa);
     test_layer(isa);
   }
+  test_train_cell();
   std::printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }
