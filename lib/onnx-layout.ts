@@ -1,7 +1,7 @@
 // The ONNX LSTM operator's weight layout and activation attributes, in both directions:
 // W [D, 4H, I], R [D, 4H, H], B [D, 8H] in gate order i, o, f, c, and P [D, 3H] in
 // order i, o, f — against PyTorch's [4H, *] tensors in gate order i, f, g, o.
-import { ACTIVATIONS, resolveActivation, type Activation, type ActivationName, type ResolvedActivation } from './config.js';
+import { resolveActivation, type Activation, type ActivationName, type ResolvedActivation } from './config.js';
 import { LstmError, describe } from './errors.js';
 import type { Tensor } from './tensor.js';
 
@@ -141,6 +141,3 @@ export function activationsToOnnx(acts: ResolvedActivation[], D: number): { acti
   }
   return { activations, alpha, beta };
 }
-
-// ACTIVATIONS is the single source of kinds; keep the import used for type-checking the table.
-void ACTIVATIONS;

@@ -8,6 +8,7 @@ import { LstmError, describe, optionsArg } from '../errors.js';
 import { LSTM } from '../lstm.js';
 import { activationsFromOnnx, activationsToOnnx, onnxToStateDict, stateDictToOnnx } from '../onnx-layout.js';
 import { MAX_ELEMENTS, type Tensor } from '../tensor.js';
+import { halfToFloat } from './safetensors.js';
 
 type Onnx = typeof OnnxNs;
 type NodeProto = OnnxNs.INodeProto;
@@ -39,15 +40,6 @@ function toNumber(v: unknown): number {
   if (typeof v === 'number') return v;
   if (v !== null && typeof v === 'object' && typeof (v as { toNumber?: unknown }).toNumber === 'function') return (v as { toNumber(): number }).toNumber();
   return Number(v);
-}
-
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * f * 2 ** -24;
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * (1 + f / 1024) * 2 ** (e - 15);
 }
 
 interface Constant {

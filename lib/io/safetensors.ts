@@ -20,7 +20,8 @@ function fmtErr(msg: string): LstmError {
   return new LstmError('LSTM_FORMAT', `safetensors: ${msg}`);
 }
 
-function halfToFloat(h: number): number {
+/** IEEE half-precision bits to a number (also used by the ONNX reader). */
+export function halfToFloat(h: number): number {
   const s = h & 0x8000 ? -1 : 1;
   const e = (h >> 10) & 0x1f;
   const f = h & 0x3ff;

@@ -91,6 +91,14 @@ export interface LossOptions {
   batchFirst?: boolean;
 }
 
+/** The valid-position mask a loss applies, from `lengths` over a [T, B, *] or [B, T, *] prediction. */
+function lossMask(shape: number[], options: LossOptions): Float32Array | null {
+  if (options.lengths === undefined || shape.length !== 3) return null;
+  const [a, b] = shape;
+  const bf = options.batchFirst ?? false;
+  return positionMask(bf ? b : a, bf ? a : b, bf, toLengths(options.lengths, bf ? a : b));
+}
+
 function toLengths(v: LengthsLike | undefined, B: number): Int32Array | null {
   if (v === undefined || v === null) return null;
   const src = (typeof v === 'object' && 'data' in v ? (v as { data: ArrayLike<number | bigint> }).data : v) as ArrayLike<number | bigint>;
@@ -105,12 +113,7 @@ export function mse(pred: Tensor, target: Tensor, options: LossOptions = {}): Lo
   if (!sameShape(p.shape, y.shape)) throw new LstmError('LSTM_SHAPE', `target: expected ${shapeStr(p.shape)} (the prediction's shape), got ${shapeStr(y.shape)}`);
   const F = p.shape[p.shape.length - 1] ?? 1;
   const positions = p.data.length / F;
-  let mask: Float32Array | null = null;
-  if (options.lengths !== undefined && p.shape.length === 3) {
-    const [a, b] = p.shape;
-    const bf = options.batchFirst ?? false;
-    mask = positionMask(bf ? b : a, bf ? a : b, bf, toLengths(options.lengths, bf ? a : b));
-  }
+  const mask = lossMask(p.shape, options);
   let count = 0;
   let sum = 0;
   for (let i = 0; i < positions; i++) {
@@ -134,12 +137,7 @@ export function crossEntropy(logits: Tensor, classes: Tensor | ArrayLike<number>
   const positions = z.data.length / C;
   const idx = ArrayBuffer.isView(classes) || Array.isArray(classes) ? (classes as ArrayLike<number>) : checkTensor(classes, 'classes').data;
   if (idx.length !== positions) throw new LstmError('LSTM_SHAPE', `classes: expected ${positions} indices (one per position of ${shapeStr(z.shape)}), got ${idx.length}`);
-  let mask: Float32Array | null = null;
-  if (options.lengths !== undefined && z.shape.length === 3) {
-    const [a, b] = z.shape;
-    const bf = options.batchFirst ?? false;
-    mask = positionMask(bf ? b : a, bf ? a : b, bf, toLengths(options.lengths, bf ? a : b));
-  }
+  const mask = lossMask(z.shape, options);
   let count = 0;
   for (let i = 0; i < positions; i++) if (!mask || mask[i] !== 0) count++;
   const grad = new Float32Array(z.data.length);
