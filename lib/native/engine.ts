@@ -48,10 +48,10 @@ export function nativeEngine(addon: NativeAddon): Engine {
       try {
         const reused = cellPool.pop();
         if (reused) {
-          reused.reset(spec, rows, tape);
+          reused.reset({ ...spec, isa } as CellSpec, rows, tape);
           return reused;
         }
-        return new addon.TrainCell(spec, rows, tape) as CellHandle;
+        return new addon.TrainCell({ ...spec, isa }, rows, tape) as CellHandle;
       } catch (err) {
         throw asLstmError(err);
       }
@@ -104,6 +104,9 @@ export function nativeEngine(addon: NativeAddon): Engine {
           else (w as unknown as { dispose(): void }).dispose();
         },
         cells,
+        transpose(src, rows, cols, dst) {
+          addon.transpose(src, rows, cols, dst);
+        },
       };
     },
     step(layers, x, B, h, c, out, threads) {

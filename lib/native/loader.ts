@@ -42,12 +42,13 @@ export interface NativeAddon {
   ): Promise<[Float32Array, Float32Array, Float32Array]>;
   Packed: new (w: Float32Array, n: number, k: number) => object;
   TrainCell: new (spec: object, rows: number, tape: object) => object;
+  transpose(src: Float32Array, rows: number, cols: number, dst: Float32Array): void;
   gemmNT(M: number, a: Float32Array, packed: object, c: Float32Array, accumulate: boolean, isa: string, threads: number): void;
   step(layers: NativeLayerHandle[], x: Float32Array, B: number, h: Float32Array, c: Float32Array, out: Float32Array, threads: number): void;
 }
 
 /** Bumped whenever the JS<->C++ calling convention changes; a stale binary is refused. */
-export const NATIVE_ABI_VERSION = 4;
+export const NATIVE_ABI_VERSION = 5;
 
 export interface NativeStatus {
   addon: NativeAddon | null;

@@ -21,6 +21,8 @@ export interface Gemm {
   release(w: PreparedMatrix): void;
   /** Native element-wise step kernels, where the engine has them (else the loops below run). */
   cells?: CellKernels;
+  /** dst [cols, rows] = src [rows, cols]^T, where the engine has a faster one than transpose(). */
+  transpose?(src: Float32Array, rows: number, cols: number, dst: Float32Array): void;
 }
 
 export interface CellSpec {
@@ -47,7 +49,7 @@ export interface CellKernels {
 }
 
 /** Transpose a row-major [rows, cols] matrix. */
-export function transpose(src: Float32Array, rows: number, cols: number, dst = new Float32Array(rows * cols)): Float32Array {
+export function transposeJs(src: Float32Array, rows: number, cols: number, dst = new Float32Array(rows * cols)): Float32Array {
   for (let r = 0; r < rows; r++) {
     const base = r * cols;
     for (let c = 0; c < cols; c++) dst[c * rows + r] = src[base + c];
@@ -162,7 +164,11 @@ export function forwardTrain(
       const wCf = params.get(`weight_cf${sfx}`);
       const wCo = params.get(`weight_co${sfx}`);
       const G = new Float32Array(rows * 4 * H);
-      if (bIh && bHh) for (let rr = 0; rr < rows; rr++) for (let j = 0; j < 4 * H; j++) G[rr * 4 * H + j] = bIh[j] + bHh[j];
+      if (bIh && bHh) {
+        const bias = new Float32Array(4 * H);
+        for (let j = 0; j < 4 * H; j++) bias[j] = bIh[j] + bHh[j];
+        for (let rr = 0; rr < rows; rr++) G.set(bias, rr * 4 * H);
+      }
       gemm.nt(rows, input, wIh, G, true);
       const t: DirTape = {
         z: [0, 1, 2, 3].map(() => new Float32Array(rows * H)),
@@ -280,6 +286,12 @@ export function backwardTrain(
   dhn: Float32Array,
   dcn: Float32Array,
 ): Gradients {
+  const transpose = (src: Float32Array, rows: number, cols: number): Float32Array => {
+    const dst = new Float32Array(rows * cols);
+    if (gemm.transpose) gemm.transpose(src, rows, cols, dst);
+    else transposeJs(src, rows, cols, dst);
+    return dst;
+  };
   const { T, B, lengths } = tape;
   const H = cfg.hiddenSize;
   const Hout = cfg.outSize;
@@ -406,8 +418,13 @@ export function backwardTrain(
       grads.set(`weight_hh${sfx}`, wgrad(t.hPrev, Hout));
       if (cfg.peephole === 'full') grads.set(`weight_ch${sfx}`, wgrad(t.cPrev, H));
       if (cfg.bias) {
+        // row sums of dG^T: sequential reads
         const db = new Float32Array(4 * H);
-        for (let rr = 0; rr < rows; rr++) for (let j = 0; j < 4 * H; j++) db[j] += dG[rr * 4 * H + j];
+        for (let j = 0; j < 4 * H; j++) {
+          let sum = 0;
+          for (let rr = j * rows, end = rr + rows; rr < end; rr++) sum += dGT[rr];
+          db[j] = sum;
+        }
         grads.set(`bias_ih${sfx}`, db);
         grads.set(`bias_hh${sfx}`, db.slice());
       }

@@ -22,7 +22,7 @@
 
 namespace {
 
-constexpr int kAbiVersion = 4;
+constexpr int kAbiVersion = 5;
 constexpr int64_t kMaxElements = (int64_t{1} << 31) - 1;
 
 // A JS exception carrying one of the library's error codes.
@@ -224,81 +224,7 @@ class TrainCellWrap : public Napi::ObjectWrap<TrainCellWrap> {
     return info.Env().Undefined();
   }
 
-  void Init(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (info.Length() != 3 || !info[0].IsObject() || !info[2].IsObject()) Fail(env, "LSTM_OPTION", "TrainCell(spec, rows, tape)");
-    lstm::TrainCellSpec spec;
-    std::vector<std::vector<float>> peep;
-    Napi::Object o = info[0].As<Napi::Object>();
-    spec.hidden = IntArg(env, o.Get("hiddenSize"), "hiddenSize", 1, 1 << 24);
-    spec.gate = ActivationArg(env, o, "gate");
-    spec.cell = ActivationArg(env, o, "cell");
-    spec.out = ActivationArg(env, o, "hidden");
-    Napi::Value clip = o.Get("clip");
-    if (!clip.IsNumber() || !(clip.As<Napi::Number>().DoubleValue() >= 0)) Fail(env, "LSTM_OPTION", "clip: expected a number >= 0");
-    spec.clip = clip.As<Napi::Number>().FloatValue();
-    spec.coupled = BoolArg(env, o, "coupled");
-    const int64_t H = spec.hidden;
-    for (const char* key : {"wCi", "wCf", "wCo"}) {
-      Napi::Value v = o.Get(key);
-      if (v.IsUndefined() || v.IsNull()) continue;
-      Napi::Float32Array a = FloatArg(env, v, key, H);
-      peep.emplace_back(a.Data(), a.Data() + H);
-    }
-    if (!peep.empty() && peep.size() != 3) Fail(env, "LSTM_WEIGHTS", "TrainCell: diagonal peepholes need wCi, wCf and wCo");
-    const int32_t rows = IntArg(env, info[1], "rows", 1, std::numeric_limits<int32_t>::max());
-    if (int64_t{rows} * H > kMaxElements) Fail(env, "LSTM_SHAPE", "TrainCell: rows * H exceeds 2^31");
-    Napi::Object tape = info[2].As<Napi::Object>();
-    Napi::ObjectReference z[4], act[4], pass_refs[4], c_prev, c, hc;
-    const auto ref = [&](const Napi::Value& v, const char* name) {
-      FloatArg(env, v, name, int64_t{rows} * H);
-      return Napi::Persistent(v.As<Napi::Object>());
-    };
-    for (int g = 0; g < 4; ++g) {
-      Napi::Value zs = tape.Get("z");
-      Napi::Value as = tape.Get("act");
-      if (!zs.IsArray() || !as.IsArray()) Fail(env, "LSTM_OPTION", "tape.z and tape.act must be arrays");
-      z[g] = ref(zs.As<Napi::Array>().Get(g), "tape.z");
-      act[g] = ref(as.As<Napi::Array>().Get(g), "tape.act");
-    }
-    Napi::Value pass = tape.Get("pass");
-    const bool has_pass = !pass.IsNull() && !pass.IsUndefined();
-    if (has_pass != (spec.clip > 0.f)) Fail(env, "LSTM_OPTION", "TrainCell: pass masks go with clip > 0");
-    if (has_pass) {
-      if (!pass.IsArray()) Fail(env, "LSTM_OPTION", "tape.pass must be an array");
-      for (int g = 0; g < 4; ++g) {
-        Napi::Value v = pass.As<Napi::Array>().Get(g);
-        if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
-            static_cast<int64_t>(v.As<Napi::Uint8Array>().ElementLength()) != int64_t{rows} * H) {
-          Fail(env, "LSTM_DTYPE", "tape.pass: expected Uint8Arrays of rows * H");
-        }
-        pass_refs[g] = Napi::Persistent(v.As<Napi::Object>());
-      }
-    }
-    c_prev = ref(tape.Get("cPrev"), "tape.cPrev");
-    c = ref(tape.Get("c"), "tape.c");
-    hc = ref(tape.Get("hc"), "tape.hc");
-    // Everything checked: commit.
-    peep_ = std::move(peep);
-    spec_ = spec;
-    if (!peep_.empty()) {
-      spec_.wci = peep_[0].data();
-      spec_.wcf = peep_[1].data();
-      spec_.wco = peep_[2].data();
-    }
-    rows_ = rows;
-    has_pass_ = has_pass;
-    for (int g = 0; g < 4; ++g) {
-      z_[g] = std::move(z[g]);
-      act_[g] = std::move(act[g]);
-      pass_[g] = std::move(pass_refs[g]);
-    }
-    c_prev_ = std::move(c_prev);
-    c_ = std::move(c);
-    hc_ = std::move(hc);
-  }
-
-
+  void Init(const Napi::CallbackInfo& info);
 
   // The tape for rows [row0, row0 + B), every array re-checked.
   lstm::TrainStepTape Tape(Napi::Env env, int64_t row0, int64_t B) {
@@ -335,7 +261,7 @@ class TrainCellWrap : public Napi::ObjectWrap<TrainCellWrap> {
     const float* c_prev = FloatArg(env, info[3], "cPrev", B * H).Data();
     float* c_new = FloatArg(env, info[4], "cNew", B * H).Data();
     float* r_new = FloatArg(env, info[5], "rNew", B * H).Data();
-    lstm::train_cell_forward(spec_, B, gates, c_prev, t, c_new, r_new);
+    lstm::train_cell_forward(isa_, spec_, B, gates, c_prev, t, c_new, r_new);
     return env.Undefined();
   }
 
@@ -367,6 +293,7 @@ class TrainCellWrap : public Napi::ObjectWrap<TrainCellWrap> {
   }
 
   lstm::TrainCellSpec spec_;
+  lstm::Isa isa_ = lstm::Isa::kScalar;
   std::vector<std::vector<float>> peep_;
   int32_t rows_ = 0;
   bool has_pass_ = false;
@@ -390,6 +317,7 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
                              InstanceMethod("step", &LstmAddon::Step, napi_enumerable),
                              InstanceMethod("hardwareThreads", &LstmAddon::HardwareThreads, napi_enumerable),
                              InstanceMethod("gemmNT", &LstmAddon::GemmNT, napi_enumerable),
+                             InstanceMethod("transpose", &LstmAddon::Transpose, napi_enumerable),
                              InstanceValue("Packed", packed_class, napi_enumerable),
                              InstanceValue("TrainCell", TrainCellWrap::Define(env), napi_enumerable),
                              InstanceValue("Layer", layer_class, napi_enumerable),
@@ -400,6 +328,18 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
   Napi::Value ForwardAsync(const Napi::CallbackInfo& info);
   Napi::Value Step(const Napi::CallbackInfo& info);
   Napi::Value GemmNT(const Napi::CallbackInfo& info);
+  // transpose(src, rows, cols, dst): dst [cols, rows] = src [rows, cols]^T
+  Napi::Value Transpose(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const int32_t rows = IntArg(env, info[1], "rows", 1, std::numeric_limits<int32_t>::max());
+    const int32_t cols = IntArg(env, info[2], "cols", 1, std::numeric_limits<int32_t>::max());
+    if (int64_t{rows} * cols > kMaxElements) Fail(env, "LSTM_SHAPE", "transpose: rows * cols exceeds 2^31");
+    const float* src = FloatArg(env, info[0], "src", int64_t{rows} * cols).Data();
+    float* dst = FloatArg(env, info[3], "dst", int64_t{rows} * cols).Data();
+    if (src == dst) Fail(env, "LSTM_SHAPE", "transpose: src and dst must differ");
+    lstm::transpose(src, rows, cols, dst);
+    return env.Undefined();
+  }
 
   // The ISA to run for a requested name ('' = the best this CPU has). A request
   // for an ISA the CPU lacks steps down to the best one it has, never beyond.
@@ -667,6 +607,82 @@ class ForwardWorker : public Napi::AsyncWorker {
 };
 
 }  // namespace
+
+void TrainCellWrap::Init(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 3 || !info[0].IsObject() || !info[2].IsObject()) Fail(env, "LSTM_OPTION", "TrainCell(spec, rows, tape)");
+  lstm::TrainCellSpec spec;
+  std::vector<std::vector<float>> peep;
+  Napi::Object o = info[0].As<Napi::Object>();
+  spec.hidden = IntArg(env, o.Get("hiddenSize"), "hiddenSize", 1, 1 << 24);
+  spec.gate = ActivationArg(env, o, "gate");
+  spec.cell = ActivationArg(env, o, "cell");
+  spec.out = ActivationArg(env, o, "hidden");
+  Napi::Value clip = o.Get("clip");
+  if (!clip.IsNumber() || !(clip.As<Napi::Number>().DoubleValue() >= 0)) Fail(env, "LSTM_OPTION", "clip: expected a number >= 0");
+  spec.clip = clip.As<Napi::Number>().FloatValue();
+  spec.coupled = BoolArg(env, o, "coupled");
+  const lstm::Isa isa = env.GetInstanceData<LstmAddon>()->Resolve(env, o.Get("isa"));
+  const int64_t H = spec.hidden;
+  for (const char* key : {"wCi", "wCf", "wCo"}) {
+    Napi::Value v = o.Get(key);
+    if (v.IsUndefined() || v.IsNull()) continue;
+    Napi::Float32Array a = FloatArg(env, v, key, H);
+    peep.emplace_back(a.Data(), a.Data() + H);
+  }
+  if (!peep.empty() && peep.size() != 3) Fail(env, "LSTM_WEIGHTS", "TrainCell: diagonal peepholes need wCi, wCf and wCo");
+  const int32_t rows = IntArg(env, info[1], "rows", 1, std::numeric_limits<int32_t>::max());
+  if (int64_t{rows} * H > kMaxElements) Fail(env, "LSTM_SHAPE", "TrainCell: rows * H exceeds 2^31");
+  Napi::Object tape = info[2].As<Napi::Object>();
+  Napi::ObjectReference z[4], act[4], pass_refs[4], c_prev, c, hc;
+  const auto ref = [&](const Napi::Value& v, const char* name) {
+    FloatArg(env, v, name, int64_t{rows} * H);
+    return Napi::Persistent(v.As<Napi::Object>());
+  };
+  for (int g = 0; g < 4; ++g) {
+    Napi::Value zs = tape.Get("z");
+    Napi::Value as = tape.Get("act");
+    if (!zs.IsArray() || !as.IsArray()) Fail(env, "LSTM_OPTION", "tape.z and tape.act must be arrays");
+    z[g] = ref(zs.As<Napi::Array>().Get(g), "tape.z");
+    act[g] = ref(as.As<Napi::Array>().Get(g), "tape.act");
+  }
+  Napi::Value pass = tape.Get("pass");
+  const bool has_pass = !pass.IsNull() && !pass.IsUndefined();
+  if (has_pass != (spec.clip > 0.f)) Fail(env, "LSTM_OPTION", "TrainCell: pass masks go with clip > 0");
+  if (has_pass) {
+    if (!pass.IsArray()) Fail(env, "LSTM_OPTION", "tape.pass must be an array");
+    for (int g = 0; g < 4; ++g) {
+      Napi::Value v = pass.As<Napi::Array>().Get(g);
+      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
+          static_cast<int64_t>(v.As<Napi::Uint8Array>().ElementLength()) != int64_t{rows} * H) {
+        Fail(env, "LSTM_DTYPE", "tape.pass: expected Uint8Arrays of rows * H");
+      }
+      pass_refs[g] = Napi::Persistent(v.As<Napi::Object>());
+    }
+  }
+  c_prev = ref(tape.Get("cPrev"), "tape.cPrev");
+  c = ref(tape.Get("c"), "tape.c");
+  hc = ref(tape.Get("hc"), "tape.hc");
+  // Everything checked: commit.
+  peep_ = std::move(peep);
+  spec_ = spec;
+  isa_ = isa;
+  if (!peep_.empty()) {
+    spec_.wci = peep_[0].data();
+    spec_.wcf = peep_[1].data();
+    spec_.wco = peep_[2].data();
+  }
+  rows_ = rows;
+  has_pass_ = has_pass;
+  for (int g = 0; g < 4; ++g) {
+    z_[g] = std::move(z[g]);
+    act_[g] = std::move(act[g]);
+    pass_[g] = std::move(pass_refs[g]);
+  }
+  c_prev_ = std::move(c_prev);
+  c_ = std::move(c);
+  hc_ = std::move(hc);
+}
 
 // forward(layers, x, T, B, h0, c0, lengths|null, y, hn, cn, threads): the whole stack, in place.
 Napi::Value LstmAddon::Forward(const Napi::CallbackInfo& info) {

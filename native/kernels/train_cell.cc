@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "cell.h"
+
 namespace lstm {
 
 float activation_grad(const Activation& a, float z, float y) {
@@ -32,50 +34,73 @@ float activation_grad(const Activation& a, float z, float y) {
   }
 }
 
-void train_cell_forward(const TrainCellSpec& s, int B, const float* gates, const float* c_prev, const TrainStepTape& tape,
-                        float* c_new, float* r_new) {
+void train_cell_forward(Isa isa, const TrainCellSpec& s, int B, const float* gates, const float* c_prev,
+                        const TrainStepTape& tape, float* c_new, float* r_new) {
   const int H = s.hidden;
   const float clip = s.clip;
+  const std::ptrdiff_t n = static_cast<std::ptrdiff_t>(B) * H;
   const auto clamp = [clip](float v, uint8_t* pass) {
     if (clip <= 0.f) return v;
     *pass = v >= -clip && v <= clip;
     return std::min(clip, std::max(-clip, v));
   };
   uint8_t scratch = 0;
+  // 1. Pre-activations of i, f, g (peepholes see c_{t-1}), clipped.
   for (int b = 0; b < B; ++b) {
     const float* g = gates + static_cast<std::ptrdiff_t>(b) * 4 * H;
     for (int j = 0; j < H; ++j) {
       const std::ptrdiff_t k = static_cast<std::ptrdiff_t>(b) * H + j;
       const float cp = c_prev[k];
-      float zi = g[j], zf = g[H + j], zg = g[2 * H + j], zo = g[3 * H + j];
+      float zi = g[j], zf = g[H + j];
       if (s.wci) {
         zi += s.wci[j] * cp;
         zf += s.wcf[j] * cp;
       }
-      zi = clamp(zi, tape.pass[0] ? tape.pass[0] + k : &scratch);
-      zf = clamp(zf, tape.pass[1] ? tape.pass[1] + k : &scratch);
-      zg = clamp(zg, tape.pass[2] ? tape.pass[2] + k : &scratch);
-      const float i = activate(s.gate, zi);
-      const float f = s.coupled ? 1.f - i : activate(s.gate, zf);
-      const float gg = activate(s.cell, zg);
-      const float c = f * cp + i * gg;
-      if (s.wco) zo += s.wco[j] * c;
-      zo = clamp(zo, tape.pass[3] ? tape.pass[3] + k : &scratch);
-      const float o = activate(s.gate, zo);
-      const float hc = activate(s.out, c);
-      tape.z[0][k] = zi;
-      tape.z[1][k] = zf;
-      tape.z[2][k] = zg;
-      tape.z[3][k] = zo;
-      tape.act[0][k] = i;
-      tape.act[1][k] = f;
-      tape.act[2][k] = gg;
-      tape.act[3][k] = o;
+      tape.z[0][k] = clamp(zi, tape.pass[0] ? tape.pass[0] + k : &scratch);
+      tape.z[1][k] = clamp(zf, tape.pass[1] ? tape.pass[1] + k : &scratch);
+      tape.z[2][k] = clamp(g[2 * H + j], tape.pass[2] ? tape.pass[2] + k : &scratch);
       tape.c_prev[k] = cp;
+    }
+  }
+  // 2. Activations over whole rows: vectorised for sigmoid and tanh (as in inference).
+  const auto apply = [&](const Activation& a, const float* z, float* y) {
+    if (a.kind == kSigmoid) return sigmoid_vec(isa, z, y, static_cast<int>(n));
+    if (a.kind == kTanh) return tanh_vec(isa, z, y, static_cast<int>(n));
+    for (std::ptrdiff_t k = 0; k < n; ++k) y[k] = activate(a, z[k]);
+  };
+  apply(s.gate, tape.z[0], tape.act[0]);
+  if (s.coupled) {
+    for (std::ptrdiff_t k = 0; k < n; ++k) tape.act[1][k] = 1.f - tape.act[0][k];
+  } else {
+    apply(s.gate, tape.z[1], tape.act[1]);
+  }
+  apply(s.cell, tape.z[2], tape.act[2]);
+  // 3. The new cell, then the output gate (its peephole sees c_t).
+  for (int b = 0; b < B; ++b) {
+    const float* g = gates + static_cast<std::ptrdiff_t>(b) * 4 * H;
+    for (int j = 0; j < H; ++j) {
+      const std::ptrdiff_t k = static_cast<std::ptrdiff_t>(b) * H + j;
+      const float c = tape.act[1][k] * tape.c_prev[k] + tape.act[0][k] * tape.act[2][k];
       tape.c[k] = c;
-      tape.hc[k] = hc;
       c_new[k] = c;
-      r_new[k] = o * hc;
+      float zo = g[3 * H + j];
+      if (s.wco) zo += s.wco[j] * c;
+      tape.z[3][k] = clamp(zo, tape.pass[3] ? tape.pass[3] + k : &scratch);
+    }
+  }
+  apply(s.gate, tape.z[3], tape.act[3]);
+  apply(s.out, tape.c, tape.hc);
+  for (std::ptrdiff_t k = 0; k < n; ++k) r_new[k] = tape.act[3][k] * tape.hc[k];
+}
+
+void transpose(const float* src, int rows, int cols, float* dst) {
+  constexpr int kTile = 32;
+  for (int r0 = 0; r0 < rows; r0 += kTile) {
+    const int r1 = std::min(rows, r0 + kTile);
+    for (int c0 = 0; c0 < cols; c0 += kTile) {
+      const int c1 = std::min(cols, c0 + kTile);
+      for (int r = r0; r < r1; ++r)
+        for (int c = c0; c < c1; ++c) dst[static_cast<std::ptrdiff_t>(c) * rows + r] = src[static_cast<std::ptrdiff_t>(r) * cols + c];
     }
   }
 }

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "activations.h"
+#include "isa.h"
 
 namespace lstm {
 
@@ -35,8 +36,11 @@ struct TrainStepTape {
 
 // gates: [B, 4H] pre-activations (input and recurrent products plus biases);
 // c_prev: [B, H]. Writes the tape, c_new [B, H] and r_new = o * h(c) [B, H].
-void train_cell_forward(const TrainCellSpec& s, int B, const float* gates, const float* c_prev, const TrainStepTape& tape,
-                        float* c_new, float* r_new);
+void train_cell_forward(Isa isa, const TrainCellSpec& s, int B, const float* gates, const float* c_prev,
+                        const TrainStepTape& tape, float* c_new, float* r_new);
+
+// dst [cols, rows] = src [rows, cols]^T, in cache-sized tiles.
+void transpose(const float* src, int rows, int cols, float* dst);
 
 // dr: dL/dr [B, H]; dc: dL/dc_t on entry, dL/dc_{t-1} on exit (for rows that were
 // valid at this step; padded rows are left as they are). dgates: [B, 4H] out (zero for

@@ -220,7 +220,7 @@ void test_layer(Isa isa) {
 
 // The training cell: its forward must equal the inference cell's (same c and r), and its
 // backward must match central differences of L = sum(dr * r) + sum(dc_in * c) in double.
-void test_train_cell() {
+void test_train_cell(Isa isa) {
   std::mt19937 rng(11);
   struct Case { int H, B; Activation gate, cell, out; float clip; bool coupled, peep; };
   const Case cases[] = {
@@ -262,7 +262,7 @@ void test_train_cell() {
     auto forward = [&](const std::vector<float>& gin, const std::vector<float>& cin, std::vector<float>& c, std::vector<float>& r) {
       c.assign(static_cast<std::size_t>(B) * H, 0.f);
       r.assign(static_cast<std::size_t>(B) * H, 0.f);
-      train_cell_forward(spec, B, gin.data(), cin.data(), tape, c.data(), r.data());
+      train_cell_forward(isa, spec, B, gin.data(), cin.data(), tape, c.data(), r.data());
     };
     std::vector<float> c, r;
     forward(gates, c_prev, c, r);
@@ -282,10 +282,10 @@ void test_train_cell() {
     for (int b = 0; b < B; ++b)
       for (int g = 0; g < 4; ++g)
         for (int j = 0; j < H; ++j) interleaved[b * G + gate_column(g, j)] = gates[(b * 4 + g) * H + j];
-    cell_forward(Isa::kScalar, inf, B, interleaved.data(), G, 0, (H + 15) / 16, c_prev.data(), c2.data(), r2.data());
+    cell_forward(isa, inf, B, interleaved.data(), G, 0, (H + 15) / 16, c_prev.data(), c2.data(), r2.data());
     double worst = 0;
     for (int i = 0; i < B * H; ++i) worst = std::max({worst, static_cast<double>(std::fabs(c[i] - c2[i])), static_cast<double>(std::fabs(r[i] - r2[i]))});
-    expect(worst <= 1e-6, "train_cell_forward equals the inference cell");
+    expect(worst <= 1e-6, std::string("train_cell_forward equals the inference cell on ") + isa_name(isa));
     // backward against central differences
     const std::vector<float> dr = random_vec(rng, static_cast<std::size_t>(B) * H);
     const std::vector<float> dc_in = random_vec(rng, static_cast<std::size_t>(B) * H);
@@ -319,9 +319,22 @@ void test_train_cell() {
       worst_g = std::max(worst_g, std::fabs(fd - dc[i]) / (2e-3 + 2e-2 * std::fabs(fd)));
     }
     char buf2[120];
-    std::snprintf(buf2, sizeof buf2, "train_cell_backward H=%d: error ratio %.3f vs finite differences", H, worst_g);
+    std::snprintf(buf2, sizeof buf2, "train_cell_backward %s H=%d: error ratio %.3f vs finite differences", isa_name(isa), H, worst_g);
     expect(worst_g <= 1.0, buf2);
   }
+}
+
+void test_transpose() {
+  std::mt19937 rng(5);
+  for (int rows : {1, 7, 33, 100})
+    for (int cols : {1, 5, 32, 65}) {
+      std::vector<float> a = random_vec(rng, static_cast<std::size_t>(rows) * cols), t(a.size());
+      transpose(a.data(), rows, cols, t.data());
+      bool ok = true;
+      for (int r = 0; r < rows; ++r)
+        for (int c = 0; c < cols; ++c) ok = ok && t[c * rows + r] == a[r * cols + c];
+      expect(ok, "transpose " + std::to_string(rows) + "x" + std::to_string(cols));
+    }
 }
 
 int bench(Isa isa, int M, int N, int K) {
@@ -360,8 +373,9 @@ int main(int argc, char** argv) {
     test_gemm(isa);
     test_activations(isa);
     test_layer(isa);
+    test_train_cell(isa);
   }
-  test_train_cell();
+  test_transpose();
   std::printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }
