@@ -144,11 +144,11 @@ export class LSTM {
     }
     for (const layer of this.layers) layer.dispose();
     this.layers = layers;
+    this.stale = false;
   }
 
   private checkAlive(what: string): void {
     if (this.disposed) throw new LstmError('LSTM_DISPOSED', `${what}: this LSTM was disposed`);
-    this.refresh();
   }
 
   /** Load parameters by PyTorch name; validates everything before changing anything. */
@@ -210,7 +210,10 @@ export class LSTM {
     }));
   }
 
-  /** Repack the engine's weights in place if an optimizer changed the parameters. */
+  /**
+   * Repack the engine's weights in place if an optimizer changed the parameters. Only the
+   * calls that run the engine's layers need it (forwardTrain reads the parameters directly).
+   */
   private refresh(): void {
     if (this.stale) {
       this.stale = false;
@@ -229,6 +232,7 @@ export class LSTM {
 
   forward(x: Tensor, options: ForwardOptions = {}): ForwardResult {
     this.checkAlive('forward');
+    this.refresh();
     const input = this.normalize(x, options);
     const out: StackResult = {
       y: new Float32Array(input.T * input.B * this.config.numDirections * this.config.outSize),
@@ -246,6 +250,7 @@ export class LSTM {
    */
   async forwardAsync(x: Tensor, options: ForwardOptions = {}): Promise<ForwardResult> {
     this.checkAlive('forwardAsync');
+    this.refresh();
     const input = this.normalize(x, options);
     const out = await this.engine.forwardAsync(this.layers, this.stackRun(input));
     return this.shapeResult(input, out);
@@ -313,6 +318,7 @@ export class LSTM {
    */
   step(x: Tensor, state: { h: Tensor; c: Tensor }, out?: Tensor): Tensor {
     this.checkAlive('step');
+    this.refresh();
     this.checkSteppable();
     const c = this.config;
     const xt = checkTensor(x, 'x');

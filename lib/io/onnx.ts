@@ -153,14 +153,12 @@ function constantOf(g: Graph, name: string, what: string): Constant {
 const sameInts = (a: ArrayLike<number> | undefined, b: readonly number[]): boolean =>
   a !== undefined && a.length === b.length && b.every((v, i) => a[i] === v);
 
-/** The ops a value passes through between two LSTM nodes (or the graph's ends). */
-interface Hop {
-  node: NodeProto;
-}
-
-/** Walk back from a tensor through data-movement ops to a graph input or an LSTM output. */
-function traceBack(g: Graph, name: string): { origin: string; hops: Hop[] } {
-  const hops: Hop[] = [];
+/**
+ * Walk back from a tensor through data-movement ops to a graph input or an LSTM output;
+ * `hops` are the ops passed through, in data order.
+ */
+function traceBack(g: Graph, name: string): { origin: string; hops: NodeProto[] } {
+  const hops: NodeProto[] = [];
   let cur = name;
   for (let steps = 0; steps < 64; steps++) {
     if (g.inputs.has(cur)) return { origin: cur, hops: hops.reverse() };
@@ -170,17 +168,16 @@ function traceBack(g: Graph, name: string): { origin: string; hops: Hop[] } {
     if (!['Transpose', 'Reshape', 'Squeeze', 'Identity'].includes(p.opType ?? '')) {
       throw formatError(`${nodeLabel(p)} sits on the LSTM data path; only Transpose, Reshape, Squeeze and Identity can be taken there`);
     }
-    hops.push({ node: p });
+    hops.push(p);
     cur = p.input?.[0] ?? '';
   }
   throw formatError(`the data path through '${name}' is longer than 64 nodes`);
 }
 
 /** Check the data-movement ops between layers: Y [T, D, B, H] back to [T, B, D*H]. */
-function checkJunction(g: Graph, hops: Hop[], D: number, where: string): void {
-  const kinds = hops.map((h) => h.node.opType).filter((op) => op !== 'Identity');
-  for (const h of hops) {
-    const n = h.node;
+function checkJunction(g: Graph, hops: NodeProto[], D: number, where: string): void {
+  const kinds = hops.map((n) => n.opType).filter((op) => op !== 'Identity');
+  for (const n of hops) {
     if (n.opType === 'Transpose' && !sameInts(attrInts(n, 'perm'), [0, 2, 1, 3])) {
       throw formatError(`${nodeLabel(n)} ${where}: perm [${attrInts(n, 'perm')}] is not [0, 2, 1, 3]`);
     }
@@ -253,7 +250,7 @@ export function loadOnnx(bytes: Uint8Array, opts?: LoadOnnxOptions): LSTM {
     if (g.inputs.has(origin)) {
       if (ordered.length) throw formatError(`${nodeLabel(n)} and ${nodeLabel(ordered[0])} both read a graph input`);
       ordered.push(n);
-      const kinds = hops.map((h) => h.node).filter((h) => h.opType !== 'Identity');
+      const kinds = hops.filter((h) => h.opType !== 'Identity');
       if (kinds.length === 1 && kinds[0].opType === 'Transpose' && sameInts(attrInts(kinds[0], 'perm'), [1, 0, 2])) batchFirst = true;
       else if (kinds.length > 0) throw formatError(`${nodeLabel(kinds[0])} before the first LSTM: only a batch-first Transpose [1, 0, 2] is understood`);
     }

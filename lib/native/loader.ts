@@ -11,11 +11,8 @@ export interface NativeAddon {
   abiVersion: number;
   /** The ISA a model would run for LSTM_ISA = requested ('' or undefined: the best this CPU has). */
   isa(requested?: string): string;
-  supportedIsas(): string[];
   /** One core's fp32 FMA throughput in GFLOP/s on an ISA (the benchmark's ceiling). */
   measurePeak(isa?: string, seconds?: number): number;
-  /** Logical cores the native thread pool can use. */
-  hardwareThreads(): number;
   Layer: new (desc: object, dirs: object[]) => NativeLayerHandle;
   forward(
     layers: NativeLayerHandle[],

@@ -310,12 +310,10 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
     DefineAddon(exports, {
                              InstanceValue("abiVersion", Napi::Number::New(env, kAbiVersion), napi_enumerable),
                              InstanceMethod("isa", &LstmAddon::IsaName, napi_enumerable),
-                             InstanceMethod("supportedIsas", &LstmAddon::SupportedIsas, napi_enumerable),
                              InstanceMethod("measurePeak", &LstmAddon::MeasurePeak, napi_enumerable),
                              InstanceMethod("forward", &LstmAddon::Forward, napi_enumerable),
                              InstanceMethod("forwardAsync", &LstmAddon::ForwardAsync, napi_enumerable),
                              InstanceMethod("step", &LstmAddon::Step, napi_enumerable),
-                             InstanceMethod("hardwareThreads", &LstmAddon::HardwareThreads, napi_enumerable),
                              InstanceMethod("gemmNT", &LstmAddon::GemmNT, napi_enumerable),
                              InstanceMethod("transpose", &LstmAddon::Transpose, napi_enumerable),
                              InstanceValue("Packed", packed_class, napi_enumerable),
@@ -370,18 +368,7 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
     return Napi::Number::New(info.Env(), lstm::measure_fma_peak(isa, seconds));
   }
 
-  Napi::Value SupportedIsas(const Napi::CallbackInfo& info) {
-    Napi::Array out = Napi::Array::New(info.Env());
-    uint32_t n = 0;
-    for (lstm::Isa i : {lstm::Isa::kScalar, lstm::Isa::kAvx2, lstm::Isa::kAvx512}) {
-      if (lstm::isa_supported(i)) out.Set(n++, Napi::String::New(info.Env(), lstm::isa_name(i)));
-    }
-    return out;
-  }
 
-  Napi::Value HardwareThreads(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), lstm::hardware_threads());
-  }
 
   const lstm::Isa best_;  // detected once per environment
   Napi::FunctionReference layer_ctor_;
