@@ -3,6 +3,7 @@ import type { DirectionParams } from '../params.js';
 import { activationFn, type ActFn } from './activations.js';
 import type { Gemm, PreparedMatrix } from '../train/bptt.js';
 import { GemmScratch, gemmNT, packW, type PackedW } from './gemm.js';
+import { jsCells } from './train-cell.js';
 
 interface JsDirection {
   wIh: PackedW;
@@ -234,6 +235,7 @@ const jsGemm: Gemm = {
     gemmNT(M, a, 0, p.k, p, c, 0, p.n, trainScratch);
   },
   release: () => {},
+  cells: jsCells,
 };
 
 export const jsEngine: Engine = {

@@ -3,7 +3,6 @@
 // coupled gates, any activation, lengths and initial states. One implementation
 // serves both engines; the heavy products go through the engine's GEMM.
 import type { LSTMConfig, ResolvedActivation } from '../config.js';
-import { activationFn } from '../js/activations.js';
 import { layerInputSize } from '../params.js';
 
 /** A right-hand matrix W [N, K] prepared once (packed) for C (+)= A · W^T. */
@@ -19,8 +18,8 @@ export interface Gemm {
   nt(M: number, a: Float32Array, w: PreparedMatrix, c: Float32Array, accumulate: boolean): void;
   /** Free a prepared matrix now rather than whenever the GC gets to it. */
   release(w: PreparedMatrix): void;
-  /** Native element-wise step kernels, where the engine has them (else the loops below run). */
-  cells?: CellKernels;
+  /** The element-wise step kernels (native C++, or the pure-TS ones of the js engine). */
+  cells: CellKernels;
   /** dst [cols, rows] = src [rows, cols]^T, where the engine has a faster one than transpose(). */
   transpose?(src: Float32Array, rows: number, cols: number, dst: Float32Array): void;
 }
@@ -57,43 +56,6 @@ export function transposeJs(src: Float32Array, rows: number, cols: number, dst =
   return dst;
 }
 
-/** dy/dz of an activation, from its input z and output y. */
-function derivative(a: ResolvedActivation): (z: number, y: number) => number {
-  const { alpha, beta } = a;
-  switch (a.kind) {
-    case 0:
-      return (_z, y) => y * (1 - y);
-    case 1:
-      return (_z, y) => 1 - y * y;
-    case 2:
-      return (z) => (z > 0 ? 1 : 0);
-    case 3:
-      return (z) => {
-        const v = alpha * z + beta;
-        return v > 0 && v < 1 ? alpha : 0;
-      };
-    case 4:
-      return (z) => (z >= 0 ? 1 : alpha);
-    case 5:
-      return (z) => (z > alpha ? 1 : 0);
-    case 6:
-      return (z) => {
-        const t = Math.tanh(beta * z);
-        return alpha * beta * (1 - t * t);
-      };
-    case 7:
-      return () => alpha;
-    case 8:
-      return (z, y) => (z >= 0 ? 1 : y + alpha);
-    case 9:
-      return (z) => 1 / ((1 + Math.abs(z)) * (1 + Math.abs(z)));
-    case 10:
-      return (z) => 1 / (1 + Math.exp(-z));
-    default:
-      throw new Error(`unknown activation kind ${a.kind}`);
-  }
-}
-
 export type Params = Map<string, Float32Array>;
 
 export interface DirTape {
@@ -123,6 +85,21 @@ export interface TrainTape {
 
 const suffix = (l: number, d: number): string => `_l${l}${d === 1 ? '_reverse' : ''}`;
 
+/** The cell kernels' view of one layer direction. */
+function cellSpec(cfg: LSTMConfig, params: Params, sfx: string): CellSpec {
+  return {
+    hiddenSize: cfg.hiddenSize,
+    gate: cfg.gateActivation,
+    cell: cfg.cellActivation,
+    hidden: cfg.hiddenActivation,
+    clip: cfg.clip,
+    coupled: cfg.coupledInputForget,
+    wCi: params.get(`weight_ci${sfx}`),
+    wCf: params.get(`weight_cf${sfx}`),
+    wCo: params.get(`weight_co${sfx}`),
+  };
+}
+
 /** Forward that records what backward needs. x, h0, c0 time-major; returns y (last layer), hn, cn. */
 export function forwardTrain(
   cfg: LSTMConfig,
@@ -138,9 +115,6 @@ export function forwardTrain(
   const H = cfg.hiddenSize;
   const Hout = cfg.outSize;
   const D = cfg.numDirections;
-  const fa = activationFn(cfg.gateActivation);
-  const ga = activationFn(cfg.cellActivation);
-  const ha = activationFn(cfg.hiddenActivation);
   const clip = cfg.clip;
   const hn = new Float32Array(cfg.numLayers * D * B * Hout);
   const cn = new Float32Array(cfg.numLayers * D * B * H);
@@ -160,9 +134,6 @@ export function forwardTrain(
       const wHr = cfg.projSize > 0 ? gemm.prepare(params.get(`weight_hr${sfx}`)!, Hout, H) : null;
       const bIh = params.get(`bias_ih${sfx}`);
       const bHh = params.get(`bias_hh${sfx}`);
-      const wCi = params.get(`weight_ci${sfx}`);
-      const wCf = params.get(`weight_cf${sfx}`);
-      const wCo = params.get(`weight_co${sfx}`);
       const G = new Float32Array(rows * 4 * H);
       if (bIh && bHh) {
         const bias = new Float32Array(4 * H);
@@ -182,64 +153,19 @@ export function forwardTrain(
       };
       const h = h0.slice((l * D + d) * B * Hout, (l * D + d + 1) * B * Hout);
       const c = c0.slice((l * D + d) * B * H, (l * D + d + 1) * B * H);
-      const spec: CellSpec = { hiddenSize: H, gate: cfg.gateActivation, cell: cfg.cellActivation, hidden: cfg.hiddenActivation, clip, coupled: cfg.coupledInputForget, wCi, wCf, wCo };
-      const kernel = gemm.cells?.acquire(spec, rows, t) ?? null;
-      const zRow = new Float32Array(B * 4 * H);
+      const kernel = gemm.cells.acquire(cellSpec(cfg, params, sfx), rows, t);
       const hNew = new Float32Array(B * Hout);
       const rNew = new Float32Array(B * H);
       const cNew = new Float32Array(B * H);
       for (let s = 0; s < T; s++) {
         const tt = reverse ? T - 1 - s : s;
-        zRow.set(G.subarray(tt * B * 4 * H, (tt + 1) * B * 4 * H));
-        gemm.nt(B, h, wHh, zRow, true);
-        if (wCh) gemm.nt(B, c, wCh, zRow, true);
-        if (kernel) kernel.forward(tt * B, B, zRow, c, cNew, rNew);
+        // This step's gates: the input projection already in G, plus the recurrent products.
+        const z = G.subarray(tt * B * 4 * H, (tt + 1) * B * 4 * H);
+        gemm.nt(B, h, wHh, z, true);
+        if (wCh) gemm.nt(B, c, wCh, z, true);
+        kernel.forward(tt * B, B, z, c, cNew, rNew);
         for (let b = 0; b < B; b++) {
           const row = tt * B + b;
-          for (let j = 0; kernel === null && j < H; j++) {
-            const cp = c[b * H + j];
-            let zi = zRow[b * 4 * H + j];
-            let zf = zRow[b * 4 * H + H + j];
-            let zg = zRow[b * 4 * H + 2 * H + j];
-            let zo = zRow[b * 4 * H + 3 * H + j];
-            if (wCi) {
-              zi += wCi[j] * cp;
-              zf += wCf![j] * cp;
-            }
-            const k = row * H + j;
-            if (t.pass) {
-              t.pass[0][k] = zi >= -clip && zi <= clip ? 1 : 0;
-              t.pass[1][k] = zf >= -clip && zf <= clip ? 1 : 0;
-              t.pass[2][k] = zg >= -clip && zg <= clip ? 1 : 0;
-              zi = Math.min(clip, Math.max(-clip, zi));
-              zf = Math.min(clip, Math.max(-clip, zf));
-              zg = Math.min(clip, Math.max(-clip, zg));
-            }
-            const i = fa(zi);
-            const f = cfg.coupledInputForget ? 1 - i : fa(zf);
-            const g = ga(zg);
-            const cc = Math.fround(f * cp + i * g);
-            if (wCo) zo += wCo[j] * cc;
-            if (t.pass) {
-              t.pass[3][k] = zo >= -clip && zo <= clip ? 1 : 0;
-              zo = Math.min(clip, Math.max(-clip, zo));
-            }
-            const o = fa(zo);
-            const hcv = ha(cc);
-            t.z[0][k] = zi;
-            t.z[1][k] = zf;
-            t.z[2][k] = zg;
-            t.z[3][k] = zo;
-            t.act[0][k] = i;
-            t.act[1][k] = f;
-            t.act[2][k] = g;
-            t.act[3][k] = o;
-            t.cPrev[k] = cp;
-            t.c[k] = cc;
-            t.hc[k] = hcv;
-            cNew[b * H + j] = cc;
-            rNew[b * H + j] = o * hcv;
-          }
           t.hPrev.set(h.subarray(b * Hout, (b + 1) * Hout), row * Hout);
         }
         if (wHr) {
@@ -261,7 +187,7 @@ export function forwardTrain(
       cn.set(c, (l * D + d) * B * H);
       layer.dirs.push(t);
       for (const w of [wIh, wHh, wCh, wHr]) if (w) gemm.release(w);
-      if (kernel) gemm.cells!.release(kernel);
+      gemm.cells.release(kernel);
     }
     tape.layers.push(layer);
     input = y;
@@ -297,9 +223,6 @@ export function backwardTrain(
   const Hout = cfg.outSize;
   const D = cfg.numDirections;
   const rows = T * B;
-  const dfa = derivative(cfg.gateActivation);
-  const dga = derivative(cfg.cellActivation);
-  const dha = derivative(cfg.hiddenActivation);
   const grads = new Map<string, Float32Array>();
   const dh0 = new Float32Array(cfg.numLayers * D * B * Hout);
   const dc0 = new Float32Array(cfg.numLayers * D * B * H);
@@ -313,26 +236,22 @@ export function backwardTrain(
       const sfx = suffix(l, d);
       const t = layer.dirs[d];
       const reverse = D === 2 ? d === 1 : cfg.direction === 'reverse';
-      const wCi = params.get(`weight_ci${sfx}`);
-      const wCf = params.get(`weight_cf${sfx}`);
-      const wCo = params.get(`weight_co${sfx}`);
+      const spec = cellSpec(cfg, params, sfx);
       const wHhT = gemm.prepare(transpose(params.get(`weight_hh${sfx}`)!, 4 * H, Hout), Hout, 4 * H);
       const wChT = cfg.peephole === 'full' ? gemm.prepare(transpose(params.get(`weight_ch${sfx}`)!, 4 * H, H), H, 4 * H) : null;
       const wHrT = cfg.projSize > 0 ? gemm.prepare(transpose(params.get(`weight_hr${sfx}`)!, Hout, H), H, Hout) : null;
       const dG = new Float32Array(rows * 4 * H);
       const dHtot = cfg.projSize > 0 ? new Float32Array(rows * Hout) : null;
-      const dwci = wCi ? new Float32Array(H) : null;
-      const dwcf = wCf ? new Float32Array(H) : null;
-      const dwco = wCo ? new Float32Array(H) : null;
+      const dwci = spec.wCi ? new Float32Array(H) : null;
+      const dwcf = spec.wCf ? new Float32Array(H) : null;
+      const dwco = spec.wCo ? new Float32Array(H) : null;
       const dh = dhn.slice((l * D + d) * B * Hout, (l * D + d + 1) * B * Hout);
       const dc = dcn.slice((l * D + d) * B * H, (l * D + d + 1) * B * H);
       const dhTot = new Float32Array(B * Hout);
       const dr = new Float32Array(B * H);
       const dhPrev = new Float32Array(B * Hout);
       const dcPrevFull = new Float32Array(B * H);
-      const dgRow = new Float32Array(B * 4 * H);
-      const spec: CellSpec = { hiddenSize: H, gate: cfg.gateActivation, cell: cfg.cellActivation, hidden: cfg.hiddenActivation, clip: cfg.clip, coupled: cfg.coupledInputForget, wCi, wCf, wCo };
-      const kernel = gemm.cells?.acquire(spec, rows, t) ?? null;
+      const kernel = gemm.cells.acquire(spec, rows, t);
       for (let s = T - 1; s >= 0; s--) {
         const tt = reverse ? T - 1 - s : s;
         for (let b = 0; b < B; b++) {
@@ -345,48 +264,9 @@ export function backwardTrain(
         } else {
           dr.set(dhTot);
         }
-        if (kernel) kernel.backward(tt * B, B, lengths, tt, dr, dc, dgRow, dwci, dwcf, dwco);
-        else dgRow.fill(0);
-        for (let b = 0; kernel === null && b < B; b++) {
-          if (!(lengths === null || tt < lengths[b])) continue;
-          const row = tt * B + b;
-          for (let j = 0; j < H; j++) {
-            const k = row * H + j;
-            const i = t.act[0][k];
-            const f = t.act[1][k];
-            const g = t.act[2][k];
-            const o = t.act[3][k];
-            const drv = dr[b * H + j];
-            let dzo = drv * t.hc[k] * dfa(t.z[3][k], o);
-            if (t.pass) dzo *= t.pass[3][k];
-            let dcv = dc[b * H + j] + drv * o * dha(t.c[k], t.hc[k]);
-            if (wCo) {
-              dcv += dzo * wCo[j];
-              dwco![j] += dzo * t.c[k];
-            }
-            let di = dcv * g;
-            const dg = dcv * i;
-            const df = dcv * t.cPrev[k];
-            let dzf = 0;
-            if (cfg.coupledInputForget) di -= df;
-            else dzf = df * dfa(t.z[1][k], f) * (t.pass ? t.pass[1][k] : 1);
-            const dzi = di * dfa(t.z[0][k], i) * (t.pass ? t.pass[0][k] : 1);
-            const dzg = dg * dga(t.z[2][k], g) * (t.pass ? t.pass[2][k] : 1);
-            let dcp = dcv * f;
-            if (wCi) {
-              dcp += dzi * wCi[j] + dzf * wCf![j];
-              dwci![j] += dzi * t.cPrev[k];
-              dwcf![j] += dzf * t.cPrev[k];
-            }
-            dc[b * H + j] = dcp; // carried to the previous step (more added below for full peepholes)
-            const gb = b * 4 * H;
-            dgRow[gb + j] = dzi;
-            dgRow[gb + H + j] = dzf;
-            dgRow[gb + 2 * H + j] = dzg;
-            dgRow[gb + 3 * H + j] = dzo;
-          }
-        }
-        dG.set(dgRow, tt * B * 4 * H);
+        // This step's gate gradients, written straight into dG (zero on padded rows).
+        const dgRow = dG.subarray(tt * B * 4 * H, (tt + 1) * B * 4 * H);
+        kernel.backward(tt * B, B, lengths, tt, dr, dc, dgRow, dwci, dwcf, dwco);
         gemm.nt(B, dgRow, wHhT, dhPrev, false);
         if (wChT) gemm.nt(B, dgRow, wChT, dcPrevFull, false);
         for (let b = 0; b < B; b++) {
@@ -395,7 +275,7 @@ export function backwardTrain(
           if (wChT) for (let j = 0; j < H; j++) dc[b * H + j] += dcPrevFull[b * H + j];
         }
       }
-      if (kernel) gemm.cells!.release(kernel);
+      gemm.cells.release(kernel);
       dh0.set(dh, (l * D + d) * B * Hout);
       dc0.set(dc, (l * D + d) * B * H);
 
