@@ -22,7 +22,7 @@ const { values: args } = parseArgs({
     json: { type: 'boolean', default: false },
     quick: { type: 'boolean', default: false },
     shapes: { type: 'string', default: 'S1,S2,S3,S4,T2' },
-    engines: { type: 'string', default: 'native,js,ort' },
+    engines: { type: 'string', default: 'native,wasm,js,ort,tfjs' },
     reps: { type: 'string' },
   },
 });
@@ -91,6 +91,7 @@ async function makeRunners(shape, engines, ort) {
   if (engines.includes('native') && info.native) {
     for (const threads of [1, 2]) runners.push(lstmRunner('native', threads));
   }
+  if (engines.includes('wasm') && info.wasm) runners.push(lstmRunner('wasm', 1));
   if (engines.includes('js')) runners.push(lstmRunner('js', 1));
   const modelPath = shape.model ? path.join(here, 'models', shape.model) : '';
   if (engines.includes('ort') && ort && modelPath && existsSync(modelPath)) {
@@ -186,7 +187,7 @@ function svgChart(report) {
   const barH = 16;
   const width = 760;
   const left = 260;
-  const colors = { native: '#2b6cb0', js: '#dd6b20', 'onnxruntime-node': '#718096' };
+  const colors = { native: '#2b6cb0', wasm: '#38a169', js: '#dd6b20', 'onnxruntime-node': '#718096', 'tfjs-backend-wasm': '#805ad5' };
   let y = 40;
   const parts = [`<text x="10" y="22" font-size="14" font-weight="bold">lstm-native: GFLOP/s by shape and engine (${report.machine.cpu}, ${report.date.slice(0, 10)})</text>`];
   let last = '';

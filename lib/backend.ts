@@ -1,66 +1,99 @@
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import type { BackendChoice } from './config.js';
 import type { Engine } from './engine.js';
 import { LstmError } from './errors.js';
 import { jsEngine } from './js/engine.js';
 import { nativeEngine } from './native/engine.js';
-import { loadNative, packageRoot } from './native/loader.js';
+import { env, loadNative, packageVersion, platformName } from './platform.js';
+import { wasmEngine } from './wasm/engine.js';
+import { wasmMemoryBytes, wasmUnavailable } from './wasm/module.js';
 
 export interface BackendInfo {
+  /** The engine a model with backend 'auto' gets here: native, else wasm, else js. */
+  engine: 'native' | 'wasm' | 'js';
+  /** Why 'auto' did not get a faster engine (and how to get it); absent when it got native. */
+  reason?: string;
   /** True when the native addon loaded on this machine. */
   native: boolean;
-  /** Why native is not available (or not chosen by LSTM_BACKEND), and how to get it. */
-  reason?: string;
+  /** Why native is not available, and how to get it. */
+  nativeReason?: string;
   /** The instruction set the native kernels dispatch to: 'avx512' | 'avx2' | 'scalar'. */
   isa?: string;
+  /** True when the WebAssembly engine can run here. */
+  wasm: boolean;
+  /** Why the wasm engine cannot run here. */
+  wasmReason?: string;
+  /** Bytes of WebAssembly memory held by live wasm models (0 once all are disposed). */
+  wasmMemory: number;
+  /** 'node' or 'browser'. */
+  platform: string;
   /** Package version. */
   version: string;
 }
 
-let version: string | undefined;
-function packageVersion(): string {
-  if (version === undefined) {
-    try {
-      version = String(JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')).version);
-    } catch {
-      version = 'unknown';
-    }
+const ENGINES = ['js', 'native', 'wasm'];
+
+/** LSTM_BACKEND, checked ('auto' when unset). */
+function envChoice(): string {
+  const v = env('LSTM_BACKEND');
+  if (v === undefined || v === 'auto') return 'auto';
+  if (!ENGINES.includes(v)) {
+    throw new LstmError('LSTM_OPTION', `LSTM_BACKEND: expected 'native', 'wasm', 'js' or 'auto', got ${JSON.stringify(v)}`);
   }
-  return version;
+  return v;
 }
 
 export function backendInfo(): BackendInfo {
   const st = loadNative();
-  const info: BackendInfo = { native: st.addon !== null, version: packageVersion() };
+  const wasmWhy = wasmUnavailable();
+  const info: BackendInfo = {
+    engine: 'js',
+    native: st.addon !== null,
+    wasm: wasmWhy === null,
+    wasmMemory: wasmMemoryBytes(),
+    platform: platformName,
+    version: packageVersion(),
+  };
   if (st.addon) {
     try {
-      info.isa = st.addon.isa(process.env.LSTM_ISA ?? '');
+      info.isa = st.addon.isa(env('LSTM_ISA') ?? '');
     } catch (err) {
-      info.reason = (err as Error).message;
+      info.nativeReason = (err as Error).message;
     }
-    if (process.env.LSTM_BACKEND === 'js') info.reason = "LSTM_BACKEND=js: models with backend 'auto' use the js engine";
   } else {
-    info.reason = st.reason;
+    info.nativeReason = st.reason;
+  }
+  if (wasmWhy !== null) info.wasmReason = wasmWhy;
+  let choice = 'auto';
+  try {
+    choice = envChoice();
+  } catch (err) {
+    info.reason = (err as Error).message;
+  }
+  if (choice !== 'auto') {
+    info.engine = choice as BackendInfo['engine'];
+    info.reason = `LSTM_BACKEND=${choice}: models with backend 'auto' use the ${choice} engine`;
+  } else if (info.native) {
+    info.engine = 'native';
+  } else if (info.wasm) {
+    info.engine = 'wasm';
+    info.reason = `native: ${info.nativeReason}`;
+  } else {
+    info.reason = `native: ${info.nativeReason}; wasm: ${info.wasmReason}`;
   }
   return info;
 }
 
 /** Resolve a model's backend option (and LSTM_BACKEND for 'auto') to an engine. */
 export function selectEngine(choice: BackendChoice): Engine {
-  let wanted: string = choice;
-  if (choice === 'auto') {
-    const env = process.env.LSTM_BACKEND;
-    if (env !== undefined && env !== '' && env !== 'auto') {
-      if (env !== 'js' && env !== 'native') {
-        throw new LstmError('LSTM_OPTION', `LSTM_BACKEND: expected 'js', 'native' or 'auto', got ${JSON.stringify(env)}`);
-      }
-      wanted = env;
-    }
-  }
+  const wanted = choice === 'auto' ? envChoice() : choice;
   if (wanted === 'js') return jsEngine;
-  const st = loadNative();
-  if (st.addon) return nativeEngine(st.addon);
-  if (wanted === 'native') throw new LstmError('LSTM_NATIVE', `backend 'native' requested but ${st.reason}`);
+  if (wanted === 'native' || wanted === 'auto') {
+    const st = loadNative();
+    if (st.addon) return nativeEngine(st.addon);
+    if (wanted === 'native') throw new LstmError('LSTM_NATIVE', `backend 'native' requested but ${st.reason}`);
+  }
+  const why = wasmUnavailable();
+  if (why === null) return wasmEngine();
+  if (wanted === 'wasm') throw new LstmError('LSTM_WASM', `backend 'wasm' requested but ${why}`);
   return jsEngine;
 }

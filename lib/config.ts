@@ -1,4 +1,4 @@
-import * as os from 'node:os';
+import { cpuCount, env as hostEnv } from './platform.js';
 import { LstmError, describe } from './errors.js';
 
 /** Activation names accepted everywhere (the ONNX LSTM set, in camelCase). */
@@ -42,7 +42,7 @@ export const ACTIVATIONS: Record<ActivationName, { kind: number; alpha: number; 
 
 export type Direction = 'forward' | 'reverse' | 'bidirectional';
 export type Peephole = 'none' | 'diagonal' | 'full';
-export type BackendChoice = 'auto' | 'native' | 'js';
+export type BackendChoice = 'auto' | 'native' | 'wasm' | 'js';
 
 export interface LSTMOptions {
   inputSize: number;
@@ -156,12 +156,12 @@ function checkThreads(value: unknown, name: string): number {
 
 /** LSTM_THREADS, else every core. */
 export function defaultThreads(): number {
-  const env = process.env.LSTM_THREADS;
-  if (env !== undefined && env !== '') {
+  const env = hostEnv('LSTM_THREADS');
+  if (env !== undefined) {
     const n = Number(env);
     return checkThreads(Number.isFinite(n) ? n : env, 'LSTM_THREADS');
   }
-  return typeof os.availableParallelism === 'function' ? os.availableParallelism() : Math.max(1, os.cpus().length);
+  return cpuCount();
 }
 
 export function resolveConfig(options: unknown): LSTMConfig {
@@ -225,7 +225,7 @@ export function resolveConfig(options: unknown): LSTMConfig {
     clip,
     coupledInputForget: checkBool(o.coupledInputForget, 'coupledInputForget', false),
     seed,
-    backend: checkEnum<BackendChoice>(o.backend, 'backend', ['auto', 'native', 'js'], 'auto'),
+    backend: checkEnum<BackendChoice>(o.backend, 'backend', ['auto', 'native', 'wasm', 'js'], 'auto'),
     threads: o.threads === undefined ? defaultThreads() : checkThreads(o.threads, 'threads'),
   };
   // Every weight matrix must stay addressable with 32-bit element counts in both engines.

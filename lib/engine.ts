@@ -68,7 +68,7 @@ export interface StackResult {
 }
 
 export interface Engine {
-  readonly name: 'native' | 'js';
+  readonly name: 'native' | 'wasm' | 'js';
   createLayer(desc: LayerDesc, dirs: DirectionParams[]): EngineLayer;
   /** Synchronous forward into caller-allocated outputs. */
   forward(layers: EngineLayer[], run: StackRun, out: StackResult): void;
@@ -78,4 +78,6 @@ export interface Engine {
   step(layers: EngineLayer[], x: Float32Array, B: number, h: Float32Array, c: Float32Array, out: Float32Array, threads: number): void;
   /** The matrix products of training (BPTT), with this many threads where the engine has them. */
   gemm(threads: number): Gemm;
+  /** The model that used this engine is gone: release what the engine holds for it. */
+  dispose?(): void;
 }

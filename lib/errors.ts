@@ -6,7 +6,8 @@ export type LstmErrorCode =
   | 'LSTM_WEIGHTS'
   | 'LSTM_FORMAT'
   | 'LSTM_DISPOSED'
-  | 'LSTM_NATIVE';
+  | 'LSTM_NATIVE'
+  | 'LSTM_WASM';
 
 const CODES: ReadonlySet<string> = new Set<LstmErrorCode>([
   'LSTM_OPTION',
@@ -16,6 +17,7 @@ const CODES: ReadonlySet<string> = new Set<LstmErrorCode>([
   'LSTM_FORMAT',
   'LSTM_DISPOSED',
   'LSTM_NATIVE',
+  'LSTM_WASM',
 ]);
 
 export class LstmError extends Error {

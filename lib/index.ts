@@ -5,6 +5,7 @@ export type { Tensor } from './tensor.js';
 export { LstmError } from './errors.js';
 export type { LstmErrorCode } from './errors.js';
 export { backendInfo } from './backend.js';
+export { initWasm } from './wasm/module.js';
 export type { BackendInfo } from './backend.js';
 export { loadSafetensors, saveSafetensors } from './io/safetensors.js';
 export type { Dtype, SafetensorsTensor } from './io/safetensors.js';

@@ -8,6 +8,7 @@ import {
 } from './config.js';
 import { PEEPHOLE_KIND, type Engine, type EngineLayer, type LayerDesc, type StackResult, type StackRun } from './engine.js';
 import { LstmError, describe, optionsArg } from './errors.js';
+import { fromKeras as kerasToLstm, type KerasOptions, type KerasWeights } from './interop.js';
 import { activationsFromOnnx, onnxToStateDict } from './onnx-layout.js';
 import { backwardTrain, forwardTrain } from './train/bptt.js';
 import { groupParams, initParams, layerInputSize, paramSpecs, type ParamSpec } from './params.js';
@@ -100,7 +101,7 @@ export class LSTM {
   }
 
   /** The engine actually in use. */
-  get backend(): 'native' | 'js' {
+  get backend(): 'native' | 'wasm' | 'js' {
     return this.engine.name;
   }
 
@@ -440,12 +441,12 @@ export class LSTM {
     this.disposed = true;
     for (const layer of this.layers) layer.dispose();
     this.layers = [];
+    this.engine.dispose?.();
   }
 
   /** An LSTM from a Keras / tfjs LSTM layer's weights (see KerasOptions). */
-  static fromKeras(weights: import('./interop.js').KerasWeights, options: import('./interop.js').KerasOptions): LSTM {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    return (require('./interop.js') as typeof import('./interop.js')).fromKeras(weights, options);
+  static fromKeras(weights: KerasWeights, options: KerasOptions): LSTM {
+    return kerasToLstm(weights, options);
   }
 
   /**

@@ -2,7 +2,7 @@
 // the CommonJS build: one implementation, so ESM and CJS importers share one addon
 // instance and one set of classes (no dual-package hazard).
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,3 +20,12 @@ writeFileSync(
   `import cjs from '../cjs/index.js';\nexport const { ${names.join(', ')} } = cjs;\n`,
 );
 writeFileSync(path.join(root, 'dist/esm/index.d.mts'), `export * from '../cjs/index.js';\n`);
+
+// The browser build: real ES modules with lib/platform.browser.ts in place of the Node
+// platform, so nothing in its import graph touches a Node built-in or the addon loader.
+const tsc = require.resolve('typescript/bin/tsc');
+execFileSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.browser.json')], { stdio: 'inherit' });
+const browser = path.join(root, 'dist/browser');
+renameSync(path.join(browser, 'platform.browser.js'), path.join(browser, 'platform.js'));
+rmSync(path.join(browser, 'native'), { recursive: true, force: true });
+writeFileSync(path.join(browser, 'package.json'), '{ "type": "module" }\n');

@@ -9,6 +9,7 @@ import { LSTM } from '../lstm.js';
 import { activationsFromOnnx, activationsToOnnx, onnxToStateDict, stateDictToOnnx } from '../onnx-layout.js';
 import { MAX_ELEMENTS, type Tensor } from '../tensor.js';
 import { halfToFloat } from './safetensors.js';
+import { loadOnnxProto } from '../platform.js';
 
 type Onnx = typeof OnnxNs;
 type NodeProto = OnnxNs.INodeProto;
@@ -17,8 +18,7 @@ type TensorProto = OnnxNs.ITensorProto;
 let onnxModule: Onnx | undefined;
 /** The schema is loaded on first use, so importing lstm-native does not pay for it. */
 function onnxProto(): Onnx {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  onnxModule ??= (require('onnx-proto') as { onnx: Onnx }).onnx;
+  onnxModule ??= loadOnnxProto() as Onnx;
   return onnxModule;
 }
 

@@ -4,6 +4,7 @@ import { activationFn, type ActFn } from './activations.js';
 import type { Gemm, PreparedMatrix } from '../train/bptt.js';
 import { GemmScratch, gemmNT, packW, type PackedW } from './gemm.js';
 import { jsCells } from './train-cell.js';
+import { nextTask } from '../platform.js';
 
 interface JsDirection {
   wIh: PackedW;
@@ -252,7 +253,7 @@ export const jsEngine: Engine = {
     const last = layers[layers.length - 1] as JsLayer;
     const Hout = last.desc.projSize || last.desc.hiddenSize;
     return new Promise((resolve, reject) => {
-      setImmediate(() => {
+      nextTask(() => {
         try {
           const out: StackResult = {
             y: new Float32Array(run.T * run.B * last.desc.numDirections * Hout),

@@ -1,5 +1,6 @@
 import type { Engine, EngineLayer, LayerDesc, StackResult, StackRun } from '../engine.js';
 import { asLstmError } from '../errors.js';
+import { env } from '../platform.js';
 import type { DirectionParams } from '../params.js';
 import type { CellKernels, CellSpec, DirTape, StepCell } from '../train/bptt.js';
 import type { NativeAddon, NativeLayerHandle } from './loader.js';
@@ -36,7 +37,7 @@ const handles = (layers: EngineLayer[]): NativeLayerHandle[] => layers.map((l) =
  * never changes the kernels a model runs on.
  */
 export function nativeEngine(addon: NativeAddon): Engine {
-  const isa = process.env.LSTM_ISA ?? '';
+  const isa = env('LSTM_ISA') ?? '';
   // Packed matrices released by training are repacked in place by the next prepare():
   // a training step then creates no native objects once warm.
   type PackedHandle = object & { set(w: Float32Array, n: number, k: number): void; n: number; k: number };

@@ -7,6 +7,7 @@ import { LSTM, type ForwardOptions, type LengthsLike } from '../lstm.js';
 import { Rng, randomSeed } from '../rng.js';
 import { checkTensor, sameShape, shapeStr, type Tensor } from '../tensor.js';
 import { clipGradNorm, type Optimizer, type Parameter } from './optim.js';
+import { nextTask } from '../platform.js';
 
 /** y = x W^T + b over the last axis (torch.nn.Linear), initialised U(-1/sqrt(in), 1/sqrt(in)). */
 export class Linear {
@@ -412,7 +413,7 @@ export class SequenceModel {
           loss: stepLoss / windows,
           samplesPerSecond: seen / ((performance.now() - started) / 1000),
         });
-        await new Promise((resolve) => setImmediate(resolve));
+        await new Promise<void>((resolve) => nextTask(resolve));
       }
       const entry: { loss: number; valLoss?: number } = { loss: epochLoss / stepsPerEpoch };
       if (options.validation) {

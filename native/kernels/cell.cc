@@ -7,6 +7,9 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
+#if defined(__wasm_simd128__)
+#include <wasm_simd128.h>
+#endif
 
 namespace lstm {
 
@@ -138,6 +141,106 @@ LSTM_AVX2 void map_avx2(bool sigmoid, const float* x, float* y, int n) {
 
 #endif  // __x86_64__
 
+#if defined(__wasm_simd128__)
+
+// The same approximations as the AVX2 path, in WebAssembly SIMD128 (four lanes, and a
+// multiply then an add where AVX2 has a fused multiply-add).
+inline v128_t madd128(v128_t a, v128_t b, v128_t c) { return wasm_f32x4_add(wasm_f32x4_mul(a, b), c); }
+inline v128_t set128(float v) { return wasm_f32x4_splat(v); }
+
+inline v128_t exp_simd128(v128_t x) {
+  x = wasm_f32x4_min(wasm_f32x4_max(x, set128(-87.33654f)), set128(88.f));
+  const v128_t fx = wasm_f32x4_floor(madd128(x, set128(1.44269504088896341f), set128(0.5f)));
+  x = wasm_f32x4_sub(x, wasm_f32x4_mul(fx, set128(0.693359375f)));
+  x = wasm_f32x4_sub(x, wasm_f32x4_mul(fx, set128(-2.12194440e-4f)));
+  v128_t y = set128(1.9875691500e-4f);
+  y = madd128(y, x, set128(1.3981999507e-3f));
+  y = madd128(y, x, set128(8.3334519073e-3f));
+  y = madd128(y, x, set128(4.1665795894e-2f));
+  y = madd128(y, x, set128(1.6666665459e-1f));
+  y = madd128(y, x, set128(5.0000001201e-1f));
+  y = madd128(y, wasm_f32x4_mul(x, x), wasm_f32x4_add(x, set128(1.f)));
+  const v128_t n = wasm_i32x4_shl(wasm_i32x4_add(wasm_i32x4_trunc_sat_f32x4(fx), wasm_i32x4_splat(127)), 23);
+  return wasm_f32x4_mul(y, n);
+}
+
+inline v128_t sigmoid_simd128(v128_t x) {
+  const v128_t one = set128(1.f);
+  return wasm_f32x4_div(one, wasm_f32x4_add(one, exp_simd128(wasm_f32x4_neg(x))));
+}
+
+inline v128_t tanh_simd128(v128_t x) {
+  const v128_t ax = wasm_f32x4_abs(x);
+  const v128_t z = wasm_f32x4_mul(x, x);
+  v128_t p = set128(-5.70498872745e-3f);
+  p = madd128(p, z, set128(2.06390887954e-2f));
+  p = madd128(p, z, set128(-5.37397155531e-2f));
+  p = madd128(p, z, set128(1.33314422036e-1f));
+  p = madd128(p, z, set128(-3.33332819422e-1f));
+  const v128_t small = madd128(wasm_f32x4_mul(p, z), x, x);
+  const v128_t e = exp_simd128(wasm_f32x4_min(wasm_f32x4_add(ax, ax), set128(20.f)));
+  const v128_t one = set128(1.f);
+  const v128_t large = wasm_f32x4_sub(one, wasm_f32x4_div(set128(2.f), wasm_f32x4_add(e, one)));
+  const v128_t signed_large = wasm_v128_or(large, wasm_v128_and(set128(-0.f), x));
+  return wasm_v128_bitselect(small, signed_large, wasm_f32x4_lt(ax, set128(0.625f)));
+}
+
+inline v128_t clamp_simd128(v128_t v, v128_t lo, v128_t hi) { return wasm_f32x4_min(wasm_f32x4_max(v, lo), hi); }
+
+void cell_simd128(const CellSpec& s, int B, const float* gates, std::ptrdiff_t ldg, int block0, int block1,
+                  const float* c_prev, float* c_out, float* r_out) {
+  const int H = s.hidden;
+  const bool clip = s.clip > 0.f;
+  const v128_t lo = set128(-s.clip);
+  const v128_t hi = set128(s.clip);
+  const v128_t one = set128(1.f);
+  const int j_end = std::min(block1 * kPanel, H);
+  for (int b = 0; b < B; ++b) {
+    const float* grow = gates + b * ldg;
+    const float* cp = c_prev + static_cast<std::ptrdiff_t>(b) * H;
+    float* co = c_out + static_cast<std::ptrdiff_t>(b) * H;
+    float* ro = r_out + static_cast<std::ptrdiff_t>(b) * H;
+    int j = block0 * kPanel;
+    for (; j + 4 <= j_end; j += 4) {
+      const float* g = grow + gate_column(0, j);
+      const v128_t c_prev_v = wasm_v128_load(cp + j);
+      v128_t zi = wasm_v128_load(g);
+      v128_t zf = wasm_v128_load(g + kPanel);
+      v128_t zg = wasm_v128_load(g + 2 * kPanel);
+      v128_t zo = wasm_v128_load(g + 3 * kPanel);
+      if (s.wci) {
+        zi = madd128(wasm_v128_load(s.wci + j), c_prev_v, zi);
+        zf = madd128(wasm_v128_load(s.wcf + j), c_prev_v, zf);
+      }
+      if (clip) {
+        zi = clamp_simd128(zi, lo, hi);
+        zf = clamp_simd128(zf, lo, hi);
+        zg = clamp_simd128(zg, lo, hi);
+      }
+      const v128_t i = sigmoid_simd128(zi);
+      const v128_t f = s.coupled ? wasm_f32x4_sub(one, i) : sigmoid_simd128(zf);
+      const v128_t c = madd128(f, c_prev_v, wasm_f32x4_mul(i, tanh_simd128(zg)));
+      if (s.wco) zo = madd128(wasm_v128_load(s.wco + j), c, zo);
+      if (clip) zo = clamp_simd128(zo, lo, hi);
+      wasm_v128_store(co + j, c);
+      wasm_v128_store(ro + j, wasm_f32x4_mul(sigmoid_simd128(zo), tanh_simd128(c)));
+    }
+    cell_scalar_range(s, j, j_end, grow, cp, co, ro);
+  }
+}
+
+void map_simd128(bool sigmoid, const float* x, float* y, int n) {
+  int j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const v128_t v = wasm_v128_load(x + j);
+    wasm_v128_store(y + j, sigmoid ? sigmoid_simd128(v) : tanh_simd128(v));
+  }
+  const Activation a{sigmoid ? kSigmoid : kTanh, 0.f, 0.f};
+  for (; j < n; ++j) y[j] = activate(a, x[j]);
+}
+
+#endif  // __wasm_simd128__
+
 bool standard_acts(const CellSpec& s) {
   return s.gate.kind == kSigmoid && s.cell.kind == kTanh && s.out.kind == kTanh;
 }
@@ -149,6 +252,11 @@ void cell_forward(Isa isa, const CellSpec& spec, int B, const float* gates, std:
 #if defined(__x86_64__)
   if (isa != Isa::kScalar && standard_acts(spec)) {
     cell_avx2(spec, B, gates, ldg, block0, block1, c_prev, c_out, r_out);
+    return;
+  }
+#elif defined(__wasm_simd128__)
+  if (isa == Isa::kSimd128 && standard_acts(spec)) {
+    cell_simd128(spec, B, gates, ldg, block0, block1, c_prev, c_out, r_out);
     return;
   }
 #else
@@ -166,6 +274,8 @@ void cell_forward(Isa isa, const CellSpec& spec, int B, const float* gates, std:
 void sigmoid_vec(Isa isa, const float* x, float* y, int n) {
 #if defined(__x86_64__)
   if (isa != Isa::kScalar) return map_avx2(true, x, y, n);
+#elif defined(__wasm_simd128__)
+  if (isa == Isa::kSimd128) return map_simd128(true, x, y, n);
 #else
   (void)isa;
 #endif
@@ -176,6 +286,8 @@ void sigmoid_vec(Isa isa, const float* x, float* y, int n) {
 void tanh_vec(Isa isa, const float* x, float* y, int n) {
 #if defined(__x86_64__)
   if (isa != Isa::kScalar) return map_avx2(false, x, y, n);
+#elif defined(__wasm_simd128__)
+  if (isa == Isa::kSimd128) return map_simd128(false, x, y, n);
 #else
   (void)isa;
 #endif

@@ -8,6 +8,7 @@ const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::kAvx512: return "avx512";
     case Isa::kAvx2: return "avx2";
+    case Isa::kSimd128: return "simd128";
     default: return "scalar";
   }
 }
@@ -21,10 +22,14 @@ bool isa_supported(Isa isa) {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   }
 #endif
+#if defined(__wasm_simd128__)
+  if (isa == Isa::kSimd128) return true;
+#endif
   return false;
 }
 
 Isa best_isa() {
+  if (isa_supported(Isa::kSimd128)) return Isa::kSimd128;
   if (isa_supported(Isa::kAvx512)) return Isa::kAvx512;
   if (isa_supported(Isa::kAvx2)) return Isa::kAvx2;
   return Isa::kScalar;
@@ -35,6 +40,7 @@ bool parse_isa(const char* text, Isa* out) {
   if (std::strcmp(text, "scalar") == 0) { *out = Isa::kScalar; return true; }
   if (std::strcmp(text, "avx2") == 0) { *out = Isa::kAvx2; return true; }
   if (std::strcmp(text, "avx512") == 0) { *out = Isa::kAvx512; return true; }
+  if (std::strcmp(text, "simd128") == 0) { *out = Isa::kSimd128; return true; }
   return false;
 }
 

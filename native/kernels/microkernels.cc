@@ -5,6 +5,9 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
+#if defined(__wasm_simd128__)
+#include <wasm_simd128.h>
+#endif
 
 #include "gemm.h"
 
@@ -180,10 +183,92 @@ __attribute__((target("avx512f,avx2,fma"))) void gemv4_ukernel_f32__avx512(int k
 
 #endif  // __x86_64__
 
+#if defined(__wasm_simd128__)
+
+#ifndef LSTM_SIMD128_MR
+#define LSTM_SIMD128_MR 3
+#endif
+
+namespace {
+
+// WebAssembly SIMD128 (no FMA in the base proposal: a multiply then an add, which
+// engines map onto SSE/AVX or NEON). MR rows x 16 columns in 4*MR accumulators.
+template <int MR>
+__attribute__((always_inline)) inline void ukernel_simd128(int kc, const float* a, std::ptrdiff_t lda, const float* b,
+                                                           float* c, std::ptrdiff_t ldc, int nr) {
+  v128_t acc[MR][4];
+#pragma clang loop unroll(full)
+  for (int i = 0; i < MR; ++i)
+#pragma clang loop unroll(full)
+    for (int q = 0; q < 4; ++q) acc[i][q] = wasm_f32x4_splat(0.f);
+  for (int k = 0; k < kc; ++k) {
+    const float* bk = b + k * kPanel;
+    const v128_t b0 = wasm_v128_load(bk);
+    const v128_t b1 = wasm_v128_load(bk + 4);
+    const v128_t b2 = wasm_v128_load(bk + 8);
+    const v128_t b3 = wasm_v128_load(bk + 12);
+#pragma clang loop unroll(full)
+    for (int i = 0; i < MR; ++i) {
+      const v128_t av = wasm_v128_load32_splat(a + i * lda + k);
+      acc[i][0] = wasm_f32x4_add(acc[i][0], wasm_f32x4_mul(av, b0));
+      acc[i][1] = wasm_f32x4_add(acc[i][1], wasm_f32x4_mul(av, b1));
+      acc[i][2] = wasm_f32x4_add(acc[i][2], wasm_f32x4_mul(av, b2));
+      acc[i][3] = wasm_f32x4_add(acc[i][3], wasm_f32x4_mul(av, b3));
+    }
+  }
+  if (nr == kPanel) {
+#pragma clang loop unroll(full)
+    for (int i = 0; i < MR; ++i) {
+      float* ci = c + i * ldc;
+#pragma clang loop unroll(full)
+      for (int q = 0; q < 4; ++q) wasm_v128_store(ci + 4 * q, wasm_f32x4_add(wasm_v128_load(ci + 4 * q), acc[i][q]));
+    }
+  } else {
+    alignas(16) float tmp[kPanel];
+    for (int i = 0; i < MR; ++i) {
+#pragma clang loop unroll(full)
+      for (int q = 0; q < 4; ++q) wasm_v128_store(tmp + 4 * q, acc[i][q]);
+      for (int j = 0; j < nr; ++j) c[i * ldc + j] += tmp[j];
+    }
+  }
+}
+
+}  // namespace
+
+void gemm_ukernel_f32__simd128(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
+                               std::ptrdiff_t ldc, int nr) {
+  switch (mr) {
+    case 3: ukernel_simd128<3>(kc, a, lda, panel, c, ldc, nr); break;
+    case 2: ukernel_simd128<2>(kc, a, lda, panel, c, ldc, nr); break;
+    default: ukernel_simd128<1>(kc, a, lda, panel, c, ldc, nr); break;
+  }
+}
+
+// Same per-lane order as the mr = 1 micro-kernel (mul, then add into the accumulator).
+void gemv4_ukernel_f32__simd128(int kc, const float* a, const float* panels, std::ptrdiff_t stride, float* c) {
+  v128_t acc[16];
+#pragma clang loop unroll(full)
+  for (int i = 0; i < 16; ++i) acc[i] = wasm_f32x4_splat(0.f);
+  for (int k = 0; k < kc; ++k) {
+    const v128_t av = wasm_v128_load32_splat(a + k);
+    const float* b = panels + k * kPanel;
+#pragma clang loop unroll(full)
+    for (int q = 0; q < 16; ++q) {
+      acc[q] = wasm_f32x4_add(acc[q], wasm_f32x4_mul(av, wasm_v128_load(b + (q / 4) * stride + 4 * (q % 4))));
+    }
+  }
+#pragma clang loop unroll(full)
+  for (int i = 0; i < 16; ++i) wasm_v128_store(c + 4 * i, wasm_f32x4_add(wasm_v128_load(c + 4 * i), acc[i]));
+}
+
+#endif  // __wasm_simd128__
+
 MicroKernel microkernel_for(Isa isa) {
 #if defined(__x86_64__)
   if (isa == Isa::kAvx512) return {12, gemm_ukernel_f32__avx512, gemv4_ukernel_f32__avx512};
   if (isa == Isa::kAvx2) return {6, gemm_ukernel_f32__avx2, gemv4_ukernel_f32__avx2};
+#elif defined(__wasm_simd128__)
+  if (isa == Isa::kSimd128) return {LSTM_SIMD128_MR, gemm_ukernel_f32__simd128, gemv4_ukernel_f32__simd128};
 #else
   (void)isa;
 #endif

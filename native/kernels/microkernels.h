@@ -31,5 +31,10 @@ void gemm_ukernel_f32__avx512(int mr, int kc, const float* a, std::ptrdiff_t lda
 void gemv4_ukernel_f32__avx2(int kc, const float* a, const float* panels, std::ptrdiff_t panel_stride, float* c);
 void gemv4_ukernel_f32__avx512(int kc, const float* a, const float* panels, std::ptrdiff_t panel_stride, float* c);
 #endif
+#if defined(__wasm_simd128__)
+void gemm_ukernel_f32__simd128(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
+                               std::ptrdiff_t ldc, int nr);
+void gemv4_ukernel_f32__simd128(int kc, const float* a, const float* panels, std::ptrdiff_t panel_stride, float* c);
+#endif
 
 }  // namespace lstm

@@ -1,5 +1,23 @@
 #include "threadpool.h"
 
+#if defined(__wasm__) && !defined(__wasm_atomics__)
+
+// WebAssembly without threads: every job runs on the caller, as participant 0 of 1.
+namespace lstm {
+
+void Barrier::wait() { (void)n_; }
+
+int hardware_threads() { return 1; }
+
+void parallel_run(int, const std::function<void(const ParallelContext&)>& fn) {
+  Barrier barrier(1);
+  fn(ParallelContext{0, 1, &barrier});
+}
+
+}  // namespace lstm
+
+#else
+
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -169,3 +187,5 @@ void parallel_run(int threads, const std::function<void(const ParallelContext&)>
 }
 
 }  // namespace lstm
+
+#endif  // __wasm__

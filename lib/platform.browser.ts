@@ -1,0 +1,52 @@
+// lib/platform.ts for browsers (and any host without Node): swapped in by the browser
+// build (dist/browser). No native addon; the wasm engine's module is fetched by initWasm().
+import { LstmError } from './errors.js';
+import type { NativeStatus } from './native/loader.js';
+
+export const platformName = 'browser';
+
+/** Browsers have no environment: every LSTM_* setting takes its default. */
+export function env(_name: string): string | undefined {
+  return undefined;
+}
+
+export function cpuCount(): number {
+  const n = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator?.hardwareConcurrency;
+  return typeof n === 'number' && n >= 1 ? n : 1;
+}
+
+export function packageRoot(): string {
+  return '';
+}
+
+export function packageVersion(): string {
+  return 'browser';
+}
+
+export function loadNative(): NativeStatus {
+  return { addon: null, root: '', reason: 'native addons do not run in a browser' };
+}
+
+export function wasmPath(): string {
+  return new URL('../../wasm/lstm.wasm', import.meta.url).href;
+}
+
+export function wasmBytesSync(): Uint8Array {
+  throw new Error('call `await initWasm()` first: browsers compile WebAssembly asynchronously');
+}
+
+export async function wasmBytesFrom(source: string | URL | ArrayBuffer | Uint8Array | undefined): Promise<Uint8Array> {
+  if (source instanceof Uint8Array) return source;
+  if (source instanceof ArrayBuffer) return new Uint8Array(source);
+  const res = await fetch(source ?? wasmPath());
+  if (!res.ok) throw new Error(`fetching ${String(source ?? wasmPath())}: HTTP ${res.status}`);
+  return new Uint8Array(await res.arrayBuffer());
+}
+
+export function loadOnnxProto(): unknown {
+  throw new LstmError('LSTM_FORMAT', 'reading or writing ONNX needs Node.js (the onnx-proto package); safetensors works everywhere');
+}
+
+export function nextTask(fn: () => void): void {
+  setTimeout(fn, 0);
+}

@@ -1,0 +1,238 @@
+// The WebAssembly engine: the C++ kernels compiled to wasm32 + SIMD128 (wasm/lstm.wasm),
+// driven through linear memory. Single-threaded; everything runs on the calling thread.
+// Inputs are copied into the module's memory for each call and outputs copied back,
+// which costs O(size of the data) against O(size x hidden) of arithmetic.
+import type { Engine, EngineLayer, LayerDesc, StackResult, StackRun } from '../engine.js';
+import { LstmError } from '../errors.js';
+import { jsCells } from '../js/train-cell.js';
+import type { DirectionParams, ParamRole } from '../params.js';
+import type { Gemm, PreparedMatrix } from '../train/bptt.js';
+import { type WasmRuntime, wasmRuntime } from './module.js';
+
+const ROLES: ParamRole[] = ['wIh', 'wHh', 'bIh', 'bHh', 'wHr', 'wCi', 'wCf', 'wCo', 'wCh'];
+
+/** A batch of allocations made together and freed together. */
+class Arena {
+  private readonly ptrs: number[] = [];
+  constructor(private readonly rt: WasmRuntime, private readonly what: string) {}
+  alloc(bytes: number): number {
+    const p = this.rt.alloc(bytes, this.what);
+    this.ptrs.push(p);
+    return p;
+  }
+  /** Allocate every size first (memory may grow), then fill: views are taken after the last allocation. */
+  floats(arrays: (Float32Array | null)[]): number[] {
+    const ptrs = arrays.map((a) => (a ? this.alloc(a.length * 4) : 0));
+    arrays.forEach((a, i) => {
+      if (a) this.rt.f32(ptrs[i], a.length).set(a);
+    });
+    return ptrs;
+  }
+  free(): void {
+    for (const p of this.ptrs) this.rt.free(p);
+    this.ptrs.length = 0;
+  }
+}
+
+// Objects collected without dispose() free their memory in the module.
+const reclaim = new FinalizationRegistry<{ rt: WasmRuntime; free: (rt: WasmRuntime) => void }>(({ rt, free }) => {
+  free(rt);
+  rt.release();
+});
+
+class WasmLayer implements EngineLayer {
+  ptr = 0;
+  readonly token = {};
+
+  constructor(readonly rt: WasmRuntime, readonly desc: LayerDesc, dirs: DirectionParams[]) {
+    this.ptr = this.pack(dirs);
+    rt.retain();
+    const ptr = this.ptr;
+    reclaim.register(this, { rt, free: (r) => r.x.lstm_layer_free(ptr) }, this.token);
+  }
+
+  private pack(dirs: DirectionParams[]): number {
+    const d = this.desc;
+    const rt = this.rt;
+    const arena = new Arena(rt, 'wasm layer');
+    try {
+      const ints = arena.alloc(11 * 4);
+      const floats = arena.alloc(7 * 4);
+      const ptrs = arena.alloc(9 * 4 * dirs.length);
+      const weights = dirs.map((dir) => arena.floats(ROLES.map((r) => dir[r] ?? null)));
+      rt.i32(ints, 11).set([
+        d.inputSize, d.hiddenSize, d.projSize, d.numDirections, d.reverse ? 1 : 0, d.bias ? 1 : 0, d.peephole,
+        d.coupled ? 1 : 0, d.gate.kind, d.cell.kind, d.hidden.kind,
+      ]);
+      rt.f32(floats, 7).set([d.clip, d.gate.alpha, d.gate.beta, d.cell.alpha, d.cell.beta, d.hidden.alpha, d.hidden.beta]);
+      rt.u32(ptrs, 9 * dirs.length).set(weights.flat());
+      return rt.call('wasm layer', () => rt.x.lstm_layer_new(ints, floats, ptrs));
+    } finally {
+      arena.free();
+    }
+  }
+
+  update(dirs: DirectionParams[]): void {
+    if (!this.ptr) throw new LstmError('LSTM_DISPOSED', 'this layer was disposed');
+    const fresh = this.pack(dirs);
+    this.rt.x.lstm_layer_free(this.ptr);
+    this.ptr = fresh;
+    const ptr = fresh;
+    reclaim.unregister(this.token);
+    reclaim.register(this, { rt: this.rt, free: (r) => r.x.lstm_layer_free(ptr) }, this.token);
+  }
+
+  dispose(): void {
+    if (!this.ptr) return;
+    reclaim.unregister(this.token);
+    this.rt.x.lstm_layer_free(this.ptr);
+    this.ptr = 0;
+    this.rt.release();
+  }
+}
+
+class WasmPacked implements PreparedMatrix {
+  ptr: number;
+  readonly token = {};
+  constructor(readonly rt: WasmRuntime, public n: number, public k: number) {
+    this.ptr = rt.call('wasm gemm', () => rt.x.lstm_packed_new());
+    rt.retain();
+    const ptr = this.ptr;
+    reclaim.register(this, { rt, free: (r) => r.x.lstm_packed_free(ptr) }, this.token);
+  }
+  set(w: Float32Array, n: number, k: number): void {
+    const arena = new Arena(this.rt, 'wasm gemm');
+    try {
+      const [wp] = arena.floats([w]);
+      this.rt.call('wasm gemm', () => this.rt.x.lstm_packed_set(this.ptr, wp, n, k));
+      this.n = n;
+      this.k = k;
+    } finally {
+      arena.free();
+    }
+  }
+  dispose(): void {
+    if (!this.ptr) return;
+    reclaim.unregister(this.token);
+    this.rt.x.lstm_packed_free(this.ptr);
+    this.ptr = 0;
+    this.rt.release();
+  }
+}
+
+function live(layers: EngineLayer[]): WasmLayer[] {
+  return layers.map((l, i) => {
+    const w = l as WasmLayer;
+    if (!w.ptr) throw new LstmError('LSTM_DISPOSED', `layers[${i}] was disposed`);
+    return w;
+  });
+}
+
+/** Layer pointers and the inputs of a run, in module memory. */
+function stackArgs(arena: Arena, rt: WasmRuntime, layers: WasmLayer[]): number {
+  const p = arena.alloc(4 * layers.length);
+  rt.u32(p, layers.length).set(layers.map((l) => l.ptr));
+  return p;
+}
+
+function outWidth(layers: WasmLayer[]): number {
+  const d = layers[layers.length - 1].desc;
+  return d.numDirections * (d.projSize || d.hiddenSize);
+}
+
+function runForward(layers: EngineLayer[], run: StackRun, out: StackResult): void {
+  const ls = live(layers);
+  const rt = ls[0].rt;
+  const arena = new Arena(rt, 'wasm forward');
+  try {
+    const lp = stackArgs(arena, rt, ls);
+    const [x, h0, c0] = arena.floats([run.x, run.h0, run.c0]);
+    const lengths = run.lengths ? arena.alloc(4 * run.B) : 0;
+    const y = arena.alloc(4 * out.y.length);
+    const hn = arena.alloc(4 * out.hn.length);
+    const cn = arena.alloc(4 * out.cn.length);
+    if (run.lengths) rt.i32(lengths, run.B).set(run.lengths);
+    rt.call('forward', () => rt.x.lstm_forward(lp, ls.length, rt.isa, x, run.T, run.B, h0, c0, lengths, y, hn, cn));
+    out.y.set(rt.f32(y, out.y.length));
+    out.hn.set(rt.f32(hn, out.hn.length));
+    out.cn.set(rt.f32(cn, out.cn.length));
+  } finally {
+    arena.free();
+  }
+}
+
+/** An engine on the shared wasm instance (throws LSTM_WASM when the module cannot load). */
+export function wasmEngine(): Engine {
+  const rt = wasmRuntime();
+  const pool: WasmPacked[] = [];
+  const gemm: Gemm = {
+    prepare(w, n, k) {
+      const p = pool.pop() ?? new WasmPacked(rt, n, k);
+      p.set(w, n, k);
+      return p;
+    },
+    nt(M, a, w, c, accumulate) {
+      const p = w as WasmPacked;
+      if (!p.ptr) throw new LstmError('LSTM_DISPOSED', 'gemm: this packed matrix was released');
+      const arena = new Arena(rt, 'wasm gemm');
+      try {
+        const ap = arena.alloc(4 * M * p.k);
+        const cp = arena.alloc(4 * M * p.n);
+        rt.f32(ap, M * p.k).set(a.subarray(0, M * p.k));
+        if (accumulate) rt.f32(cp, M * p.n).set(c.subarray(0, M * p.n));
+        rt.call('gemm', () => rt.x.lstm_gemm_nt(rt.isa, M, ap, p.ptr, cp, accumulate ? 1 : 0));
+        c.set(rt.f32(cp, M * p.n));
+      } finally {
+        arena.free();
+      }
+    },
+    release(w) {
+      const p = w as WasmPacked;
+      if (pool.length < 64) pool.push(p);
+      else p.dispose();
+    },
+    // The element-wise step kernels stay in TypeScript: moving each step's tape in and
+    // out of linear memory would cost as much as computing it.
+    cells: jsCells,
+  };
+  return {
+    name: 'wasm',
+    createLayer: (desc, dirs) => new WasmLayer(rt, desc, dirs),
+    forward: runForward,
+    forwardAsync(layers, run) {
+      // Single-threaded: computed now, on the calling thread (so dispose() right after
+      // the call cannot pull the weights from under it), delivered as a promise.
+      try {
+        const ls = live(layers);
+        const out: StackResult = {
+          y: new Float32Array(run.T * run.B * outWidth(ls)),
+          hn: new Float32Array(run.h0.length),
+          cn: new Float32Array(run.c0.length),
+        };
+        runForward(ls, run, out);
+        return Promise.resolve(out);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    },
+    step(layers, x, B, h, c, out) {
+      const ls = live(layers);
+      const arena = new Arena(rt, 'wasm step');
+      try {
+        const lp = stackArgs(arena, rt, ls);
+        const [xp, hp, cp] = arena.floats([x, h, c]);
+        const op = arena.alloc(4 * out.length);
+        rt.call('step', () => rt.x.lstm_step(lp, ls.length, rt.isa, xp, B, hp, cp, op));
+        h.set(rt.f32(hp, h.length));
+        c.set(rt.f32(cp, c.length));
+        out.set(rt.f32(op, out.length));
+      } finally {
+        arena.free();
+      }
+    },
+    gemm: () => gemm,
+    dispose() {
+      for (const p of pool.splice(0)) p.dispose();
+    },
+  };
+}

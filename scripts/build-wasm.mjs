@@ -1,0 +1,85 @@
+// Build wasm/lstm.wasm: the kernels of native/kernels (the [kernels] section of
+// native/sources.txt, less what needs an OS) plus native/wasm/api.cc, for wasm32 with
+// SIMD128. Needs clang and lld with the wasm32 C and C++ libraries (Debian: clang lld
+// wasi-libc libc++-14-dev-wasm32 libc++abi-14-dev-wasm32 libclang-rt-14-dev-wasm32).
+// The module imports nothing; the built file is committed and shipped, so users and
+// `npm test` never need this toolchain. `--check` rebuilds to a temporary file and fails
+// when it differs from the committed one (CI runs that: the binary matches its sources).
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const check = process.argv.includes('--check');
+const OS_ONLY = new Set(['native/kernels/peak.cc']); // timing loops with std::chrono: not in wasm
+
+function kernelSources() {
+  let section = '';
+  const out = [];
+  for (const raw of readFileSync(path.join(root, 'native/sources.txt'), 'utf8').split('\n')) {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) continue;
+    const m = /^\[(.+)\]$/.exec(line);
+    if (m) section = m[1];
+    else if (section === 'kernels' && !OS_ONLY.has(line)) out.push(line);
+  }
+  return [...out, 'native/wasm/api.cc'];
+}
+
+function findClang() {
+  for (const cc of [process.env.CLANGXX, 'clang++', 'clang++-14', 'clang++-15', 'clang++-16'].filter(Boolean)) {
+    try {
+      execFileSync(cc, ['--version'], { stdio: 'ignore' });
+      return cc;
+    } catch {
+      // try the next name
+    }
+  }
+  throw new Error('build:wasm needs clang++ with wasm32 support (Debian: apt-get install clang lld wasi-libc libc++-14-dev-wasm32 libc++abi-14-dev-wasm32 libclang-rt-14-dev-wasm32)');
+}
+
+const outFile = path.join(root, 'wasm', 'lstm.wasm');
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'lstm-wasm-'));
+const target = check ? path.join(tmp, 'lstm.wasm') : outFile;
+const args = [
+  '--target=wasm32-wasi',
+  '-std=c++17',
+  '-O3',
+  '-msimd128',
+  '-mbulk-memory',
+  '-fno-exceptions',
+  '-fno-rtti',
+  '-ffp-contract=off',
+  '-DNDEBUG',
+  '-Wall',
+  '-Wextra',
+  '-Werror',
+  '-nostartfiles',
+  '-Wl,--no-entry',
+  '-Wl,--strip-all',
+  '-Wl,--max-memory=4294967296',
+  '-Wl,-z,stack-size=262144',
+  '-o',
+  target,
+  ...kernelSources().map((s) => path.join(root, s)),
+];
+try {
+  execFileSync(findClang(), args, { stdio: 'inherit', cwd: root });
+  const bytes = readFileSync(target);
+  const mod = new WebAssembly.Module(bytes);
+  const imports = WebAssembly.Module.imports(mod);
+  if (imports.length > 0) throw new Error(`wasm/lstm.wasm must import nothing, it imports ${imports.map((i) => `${i.module}.${i.name}`).join(', ')}`);
+  if (check) {
+    const committed = readFileSync(outFile);
+    if (!committed.equals(bytes)) {
+      throw new Error('wasm/lstm.wasm differs from what its sources build: run `npm run build:wasm` and commit the result');
+    }
+    console.log(`wasm/lstm.wasm matches its sources (${bytes.length} bytes)`);
+  } else {
+    console.log(`wrote wasm/lstm.wasm (${bytes.length} bytes)`);
+  }
+} finally {
+  rmSync(tmp, { recursive: true, force: true });
+}
