@@ -99,7 +99,7 @@ function rebuild() {
   }
   const r = spawnSync(process.execPath, [gyp, 'rebuild'], { cwd: root, stdio: 'inherit' });
   if (r.status !== 0) {
-    console.error('lstm-native rebuild: the build failed; the pure-JS engine stays in use');
+    console.error('lstm-native rebuild: the build failed; the WebAssembly (or pure-JS) engine stays in use');
     return r.status || 1;
   }
   const check = spawnSync(process.execPath, ['-e', `const i = require(${JSON.stringify(path.join(root, 'dist/cjs/index.js'))}).backendInfo(); console.log(JSON.stringify(i)); process.exit(i.native ? 0 : 1)`], { stdio: 'inherit' });

@@ -1,6 +1,6 @@
 // The package's install script. Uses a prebuilt binary when one matches this platform,
 // else builds the addon from source; if neither works it warns once and exits 0, so the
-// install never fails and the pure-JS engine serves (backendInfo().reason says why).
+// install never fails and the WebAssembly engine serves (backendInfo().reason says why).
 // Under npm 11, which skips dependencies' install scripts unless approved, nothing here
 // runs at all: the prebuild then loads at run time, or the JS engine serves.
 'use strict';
@@ -17,7 +17,7 @@ try {
 if (result.status !== 0) {
   console.warn(
     `lstm-native: no prebuilt binary for ${process.platform}-${process.arch} loaded and the native addon could not be ` +
-      'built here (it needs python3, make and a C++17 compiler). The pure-JS engine will be used. ' +
+      'built here (it needs python3, make and a C++17 compiler). The WebAssembly engine will be used (the pure-JS engine where WebAssembly cannot run). ' +
       'To build the native engine later: npx lstm-native rebuild',
   );
 }

@@ -1,6 +1,6 @@
 // Native vs js on random configurations covering every option and odd sizes.
 import { describe, expect, it } from 'vitest';
-import { LSTM, NATIVE_ISAS, expectClose, mulberry32, randomTensor, withEngine, type LSTMOptions } from './helpers';
+import { LSTM, NATIVE_ISAS, WASM_ISAS, backendInfo, expectClose, mulberry32, randomTensor, withEngine, type LSTMOptions } from './helpers';
 
 const ACTS = ['sigmoid', 'tanh', 'relu', 'hardSigmoid', 'leakyRelu', 'scaledTanh', 'affine', 'elu', 'softsign', 'softplus'] as const;
 
@@ -51,13 +51,23 @@ function randomCase(seed: number) {
 
 const SEEDS = Array.from({ length: 240 }, (_, i) => i + 1);
 
-describe('native matches js on random configurations', () => {
-  it.each(NATIVE_ISAS)('%s: 240 configurations', (isa) => {
+const OTHERS = [
+  ...NATIVE_ISAS.map((isa) => ({ label: `native/${isa}`, backend: 'native' as const, isa })),
+  ...WASM_ISAS.map((isa) => ({ label: `wasm/${isa}`, backend: 'wasm' as const, isa })),
+];
+
+describe('native and wasm match js on random configurations', () => {
+  it('the wasm engine loads here (it ships in the package)', () => {
+    expect(backendInfo().wasm, backendInfo().wasmReason).toBe(true);
+  });
+
+  it.each(OTHERS)('$label: 240 configurations', (engine) => {
     const covered = new Set<string>();
     for (const seed of SEEDS) {
       const c = randomCase(seed);
       const js = new LSTM({ ...c.options, backend: 'js' });
-      const native = withEngine({ label: isa, backend: 'native', isa }, () => new LSTM({ ...c.options, backend: 'native' }));
+      const native = withEngine(engine, () => new LSTM({ ...c.options, backend: engine.backend }));
+      expect(native.backend).toBe(engine.backend);
       native.loadStateDict(js.stateDict());
       const a = native.forward(c.x, { h0: c.h0, c0: c.c0, lengths: c.lengths });
       const b = js.forward(c.x, { h0: c.h0, c0: c.c0, lengths: c.lengths });

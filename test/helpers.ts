@@ -20,7 +20,7 @@ export function fixture(name: string): ReturnType<typeof loadSafetensors> {
 /** An engine configuration to run parity tests on: js, or native on one ISA. */
 export interface EngineCase {
   label: string;
-  backend: 'js' | 'native';
+  backend: 'js' | 'native' | 'wasm';
   isa?: string;
 }
 
@@ -36,9 +36,13 @@ export const NATIVE_ISAS: string[] = info.native ? ['avx512', 'avx2', 'scalar'].
   }
 }) : [];
 
+/** The wasm engine's kernels: SIMD128, and the portable ones (LSTM_ISA=scalar). */
+export const WASM_ISAS = ['simd128', 'scalar'];
+
 export const ENGINES: EngineCase[] = [
   { label: 'js', backend: 'js' },
   ...NATIVE_ISAS.map((isa) => ({ label: `native/${isa}`, backend: 'native' as const, isa })),
+  ...(info.wasm ? WASM_ISAS.map((isa) => ({ label: `wasm/${isa}`, backend: 'wasm' as const, isa })) : []),
 ];
 
 /** Run fn with LSTM_ISA set (models read it when they are built). */

@@ -107,16 +107,17 @@ describe('the npm package', () => {
     expect(nodeIn(dir, PROBE).json.backend).toBe('native');
   });
 
-  it('without prebuilds and without a compiler: the install still succeeds and the js engine serves', () => {
+  it('without prebuilds and without a compiler: the install still succeeds and the wasm engine serves', () => {
     const dir = app('no-prebuild', { allowScripts: { 'lstm-native': true } });
     const r = npmNoCompiler(dir, ['install', tarballNoPrebuilds, '--prefer-offline', '--foreground-scripts']);
     expect(r.status, r.stderr).toBe(0);
-    expect(r.stdout + r.stderr).toMatch(/lstm-native: no prebuilt binary .* pure-JS engine will be used/);
+    expect(r.stdout + r.stderr).toMatch(/lstm-native: no prebuilt binary .* WebAssembly engine will be used/);
     const probe = nodeIn(dir, PROBE);
     expect(probe.status, probe.stderr).toBe(0);
     expect(probe.json.info.native).toBe(false);
     expect(probe.json.info.reason).toMatch(/no native binary for/);
-    expect(probe.json.backend).toBe('js');
+    expect(probe.json.info.engine).toBe('wasm');
+    expect(probe.json.backend).toBe('wasm');
     expect(probe.json.nativeCode).toBe('LSTM_NATIVE');
     // LSTM_BACKEND=native makes 'auto' demand native: it says why it cannot.
     const forced = nodeIn(dir, `try { new (require('lstm-native').LSTM)({ inputSize: 1, hiddenSize: 1 }); console.log('{}'); } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`, { LSTM_BACKEND: 'native' });

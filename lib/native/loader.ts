@@ -97,7 +97,7 @@ export function loadNative(): NativeStatus {
       reason:
         `no native binary for ${where} (Node ABI ${process.versions.modules}, N-API ${process.versions.napi}) could be loaded ` +
         `from ${path.join(root, 'prebuilds', where)} or ${path.join(root, 'build', 'Release')}: ${msg}. ` +
-        `The pure-JS engine is in use. To build the native engine run \`npx lstm-native rebuild\` ` +
+        `The WebAssembly engine (or, where it cannot run, the pure-JS engine) is in use. To build the native engine run \`npx lstm-native rebuild\` ` +
         `(needs python3, make and a C++17 compiler), or allow lstm-native's install script (npm 11: \`npm install-scripts approve lstm-native\`) and reinstall.`,
     };
   }

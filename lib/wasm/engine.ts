@@ -5,6 +5,7 @@
 import type { Engine, EngineLayer, LayerDesc, StackResult, StackRun } from '../engine.js';
 import { LstmError } from '../errors.js';
 import { jsCells } from '../js/train-cell.js';
+import { env } from '../platform.js';
 import type { DirectionParams, ParamRole } from '../params.js';
 import type { Gemm, PreparedMatrix } from '../train/bptt.js';
 import { type WasmRuntime, wasmRuntime } from './module.js';
@@ -140,7 +141,7 @@ function outWidth(layers: WasmLayer[]): number {
   return d.numDirections * (d.projSize || d.hiddenSize);
 }
 
-function runForward(layers: EngineLayer[], run: StackRun, out: StackResult): void {
+function runForward(isa: number, layers: EngineLayer[], run: StackRun, out: StackResult): void {
   const ls = live(layers);
   const rt = ls[0].rt;
   const arena = new Arena(rt, 'wasm forward');
@@ -152,7 +153,7 @@ function runForward(layers: EngineLayer[], run: StackRun, out: StackResult): voi
     const hn = arena.alloc(4 * out.hn.length);
     const cn = arena.alloc(4 * out.cn.length);
     if (run.lengths) rt.i32(lengths, run.B).set(run.lengths);
-    rt.call('forward', () => rt.x.lstm_forward(lp, ls.length, rt.isa, x, run.T, run.B, h0, c0, lengths, y, hn, cn));
+    rt.call('forward', () => rt.x.lstm_forward(lp, ls.length, isa, x, run.T, run.B, h0, c0, lengths, y, hn, cn));
     out.y.set(rt.f32(y, out.y.length));
     out.hn.set(rt.f32(hn, out.hn.length));
     out.cn.set(rt.f32(cn, out.cn.length));
@@ -163,24 +164,33 @@ function runForward(layers: EngineLayer[], run: StackRun, out: StackResult): voi
 
 /** An engine on the shared wasm instance (throws LSTM_WASM when the module cannot load). */
 export function wasmEngine(): Engine {
-  const rt = wasmRuntime();
+  // Dropped by dispose(): a disposed model the caller still holds must not keep the
+  // instance (and its memory) alive.
+  let current: WasmRuntime | null = wasmRuntime();
+  const runtime = (): WasmRuntime => {
+    if (!current) throw new LstmError('LSTM_DISPOSED', 'this model was disposed');
+    return current;
+  };
+  // LSTM_ISA=scalar runs the portable kernels (read once, when the model is built).
+  const isa = current.x.lstm_isa(env('LSTM_ISA') === 'scalar' ? 0 : 3);
   const pool: WasmPacked[] = [];
   const gemm: Gemm = {
     prepare(w, n, k) {
-      const p = pool.pop() ?? new WasmPacked(rt, n, k);
+      const p = pool.pop() ?? new WasmPacked(runtime(), n, k);
       p.set(w, n, k);
       return p;
     },
     nt(M, a, w, c, accumulate) {
       const p = w as WasmPacked;
       if (!p.ptr) throw new LstmError('LSTM_DISPOSED', 'gemm: this packed matrix was released');
+      const rt = p.rt;
       const arena = new Arena(rt, 'wasm gemm');
       try {
         const ap = arena.alloc(4 * M * p.k);
         const cp = arena.alloc(4 * M * p.n);
         rt.f32(ap, M * p.k).set(a.subarray(0, M * p.k));
         if (accumulate) rt.f32(cp, M * p.n).set(c.subarray(0, M * p.n));
-        rt.call('gemm', () => rt.x.lstm_gemm_nt(rt.isa, M, ap, p.ptr, cp, accumulate ? 1 : 0));
+        rt.call('gemm', () => rt.x.lstm_gemm_nt(isa, M, ap, p.ptr, cp, accumulate ? 1 : 0));
         c.set(rt.f32(cp, M * p.n));
       } finally {
         arena.free();
@@ -197,8 +207,8 @@ export function wasmEngine(): Engine {
   };
   return {
     name: 'wasm',
-    createLayer: (desc, dirs) => new WasmLayer(rt, desc, dirs),
-    forward: runForward,
+    createLayer: (desc, dirs) => new WasmLayer(runtime(), desc, dirs),
+    forward: (layers, run, out) => runForward(isa, layers, run, out),
     forwardAsync(layers, run) {
       // Single-threaded: computed now, on the calling thread (so dispose() right after
       // the call cannot pull the weights from under it), delivered as a promise.
@@ -209,7 +219,7 @@ export function wasmEngine(): Engine {
           hn: new Float32Array(run.h0.length),
           cn: new Float32Array(run.c0.length),
         };
-        runForward(ls, run, out);
+        runForward(isa, ls, run, out);
         return Promise.resolve(out);
       } catch (err) {
         return Promise.reject(err);
@@ -217,12 +227,13 @@ export function wasmEngine(): Engine {
     },
     step(layers, x, B, h, c, out) {
       const ls = live(layers);
+      const rt = ls[0].rt;
       const arena = new Arena(rt, 'wasm step');
       try {
         const lp = stackArgs(arena, rt, ls);
         const [xp, hp, cp] = arena.floats([x, h, c]);
         const op = arena.alloc(4 * out.length);
-        rt.call('step', () => rt.x.lstm_step(lp, ls.length, rt.isa, xp, B, hp, cp, op));
+        rt.call('step', () => rt.x.lstm_step(lp, ls.length, isa, xp, B, hp, cp, op));
         h.set(rt.f32(hp, h.length));
         c.set(rt.f32(cp, c.length));
         out.set(rt.f32(op, out.length));
@@ -233,6 +244,7 @@ export function wasmEngine(): Engine {
     gemm: () => gemm,
     dispose() {
       for (const p of pool.splice(0)) p.dispose();
+      current = null;
     },
   };
 }

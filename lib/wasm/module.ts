@@ -3,7 +3,7 @@
 // lives in it is disposed or collected, the instance is dropped, so its whole memory
 // goes back to the host (linear memory can grow but never shrink).
 import { LstmError } from '../errors.js';
-import { env, wasmBytesFrom, wasmBytesSync } from '../platform.js';
+import { wasmBytesFrom, wasmBytesSync } from '../platform.js';
 
 // The slice of the WebAssembly JS API used here (TypeScript declares it only with the
 // DOM library, which a Node package should not pull into its users' types).
@@ -91,8 +91,6 @@ export class WasmRuntime {
   readonly x: WasmExports;
   /** Objects (layers, packed matrices) that live in this instance's memory. */
   private live = 0;
-  /** The ISA code kernels run on: 3 (SIMD128) or 0 (scalar, LSTM_ISA=scalar). */
-  readonly isa: number;
 
   constructor(mod: WasmModule) {
     const instance = new WebAssembly.Instance(mod, {});
@@ -101,7 +99,6 @@ export class WasmRuntime {
       throw new LstmError('LSTM_WASM', `wasm/lstm.wasm has ABI ${this.x.lstm_abi()}, this JS expects ${WASM_ABI_VERSION}: reinstall lstm-native`);
     }
     this.x.__wasm_call_ctors?.();
-    this.isa = this.x.lstm_isa(env('LSTM_ISA') === 'scalar' ? 0 : 3);
   }
 
   get memoryBytes(): number {
