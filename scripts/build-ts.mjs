@@ -27,5 +27,5 @@ const tsc = require.resolve('typescript/bin/tsc');
 execFileSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.browser.json')], { stdio: 'inherit' });
 const browser = path.join(root, 'dist/browser');
 renameSync(path.join(browser, 'platform.browser.js'), path.join(browser, 'platform.js'));
-rmSync(path.join(browser, 'native'), { recursive: true, force: true });
+rmSync(path.join(browser, 'native', 'loader.js'), { force: true }); // Node-only; platform.browser.ts replaces it
 writeFileSync(path.join(browser, 'package.json'), '{ "type": "module" }\n');
