@@ -23,18 +23,7 @@ MicroKernel microkernel_for(Isa isa);
 
 void gemm_ukernel_f32__scalar(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
                               std::ptrdiff_t ldc, int nr);
-#if defined(__x86_64__)
-void gemm_ukernel_f32__avx2(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
-                            std::ptrdiff_t ldc, int nr);
-void gemm_ukernel_f32__avx512(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
-                              std::ptrdiff_t ldc, int nr);
-void gemv4_ukernel_f32__avx2(int kc, const float* a, const float* panels, std::ptrdiff_t panel_stride, float* c);
-void gemv4_ukernel_f32__avx512(int kc, const float* a, const float* panels, std::ptrdiff_t panel_stride, float* c);
-#endif
-#if defined(__wasm_simd128__)
-void gemm_ukernel_f32__simd128(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
-                               std::ptrdiff_t ldc, int nr);
-void gemv4_ukernel_f32__simd128(int kc, const float* a, const float* panels, std::ptrdiff_t panel_stride, float* c);
-#endif
+// The vectorised kernels are instantiations of gemm_kernels.inc, reached through
+// microkernel_for (one per ISA: AVX-512, AVX2+FMA, NEON, WebAssembly SIMD128).
 
 }  // namespace lstm

@@ -77,6 +77,8 @@ double measure_fma_peak(Isa isa, double seconds) {
     run = fma_chains_avx2;
     flops_per_iter = 2.0 * 12 * 8;
   }
+#else
+  (void)isa;  // arm64: the portable chains (auto-vectorised to NEON)
 #endif
   // Best of several short windows: the machine may be shared, the peak is what the core can do.
   long iters = 1 << 16;

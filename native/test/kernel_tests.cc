@@ -43,7 +43,7 @@ std::vector<float> random_vec(std::mt19937& rng, std::size_t n, float lo = -1.f,
 
 std::vector<Isa> isas_to_test() {
   std::vector<Isa> out;
-  for (Isa i : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+  for (Isa i : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kNeon, Isa::kSimd128}) {
     if (isa_supported(i)) {
       out.push_back(i);
     } else {
