@@ -100,6 +100,66 @@ function cellSpec(cfg: LSTMConfig, params: Params, sfx: string): CellSpec {
   };
 }
 
+// The per-step bookkeeping of BPTT lives in small functions: called every step, they are
+// optimised by the JIT after a few calls, where the same loops inline in the long
+// forwardTrain/backwardTrain bodies ran in baseline code for most of a training step.
+
+/** The new state of rows still inside their sequence, and their output at step tt. */
+function advanceState(
+  lengths: Int32Array | null, tt: number, B: number, H: number, Hout: number, D: number, d: number,
+  cNew: Float32Array, hNew: Float32Array, c: Float32Array, h: Float32Array, y: Float32Array,
+): void {
+  for (let b = 0; b < B; b++) {
+    if (lengths !== null && tt >= lengths[b]) continue;
+    const yOff = (tt * B + b) * D * Hout + d * Hout;
+    for (let j = 0; j < H; j++) c[b * H + j] = cNew[b * H + j];
+    for (let j = 0; j < Hout; j++) {
+      const v = hNew[b * Hout + j];
+      h[b * Hout + j] = v;
+      y[yOff + j] = v;
+    }
+  }
+}
+
+/** dL/dh_t in total: carried from step t+1 plus this step's output gradient (0 on padded rows). */
+function stepOutputGrad(
+  lengths: Int32Array | null, tt: number, B: number, Hout: number, D: number, d: number,
+  dh: Float32Array, dOut: Float32Array, dhTot: Float32Array,
+): void {
+  for (let b = 0; b < B; b++) {
+    const base = b * Hout;
+    if (lengths !== null && tt >= lengths[b]) {
+      dhTot.fill(0, base, base + Hout);
+      continue;
+    }
+    const off = (tt * B + b) * D * Hout + d * Hout;
+    for (let j = 0; j < Hout; j++) dhTot[base + j] = dh[base + j] + dOut[off + j];
+  }
+}
+
+/** Carry dL/dh_{t-1} (and the full peephole's dL/dc_{t-1} share) to the previous step. */
+function carryStateGrad(
+  lengths: Int32Array | null, tt: number, B: number, H: number, Hout: number,
+  dhPrev: Float32Array, dcPrevFull: Float32Array | null, dh: Float32Array, dc: Float32Array,
+): void {
+  for (let b = 0; b < B; b++) {
+    if (lengths !== null && tt >= lengths[b]) continue; // a padded step left the state untouched
+    for (let j = 0; j < Hout; j++) dh[b * Hout + j] = dhPrev[b * Hout + j];
+    if (dcPrevFull) for (let j = 0; j < H; j++) dc[b * H + j] += dcPrevFull[b * H + j];
+  }
+}
+
+/** Sums of the rows of a [rows, cols] matrix (sequential reads). */
+function rowSums(m: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let sum = 0;
+    for (let i = r * cols, end = i + cols; i < end; i++) sum += m[i];
+    out[r] = sum;
+  }
+  return out;
+}
+
 /** Forward that records what backward needs. x, h0, c0 time-major; returns y (last layer), hn, cn. */
 export function forwardTrain(
   cfg: LSTMConfig,
@@ -164,24 +224,14 @@ export function forwardTrain(
         gemm.nt(B, h, wHh, z, true);
         if (wCh) gemm.nt(B, c, wCh, z, true);
         kernel.forward(tt * B, B, z, c, cNew, rNew);
-        for (let b = 0; b < B; b++) {
-          const row = tt * B + b;
-          t.hPrev.set(h.subarray(b * Hout, (b + 1) * Hout), row * Hout);
-        }
+        t.hPrev.set(h, tt * B * Hout);
         if (wHr) {
           t.r!.set(rNew, tt * B * H);
           gemm.nt(B, rNew, wHr, hNew, false);
         } else {
           hNew.set(rNew);
         }
-        for (let b = 0; b < B; b++) {
-          const yOff = (tt * B + b) * D * Hout + d * Hout;
-          if (lengths === null || tt < lengths[b]) {
-            c.set(cNew.subarray(b * H, (b + 1) * H), b * H);
-            h.set(hNew.subarray(b * Hout, (b + 1) * Hout), b * Hout);
-            y.set(hNew.subarray(b * Hout, (b + 1) * Hout), yOff);
-          }
-        }
+        advanceState(lengths, tt, B, H, Hout, D, d, cNew, hNew, c, h, y);
       }
       hn.set(h, (l * D + d) * B * Hout);
       cn.set(c, (l * D + d) * B * H);
@@ -254,10 +304,7 @@ export function backwardTrain(
       const kernel = gemm.cells.acquire(spec, rows, t);
       for (let s = T - 1; s >= 0; s--) {
         const tt = reverse ? T - 1 - s : s;
-        for (let b = 0; b < B; b++) {
-          const valid = lengths === null || tt < lengths[b];
-          for (let j = 0; j < Hout; j++) dhTot[b * Hout + j] = valid ? dh[b * Hout + j] + dOut[(tt * B + b) * D * Hout + d * Hout + j] : 0;
-        }
+        stepOutputGrad(lengths, tt, B, Hout, D, d, dh, dOut, dhTot);
         if (dHtot) {
           dHtot.set(dhTot, tt * B * Hout);
           gemm.nt(B, dhTot, wHrT!, dr, false);
@@ -269,11 +316,7 @@ export function backwardTrain(
         kernel.backward(tt * B, B, lengths, tt, dr, dc, dgRow, dwci, dwcf, dwco);
         gemm.nt(B, dgRow, wHhT, dhPrev, false);
         if (wChT) gemm.nt(B, dgRow, wChT, dcPrevFull, false);
-        for (let b = 0; b < B; b++) {
-          if (!(lengths === null || tt < lengths[b])) continue; // a padded step left the state untouched
-          for (let j = 0; j < Hout; j++) dh[b * Hout + j] = dhPrev[b * Hout + j];
-          if (wChT) for (let j = 0; j < H; j++) dc[b * H + j] += dcPrevFull[b * H + j];
-        }
+        carryStateGrad(lengths, tt, B, H, Hout, dhPrev, wChT ? dcPrevFull : null, dh, dc);
       }
       gemm.cells.release(kernel);
       dh0.set(dh, (l * D + d) * B * Hout);
@@ -299,12 +342,7 @@ export function backwardTrain(
       if (cfg.peephole === 'full') grads.set(`weight_ch${sfx}`, wgrad(t.cPrev, H));
       if (cfg.bias) {
         // row sums of dG^T: sequential reads
-        const db = new Float32Array(4 * H);
-        for (let j = 0; j < 4 * H; j++) {
-          let sum = 0;
-          for (let rr = j * rows, end = rr + rows; rr < end; rr++) sum += dGT[rr];
-          db[j] = sum;
-        }
+        const db = rowSums(dGT, 4 * H, rows);
         grads.set(`bias_ih${sfx}`, db);
         grads.set(`bias_hh${sfx}`, db.slice());
       }

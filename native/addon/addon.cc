@@ -288,7 +288,7 @@ class TrainCellWrap : public Napi::ObjectWrap<TrainCellWrap> {
     if (spec_.wci) {
       for (int i = 0; i < 3; ++i) dw[i] = FloatArg(env, info[7 + i], "dwPeephole", H).Data();
     }
-    lstm::train_cell_backward(spec_, B, lengths, t, tape, dr, dc, dgates, dw[0], dw[1], dw[2]);
+    lstm::train_cell_backward(isa_, spec_, B, lengths, t, tape, dr, dc, dgates, dw[0], dw[1], dw[2]);
     return env.Undefined();
   }
 

@@ -105,10 +105,104 @@ void transpose(const float* src, int rows, int cols, float* dst) {
   }
 }
 
-void train_cell_backward(const TrainCellSpec& s, int B, const int32_t* lengths, int t, const TrainStepTape& tape,
+namespace {
+
+// One row of the gate backward for the standard cell (sigmoid gates, tanh cell and output,
+// no clip), branch-free so the compiler vectorises it: the derivatives are y(1 - y) and
+// 1 - y^2 of the recorded activations. The general loop below is its oracle.
+template <bool kPeep, bool kCoupled>
+__attribute__((always_inline)) inline void backward_row_std(int H, const float* __restrict ai, const float* __restrict af,
+                                                            const float* __restrict ag, const float* __restrict ao,
+                                                            const float* __restrict cprev, const float* __restrict cc,
+                                                            const float* __restrict hc, const float* __restrict dr,
+                                                            float* __restrict dc, float* __restrict dg, const TrainCellSpec& s,
+                                                            float* __restrict dwci, float* __restrict dwcf,
+                                                            float* __restrict dwco) {
+  float* __restrict dgi = dg;
+  float* __restrict dgf = dg + H;
+  float* __restrict dgg = dg + 2 * H;
+  float* __restrict dgo = dg + 3 * H;
+  for (int j = 0; j < H; ++j) {
+    const float i = ai[j], f = af[j], g = ag[j], o = ao[j], h = hc[j], drv = dr[j];
+    const float dzo = drv * h * (o * (1.f - o));
+    float dcv = dc[j] + drv * o * (1.f - h * h);
+    if (kPeep) dcv += dzo * s.wco[j];
+    const float df = dcv * cprev[j];
+    const float di = kCoupled ? dcv * g - df : dcv * g;
+    const float dzf = kCoupled ? 0.f : df * (f * (1.f - f));
+    const float dzi = di * (i * (1.f - i));
+    const float dzg = dcv * i * (1.f - g * g);
+    float dcp = dcv * f;
+    if (kPeep) {
+      dcp += dzi * s.wci[j] + dzf * s.wcf[j];
+      dwci[j] += dzi * cprev[j];
+      dwcf[j] += dzf * cprev[j];
+      dwco[j] += dzo * cc[j];
+    }
+    dc[j] = dcp;
+    dgi[j] = dzi;
+    dgf[j] = dzf;
+    dgg[j] = dzg;
+    dgo[j] = dzo;
+  }
+}
+
+template <bool kPeep, bool kCoupled>
+void backward_rows_std(const TrainCellSpec& s, int B, const int32_t* lengths, int t, const TrainStepTape& tape,
+                       const float* dr, float* dc, float* dgates, float* dwci, float* dwcf, float* dwco) {
+  const int H = s.hidden;
+  for (int b = 0; b < B; ++b) {
+    if (lengths != nullptr && t >= lengths[b]) continue;
+    const std::ptrdiff_t k = static_cast<std::ptrdiff_t>(b) * H;
+    backward_row_std<kPeep, kCoupled>(H, tape.act[0] + k, tape.act[1] + k, tape.act[2] + k, tape.act[3] + k,
+                                      tape.c_prev + k, tape.c + k, tape.hc + k, dr + k, dc + k,
+                                      dgates + static_cast<std::ptrdiff_t>(b) * 4 * H, s, dwci, dwcf, dwco);
+  }
+}
+
+#if defined(__x86_64__)
+template <bool kPeep, bool kCoupled>
+__attribute__((target("avx2,fma"))) void backward_rows_std_avx2(const TrainCellSpec& s, int B, const int32_t* lengths,
+                                                                int t, const TrainStepTape& tape, const float* dr,
+                                                                float* dc, float* dgates, float* dwci, float* dwcf,
+                                                                float* dwco) {
+  const int H = s.hidden;
+  for (int b = 0; b < B; ++b) {
+    if (lengths != nullptr && t >= lengths[b]) continue;
+    const std::ptrdiff_t k = static_cast<std::ptrdiff_t>(b) * H;
+    backward_row_std<kPeep, kCoupled>(H, tape.act[0] + k, tape.act[1] + k, tape.act[2] + k, tape.act[3] + k,
+                                      tape.c_prev + k, tape.c + k, tape.hc + k, dr + k, dc + k,
+                                      dgates + static_cast<std::ptrdiff_t>(b) * 4 * H, s, dwci, dwcf, dwco);
+  }
+}
+#endif
+
+using BackwardFn = void (*)(const TrainCellSpec&, int, const int32_t*, int, const TrainStepTape&, const float*, float*,
+                            float*, float*, float*, float*);
+
+template <bool kPeep, bool kCoupled>
+BackwardFn backward_std_for(Isa isa) {
+#if defined(__x86_64__)
+  if (isa == Isa::kAvx2 || isa == Isa::kAvx512) return backward_rows_std_avx2<kPeep, kCoupled>;
+#endif
+  (void)isa;
+  return backward_rows_std<kPeep, kCoupled>;
+}
+
+}  // namespace
+
+void train_cell_backward(Isa isa, const TrainCellSpec& s, int B, const int32_t* lengths, int t, const TrainStepTape& tape,
                          const float* dr, float* dc, float* dgates, float* dwci, float* dwcf, float* dwco) {
   const int H = s.hidden;
   std::memset(dgates, 0, sizeof(float) * static_cast<std::size_t>(B) * 4 * H);
+  const bool standard = s.gate.kind == kSigmoid && s.cell.kind == kTanh && s.out.kind == kTanh && tape.pass[0] == nullptr;
+  const bool diagonal = s.wci != nullptr;
+  if (isa != Isa::kScalar && standard && (!diagonal || (s.wcf != nullptr && s.wco != nullptr))) {
+    const BackwardFn fn = diagonal ? (s.coupled ? backward_std_for<true, true>(isa) : backward_std_for<true, false>(isa))
+                                   : (s.coupled ? backward_std_for<false, true>(isa) : backward_std_for<false, false>(isa));
+    fn(s, B, lengths, t, tape, dr, dc, dgates, dwci, dwcf, dwco);
+    return;
+  }
   for (int b = 0; b < B; ++b) {
     if (lengths != nullptr && t >= lengths[b]) continue;  // a padded step left the state untouched
     float* dg = dgates + static_cast<std::ptrdiff_t>(b) * 4 * H;

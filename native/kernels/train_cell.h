@@ -45,7 +45,9 @@ void transpose(const float* src, int rows, int cols, float* dst);
 // dr: dL/dr [B, H]; dc: dL/dc_t on entry, dL/dc_{t-1} on exit (for rows that were
 // valid at this step; padded rows are left as they are). dgates: [B, 4H] out (zero for
 // padded rows). Diagonal peephole gradients are accumulated into dwci/dwcf/dwco.
-void train_cell_backward(const TrainCellSpec& s, int B, const int32_t* lengths, int t, const TrainStepTape& tape,
+// isa: a vectorised path for the standard cell (sigmoid/tanh/tanh, no clip); the scalar
+// loop (isa == kScalar, and every other configuration) is its oracle.
+void train_cell_backward(Isa isa, const TrainCellSpec& s, int B, const int32_t* lengths, int t, const TrainStepTape& tape,
                          const float* dr, float* dc, float* dgates, float* dwci, float* dwcf, float* dwco);
 
 // dy/dz of an activation given its input z and output y.

@@ -291,7 +291,7 @@ void test_train_cell(Isa isa) {
     const std::vector<float> dc_in = random_vec(rng, static_cast<std::size_t>(B) * H);
     std::vector<float> dc = dc_in, dgates(static_cast<std::size_t>(B) * 4 * H), dwci(H), dwcf(H), dwco(H);
     forward(gates, c_prev, c, r);
-    train_cell_backward(spec, B, nullptr, 0, tape, dr.data(), dc.data(), dgates.data(), dwci.data(), dwcf.data(), dwco.data());
+    train_cell_backward(isa, spec, B, nullptr, 0, tape, dr.data(), dc.data(), dgates.data(), dwci.data(), dwcf.data(), dwco.data());
     auto loss = [&](const std::vector<float>& gin, const std::vector<float>& cin) {
       std::vector<float> cc, rr;
       forward(gin, cin, cc, rr);
@@ -322,6 +322,58 @@ void test_train_cell(Isa isa) {
     std::snprintf(buf2, sizeof buf2, "train_cell_backward %s H=%d: error ratio %.3f vs finite differences", isa_name(isa), H, worst_g);
     expect(worst_g <= 1.0, buf2);
   }
+}
+
+// The vectorised gate backward (standard cell, no clip) against the scalar loop, its
+// oracle: every output, peepholes and coupling, padded rows, H hitting vector remainders.
+void test_train_backward_vs_oracle(Isa isa) {
+  std::mt19937 rng(23);
+  for (int H : {1, 7, 16, 19, 40})
+    for (int variant = 0; variant < 4; ++variant) {
+      const bool peep = variant & 1, coupled = variant & 2;
+      const int B = 3;
+      const std::size_t n = static_cast<std::size_t>(B) * H;
+      std::vector<float> wci = random_vec(rng, H), wcf = random_vec(rng, H), wco = random_vec(rng, H);
+      TrainCellSpec spec;
+      spec.hidden = H;
+      spec.coupled = coupled;
+      if (peep) {
+        spec.wci = wci.data();
+        spec.wcf = wcf.data();
+        spec.wco = wco.data();
+      }
+      std::vector<float> t[11];
+      for (int g = 0; g < 11; ++g) t[g] = random_vec(rng, n, g >= 4 && g < 8 ? 0.f : -1.f, 1.f);
+      TrainStepTape tape{};
+      for (int g = 0; g < 4; ++g) {
+        tape.z[g] = t[g].data();
+        tape.act[g] = t[4 + g].data();
+      }
+      tape.c_prev = t[8].data();
+      tape.c = t[9].data();
+      tape.hc = t[10].data();
+      const std::vector<float> dr = random_vec(rng, n), dc0 = random_vec(rng, n);
+      const int32_t lengths[3] = {2, 1, 2};  // row 1 is padded at t = 1
+      std::vector<float> out[2][5];
+      for (int which = 0; which < 2; ++which) {
+        std::vector<float>* o = out[which];
+        o[0] = dc0;
+        o[1].assign(n * 4, 7.f);
+        o[2].assign(H, 0.5f);
+        o[3].assign(H, 0.5f);
+        o[4].assign(H, 0.5f);
+        train_cell_backward(which == 0 ? Isa::kScalar : isa, spec, B, lengths, 1, tape, dr.data(), o[0].data(), o[1].data(),
+                            o[2].data(), o[3].data(), o[4].data());
+      }
+      double worst = 0;
+      for (int k = 0; k < 5; ++k)
+        for (std::size_t i = 0; i < out[0][k].size(); ++i)
+          worst = std::max(worst, std::fabs(out[0][k][i] - out[1][k][i]) / (1e-6 + 1e-5 * std::fabs(out[0][k][i])));
+      char buf[140];
+      std::snprintf(buf, sizeof buf, "train_cell_backward %s H=%d peep=%d coupled=%d: error ratio %.3f vs the scalar loop",
+                    isa_name(isa), H, peep, coupled, worst);
+      expect(worst <= 1.0, buf);
+    }
 }
 
 void test_transpose() {
@@ -374,6 +426,7 @@ int main(int argc, char** argv) {
     test_activations(isa);
     test_layer(isa);
     test_train_cell(isa);
+    test_train_backward_vs_oracle(isa);
   }
   test_transpose();
   std::printf("%d passed, %d failed\n", checks - failures, failures);
