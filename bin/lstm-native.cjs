@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// lstm-native command line: rebuild | info | bench
+// lstm-native command line: convert | info | train | rebuild | bench
 'use strict';
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -15,6 +15,13 @@ commands:
                  .safetensors -> .onnx (options from the metadata, else inferred from the names)
   info [file]    a model file's configuration and parameter count; without a file,
                  which engine loads on this machine and why
+  train <data.safetensors> <out.safetensors> [--hidden 32] [--layers 1] [--epochs 10]
+        [--batch 32] [--lr 0.001] [--optimizer adam|adamw|sgd] [--loss mse|crossEntropy]
+        [--classes K] [--tbptt N] [--val 0.1] [--seed N] [--resume checkpoint.safetensors]
+                 train an LSTM + linear head (SequenceModel) on x [N, T, I] and y [N, T, O]
+                 (mse) or [N, T] class indices (crossEntropy), optional lengths [N]; shows a
+                 progress bar; writes a checkpoint (model + optimizer, options in its
+                 metadata). Ctrl-C stops after the current step and still writes it.
   rebuild        build the native addon from source here (needs python3, make, a C++17 compiler)
   bench [args]   run the benchmark (same options as npm run bench: --quick, --json, --shapes S1,S2)
   help           this text
@@ -80,6 +87,112 @@ function info(args) {
   return 0;
 }
 
+function progressBar(fraction, width = 24) {
+  const full = Math.max(0, Math.min(width, Math.round(fraction * width)));
+  return `[${'#'.repeat(full)}${'.'.repeat(width - full)}]`;
+}
+
+/** Rows [from, to) of a samples-first tensor. */
+function sliceSamples(t, from, to) {
+  const per = t.shape.slice(1).reduce((a, b) => a * b, 1);
+  return { data: t.data.slice(from * per, to * per), shape: [to - from, ...t.shape.slice(1)] };
+}
+
+async function train(args) {
+  const [input, output] = args.positionals;
+  if (!input || !output) throw new UsageError('train needs a data file and an output file');
+  if (kindOf(input) !== 'safetensors' || kindOf(output) !== 'safetensors') throw new UsageError('train: data and output are .safetensors files');
+  const { SequenceModel, Adam, AdamW, SGD, loadSafetensors, backendInfo, LstmError } = lib();
+  const v = args.values;
+  const int = (name, dflt, min = 1) => {
+    if (v[name] === undefined) return dflt;
+    const n = Number(v[name]);
+    if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name}: expected an integer >= ${min}, got '${v[name]}'`);
+    return n;
+  };
+  const num = (name, dflt, lo, hi) => {
+    if (v[name] === undefined) return dflt;
+    const n = Number(v[name]);
+    if (!(n >= lo && n <= hi)) throw new UsageError(`--${name}: expected a number in [${lo}, ${hi}], got '${v[name]}'`);
+    return n;
+  };
+  const loss = v.loss ?? 'mse';
+  if (loss !== 'mse' && loss !== 'crossEntropy') throw new UsageError(`--loss: expected mse or crossEntropy, got '${loss}'`);
+  const optName = v.optimizer ?? 'adam';
+  if (!['adam', 'adamw', 'sgd'].includes(optName)) throw new UsageError(`--optimizer: expected adam, adamw or sgd, got '${optName}'`);
+
+  const { tensors } = loadSafetensors(new Uint8Array(fs.readFileSync(input)));
+  const { x, y } = tensors;
+  if (!x || !y) throw new LstmError('LSTM_FORMAT', `${input}: expected tensors 'x' [N, T, I] and 'y'`);
+  if (x.shape.length !== 3) throw new LstmError('LSTM_SHAPE', `x: expected [N, T, I], got [${x.shape.join(', ')}]`);
+  const [N, T, I] = x.shape;
+  let outputSize;
+  if (loss === 'mse') {
+    if (y.shape.length !== 3) throw new LstmError('LSTM_SHAPE', `y: expected [N, T, O] for mse, got [${y.shape.join(', ')}]`);
+    outputSize = y.shape[2];
+  } else {
+    let max = 0;
+    for (const c of y.data) max = Math.max(max, c);
+    outputSize = int('classes', max + 1);
+  }
+  const lengths = tensors.lengths ? Array.from(tensors.lengths.data, Math.round) : undefined;
+  const valFraction = num('val', 0.1, 0, 0.9);
+  const nVal = N > 1 ? Math.floor(N * valFraction) : 0;
+  const split = (from, to) => ({ x: sliceSamples(x, from, to), y: sliceSamples(y, from, to), lengths: lengths && lengths.slice(from, to) });
+  const trainSet = split(0, N - nVal);
+  const validation = nVal > 0 ? split(N - nVal, N) : undefined;
+
+  const seed = v.seed === undefined ? undefined : int('seed', 0, 0);
+  const model = new SequenceModel({ inputSize: I, hiddenSize: int('hidden', 32), numLayers: int('layers', 1), outputSize, batchFirst: true, seed });
+  const lr = num('lr', optName === 'sgd' ? 0.01 : 1e-3, 0, 10);
+  const Opt = { adam: Adam, adamw: AdamW, sgd: SGD }[optName];
+  const optimizer = new Opt(model.parameters(), { lr });
+  if (v.resume) model.loadCheckpoint(new Uint8Array(fs.readFileSync(v.resume)), optimizer);
+
+  const epochs = int('epochs', 10);
+  const info = backendInfo();
+  const tty = process.stderr.isTTY;
+  console.error(`training on ${N - nVal} sequences of ${T} steps (${nVal} held out), engine ${info.engine}${info.isa ? ` (${info.isa})` : ''}`);
+  const controller = new AbortController();
+  const onSigint = () => {
+    console.error('\nstopping after this step (Ctrl-C again to quit at once)');
+    controller.abort();
+    process.once('SIGINT', () => process.exit(130));
+  };
+  process.once('SIGINT', onSigint);
+  const started = Date.now();
+  let lastLine = '';
+  const result = await model.fit(trainSet, {
+    optimizer,
+    epochs,
+    batchSize: int('batch', 32),
+    loss,
+    seed,
+    tbptt: v.tbptt === undefined ? undefined : int('tbptt', 1),
+    validation,
+    signal: controller.signal,
+    onProgress: (p) => {
+      const done = (p.epoch - 1 + p.step / p.stepsPerEpoch) / p.epochs;
+      const eta = done > 0 ? ((Date.now() - started) / 1000) * (1 / done - 1) : 0;
+      const line = `epoch ${String(p.epoch).padStart(String(p.epochs).length)}/${p.epochs} ${progressBar(p.step / p.stepsPerEpoch)} loss ${p.loss.toFixed(5)}` +
+        `${p.valLoss !== undefined ? ` val ${p.valLoss.toFixed(5)}` : ''} ${Math.round(p.samplesPerSecond)} seq/s eta ${Math.ceil(eta)}s`;
+      // The epoch's last report (after validation, if any) carries its mean loss: keep it.
+      const epochEnd = p.step === p.stepsPerEpoch && (p.valLoss !== undefined || !validation);
+      if (tty) process.stderr.write(`\r${line.padEnd(lastLine.length)}${epochEnd ? '\n' : ''}`);
+      else if (epochEnd) console.error(line);
+      lastLine = epochEnd ? '' : line;
+    },
+  });
+  process.removeListener('SIGINT', onSigint);
+  const meta = { options: JSON.stringify({ inputSize: I, hiddenSize: model.lstm.hiddenSize, numLayers: model.lstm.numLayers, outputSize, batchFirst: true }), loss, epochs: String(result.history.length) };
+  const bytes = model.saveCheckpoint(optimizer, meta);
+  fs.writeFileSync(output, bytes);
+  const last = result.history[result.history.length - 1];
+  console.log(`${result.aborted ? 'stopped' : 'trained'} after ${result.history.length} epoch(s) in ${((Date.now() - started) / 1000).toFixed(1)} s` +
+    `${last ? `: loss ${last.loss.toFixed(5)}${last.valLoss !== undefined ? `, validation ${last.valLoss.toFixed(5)}` : ''}` : ''}; wrote ${output} (${bytes.length} bytes)`);
+  return 0;
+}
+
 /** node-gyp: ours if installed, else the one npm ships. */
 function findNodeGyp() {
   const candidates = [];
@@ -106,10 +219,19 @@ function rebuild() {
   return check.status ?? 1;
 }
 
-function main(argv) {
+async function main(argv) {
   const [command, ...rest] = argv;
   try {
     switch (command) {
+      case 'train': {
+        const str = { type: 'string' };
+        const args = parseArgs({
+          args: rest,
+          allowPositionals: true,
+          options: { hidden: str, layers: str, epochs: str, batch: str, lr: str, optimizer: str, loss: str, classes: str, tbptt: str, val: str, seed: str, resume: str },
+        });
+        return await train(args);
+      }
       case 'convert':
       case 'info': {
         const args = parseArgs({
@@ -149,4 +271,6 @@ function main(argv) {
   }
 }
 
-process.exitCode = main(process.argv.slice(2));
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});

@@ -33,7 +33,7 @@ function bar(fraction, width = 28) {
 }
 
 const info = backendInfo();
-console.log(`lstm-native ${info.version} — engine: ${info.native ? `native (${info.isa})` : 'js'}${info.reason ? ` (${info.reason.split('.')[0]})` : ''}`);
+console.log(`lstm-native ${info.version} — engine: ${info.engine}${info.isa && info.engine === 'native' ? ` (${info.isa})` : ''}${info.reason ? ` (${info.reason.split('.')[0]})` : ''}`);
 const model = new SequenceModel({ inputSize: 1, hiddenSize: 32, numLayers: 2, outputSize: 1, batchFirst: true, seed: SEED });
 const optimizer = new Adam(model.parameters(), { lr: 5e-3 });
 const train = makeData(N, 1);

@@ -29,6 +29,10 @@ export class LstmError extends Error {
   }
 }
 
+export function isErrorCode(code: string): code is LstmErrorCode {
+  return CODES.has(code);
+}
+
 /** The native layer throws plain Errors carrying our codes; give them the public class. */
 export function asLstmError(err: unknown): unknown {
   if (err instanceof LstmError) return err;

@@ -50,3 +50,13 @@ export function loadOnnxProto(): unknown {
 export function nextTask(fn: () => void): void {
   setTimeout(fn, 0);
 }
+
+export interface FitWorker {
+  post(message: unknown): void;
+  terminate(): void;
+}
+
+/** Browsers train on the calling thread (fit yields between steps). */
+export function startFitWorker(_workerData: unknown, _onMessage: (m: unknown) => void, _onError: (e: Error) => void): FitWorker | null {
+  return null;
+}

@@ -66,3 +66,22 @@ export function loadOnnxProto(): unknown {
 export function nextTask(fn: () => void): void {
   setImmediate(fn);
 }
+
+/** A training run on a worker thread (see SequenceModel.fit). */
+export interface FitWorker {
+  post(message: unknown): void;
+  terminate(): void;
+}
+
+/** Start lib/train/fit-worker.ts on a worker thread; null where the host has none. */
+export function startFitWorker(workerData: unknown, onMessage: (m: unknown) => void, onError: (e: Error) => void): FitWorker | null {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { Worker } = require('node:worker_threads') as typeof import('node:worker_threads');
+  const worker = new Worker(path.join(__dirname, 'train', 'fit-worker.js'), { workerData });
+  worker.on('message', onMessage);
+  worker.on('error', onError);
+  worker.on('exit', (code) => {
+    if (code !== 0) onError(new Error(`the training worker exited with code ${code}`));
+  });
+  return { post: (m) => worker.postMessage(m), terminate: () => void worker.terminate() };
+}

@@ -27,5 +27,7 @@ const tsc = require.resolve('typescript/bin/tsc');
 execFileSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.browser.json')], { stdio: 'inherit' });
 const browser = path.join(root, 'dist/browser');
 renameSync(path.join(browser, 'platform.browser.js'), path.join(browser, 'platform.js'));
-rmSync(path.join(browser, 'native', 'loader.js'), { force: true }); // Node-only; platform.browser.ts replaces it
+// Node-only modules: platform.browser.ts replaces the addon loader, and fit runs in-thread.
+rmSync(path.join(browser, 'native', 'loader.js'), { force: true });
+rmSync(path.join(browser, 'train', 'fit-worker.js'), { force: true });
 writeFileSync(path.join(browser, 'package.json'), '{ "type": "module" }\n');

@@ -1,10 +1,10 @@
 // Keras weights, PyTorch state dicts and the command line.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ENGINES, FIXTURES, LSTM, expectClose, fixture, lib, loadSafetensors, saveSafetensors, withEngine } from './helpers';
+import { ENGINES, FIXTURES, LSTM, expectClose, fixture, lib, loadSafetensors, mulberry32, saveSafetensors, withEngine } from './helpers';
 
 /** A Keras LSTM cell written out by hand (units = 1, input size 1): the reference. */
 function kerasByHand(xs: number[], k: number[], r: number[], b: number[], gate: (v: number) => number): { ys: number[]; h: number; c: number } {
@@ -153,5 +153,53 @@ describe('command line', () => {
     const refused = run('convert', proj, path.join(dir, 'proj.onnx'));
     expect(refused.status).toBe(1);
     expect(refused.stderr).toMatch(/LSTM_FORMAT: .*no projection/);
+  });
+
+  it('train fits a model with a progress bar, writes a checkpoint that loads, resumes from it, and rejects bad flags', () => {
+    const N = 120;
+    const T = 20;
+    const x = new Float32Array(N * T);
+    const y = new Float32Array(N * T);
+    const rand = mulberry32(12);
+    for (let n = 0; n < N; n++) {
+      const f = 0.2 + 0.3 * rand();
+      const ph = 6 * rand();
+      for (let t = 0; t < T; t++) {
+        x[n * T + t] = Math.sin(f * t + ph);
+        y[n * T + t] = Math.sin(f * (t + 1) + ph);
+      }
+    }
+    const data = path.join(dir, 'sine.safetensors');
+    writeFileSync(data, saveSafetensors({ x: { data: x, shape: [N, T, 1] }, y: { data: y, shape: [N, T, 1] } }));
+    const out = path.join(dir, 'sine-model.safetensors');
+    const r = run('train', data, out, '--epochs', '6', '--hidden', '16', '--lr', '0.02', '--seed', '3');
+    expect(r.status, r.stderr).toBe(0);
+    // Not a terminal here: one progress line per epoch, with its bar, losses and speed.
+    const lines = r.stderr.split('\n').filter((l) => l.startsWith('epoch'));
+    expect(lines).toHaveLength(6);
+    expect(lines[5]).toMatch(/^epoch 6\/6 \[#+\] loss [\d.]+ val [\d.]+ \d+ seq\/s eta 0s$/);
+    const valLoss = (l: string) => Number(/val ([\d.]+)/.exec(l)![1]);
+    expect(valLoss(lines[5])).toBeLessThan(valLoss(lines[0]) / 2);
+    expect(r.stdout).toMatch(/trained after 6 epoch\(s\)/);
+    // The checkpoint is a SequenceModel checkpoint with its options in the metadata.
+    const { tensors, metadata } = loadSafetensors(readFileSync(out));
+    const options = JSON.parse(metadata.options);
+    const model = new lib.SequenceModel(options);
+    const optimizer = new lib.Adam(model.parameters(), { lr: 0.02 });
+    model.loadCheckpoint(readFileSync(out), optimizer);
+    expect(optimizer.stepCount).toBe(6 * Math.ceil(108 / 32));
+    expect(Object.keys(tensors).some((k) => k.startsWith('optimizer.'))).toBe(true);
+    // --resume continues from it.
+    const r2 = run('train', data, path.join(dir, 'resumed.safetensors'), '--epochs', '1', '--hidden', '16', '--lr', '0.02', '--seed', '3', '--resume', out);
+    expect(r2.status, r2.stderr).toBe(0);
+    expect(valLoss(r2.stderr.split('\n').find((l) => l.startsWith('epoch'))!)).toBeLessThan(valLoss(lines[0]));
+    // Usage errors exit 2 and say which flag; a data file without x/y exits 1.
+    const bad = run('train', data, out, '--loss', 'hinge');
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/--loss: expected mse or crossEntropy, got 'hinge'/);
+    writeFileSync(path.join(dir, 'empty.safetensors'), saveSafetensors({ z: { data: new Float32Array(1), shape: [1] } }));
+    const noData = run('train', path.join(dir, 'empty.safetensors'), out);
+    expect(noData.status).toBe(1);
+    expect(noData.stderr).toMatch(/LSTM_FORMAT: .*expected tensors 'x'/);
   });
 });

@@ -224,4 +224,45 @@ describe('optimizers, losses and the model API', () => {
     expect(stopped.aborted).toBe(true);
     expect(calls).toBe(3);
   });
+
+  it('fit on the native engine runs on a worker thread: same result as in-thread, main thread free', async () => {
+    const N = 64;
+    const T = 40;
+    const rand = mulberry32(9);
+    const xs = new Float32Array(N * T * 2).map(() => rand() * 2 - 1);
+    const ys = new Float32Array(N * T).map((_, i) => Math.tanh(xs[2 * i] + 0.5 * xs[2 * i + 1]));
+    const data = { x: { data: xs, shape: [N, T, 2] }, y: { data: ys, shape: [N, T, 1] } };
+    const validation = { x: { data: xs.slice(0, 16 * T * 2), shape: [16, T, 2] }, y: { data: ys.slice(0, 16 * T), shape: [16, T, 1] } };
+    const make = () => new SequenceModel({ inputSize: 2, hiddenSize: 48, numLayers: 2, outputSize: 1, seed: 4, backend: 'native', threads: 1 });
+    const fitOptions = { epochs: 3, batchSize: 8, seed: 5, validation, clipGradNorm: 1 };
+
+    const inThread = make();
+    const optA = new Adam(inThread.parameters(), { lr: 0.01 });
+    const progressA: number[] = [];
+    const ra = await inThread.fit(data, { ...fitOptions, optimizer: optA, worker: false, onProgress: (p) => progressA.push(p.loss) });
+
+    const onWorker = make();
+    const optB = new Adam(onWorker.parameters(), { lr: 0.01 });
+    const progressB: number[] = [];
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    const t0 = performance.now();
+    const rb = await onWorker.fit(data, { ...fitOptions, optimizer: optB, onProgress: (p) => progressB.push(p.loss) });
+    const ms = performance.now() - t0;
+    clearInterval(timer);
+
+    // The same computation: bitwise the same losses, history, parameters and optimizer state.
+    expect(progressB).toEqual(progressA);
+    expect(rb).toEqual(ra);
+    expect(onWorker.stateDict()).toEqual(inThread.stateDict());
+    expect(optB.stepCount).toBe(optA.stepCount);
+    // The main thread kept running timers while the worker trained.
+    expect(ticks).toBeGreaterThan(ms / 20);
+    // The optimizer carries on from the worker's state exactly as from the in-thread one.
+    const x = { data: xs.slice(0, 4 * T * 2), shape: [T, 4, 2] };
+    const y = { data: ys.slice(0, 4 * T), shape: [T, 4, 1] };
+    expect(onWorker.trainStep(x, y, { optimizer: optB })).toBe(inThread.trainStep(x, y, { optimizer: optA }));
+    // Errors come back as LstmErrors, checked before any thread starts.
+    await expect(onWorker.fit({ x: data.x, y: { data: ys, shape: [N, T] } }, { optimizer: optB })).rejects.toMatchObject({ code: 'LSTM_SHAPE' });
+  });
 });

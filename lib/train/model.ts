@@ -1,13 +1,15 @@
 // Layers, losses and a sequence model that trains in-process: an LSTM stack with a
 // Linear head on every step, PyTorch state-dict names (lstm.*, head.weight, head.bias).
 import type { LSTMOptions } from '../config.js';
-import { LstmError, describe } from '../errors.js';
+import { LstmError, type LstmErrorCode, describe, isErrorCode } from '../errors.js';
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import { LSTM, type ForwardOptions, type LengthsLike } from '../lstm.js';
 import { Rng, randomSeed } from '../rng.js';
 import { checkTensor, sameShape, shapeStr, type Tensor } from '../tensor.js';
 import { clipGradNorm, type Optimizer, type Parameter } from './optim.js';
-import { nextTask } from '../platform.js';
+import { nextTask, startFitWorker } from '../platform.js';
+import { optionsOf } from '../interop.js';
+import type { FitWorkerData } from './fit-worker.js';
 
 /** y = x W^T + b over the last axis (torch.nn.Linear), initialised U(-1/sqrt(in), 1/sqrt(in)). */
 export class Linear {
@@ -192,6 +194,12 @@ export interface FitOptions {
   tbptt?: number;
   onProgress?: (p: FitProgress) => void;
   signal?: AbortSignal;
+  /**
+   * Train on a worker thread, keeping the main thread free (default: true where that
+   * helps: a native-engine model in Node with an SGD/Adam/AdamW optimizer). The model
+   * and optimizer are updated in place when training ends (or is aborted).
+   */
+  worker?: boolean;
 }
 
 export interface FitResult {
@@ -356,6 +364,10 @@ export class SequenceModel {
    */
   async fit(data: FitData, options: FitOptions): Promise<FitResult> {
     if (!options || !options.optimizer) throw new LstmError('LSTM_OPTION', 'fit: options.optimizer is required');
+    if (options.worker !== undefined && typeof options.worker !== 'boolean') throw new LstmError('LSTM_OPTION', `worker: expected a boolean, got ${describe(options.worker)}`);
+    if ((options.worker ?? true) && this.lstm.backend === 'native' && ['sgd', 'adam', 'adamw'].includes(String(options.optimizer.config.name))) {
+      return this.fitOnWorker(data, options);
+    }
     const loss = options.loss ?? 'mse';
     const { N, T, I, O } = checkFitData(data, 'data', loss);
     if (options.validation) checkFitData(options.validation, 'validation', loss);
@@ -423,6 +435,70 @@ export class SequenceModel {
       history.push(entry);
     }
     return { history, aborted: false };
+  }
+
+  /** fit() on a worker thread: same arguments, same result, the main thread stays free. */
+  private fitOnWorker(data: FitData, options: FitOptions): Promise<FitResult> {
+    const loss = options.loss ?? 'mse';
+    // Everything the worker would reject is rejected here, with the same errors.
+    checkFitData(data, 'data', loss);
+    if (options.validation) checkFitData(options.validation, 'validation', loss);
+    if (options.signal?.aborted) return Promise.resolve({ history: [], aborted: true });
+    const { optimizer, onProgress, signal, worker: _worker, ...fit } = options;
+    const job: FitWorkerData = {
+      options: { ...optionsOf(this.lstm), outputSize: this.head.outFeatures, backend: 'native', threads: this.lstm.config.threads },
+      checkpoint: this.saveCheckpoint(optimizer),
+      optimizer: optimizer.config,
+      data: { x: data.x, y: data.y, lengths: data.lengths ? Array.from(data.lengths) : undefined },
+      fit,
+    };
+    if (job.fit.validation) {
+      const v = job.fit.validation;
+      job.fit = { ...job.fit, validation: { x: v.x, y: v.y, lengths: v.lengths ? Array.from(v.lengths) : undefined } };
+    }
+    return new Promise<FitResult>((resolve, reject) => {
+      let settled = false;
+      const onAbort = (): void => handle?.post('abort');
+      const finish = (fn: () => void): void => {
+        if (settled) return;
+        settled = true;
+        signal?.removeEventListener('abort', onAbort);
+        fn();
+      };
+      const handle = startFitWorker(
+        job,
+        (m) => {
+          const msg = m as { type: string; progress?: FitProgress; result?: FitResult; checkpoint?: Uint8Array; code?: string; message?: string };
+          if (msg.type === 'progress') {
+            if (signal?.aborted) return; // steps the worker finished before the abort reached it
+            try {
+              onProgress?.(msg.progress!);
+            } catch (err) {
+              handle?.terminate();
+              finish(() => reject(err));
+            }
+          } else if (msg.type === 'done') {
+            finish(() => {
+              try {
+                this.loadCheckpoint(msg.checkpoint!, optimizer);
+                resolve(msg.result!);
+              } catch (err) {
+                reject(err);
+              }
+            });
+          } else if (msg.type === 'error') {
+            const code = msg.code as LstmErrorCode | undefined;
+            finish(() => reject(code && isErrorCode(code) ? new LstmError(code, msg.message ?? '') : new Error(msg.message)));
+          }
+        },
+        (err) => finish(() => reject(err)),
+      );
+      if (!handle) {
+        finish(() => resolve(this.fit(data, { ...options, worker: false })));
+        return;
+      }
+      signal?.addEventListener('abort', onAbort);
+    });
   }
 
   /** Model and optimizer state as one safetensors file. */
