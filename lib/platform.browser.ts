@@ -19,8 +19,9 @@ export function packageRoot(): string {
   return '';
 }
 
+/** The package version, written into the browser build by scripts/build-ts.mjs. */
 export function packageVersion(): string {
-  return 'browser';
+  return '__LSTM_NATIVE_VERSION__';
 }
 
 export function loadNative(): NativeStatus {

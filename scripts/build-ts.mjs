@@ -2,7 +2,7 @@
 // the CommonJS build: one implementation, so ESM and CJS importers share one addon
 // instance and one set of classes (no dual-package hazard).
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,7 +26,10 @@ writeFileSync(path.join(root, 'dist/esm/index.d.mts'), `export * from '../cjs/in
 const tsc = require.resolve('typescript/bin/tsc');
 execFileSync(process.execPath, [tsc, '-p', path.join(root, 'tsconfig.browser.json')], { stdio: 'inherit' });
 const browser = path.join(root, 'dist/browser');
-renameSync(path.join(browser, 'platform.browser.js'), path.join(browser, 'platform.js'));
+const { version } = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
+const platformJs = readFileSync(path.join(browser, 'platform.browser.js'), 'utf8').replace('__LSTM_NATIVE_VERSION__', version);
+writeFileSync(path.join(browser, 'platform.js'), platformJs);
+rmSync(path.join(browser, 'platform.browser.js'));
 // Node-only modules: platform.browser.ts replaces the addon loader, and fit runs in-thread.
 rmSync(path.join(browser, 'native', 'loader.js'), { force: true });
 rmSync(path.join(browser, 'train', 'fit-worker.js'), { force: true });

@@ -3,7 +3,7 @@
 // initWasm(), then fixtures on the wasm engine, checked in the page.
 // Needs Debian's chromium (.ci/run installs it) and playwright-core (a devDependency);
 // CHROMIUM_PATH overrides /usr/bin/chromium.
-import { createReadStream, existsSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -92,7 +92,7 @@ describe('in headless Chromium', () => {
         for (let i = 0; i < a.length; i++) w = Math.max(w, Math.abs(a[i] - b[i]) / (1e-5 + 1e-4 * Math.abs(b[i])));
         return w;
       };
-      const out: Record<string, unknown> = { info: { engine: info.engine, wasm: info.wasm, native: info.native, platform: info.platform } };
+      const out: Record<string, unknown> = { info: { engine: info.engine, wasm: info.wasm, native: info.native, platform: info.platform, version: info.version } };
       for (const { name, options } of cases) {
         const bytes = new Uint8Array(await (await fetch(`/test/fixtures/${name}.safetensors`)).arrayBuffer());
         const { tensors } = lib.loadSafetensors(bytes);
@@ -121,7 +121,7 @@ describe('in headless Chromium', () => {
     }, cases);
     await page.close();
     expect(errors).toEqual([]);
-    expect(result.info).toEqual({ engine: 'wasm', wasm: true, native: false, platform: 'browser' });
+    expect(result.info).toEqual({ engine: 'wasm', wasm: true, native: false, platform: 'browser', version: JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).version });
     for (const { name } of cases) {
       const r = result[name] as { backend: string; output: number; hn: number; cn: number; async: number; grads: Record<string, number> };
       expect(r.backend, name).toBe('wasm');
