@@ -89,7 +89,7 @@ describe('wasm engine', () => {
       const c = new LSTM({ inputSize: 512, hiddenSize: 512, backend: 'wasm' });
       const reused = backendInfo().wasmMemory;
       a.dispose(); c.dispose();
-      console.log(JSON.stringify({ before, held, after, two, reused, end: backendInfo().wasmMemory, packed: big.config ? 64 * 2 ** 20 : 0 }));
+      console.log(JSON.stringify({ before, held, after, two, reused, end: backendInfo().wasmMemory, packed: 64 * 2 ** 20 }));
     `);
     expect(r.before.wasm).toBe(0);
     expect(r.held.wasm).toBeGreaterThanOrEqual(r.packed);
