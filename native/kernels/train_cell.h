@@ -6,21 +6,13 @@
 #include <cstdint>
 
 #include "activations.h"
+#include "cell.h"
 #include "isa.h"
 
 namespace lstm {
 
-struct TrainCellSpec {
-  int hidden = 0;
-  Activation gate{kSigmoid, 0.f, 0.f};
-  Activation cell{kTanh, 0.f, 0.f};
-  Activation out{kTanh, 0.f, 0.f};
-  float clip = 0.f;
-  bool coupled = false;
-  const float* wci = nullptr;  // diagonal peepholes or null
-  const float* wcf = nullptr;
-  const float* wco = nullptr;
-};
+// A training cell has exactly the inference cell's parameters.
+using TrainCellSpec = CellSpec;
 
 // What one step records for B rows: post-clip pre-activations z[4], activations act[4],
 // pass[4] (1 where the pre-activation was inside [-clip, clip]; null without clip),
