@@ -147,9 +147,11 @@ __attribute__((always_inline)) inline void backward_row_std(int H, const float* 
   }
 }
 
+// Every row still inside its sequence; inlined into each ISA's entry point below.
 template <bool kPeep, bool kCoupled>
-void backward_rows_std(const TrainCellSpec& s, int B, const int32_t* lengths, int t, const TrainStepTape& tape,
-                       const float* dr, float* dc, float* dgates, float* dwci, float* dwcf, float* dwco) {
+__attribute__((always_inline)) inline void backward_rows(const TrainCellSpec& s, int B, const int32_t* lengths, int t,
+                                                         const TrainStepTape& tape, const float* dr, float* dc,
+                                                         float* dgates, float* dwci, float* dwcf, float* dwco) {
   const int H = s.hidden;
   for (int b = 0; b < B; ++b) {
     if (lengths != nullptr && t >= lengths[b]) continue;
@@ -160,20 +162,20 @@ void backward_rows_std(const TrainCellSpec& s, int B, const int32_t* lengths, in
   }
 }
 
+template <bool kPeep, bool kCoupled>
+void backward_rows_std(const TrainCellSpec& s, int B, const int32_t* lengths, int t, const TrainStepTape& tape,
+                       const float* dr, float* dc, float* dgates, float* dwci, float* dwcf, float* dwco) {
+  backward_rows<kPeep, kCoupled>(s, B, lengths, t, tape, dr, dc, dgates, dwci, dwcf, dwco);
+}
+
 #if defined(__x86_64__)
+// The same loop compiled for AVX2 + FMA.
 template <bool kPeep, bool kCoupled>
 __attribute__((target("avx2,fma"))) void backward_rows_std_avx2(const TrainCellSpec& s, int B, const int32_t* lengths,
                                                                 int t, const TrainStepTape& tape, const float* dr,
                                                                 float* dc, float* dgates, float* dwci, float* dwcf,
                                                                 float* dwco) {
-  const int H = s.hidden;
-  for (int b = 0; b < B; ++b) {
-    if (lengths != nullptr && t >= lengths[b]) continue;
-    const std::ptrdiff_t k = static_cast<std::ptrdiff_t>(b) * H;
-    backward_row_std<kPeep, kCoupled>(H, tape.act[0] + k, tape.act[1] + k, tape.act[2] + k, tape.act[3] + k,
-                                      tape.c_prev + k, tape.c + k, tape.hc + k, dr + k, dc + k,
-                                      dgates + static_cast<std::ptrdiff_t>(b) * 4 * H, s, dwci, dwcf, dwco);
-  }
+  backward_rows<kPeep, kCoupled>(s, B, lengths, t, tape, dr, dc, dgates, dwci, dwcf, dwco);
 }
 #endif
 
