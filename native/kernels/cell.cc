@@ -67,40 +67,30 @@ bool standard_acts(const CellSpec& s) {
   return s.gate.kind == kSigmoid && s.cell.kind == kTanh && s.out.kind == kTanh;
 }
 
-// The vectorised cell for an ISA, or null where the oracle runs (AVX-512 machines run the
-// AVX2 cell: 8 lanes cover H % 16 remainders that 16 would leave to the oracle).
-using CellFn = void (*)(const CellSpec&, int, const float*, std::ptrdiff_t, int, int, const float*, float*, float*);
-using MapFn = void (*)(bool, const float*, float*, int);
+// The vectorised kernels of an ISA, or nulls where the oracle runs (AVX-512 machines run
+// the AVX2 ones: 8 lanes cover H % 16 remainders that 16 would leave to the oracle).
+struct VecKernels {
+  void (*cell)(const CellSpec&, int, const float*, std::ptrdiff_t, int, int, const float*, float*, float*) = nullptr;
+  void (*map)(bool, const float*, float*, int) = nullptr;
+};
 
-CellFn cell_kernel(Isa isa) {
+VecKernels vec_kernels(Isa isa) {
 #if defined(__x86_64__)
-  if (isa == Isa::kAvx2 || isa == Isa::kAvx512) return avx2_kernels::cell;
+  if (isa == Isa::kAvx2 || isa == Isa::kAvx512) return {avx2_kernels::cell, avx2_kernels::map};
 #elif defined(__aarch64__)
-  if (isa == Isa::kNeon) return neon_kernels::cell;
+  if (isa == Isa::kNeon) return {neon_kernels::cell, neon_kernels::map};
 #elif defined(__wasm_simd128__)
-  if (isa == Isa::kSimd128) return simd128_kernels::cell;
+  if (isa == Isa::kSimd128) return {simd128_kernels::cell, simd128_kernels::map};
 #endif
   (void)isa;
-  return nullptr;
-}
-
-MapFn map_kernel(Isa isa) {
-#if defined(__x86_64__)
-  if (isa == Isa::kAvx2 || isa == Isa::kAvx512) return avx2_kernels::map;
-#elif defined(__aarch64__)
-  if (isa == Isa::kNeon) return neon_kernels::map;
-#elif defined(__wasm_simd128__)
-  if (isa == Isa::kSimd128) return simd128_kernels::map;
-#endif
-  (void)isa;
-  return nullptr;
+  return {};
 }
 
 }  // namespace
 
 void cell_forward(Isa isa, const CellSpec& spec, int B, const float* gates, std::ptrdiff_t ldg, int block0, int block1,
                   const float* c_prev, float* c_out, float* r_out) {
-  const CellFn vectorised = standard_acts(spec) ? cell_kernel(isa) : nullptr;
+  const auto vectorised = standard_acts(spec) ? vec_kernels(isa).cell : nullptr;
   if (vectorised != nullptr) {
     vectorised(spec, B, gates, ldg, block0, block1, c_prev, c_out, r_out);
     return;
@@ -115,13 +105,13 @@ void cell_forward(Isa isa, const CellSpec& spec, int B, const float* gates, std:
 }
 
 void sigmoid_vec(Isa isa, const float* x, float* y, int n) {
-  if (const MapFn f = map_kernel(isa)) return f(true, x, y, n);
+  if (const auto f = vec_kernels(isa).map) return f(true, x, y, n);
   const Activation a{kSigmoid, 0.f, 0.f};
   for (int j = 0; j < n; ++j) y[j] = activate(a, x[j]);
 }
 
 void tanh_vec(Isa isa, const float* x, float* y, int n) {
-  if (const MapFn f = map_kernel(isa)) return f(false, x, y, n);
+  if (const auto f = vec_kernels(isa).map) return f(false, x, y, n);
   const Activation a{kTanh, 0.f, 0.f};
   for (int j = 0; j < n; ++j) y[j] = activate(a, x[j]);
 }
