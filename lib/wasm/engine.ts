@@ -8,7 +8,7 @@ import { jsCells } from '../js/train-cell.js';
 import { env } from '../platform.js';
 import type { DirectionParams, ParamRole } from '../params.js';
 import type { Gemm, PreparedMatrix } from '../train/bptt.js';
-import { type WasmRuntime, wasmRuntime } from './module.js';
+import { type WasmExports, type WasmRuntime, wasmRuntime } from './module.js';
 
 const ROLES: ParamRole[] = ['wIh', 'wHh', 'bIh', 'bHh', 'wHr', 'wCi', 'wCf', 'wCo', 'wCh'];
 
@@ -41,15 +41,39 @@ const reclaim = new FinalizationRegistry<{ rt: WasmRuntime; free: (rt: WasmRunti
   rt.release();
 });
 
-class WasmLayer implements EngineLayer {
+/** An object that lives in the module's memory: freed by dispose(), or by the GC when dropped. */
+abstract class WasmObject {
   ptr = 0;
-  readonly token = {};
+  private readonly token = {};
 
-  constructor(readonly rt: WasmRuntime, readonly desc: LayerDesc, dirs: DirectionParams[]) {
-    this.ptr = this.pack(dirs);
-    rt.retain();
-    const ptr = this.ptr;
-    reclaim.register(this, { rt, free: (r) => r.x.lstm_layer_free(ptr) }, this.token);
+  constructor(readonly rt: WasmRuntime, private readonly freeFn: (x: WasmExports, ptr: number) => void) {}
+
+  /** Hold `ptr` from now on, freeing the one held before (the first one retains the instance). */
+  protected own(ptr: number): void {
+    if (this.ptr) {
+      reclaim.unregister(this.token);
+      this.freeFn(this.rt.x, this.ptr);
+    } else {
+      this.rt.retain();
+    }
+    this.ptr = ptr;
+    const free = this.freeFn; // the registry's held value must not reach `this`
+    reclaim.register(this, { rt: this.rt, free: (r) => free(r.x, ptr) }, this.token);
+  }
+
+  dispose(): void {
+    if (!this.ptr) return;
+    reclaim.unregister(this.token);
+    this.freeFn(this.rt.x, this.ptr);
+    this.ptr = 0;
+    this.rt.release();
+  }
+}
+
+class WasmLayer extends WasmObject implements EngineLayer {
+  constructor(rt: WasmRuntime, readonly desc: LayerDesc, dirs: DirectionParams[]) {
+    super(rt, (x, ptr) => x.lstm_layer_free(ptr));
+    this.own(this.pack(dirs));
   }
 
   private pack(dirs: DirectionParams[]): number {
@@ -75,32 +99,16 @@ class WasmLayer implements EngineLayer {
 
   update(dirs: DirectionParams[]): void {
     if (!this.ptr) throw new LstmError('LSTM_DISPOSED', 'this layer was disposed');
-    const fresh = this.pack(dirs);
-    this.rt.x.lstm_layer_free(this.ptr);
-    this.ptr = fresh;
-    const ptr = fresh;
-    reclaim.unregister(this.token);
-    reclaim.register(this, { rt: this.rt, free: (r) => r.x.lstm_layer_free(ptr) }, this.token);
-  }
-
-  dispose(): void {
-    if (!this.ptr) return;
-    reclaim.unregister(this.token);
-    this.rt.x.lstm_layer_free(this.ptr);
-    this.ptr = 0;
-    this.rt.release();
+    this.own(this.pack(dirs));
   }
 }
 
-class WasmPacked implements PreparedMatrix {
-  ptr: number;
-  readonly token = {};
-  constructor(readonly rt: WasmRuntime, public n: number, public k: number) {
-    this.ptr = rt.call('wasm gemm', () => rt.x.lstm_packed_new());
-    rt.retain();
-    const ptr = this.ptr;
-    reclaim.register(this, { rt, free: (r) => r.x.lstm_packed_free(ptr) }, this.token);
+class WasmPacked extends WasmObject implements PreparedMatrix {
+  constructor(rt: WasmRuntime, public n: number, public k: number) {
+    super(rt, (x, ptr) => x.lstm_packed_free(ptr));
+    this.own(rt.call('wasm gemm', () => rt.x.lstm_packed_new()));
   }
+
   set(w: Float32Array, n: number, k: number): void {
     const arena = new Arena(this.rt, 'wasm gemm');
     try {
@@ -111,13 +119,6 @@ class WasmPacked implements PreparedMatrix {
     } finally {
       arena.free();
     }
-  }
-  dispose(): void {
-    if (!this.ptr) return;
-    reclaim.unregister(this.token);
-    this.rt.x.lstm_packed_free(this.ptr);
-    this.ptr = 0;
-    this.rt.release();
   }
 }
 
