@@ -111,6 +111,22 @@ export function randomTensor(shape: number[], rand: () => number, scale = 1): Te
 }
 
 /** Deterministic PRNG for tests (mulberry32). */
+/** N sine waves of T steps (random frequency and phase), samples first: x [N, T, 1] and the next sample y. */
+export function sineWaves(N: number, T: number, seed: number): { x: Tensor; y: Tensor } {
+  const xs = new Float32Array(N * T);
+  const ys = new Float32Array(N * T);
+  const rand = mulberry32(seed);
+  for (let n = 0; n < N; n++) {
+    const f = 0.2 + 0.3 * rand();
+    const ph = 6 * rand();
+    for (let t = 0; t < T; t++) {
+      xs[n * T + t] = Math.sin(f * t + ph);
+      ys[n * T + t] = Math.sin(f * (t + 1) + ph);
+    }
+  }
+  return { x: { data: xs, shape: [N, T, 1] }, y: { data: ys, shape: [N, T, 1] } };
+}
+
 export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {

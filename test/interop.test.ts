@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ENGINES, FIXTURES, LSTM, expectClose, fixture, lib, loadSafetensors, mulberry32, saveSafetensors, withEngine } from './helpers';
+import { ENGINES, FIXTURES, LSTM, expectClose, fixture, lib, loadSafetensors, saveSafetensors, sineWaves, withEngine } from './helpers';
 
 /** A Keras LSTM cell written out by hand (units = 1, input size 1): the reference. */
 function kerasByHand(xs: number[], k: number[], r: number[], b: number[], gate: (v: number) => number): { ys: number[]; h: number; c: number } {
@@ -156,21 +156,8 @@ describe('command line', () => {
   });
 
   it('train fits a model with a progress bar, writes a checkpoint that loads, resumes from it, and rejects bad flags', () => {
-    const N = 120;
-    const T = 20;
-    const x = new Float32Array(N * T);
-    const y = new Float32Array(N * T);
-    const rand = mulberry32(12);
-    for (let n = 0; n < N; n++) {
-      const f = 0.2 + 0.3 * rand();
-      const ph = 6 * rand();
-      for (let t = 0; t < T; t++) {
-        x[n * T + t] = Math.sin(f * t + ph);
-        y[n * T + t] = Math.sin(f * (t + 1) + ph);
-      }
-    }
     const data = path.join(dir, 'sine.safetensors');
-    writeFileSync(data, saveSafetensors({ x: { data: x, shape: [N, T, 1] }, y: { data: y, shape: [N, T, 1] } }));
+    writeFileSync(data, saveSafetensors(sineWaves(120, 20, 12)));
     const out = path.join(dir, 'sine-model.safetensors');
     const r = run('train', data, out, '--epochs', '6', '--hidden', '16', '--lr', '0.02', '--seed', '3');
     expect(r.status, r.stderr).toBe(0);

@@ -1,7 +1,7 @@
 // Training: gradients against PyTorch on every engine, optimizer trajectories, finite
 // differences for what no fixture covers, the model API, checkpoints and fit.
 import { describe, expect, it } from 'vitest';
-import { ENGINES, LSTM, expectClose, fixture, lib, mulberry32, randomTensor, torchOptions, withEngine, type LSTMOptions, type Tensor } from './helpers';
+import { ENGINES, LSTM, expectClose, fixture, lib, mulberry32, randomTensor, sineWaves, torchOptions, withEngine, type LSTMOptions, type Tensor } from './helpers';
 
 const { SequenceModel, SGD, Adam, AdamW, clipGradNorm, mse, crossEntropy } = lib;
 
@@ -188,20 +188,7 @@ describe('optimizers, losses and the model API', () => {
   });
 
   it('fit learns, reports progress, validates, runs truncated BPTT and stops on an AbortSignal', async () => {
-    const N = 48;
-    const T = 12;
-    const xs = new Float32Array(N * T);
-    const ys = new Float32Array(N * T);
-    const rand = mulberry32(3);
-    for (let n = 0; n < N; n++) {
-      const f = 0.2 + 0.3 * rand();
-      const ph = 6 * rand();
-      for (let t = 0; t < T; t++) {
-        xs[n * T + t] = Math.sin(f * t + ph);
-        ys[n * T + t] = Math.sin(f * (t + 1) + ph);
-      }
-    }
-    const data = { x: { data: xs, shape: [N, T, 1] }, y: { data: ys, shape: [N, T, 1] } };
+    const data = sineWaves(48, 12, 3);
     const model = new SequenceModel({ inputSize: 1, hiddenSize: 16, outputSize: 1, seed: 1 });
     const before = model.evaluate(data);
     const progress: number[] = [];
