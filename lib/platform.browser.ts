@@ -15,10 +15,6 @@ export function cpuCount(): number {
   return typeof n === 'number' && n >= 1 ? n : 1;
 }
 
-export function packageRoot(): string {
-  return '';
-}
-
 /** The package version, written into the browser build by scripts/build-ts.mjs. */
 export function packageVersion(): string {
   return '__LSTM_NATIVE_VERSION__';
@@ -28,7 +24,7 @@ export function loadNative(): NativeStatus {
   return { addon: null, root: '', reason: 'native addons do not run in a browser' };
 }
 
-export function wasmPath(): string {
+function wasmPath(): string {
   return new URL('../../wasm/lstm.wasm', import.meta.url).href;
 }
 

@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { LstmError } from './errors.js';
 
-export { loadNative, packageRoot } from './native/loader.js';
+export { loadNative } from './native/loader.js';
 import { packageRoot } from './native/loader.js';
 
 export const platformName = 'node';
@@ -35,7 +35,7 @@ export function packageVersion(): string {
 }
 
 /** Where the WebAssembly engine's module ships. */
-export function wasmPath(): string {
+function wasmPath(): string {
   return path.join(packageRoot(), 'wasm', 'lstm.wasm');
 }
 
