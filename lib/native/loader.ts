@@ -37,15 +37,18 @@ export interface NativeAddon {
     lengths: Int32Array | null,
     threads: number,
   ): Promise<[Float32Array, Float32Array, Float32Array]>;
-  Packed: new (w: Float32Array, n: number, k: number) => object;
+  /** W [n, k], or with transposed its transpose [k, n]; both give the same packed matrix. */
+  Packed: new (w: Float32Array, n: number, k: number, transposed?: boolean) => object;
   TrainCell: new (spec: object, rows: number, tape: object) => object;
   transpose(src: Float32Array, rows: number, cols: number, dst: Float32Array): void;
   gemmNT(M: number, a: Float32Array, packed: object, c: Float32Array, accumulate: boolean, isa: string, threads: number): void;
+  /** c[M, n] (+)= at^T · W^T with at [k, M]. */
+  gemmTN(M: number, at: Float32Array, packed: object, c: Float32Array, accumulate: boolean, isa: string, threads: number): void;
   step(layers: NativeLayerHandle[], x: Float32Array, B: number, h: Float32Array, c: Float32Array, out: Float32Array, threads: number): void;
 }
 
 /** Bumped whenever the JS<->C++ calling convention changes; a stale binary is refused. */
-export const NATIVE_ABI_VERSION = 5;
+export const NATIVE_ABI_VERSION = 6;
 
 export interface NativeStatus {
   addon: NativeAddon | null;

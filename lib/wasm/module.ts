@@ -21,7 +21,7 @@ declare const WebAssembly: {
 };
 
 /** Bumped with native/wasm/api.cc's kWasmAbi. */
-export const WASM_ABI_VERSION = 1;
+export const WASM_ABI_VERSION = 2;
 
 export interface WasmExports {
   memory: WasmMemory;
@@ -37,8 +37,10 @@ export interface WasmExports {
   lstm_trim(): void;
   lstm_packed_new(): number;
   lstm_packed_set(p: number, w: number, n: number, k: number): void;
+  lstm_packed_set_kn(p: number, wt: number, n: number, k: number): void;
   lstm_packed_free(p: number): void;
   lstm_gemm_nt(isa: number, M: number, a: number, p: number, c: number, accumulate: number): void;
+  lstm_gemm_tn(isa: number, M: number, at: number, p: number, c: number, accumulate: number): void;
   lstm_transpose(src: number, rows: number, cols: number, dst: number): void;
   __wasm_call_ctors?: () => void;
 }

@@ -22,7 +22,7 @@
 
 namespace {
 
-constexpr int kAbiVersion = 5;
+constexpr int kAbiVersion = 6;
 constexpr int64_t kMaxElements = (int64_t{1} << 31) - 1;
 
 // A JS exception carrying one of the library's error codes.
@@ -157,10 +157,11 @@ class PackedWrap : public Napi::ObjectWrap<PackedWrap> {
     return DefineClass(env, "Packed", {InstanceMethod("dispose", &PackedWrap::Dispose), InstanceMethod("set", &PackedWrap::Set)});
   }
 
-  // Packed(w: Float32Array [n*k], n, k)
+  // Packed(w: Float32Array [n*k], n, k, transposed?): W [n, k], or with transposed = true
+  // its transpose Wt [k, n] (packed without transposing it first).
   PackedWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PackedWrap>(info) { Pack(info); }
 
-  // set(w, n, k): repack in place, reusing the buffer (training pools these per model).
+  // set(w, n, k, transposed?): repack in place, reusing the buffer (training pools these per model).
   Napi::Value Set(const Napi::CallbackInfo& info) {
     Pack(info);
     return info.Env().Undefined();
@@ -172,8 +173,17 @@ class PackedWrap : public Napi::ObjectWrap<PackedWrap> {
     const int32_t k = IntArg(env, info[2], "k", 1, std::numeric_limits<int32_t>::max());
     if (int64_t{n} * k > kMaxElements) Fail(env, "LSTM_SHAPE", "Packed: n*k exceeds 2^31 elements");
     const float* w = FloatArg(env, info[0], "w", int64_t{n} * k).Data();
+    bool transposed = false;
+    if (info.Length() > 3 && !info[3].IsUndefined()) {
+      if (!info[3].IsBoolean()) Fail(env, "LSTM_OPTION", "Packed: transposed must be a boolean");
+      transposed = info[3].As<Napi::Boolean>().Value();
+    }
     try {
-      lstm::pack_matrix(w, n, k, &packed_);
+      if (transposed) {
+        lstm::pack_matrix_kn(w, k, n, &packed_);
+      } else {
+        lstm::pack_matrix(w, n, k, &packed_);
+      }
     } catch (const std::bad_alloc&) {
       Fail(env, "LSTM_NATIVE", "Packed: out of memory");
     }
@@ -315,6 +325,7 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
                              InstanceMethod("forwardAsync", &LstmAddon::ForwardAsync, napi_enumerable),
                              InstanceMethod("step", &LstmAddon::Step, napi_enumerable),
                              InstanceMethod("gemmNT", &LstmAddon::GemmNT, napi_enumerable),
+                             InstanceMethod("gemmTN", &LstmAddon::GemmTN, napi_enumerable),
                              InstanceMethod("transpose", &LstmAddon::Transpose, napi_enumerable),
                              InstanceValue("Packed", packed_class, napi_enumerable),
                              InstanceValue("TrainCell", TrainCellWrap::Define(env), napi_enumerable),
@@ -326,6 +337,7 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
   Napi::Value ForwardAsync(const Napi::CallbackInfo& info);
   Napi::Value Step(const Napi::CallbackInfo& info);
   Napi::Value GemmNT(const Napi::CallbackInfo& info);
+  Napi::Value GemmTN(const Napi::CallbackInfo& info);
   // transpose(src, rows, cols, dst): dst [cols, rows] = src [rows, cols]^T
   Napi::Value Transpose(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -789,6 +801,37 @@ Napi::Value LstmAddon::GemmNT(const Napi::CallbackInfo& info) {
   const int nth = std::max(1, std::min({threads, panels, static_cast<int>(flops / 200000) + 1}));
   lstm::parallel_run(nth, [&](const lstm::ParallelContext& ctx) {
     lstm::gemm_nt_panels(isa, M, a, w.k, w, ctx.begin(panels), ctx.end(panels), c, w.n);
+  });
+  return env.Undefined();
+}
+
+// gemmTN(M, at, packed, c, accumulate, isa, threads): c[M, n] (+)= at[k, M]^T * W^T, threads
+// splitting the rows of c (each element computed by one thread: any count gives the same bits).
+Napi::Value LstmAddon::GemmTN(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 7) Fail(env, "LSTM_OPTION", "gemmTN: expected 7 arguments");
+  const int32_t M = IntArg(env, info[0], "M", 1, std::numeric_limits<int32_t>::max());
+  if (!info[2].IsObject() || !info[2].As<Napi::Object>().InstanceOf(packed_ctor_.Value())) Fail(env, "LSTM_OPTION", "gemmTN: expected a Packed matrix");
+  const lstm::PackedMatrix& w = PackedWrap::Unwrap(info[2].As<Napi::Object>())->packed();
+  if (w.empty()) Fail(env, "LSTM_DISPOSED", "gemmTN: this packed matrix was disposed");
+  if (int64_t{M} * w.k > kMaxElements || int64_t{M} * w.n > kMaxElements) Fail(env, "LSTM_SHAPE", "gemmTN: operands exceed 2^31 elements");
+  const float* at = FloatArg(env, info[1], "at", int64_t{M} * w.k).Data();
+  float* c = FloatArg(env, info[3], "c", int64_t{M} * w.n).Data();
+  if (!info[4].IsBoolean()) Fail(env, "LSTM_OPTION", "gemmTN: accumulate must be a boolean");
+  const lstm::Isa isa = Resolve(env, info[5]);
+  const int threads = IntArg(env, info[6], "threads", 1, 1024);
+  const double flops = 2.0 * M * w.n * w.k;
+  const int nth = std::max(1, std::min({threads, (M + 7) / 8, static_cast<int>(flops / 200000) + 1}));
+  std::vector<float> scratch;
+  try {
+    scratch.resize(static_cast<std::size_t>(nth) * lstm::gemm_tn_scratch_floats());
+  } catch (const std::bad_alloc&) {
+    Fail(env, "LSTM_NATIVE", "gemmTN: out of memory");
+  }
+  if (!info[4].As<Napi::Boolean>().Value()) std::fill(c, c + int64_t{M} * w.n, 0.f);
+  lstm::parallel_run(nth, [&](const lstm::ParallelContext& ctx) {
+    float* mine = scratch.data() + static_cast<std::size_t>(ctx.tid) * lstm::gemm_tn_scratch_floats();
+    lstm::gemm_tn_rows(isa, at, M, w, ctx.begin(M), ctx.end(M), c, w.n, mine);
   });
   return env.Undefined();
 }

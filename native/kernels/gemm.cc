@@ -18,6 +18,19 @@ void pack_matrix(const float* w, int n, int k, PackedMatrix* out) {
   }
 }
 
+void pack_matrix_kn(const float* wt, int k, int n, PackedMatrix* out) {
+  const int panels = (n + kPanel - 1) / kPanel;
+  out->n = n;
+  out->k = k;
+  out->data.assign(static_cast<std::size_t>(panels) * k * kPanel, 0.f);
+  for (int p = 0; p < panels; ++p) {
+    const int nr = std::min(kPanel, n - p * kPanel);
+    float* dst = out->data.data() + static_cast<std::size_t>(p) * k * kPanel;
+    const float* src = wt + p * kPanel;
+    for (int c = 0; c < k; ++c) std::copy(src + static_cast<std::ptrdiff_t>(c) * n, src + static_cast<std::ptrdiff_t>(c) * n + nr, dst + static_cast<std::ptrdiff_t>(c) * kPanel);
+  }
+}
+
 void pack_gate_matrix(const float* w, int H, int k, PackedMatrix* out) {
   const int blocks = (H + kPanel - 1) / kPanel;
   const int n = blocks * 4 * kPanel;
@@ -76,6 +89,36 @@ void gemm_blocked(const MicroKernel& uk, int M, const float* A, std::ptrdiff_t l
 }
 
 }  // namespace
+
+std::size_t gemm_tn_scratch_floats() { return static_cast<std::size_t>(kMC) * kKC; }
+
+void gemm_tn_rows(Isa isa, const float* At, std::ptrdiff_t lda, const PackedMatrix& W, int m0, int m1, float* C,
+                  std::ptrdiff_t ldc, float* scratch) {
+  if (m0 >= m1 || W.n <= 0 || W.k <= 0) return;
+  const MicroKernel uk = microkernel_for(isa);
+  const int K = W.k;
+  const int panels = (W.n + kPanel - 1) / kPanel;
+  for (int k0 = 0; k0 < K; k0 += kKC) {
+    const int kc = std::min(kKC, K - k0);
+    for (int mb = m0; mb < m1; mb += kMC) {
+      const int mc = std::min(kMC, m1 - mb);
+      // The block At[k0 .. k0+kc, mb .. mb+mc) as kc rows of mc: copies of row pieces,
+      // then read by the k-major kernel for every panel of W.
+      for (int kk = 0; kk < kc; ++kk) {
+        const float* src = At + static_cast<std::ptrdiff_t>(k0 + kk) * lda + mb;
+        std::copy(src, src + mc, scratch + static_cast<std::ptrdiff_t>(kk) * mc);
+      }
+      for (int p = 0; p < panels; ++p) {
+        const int nr = std::min(kPanel, W.n - p * kPanel);
+        const float* bp = W.data.data() + (static_cast<std::size_t>(p) * K + k0) * kPanel;
+        for (int m = 0; m < mc; m += uk.mr) {
+          const int mr = std::min(uk.mr, mc - m);
+          uk.run_t(mr, kc, scratch + m, mc, bp, C + (mb + m) * ldc + p * kPanel, ldc, nr);
+        }
+      }
+    }
+  }
+}
 
 void gemm_nt(Isa isa, int M, const float* A, std::ptrdiff_t lda, const PackedMatrix& W, float* C, std::ptrdiff_t ldc) {
   gemm_nt_panels(isa, M, A, lda, W, 0, (W.n + kPanel - 1) / kPanel, C, ldc);

@@ -22,6 +22,12 @@ struct PackedMatrix {
 
 void pack_matrix(const float* w, int n, int k, PackedMatrix* out);
 
+// The same packed matrix from W given transposed, Wt [k, n] row-major (the layout of a
+// weight that multiplies from the other side in backpropagation, or of activations
+// [rows, n] in a weight gradient): a row of Wt is a row of every panel, so packing is a
+// copy where pack_matrix would need a transpose. The result equals pack_matrix of W.
+void pack_matrix_kn(const float* wt, int k, int n, PackedMatrix* out);
+
 // Gate matrices W [4H, k] (row g*H + j: gate g of unit j) packed with the gates of
 // each block of 16 units side by side: column (j/16)*64 + g*16 + j%16, so a range of
 // unit blocks is a range of whole panels (4 per block) and one thread can own both
@@ -39,5 +45,16 @@ void gemm_nt(Isa isa, int M, const float* A, std::ptrdiff_t lda, const PackedMat
 // gives bitwise the same result as one thread.
 void gemm_nt_panels(Isa isa, int M, const float* A, std::ptrdiff_t lda, const PackedMatrix& W, int p0, int p1, float* C,
                     std::ptrdiff_t ldc);
+
+// Scratch floats gemm_tn_rows needs per thread: one packed block of A.
+std::size_t gemm_tn_scratch_floats();
+
+// C[m * ldc + j] += sum_kk At[kk * lda + m] * W[j, kk] for m in [m0, m1), j < W.n: the
+// left operand given transposed (At [W.k, M]), as a weight gradient dW = dG^T X has it.
+// Rows of C are the unit of work, so threads split [0, M) without packing the same
+// block of A twice; each element's sum is in k order whatever the split (bitwise the
+// same as gemm_nt on the transpose of At). scratch: gemm_tn_scratch_floats() floats.
+void gemm_tn_rows(Isa isa, const float* At, std::ptrdiff_t lda, const PackedMatrix& W, int m0, int m1, float* C,
+                  std::ptrdiff_t ldc, float* scratch);
 
 }  // namespace lstm

@@ -12,14 +12,14 @@ namespace {
 
 // Portable kernel: 4 x 16 accumulators the compiler keeps in vector registers
 // (SSE2 on x86-64, NEON on arm64).
-template <int MR>
+template <int MR, bool kT>
 inline void ukernel_scalar(int kc, const float* a, std::ptrdiff_t lda, const float* b, float* c, std::ptrdiff_t ldc,
                            int nr) {
   float acc[MR][kPanel] = {};
   for (int k = 0; k < kc; ++k) {
     const float* bk = b + static_cast<std::ptrdiff_t>(k) * kPanel;
     for (int i = 0; i < MR; ++i) {
-      const float av = a[i * lda + k];
+      const float av = kT ? a[static_cast<std::ptrdiff_t>(k) * lda + i] : a[i * lda + k];
       for (int j = 0; j < kPanel; ++j) acc[i][j] += av * bk[j];
     }
   }
@@ -32,10 +32,20 @@ inline void ukernel_scalar(int kc, const float* a, std::ptrdiff_t lda, const flo
 void gemm_ukernel_f32__scalar(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
                               std::ptrdiff_t ldc, int nr) {
   switch (mr) {
-    case 4: ukernel_scalar<4>(kc, a, lda, panel, c, ldc, nr); break;
-    case 3: ukernel_scalar<3>(kc, a, lda, panel, c, ldc, nr); break;
-    case 2: ukernel_scalar<2>(kc, a, lda, panel, c, ldc, nr); break;
-    default: ukernel_scalar<1>(kc, a, lda, panel, c, ldc, nr); break;
+    case 4: ukernel_scalar<4, false>(kc, a, lda, panel, c, ldc, nr); break;
+    case 3: ukernel_scalar<3, false>(kc, a, lda, panel, c, ldc, nr); break;
+    case 2: ukernel_scalar<2, false>(kc, a, lda, panel, c, ldc, nr); break;
+    default: ukernel_scalar<1, false>(kc, a, lda, panel, c, ldc, nr); break;
+  }
+}
+
+void gemm_ukernel_f32__scalar_t(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
+                                std::ptrdiff_t ldc, int nr) {
+  switch (mr) {
+    case 4: ukernel_scalar<4, true>(kc, a, lda, panel, c, ldc, nr); break;
+    case 3: ukernel_scalar<3, true>(kc, a, lda, panel, c, ldc, nr); break;
+    case 2: ukernel_scalar<2, true>(kc, a, lda, panel, c, ldc, nr); break;
+    default: ukernel_scalar<1, true>(kc, a, lda, panel, c, ldc, nr); break;
   }
 }
 
@@ -106,15 +116,15 @@ constexpr int kGemvPanels = 2;  // 8 accumulators, two passes
 
 MicroKernel microkernel_for(Isa isa) {
 #if defined(__x86_64__)
-  if (isa == Isa::kAvx512) return {avx512_kernels::kMR, avx512_kernels::gemm, avx512_kernels::gemv4};
-  if (isa == Isa::kAvx2) return {avx2_kernels::kMR, avx2_kernels::gemm, avx2_kernels::gemv4};
+  if (isa == Isa::kAvx512) return {avx512_kernels::kMR, avx512_kernels::gemm, avx512_kernels::gemm_t, avx512_kernels::gemv4};
+  if (isa == Isa::kAvx2) return {avx2_kernels::kMR, avx2_kernels::gemm, avx2_kernels::gemm_t, avx2_kernels::gemv4};
 #elif defined(__aarch64__)
-  if (isa == Isa::kNeon) return {neon_kernels::kMR, neon_kernels::gemm, neon_kernels::gemv4};
+  if (isa == Isa::kNeon) return {neon_kernels::kMR, neon_kernels::gemm, neon_kernels::gemm_t, neon_kernels::gemv4};
 #elif defined(__wasm_simd128__)
-  if (isa == Isa::kSimd128) return {simd128_kernels::kMR, simd128_kernels::gemm, simd128_kernels::gemv4};
+  if (isa == Isa::kSimd128) return {simd128_kernels::kMR, simd128_kernels::gemm, simd128_kernels::gemm_t, simd128_kernels::gemv4};
 #endif
   (void)isa;
-  return {4, gemm_ukernel_f32__scalar, nullptr};
+  return {4, gemm_ukernel_f32__scalar, gemm_ukernel_f32__scalar_t, nullptr};
 }
 
 }  // namespace lstm

@@ -16,6 +16,7 @@ using Gemv4Fn = void (*)(int kc, const float* a, const float* panels, std::ptrdi
 struct MicroKernel {
   int mr;  // rows of A per call
   MicroKernelFn run;
+  MicroKernelFn run_t;  // the same with A k-major: a(i, k) at a[k * lda + i]
   Gemv4Fn gemv4;  // null: use run with mr = 1
 };
 
@@ -23,6 +24,8 @@ MicroKernel microkernel_for(Isa isa);
 
 void gemm_ukernel_f32__scalar(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
                               std::ptrdiff_t ldc, int nr);
+void gemm_ukernel_f32__scalar_t(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
+                                std::ptrdiff_t ldc, int nr);
 // The vectorised kernels are instantiations of gemm_kernels.inc, reached through
 // microkernel_for (one per ISA: AVX-512, AVX2+FMA, NEON, WebAssembly SIMD128).
 

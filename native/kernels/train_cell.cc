@@ -39,27 +39,37 @@ void train_cell_forward(Isa isa, const TrainCellSpec& s, int B, const float* gat
   const int H = s.hidden;
   const float clip = s.clip;
   const std::ptrdiff_t n = static_cast<std::ptrdiff_t>(B) * H;
-  const auto clamp = [clip](float v, uint8_t* pass) {
-    if (clip <= 0.f) return v;
-    *pass = v >= -clip && v <= clip;
-    return std::min(clip, std::max(-clip, v));
+  // Clip a row of pre-activations in place, recording where the gradient flows.
+  const auto clip_row = [clip](float* __restrict z, uint8_t* __restrict pass, int len) {
+    for (int j = 0; j < len; ++j) {
+      const float v = z[j];
+      pass[j] = v >= -clip && v <= clip;
+      z[j] = std::min(clip, std::max(-clip, v));
+    }
   };
-  uint8_t scratch = 0;
+  // The loops below run over rows through restrict pointers, so they vectorise.
   // 1. Pre-activations of i, f, g (peepholes see c_{t-1}), clipped.
   for (int b = 0; b < B; ++b) {
-    const float* g = gates + static_cast<std::ptrdiff_t>(b) * 4 * H;
-    for (int j = 0; j < H; ++j) {
-      const std::ptrdiff_t k = static_cast<std::ptrdiff_t>(b) * H + j;
-      const float cp = c_prev[k];
-      float zi = g[j], zf = g[H + j];
-      if (s.wci) {
-        zi += s.wci[j] * cp;
-        zf += s.wcf[j] * cp;
+    const float* __restrict g = gates + static_cast<std::ptrdiff_t>(b) * 4 * H;
+    const std::ptrdiff_t k0 = static_cast<std::ptrdiff_t>(b) * H;
+    const float* __restrict cp = c_prev + k0;
+    float* __restrict zi = tape.z[0] + k0;
+    float* __restrict zf = tape.z[1] + k0;
+    if (s.wci) {
+      const float* __restrict wci = s.wci;
+      const float* __restrict wcf = s.wcf;
+      for (int j = 0; j < H; ++j) {
+        zi[j] = g[j] + wci[j] * cp[j];
+        zf[j] = g[H + j] + wcf[j] * cp[j];
       }
-      tape.z[0][k] = clamp(zi, tape.pass[0] ? tape.pass[0] + k : &scratch);
-      tape.z[1][k] = clamp(zf, tape.pass[1] ? tape.pass[1] + k : &scratch);
-      tape.z[2][k] = clamp(g[2 * H + j], tape.pass[2] ? tape.pass[2] + k : &scratch);
-      tape.c_prev[k] = cp;
+    } else {
+      std::memcpy(zi, g, sizeof(float) * H);
+      std::memcpy(zf, g + H, sizeof(float) * H);
+    }
+    std::memcpy(tape.z[2] + k0, g + 2 * H, sizeof(float) * H);
+    std::memcpy(tape.c_prev + k0, cp, sizeof(float) * H);
+    if (clip > 0.f) {
+      for (int q = 0; q < 3; ++q) clip_row(tape.z[q] + k0, tape.pass[q] + k0, H);
     }
   }
   // 2. Activations over whole rows: vectorised for sigmoid and tanh (as in inference).
@@ -77,20 +87,34 @@ void train_cell_forward(Isa isa, const TrainCellSpec& s, int B, const float* gat
   apply(s.cell, tape.z[2], tape.act[2]);
   // 3. The new cell, then the output gate (its peephole sees c_t).
   for (int b = 0; b < B; ++b) {
-    const float* g = gates + static_cast<std::ptrdiff_t>(b) * 4 * H;
+    const float* __restrict go = gates + static_cast<std::ptrdiff_t>(b) * 4 * H + 3 * H;
+    const std::ptrdiff_t k0 = static_cast<std::ptrdiff_t>(b) * H;
+    const float* __restrict ai = tape.act[0] + k0;
+    const float* __restrict af = tape.act[1] + k0;
+    const float* __restrict ag = tape.act[2] + k0;
+    const float* __restrict cp = tape.c_prev + k0;
+    float* __restrict cc = tape.c + k0;
+    float* __restrict cn = c_new + k0;
+    float* __restrict zo = tape.z[3] + k0;
     for (int j = 0; j < H; ++j) {
-      const std::ptrdiff_t k = static_cast<std::ptrdiff_t>(b) * H + j;
-      const float c = tape.act[1][k] * tape.c_prev[k] + tape.act[0][k] * tape.act[2][k];
-      tape.c[k] = c;
-      c_new[k] = c;
-      float zo = g[3 * H + j];
-      if (s.wco) zo += s.wco[j] * c;
-      tape.z[3][k] = clamp(zo, tape.pass[3] ? tape.pass[3] + k : &scratch);
+      const float c = af[j] * cp[j] + ai[j] * ag[j];
+      cc[j] = c;
+      cn[j] = c;
     }
+    if (s.wco) {
+      const float* __restrict wco = s.wco;
+      for (int j = 0; j < H; ++j) zo[j] = go[j] + wco[j] * cc[j];
+    } else {
+      std::memcpy(zo, go, sizeof(float) * H);
+    }
+    if (clip > 0.f) clip_row(zo, tape.pass[3] + k0, H);
   }
   apply(s.gate, tape.z[3], tape.act[3]);
   apply(s.out, tape.c, tape.hc);
-  for (std::ptrdiff_t k = 0; k < n; ++k) r_new[k] = tape.act[3][k] * tape.hc[k];
+  const float* __restrict ao = tape.act[3];
+  const float* __restrict hc = tape.hc;
+  float* __restrict r = r_new;
+  for (std::ptrdiff_t k = 0; k < n; ++k) r[k] = ao[k] * hc[k];
 }
 
 void transpose(const float* src, int rows, int cols, float* dst) {

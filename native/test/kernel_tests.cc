@@ -100,6 +100,26 @@ void test_gemm(Isa isa) {
         expect(worst <= 1.0, buf);
         std::snprintf(buf, sizeof buf, "gemm %s M=%d N=%d K=%d wrote outside its columns", isa_name(isa), M, N, K);
         expect(untouched, buf);
+
+        // The transposed operands: W packed from Wt [K, N] is the same packed matrix, and
+        // C from At [K, M] (rows of C split in two ranges, as threads split them) has the
+        // same bits as gemm_nt's.
+        const int ldat = M + 2;
+        std::vector<float> At(static_cast<std::size_t>(K) * ldat, 99.f), Wt(static_cast<std::size_t>(K) * N);
+        for (int m = 0; m < M; ++m)
+          for (int k = 0; k < K; ++k) At[static_cast<std::size_t>(k) * ldat + m] = A[static_cast<std::size_t>(m) * lda + k];
+        for (int n = 0; n < N; ++n)
+          for (int k = 0; k < K; ++k) Wt[static_cast<std::size_t>(k) * N + n] = W[static_cast<std::size_t>(n) * K + k];
+        PackedMatrix Pt;
+        pack_matrix_kn(Wt.data(), K, N, &Pt);
+        std::snprintf(buf, sizeof buf, "pack_matrix_kn N=%d K=%d equals pack_matrix", N, K);
+        expect(Pt.n == P.n && Pt.k == P.k && Pt.data == P.data, buf);
+        std::vector<float> Ct = C0, scratch(gemm_tn_scratch_floats());
+        const int split = M / 3;
+        gemm_tn_rows(isa, At.data(), ldat, Pt, split, M, Ct.data(), ldc, scratch.data());
+        gemm_tn_rows(isa, At.data(), ldat, Pt, 0, split, Ct.data(), ldc, scratch.data());
+        std::snprintf(buf, sizeof buf, "gemm_tn %s M=%d N=%d K=%d equals gemm_nt bitwise", isa_name(isa), M, N, K);
+        expect(Ct == C, buf);
       }
 }
 

@@ -31,7 +31,7 @@ void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 namespace {
 
 // Bumped with any change to the calling convention below (checked by lib/wasm/module.ts).
-constexpr int kWasmAbi = 1;
+constexpr int kWasmAbi = 2;
 
 lstm::Isa isa_of(int code) { return code == static_cast<int>(lstm::Isa::kScalar) ? lstm::Isa::kScalar : lstm::best_isa(); }
 
@@ -141,6 +141,11 @@ LSTM_EXPORT(lstm_packed_set) void lstm_packed_set(lstm::PackedMatrix* p, const f
   lstm::pack_matrix(w, n, k, p);
 }
 
+// The same matrix from its transpose wt [k, n].
+LSTM_EXPORT(lstm_packed_set_kn) void lstm_packed_set_kn(lstm::PackedMatrix* p, const float* wt, int n, int k) {
+  lstm::pack_matrix_kn(wt, k, n, p);
+}
+
 LSTM_EXPORT(lstm_packed_free) void lstm_packed_free(lstm::PackedMatrix* p) { delete p; }
 
 // c [M, n] (+)= a [M, k] * W^T
@@ -151,6 +156,17 @@ void lstm_gemm_nt(int isa, int M, const float* a, const lstm::PackedMatrix* w, f
     for (std::size_t i = 0; i < total; ++i) c[i] = 0.f;
   }
   lstm::gemm_nt(isa_of(isa), M, a, w->k, *w, c, w->n);
+}
+
+// c [M, n] (+)= at [k, M]^T * W^T
+LSTM_EXPORT(lstm_gemm_tn)
+void lstm_gemm_tn(int isa, int M, const float* at, const lstm::PackedMatrix* w, float* c, int accumulate) {
+  if (!accumulate) {
+    const std::size_t total = static_cast<std::size_t>(M) * w->n;
+    for (std::size_t i = 0; i < total; ++i) c[i] = 0.f;
+  }
+  std::vector<float> scratch(lstm::gemm_tn_scratch_floats());
+  lstm::gemm_tn_rows(isa_of(isa), at, M, *w, 0, M, c, w->n, scratch.data());
 }
 
 LSTM_EXPORT(lstm_transpose) void lstm_transpose(const float* src, int rows, int cols, float* dst) {

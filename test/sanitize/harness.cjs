@@ -97,6 +97,30 @@ async function main() {
   }
   const out = new Float32Array(6);
   addon.gemmNT(2, new Float32Array(8).fill(1), packed, out, false, '', 2);
+  // The transposed forms: W packed from Wt [4, 3], and C from At [4, 2].
+  const packedT = new addon.Packed(new Float32Array(12).fill(0.5), 3, 4, true);
+  for (const v of hostile) {
+    for (const i of [0, 1, 3, 4]) {
+      const args = [2, new Float32Array(8), packedT, new Float32Array(6), true, '', 2];
+      args[i] = v;
+      try {
+        addon.gemmTN(...args);
+      } catch (err) {
+        assert.ok(String(err.code).startsWith('LSTM_'), `gemmTN arg ${i}: ${err.message}`);
+      }
+      calls++;
+    }
+    try {
+      packedT.set(new Float32Array(12), 3, 4, v);
+    } catch (err) {
+      assert.ok(String(err.code).startsWith('LSTM_'));
+    }
+    calls++;
+  }
+  packedT.set(new Float32Array(12).fill(0.5), 3, 4, true);
+  const outT = new Float32Array(6);
+  addon.gemmTN(2, new Float32Array(8).fill(1), packedT, outT, false, '', 2);
+  assert.deepStrictEqual(Array.from(outT), [2, 2, 2, 2, 2, 2]);
   layer.dispose();
   try {
     addon.forward(...base());
