@@ -10,7 +10,7 @@ import { PEEPHOLE_KIND, type Engine, type EngineLayer, type LayerDesc, type Stac
 import { LstmError, describe, optionsArg } from './errors.js';
 import { fromKeras as kerasToLstm, type KerasOptions, type KerasWeights } from './interop.js';
 import { activationsFromOnnx, onnxToStateDict } from './onnx-layout.js';
-import { backwardTrain, forwardTrain } from './train/bptt.js';
+import { backwardTrain, forwardTrain, TapePool, type TrainTape } from './train/bptt.js';
 import { groupParams, initParams, layerInputSize, paramSpecs, type ParamSpec } from './params.js';
 import { MAX_ELEMENTS, checkTensor, sameShape, shapeSize, shapeStr, swapLeadingAxes, type Tensor } from './tensor.js';
 
@@ -91,6 +91,8 @@ export class LSTM {
   private layers: EngineLayer[] = [];
   private disposed = false;
   private stale = false;
+  /** The last finished training tape's buffers, for the next forwardTrain. */
+  private readonly tapes = new TapePool();
 
   constructor(options: LSTMOptions) {
     this.config = Object.freeze(resolveConfig(options));
@@ -268,7 +270,11 @@ export class LSTM {
     const cfg = this.config;
     const params = new Map([...this.params].map(([k, v]) => [k, v.slice()]));
     const gemm = this.engine.gemm(cfg.threads);
-    const run = forwardTrain(cfg, params, gemm, input.x, input.T, input.B, input.h0, input.c0, input.lengths);
+    const tapes = this.tapes;
+    const record = (): TrainTape => forwardTrain(cfg, params, gemm, input.x, input.T, input.B, input.h0, input.c0, input.lengths, tapes).tape;
+    const run = forwardTrain(cfg, params, gemm, input.x, input.T, input.B, input.h0, input.c0, input.lengths, tapes);
+    let tape = run.tape;
+    let givenBack = false;
     const result = this.shapeResult(input, { y: run.y, hn: run.hn, cn: run.cn });
     const specs = this.specs;
     const backward = (upstream: { output?: Tensor; hn?: Tensor; cn?: Tensor } = {}): Gradient => {
@@ -282,7 +288,16 @@ export class LSTM {
       const F = cfg.numDirections * cfg.outSize;
       let dy = like(upstream.output, result.output, 'output');
       if (cfg.batchFirst && !input.unbatched) dy = swapLeadingAxes(dy, B, T, F);
-      const g = backwardTrain(cfg, params, gemm, run.tape, dy, like(upstream.hn, result.hn, 'hn'), like(upstream.cn, result.cn, 'cn'));
+      const dhn = like(upstream.hn, result.hn, 'hn');
+      const dcn = like(upstream.cn, result.cn, 'cn');
+      // After the first backward the tape's buffers went back to the model's pool. If a
+      // later forwardTrain has reused them, record this run's forward again (the inputs
+      // and weights it captured give the same tape).
+      if (givenBack && !tapes.reclaim(tape)) tape = record();
+      givenBack = false;
+      const g = backwardTrain(cfg, params, gemm, tape, dy, dhn, dcn);
+      tapes.giveBack(tape);
+      givenBack = true;
       const I = cfg.inputSize;
       const dx = cfg.batchFirst && !input.unbatched ? swapLeadingAxes(g.input, T, B, I) : g.input;
       const out: Record<string, Tensor> = {};
@@ -441,6 +456,7 @@ export class LSTM {
     this.disposed = true;
     for (const layer of this.layers) layer.dispose();
     this.layers = [];
+    this.tapes.clear();
     this.engine.dispose?.();
   }
 

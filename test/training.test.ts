@@ -135,6 +135,49 @@ describe('gradients where no fixture reaches: finite differences', () => {
   });
 });
 
+describe.each(ENGINES)('training tapes reused on $label', (engine) => {
+  // A model hands its last finished tape's buffers to its next forwardTrain. Nothing of
+  // one run may leak into another: every result must equal a fresh model's, bit for bit.
+  const options: LSTMOptions = { inputSize: 3, hiddenSize: 5, numLayers: 2, direction: 'bidirectional', clip: 0.8, peephole: 'diagonal', seed: 3, backend: engine.backend };
+  const make = (): InstanceType<typeof LSTM> => withEngine(engine, () => new LSTM(options));
+  const rand = mulberry32(21);
+  const x1 = randomTensor([6, 3, 3], rand);
+  const x2 = randomTensor([6, 3, 3], rand).data.map((v) => v * 3);
+  const x2t = { data: x2, shape: [6, 3, 3] };
+  const w = randomTensor([6, 3, 10], rand);
+  const same = (a: ReturnType<ReturnType<InstanceType<typeof LSTM>['forwardTrain']>['backward']>, b: typeof a, what: string): void => {
+    expect(a.input.data, `${what} input`).toEqual(b.input.data);
+    expect(a.h0.data, `${what} h0`).toEqual(b.h0.data);
+    for (const k of Object.keys(b.params)) expect(a.params[k].data, `${what} ${k}`).toEqual(b.params[k].data);
+  };
+  const reference = (x: Tensor, lengths?: number[]) => {
+    const m = make();
+    const g = m.forwardTrain(x, { lengths }).backward({ output: w });
+    m.dispose();
+    return g;
+  };
+
+  it('gives every run the gradients a fresh model gives, whatever ran before', () => {
+    const m = make();
+    const r1 = m.forwardTrain(x1, { lengths: [6, 2, 4] });
+    const g1 = r1.backward({ output: w });
+    same(g1, reference(x1, [6, 2, 4]), 'first run');
+    same(r1.backward({ output: w }), g1, 'backward again');
+    // The second run takes the first one's buffers: different data, other lengths.
+    const r2 = m.forwardTrain(x2t, { lengths: [3, 6, 1] });
+    expect(r2.output.data).toEqual(reference(x2t, [3, 6, 1]) && make().forwardTrain(x2t, { lengths: [3, 6, 1] }).output.data);
+    same(r2.backward({ output: w }), reference(x2t, [3, 6, 1]), 'second run');
+    // The first run's buffers now hold the second's tape: its backward records it again.
+    same(r1.backward({ output: w }), g1, 'first run after the second');
+    // Two runs open at once, finished in the other order.
+    const r3 = m.forwardTrain(x1);
+    const r4 = m.forwardTrain(x2t);
+    same(r4.backward({ output: w }), reference(x2t), 'later run first');
+    same(r3.backward({ output: w }), reference(x1), 'earlier run second');
+    m.dispose();
+  });
+});
+
 describe('optimizers, losses and the model API', () => {
   const param = (values: number[], grads: number[]) => ({ name: 'p', value: new Float32Array(values), grad: new Float32Array(grads), shape: [values.length] });
 

@@ -2,7 +2,7 @@ import type { Engine, EngineLayer, LayerDesc, StackResult, StackRun } from '../e
 import { asLstmError } from '../errors.js';
 import { env } from '../platform.js';
 import type { DirectionParams } from '../params.js';
-import type { CellKernels, CellSpec, DirTape, StepCell } from '../train/bptt.js';
+import { ScratchBuffers, type CellKernels, type CellSpec, type DirTape, type StepCell } from '../train/bptt.js';
 import type { NativeAddon, NativeLayerHandle } from './loader.js';
 
 class NativeLayer implements EngineLayer {
@@ -40,10 +40,11 @@ export function nativeEngine(addon: NativeAddon): Engine {
   const isa = env('LSTM_ISA') ?? '';
   // Packed matrices released by training are repacked in place by the next prepare():
   // a training step then creates no native objects once warm.
-  type PackedHandle = object & { set(w: Float32Array, n: number, k: number): void; n: number; k: number };
+  type PackedHandle = object & { set(w: Float32Array, n: number, k: number, transposed?: boolean): void; n: number; k: number };
   const pool: PackedHandle[] = [];
   type CellHandle = StepCell & { reset(spec: CellSpec, rows: number, tape: DirTape): void };
   const cellPool: CellHandle[] = [];
+  const scratch = new ScratchBuffers();
   const cells: CellKernels = {
     acquire(spec, rows, tape) {
       try {
@@ -80,15 +81,24 @@ export function nativeEngine(addon: NativeAddon): Engine {
       }
     },
     gemm(threads) {
+      const pack = (w: Float32Array, n: number, k: number, transposed: boolean): PackedHandle => {
+        try {
+          const reused = pool.pop();
+          if (reused) {
+            reused.set(w, n, k, transposed);
+            return Object.assign(reused, { n, k });
+          }
+          return Object.assign(new addon.Packed(w, n, k, transposed) as PackedHandle, { n, k });
+        } catch (err) {
+          throw asLstmError(err);
+        }
+      };
       return {
-        prepare(w, n, k) {
+        prepare: (w, n, k) => pack(w, n, k, false),
+        prepareT: (wt, n, k) => pack(wt, n, k, true),
+        tn(M, at, w, c, accumulate) {
           try {
-            const reused = pool.pop();
-            if (reused) {
-              reused.set(w, n, k);
-              return Object.assign(reused, { n, k });
-            }
-            return Object.assign(new addon.Packed(w, n, k) as PackedHandle, { n, k });
+            addon.gemmTN(M, at, w, c, accumulate, isa, threads);
           } catch (err) {
             throw asLstmError(err);
           }
@@ -105,6 +115,7 @@ export function nativeEngine(addon: NativeAddon): Engine {
           else (w as unknown as { dispose(): void }).dispose();
         },
         cells,
+        buffer: scratch.get,
         transpose(src, rows, cols, dst) {
           addon.transpose(src, rows, cols, dst);
         },
@@ -116,6 +127,9 @@ export function nativeEngine(addon: NativeAddon): Engine {
       } catch (err) {
         throw asLstmError(err);
       }
+    },
+    dispose() {
+      scratch.clear();
     },
   };
 }

@@ -18,10 +18,22 @@ export interface Gemm {
   nt(M: number, a: Float32Array, w: PreparedMatrix, c: Float32Array, accumulate: boolean): void;
   /** Free a prepared matrix now rather than whenever the GC gets to it. */
   release(w: PreparedMatrix): void;
+  /**
+   * Scratch memory reused across the calls of one model (ScratchBuffers.get): length
+   * floats, contents unspecified, valid until the next request for the same key.
+   */
+  buffer?(key: string, length: number): Float32Array;
   /** The element-wise step kernels (native C++, or the pure-TS ones of the js engine). */
   cells: CellKernels;
   /** dst [cols, rows] = src [rows, cols]^T, where the engine has a faster one than transpose(). */
   transpose?(src: Float32Array, rows: number, cols: number, dst: Float32Array): void;
+  /**
+   * Where the engine can skip the transposes backpropagation needs: prepare W from its
+   * transpose Wt [K, N] (the same matrix as prepare(transpose(Wt), N, K)), and
+   * C[M, N] (+)= At^T · W^T from At [K, M]. Either both or neither.
+   */
+  prepareT?(wt: Float32Array, n: number, k: number): PreparedMatrix;
+  tn?(M: number, at: Float32Array, w: PreparedMatrix, c: Float32Array, accumulate: boolean): void;
 }
 
 export interface CellSpec {
@@ -81,7 +93,104 @@ export interface TrainTape {
   B: number;
   lengths: Int32Array | null;
   layers: LayerTape[];
+  /** The buffers taken from a TapePool, by key. */
+  owned: Array<[string, Float32Array | Uint8Array]>;
+  /** Set when a later tape reuses one of these buffers: its contents are gone. */
+  overwritten: boolean;
 }
+
+type PoolEntry = { a: Float32Array | Uint8Array; tape: TrainTape };
+
+/**
+ * The buffers of a model's most recent finished tape (about 14 per layer, 4 MiB each on
+ * S2), handed to its next forwardTrain instead of new ones: a training step then does
+ * not allocate and page-fault them again. Every buffer taken is written in full before
+ * it is read (y is zeroed where lengths leave rows unwritten).
+ */
+export class TapePool {
+  private readonly free = new Map<string, PoolEntry>();
+
+  f32(tape: TrainTape, key: string, length: number): Float32Array {
+    const e = this.take(key);
+    let out: Float32Array;
+    if (e && e.a instanceof Float32Array && e.a.length === length) {
+      e.tape.overwritten = true;
+      out = e.a;
+    } else {
+      out = new Float32Array(length);
+    }
+    tape.owned.push([key, out]);
+    return out;
+  }
+
+  u8(tape: TrainTape, key: string, length: number): Uint8Array {
+    const e = this.take(key);
+    let out: Uint8Array;
+    if (e && e.a instanceof Uint8Array && e.a.length === length) {
+      e.tape.overwritten = true;
+      out = e.a;
+    } else {
+      out = new Uint8Array(length);
+    }
+    tape.owned.push([key, out]);
+    return out;
+  }
+
+  /** The tape is done with (for now): its buffers may serve the next forwardTrain. */
+  giveBack(tape: TrainTape): void {
+    for (const [key, a] of tape.owned) this.free.set(key, { a, tape });
+  }
+
+  /**
+   * Take a given-back tape's buffers out of the pool again: true if it is intact, false
+   * if a later forwardTrain has written into any of them.
+   */
+  reclaim(tape: TrainTape): boolean {
+    if (tape.overwritten) return false;
+    for (const [key] of tape.owned) if (this.free.get(key)?.tape === tape) this.free.delete(key);
+    return true;
+  }
+
+  clear(): void {
+    this.free.clear();
+  }
+
+  private take(key: string): PoolEntry | undefined {
+    const e = this.free.get(key);
+    this.free.delete(key);
+    return e;
+  }
+}
+
+/**
+ * An engine's Gemm.buffer: one growable buffer per key. Training asks for its large
+ * temporaries here (16 MiB each on S2), so a training step neither allocates nor
+ * page-faults them again.
+ */
+export class ScratchBuffers {
+  private readonly buffers = new Map<string, Float32Array>();
+
+  readonly get = (key: string, length: number): Float32Array => {
+    let b = this.buffers.get(key);
+    if (!b || b.length < length) {
+      b = new Float32Array(length);
+      this.buffers.set(key, b);
+    }
+    return b.subarray(0, length);
+  };
+
+  /** Drop every buffer (the model is disposed). */
+  clear(): void {
+    this.buffers.clear();
+  }
+}
+
+const scratch = (gemm: Gemm, key: string, length: number): Float32Array =>
+  gemm.buffer ? gemm.buffer(key, length) : new Float32Array(length);
+
+// Gate pre-activations computed ahead per chunk of steps: 512 KiB, so the input
+// projection's output is still in L2 when its steps read it (as in native inference).
+const CHUNK_FLOATS = 1 << 17;
 
 const suffix = (l: number, d: number): string => `_l${l}${d === 1 ? '_reverse' : ''}`;
 
@@ -149,15 +258,14 @@ function carryStateGrad(
   }
 }
 
-/** Sums of the rows of a [rows, cols] matrix (sequential reads). */
-function rowSums(m: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(rows);
+/** Sums of the columns of a [rows, cols] matrix, each in row order in double precision. */
+function columnSums(m: Float32Array, rows: number, cols: number): Float32Array {
+  const sum = new Float64Array(cols);
   for (let r = 0; r < rows; r++) {
-    let sum = 0;
-    for (let i = r * cols, end = i + cols; i < end; i++) sum += m[i];
-    out[r] = sum;
+    const base = r * cols;
+    for (let c = 0; c < cols; c++) sum[c] += m[base + c];
   }
-  return out;
+  return Float32Array.from(sum);
 }
 
 /** Forward that records what backward needs. x, h0, c0 time-major; returns y (last layer), hn, cn. */
@@ -171,6 +279,7 @@ export function forwardTrain(
   h0: Float32Array,
   c0: Float32Array,
   lengths: Int32Array | null,
+  pool: TapePool = new TapePool(),
 ): { y: Float32Array; hn: Float32Array; cn: Float32Array; tape: TrainTape } {
   const H = cfg.hiddenSize;
   const Hout = cfg.outSize;
@@ -178,12 +287,22 @@ export function forwardTrain(
   const clip = cfg.clip;
   const hn = new Float32Array(cfg.numLayers * D * B * Hout);
   const cn = new Float32Array(cfg.numLayers * D * B * H);
-  const tape: TrainTape = { T, B, lengths, layers: [] };
+  const tape: TrainTape = { T, B, lengths, layers: [], owned: [], overwritten: false };
+  const f32 = (key: string, n: number): Float32Array => pool.f32(tape, key, n);
   let input = x;
   const rows = T * B;
   for (let l = 0; l < cfg.numLayers; l++) {
     const In = layerInputSize(cfg, l);
-    const y = new Float32Array(rows * D * Hout);
+    // The last layer's output is returned to the caller: never a pooled buffer.
+    let y: Float32Array;
+    if (l === cfg.numLayers - 1) {
+      y = new Float32Array(rows * D * Hout);
+    } else {
+      y = f32(`y${l}`, rows * D * Hout);
+      // Rows past a sequence's end are not written; the next layer multiplies them by zero
+      // gradients, so they must hold zeros, not a previous run's values (Infinity * 0).
+      if (lengths) y.fill(0);
+    }
     const layer: LayerTape = { x: input, dirs: [] };
     for (let d = 0; d < D; d++) {
       const sfx = suffix(l, d);
@@ -194,22 +313,23 @@ export function forwardTrain(
       const wHr = cfg.projSize > 0 ? gemm.prepare(params.get(`weight_hr${sfx}`)!, Hout, H) : null;
       const bIh = params.get(`bias_ih${sfx}`);
       const bHh = params.get(`bias_hh${sfx}`);
-      const G = new Float32Array(rows * 4 * H);
+      let bias: Float32Array | null = null;
       if (bIh && bHh) {
-        const bias = new Float32Array(4 * H);
+        bias = new Float32Array(4 * H);
         for (let j = 0; j < 4 * H; j++) bias[j] = bIh[j] + bHh[j];
-        for (let rr = 0; rr < rows; rr++) G.set(bias, rr * 4 * H);
       }
-      gemm.nt(rows, input, wIh, G, true);
+      const chunk = Math.max(1, Math.min(T, Math.floor(CHUNK_FLOATS / (B * 4 * H))));
+      const G = scratch(gemm, 'gates', chunk * B * 4 * H);
+      const k = `${l}.${d}.`;
       const t: DirTape = {
-        z: [0, 1, 2, 3].map(() => new Float32Array(rows * H)),
-        act: [0, 1, 2, 3].map(() => new Float32Array(rows * H)),
-        pass: clip > 0 ? [0, 1, 2, 3].map(() => new Uint8Array(rows * H)) : null,
-        cPrev: new Float32Array(rows * H),
-        c: new Float32Array(rows * H),
-        hc: new Float32Array(rows * H),
-        hPrev: new Float32Array(rows * Hout),
-        r: wHr ? new Float32Array(rows * H) : null,
+        z: [0, 1, 2, 3].map((q) => f32(`${k}z${q}`, rows * H)),
+        act: [0, 1, 2, 3].map((q) => f32(`${k}a${q}`, rows * H)),
+        pass: clip > 0 ? [0, 1, 2, 3].map((q) => pool.u8(tape, `${k}p${q}`, rows * H)) : null,
+        cPrev: f32(`${k}cPrev`, rows * H),
+        c: f32(`${k}c`, rows * H),
+        hc: f32(`${k}hc`, rows * H),
+        hPrev: f32(`${k}hPrev`, rows * Hout),
+        r: wHr ? f32(`${k}r`, rows * H) : null,
       };
       const h = h0.slice((l * D + d) * B * Hout, (l * D + d + 1) * B * Hout);
       const c = c0.slice((l * D + d) * B * H, (l * D + d + 1) * B * H);
@@ -217,21 +337,30 @@ export function forwardTrain(
       const hNew = new Float32Array(B * Hout);
       const rNew = new Float32Array(B * H);
       const cNew = new Float32Array(B * H);
-      for (let s = 0; s < T; s++) {
-        const tt = reverse ? T - 1 - s : s;
-        // This step's gates: the input projection already in G, plus the recurrent products.
-        const z = G.subarray(tt * B * 4 * H, (tt + 1) * B * 4 * H);
-        gemm.nt(B, h, wHh, z, true);
-        if (wCh) gemm.nt(B, c, wCh, z, true);
-        kernel.forward(tt * B, B, z, c, cNew, rNew);
-        t.hPrev.set(h, tt * B * Hout);
-        if (wHr) {
-          t.r!.set(rNew, tt * B * H);
-          gemm.nt(B, rNew, wHr, hNew, false);
-        } else {
-          hNew.set(rNew);
+      for (let done = 0; done < T; done += chunk) {
+        // Steps [lo, lo + n) in processing order: biases and input projection first.
+        const n = Math.min(chunk, T - done);
+        const lo = reverse ? T - done - n : done;
+        const Gn = G.subarray(0, n * B * 4 * H);
+        if (bias) for (let rr = 0; rr < n * B; rr++) Gn.set(bias, rr * 4 * H);
+        else Gn.fill(0);
+        gemm.nt(n * B, input.subarray(lo * B * In, (lo + n) * B * In), wIh, Gn, true);
+        for (let s = 0; s < n; s++) {
+          const tt = reverse ? lo + n - 1 - s : lo + s;
+          // This step's gates: the input projection already in G, plus the recurrent products.
+          const z = G.subarray((tt - lo) * B * 4 * H, (tt - lo + 1) * B * 4 * H);
+          gemm.nt(B, h, wHh, z, true);
+          if (wCh) gemm.nt(B, c, wCh, z, true);
+          kernel.forward(tt * B, B, z, c, cNew, rNew);
+          t.hPrev.set(h, tt * B * Hout);
+          if (wHr) {
+            t.r!.set(rNew, tt * B * H);
+            gemm.nt(B, rNew, wHr, hNew, false);
+          } else {
+            hNew.set(rNew);
+          }
+          advanceState(lengths, tt, B, H, Hout, D, d, cNew, hNew, c, h, y);
         }
-        advanceState(lengths, tt, B, H, Hout, D, d, cNew, hNew, c, h, y);
       }
       hn.set(h, (l * D + d) * B * Hout);
       cn.set(c, (l * D + d) * B * H);
@@ -268,6 +397,19 @@ export function backwardTrain(
     else transposeJs(src, rows, cols, dst);
     return dst;
   };
+  // W [N, K] prepared from its transpose Wt [K, N], and C (+)= At^T · W^T from At [K, M]:
+  // directly where the engine can, else through a transpose.
+  const prepareT = (wt: Float32Array, n: number, k: number): PreparedMatrix =>
+    gemm.prepareT ? gemm.prepareT(wt, n, k) : gemm.prepare(transpose(wt, k, n), n, k);
+  // A left operand given transposed, At [K, M]: kept as it is for tn, or transposed once
+  // here (it may serve several products).
+  type Left = { M: number; at: Float32Array; a: null } | { M: number; at: null; a: Float32Array };
+  const leftT = (at: Float32Array, K: number, M: number): Left =>
+    gemm.tn ? { M, at, a: null } : { M, at: null, a: transpose(at, K, M) };
+  const mulT = (left: Left, w: PreparedMatrix, c: Float32Array): void => {
+    if (left.at) gemm.tn!(left.M, left.at, w, c, false);
+    else gemm.nt(left.M, left.a, w, c, false);
+  };
   const { T, B, lengths } = tape;
   const H = cfg.hiddenSize;
   const Hout = cfg.outSize;
@@ -287,10 +429,11 @@ export function backwardTrain(
       const t = layer.dirs[d];
       const reverse = D === 2 ? d === 1 : cfg.direction === 'reverse';
       const spec = cellSpec(cfg, params, sfx);
-      const wHhT = gemm.prepare(transpose(params.get(`weight_hh${sfx}`)!, 4 * H, Hout), Hout, 4 * H);
-      const wChT = cfg.peephole === 'full' ? gemm.prepare(transpose(params.get(`weight_ch${sfx}`)!, 4 * H, H), H, 4 * H) : null;
-      const wHrT = cfg.projSize > 0 ? gemm.prepare(transpose(params.get(`weight_hr${sfx}`)!, Hout, H), H, Hout) : null;
-      const dG = new Float32Array(rows * 4 * H);
+      const wHhT = prepareT(params.get(`weight_hh${sfx}`)!, Hout, 4 * H);
+      const wChT = cfg.peephole === 'full' ? prepareT(params.get(`weight_ch${sfx}`)!, H, 4 * H) : null;
+      const wHrT = cfg.projSize > 0 ? prepareT(params.get(`weight_hr${sfx}`)!, H, Hout) : null;
+      // Written in full by the step loop (zero rows where a sequence has ended).
+      const dG = scratch(gemm, 'dgates', rows * 4 * H);
       const dHtot = cfg.projSize > 0 ? new Float32Array(rows * Hout) : null;
       const dwci = spec.wCi ? new Float32Array(H) : null;
       const dwcf = spec.wCf ? new Float32Array(H) : null;
@@ -322,8 +465,8 @@ export function backwardTrain(
       dh0.set(dh, (l * D + d) * B * Hout);
       dc0.set(dc, (l * D + d) * B * H);
 
-      // Weight gradients: one GEMM each over all steps. dW = dG^T · X is A=dG^T [4H, rows], W=X^T [In, rows].
-      const dGT = transpose(dG, rows, 4 * H);
+      // Weight gradients: one GEMM each over all steps. dW [4H, In] = dG^T · X with
+      // At = dG [rows, 4H] and W = X^T, prepared from X [rows, In].
       const once = (w: PreparedMatrix, fn: (w: PreparedMatrix) => void): void => {
         try {
           fn(w);
@@ -331,9 +474,10 @@ export function backwardTrain(
           gemm.release(w);
         }
       };
+      const dGleft = leftT(dG, rows, 4 * H);
       const wgrad = (src: Float32Array, cols: number): Float32Array => {
         const out = new Float32Array(4 * H * cols);
-        once(gemm.prepare(transpose(src, rows, cols), cols, rows), (w) => gemm.nt(4 * H, dGT, w, out, false));
+        once(prepareT(src, cols, rows), (w) => mulT(dGleft, w, out));
         return out;
       };
       for (const w of [wHhT, wChT, wHrT]) if (w) gemm.release(w);
@@ -341,14 +485,13 @@ export function backwardTrain(
       grads.set(`weight_hh${sfx}`, wgrad(t.hPrev, Hout));
       if (cfg.peephole === 'full') grads.set(`weight_ch${sfx}`, wgrad(t.cPrev, H));
       if (cfg.bias) {
-        // row sums of dG^T: sequential reads
-        const db = rowSums(dGT, 4 * H, rows);
+        const db = columnSums(dG, rows, 4 * H);
         grads.set(`bias_ih${sfx}`, db);
         grads.set(`bias_hh${sfx}`, db.slice());
       }
       if (dHtot) {
         const out = new Float32Array(Hout * H);
-        once(gemm.prepare(transpose(t.r!, rows, H), H, rows), (w) => gemm.nt(Hout, transpose(dHtot, rows, Hout), w, out, false));
+        once(prepareT(t.r!, H, rows), (w) => mulT(leftT(dHtot, rows, Hout), w, out));
         grads.set(`weight_hr${sfx}`, out);
       }
       if (dwci) {
@@ -357,7 +500,7 @@ export function backwardTrain(
         grads.set(`weight_co${sfx}`, dwco!);
       }
       // Input gradient: dX += dG · W_ih.
-      once(gemm.prepare(transpose(params.get(`weight_ih${sfx}`)!, 4 * H, In), In, 4 * H), (w) => gemm.nt(rows, dG, w, dInput, true));
+      once(prepareT(params.get(`weight_ih${sfx}`)!, In, 4 * H), (w) => gemm.nt(rows, dG, w, dInput, true));
     }
     dOut = dInput;
   }

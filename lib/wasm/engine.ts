@@ -7,7 +7,7 @@ import { LstmError } from '../errors.js';
 import { jsCells } from '../js/train-cell.js';
 import { env } from '../platform.js';
 import type { DirectionParams, ParamRole } from '../params.js';
-import type { Gemm, PreparedMatrix } from '../train/bptt.js';
+import { type Gemm, type PreparedMatrix, ScratchBuffers } from '../train/bptt.js';
 import { type WasmExports, type WasmRuntime, wasmRuntime } from './module.js';
 
 const ROLES: ParamRole[] = ['wIh', 'wHh', 'bIh', 'bHh', 'wHr', 'wCi', 'wCf', 'wCo', 'wCh'];
@@ -109,11 +109,13 @@ class WasmPacked extends WasmObject implements PreparedMatrix {
     this.own(rt.call('wasm gemm', () => rt.x.lstm_packed_new()));
   }
 
-  set(w: Float32Array, n: number, k: number): void {
+  /** W [n, k], or with transposed its transpose [k, n]. */
+  set(w: Float32Array, n: number, k: number, transposed = false): void {
     const arena = new Arena(this.rt, 'wasm gemm');
     try {
       const [wp] = arena.floats([w]);
-      this.rt.call('wasm gemm', () => this.rt.x.lstm_packed_set(this.ptr, wp, n, k));
+      const x = this.rt.x;
+      this.rt.call('wasm gemm', () => (transposed ? x.lstm_packed_set_kn(this.ptr, wp, n, k) : x.lstm_packed_set(this.ptr, wp, n, k)));
       this.n = n;
       this.k = k;
     } finally {
@@ -175,28 +177,38 @@ export function wasmEngine(): Engine {
   // LSTM_ISA=scalar runs the portable kernels (read once, when the model is built).
   const isa = current.x.lstm_isa(env('LSTM_ISA') === 'scalar' ? 0 : 3);
   const pool: WasmPacked[] = [];
+  const scratch = new ScratchBuffers();
+  // c [M, n] (+)= a [M, k] · W^T, or with transposed a given as at [k, M].
+  const multiply = (transposed: boolean, M: number, a: Float32Array, p: WasmPacked, c: Float32Array, accumulate: boolean): void => {
+    if (!p.ptr) throw new LstmError('LSTM_DISPOSED', 'gemm: this packed matrix was released');
+    const rt = p.rt;
+    const arena = new Arena(rt, 'wasm gemm');
+    try {
+      const ap = arena.alloc(4 * M * p.k);
+      const cp = arena.alloc(4 * M * p.n);
+      rt.f32(ap, M * p.k).set(a.subarray(0, M * p.k));
+      if (accumulate) rt.f32(cp, M * p.n).set(c.subarray(0, M * p.n));
+      const fn = transposed ? rt.x.lstm_gemm_tn : rt.x.lstm_gemm_nt;
+      rt.call('gemm', () => fn(isa, M, ap, p.ptr, cp, accumulate ? 1 : 0));
+      c.set(rt.f32(cp, M * p.n));
+    } finally {
+      arena.free();
+    }
+  };
   const gemm: Gemm = {
+    buffer: scratch.get,
     prepare(w, n, k) {
       const p = pool.pop() ?? new WasmPacked(runtime(), n, k);
       p.set(w, n, k);
       return p;
     },
-    nt(M, a, w, c, accumulate) {
-      const p = w as WasmPacked;
-      if (!p.ptr) throw new LstmError('LSTM_DISPOSED', 'gemm: this packed matrix was released');
-      const rt = p.rt;
-      const arena = new Arena(rt, 'wasm gemm');
-      try {
-        const ap = arena.alloc(4 * M * p.k);
-        const cp = arena.alloc(4 * M * p.n);
-        rt.f32(ap, M * p.k).set(a.subarray(0, M * p.k));
-        if (accumulate) rt.f32(cp, M * p.n).set(c.subarray(0, M * p.n));
-        rt.call('gemm', () => rt.x.lstm_gemm_nt(isa, M, ap, p.ptr, cp, accumulate ? 1 : 0));
-        c.set(rt.f32(cp, M * p.n));
-      } finally {
-        arena.free();
-      }
+    prepareT(wt, n, k) {
+      const p = pool.pop() ?? new WasmPacked(runtime(), n, k);
+      p.set(wt, n, k, true);
+      return p;
     },
+    nt: (M, a, w, c, accumulate) => multiply(false, M, a, w as WasmPacked, c, accumulate),
+    tn: (M, at, w, c, accumulate) => multiply(true, M, at, w as WasmPacked, c, accumulate),
     release(w) {
       const p = w as WasmPacked;
       if (pool.length < 64) pool.push(p);
@@ -245,6 +257,7 @@ export function wasmEngine(): Engine {
     gemm: () => gemm,
     dispose() {
       for (const p of pool.splice(0)) p.dispose();
+      scratch.clear();
       current = null;
     },
   };
