@@ -116,6 +116,13 @@ export function nativeEngine(addon: NativeAddon): Engine {
         },
         cells,
         buffer: scratch.get,
+        columnSums(src, rows, cols, dst) {
+          try {
+            addon.columnSums(src, rows, cols, dst);
+          } catch (err) {
+            throw asLstmError(err);
+          }
+        },
         transpose(src, rows, cols, dst) {
           addon.transpose(src, rows, cols, dst);
         },

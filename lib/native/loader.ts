@@ -41,6 +41,7 @@ export interface NativeAddon {
   Packed: new (w: Float32Array, n: number, k: number, transposed?: boolean) => object;
   TrainCell: new (spec: object, rows: number, tape: object) => object;
   transpose(src: Float32Array, rows: number, cols: number, dst: Float32Array): void;
+  columnSums(src: Float32Array, rows: number, cols: number, dst: Float32Array): void;
   gemmNT(M: number, a: Float32Array, packed: object, c: Float32Array, accumulate: boolean, isa: string, threads: number): void;
   /** c[M, n] (+)= at^T · W^T with at [k, M]. */
   gemmTN(M: number, at: Float32Array, packed: object, c: Float32Array, accumulate: boolean, isa: string, threads: number): void;
@@ -48,7 +49,7 @@ export interface NativeAddon {
 }
 
 /** Bumped whenever the JS<->C++ calling convention changes; a stale binary is refused. */
-export const NATIVE_ABI_VERSION = 6;
+export const NATIVE_ABI_VERSION = 7;
 
 export interface NativeStatus {
   addon: NativeAddon | null;

@@ -32,6 +32,8 @@ export interface Gemm {
    * transpose Wt [K, N] (the same matrix as prepare(transpose(Wt), N, K)), and
    * C[M, N] (+)= At^T · W^T from At [K, M]. Either both or neither.
    */
+  /** Sums of the columns of src [rows, cols], each in row order in double precision (as columnSums). */
+  columnSums?(src: Float32Array, rows: number, cols: number, dst: Float32Array): void;
   prepareT?(wt: Float32Array, n: number, k: number): PreparedMatrix;
   tn?(M: number, at: Float32Array, w: PreparedMatrix, c: Float32Array, accumulate: boolean): void;
 }
@@ -218,6 +220,13 @@ function advanceState(
   lengths: Int32Array | null, tt: number, B: number, H: number, Hout: number, D: number, d: number,
   cNew: Float32Array, hNew: Float32Array, c: Float32Array, h: Float32Array, y: Float32Array,
 ): void {
+  if (lengths === null && D === 1) {
+    // Every row advances and the step's outputs are one block of y.
+    c.set(cNew);
+    h.set(hNew);
+    y.set(hNew, tt * B * Hout);
+    return;
+  }
   for (let b = 0; b < B; b++) {
     if (lengths !== null && tt >= lengths[b]) continue;
     const yOff = (tt * B + b) * D * Hout + d * Hout;
@@ -235,6 +244,10 @@ function stepOutputGrad(
   lengths: Int32Array | null, tt: number, B: number, Hout: number, D: number, d: number,
   dh: Float32Array, dOut: Float32Array, dhTot: Float32Array,
 ): void {
+  if (lengths === null && D === 1) {
+    for (let i = 0, off = tt * B * Hout, n = B * Hout; i < n; i++) dhTot[i] = dh[i] + dOut[off + i];
+    return;
+  }
   for (let b = 0; b < B; b++) {
     const base = b * Hout;
     if (lengths !== null && tt >= lengths[b]) {
@@ -251,6 +264,11 @@ function carryStateGrad(
   lengths: Int32Array | null, tt: number, B: number, H: number, Hout: number,
   dhPrev: Float32Array, dcPrevFull: Float32Array | null, dh: Float32Array, dc: Float32Array,
 ): void {
+  if (lengths === null) {
+    dh.set(dhPrev);
+    if (dcPrevFull) for (let i = 0, n = B * H; i < n; i++) dc[i] += dcPrevFull[i];
+    return;
+  }
   for (let b = 0; b < B; b++) {
     if (lengths !== null && tt >= lengths[b]) continue; // a padded step left the state untouched
     for (let j = 0; j < Hout; j++) dh[b * Hout + j] = dhPrev[b * Hout + j];
@@ -259,13 +277,13 @@ function carryStateGrad(
 }
 
 /** Sums of the columns of a [rows, cols] matrix, each in row order in double precision. */
-function columnSums(m: Float32Array, rows: number, cols: number): Float32Array {
+function columnSums(m: Float32Array, rows: number, cols: number, dst: Float32Array): void {
   const sum = new Float64Array(cols);
   for (let r = 0; r < rows; r++) {
     const base = r * cols;
     for (let c = 0; c < cols; c++) sum[c] += m[base + c];
   }
-  return Float32Array.from(sum);
+  dst.set(sum);
 }
 
 /** Forward that records what backward needs. x, h0, c0 time-major; returns y (last layer), hn, cn. */
@@ -485,7 +503,9 @@ export function backwardTrain(
       grads.set(`weight_hh${sfx}`, wgrad(t.hPrev, Hout));
       if (cfg.peephole === 'full') grads.set(`weight_ch${sfx}`, wgrad(t.cPrev, H));
       if (cfg.bias) {
-        const db = columnSums(dG, rows, 4 * H);
+        const db = new Float32Array(4 * H);
+        if (gemm.columnSums) gemm.columnSums(dG, rows, 4 * H, db);
+        else columnSums(dG, rows, 4 * H, db);
         grads.set(`bias_ih${sfx}`, db);
         grads.set(`bias_hh${sfx}`, db.slice());
       }

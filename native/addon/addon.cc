@@ -22,7 +22,7 @@
 
 namespace {
 
-constexpr int kAbiVersion = 6;
+constexpr int kAbiVersion = 7;
 constexpr int64_t kMaxElements = (int64_t{1} << 31) - 1;
 
 // A JS exception carrying one of the library's error codes.
@@ -327,6 +327,7 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
                              InstanceMethod("gemmNT", &LstmAddon::GemmNT, napi_enumerable),
                              InstanceMethod("gemmTN", &LstmAddon::GemmTN, napi_enumerable),
                              InstanceMethod("transpose", &LstmAddon::Transpose, napi_enumerable),
+                             InstanceMethod("columnSums", &LstmAddon::ColumnSums, napi_enumerable),
                              InstanceValue("Packed", packed_class, napi_enumerable),
                              InstanceValue("TrainCell", TrainCellWrap::Define(env), napi_enumerable),
                              InstanceValue("Layer", layer_class, napi_enumerable),
@@ -348,6 +349,22 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
     float* dst = FloatArg(env, info[3], "dst", int64_t{rows} * cols).Data();
     if (src == dst) Fail(env, "LSTM_SHAPE", "transpose: src and dst must differ");
     lstm::transpose(src, rows, cols, dst);
+    return env.Undefined();
+  }
+
+  // columnSums(src, rows, cols, dst): dst [cols] = sums of the columns of src [rows, cols]
+  Napi::Value ColumnSums(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const int32_t rows = IntArg(env, info[1], "rows", 1, std::numeric_limits<int32_t>::max());
+    const int32_t cols = IntArg(env, info[2], "cols", 1, std::numeric_limits<int32_t>::max());
+    if (int64_t{rows} * cols > kMaxElements) Fail(env, "LSTM_SHAPE", "columnSums: rows * cols exceeds 2^31");
+    const float* src = FloatArg(env, info[0], "src", int64_t{rows} * cols).Data();
+    float* dst = FloatArg(env, info[3], "dst", cols).Data();
+    try {
+      lstm::column_sums(src, rows, cols, dst);
+    } catch (const std::bad_alloc&) {
+      Fail(env, "LSTM_NATIVE", "columnSums: out of memory");
+    }
     return env.Undefined();
   }
 

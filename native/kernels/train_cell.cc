@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "cell.h"
 
@@ -115,6 +116,23 @@ void train_cell_forward(Isa isa, const TrainCellSpec& s, int B, const float* gat
   const float* __restrict hc = tape.hc;
   float* __restrict r = r_new;
   for (std::ptrdiff_t k = 0; k < n; ++k) r[k] = ao[k] * hc[k];
+}
+
+void column_sums(const float* src, int rows, int cols, float* dst) {
+  // Blocks of columns whose double sums stay in L1 while every row streams past; the
+  // inner loop vectorises across columns (each column's sum stays in row order).
+  constexpr int kBlock = 1024;
+  std::vector<double> sum(static_cast<std::size_t>(std::min(cols, kBlock)));
+  for (int c0 = 0; c0 < cols; c0 += kBlock) {
+    const int n = std::min(kBlock, cols - c0);
+    double* __restrict s = sum.data();
+    std::fill(s, s + n, 0.0);
+    for (int r = 0; r < rows; ++r) {
+      const float* __restrict row = src + static_cast<std::ptrdiff_t>(r) * cols + c0;
+      for (int c = 0; c < n; ++c) s[c] += row[c];
+    }
+    for (int c = 0; c < n; ++c) dst[c0 + c] = static_cast<float>(s[c]);
+  }
 }
 
 void transpose(const float* src, int rows, int cols, float* dst) {

@@ -34,6 +34,10 @@ void train_cell_forward(Isa isa, const TrainCellSpec& s, int B, const float* gat
 // dst [cols, rows] = src [rows, cols]^T, in cache-sized tiles.
 void transpose(const float* src, int rows, int cols, float* dst);
 
+// dst[c] = sum over r of src[r * cols + c], each column summed in row order in double
+// precision and rounded once (a bias gradient: the sum of dG over every step and row).
+void column_sums(const float* src, int rows, int cols, float* dst);
+
 // dr: dL/dr [B, H]; dc: dL/dc_t on entry, dL/dc_{t-1} on exit (for rows that were
 // valid at this step; padded rows are left as they are). dgates: [B, 4H] out (zero for
 // padded rows). Diagonal peephole gradients are accumulated into dwci/dwcf/dwco.

@@ -407,6 +407,19 @@ void test_transpose() {
         for (int c = 0; c < cols; ++c) ok = ok && t[c * rows + r] == a[r * cols + c];
       expect(ok, "transpose " + std::to_string(rows) + "x" + std::to_string(cols));
     }
+  // Column sums (bias gradients): each column in row order in double, rounded once.
+  for (int rows : {1, 3, 100, 1000})
+    for (int cols : {1, 7, 1024, 1500}) {
+      std::vector<float> a = random_vec(rng, static_cast<std::size_t>(rows) * cols, -3.f, 3.f), sums(cols);
+      column_sums(a.data(), rows, cols, sums.data());
+      bool ok = true;
+      for (int c = 0; c < cols; ++c) {
+        double s = 0;
+        for (int r = 0; r < rows; ++r) s += a[static_cast<std::size_t>(r) * cols + c];
+        ok = ok && sums[c] == static_cast<float>(s);
+      }
+      expect(ok, "column_sums " + std::to_string(rows) + "x" + std::to_string(cols));
+    }
 }
 
 int bench(Isa isa, int M, int N, int K) {
