@@ -14,6 +14,10 @@ void parallel_run(int, const std::function<void(const ParallelContext&)>& fn) {
   fn(ParallelContext{0, 1, &barrier});
 }
 
+bool workers_asleep() { return false; }
+
+void wake_workers() {}
+
 }  // namespace lstm
 
 #else
@@ -102,7 +106,6 @@ class Pool {
     }
   }
 
- private:
   template <typename Pred>
   static bool spin_until(Pred ready) {
     const auto start = std::chrono::steady_clock::now();
@@ -113,6 +116,18 @@ class Pool {
     }
   }
 
+  bool all_asleep() const {
+    return !threads_.empty() && sleepers_.load(std::memory_order_seq_cst) == static_cast<int>(threads_.size());
+  }
+
+  void poke() {
+    if (sleepers_.load(std::memory_order_seq_cst) == 0) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    pokes_.fetch_add(1, std::memory_order_seq_cst);
+    wake_.notify_all();
+  }
+
+ private:
   void loop(int tid) {
     unsigned seen = 0;
     for (;;) {
@@ -121,12 +136,16 @@ class Pool {
         return g != seen && (g & 1u) == 0;
       };
       if (!spin_until(fresh)) {
+        // Sleep until a job is published or a poke asks to spin for the next one; then
+        // spin again (a poke with no job that follows ends back here).
         std::unique_lock<std::mutex> lock(mutex_);
+        const unsigned poked = pokes_.load(std::memory_order_seq_cst);
         sleepers_.fetch_add(1, std::memory_order_seq_cst);
-        wake_.wait(lock, [&] { return generation_.load(std::memory_order_seq_cst) != seen; });
+        wake_.wait(lock, [&] {
+          return generation_.load(std::memory_order_seq_cst) != seen || pokes_.load(std::memory_order_seq_cst) != poked;
+        });
         sleepers_.fetch_sub(1, std::memory_order_relaxed);
-        lock.unlock();
-        if (!fresh()) spin_until(fresh);
+        continue;
       }
       // A consistent snapshot of the job: retry if it changed while being read.
       const std::function<void(const ParallelContext&)>* fn;
@@ -164,6 +183,7 @@ class Pool {
   std::atomic<int> remaining_{0};
   std::atomic<unsigned> generation_{0};
   std::atomic<int> sleepers_{0};
+  std::atomic<unsigned> pokes_{0};
   std::atomic<bool> caller_waiting_{false};
 };
 
@@ -184,6 +204,12 @@ void parallel_run(int threads, const std::function<void(const ParallelContext&)>
     return;
   }
   pool().run(nth, fn);
+}
+
+bool workers_asleep() { return hardware_threads() > 1 && pool().all_asleep(); }
+
+void wake_workers() {
+  if (hardware_threads() > 1) pool().poke();
 }
 
 }  // namespace lstm

@@ -40,4 +40,12 @@ int hardware_threads();
 // done. fn must not throw.
 void parallel_run(int threads, const std::function<void(const ParallelContext&)>& fn);
 
+// True when every pool thread is asleep, so that a job would first have to wake them
+// (tens of microseconds on a VM: more than a small streaming step takes on one core).
+bool workers_asleep();
+
+// Wake the sleeping pool threads without a job: they spin for the next one for a while
+// (a caller that ran a small job alone because they slept, so the next one finds them up).
+void wake_workers();
+
 }  // namespace lstm
