@@ -88,3 +88,41 @@ describe('native and wasm match js on random configurations', () => {
     }
   });
 });
+
+describe('a NaN in the input comes out NaN wherever it flows, as in PyTorch', () => {
+  // The vectorised activations clamp their argument; the clamp must keep a NaN (x86's
+  // min/max would return the bound) or sigmoid(NaN) comes out 1 and tanh(NaN) ±1.
+  const cases: Array<[string, LSTMOptions]> = [
+    ['standard cell', { inputSize: 5, hiddenSize: 37, seed: 2 }],
+    ['clip and diagonal peepholes', { inputSize: 5, hiddenSize: 37, clip: 0.5, peephole: 'diagonal', seed: 3 }],
+    ['two layers, bidirectional', { inputSize: 5, hiddenSize: 20, numLayers: 2, direction: 'bidirectional', seed: 4 }],
+  ];
+  const engines = [{ label: 'js', backend: 'js' as const, isa: undefined as string | undefined }, ...OTHERS];
+  it.each(cases)('%s', (_label, options) => {
+    const x = randomTensor([4, 3, 5], mulberry32(8));
+    x.data[(1 * 3 + 1) * 5 + 2] = NaN; // step 1, sequence 1
+    const nanRows = (data: Float32Array, width: number): string =>
+      Array.from({ length: data.length / width }, (_, r) => (data.subarray(r * width, (r + 1) * width).some(Number.isNaN) ? 'N' : '.')).join('');
+    const results = engines.map((engine) =>
+      withEngine(engine, () => {
+        const m = new LSTM({ ...options, backend: engine.backend });
+        const f = m.forward(x);
+        const t = m.forwardTrain(x);
+        m.dispose();
+        return { label: engine.label, f, t };
+      }),
+    );
+    const width = results[0].f.output.shape[2];
+    const ref = results[0];
+    // js: sequence 1 is NaN from step 1 on (everywhere, with a backward direction), the others never.
+    const bidir = options.direction === 'bidirectional';
+    expect(nanRows(ref.f.output.data, width)).toBe(bidir ? '.N..N..N..N.' : '....N..N..N.');
+    for (const r of results) {
+      for (const [what, out] of [['forward', r.f.output], ['forwardTrain', r.t.output]] as const) {
+        expect(nanRows(out.data, width), `${r.label} ${what}`).toBe(nanRows(ref.f.output.data, width));
+      }
+      expect(nanRows(r.f.hn.data, r.f.hn.shape[2]), `${r.label} hn`).toBe(nanRows(ref.f.hn.data, ref.f.hn.shape[2]));
+      expect(nanRows(r.f.cn.data, r.f.cn.shape[2]), `${r.label} cn`).toBe(nanRows(ref.f.cn.data, ref.f.cn.shape[2]));
+    }
+  });
+});

@@ -45,7 +45,7 @@ void train_cell_forward(Isa isa, const TrainCellSpec& s, int B, const float* gat
     for (int j = 0; j < len; ++j) {
       const float v = z[j];
       pass[j] = v >= -clip && v <= clip;
-      z[j] = std::min(clip, std::max(-clip, v));
+      z[j] = std::min(std::max(v, -clip), clip);  // NaN stays NaN
     }
   };
   // The loops below run over rows through restrict pointers, so they vectorise.

@@ -7,7 +7,11 @@
 // inclusion), so one baseline binary holds every x86 path: nothing here runs unless
 // runtime dispatch chose it. madd(a, b, c) = a*b + c is fused where the ISA has FMA
 // (x86, NEON) and a multiply then an add on SIMD128 (its base proposal has no FMA);
-// nmadd(a, b, c) = c - a*b likewise.
+// nmadd(a, b, c) = c - a*b likewise. min(a, b) and max(a, b) return a when a is NaN on
+// every ISA (the kernels pass the value first and the bound second), so a NaN input
+// comes out NaN, as in PyTorch; x86's min/max return their second operand then, and
+// SIMD128's pmin/pmax their first, which is also a single instruction where
+// f32x4.min/max (NaN from either operand) cost V8 about eight.
 #pragma once
 
 #if defined(__x86_64__)
@@ -40,8 +44,8 @@ struct Avx2 {
   LSTM_VEC_AVX2 V sub(V a, V b) { return _mm256_sub_ps(a, b); }
   LSTM_VEC_AVX2 V mul(V a, V b) { return _mm256_mul_ps(a, b); }
   LSTM_VEC_AVX2 V div(V a, V b) { return _mm256_div_ps(a, b); }
-  LSTM_VEC_AVX2 V min(V a, V b) { return _mm256_min_ps(a, b); }
-  LSTM_VEC_AVX2 V max(V a, V b) { return _mm256_max_ps(a, b); }
+  LSTM_VEC_AVX2 V min(V a, V b) { return _mm256_min_ps(b, a); }
+  LSTM_VEC_AVX2 V max(V a, V b) { return _mm256_max_ps(b, a); }
   LSTM_VEC_AVX2 V madd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
   LSTM_VEC_AVX2 V nmadd(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }
   LSTM_VEC_AVX2 V floor(V a) { return _mm256_floor_ps(a); }
@@ -122,8 +126,8 @@ struct Simd128 {
   LSTM_VEC_SIMD128 V sub(V a, V b) { return wasm_f32x4_sub(a, b); }
   LSTM_VEC_SIMD128 V mul(V a, V b) { return wasm_f32x4_mul(a, b); }
   LSTM_VEC_SIMD128 V div(V a, V b) { return wasm_f32x4_div(a, b); }
-  LSTM_VEC_SIMD128 V min(V a, V b) { return wasm_f32x4_min(a, b); }
-  LSTM_VEC_SIMD128 V max(V a, V b) { return wasm_f32x4_max(a, b); }
+  LSTM_VEC_SIMD128 V min(V a, V b) { return wasm_f32x4_pmin(a, b); }
+  LSTM_VEC_SIMD128 V max(V a, V b) { return wasm_f32x4_pmax(a, b); }
   LSTM_VEC_SIMD128 V madd(V a, V b, V c) { return wasm_f32x4_add(wasm_f32x4_mul(a, b), c); }
   LSTM_VEC_SIMD128 V nmadd(V a, V b, V c) { return wasm_f32x4_sub(c, wasm_f32x4_mul(a, b)); }
   LSTM_VEC_SIMD128 V floor(V a) { return wasm_f32x4_floor(a); }

@@ -144,6 +144,13 @@ void test_activations(Isa isa) {
   std::snprintf(buf, sizeof buf, "tanh %s max abs error %.3g (limit 2e-7)", isa_name(isa), wt);
   expect(wt <= 2e-7, buf);
   std::printf("%s: sigmoid max err %.3g, tanh max err %.3g\n", isa_name(isa), ws, wt);
+  // NaN in, NaN out, in every lane of a vector and in the remainder.
+  std::vector<float> nans(37, std::nanf("")), ns(37), nt(37);
+  sigmoid_vec(isa, nans.data(), ns.data(), 37);
+  tanh_vec(isa, nans.data(), nt.data(), 37);
+  bool all_nan = true;
+  for (int i = 0; i < 37; ++i) all_nan = all_nan && std::isnan(ns[i]) && std::isnan(nt[i]);
+  expect(all_nan, std::string("sigmoid/tanh ") + isa_name(isa) + " of NaN is NaN");
 }
 
 // A whole layer on `isa` against the scalar path, over configurations that reach every cell branch.
