@@ -123,9 +123,6 @@ export function nativeEngine(addon: NativeAddon): Engine {
             throw asLstmError(err);
           }
         },
-        transpose(src, rows, cols, dst) {
-          addon.transpose(src, rows, cols, dst);
-        },
       };
     },
     step(layers, x, B, h, c, out, threads) {

@@ -40,7 +40,6 @@ export interface NativeAddon {
   /** W [n, k], or with transposed its transpose [k, n]; both give the same packed matrix. */
   Packed: new (w: Float32Array, n: number, k: number, transposed?: boolean) => object;
   TrainCell: new (spec: object, rows: number, tape: object) => object;
-  transpose(src: Float32Array, rows: number, cols: number, dst: Float32Array): void;
   columnSums(src: Float32Array, rows: number, cols: number, dst: Float32Array): void;
   gemmNT(M: number, a: Float32Array, packed: object, c: Float32Array, accumulate: boolean, isa: string, threads: number): void;
   /** c[M, n] (+)= at^T · W^T with at [k, M]. */

@@ -25,17 +25,16 @@ export interface Gemm {
   buffer?(key: string, length: number): Float32Array;
   /** The element-wise step kernels (native C++, or the pure-TS ones of the js engine). */
   cells: CellKernels;
-  /** dst [cols, rows] = src [rows, cols]^T, where the engine has a faster one than transpose(). */
-  transpose?(src: Float32Array, rows: number, cols: number, dst: Float32Array): void;
   /**
-   * Where the engine can skip the transposes backpropagation needs: prepare W from its
-   * transpose Wt [K, N] (the same matrix as prepare(transpose(Wt), N, K)), and
-   * C[M, N] (+)= At^T · W^T from At [K, M]. Either both or neither.
+   * Where the engine can skip the transposes backpropagation needs (else they are made
+   * in TypeScript): prepare W from its transpose Wt [K, N] (the same matrix as
+   * prepare(transpose(Wt), N, K)), and C[M, N] (+)= At^T · W^T from At [K, M]. Either
+   * both or neither.
    */
-  /** Sums of the columns of src [rows, cols], each in row order in double precision (as columnSums). */
-  columnSums?(src: Float32Array, rows: number, cols: number, dst: Float32Array): void;
   prepareT?(wt: Float32Array, n: number, k: number): PreparedMatrix;
   tn?(M: number, at: Float32Array, w: PreparedMatrix, c: Float32Array, accumulate: boolean): void;
+  /** Sums of the columns of src [rows, cols], each in row order in double precision (as columnSums). */
+  columnSums?(src: Float32Array, rows: number, cols: number, dst: Float32Array): void;
 }
 
 export interface CellSpec {
@@ -62,7 +61,7 @@ export interface CellKernels {
 }
 
 /** Transpose a row-major [rows, cols] matrix. */
-export function transposeJs(src: Float32Array, rows: number, cols: number, dst = new Float32Array(rows * cols)): Float32Array {
+function transposeJs(src: Float32Array, rows: number, cols: number, dst = new Float32Array(rows * cols)): Float32Array {
   for (let r = 0; r < rows; r++) {
     const base = r * cols;
     for (let c = 0; c < cols; c++) dst[c * rows + r] = src[base + c];
@@ -113,29 +112,11 @@ export class TapePool {
   private readonly free = new Map<string, PoolEntry>();
 
   f32(tape: TrainTape, key: string, length: number): Float32Array {
-    const e = this.take(key);
-    let out: Float32Array;
-    if (e && e.a instanceof Float32Array && e.a.length === length) {
-      e.tape.overwritten = true;
-      out = e.a;
-    } else {
-      out = new Float32Array(length);
-    }
-    tape.owned.push([key, out]);
-    return out;
+    return this.take(tape, key, length, Float32Array);
   }
 
   u8(tape: TrainTape, key: string, length: number): Uint8Array {
-    const e = this.take(key);
-    let out: Uint8Array;
-    if (e && e.a instanceof Uint8Array && e.a.length === length) {
-      e.tape.overwritten = true;
-      out = e.a;
-    } else {
-      out = new Uint8Array(length);
-    }
-    tape.owned.push([key, out]);
-    return out;
+    return this.take(tape, key, length, Uint8Array);
   }
 
   /** The tape is done with (for now): its buffers may serve the next forwardTrain. */
@@ -157,10 +138,19 @@ export class TapePool {
     this.free.clear();
   }
 
-  private take(key: string): PoolEntry | undefined {
+  /** The pooled buffer under key if it fits (its previous tape loses it), else a new one. */
+  private take<A extends Float32Array | Uint8Array>(tape: TrainTape, key: string, length: number, Kind: new (n: number) => A): A {
     const e = this.free.get(key);
     this.free.delete(key);
-    return e;
+    let out: A;
+    if (e && e.a instanceof Kind && e.a.length === length) {
+      e.tape.overwritten = true;
+      out = e.a;
+    } else {
+      out = new Kind(length);
+    }
+    tape.owned.push([key, out]);
+    return out;
   }
 }
 
@@ -409,21 +399,15 @@ export function backwardTrain(
   dhn: Float32Array,
   dcn: Float32Array,
 ): Gradients {
-  const transpose = (src: Float32Array, rows: number, cols: number): Float32Array => {
-    const dst = new Float32Array(rows * cols);
-    if (gemm.transpose) gemm.transpose(src, rows, cols, dst);
-    else transposeJs(src, rows, cols, dst);
-    return dst;
-  };
   // W [N, K] prepared from its transpose Wt [K, N], and C (+)= At^T · W^T from At [K, M]:
   // directly where the engine can, else through a transpose.
   const prepareT = (wt: Float32Array, n: number, k: number): PreparedMatrix =>
-    gemm.prepareT ? gemm.prepareT(wt, n, k) : gemm.prepare(transpose(wt, k, n), n, k);
+    gemm.prepareT ? gemm.prepareT(wt, n, k) : gemm.prepare(transposeJs(wt, k, n), n, k);
   // A left operand given transposed, At [K, M]: kept as it is for tn, or transposed once
   // here (it may serve several products).
   type Left = { M: number; at: Float32Array; a: null } | { M: number; at: null; a: Float32Array };
   const leftT = (at: Float32Array, K: number, M: number): Left =>
-    gemm.tn ? { M, at, a: null } : { M, at: null, a: transpose(at, K, M) };
+    gemm.tn ? { M, at, a: null } : { M, at: null, a: transposeJs(at, K, M) };
   const mulT = (left: Left, w: PreparedMatrix, c: Float32Array): void => {
     if (left.at) gemm.tn!(left.M, left.at, w, c, false);
     else gemm.nt(left.M, left.a, w, c, false);

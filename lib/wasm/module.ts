@@ -41,7 +41,6 @@ export interface WasmExports {
   lstm_packed_free(p: number): void;
   lstm_gemm_nt(isa: number, M: number, a: number, p: number, c: number, accumulate: number): void;
   lstm_gemm_tn(isa: number, M: number, at: number, p: number, c: number, accumulate: number): void;
-  lstm_transpose(src: number, rows: number, cols: number, dst: number): void;
   __wasm_call_ctors?: () => void;
 }
 

@@ -331,7 +331,6 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
                              InstanceMethod("step", &LstmAddon::Step, napi_enumerable),
                              InstanceMethod("gemmNT", &LstmAddon::GemmNT, napi_enumerable),
                              InstanceMethod("gemmTN", &LstmAddon::GemmTN, napi_enumerable),
-                             InstanceMethod("transpose", &LstmAddon::Transpose, napi_enumerable),
                              InstanceMethod("columnSums", &LstmAddon::ColumnSums, napi_enumerable),
                              InstanceValue("Packed", packed_class, napi_enumerable),
                              InstanceValue("TrainCell", TrainCellWrap::Define(env), napi_enumerable),
@@ -344,19 +343,6 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
   Napi::Value Step(const Napi::CallbackInfo& info);
   Napi::Value GemmNT(const Napi::CallbackInfo& info);
   Napi::Value GemmTN(const Napi::CallbackInfo& info);
-  // transpose(src, rows, cols, dst): dst [cols, rows] = src [rows, cols]^T
-  Napi::Value Transpose(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    const int32_t rows = IntArg(env, info[1], "rows", 1, std::numeric_limits<int32_t>::max());
-    const int32_t cols = IntArg(env, info[2], "cols", 1, std::numeric_limits<int32_t>::max());
-    if (int64_t{rows} * cols > kMaxElements) Fail(env, "LSTM_SHAPE", "transpose: rows * cols exceeds 2^31");
-    const float* src = FloatArg(env, info[0], "src", int64_t{rows} * cols).Data();
-    float* dst = FloatArg(env, info[3], "dst", int64_t{rows} * cols).Data();
-    if (src == dst) Fail(env, "LSTM_SHAPE", "transpose: src and dst must differ");
-    lstm::transpose(src, rows, cols, dst);
-    return env.Undefined();
-  }
-
   // columnSums(src, rows, cols, dst): dst [cols] = sums of the columns of src [rows, cols]
   Napi::Value ColumnSums(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();

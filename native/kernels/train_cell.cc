@@ -135,18 +135,6 @@ void column_sums(const float* src, int rows, int cols, float* dst) {
   }
 }
 
-void transpose(const float* src, int rows, int cols, float* dst) {
-  constexpr int kTile = 32;
-  for (int r0 = 0; r0 < rows; r0 += kTile) {
-    const int r1 = std::min(rows, r0 + kTile);
-    for (int c0 = 0; c0 < cols; c0 += kTile) {
-      const int c1 = std::min(cols, c0 + kTile);
-      for (int r = r0; r < r1; ++r)
-        for (int c = c0; c < c1; ++c) dst[static_cast<std::ptrdiff_t>(c) * rows + r] = src[static_cast<std::ptrdiff_t>(r) * cols + c];
-    }
-  }
-}
-
 namespace {
 
 // One row of the gate backward for the standard cell (sigmoid gates, tanh cell and output,

@@ -31,9 +31,6 @@ struct TrainStepTape {
 void train_cell_forward(Isa isa, const TrainCellSpec& s, int B, const float* gates, const float* c_prev,
                         const TrainStepTape& tape, float* c_new, float* r_new);
 
-// dst [cols, rows] = src [rows, cols]^T, in cache-sized tiles.
-void transpose(const float* src, int rows, int cols, float* dst);
-
 // dst[c] = sum over r of src[r * cols + c], each column summed in row order in double
 // precision and rounded once (a bias gradient: the sum of dG over every step and row).
 void column_sums(const float* src, int rows, int cols, float* dst);

@@ -168,7 +168,3 @@ void lstm_gemm_tn(int isa, int M, const float* at, const lstm::PackedMatrix* w, 
   std::vector<float> scratch(lstm::gemm_tn_scratch_floats());
   lstm::gemm_tn_rows(isa_of(isa), at, M, *w, 0, M, c, w->n, scratch.data());
 }
-
-LSTM_EXPORT(lstm_transpose) void lstm_transpose(const float* src, int rows, int cols, float* dst) {
-  lstm::transpose(src, rows, cols, dst);
-}
