@@ -49,6 +49,19 @@ void pack_gate_matrix(const float* w, int H, int k, PackedMatrix* out) {
 
 namespace {
 
+// The rows of the micro-kernel call starting at row m of a block of mc: full groups of
+// mr, except that a short last group (up to mr / 2 rows: too few accumulators to hide the
+// FMA latency, so it runs at half speed or less) shares the group before it evenly, e.g.
+// 32 rows with mr = 6 as 6,6,6,6,4,4 rather than 6,6,6,6,6,2. Every element is computed
+// the same way whatever its group, so this changes no result.
+inline int group_rows(int mr, int mc, int m) {
+  const int left = mc - m;
+  if (left >= 2 * mr || mr < 6) return std::min(mr, left);
+  const int tail = left % mr;
+  if (left > mr && tail > 0 && tail <= mr / 2) return (left + 1) / 2;  // the two last groups
+  return std::min(mr, left);
+}
+
 // Rows of A kept hot per block and the depth of one pass: an MC x KC block of A
 // (72 KiB) stays in L2 while every panel of W streams past it.
 constexpr int kMC = 72;
@@ -79,8 +92,8 @@ void gemm_blocked(const MicroKernel& uk, int M, const float* A, std::ptrdiff_t l
       for (int p = p0; p < p1; ++p) {
         const int nr = std::min(kPanel, W.n - p * kPanel);
         const float* bp = W.data.data() + (static_cast<std::size_t>(p) * K + k0) * kPanel;
-        for (int m = m0; m < m0 + mc; m += uk.mr) {
-          const int mr = std::min(uk.mr, m0 + mc - m);
+        for (int m = m0, mr = 0; m < m0 + mc; m += mr) {
+          mr = group_rows(uk.mr, mc, m - m0);
           uk.run(mr, kc, A + m * lda + k0, lda, bp, C + m * ldc + p * kPanel, ldc, nr);
         }
       }
@@ -111,8 +124,8 @@ void gemm_tn_rows(Isa isa, const float* At, std::ptrdiff_t lda, const PackedMatr
       for (int p = 0; p < panels; ++p) {
         const int nr = std::min(kPanel, W.n - p * kPanel);
         const float* bp = W.data.data() + (static_cast<std::size_t>(p) * K + k0) * kPanel;
-        for (int m = 0; m < mc; m += uk.mr) {
-          const int mr = std::min(uk.mr, mc - m);
+        for (int m = 0, mr = 0; m < mc; m += mr) {
+          mr = group_rows(uk.mr, mc, m);
           uk.run_t(mr, kc, scratch + m, mc, bp, C + (mb + m) * ldc + p * kPanel, ldc, nr);
         }
       }
