@@ -315,6 +315,18 @@ class TrainCellWrap : public Napi::ObjectWrap<TrainCellWrap> {
   Napi::ObjectReference z_[4], act_[4], pass_[4], c_prev_, c_, hc_;
 };
 
+// The arguments gemmNT and gemmTN share: (M, a, packed, c, accumulate, isa, threads), with
+// a [M, k] for gemmNT and its transpose [k, M] for gemmTN (the same element count).
+struct GemmArgs {
+  int32_t M;
+  const lstm::PackedMatrix* w;
+  const float* a;
+  float* c;
+  bool accumulate;
+  lstm::Isa isa;
+  int threads;
+};
+
 class LstmAddon : public Napi::Addon<LstmAddon> {
  public:
   LstmAddon(Napi::Env env, Napi::Object exports) : best_(lstm::best_isa()) {
@@ -343,6 +355,7 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
   Napi::Value Step(const Napi::CallbackInfo& info);
   Napi::Value GemmNT(const Napi::CallbackInfo& info);
   Napi::Value GemmTN(const Napi::CallbackInfo& info);
+  GemmArgs ParseGemm(const Napi::CallbackInfo& info, const std::string& fn, const char* a_name) const;
   // columnSums(src, rows, cols, dst): dst [cols] = sums of the columns of src [rows, cols]
   Napi::Value ColumnSums(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -808,60 +821,58 @@ Napi::Value LstmAddon::Step(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+GemmArgs LstmAddon::ParseGemm(const Napi::CallbackInfo& info, const std::string& fn, const char* a_name) const {
+  Napi::Env env = info.Env();
+  if (info.Length() != 7) Fail(env, "LSTM_OPTION", fn + ": expected 7 arguments");
+  GemmArgs g;
+  g.M = IntArg(env, info[0], "M", 1, std::numeric_limits<int32_t>::max());
+  if (!info[2].IsObject() || !info[2].As<Napi::Object>().InstanceOf(packed_ctor_.Value())) Fail(env, "LSTM_OPTION", fn + ": expected a Packed matrix");
+  g.w = &PackedWrap::Unwrap(info[2].As<Napi::Object>())->packed();
+  if (g.w->empty()) Fail(env, "LSTM_DISPOSED", fn + ": this packed matrix was disposed");
+  if (int64_t{g.M} * g.w->k > kMaxElements || int64_t{g.M} * g.w->n > kMaxElements) Fail(env, "LSTM_SHAPE", fn + ": operands exceed 2^31 elements");
+  g.a = FloatArg(env, info[1], a_name, int64_t{g.M} * g.w->k).Data();
+  g.c = FloatArg(env, info[3], "c", int64_t{g.M} * g.w->n).Data();
+  if (!info[4].IsBoolean()) Fail(env, "LSTM_OPTION", fn + ": accumulate must be a boolean");
+  g.accumulate = info[4].As<Napi::Boolean>().Value();
+  g.isa = Resolve(env, info[5]);
+  g.threads = IntArg(env, info[6], "threads", 1, 1024);
+  return g;
+}
+
 // gemmNT(M, a, packed, c, accumulate, isa, threads): c[M, n] (+)= a[M, k] * W^T, threads
 // splitting the panels (each element computed by one thread: any count gives the same bits).
 Napi::Value LstmAddon::GemmNT(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() != 7) Fail(env, "LSTM_OPTION", "gemmNT: expected 7 arguments");
-  const int32_t M = IntArg(env, info[0], "M", 1, std::numeric_limits<int32_t>::max());
-  if (!info[2].IsObject() || !info[2].As<Napi::Object>().InstanceOf(packed_ctor_.Value())) Fail(env, "LSTM_OPTION", "gemmNT: expected a Packed matrix");
-  const lstm::PackedMatrix& w = PackedWrap::Unwrap(info[2].As<Napi::Object>())->packed();
-  if (w.empty()) Fail(env, "LSTM_DISPOSED", "gemmNT: this packed matrix was disposed");
-  if (int64_t{M} * w.k > kMaxElements || int64_t{M} * w.n > kMaxElements) Fail(env, "LSTM_SHAPE", "gemmNT: operands exceed 2^31 elements");
-  const float* a = FloatArg(env, info[1], "a", int64_t{M} * w.k).Data();
-  float* c = FloatArg(env, info[3], "c", int64_t{M} * w.n).Data();
-  if (!info[4].IsBoolean()) Fail(env, "LSTM_OPTION", "gemmNT: accumulate must be a boolean");
-  if (!info[4].As<Napi::Boolean>().Value()) std::fill(c, c + int64_t{M} * w.n, 0.f);
-  const lstm::Isa isa = Resolve(env, info[5]);
-  const int threads = IntArg(env, info[6], "threads", 1, 1024);
+  const GemmArgs g = ParseGemm(info, "gemmNT", "a");
+  const lstm::PackedMatrix& w = *g.w;
+  if (!g.accumulate) std::fill(g.c, g.c + int64_t{g.M} * w.n, 0.f);
   const int panels = (w.n + lstm::kPanel - 1) / lstm::kPanel;
-  const double flops = 2.0 * M * w.n * w.k;
-  const int nth = std::max(1, std::min({threads, panels, static_cast<int>(flops / 200000) + 1}));
+  const double flops = 2.0 * g.M * w.n * w.k;
+  const int nth = std::max(1, std::min({g.threads, panels, static_cast<int>(flops / 200000) + 1}));
   lstm::parallel_run(nth, [&](const lstm::ParallelContext& ctx) {
-    lstm::gemm_nt_panels(isa, M, a, w.k, w, ctx.begin(panels), ctx.end(panels), c, w.n);
+    lstm::gemm_nt_panels(g.isa, g.M, g.a, w.k, w, ctx.begin(panels), ctx.end(panels), g.c, w.n);
   });
-  return env.Undefined();
+  return info.Env().Undefined();
 }
 
 // gemmTN(M, at, packed, c, accumulate, isa, threads): c[M, n] (+)= at[k, M]^T * W^T, threads
 // splitting the rows of c (each element computed by one thread: any count gives the same bits).
 Napi::Value LstmAddon::GemmTN(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() != 7) Fail(env, "LSTM_OPTION", "gemmTN: expected 7 arguments");
-  const int32_t M = IntArg(env, info[0], "M", 1, std::numeric_limits<int32_t>::max());
-  if (!info[2].IsObject() || !info[2].As<Napi::Object>().InstanceOf(packed_ctor_.Value())) Fail(env, "LSTM_OPTION", "gemmTN: expected a Packed matrix");
-  const lstm::PackedMatrix& w = PackedWrap::Unwrap(info[2].As<Napi::Object>())->packed();
-  if (w.empty()) Fail(env, "LSTM_DISPOSED", "gemmTN: this packed matrix was disposed");
-  if (int64_t{M} * w.k > kMaxElements || int64_t{M} * w.n > kMaxElements) Fail(env, "LSTM_SHAPE", "gemmTN: operands exceed 2^31 elements");
-  const float* at = FloatArg(env, info[1], "at", int64_t{M} * w.k).Data();
-  float* c = FloatArg(env, info[3], "c", int64_t{M} * w.n).Data();
-  if (!info[4].IsBoolean()) Fail(env, "LSTM_OPTION", "gemmTN: accumulate must be a boolean");
-  const lstm::Isa isa = Resolve(env, info[5]);
-  const int threads = IntArg(env, info[6], "threads", 1, 1024);
-  const double flops = 2.0 * M * w.n * w.k;
-  const int nth = std::max(1, std::min({threads, (M + 7) / 8, static_cast<int>(flops / 200000) + 1}));
+  const GemmArgs g = ParseGemm(info, "gemmTN", "at");
+  const lstm::PackedMatrix& w = *g.w;
+  const double flops = 2.0 * g.M * w.n * w.k;
+  const int nth = std::max(1, std::min({g.threads, (g.M + 7) / 8, static_cast<int>(flops / 200000) + 1}));
   std::vector<float> scratch;
   try {
     scratch.resize(static_cast<std::size_t>(nth) * lstm::gemm_tn_scratch_floats());
   } catch (const std::bad_alloc&) {
-    Fail(env, "LSTM_NATIVE", "gemmTN: out of memory");
+    Fail(info.Env(), "LSTM_NATIVE", "gemmTN: out of memory");
   }
-  if (!info[4].As<Napi::Boolean>().Value()) std::fill(c, c + int64_t{M} * w.n, 0.f);
+  if (!g.accumulate) std::fill(g.c, g.c + int64_t{g.M} * w.n, 0.f);
   lstm::parallel_run(nth, [&](const lstm::ParallelContext& ctx) {
     float* mine = scratch.data() + static_cast<std::size_t>(ctx.tid) * lstm::gemm_tn_scratch_floats();
-    lstm::gemm_tn_rows(isa, at, M, w, ctx.begin(M), ctx.end(M), c, w.n, mine);
+    lstm::gemm_tn_rows(g.isa, g.a, g.M, w, ctx.begin(g.M), ctx.end(g.M), g.c, w.n, mine);
   });
-  return env.Undefined();
+  return info.Env().Undefined();
 }
 
 NODE_API_ADDON(LstmAddon)

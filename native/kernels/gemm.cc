@@ -6,23 +6,32 @@
 
 namespace lstm {
 
-void pack_matrix(const float* w, int n, int k, PackedMatrix* out) {
-  const int panels = (n + kPanel - 1) / kPanel;
+namespace {
+
+// out as an n x k matrix of zeros in ceil(n/16) panels of [k][16].
+void reset_panels(PackedMatrix* out, int n, int k) {
   out->n = n;
   out->k = k;
-  out->data.assign(static_cast<std::size_t>(panels) * k * kPanel, 0.f);
-  for (int row = 0; row < n; ++row) {
-    float* dst = out->data.data() + static_cast<std::size_t>(row / kPanel) * k * kPanel + row % kPanel;
-    const float* src = w + static_cast<std::size_t>(row) * k;
-    for (int c = 0; c < k; ++c) dst[static_cast<std::size_t>(c) * kPanel] = src[c];
-  }
+  out->data.assign(static_cast<std::size_t>((n + kPanel - 1) / kPanel) * k * kPanel, 0.f);
+}
+
+// Row src [k] of W as column col of the packed matrix.
+void put_column(PackedMatrix* out, int col, const float* src) {
+  const int k = out->k;
+  float* dst = out->data.data() + static_cast<std::size_t>(col / kPanel) * k * kPanel + col % kPanel;
+  for (int c = 0; c < k; ++c) dst[static_cast<std::size_t>(c) * kPanel] = src[c];
+}
+
+}  // namespace
+
+void pack_matrix(const float* w, int n, int k, PackedMatrix* out) {
+  reset_panels(out, n, k);
+  for (int row = 0; row < n; ++row) put_column(out, row, w + static_cast<std::size_t>(row) * k);
 }
 
 void pack_matrix_kn(const float* wt, int k, int n, PackedMatrix* out) {
+  reset_panels(out, n, k);
   const int panels = (n + kPanel - 1) / kPanel;
-  out->n = n;
-  out->k = k;
-  out->data.assign(static_cast<std::size_t>(panels) * k * kPanel, 0.f);
   for (int p = 0; p < panels; ++p) {
     const int nr = std::min(kPanel, n - p * kPanel);
     float* dst = out->data.data() + static_cast<std::size_t>(p) * k * kPanel;
@@ -33,17 +42,9 @@ void pack_matrix_kn(const float* wt, int k, int n, PackedMatrix* out) {
 
 void pack_gate_matrix(const float* w, int H, int k, PackedMatrix* out) {
   const int blocks = (H + kPanel - 1) / kPanel;
-  const int n = blocks * 4 * kPanel;
-  out->n = n;
-  out->k = k;
-  out->data.assign(static_cast<std::size_t>(n) * k, 0.f);
+  reset_panels(out, blocks * 4 * kPanel, k);
   for (int g = 0; g < 4; ++g) {
-    for (int j = 0; j < H; ++j) {
-      const int col = gate_column(g, j);
-      float* dst = out->data.data() + static_cast<std::size_t>(col / kPanel) * k * kPanel + col % kPanel;
-      const float* src = w + (static_cast<std::size_t>(g) * H + j) * k;
-      for (int c = 0; c < k; ++c) dst[static_cast<std::size_t>(c) * kPanel] = src[c];
-    }
+    for (int j = 0; j < H; ++j) put_column(out, gate_column(g, j), w + (static_cast<std::size_t>(g) * H + j) * k);
   }
 }
 
