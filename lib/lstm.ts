@@ -10,7 +10,7 @@ import { PEEPHOLE_KIND, type Engine, type EngineLayer, type LayerDesc, type Stac
 import { LstmError, describe, optionsArg } from './errors.js';
 import { fromKeras as kerasToLstm, type KerasOptions, type KerasWeights } from './interop.js';
 import { activationsFromOnnx, onnxToStateDict } from './onnx-layout.js';
-import { backwardTrain, forwardTrain, TapePool, type TrainTape } from './train/bptt.js';
+import { backwardTrain, forwardTrain, TapePool } from './train/bptt.js';
 import { groupParams, initParams, layerInputSize, paramSpecs, type ParamSpec } from './params.js';
 import { MAX_ELEMENTS, checkTensor, sameShape, shapeSize, shapeStr, swapLeadingAxes, type Tensor } from './tensor.js';
 
@@ -271,10 +271,10 @@ export class LSTM {
     const params = new Map([...this.params].map(([k, v]) => [k, v.slice()]));
     const gemm = this.engine.gemm(cfg.threads);
     const tapes = this.tapes;
-    const record = (): TrainTape => forwardTrain(cfg, params, gemm, input.x, input.T, input.B, input.h0, input.c0, input.lengths, tapes).tape;
-    const run = forwardTrain(cfg, params, gemm, input.x, input.T, input.B, input.h0, input.c0, input.lengths, tapes);
+    const record = (): ReturnType<typeof forwardTrain> =>
+      forwardTrain(cfg, params, gemm, input.x, input.T, input.B, input.h0, input.c0, input.lengths, tapes);
+    const run = record();
     let tape = run.tape;
-    let givenBack = false;
     const result = this.shapeResult(input, { y: run.y, hn: run.hn, cn: run.cn });
     const specs = this.specs;
     const backward = (upstream: { output?: Tensor; hn?: Tensor; cn?: Tensor } = {}): Gradient => {
@@ -290,14 +290,12 @@ export class LSTM {
       if (cfg.batchFirst && !input.unbatched) dy = swapLeadingAxes(dy, B, T, F);
       const dhn = like(upstream.hn, result.hn, 'hn');
       const dcn = like(upstream.cn, result.cn, 'cn');
-      // After the first backward the tape's buffers went back to the model's pool. If a
-      // later forwardTrain has reused them, record this run's forward again (the inputs
-      // and weights it captured give the same tape).
-      if (givenBack && !tapes.reclaim(tape)) tape = record();
-      givenBack = false;
+      // After a backward the tape's buffers go back to the model's pool. If a later
+      // forwardTrain has reused them, record this run's forward again (the inputs and
+      // weights it captured give the same tape).
+      if (!tapes.reclaim(tape)) tape = record().tape;
       const g = backwardTrain(cfg, params, gemm, tape, dy, dhn, dcn);
       tapes.giveBack(tape);
-      givenBack = true;
       const I = cfg.inputSize;
       const dx = cfg.batchFirst && !input.unbatched ? swapLeadingAxes(g.input, T, B, I) : g.input;
       const out: Record<string, Tensor> = {};

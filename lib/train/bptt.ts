@@ -125,8 +125,9 @@ export class TapePool {
   }
 
   /**
-   * Take a given-back tape's buffers out of the pool again: true if it is intact, false
-   * if a later forwardTrain has written into any of them.
+   * Take a tape's buffers out of the pool if they were given back: true if it is intact
+   * (also when it was never given back), false if a later forwardTrain has written into
+   * any of them.
    */
   reclaim(tape: TrainTape): boolean {
     if (tape.overwritten) return false;
