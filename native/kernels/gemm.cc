@@ -68,6 +68,19 @@ inline int group_rows(int mr, int mc, int m) {
 constexpr int kMC = 72;
 constexpr int kKC = 256;
 
+// A slice of W this large (the L2 of one core) streams from L3 on every call. The first
+// row group of each panel would then wait on L3 for every line of the panel, so while the
+// groups of one panel run, the next panel is prefetched into L2, a share of its lines
+// before each group. Measured in-process A/B on an S3 layer (W 4 MiB): +7-9% at 1 and 2
+// threads; on slices that stay in L2 the prefetches only cost (-2 to -5%), so they are off.
+// (WebAssembly has no prefetch.)
+#if defined(__wasm__)
+constexpr bool kPrefetch = false;
+#else
+constexpr bool kPrefetch = true;
+#endif
+constexpr std::size_t kStreamedBytes = std::size_t{1} << 20;
+
 void gemm_blocked(const MicroKernel& uk, int M, const float* A, std::ptrdiff_t lda, const PackedMatrix& W, int p0,
                   int p1, float* C, std::ptrdiff_t ldc) {
   const int K = W.k;
@@ -88,13 +101,23 @@ void gemm_blocked(const MicroKernel& uk, int M, const float* A, std::ptrdiff_t l
       }
       continue;
     }
+    const bool prefetch = kPrefetch && static_cast<std::size_t>(p1 - p0) * K * kPanel * sizeof(float) >= kStreamedBytes;
     for (int m0 = 0; m0 < M; m0 += kMC) {
       const int mc = std::min(kMC, M - m0);
+      const int groups = (mc + uk.mr - 1) / uk.mr;
+      const int lines_per_group = (kc + groups - 1) / groups;  // one line of a panel per k
       for (int p = p0; p < p1; ++p) {
         const int nr = std::min(kPanel, W.n - p * kPanel);
         const float* bp = W.data.data() + (static_cast<std::size_t>(p) * K + k0) * kPanel;
+        const float* next = prefetch && p + 1 < p1 ? bp + static_cast<std::size_t>(K) * kPanel : nullptr;
+        int line = 0;
         for (int m = m0, mr = 0; m < m0 + mc; m += mr) {
           mr = group_rows(uk.mr, mc, m - m0);
+          if (next != nullptr) {
+            for (const int end = std::min(kc, line + lines_per_group); line < end; ++line) {
+              __builtin_prefetch(next + static_cast<std::ptrdiff_t>(line) * kPanel, 0, 1);
+            }
+          }
           uk.run(mr, kc, A + m * lda + k0, lda, bp, C + m * ldc + p * kPanel, ldc, nr);
         }
       }
