@@ -51,7 +51,7 @@ namespace {
 // C tile: 14% of the GEMM's time went to those stores).
 constexpr std::ptrdiff_t kChunkFloats = std::ptrdiff_t{1} << 17;
 
-void grow(std::vector<float>& v, std::size_t n) {
+void grow(AlignedFloats& v, std::size_t n) {
   if (v.size() < n) v.resize(n);
 }
 
@@ -205,7 +205,7 @@ void forward_stack(const std::vector<const Layer*>& layers, Isa isa, const Threa
     if (l + 1 == layers.size()) {
       lr.y = run.y;
     } else {
-      std::vector<float>& buf = ws->y[l % 2];
+      AlignedFloats& buf = ws->y[l % 2];
       grow(buf, static_cast<std::size_t>(run.T) * run.B * D * desc.out_size());
       lr.y = buf.data();
     }

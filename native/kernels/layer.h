@@ -3,7 +3,9 @@
 // fused cell update — split across threads by blocks of 16 hidden units.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 #include "activations.h"
@@ -58,8 +60,27 @@ struct LayerRun {
 };
 
 // Scratch memory of a run, grown on demand; reuse one to avoid allocating per call.
+// Storage aligned to a cache line. Threads write neighbouring column ranges of the
+// scratch buffers (whole 16-unit blocks, so 64-byte multiples); with malloc's 16-byte
+// alignment the line at every boundary was shared by two cores and bounced between them.
+template <class T>
+struct CacheLineAllocator {
+  using value_type = T;
+  static constexpr std::align_val_t kAlign{64};
+  CacheLineAllocator() = default;
+  template <class U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) noexcept {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlign)); }
+  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, kAlign); }
+  template <class U>
+  bool operator==(const CacheLineAllocator<U>&) const noexcept { return true; }
+  template <class U>
+  bool operator!=(const CacheLineAllocator<U>&) const noexcept { return false; }
+};
+using AlignedFloats = std::vector<float, CacheLineAllocator<float>>;
+
 struct Workspace {
-  std::vector<float> gates, h, c, r, y[2];
+  AlignedFloats gates, h, c, r, y[2];
 };
 
 // How a run may use threads. Results are bitwise identical for every setting.
