@@ -59,7 +59,6 @@ struct LayerRun {
   float* cn = nullptr;        // [D, B, H]; may alias c0
 };
 
-// Scratch memory of a run, grown on demand; reuse one to avoid allocating per call.
 // Storage aligned to a cache line. Threads write neighbouring column ranges of the
 // scratch buffers (whole 16-unit blocks, so 64-byte multiples); with malloc's 16-byte
 // alignment the line at every boundary was shared by two cores and bounced between them.
@@ -79,6 +78,7 @@ struct CacheLineAllocator {
 };
 using AlignedFloats = std::vector<float, CacheLineAllocator<float>>;
 
+// Scratch memory of a run, grown on demand; reuse one to avoid allocating per call.
 struct Workspace {
   AlignedFloats gates, h, c, r, y[2];
 };

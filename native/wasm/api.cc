@@ -30,6 +30,7 @@ void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 // The aligned forms (the layers' cache-line aligned scratch buffers).
 void* operator new(std::size_t n, std::align_val_t align) {
   const std::size_t a = static_cast<std::size_t>(align);
+  if (n > SIZE_MAX - a) __builtin_trap();
   void* p = std::aligned_alloc(a, n == 0 ? a : (n + a - 1) / a * a);  // a multiple of the alignment
   if (p == nullptr) __builtin_trap();
   return p;
