@@ -327,6 +327,13 @@ struct GemmArgs {
   int threads;
 };
 
+// Threads for a GEMM: at most one per `units` of work it splits, and one per 200 kFLOP
+// (fewer when the product is too small to repay a thread).
+int GemmThreads(const GemmArgs& g, int units) {
+  const double flops = 2.0 * g.M * g.w->n * g.w->k;
+  return std::max(1, std::min({g.threads, units, static_cast<int>(flops / 200000) + 1}));
+}
+
 class LstmAddon : public Napi::Addon<LstmAddon> {
  public:
   LstmAddon(Napi::Env env, Napi::Object exports) : best_(lstm::best_isa()) {
@@ -846,8 +853,7 @@ Napi::Value LstmAddon::GemmNT(const Napi::CallbackInfo& info) {
   const lstm::PackedMatrix& w = *g.w;
   if (!g.accumulate) std::fill(g.c, g.c + int64_t{g.M} * w.n, 0.f);
   const int panels = (w.n + lstm::kPanel - 1) / lstm::kPanel;
-  const double flops = 2.0 * g.M * w.n * w.k;
-  const int nth = std::max(1, std::min({g.threads, panels, static_cast<int>(flops / 200000) + 1}));
+  const int nth = GemmThreads(g, panels);
   lstm::parallel_run(nth, [&](const lstm::ParallelContext& ctx) {
     lstm::gemm_nt_panels(g.isa, g.M, g.a, w.k, w, ctx.begin(panels), ctx.end(panels), g.c, w.n);
   });
@@ -859,8 +865,7 @@ Napi::Value LstmAddon::GemmNT(const Napi::CallbackInfo& info) {
 Napi::Value LstmAddon::GemmTN(const Napi::CallbackInfo& info) {
   const GemmArgs g = ParseGemm(info, "gemmTN", "at");
   const lstm::PackedMatrix& w = *g.w;
-  const double flops = 2.0 * g.M * w.n * w.k;
-  const int nth = std::max(1, std::min({g.threads, (g.M + 7) / 8, static_cast<int>(flops / 200000) + 1}));
+  const int nth = GemmThreads(g, (g.M + 7) / 8);
   std::vector<float> scratch;
   try {
     scratch.resize(static_cast<std::size_t>(nth) * lstm::gemm_tn_scratch_floats());

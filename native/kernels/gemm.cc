@@ -81,6 +81,32 @@ constexpr bool kPrefetch = true;
 #endif
 constexpr std::size_t kStreamedBytes = std::size_t{1} << 20;
 
+// One block of mc rows of A against panels [p0, p1) of W at depth [k0, k0 + kc): row m of
+// the block at a + m * row_step (k at stride 1 for the row-major kernel, at lda for the
+// k-major one), C the block's first row.
+void block_panels(const MicroKernel& uk, MicroKernelFn kernel, int mc, int kc, const float* a, std::ptrdiff_t row_step,
+                  std::ptrdiff_t lda, const PackedMatrix& W, int k0, int p0, int p1, float* C, std::ptrdiff_t ldc,
+                  bool prefetch) {
+  const int K = W.k;
+  const int groups = (mc + uk.mr - 1) / uk.mr;
+  const int lines_per_group = (kc + groups - 1) / groups;  // one line of a panel per k
+  for (int p = p0; p < p1; ++p) {
+    const int nr = std::min(kPanel, W.n - p * kPanel);
+    const float* bp = W.data.data() + (static_cast<std::size_t>(p) * K + k0) * kPanel;
+    const float* next = prefetch && p + 1 < p1 ? bp + static_cast<std::size_t>(K) * kPanel : nullptr;
+    int line = 0;
+    for (int m = 0, mr = 0; m < mc; m += mr) {
+      mr = group_rows(uk.mr, mc, m);
+      if (next != nullptr) {
+        for (const int end = std::min(kc, line + lines_per_group); line < end; ++line) {
+          __builtin_prefetch(next + static_cast<std::ptrdiff_t>(line) * kPanel, 0, 1);
+        }
+      }
+      kernel(mr, kc, a + m * row_step, lda, bp, C + m * ldc + p * kPanel, ldc, nr);
+    }
+  }
+}
+
 void gemm_blocked(const MicroKernel& uk, int M, const float* A, std::ptrdiff_t lda, const PackedMatrix& W, int p0,
                   int p1, float* C, std::ptrdiff_t ldc) {
   const int K = W.k;
@@ -103,24 +129,8 @@ void gemm_blocked(const MicroKernel& uk, int M, const float* A, std::ptrdiff_t l
     }
     const bool prefetch = kPrefetch && static_cast<std::size_t>(p1 - p0) * K * kPanel * sizeof(float) >= kStreamedBytes;
     for (int m0 = 0; m0 < M; m0 += kMC) {
-      const int mc = std::min(kMC, M - m0);
-      const int groups = (mc + uk.mr - 1) / uk.mr;
-      const int lines_per_group = (kc + groups - 1) / groups;  // one line of a panel per k
-      for (int p = p0; p < p1; ++p) {
-        const int nr = std::min(kPanel, W.n - p * kPanel);
-        const float* bp = W.data.data() + (static_cast<std::size_t>(p) * K + k0) * kPanel;
-        const float* next = prefetch && p + 1 < p1 ? bp + static_cast<std::size_t>(K) * kPanel : nullptr;
-        int line = 0;
-        for (int m = m0, mr = 0; m < m0 + mc; m += mr) {
-          mr = group_rows(uk.mr, mc, m - m0);
-          if (next != nullptr) {
-            for (const int end = std::min(kc, line + lines_per_group); line < end; ++line) {
-              __builtin_prefetch(next + static_cast<std::ptrdiff_t>(line) * kPanel, 0, 1);
-            }
-          }
-          uk.run(mr, kc, A + m * lda + k0, lda, bp, C + m * ldc + p * kPanel, ldc, nr);
-        }
-      }
+      block_panels(uk, uk.run, std::min(kMC, M - m0), kc, A + m0 * lda + k0, lda, lda, W, k0, p0, p1, C + m0 * ldc, ldc,
+                   prefetch);
     }
   }
 }
@@ -145,14 +155,7 @@ void gemm_tn_rows(Isa isa, const float* At, std::ptrdiff_t lda, const PackedMatr
         const float* src = At + static_cast<std::ptrdiff_t>(k0 + kk) * lda + mb;
         std::copy(src, src + mc, scratch + static_cast<std::ptrdiff_t>(kk) * mc);
       }
-      for (int p = 0; p < panels; ++p) {
-        const int nr = std::min(kPanel, W.n - p * kPanel);
-        const float* bp = W.data.data() + (static_cast<std::size_t>(p) * K + k0) * kPanel;
-        for (int m = 0, mr = 0; m < mc; m += mr) {
-          mr = group_rows(uk.mr, mc, m);
-          uk.run_t(mr, kc, scratch + m, mc, bp, C + (mb + m) * ldc + p * kPanel, ldc, nr);
-        }
-      }
+      block_panels(uk, uk.run_t, mc, kc, scratch, 1, mc, W, k0, 0, panels, C + mb * ldc, ldc, false);
     }
   }
 }

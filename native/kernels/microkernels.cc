@@ -29,24 +29,30 @@ inline void ukernel_scalar(int kc, const float* a, std::ptrdiff_t lda, const flo
 
 }  // namespace
 
+namespace {
+
+// mr rows (1..4) through the scalar kernel of exactly that many rows.
+template <bool kT>
+void scalar_rows(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c, std::ptrdiff_t ldc,
+                 int nr) {
+  switch (mr) {
+    case 4: ukernel_scalar<4, kT>(kc, a, lda, panel, c, ldc, nr); break;
+    case 3: ukernel_scalar<3, kT>(kc, a, lda, panel, c, ldc, nr); break;
+    case 2: ukernel_scalar<2, kT>(kc, a, lda, panel, c, ldc, nr); break;
+    default: ukernel_scalar<1, kT>(kc, a, lda, panel, c, ldc, nr); break;
+  }
+}
+
+}  // namespace
+
 void gemm_ukernel_f32__scalar(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
                               std::ptrdiff_t ldc, int nr) {
-  switch (mr) {
-    case 4: ukernel_scalar<4, false>(kc, a, lda, panel, c, ldc, nr); break;
-    case 3: ukernel_scalar<3, false>(kc, a, lda, panel, c, ldc, nr); break;
-    case 2: ukernel_scalar<2, false>(kc, a, lda, panel, c, ldc, nr); break;
-    default: ukernel_scalar<1, false>(kc, a, lda, panel, c, ldc, nr); break;
-  }
+  scalar_rows<false>(mr, kc, a, lda, panel, c, ldc, nr);
 }
 
 void gemm_ukernel_f32__scalar_t(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
                                 std::ptrdiff_t ldc, int nr) {
-  switch (mr) {
-    case 4: ukernel_scalar<4, true>(kc, a, lda, panel, c, ldc, nr); break;
-    case 3: ukernel_scalar<3, true>(kc, a, lda, panel, c, ldc, nr); break;
-    case 2: ukernel_scalar<2, true>(kc, a, lda, panel, c, ldc, nr); break;
-    default: ukernel_scalar<1, true>(kc, a, lda, panel, c, ldc, nr); break;
-  }
+  scalar_rows<true>(mr, kc, a, lda, panel, c, ldc, nr);
 }
 
 // Loop pragmas for the kernels: full unrolling of the loops over accumulators (their

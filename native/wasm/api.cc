@@ -3,6 +3,7 @@
 // imports nothing and exports its memory, malloc/free and the calls below. All shapes
 // were checked by the TypeScript facade; a failed allocation traps (the caller turns
 // the trap into an LstmError), it never returns a half-built object.
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <new>
@@ -161,20 +162,14 @@ LSTM_EXPORT(lstm_packed_free) void lstm_packed_free(lstm::PackedMatrix* p) { del
 // c [M, n] (+)= a [M, k] * W^T
 LSTM_EXPORT(lstm_gemm_nt)
 void lstm_gemm_nt(int isa, int M, const float* a, const lstm::PackedMatrix* w, float* c, int accumulate) {
-  if (!accumulate) {
-    const std::size_t total = static_cast<std::size_t>(M) * w->n;
-    for (std::size_t i = 0; i < total; ++i) c[i] = 0.f;
-  }
+  if (!accumulate) std::fill_n(c, static_cast<std::size_t>(M) * w->n, 0.f);
   lstm::gemm_nt(isa_of(isa), M, a, w->k, *w, c, w->n);
 }
 
 // c [M, n] (+)= at [k, M]^T * W^T
 LSTM_EXPORT(lstm_gemm_tn)
 void lstm_gemm_tn(int isa, int M, const float* at, const lstm::PackedMatrix* w, float* c, int accumulate) {
-  if (!accumulate) {
-    const std::size_t total = static_cast<std::size_t>(M) * w->n;
-    for (std::size_t i = 0; i < total; ++i) c[i] = 0.f;
-  }
+  if (!accumulate) std::fill_n(c, static_cast<std::size_t>(M) * w->n, 0.f);
   std::vector<float> scratch(lstm::gemm_tn_scratch_floats());
   lstm::gemm_tn_rows(isa_of(isa), at, M, *w, 0, M, c, w->n, scratch.data());
 }
