@@ -261,7 +261,7 @@ function carryStateGrad(
     return;
   }
   for (let b = 0; b < B; b++) {
-    if (lengths !== null && tt >= lengths[b]) continue; // a padded step left the state untouched
+    if (tt >= lengths[b]) continue; // a padded step left the state untouched
     for (let j = 0; j < Hout; j++) dh[b * Hout + j] = dhPrev[b * Hout + j];
     if (dcPrevFull) for (let j = 0; j < H; j++) dc[b * H + j] += dcPrevFull[b * H + j];
   }

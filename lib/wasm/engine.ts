@@ -195,18 +195,16 @@ export function wasmEngine(): Engine {
       arena.free();
     }
   };
+  // W [n, k], or with transposed its transpose [k, n], in a pooled packed matrix.
+  const pack = (w: Float32Array, n: number, k: number, transposed: boolean): WasmPacked => {
+    const p = pool.pop() ?? new WasmPacked(runtime(), n, k);
+    p.set(w, n, k, transposed);
+    return p;
+  };
   const gemm: Gemm = {
     buffer: scratch.get,
-    prepare(w, n, k) {
-      const p = pool.pop() ?? new WasmPacked(runtime(), n, k);
-      p.set(w, n, k);
-      return p;
-    },
-    prepareT(wt, n, k) {
-      const p = pool.pop() ?? new WasmPacked(runtime(), n, k);
-      p.set(wt, n, k, true);
-      return p;
-    },
+    prepare: (w, n, k) => pack(w, n, k, false),
+    prepareT: (wt, n, k) => pack(wt, n, k, true),
     nt: (M, a, w, c, accumulate) => multiply(false, M, a, w as WasmPacked, c, accumulate),
     tn: (M, at, w, c, accumulate) => multiply(true, M, at, w as WasmPacked, c, accumulate),
     release(w) {
