@@ -110,7 +110,6 @@ export function randomTensor(shape: number[], rand: () => number, scale = 1): Te
   return { data, shape };
 }
 
-/** Deterministic PRNG for tests (mulberry32). */
 /** N sine waves of T steps (random frequency and phase), samples first: x [N, T, 1] and the next sample y. */
 export function sineWaves(N: number, T: number, seed: number): { x: Tensor; y: Tensor } {
   const xs = new Float32Array(N * T);
@@ -127,6 +126,7 @@ export function sineWaves(N: number, T: number, seed: number): { x: Tensor; y: T
   return { x: { data: xs, shape: [N, T, 1] }, y: { data: ys, shape: [N, T, 1] } };
 }
 
+/** Deterministic PRNG for tests (mulberry32). */
 export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
