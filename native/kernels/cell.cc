@@ -70,7 +70,8 @@ bool standard_acts(const CellSpec& s) {
 // The vectorised kernels of an ISA, or nulls where the oracle runs (AVX-512 machines run
 // the AVX2 ones: 8 lanes cover H % 16 remainders that 16 would leave to the oracle).
 struct VecKernels {
-  void (*cell)(const CellSpec&, int, const float*, std::ptrdiff_t, int, int, const float*, float*, float*) = nullptr;
+  void (*cell)(const CellSpec&, int, const float*, std::ptrdiff_t, int, int, const float*, float*, float*,
+               std::ptrdiff_t) = nullptr;
   void (*map)(bool, const float*, float*, int) = nullptr;
 };
 
@@ -89,10 +90,10 @@ VecKernels vec_kernels(Isa isa) {
 }  // namespace
 
 void cell_forward(Isa isa, const CellSpec& spec, int B, const float* gates, std::ptrdiff_t ldg, int block0, int block1,
-                  const float* c_prev, float* c_out, float* r_out) {
+                  const float* c_prev, float* c_out, float* r_out, std::ptrdiff_t ldr) {
   const auto vectorised = standard_acts(spec) ? vec_kernels(isa).cell : nullptr;
   if (vectorised != nullptr) {
-    vectorised(spec, B, gates, ldg, block0, block1, c_prev, c_out, r_out);
+    vectorised(spec, B, gates, ldg, block0, block1, c_prev, c_out, r_out, ldr);
     return;
   }
   const int H = spec.hidden;
@@ -100,7 +101,7 @@ void cell_forward(Isa isa, const CellSpec& spec, int B, const float* gates, std:
   const int j1 = std::min(block1 * kPanel, H);
   for (int b = 0; b < B; ++b) {
     cell_scalar_range(spec, j0, j1, gates + b * ldg, c_prev + static_cast<std::ptrdiff_t>(b) * H,
-                      c_out + static_cast<std::ptrdiff_t>(b) * H, r_out + static_cast<std::ptrdiff_t>(b) * H);
+                      c_out + static_cast<std::ptrdiff_t>(b) * H, r_out + b * ldr);
   }
 }
 

@@ -25,9 +25,10 @@ struct CellSpec {
 };
 
 // gates: B rows (stride ldg) in the gate-interleaved layout of pack_gate_matrix;
-// updates units [16*block0, min(16*block1, H)) of c_out and r_out ([B, H], stride H).
+// updates units [16*block0, min(16*block1, H)) of c_out ([B, H], stride H) and r_out
+// (B rows, stride ldr).
 void cell_forward(Isa isa, const CellSpec& spec, int B, const float* gates, std::ptrdiff_t ldg, int block0, int block1,
-                  const float* c_prev, float* c_out, float* r_out);
+                  const float* c_prev, float* c_out, float* r_out, std::ptrdiff_t ldr);
 
 // Vectorised activations, exposed for the accuracy tests (n any length).
 void sigmoid_vec(Isa isa, const float* x, float* y, int n);

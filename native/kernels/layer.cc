@@ -67,6 +67,10 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
   const std::ptrdiff_t G = gate_cols_;
   const std::ptrdiff_t y_stride = static_cast<std::ptrdiff_t>(D) * Hout;
   const int proj_panels = (Hout + kPanel - 1) / kPanel;
+  // Without a projection or lengths, h_t is exactly the cell's output: the cell writes it
+  // straight into y and the next step's GEMM reads it there (rows y_stride apart), so no
+  // step copies h. (Each copy crossed cores: the other thread had just read those lines.)
+  const bool direct = !proj && run.lengths == nullptr;
 
   // The input projection runs one chunk of time steps ahead of the recurrence, so the
   // gate buffer stays bounded (and cache-warm) however long the sequence is.
@@ -114,8 +118,9 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
         spec.wcf = w.w_cf.data();
         spec.wco = w.w_co.data();
       }
-      float* h_cur = hbuf;
+      float* h_cur = hbuf;  // the first step reads a copy of h0: y or hn may alias it
       float* h_nxt = hbuf + static_cast<std::ptrdiff_t>(B) * Hout;
+      std::ptrdiff_t ld_h = Hout;
       float* c_cur = cbuf;
       float* c_nxt = cbuf + static_cast<std::ptrdiff_t>(B) * H;
       const float* h0 = run.h0 + static_cast<std::ptrdiff_t>(d) * B * Hout;
@@ -145,9 +150,18 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
         for (int s = 0; s < n; ++s) {
           const int t = reverse ? lo + n - 1 - s : lo + s;
           float* g = gates + static_cast<std::ptrdiff_t>(t - lo) * B * G;
-          gemm_nt_panels(isa, B, h_cur, Hout, w.w_hh, 4 * blk0, 4 * blk1, g, G);
+          gemm_nt_panels(isa, B, h_cur, ld_h, w.w_hh, 4 * blk0, 4 * blk1, g, G);
           if (desc_.peephole == kPeepholeFull) gemm_nt_panels(isa, B, c_cur, H, w.w_ch, 4 * blk0, 4 * blk1, g, G);
-          cell_forward(isa, spec, B, g, G, blk0, blk1, c_cur, c_nxt, r);
+          float* const y_t = run.y + static_cast<std::ptrdiff_t>(t) * B * y_stride + static_cast<std::ptrdiff_t>(d) * Hout;
+          if (direct) {
+            cell_forward(isa, spec, B, g, G, blk0, blk1, c_cur, c_nxt, y_t, y_stride);
+            ctx.sync();  // h_t (in y) and c_nxt complete before anyone reads them
+            h_cur = y_t;
+            ld_h = y_stride;
+            std::swap(c_cur, c_nxt);
+            continue;
+          }
+          cell_forward(isa, spec, B, g, G, blk0, blk1, c_cur, c_nxt, r, H);
           for (int b = 0; b < B; ++b) {
             const bool valid = run.lengths == nullptr || t < run.lengths[b];
             if (!valid) std::memcpy(c_nxt + b * H + u0, c_cur + b * H + u0, sizeof(float) * (u1 - u0));
@@ -161,7 +175,7 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
           }
           const std::ptrdiff_t src_stride = proj ? Hout : H;
           for (int b = 0; b < B; ++b) {
-            float* y = run.y + (static_cast<std::ptrdiff_t>(t) * B + b) * y_stride + static_cast<std::ptrdiff_t>(d) * Hout;
+            float* y = y_t + b * y_stride;
             if (run.lengths == nullptr || t < run.lengths[b]) {
               if (!proj) std::memcpy(h_nxt + b * Hout + v0, h_src + b * src_stride + v0, sizeof(float) * (v1 - v0));
               std::memcpy(y + v0, h_src + b * src_stride + v0, sizeof(float) * (v1 - v0));
@@ -178,7 +192,7 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
       float* hn = run.hn + static_cast<std::ptrdiff_t>(d) * B * Hout;
       float* cn = run.cn + static_cast<std::ptrdiff_t>(d) * B * H;
       for (int b = 0; b < B; ++b) {
-        std::memcpy(hn + b * Hout + v0, h_cur + b * Hout + v0, sizeof(float) * (v1 - v0));
+        std::memmove(hn + b * Hout + v0, h_cur + b * ld_h + v0, sizeof(float) * (v1 - v0));  // y may alias hn
         std::memcpy(cn + b * H + u0, c_cur + b * H + u0, sizeof(float) * (u1 - u0));
       }
       ctx.sync();  // the state buffers are reused by the next direction

@@ -309,7 +309,7 @@ void test_train_cell(Isa isa) {
     for (int b = 0; b < B; ++b)
       for (int g = 0; g < 4; ++g)
         for (int j = 0; j < H; ++j) interleaved[b * G + gate_column(g, j)] = gates[(b * 4 + g) * H + j];
-    cell_forward(isa, inf, B, interleaved.data(), G, 0, (H + 15) / 16, c_prev.data(), c2.data(), r2.data());
+    cell_forward(isa, inf, B, interleaved.data(), G, 0, (H + 15) / 16, c_prev.data(), c2.data(), r2.data(), H);
     double worst = 0;
     for (int i = 0; i < B * H; ++i) worst = std::max({worst, static_cast<double>(std::fabs(c[i] - c2[i])), static_cast<double>(std::fabs(r[i] - r2[i]))});
     expect(worst <= 1e-6, std::string("train_cell_forward equals the inference cell on ") + isa_name(isa));
