@@ -161,7 +161,7 @@ void test_layer(Isa isa) {
       {3, 1, 0, 1, 0, false, true, false, 0.f, 4, 1, false},    {5, 17, 0, 2, 1, false, true, false, 0.f, 6, 3, true},
       {8, 33, 7, 1, 2, true, false, false, 0.f, 5, 7, true},    {4, 8, 0, 1, 1, false, true, true, 0.5f, 3, 2, false},
       {16, 24, 5, 2, 0, false, true, false, 1.5f, 9, 13, true}, {7, 3, 0, 1, 0, false, true, false, 0.f, 1, 1, false},
-      {9, 40, 0, 2, 0, false, true, false, 0.f, 3, 1, true},
+      {9, 40, 0, 2, 0, false, true, false, 0.f, 3, 1, true},       {6, 20, 0, 2, 2, false, true, false, 0.f, 7, 5, false},
       // Long enough that the input projection runs in several chunks of time steps.
       {3, 64, 0, 2, 1, false, true, false, 0.f, 300, 64, true},
   };
@@ -200,6 +200,7 @@ void test_layer(Isa isa) {
     std::vector<float> h0 = random_vec(rng, cs.D * cs.B * Ho), c0 = random_vec(rng, cs.D * cs.B * H);
     std::vector<int32_t> lens(cs.B);
     for (int b = 0; b < cs.B; ++b) lens[b] = 1 + static_cast<int>(rng() % cs.T);
+    const int32_t* run_lengths = cs.lens ? lens.data() : nullptr;
     auto run_on = [&](Isa which, std::vector<float>& y, std::vector<float>& hn, std::vector<float>& cn, int threads = 1) {
       y.assign(static_cast<std::size_t>(cs.T) * cs.B * cs.D * Ho, -7.f);
       hn.assign(cs.D * cs.B * Ho, -7.f);
@@ -210,7 +211,7 @@ void test_layer(Isa isa) {
       run.B = cs.B;
       run.h0 = h0.data();
       run.c0 = c0.data();
-      run.lengths = cs.lens ? lens.data() : nullptr;
+      run.lengths = run_lengths;
       run.y = y.data();
       run.hn = hn.data();
       run.cn = cn.data();
@@ -230,6 +231,23 @@ void test_layer(Isa isa) {
       char buf[120];
       std::snprintf(buf, sizeof buf, "layer %s H=%d: %d threads differ from 1 thread", isa_name(isa), H, threads);
       expect(y2 == y1 && hn2 == hn1 && cn2 == cn1, buf);
+    }
+    if (!cs.lens) {
+      // Without lengths (or a projection) the cell writes h_t straight into y; lengths of T
+      // for every row take the path that copies h each step. Same bits, 1 and 3 threads.
+      const std::vector<int32_t> full(cs.B, cs.T);
+      for (int threads : {1, 3}) {
+        std::vector<float> y2, hn2, cn2, y3, hn3, cn3;
+        run_lengths = nullptr;
+        run_on(isa, y2, hn2, cn2, threads);
+        run_lengths = full.data();
+        run_on(isa, y3, hn3, cn3, threads);
+        run_lengths = nullptr;
+        char buf[120];
+        std::snprintf(buf, sizeof buf, "layer %s H=%d P=%d, %d threads: lengths of T differ from none", isa_name(isa), H,
+                      cs.P, threads);
+        expect(y2 == y3 && hn2 == hn3 && cn2 == cn3, buf);
+      }
     }
     double worst = 0;
     auto cmp = [&](const std::vector<float>& a, const std::vector<float>& b) {
