@@ -27,10 +27,6 @@ inline void ukernel_scalar(int kc, const float* a, std::ptrdiff_t lda, const flo
     for (int j = 0; j < nr; ++j) c[i * ldc + j] += acc[i][j];
 }
 
-}  // namespace
-
-namespace {
-
 // mr rows (1..4) through the scalar kernel of exactly that many rows.
 template <bool kT>
 void scalar_rows(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c, std::ptrdiff_t ldc,
