@@ -851,11 +851,18 @@ GemmArgs LstmAddon::ParseGemm(const Napi::CallbackInfo& info, const std::string&
 Napi::Value LstmAddon::GemmNT(const Napi::CallbackInfo& info) {
   const GemmArgs g = ParseGemm(info, "gemmNT", "a");
   const lstm::PackedMatrix& w = *g.w;
-  if (!g.accumulate) std::fill(g.c, g.c + int64_t{g.M} * w.n, 0.f);
   const int panels = (w.n + lstm::kPanel - 1) / lstm::kPanel;
   const int nth = GemmThreads(g, panels);
+  std::vector<float> scratch;  // each thread's blocks of A, packed when W streams from L3
+  try {
+    scratch.resize(static_cast<std::size_t>(nth) * lstm::gemm_scratch_floats());
+  } catch (const std::bad_alloc&) {
+    Fail(info.Env(), "LSTM_NATIVE", "gemmNT: out of memory");
+  }
+  if (!g.accumulate) std::fill(g.c, g.c + int64_t{g.M} * w.n, 0.f);
   lstm::parallel_run(nth, [&](const lstm::ParallelContext& ctx) {
-    lstm::gemm_nt_panels(g.isa, g.M, g.a, w.k, w, ctx.begin(panels), ctx.end(panels), g.c, w.n);
+    float* mine = scratch.data() + static_cast<std::size_t>(ctx.tid) * lstm::gemm_scratch_floats();
+    lstm::gemm_nt_panels(g.isa, g.M, g.a, w.k, w, ctx.begin(panels), ctx.end(panels), g.c, w.n, mine);
   });
   return info.Env().Undefined();
 }
@@ -868,13 +875,13 @@ Napi::Value LstmAddon::GemmTN(const Napi::CallbackInfo& info) {
   const int nth = GemmThreads(g, (g.M + 7) / 8);
   std::vector<float> scratch;
   try {
-    scratch.resize(static_cast<std::size_t>(nth) * lstm::gemm_tn_scratch_floats());
+    scratch.resize(static_cast<std::size_t>(nth) * lstm::gemm_scratch_floats());
   } catch (const std::bad_alloc&) {
     Fail(info.Env(), "LSTM_NATIVE", "gemmTN: out of memory");
   }
   if (!g.accumulate) std::fill(g.c, g.c + int64_t{g.M} * w.n, 0.f);
   lstm::parallel_run(nth, [&](const lstm::ParallelContext& ctx) {
-    float* mine = scratch.data() + static_cast<std::size_t>(ctx.tid) * lstm::gemm_tn_scratch_floats();
+    float* mine = scratch.data() + static_cast<std::size_t>(ctx.tid) * lstm::gemm_scratch_floats();
     lstm::gemm_tn_rows(g.isa, g.a, g.M, w, ctx.begin(g.M), ctx.end(g.M), g.c, w.n, mine);
   });
   return info.Env().Undefined();

@@ -37,23 +37,26 @@ void pack_gate_matrix(const float* w, int H, int k, PackedMatrix* out);
 // Column of gate g (0..3) of unit j in the gate-interleaved layout.
 inline int gate_column(int g, int j) { return (j / kPanel) * 4 * kPanel + g * kPanel + j % kPanel; }
 
-// C[m * ldc + j] += sum_kk A[m * lda + kk] * W[j, kk] for m < M, j < W.n.
-void gemm_nt(Isa isa, int M, const float* A, std::ptrdiff_t lda, const PackedMatrix& W, float* C, std::ptrdiff_t ldc);
+// Scratch floats for one packed block of A: gemm_tn_rows needs them, gemm_nt may use them.
+std::size_t gemm_scratch_floats();
+
+// C[m * ldc + j] += sum_kk A[m * lda + kk] * W[j, kk] for m < M, j < W.n. scratch: null,
+// or gemm_scratch_floats() floats of this thread's own; with it, blocks of A are packed
+// when W streams from L3 (faster, same bits).
+void gemm_nt(Isa isa, int M, const float* A, std::ptrdiff_t lda, const PackedMatrix& W, float* C, std::ptrdiff_t ldc,
+             float* scratch = nullptr);
 
 // The same restricted to the columns of panels [p0, p1). Each output element is
-// computed the same way whatever the panel range, so splitting panels across threads
-// gives bitwise the same result as one thread.
+// computed the same way whatever the panel range (and with or without scratch), so
+// splitting panels across threads gives bitwise the same result as one thread.
 void gemm_nt_panels(Isa isa, int M, const float* A, std::ptrdiff_t lda, const PackedMatrix& W, int p0, int p1, float* C,
-                    std::ptrdiff_t ldc);
-
-// Scratch floats gemm_tn_rows needs per thread: one packed block of A.
-std::size_t gemm_tn_scratch_floats();
+                    std::ptrdiff_t ldc, float* scratch = nullptr);
 
 // C[m * ldc + j] += sum_kk At[kk * lda + m] * W[j, kk] for m in [m0, m1), j < W.n: the
 // left operand given transposed (At [W.k, M]), as a weight gradient dW = dG^T X has it.
 // Rows of C are the unit of work, so threads split [0, M) without packing the same
 // block of A twice; each element's sum is in k order whatever the split (bitwise the
-// same as gemm_nt on the transpose of At). scratch: gemm_tn_scratch_floats() floats.
+// same as gemm_nt on the transpose of At). scratch: gemm_scratch_floats() floats.
 void gemm_tn_rows(Isa isa, const float* At, std::ptrdiff_t lda, const PackedMatrix& W, int m0, int m1, float* C,
                   std::ptrdiff_t ldc, float* scratch);
 

@@ -88,6 +88,7 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
   const double step_flops = 2.0 * B * 4 * H * (Hout + (desc_.peephole == kPeepholeFull ? H : 0) + (proj ? Hout : 0));
   int nth = std::min(threading.threads, blocks_);
   while (nth > 1 && step_flops / nth < threading.min_flops_per_thread) --nth;
+  grow(ws->pack, static_cast<std::size_t>(nth) * gemm_scratch_floats());
 
   CellSpec cell;
   cell.hidden = H;
@@ -108,6 +109,7 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
     const int v1 = proj ? std::min(q1 * kPanel, Hout) : u1;
     const std::ptrdiff_t gcol0 = static_cast<std::ptrdiff_t>(blk0) * 4 * kPanel;
     const std::size_t gwidth = static_cast<std::size_t>(blk1 - blk0) * 4 * kPanel;
+    float* const pack = ws->pack.data() + static_cast<std::size_t>(ctx.tid) * gemm_scratch_floats();
 
     for (int d = 0; d < D; ++d) {
       const Direction& w = dirs_[d];
@@ -146,12 +148,12 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
           }
         }
         gemm_nt_panels(isa, static_cast<int>(rows), run.x + static_cast<std::ptrdiff_t>(lo) * B * desc_.input_size,
-                       desc_.input_size, w.w_ih, 4 * blk0, 4 * blk1, gates, G);
+                       desc_.input_size, w.w_ih, 4 * blk0, 4 * blk1, gates, G, pack);
         for (int s = 0; s < n; ++s) {
           const int t = reverse ? lo + n - 1 - s : lo + s;
           float* g = gates + static_cast<std::ptrdiff_t>(t - lo) * B * G;
-          gemm_nt_panels(isa, B, h_cur, ld_h, w.w_hh, 4 * blk0, 4 * blk1, g, G);
-          if (desc_.peephole == kPeepholeFull) gemm_nt_panels(isa, B, c_cur, H, w.w_ch, 4 * blk0, 4 * blk1, g, G);
+          gemm_nt_panels(isa, B, h_cur, ld_h, w.w_hh, 4 * blk0, 4 * blk1, g, G, pack);
+          if (desc_.peephole == kPeepholeFull) gemm_nt_panels(isa, B, c_cur, H, w.w_ch, 4 * blk0, 4 * blk1, g, G, pack);
           float* const y_t = run.y + static_cast<std::ptrdiff_t>(t) * B * y_stride + static_cast<std::ptrdiff_t>(d) * Hout;
           if (direct) {
             cell_forward(isa, spec, B, g, G, blk0, blk1, c_cur, c_nxt, y_t, y_stride);
@@ -170,7 +172,7 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
           if (proj) {
             ctx.sync();  // the projection reads every unit of r
             for (int b = 0; b < B; ++b) std::memset(h_nxt + b * Hout + v0, 0, sizeof(float) * (v1 - v0));
-            gemm_nt_panels(isa, B, r, H, w.w_hr, q0, q1, h_nxt, Hout);
+            gemm_nt_panels(isa, B, r, H, w.w_hr, q0, q1, h_nxt, Hout, pack);
             h_src = h_nxt;
           }
           const std::ptrdiff_t src_stride = proj ? Hout : H;

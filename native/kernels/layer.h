@@ -81,6 +81,7 @@ using AlignedFloats = std::vector<float, CacheLineAllocator<float>>;
 // Scratch memory of a run, grown on demand; reuse one to avoid allocating per call.
 struct Workspace {
   AlignedFloats gates, h, c, r, y[2];
+  AlignedFloats pack;  // gemm_scratch_floats() per participant
 };
 
 // How a run may use threads. Results are bitwise identical for every setting.

@@ -114,13 +114,47 @@ void test_gemm(Isa isa) {
         pack_matrix_kn(Wt.data(), K, N, &Pt);
         std::snprintf(buf, sizeof buf, "pack_matrix_kn N=%d K=%d equals pack_matrix", N, K);
         expect(Pt.n == P.n && Pt.k == P.k && Pt.data == P.data, buf);
-        std::vector<float> Ct = C0, scratch(gemm_tn_scratch_floats());
+        std::vector<float> Ct = C0, scratch(gemm_scratch_floats());
         const int split = M / 3;
         gemm_tn_rows(isa, At.data(), ldat, Pt, split, M, Ct.data(), ldc, scratch.data());
         gemm_tn_rows(isa, At.data(), ldat, Pt, 0, split, Ct.data(), ldc, scratch.data());
         std::snprintf(buf, sizeof buf, "gemm_tn %s M=%d N=%d K=%d equals gemm_nt bitwise", isa_name(isa), M, N, K);
         expect(Ct == C, buf);
       }
+}
+
+// gemm_nt with scratch packs blocks of A when the weights are 1 MiB or more: the same
+// bits as without, and within rounding of the double reference. Sizes cover partial
+// panels, two blocks of K and of M, and short last row groups.
+void test_gemm_packed(Isa isa) {
+  std::mt19937 rng(43);
+  struct Shape { int M, N, K; };
+  const Shape shapes[] = {{13, 1041, 257}, {7, 1024, 256}, {150, 1030, 300}, {2, 2048, 128}};
+  std::vector<float> scratch(gemm_scratch_floats());
+  for (const Shape& s : shapes) {
+    if (quick && s.M > 13) continue;
+    const int lda = s.K + 3, ldc = s.N + 5;
+    std::vector<float> A = random_vec(rng, static_cast<std::size_t>(s.M) * lda);
+    std::vector<float> W = random_vec(rng, static_cast<std::size_t>(s.N) * s.K);
+    std::vector<float> C0 = random_vec(rng, static_cast<std::size_t>(s.M) * ldc);
+    std::vector<double> ref(C0.begin(), C0.end());
+    gemm_reference(s.M, s.N, s.K, A.data(), lda, W.data(), ref, ldc);
+    PackedMatrix P;
+    pack_matrix(W.data(), s.N, s.K, &P);
+    std::vector<float> C = C0, Cp = C0;
+    gemm_nt(isa, s.M, A.data(), lda, P, C.data(), ldc);
+    gemm_nt(isa, s.M, A.data(), lda, P, Cp.data(), ldc, scratch.data());
+    double worst = 0;
+    for (int m = 0; m < s.M; ++m)
+      for (int n = 0; n < s.N; ++n) {
+        const std::size_t i = static_cast<std::size_t>(m) * ldc + n;
+        worst = std::max(worst, std::fabs(Cp[i] - ref[i]) / (1e-6 + 1e-6 * std::sqrt(s.K) * (1 + std::fabs(ref[i]))));
+      }
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "gemm packed %s M=%d N=%d K=%d: error ratio %.3f, same bits as unpacked", isa_name(isa),
+                  s.M, s.N, s.K, worst);
+    expect(worst <= 1.0 && Cp == C, buf);
+  }
 }
 
 void test_activations(Isa isa) {
@@ -164,6 +198,10 @@ void test_layer(Isa isa) {
       {9, 40, 0, 2, 0, false, true, false, 0.f, 3, 1, true},       {6, 20, 0, 2, 2, false, true, false, 0.f, 7, 5, false},
       // Long enough that the input projection runs in several chunks of time steps.
       {3, 64, 0, 2, 1, false, true, false, 0.f, 300, 64, true},
+      // Weights of 1 MiB and more: one thread packs blocks of A (groups of 6, 4 and 3 rows
+      // at B = 13), two or more threads have slices that stay in L2 and do not.
+      {256, 256, 0, 1, 2, false, true, false, 0.f, 3, 13, false},
+      {300, 256, 40, 2, 0, true, true, false, 0.f, 2, 8, true},
   };
   for (const Case& cs : cases) {
     if (quick && cs.T * cs.B > 64) continue;
@@ -472,6 +510,7 @@ int main(int argc, char** argv) {
   quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   for (Isa isa : isas_to_test()) {
     test_gemm(isa);
+    test_gemm_packed(isa);
     test_activations(isa);
     test_layer(isa);
     test_train_cell(isa);

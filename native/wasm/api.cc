@@ -170,6 +170,6 @@ void lstm_gemm_nt(int isa, int M, const float* a, const lstm::PackedMatrix* w, f
 LSTM_EXPORT(lstm_gemm_tn)
 void lstm_gemm_tn(int isa, int M, const float* at, const lstm::PackedMatrix* w, float* c, int accumulate) {
   if (!accumulate) std::fill_n(c, static_cast<std::size_t>(M) * w->n, 0.f);
-  std::vector<float> scratch(lstm::gemm_tn_scratch_floats());
+  std::vector<float> scratch(lstm::gemm_scratch_floats());
   lstm::gemm_tn_rows(isa_of(isa), at, M, *w, 0, M, c, w->n, scratch.data());
 }
