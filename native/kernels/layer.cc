@@ -1,6 +1,8 @@
 #include "layer.h"
 
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstring>
 #include <utility>
 
@@ -55,7 +57,46 @@ void grow(AlignedFloats& v, std::size_t n) {
   if (v.size() < n) v.resize(n);
 }
 
+#if defined(__wasm__) && !defined(__wasm_atomics__)
+constexpr bool kBalance = false;  // one participant, nothing to balance
+double now_ns() { return 0; }     // (and no clock to import)
+#else
+constexpr bool kBalance = true;
+double now_ns() {
+  return std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+#endif
+
+// A pseudo-random split for step `step` (tests: moving blocks between threads every step
+// must not change a bit).
+void random_split(unsigned seed, long step, int nth, int blocks, int* bounds) {
+  std::uint32_t h = seed * 2654435761u ^ static_cast<std::uint32_t>(step) * 40503u;
+  for (int t = 1; t < nth; ++t) {
+    h = h * 1664525u + 1013904223u;
+    bounds[t] = static_cast<int>((h >> 8) % static_cast<std::uint32_t>(blocks - nth + 1));
+  }
+  for (int t = 2; t < nth; ++t)  // insertion sort: a handful of participants
+    for (int u = t; u > 1 && bounds[u - 1] > bounds[u]; --u) std::swap(bounds[u - 1], bounds[u]);
+  for (int t = 1; t < nth; ++t) bounds[t] += t;
+}
+
 }  // namespace
+
+void rebalance(const double* pace, int nth, int blocks, int* bounds) {
+  double total = 0;
+  for (int t = 0; t < nth; ++t) {
+    if (!(pace[t] > 0)) return;
+    total += 1 / pace[t];
+  }
+  double before = 0;
+  for (int t = 1; t < nth; ++t) {
+    before += 1 / pace[t - 1];
+    const double ideal = blocks * before / total;
+    if (std::fabs(bounds[t] - ideal) > 0.75) bounds[t] = static_cast<int>(std::lround(ideal));
+  }
+  for (int t = 1; t < nth; ++t) bounds[t] = std::max(bounds[t], bounds[t - 1] + 1);
+  for (int t = nth - 1; t >= 1; --t) bounds[t] = std::min(bounds[t], bounds[t + 1] - 1);
+}
 
 void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Workspace* ws) const {
   const int T = run.T;
@@ -89,6 +130,9 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
   int nth = std::min(threading.threads, blocks_);
   while (nth > 1 && step_flops / nth < threading.min_flops_per_thread) --nth;
   grow(ws->pack, static_cast<std::size_t>(nth) * gemm_scratch_floats());
+  ws->pace.assign(2 * static_cast<std::size_t>(nth), 0.0);
+  if (ws->bounds.size() < static_cast<std::size_t>(nth) * (nth + 1)) ws->bounds.resize(static_cast<std::size_t>(nth) * (nth + 1));
+  double* const pace = ws->pace.data();
 
   CellSpec cell;
   cell.hidden = H;
@@ -99,17 +143,70 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
   cell.coupled = desc_.coupled;
 
   parallel_run(nth, [&](const ParallelContext& ctx) {
-    // This participant's hidden units (whole 16-unit blocks: 4 gate panels each) and,
-    // with a projection, its share of the projected columns.
-    const int blk0 = ctx.begin(blocks_), blk1 = ctx.end(blocks_);
-    const int u0 = std::min(blk0 * kPanel, H), u1 = std::min(blk1 * kPanel, H);
+    // This participant's hidden units: whole 16-unit blocks (4 gate panels each), those
+    // in [bounds[tid], bounds[tid + 1]). Every participant keeps its own copy of the
+    // split and changes it the same way, from the same published paces, after each step.
+    // Any split computes every element the same way, so results do not depend on it.
+    const int np = ctx.nth;  // participants: nth, or fewer on a machine with fewer cores
+    int* const bounds = ws->bounds.data() + static_cast<std::size_t>(ctx.tid) * (np + 1);
+    for (int t = 0; t <= np; ++t) bounds[t] = static_cast<int>(static_cast<long long>(blocks_) * t / np);
+    int blk0 = 0, blk1 = 0, u0 = 0, u1 = 0;
+    std::ptrdiff_t gcol0 = 0;
+    std::size_t gwidth = 0;
+    // With a projection, this participant's share of the projected columns (fixed).
     const int q0 = ctx.begin(proj_panels), q1 = ctx.end(proj_panels);
     // Columns of h this participant writes.
-    const int v0 = proj ? std::min(q0 * kPanel, Hout) : u0;
-    const int v1 = proj ? std::min(q1 * kPanel, Hout) : u1;
-    const std::ptrdiff_t gcol0 = static_cast<std::ptrdiff_t>(blk0) * 4 * kPanel;
-    const std::size_t gwidth = static_cast<std::size_t>(blk1 - blk0) * 4 * kPanel;
+    int v0 = 0, v1 = 0;
+    auto take_range = [&] {
+      blk0 = bounds[ctx.tid];
+      blk1 = bounds[ctx.tid + 1];
+      u0 = std::min(blk0 * kPanel, H);
+      u1 = std::min(blk1 * kPanel, H);
+      v0 = proj ? std::min(q0 * kPanel, Hout) : u0;
+      v1 = proj ? std::min(q1 * kPanel, Hout) : u1;
+      gcol0 = static_cast<std::ptrdiff_t>(blk0) * 4 * kPanel;
+      gwidth = static_cast<std::size_t>(blk1 - blk0) * 4 * kPanel;
+    };
+    take_range();
     float* const pack = ws->pack.data() + static_cast<std::size_t>(ctx.tid) * gemm_scratch_floats();
+
+    // Load balance. On a shared machine one core often computes slower than the other for
+    // a while (here the same micro-kernel ran at 67 and at 88 GFLOP/s minutes apart, and
+    // one thread of a 2-thread S2 layer waited 8-15% of its time at the step barriers).
+    // Each participant times its own work (not its waits) per step, publishes the
+    // smoothed time per block, and after the step's barrier all move the split alike.
+    const bool balance = kBalance && np > 1;
+    double seg = 0, work = 0, my_pace = 0;
+    long step_no = 0;
+    auto mark = [&] {
+      if (balance) seg = now_ns();
+    };
+    auto sync = [&] {  // a barrier inside a step: its wait is not work
+      if (balance) work += now_ns() - seg;
+      ctx.sync();
+      mark();
+    };
+    auto end_step = [&] {  // the barrier that ends a step, then the split for the next one
+      double* const slot = pace + (step_no & 1) * np;
+      if (balance && threading.split_seed == 0) {
+        work += now_ns() - seg;
+        const double sample = work / (blk1 - blk0);
+        my_pace = my_pace > 0 ? my_pace + 0.25 * (sample - my_pace) : sample;
+        slot[ctx.tid] = my_pace;
+        work = 0;
+      }
+      ctx.sync();
+      mark();
+      if (balance) {
+        if (threading.split_seed != 0) {
+          random_split(threading.split_seed, step_no, np, blocks_, bounds);
+        } else {
+          rebalance(slot, np, blocks_, bounds);
+        }
+        take_range();
+      }
+      ++step_no;
+    };
 
     for (int d = 0; d < D; ++d) {
       const Direction& w = dirs_[d];
@@ -132,6 +229,7 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
         std::memcpy(c_cur + b * H + u0, c0 + b * H + u0, sizeof(float) * (u1 - u0));
       }
       ctx.sync();  // every participant reads all of h (and c with full peepholes)
+      mark();
 
       for (int done = 0; done < T; done += chunk) {
         // Time steps [lo, lo + n) in processing order; their input projection first, for
@@ -157,7 +255,7 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
           float* const y_t = run.y + static_cast<std::ptrdiff_t>(t) * B * y_stride + static_cast<std::ptrdiff_t>(d) * Hout;
           if (direct) {
             cell_forward(isa, spec, B, g, G, blk0, blk1, c_cur, c_nxt, y_t, y_stride);
-            ctx.sync();  // h_t (in y) and c_nxt complete before anyone reads them
+            end_step();  // h_t (in y) and c_nxt complete before anyone reads them
             h_cur = y_t;
             ld_h = y_stride;
             std::swap(c_cur, c_nxt);
@@ -170,7 +268,7 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
           }
           const float* h_src = r;  // the new h before masking
           if (proj) {
-            ctx.sync();  // the projection reads every unit of r
+            sync();  // the projection reads every unit of r
             for (int b = 0; b < B; ++b) std::memset(h_nxt + b * Hout + v0, 0, sizeof(float) * (v1 - v0));
             gemm_nt_panels(isa, B, r, H, w.w_hr, q0, q1, h_nxt, Hout, pack);
             h_src = h_nxt;
@@ -186,7 +284,7 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
               std::memset(y + v0, 0, sizeof(float) * (v1 - v0));
             }
           }
-          ctx.sync();  // h_nxt and c_nxt complete before anyone reads them
+          end_step();  // h_nxt and c_nxt complete before anyone reads them
           std::swap(h_cur, h_nxt);
           std::swap(c_cur, c_nxt);
         }

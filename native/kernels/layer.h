@@ -82,6 +82,8 @@ using AlignedFloats = std::vector<float, CacheLineAllocator<float>>;
 struct Workspace {
   AlignedFloats gates, h, c, r, y[2];
   AlignedFloats pack;  // gemm_scratch_floats() per participant
+  std::vector<double> pace;  // load balance: smoothed ns per block, [2][participants]
+  std::vector<int> bounds;   // load balance: each participant's copy of the split
 };
 
 // How a run may use threads. Results are bitwise identical for every setting.
@@ -89,7 +91,17 @@ struct Threading {
   int threads = 1;
   // Below this much work per step and thread, fewer threads are used (sync costs ~1 us).
   double min_flops_per_thread = 100000;
+  // 0: the hidden units move between threads after each step toward their measured
+  // speeds. Otherwise (tests) the split is a pseudo-random one per step from this seed.
+  unsigned split_seed = 0;
 };
+
+// The split of `blocks` hidden-unit blocks among nth participants: bounds[0] = 0 <
+// bounds[1] < ... < bounds[nth] = blocks. Moves each inner bound toward a share in
+// proportion to each participant's speed (1 / pace, pace in time per block), but only
+// when it is more than 3/4 of a block from there, so timing noise does not shuttle a
+// block (and the cache lines of its weights) back and forth. No pace yet: unchanged.
+void rebalance(const double* pace, int nth, int blocks, int* bounds);
 
 class Layer {
  public:

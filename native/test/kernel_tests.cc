@@ -239,7 +239,8 @@ void test_layer(Isa isa) {
     std::vector<int32_t> lens(cs.B);
     for (int b = 0; b < cs.B; ++b) lens[b] = 1 + static_cast<int>(rng() % cs.T);
     const int32_t* run_lengths = cs.lens ? lens.data() : nullptr;
-    auto run_on = [&](Isa which, std::vector<float>& y, std::vector<float>& hn, std::vector<float>& cn, int threads = 1) {
+    auto run_on = [&](Isa which, std::vector<float>& y, std::vector<float>& hn, std::vector<float>& cn, int threads = 1,
+                      unsigned split_seed = 0) {
       y.assign(static_cast<std::size_t>(cs.T) * cs.B * cs.D * Ho, -7.f);
       hn.assign(cs.D * cs.B * Ho, -7.f);
       cn.assign(cs.D * cs.B * H, -7.f);
@@ -256,19 +257,24 @@ void test_layer(Isa isa) {
       Threading threading;
       threading.threads = threads;
       threading.min_flops_per_thread = 0;  // use every thread, however small the layer
+      threading.split_seed = split_seed;
       Workspace ws;
       layer.forward(which, threading, run, &ws);
     };
     std::vector<float> y0, hn0, cn0, y1, hn1, cn1;
     run_on(Isa::kScalar, y0, hn0, cn0);
     run_on(isa, y1, hn1, cn1);
-    // Any thread count gives the same bits.
+    // Any thread count gives the same bits, and so does any split of the hidden units
+    // among the threads that changes from step to step (as the load balance changes it).
     for (int threads : {2, 3, 5}) {
-      std::vector<float> y2, hn2, cn2;
-      run_on(isa, y2, hn2, cn2, threads);
-      char buf[120];
-      std::snprintf(buf, sizeof buf, "layer %s H=%d: %d threads differ from 1 thread", isa_name(isa), H, threads);
-      expect(y2 == y1 && hn2 == hn1 && cn2 == cn1, buf);
+      for (unsigned seed : {0u, 7u}) {
+        std::vector<float> y2, hn2, cn2;
+        run_on(isa, y2, hn2, cn2, threads, seed);
+        char buf[120];
+        std::snprintf(buf, sizeof buf, "layer %s H=%d: %d threads (split seed %u) differ from 1 thread", isa_name(isa), H,
+                      threads, seed);
+        expect(y2 == y1 && hn2 == hn1 && cn2 == cn1, buf);
+      }
     }
     if (!cs.lens) {
       // Without lengths (or a projection) the cell writes h_t straight into y; lengths of T
@@ -459,6 +465,32 @@ void test_train_backward_vs_oracle(Isa isa) {
     }
 }
 
+// The load balance's split: proportional to speed, at least one block each, in order,
+// and a bound moves only when it is more than 3/4 of a block off.
+void test_rebalance() {
+  int b[3] = {0, 8, 16};
+  const double even[2] = {1.0, 1.0};
+  rebalance(even, 2, 16, b);
+  expect(b[1] == 8, "rebalance: equal paces keep an even split");
+  const double slow1[2] = {1.0, 1.25};  // participant 1 takes 25% longer per block
+  rebalance(slow1, 2, 16, b);
+  expect(b[1] == 9, "rebalance: the faster participant takes a block (ideal 8.89)");
+  const double near[2] = {1.0, 1.1};  // ideal 8.38: within 3/4 of a block of 9
+  rebalance(near, 2, 16, b);
+  expect(b[1] == 9, "rebalance: a bound within 3/4 of a block of its ideal stays");
+  const double none[2] = {1.0, 0.0};
+  rebalance(none, 2, 16, b);
+  expect(b[1] == 9, "rebalance: no pace yet leaves the split");
+  int c[4] = {0, 1, 2, 3};
+  const double skew[3] = {100.0, 1.0, 1.0};
+  rebalance(skew, 3, 3, c);
+  expect(c[1] == 1 && c[2] == 2, "rebalance: every participant keeps at least one block");
+  int d[4] = {0, 4, 8, 12};
+  const double fast0[3] = {0.5, 1.0, 1.0};
+  rebalance(fast0, 3, 12, d);
+  expect(d[1] == 6 && d[2] == 9, "rebalance: three participants in proportion to speed (6, 3, 3)");
+}
+
 void test_column_sums() {
   std::mt19937 rng(5);
   // Column sums (bias gradients): each column in row order in double, rounded once.
@@ -517,6 +549,7 @@ int main(int argc, char** argv) {
     test_train_backward_vs_oracle(isa);
   }
   test_column_sums();
+  test_rebalance();
   std::printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }
