@@ -68,12 +68,13 @@ inline int group_rows(int mr, int mc, int m) {
 constexpr int kMC = 72;
 constexpr int kKC = 256;
 
-// A slice of W this large (the L2 of one core) streams from L3 on every call. The first
-// row group of each panel would then wait on L3 for every line of the panel, so while the
-// groups of one panel run, the next panel is prefetched into L2, a share of its lines
-// before each group. Measured in-process A/B on an S3 layer (W 4 MiB): +7-9% at 1 and 2
-// threads; on slices that stay in L2 the prefetches only cost (-2 to -5%), so they are off.
-// (WebAssembly has no prefetch.)
+// A slice of W this large streams from L3 on every call. The first row group of each
+// panel would then wait on L3 for every line of the panel, so while the groups of one
+// panel run, the next panel is prefetched into L2, a share of its lines before each group.
+// Measured in-process A/B on an S3 layer (W 4 MiB): +7-9% at 1 and 2 threads; on smaller
+// slices the prefetches only cost (-2 to -5%), so they are off. The bound is measured, not
+// the L2 size: this VM has 512 KiB of L2 per core, yet with the bound at 512 KiB (packing
+// below included) a 2-thread S2 layer ran 2-5% slower. (WebAssembly has no prefetch.)
 #if defined(__wasm__)
 constexpr bool kPrefetch = false;
 #else
@@ -84,7 +85,7 @@ constexpr std::size_t kStreamedBytes = std::size_t{1} << 20;
 // Against such a slice, gemm_nt packs each block of A into k-major slivers (one sequential
 // stream per micro-kernel call instead of mr rows apart) when given scratch. In-process
 // A/B of layers, same bits: S2 +7%, S3 +6%, B=1 +3% at 1 thread; S3 +1.5% at 2 threads.
-// On slices that stay in L2 the copy is pure cost (32x256x256: -8%), so it is off there.
+// On smaller slices the copy is pure cost (32x256x256: -8%), so it is off there.
 // The wasm engine measured no difference (S2 0.98x, S3 1.02x, quartiles +-5-15%): off.
 #if defined(__wasm__)
 constexpr bool kPackA = false;
