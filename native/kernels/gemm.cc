@@ -100,7 +100,7 @@ constexpr bool kPackA = true;
 // One block of mc rows of A against panels [p0, p1) of W at depth [k0, k0 + kc), C the
 // block's first row. Row m of the block at a + m * row_step (k at stride 1 for the
 // row-major kernel, at lda for the k-major one) or, with slivers, the block packed by
-// pack_slivers (the group from row m at a + m * kc, k-major with lda = its rows).
+// pack_slivers for the k-major kernel (the group from row m at a + m * kc, lda its rows).
 void block_panels(const MicroKernel& uk, MicroKernelFn kernel, int mc, int kc, const float* a, std::ptrdiff_t row_step,
                   std::ptrdiff_t lda, bool slivers, const PackedMatrix& W, int k0, int p0, int p1, float* C,
                   std::ptrdiff_t ldc, bool prefetch) {
@@ -119,11 +119,8 @@ void block_panels(const MicroKernel& uk, MicroKernelFn kernel, int mc, int kc, c
           __builtin_prefetch(next + static_cast<std::ptrdiff_t>(line) * kPanel, 0, 1);
         }
       }
-      if (slivers) {
-        uk.run_t(mr, kc, a + static_cast<std::ptrdiff_t>(m) * kc, mr, bp, C + m * ldc + p * kPanel, ldc, nr);
-      } else {
-        kernel(mr, kc, a + m * row_step, lda, bp, C + m * ldc + p * kPanel, ldc, nr);
-      }
+      const float* am = slivers ? a + static_cast<std::ptrdiff_t>(m) * kc : a + m * row_step;
+      kernel(mr, kc, am, slivers ? mr : lda, bp, C + m * ldc + p * kPanel, ldc, nr);
     }
   }
 }
@@ -169,8 +166,8 @@ void gemm_blocked(const MicroKernel& uk, int M, const float* A, std::ptrdiff_t l
       const float* a = A + m0 * lda + k0;
       const bool pack = kPackA && streamed && scratch != nullptr && mc > uk.mr;
       if (pack) pack_slivers(uk.mr, mc, kc, a, lda, scratch);
-      block_panels(uk, uk.run, mc, kc, pack ? scratch : a, lda, lda, pack, W, k0, p0, p1, C + m0 * ldc, ldc,
-                   kPrefetch && streamed);
+      block_panels(uk, pack ? uk.run_t : uk.run, mc, kc, pack ? scratch : a, lda, lda, pack, W, k0, p0, p1,
+                   C + m0 * ldc, ldc, kPrefetch && streamed);
     }
   }
 }
