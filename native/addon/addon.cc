@@ -857,7 +857,7 @@ Napi::Value LstmAddon::GemmNT(const Napi::CallbackInfo& info) {
   // backward pass calls this for every step, mostly on slices that do not stream, and
   // zeroing 72 KiB per thread and call made a training step 5% slower (pairwise A/B).
   std::vector<float> scratch;
-  if (g.M > 1 && lstm::gemm_nt_uses_scratch(w, (panels + nth - 1) / nth)) {
+  if (lstm::gemm_nt_uses_scratch(g.isa, g.M, w, (panels + nth - 1) / nth)) {
     try {
       scratch.resize(static_cast<std::size_t>(nth) * lstm::gemm_scratch_floats());
     } catch (const std::bad_alloc&) {

@@ -176,7 +176,9 @@ void gemm_blocked(const MicroKernel& uk, int M, const float* A, std::ptrdiff_t l
 
 std::size_t gemm_scratch_floats() { return static_cast<std::size_t>(kMC) * kKC; }
 
-bool gemm_nt_uses_scratch(const PackedMatrix& W, int panels) { return kPackA && streamed_slice(W, panels); }
+bool gemm_nt_uses_scratch(Isa isa, int M, const PackedMatrix& W, int panels) {
+  return kPackA && M > microkernel_for(isa).mr && streamed_slice(W, panels);
+}
 
 void gemm_tn_rows(Isa isa, const float* At, std::ptrdiff_t lda, const PackedMatrix& W, int m0, int m1, float* C,
                   std::ptrdiff_t ldc, float* scratch) {

@@ -40,9 +40,10 @@ inline int gate_column(int g, int j) { return (j / kPanel) * 4 * kPanel + g * kP
 // Scratch floats for one packed block of A: gemm_tn_rows needs them, gemm_nt may use them.
 std::size_t gemm_scratch_floats();
 
-// Whether gemm_nt_panels would use scratch on a slice of this many panels of W (it packs
-// blocks of A only against slices that stream from L3); without, scratch can be null.
-bool gemm_nt_uses_scratch(const PackedMatrix& W, int panels);
+// Whether gemm_nt_panels would use scratch for M rows against a slice of this many panels
+// of W (it packs blocks of A of more than one micro-kernel group, and only against slices
+// that stream from L3); when not, the caller can pass null and allocate nothing.
+bool gemm_nt_uses_scratch(Isa isa, int M, const PackedMatrix& W, int panels);
 
 // C[m * ldc + j] += sum_kk A[m * lda + kk] * W[j, kk] for m < M, j < W.n. scratch: null,
 // or gemm_scratch_floats() floats of this thread's own; with it, blocks of A are packed

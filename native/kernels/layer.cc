@@ -129,7 +129,16 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
   const double step_flops = 2.0 * B * 4 * H * (Hout + (desc_.peephole == kPeepholeFull ? H : 0) + (proj ? Hout : 0));
   int nth = std::min(threading.threads, blocks_);
   while (nth > 1 && step_flops / nth < threading.min_flops_per_thread) --nth;
-  grow(ws->pack, static_cast<std::size_t>(nth) * gemm_scratch_floats());
+  // A pack buffer per participant, only when one of this layer's products could use it
+  // (a participant's slice is at most a whole matrix): a small model's forward then
+  // allocates and clears none (each forward call has its own Workspace).
+  const Direction& w0 = dirs_[0];
+  const int gate_panels = 4 * blocks_;
+  const bool packs = gemm_nt_uses_scratch(isa, chunk * B, w0.w_ih, gate_panels) ||
+                     gemm_nt_uses_scratch(isa, B, w0.w_hh, gate_panels) ||
+                     (!w0.w_ch.empty() && gemm_nt_uses_scratch(isa, B, w0.w_ch, gate_panels)) ||
+                     (proj && gemm_nt_uses_scratch(isa, B, w0.w_hr, proj_panels));
+  if (packs) grow(ws->pack, static_cast<std::size_t>(nth) * gemm_scratch_floats());
   ws->pace.assign(2 * static_cast<std::size_t>(nth), 0.0);
   if (ws->bounds.size() < static_cast<std::size_t>(nth) * (nth + 1)) ws->bounds.resize(static_cast<std::size_t>(nth) * (nth + 1));
   double* const pace = ws->pace.data();
@@ -168,7 +177,7 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
       gwidth = static_cast<std::size_t>(blk1 - blk0) * 4 * kPanel;
     };
     take_range();
-    float* const pack = ws->pack.data() + static_cast<std::size_t>(ctx.tid) * gemm_scratch_floats();
+    float* const pack = packs ? ws->pack.data() + static_cast<std::size_t>(ctx.tid) * gemm_scratch_floats() : nullptr;
 
     // Load balance. On a shared machine one core often computes slower than the other for
     // a while (here the same micro-kernel ran at 67 and at 88 GFLOP/s minutes apart, and
