@@ -81,7 +81,7 @@ using AlignedFloats = std::vector<float, CacheLineAllocator<float>>;
 // Scratch memory of a run, grown on demand; reuse one to avoid allocating per call.
 struct Workspace {
   AlignedFloats gates, h, c, r, y[2];
-  AlignedFloats pack;  // gemm_scratch_floats() per participant
+  AlignedFloats pack;  // gemm_scratch_floats() per participant, when the layer packs
   std::vector<double> pace;  // load balance: smoothed ns per block, [2][participants]
   std::vector<int> bounds;   // load balance: each participant's copy of the split
 };

@@ -199,7 +199,7 @@ void test_layer(Isa isa) {
       // Long enough that the input projection runs in several chunks of time steps.
       {3, 64, 0, 2, 1, false, true, false, 0.f, 300, 64, true},
       // Weights of 1 MiB and more: one thread packs blocks of A (groups of 6, 4 and 3 rows
-      // at B = 13), two or more threads have slices that stay in L2 and do not.
+      // at B = 13); two or more threads have slices under 1 MiB and do not.
       {256, 256, 0, 1, 2, false, true, false, 0.f, 3, 13, false},
       {300, 256, 40, 2, 0, true, true, false, 0.f, 2, 8, true},
   };
