@@ -58,18 +58,29 @@ void gemm_ukernel_f32__scalar_t(int mr, int kc, const float* a, std::ptrdiff_t l
 #else
 #define LSTM_UNROLL_FULL _Pragma("GCC unroll 16")
 #endif
+#if defined(__clang__)
+#define LSTM_UNROLL_2 _Pragma("clang loop unroll_count(2)")
+#else
+#define LSTM_UNROLL_2 _Pragma("GCC unroll 2")
+#endif
 
 // One instantiation of gemm_kernels.inc per ISA.
 #if defined(__x86_64__)
-// 6 x 16 in 12 ymm accumulators: 2 panel loads and 6 broadcasts per k.
+// 6 x 16 in 12 ymm accumulators: 2 panel loads and 6 broadcasts per k. The micro-kernel's
+// k loop is unrolled twice (one pointer bump and branch per two k): in-process A/B, same
+// bits, on GEMMs of the recurrent shapes (32x256x1024, 64x512x1024, 128x256x1024) +6-15%,
+// the large input projections unchanged; the 4-row kernel +9-32% alone. The one-row GEMV
+// streams from L3 and gained nothing, so its loop stays as it is.
 namespace avx2_kernels {
 using S = vec::Avx2;
 constexpr int kMR = 6;
 constexpr int kGemvPanels = 4;  // 8 accumulators
 #define LSTM_VEC_FN __attribute__((target("avx2,fma")))
-#define LSTM_K_LOOP
+#define LSTM_K_LOOP LSTM_UNROLL_2
+#define LSTM_GEMV_K_LOOP
 #include "gemm_kernels.inc"
 #undef LSTM_K_LOOP
+#undef LSTM_GEMV_K_LOOP
 #undef LSTM_VEC_FN
 }  // namespace avx2_kernels
 
@@ -80,8 +91,10 @@ constexpr int kMR = 12;
 constexpr int kGemvPanels = 4;  // 4 accumulators
 #define LSTM_VEC_FN __attribute__((target("avx512f,avx2,fma")))
 #define LSTM_K_LOOP
+#define LSTM_GEMV_K_LOOP
 #include "gemm_kernels.inc"
 #undef LSTM_K_LOOP
+#undef LSTM_GEMV_K_LOOP
 #undef LSTM_VEC_FN
 }  // namespace avx512_kernels
 #endif
@@ -94,8 +107,10 @@ constexpr int kMR = 6;
 constexpr int kGemvPanels = 4;  // 16 accumulators
 #define LSTM_VEC_FN
 #define LSTM_K_LOOP
+#define LSTM_GEMV_K_LOOP
 #include "gemm_kernels.inc"
 #undef LSTM_K_LOOP
+#undef LSTM_GEMV_K_LOOP
 #undef LSTM_VEC_FN
 }  // namespace neon_kernels
 #endif
@@ -110,8 +125,10 @@ constexpr int kMR = 2;
 constexpr int kGemvPanels = 2;  // 8 accumulators, two passes
 #define LSTM_VEC_FN
 #define LSTM_K_LOOP _Pragma("clang loop unroll(disable)")
+#define LSTM_GEMV_K_LOOP LSTM_K_LOOP
 #include "gemm_kernels.inc"
 #undef LSTM_K_LOOP
+#undef LSTM_GEMV_K_LOOP
 #undef LSTM_VEC_FN
 }  // namespace simd128_kernels
 #endif
