@@ -307,6 +307,69 @@ void test_layer(Isa isa) {
   }
 }
 
+// The inference cell against the scalar oracle: H hitting every loop (four vectors in
+// lock step, single vectors, the scalar remainder), ranges of unit blocks as threads get
+// them, peepholes, clip and coupling. Units outside the range stay untouched, and the
+// range split into single blocks gives the same bits as one call (any thread count).
+void test_cell_vs_oracle(Isa isa) {
+  std::mt19937 rng(29);
+  for (int H : {1, 7, 8, 16, 24, 31, 32, 33, 40, 48, 63, 64, 72, 100, 200})
+    for (int variant = 0; variant < 5; ++variant) {
+      const bool peep = variant == 1 || variant == 4, clip = variant >= 2 && variant != 3, coupled = variant >= 3;
+      const int B = 3, blocks = (H + 15) / 16;
+      const std::ptrdiff_t ldg = 64 * blocks + 16, ldr = H + 5;
+      const std::vector<float> wci = random_vec(rng, H), wcf = random_vec(rng, H), wco = random_vec(rng, H);
+      CellSpec spec;
+      spec.hidden = H;
+      spec.clip = clip ? 1.25f : 0.f;
+      spec.coupled = coupled;
+      if (peep) {
+        spec.wci = wci.data();
+        spec.wcf = wcf.data();
+        spec.wco = wco.data();
+      }
+      const std::vector<float> gates = random_vec(rng, static_cast<std::size_t>(B) * ldg, -6.f, 6.f);
+      const std::vector<float> c_prev = random_vec(rng, static_cast<std::size_t>(B) * H, -2.f, 2.f);
+      const int ranges[3][2] = {{0, blocks}, {blocks > 1 ? 1 : 0, blocks}, {blocks / 2, blocks / 2 + 1}};
+      for (const auto& range : ranges) {
+        const int b0 = range[0], b1 = range[1];
+        std::vector<float> c[3], r[3];
+        for (int which = 0; which < 3; ++which) {
+          c[which].assign(static_cast<std::size_t>(B) * H, 9.f);
+          r[which].assign(static_cast<std::size_t>(B) * ldr, 9.f);
+          if (which < 2) {
+            cell_forward(which == 0 ? Isa::kScalar : isa, spec, B, gates.data(), ldg, b0, b1, c_prev.data(), c[which].data(),
+                         r[which].data(), ldr);
+          } else {
+            for (int blk = b0; blk < b1; ++blk)
+              cell_forward(isa, spec, B, gates.data(), ldg, blk, blk + 1, c_prev.data(), c[2].data(), r[2].data(), ldr);
+          }
+        }
+        double worst = 0;
+        bool untouched = true;
+        for (int b = 0; b < B; ++b)
+          for (int j = 0; j < H; ++j) {
+            const std::size_t ic = static_cast<std::size_t>(b) * H + j, ir = static_cast<std::size_t>(b) * ldr + j;
+            if (j < b0 * 16 || j >= b1 * 16) {
+              untouched = untouched && c[1][ic] == 9.f && r[1][ir] == 9.f;
+              continue;
+            }
+            worst = std::max({worst, std::fabs(c[0][ic] - c[1][ic]) / (1e-6 + 1e-6 * std::fabs(c[0][ic])),
+                              std::fabs(r[0][ir] - r[1][ir]) / 1e-6});
+          }
+        for (int b = 0; b < B; ++b)
+          for (std::ptrdiff_t j = H; j < ldr; ++j) untouched = untouched && r[1][b * ldr + j] == 9.f;
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "cell %s H=%d blocks [%d, %d) peep=%d clip=%d coupled=%d: error ratio %.3f vs the oracle",
+                      isa_name(isa), H, b0, b1, peep, clip, coupled, worst);
+        expect(worst <= 1.0, buf);
+        expect(untouched, std::string("cell ") + isa_name(isa) + " H=" + std::to_string(H) + ": units outside the range untouched");
+        expect(c[1] == c[2] && r[1] == r[2],
+               std::string("cell ") + isa_name(isa) + " H=" + std::to_string(H) + ": block by block equals one call, bit for bit");
+      }
+    }
+}
+
 // The training cell: its forward must equal the inference cell's (same c and r), and its
 // backward must match central differences of L = sum(dr * r) + sum(dc_in * c) in double.
 void test_train_cell(Isa isa) {
@@ -545,6 +608,7 @@ int main(int argc, char** argv) {
     test_gemm_packed(isa);
     test_activations(isa);
     test_layer(isa);
+    test_cell_vs_oracle(isa);
     test_train_cell(isa);
     test_train_backward_vs_oracle(isa);
   }
