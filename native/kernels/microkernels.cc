@@ -67,10 +67,11 @@ void gemm_ukernel_f32__scalar_t(int mr, int kc, const float* a, std::ptrdiff_t l
 // One instantiation of gemm_kernels.inc per ISA.
 #if defined(__x86_64__)
 // 6 x 16 in 12 ymm accumulators: 2 panel loads and 6 broadcasts per k. The micro-kernel's
-// k loop is unrolled twice (one pointer bump and branch per two k): in-process A/B, same
-// bits, on GEMMs of the recurrent shapes (32x256x1024, 64x512x1024, 128x256x1024) +6-15%,
-// the large input projections unchanged; the 4-row kernel +9-32% alone. The one-row GEMV
-// streams from L3 and gained nothing, so its loop stays as it is.
+// k loop is unrolled twice (one pointer bump and branch per two k). In-process A/B, same
+// bits, two runs of 21 pairs: 32x256x1024 (a recurrent product of S2) +6% and +8%,
+// 64x512x1024 +15% and +9%, 128x256x1024 -1% and +15%; the large input projections and
+// 64x512x2048 within -1..+4%; the 4-row kernel alone +9-32%. The one-row GEMV streams
+// from L3 and gained nothing (S1, S4: 0.99x), so its loop stays as it is.
 namespace avx2_kernels {
 using S = vec::Avx2;
 constexpr int kMR = 6;
