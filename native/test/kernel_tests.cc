@@ -185,6 +185,20 @@ void test_activations(Isa isa) {
   bool all_nan = true;
   for (int i = 0; i < 37; ++i) all_nan = all_nan && std::isnan(ns[i]) && std::isnan(nt[i]);
   expect(all_nan, std::string("sigmoid/tanh ") + isa_name(isa) + " of NaN is NaN");
+  // Every length up to 80 (lock-step groups, single vectors, the scalar tail): the same
+  // accuracy, and nothing written past n.
+  bool lengths_ok = true;
+  for (int len = 0; len <= 80; ++len) {
+    std::vector<float> in = random_vec(rng, len, -8.f, 8.f), s(len + 9, 7.f), t(len + 9, 7.f);
+    sigmoid_vec(isa, in.data(), s.data(), len);
+    tanh_vec(isa, in.data(), t.data(), len);
+    for (int i = 0; i < len; ++i) {
+      lengths_ok = lengths_ok && std::fabs(s[i] - 1.0 / (1.0 + std::exp(-static_cast<double>(in[i])))) <= 2e-7 &&
+                   std::fabs(t[i] - std::tanh(static_cast<double>(in[i]))) <= 2e-7;
+    }
+    for (int i = len; i < len + 9; ++i) lengths_ok = lengths_ok && s[i] == 7.f && t[i] == 7.f;
+  }
+  expect(lengths_ok, std::string("sigmoid/tanh ") + isa_name(isa) + ": every length 0..80 accurate, nothing past n");
 }
 
 // A whole layer on `isa` against the scalar path, over configurations that reach every cell branch.
