@@ -328,10 +328,11 @@ struct GemmArgs {
 };
 
 // Threads for a GEMM: at most one per `units` of work it splits, and one per 200 kFLOP
-// (fewer when the product is too small to repay a thread).
+// (fewer when the product is too small to repay a thread), and no more than parallel_run
+// will start, so per-thread scratch and slice sizes are those of the threads that run.
 int GemmThreads(const GemmArgs& g, int units) {
   const double flops = 2.0 * g.M * g.w->n * g.w->k;
-  return std::max(1, std::min({g.threads, units, static_cast<int>(flops / 200000) + 1}));
+  return std::max(1, std::min({g.threads, lstm::hardware_threads(), units, static_cast<int>(flops / 200000) + 1}));
 }
 
 class LstmAddon : public Napi::Addon<LstmAddon> {
