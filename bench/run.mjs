@@ -205,8 +205,11 @@ async function makeRunners(shape, engines, ort, tfw) {
 }
 
 // Between runners: onnxruntime's intra-op threads (and ours) spin for a while after a
-// run; without a pause they would steal a core from whichever runner comes next.
-const settle = () => new Promise((resolve) => setTimeout(resolve, 30));
+// run; without a pause they would steal a core from whichever runner comes next. Ours stop
+// after 200 us; onnxruntime-node's 2-thread session kept one spinning for 50-75 ms here:
+// native 2-thread steps (S4) that began 30 ms after 200 of its runs took 93-103 us per
+// step (medians of 7), 68 us after 50 ms, and 42-48 us after 75-250 ms. 200 ms is clear of it.
+const settle = () => new Promise((resolve) => setTimeout(resolve, 200));
 
 async function timeOnce(fn) {
   const t0 = process.hrtime.bigint();
@@ -230,16 +233,24 @@ async function main() {
     const times = runners.map(() => []);
     // Fewer repetitions for the slow pure-JS engine on big shapes; many for tiny ones.
     const reps = Number(args.reps ?? (args.quick ? 3 : 7));
-    for (const r of runners) await r.run(); // warm-up (JIT, caches, packing)
-    const inner = (r) => Math.max(1, Math.min(200, Math.round(20 / Math.max(0.01, times[runners.indexOf(r)].at(-1) ?? 1))));
+    // Warm-up (JIT, caches, packing), timed: its time sizes the first sample.
+    const warm = [];
+    for (const r of runners) warm.push(await timeOnce(r.run));
+    // Calls per sample: about 20 ms of them, from 1 to 200, sized by the last sample (the
+    // warm-up before the first), so every recorded sample is a mean over enough calls that
+    // timer resolution and a single slow first call do not decide it.
+    const inner = (i) => Math.max(1, Math.min(200, Math.round(20 / Math.max(0.01, times[i].at(-1) ?? warm[i]))));
     for (let rep = 0; rep < reps; rep++) {
       for (let i = 0; i < runners.length; i++) {
         const r = runners[i];
         if (r.name === 'js' && rep >= (args.quick || shape.train ? 1 : 5) && flops > 1e9) continue;
         // Short runs are repeated inside one sample so timer resolution does not matter.
-        const n = times[i].length ? inner(r) : 1;
+        const n = inner(i);
         await settle();
-        for (let k = 0; k < Math.min(n, 3); k++) await r.run(); // wake threads, refill caches
+        // Wake threads, refill caches, and let the core come back up to speed: after the
+        // pause, 2-thread native S4 steps timed after 3 warm-up calls took 50-95 us, after
+        // 200 calls 39-41 us (medians of 7 samples of 200, in runs side by side).
+        for (let k = 0; k < n; k++) await r.run();
         let total = 0;
         for (let k = 0; k < n; k++) total += await timeOnce(r.run);
         times[i].push(total / n);
