@@ -208,7 +208,8 @@ async function makeRunners(shape, engines, ort, tfw) {
 // run; without a pause they would steal a core from whichever runner comes next. Ours stop
 // after 200 us; onnxruntime-node's 2-thread session kept one spinning for 50-75 ms here:
 // native 2-thread steps (S4) that began 30 ms after 200 of its runs took 93-103 us per
-// step (medians of 7), 68 us after 50 ms, and 42-48 us after 75-250 ms. 200 ms is clear of it.
+// step (medians of 7), 68 us after 50 ms, and 42-61 us after 75-300 ms (the machine's
+// noise). 200 ms is clear of it.
 const settle = () => new Promise((resolve) => setTimeout(resolve, 200));
 
 async function timeOnce(fn) {
