@@ -129,14 +129,23 @@ void block_panels(const MicroKernel& uk, MicroKernelFn kernel, int mc, int kc, c
 // k-major sliver per micro-kernel group (the groups of group_rows): the group of mr rows
 // from row m at dst + m * kc, a(m + i, k) at [k * mr + i]. The k-major kernel then reads
 // its A as one sequential stream, where the block has mr streams a row apart.
+// One sliver, k outer: MR reads a row apart, then MR consecutive writes. (Row by row,
+// the writes land MR floats apart across the whole sliver: a profile of S2 put 4.7% of
+// the forward in that loop.)
+template <int MR>
+void pack_sliver(int mr, int kc, const float* a, std::ptrdiff_t lda, float* s) {
+  if constexpr (MR > 1) {
+    if (mr < MR) return pack_sliver<MR - 1>(mr, kc, a, lda, s);
+  }
+  for (int k = 0; k < kc; ++k) {
+    for (int i = 0; i < MR; ++i) s[k * MR + i] = a[i * lda + k];
+  }
+}
+
 void pack_slivers(int mr_max, int mc, int kc, const float* a, std::ptrdiff_t lda, float* dst) {
   for (int m = 0, mr = 0; m < mc; m += mr) {
     mr = group_rows(mr_max, mc, m);
-    float* s = dst + static_cast<std::ptrdiff_t>(m) * kc;
-    for (int i = 0; i < mr; ++i) {
-      const float* row = a + (m + i) * lda;
-      for (int k = 0; k < kc; ++k) s[k * mr + i] = row[k];
-    }
+    pack_sliver<kMaxMR>(mr, kc, a + m * lda, lda, dst + static_cast<std::ptrdiff_t>(m) * kc);
   }
 }
 

@@ -13,8 +13,11 @@ using MicroKernelFn = void (*)(int mr, int kc, const float* a, std::ptrdiff_t ld
 // One row of A against four consecutive full panels (64 columns): c[0..64) += a * panels.
 using Gemv4Fn = void (*)(int kc, const float* a, const float* panels, std::ptrdiff_t panel_stride, float* c);
 
+// The most rows any kernel takes per call (AVX-512's 12 x 16).
+constexpr int kMaxMR = 12;
+
 struct MicroKernel {
-  int mr;  // rows of A per call
+  int mr;  // rows of A per call, at most kMaxMR
   MicroKernelFn run;
   MicroKernelFn run_t;  // the same with A k-major: a(i, k) at a[k * lda + i]
   Gemv4Fn gemv4;  // null: use run with mr = 1
