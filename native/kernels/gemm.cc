@@ -1,6 +1,9 @@
 #include "gemm.h"
 
 #include <algorithm>
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
 
 #include "microkernels.h"
 
@@ -125,23 +128,53 @@ void block_panels(const MicroKernel& uk, MicroKernelFn kernel, int mc, int kc, c
   }
 }
 
-// A row-major block of mc rows of A at depth kc (row m at a + m * lda) copied as one
-// k-major sliver per micro-kernel group (the groups of group_rows): the group of mr rows
-// from row m at dst + m * kc, a(m + i, k) at [k * mr + i]. The k-major kernel then reads
-// its A as one sequential stream, where the block has mr streams a row apart.
-// One sliver, k outer: MR reads a row apart, then MR consecutive writes. (Row by row,
-// the writes land MR floats apart across the whole sliver: a profile of S2 put 4.7% of
-// the forward in that loop.)
+// One sliver of pack_slivers (mr rows, through the copy for exactly that many), k outer:
+// MR reads a row apart, then MR consecutive writes. On x86-64 four k at a time with SSE,
+// which every x86-64 CPU has: four rows are a 4x4 transpose, two rows two unpacks.
+// Profiles of S2 at one thread, share of the forward: row by row (the writes MR floats
+// apart across the whole sliver) 4.7%, k outer 2.7%, with SSE 1.6%.
 template <int MR>
 void pack_sliver(int mr, int kc, const float* a, std::ptrdiff_t lda, float* s) {
   if constexpr (MR > 1) {
     if (mr < MR) return pack_sliver<MR - 1>(mr, kc, a, lda, s);
   }
-  for (int k = 0; k < kc; ++k) {
+  int k = 0;
+#if defined(__SSE2__)
+  for (; k + 4 <= kc; k += 4) {
+    float* sk = s + static_cast<std::ptrdiff_t>(k) * MR;
+    for (int i = 0; i + 4 <= MR; i += 4) {
+      __m128 r0 = _mm_loadu_ps(a + i * lda + k), r1 = _mm_loadu_ps(a + (i + 1) * lda + k);
+      __m128 r2 = _mm_loadu_ps(a + (i + 2) * lda + k), r3 = _mm_loadu_ps(a + (i + 3) * lda + k);
+      _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+      _mm_storeu_ps(sk + i, r0);
+      _mm_storeu_ps(sk + MR + i, r1);
+      _mm_storeu_ps(sk + 2 * MR + i, r2);
+      _mm_storeu_ps(sk + 3 * MR + i, r3);
+    }
+    if constexpr (MR % 4 >= 2) {
+      constexpr int i = MR / 4 * 4;
+      const __m128 r0 = _mm_loadu_ps(a + i * lda + k), r1 = _mm_loadu_ps(a + (i + 1) * lda + k);
+      const __m128 lo = _mm_unpacklo_ps(r0, r1), hi = _mm_unpackhi_ps(r0, r1);
+      _mm_storel_pi(reinterpret_cast<__m64*>(sk + i), lo);
+      _mm_storeh_pi(reinterpret_cast<__m64*>(sk + MR + i), lo);
+      _mm_storel_pi(reinterpret_cast<__m64*>(sk + 2 * MR + i), hi);
+      _mm_storeh_pi(reinterpret_cast<__m64*>(sk + 3 * MR + i), hi);
+    }
+    if constexpr (MR % 2 == 1) {
+      constexpr int i = MR - 1;
+      for (int j = 0; j < 4; ++j) sk[j * MR + i] = a[i * lda + k + j];
+    }
+  }
+#endif
+  for (; k < kc; ++k) {
     for (int i = 0; i < MR; ++i) s[k * MR + i] = a[i * lda + k];
   }
 }
 
+// A row-major block of mc rows of A at depth kc (row m at a + m * lda) copied as one
+// k-major sliver per micro-kernel group (the groups of group_rows): the group of mr rows
+// from row m at dst + m * kc, a(m + i, k) at [k * mr + i]. The k-major kernel then reads
+// its A as one sequential stream, where the block has mr streams a row apart.
 void pack_slivers(int mr_max, int mc, int kc, const float* a, std::ptrdiff_t lda, float* dst) {
   for (int m = 0, mr = 0; m < mc; m += mr) {
     mr = group_rows(mr_max, mc, m);

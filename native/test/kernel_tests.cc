@@ -125,11 +125,12 @@ void test_gemm(Isa isa) {
 
 // gemm_nt with scratch packs blocks of A when the weights are 1 MiB or more: the same
 // bits as without, and within rounding of the double reference. Sizes cover partial
-// panels, two blocks of K and of M, and short last row groups.
+// panels, two blocks of K and of M, short last row groups (6+4+3, 4+3, 6+5, 5+4 rows
+// with mr = 6), and depths that leave 1-3 k past the pack's steps of four.
 void test_gemm_packed(Isa isa) {
   std::mt19937 rng(43);
   struct Shape { int M, N, K; };
-  const Shape shapes[] = {{13, 1041, 257}, {7, 1024, 256}, {150, 1030, 300}, {2, 2048, 128}};
+  const Shape shapes[] = {{13, 1041, 257}, {7, 1024, 256}, {11, 1024, 259}, {9, 1030, 130}, {150, 1030, 300}, {2, 2048, 128}};
   std::vector<float> scratch(gemm_scratch_floats());
   for (const Shape& s : shapes) {
     if (quick && s.M > 13) continue;
