@@ -68,6 +68,9 @@ export interface OnnxLstmSpec {
   backend?: BackendChoice;
 }
 
+/** Zero states up to this many floats (64 KiB) are kept for the next call. */
+const ZERO_STATE_KEEP_FLOATS = 16384;
+
 interface NormalizedInput {
   x: Float32Array; // time-major [T, B, I]
   T: number;
@@ -93,6 +96,8 @@ export class LSTM {
   private stale = false;
   /** The last finished training tape's buffers, for the next forwardTrain. */
   private readonly tapes = new TapePool();
+  /** Zero initial states kept between calls (see zeros()). */
+  private readonly zeroStates: { h0?: Float32Array; c0?: Float32Array } = {};
 
   constructor(options: LSTMOptions) {
     this.config = Object.freeze(resolveConfig(options));
@@ -396,6 +401,19 @@ export class LSTM {
     };
   }
 
+  /**
+   * A zero initial state of n floats for h0 or c0, kept for the next call of the same size.
+   * No engine writes into h0 or c0 (inputs are never mutated), so one array serves every
+   * call that omits them; a small model's forward then allocates only its outputs.
+   */
+  private zeros(name: 'h0' | 'c0', n: number): Float32Array {
+    const kept = this.zeroStates[name];
+    if (kept !== undefined && kept.length === n) return kept;
+    const z = new Float32Array(n);
+    if (n <= ZERO_STATE_KEEP_FLOATS) this.zeroStates[name] = z;
+    return z;
+  }
+
   /** Check and bring x, h0, c0 and lengths to the time-major layout the engines take. */
   private normalize(xArg: Tensor, options: ForwardOptions): NormalizedInput {
     if (options === null || typeof options !== 'object') {
@@ -428,9 +446,9 @@ export class LSTM {
     const widest = Math.max(c.inputSize, c.numDirections * c.outSize, 64 * Math.ceil(c.hiddenSize / 16));
     shapeSize([T, B, widest], 'x (with this model, the output and activation buffers)');
     const LD = c.numLayers * c.numDirections;
-    const state = (v: Tensor | undefined, name: string, width: number): Float32Array => {
+    const state = (v: Tensor | undefined, name: 'h0' | 'c0', width: number): Float32Array => {
       const want = unbatched ? [LD, width] : [LD, B, width];
-      if (v === undefined || v === null) return new Float32Array(LD * B * width);
+      if (v === undefined || v === null) return this.zeros(name, LD * B * width);
       const t = checkTensor(v, name);
       if (!sameShape(t.shape, want)) {
         throw new LstmError('LSTM_SHAPE', `${name}: expected ${shapeStr(want)} (numLayers*directions, ${unbatched ? '' : 'batch, '}${name === 'h0' ? 'Hout' : 'hidden'}), got ${shapeStr(t.shape)}`);

@@ -116,6 +116,36 @@ describe.each(ENGINES)('semantics on $label', (engine) => {
     [x, h0, c0].forEach((t, i) => expect(t.data).toEqual(copies[i]));
   });
 
+  it('a call gives the same bits whatever ran before it (scratch and zero states are kept between calls)', () => {
+    // Small calls reuse the engine's scratch buffers and the model's zero initial state.
+    // Calls of other shapes, options and sizes in between (one past the native engine's
+    // 1 MiB of kept scratch), outputs overwritten by the caller, and a step in between
+    // must leave the next call's result unchanged.
+    const m = build({ numLayers: 2, projSize: 3 });
+    const x = randomTensor([7, 3, 4], rand);
+    const lengths = [7, 2, 5];
+    const first = m.forward(x, { lengths });
+    const zeros = m.forward(x, { lengths, h0: { data: new Float32Array(2 * 3 * 3), shape: [2, 3, 3] }, c0: { data: new Float32Array(2 * 3 * 5), shape: [2, 3, 5] } });
+    expect(zeros.output.data).toEqual(first.output.data);
+    first.hn.data.fill(7);
+    first.cn.data.fill(7);
+    const others = [
+      build({ hiddenSize: 40, bidirectional: true, peephole: 'full' as const }),
+      build({ hiddenSize: 300, numLayers: 3 }),
+      build({ numLayers: 2, projSize: 3 }),
+    ];
+    others[0].forward(randomTensor([9, 5, 4], rand), { lengths: [9, 1, 3, 9, 4] });
+    others[1].forward(randomTensor([40, 8, 4], rand));
+    const st = others[2].initialState(3);
+    others[2].step(randomTensor([3, 4], rand), st);
+    m.forward(randomTensor([2, 1, 4], rand), { h0: randomTensor([2, 1, 3], rand), c0: randomTensor([2, 1, 5], rand) });
+    const again = m.forward(x, { lengths });
+    expect(again.output.data).toEqual(zeros.output.data);
+    expect(again.hn.data).toEqual(zeros.hn.data);
+    expect(again.cn.data).toEqual(zeros.cn.data);
+    for (const o of others) o.dispose();
+  });
+
   it('batchFirst and unbatched are layouts of the same computation', () => {
     const tm = build({ numLayers: 2 });
     const bf = build({ numLayers: 2, batchFirst: true });

@@ -414,7 +414,16 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
   const lstm::Isa best_;  // detected once per environment
   Napi::FunctionReference layer_ctor_;
   Napi::FunctionReference packed_ctor_;
-  lstm::Workspace step_ws_;  // only the environment's own thread steps
+  // forward and step run on the environment's own thread, one call at a time, so they
+  // share one Workspace. step keeps it whatever its size (a step allocates nothing); after
+  // a forward it is kept while it is small, so a small model's forward allocates no
+  // scratch, and a larger one is released (its allocation is small next to that forward's
+  // work). Tiny forwards (B=1, T=1, H=32) ran 1.65x faster with it kept.
+  static constexpr std::size_t kKeepSyncBytes = std::size_t{1} << 20;
+  lstm::Workspace sync_ws_;
+  void ReleaseLargeSyncWorkspace() {
+    if (sync_ws_.bytes() > kKeepSyncBytes) sync_ws_ = lstm::Workspace();
+  }
   std::chrono::steady_clock::time_point last_step_{};  // when step() last ran
 };
 
@@ -732,11 +741,12 @@ Napi::Value LstmAddon::Forward(const Napi::CallbackInfo& info) {
   run.cn = FloatArg(env, info[9], "cn", B * st.c_per_batch).Data();
   const lstm::Threading threading = ThreadsArg(env, info[10]);
   try {
-    lstm::Workspace ws;
-    lstm::forward_stack(st.layers, st.isa, threading, run, &ws);
+    lstm::forward_stack(st.layers, st.isa, threading, run, &sync_ws_);
   } catch (const std::bad_alloc&) {
+    sync_ws_ = lstm::Workspace();
     OutOfMemory(env, "forward");
   }
+  ReleaseLargeSyncWorkspace();
   return env.Undefined();
 }
 
@@ -821,8 +831,9 @@ Napi::Value LstmAddon::Step(const Napi::CallbackInfo& info) {
     wake_after = dense;
   }
   try {
-    lstm::forward_stack(st.layers, st.isa, threading, run, &step_ws_);
+    lstm::forward_stack(st.layers, st.isa, threading, run, &sync_ws_);
   } catch (const std::bad_alloc&) {
+    sync_ws_ = lstm::Workspace();
     OutOfMemory(env, "step");
   }
   if (wake_after) lstm::wake_workers();

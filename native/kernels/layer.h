@@ -84,6 +84,13 @@ struct Workspace {
   AlignedFloats pack;  // gemm_scratch_floats() per participant, when the layer packs
   std::vector<double> pace;  // load balance: smoothed ns per block, [2][participants]
   std::vector<int> bounds;   // load balance: each participant's copy of the split
+
+  // Bytes held by the buffers.
+  std::size_t bytes() const {
+    std::size_t floats = gates.capacity() + h.capacity() + c.capacity() + r.capacity() + y[0].capacity() +
+                         y[1].capacity() + pack.capacity();
+    return floats * sizeof(float) + pace.capacity() * sizeof(double) + bounds.capacity() * sizeof(int);
+  }
 };
 
 // How a run may use threads. Results are bitwise identical for every setting.
