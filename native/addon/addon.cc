@@ -424,6 +424,9 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
   void ReleaseLargeSyncWorkspace() {
     if (sync_ws_.bytes() > kKeepSyncBytes) sync_ws_ = lstm::Workspace();
   }
+  // forward_stack in sync_ws_; out of memory drops it and throws LSTM_NATIVE naming `what`.
+  void RunSync(Napi::Env env, const char* what, const std::vector<const lstm::Layer*>& layers, lstm::Isa isa,
+               const lstm::Threading& threading, const lstm::StackRun& run);
   std::chrono::steady_clock::time_point last_step_{};  // when step() last ran
 };
 
@@ -722,6 +725,16 @@ void TrainCellWrap::Init(const Napi::CallbackInfo& info) {
   hc_ = std::move(hc);
 }
 
+void LstmAddon::RunSync(Napi::Env env, const char* what, const std::vector<const lstm::Layer*>& layers, lstm::Isa isa,
+                        const lstm::Threading& threading, const lstm::StackRun& run) {
+  try {
+    lstm::forward_stack(layers, isa, threading, run, &sync_ws_);
+  } catch (const std::bad_alloc&) {
+    sync_ws_ = lstm::Workspace();
+    OutOfMemory(env, what);
+  }
+}
+
 // forward(layers, x, T, B, h0, c0, lengths|null, y, hn, cn, threads): the whole stack, in place.
 Napi::Value LstmAddon::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -740,12 +753,7 @@ Napi::Value LstmAddon::Forward(const Napi::CallbackInfo& info) {
   run.hn = FloatArg(env, info[8], "hn", B * st.h_per_batch).Data();
   run.cn = FloatArg(env, info[9], "cn", B * st.c_per_batch).Data();
   const lstm::Threading threading = ThreadsArg(env, info[10]);
-  try {
-    lstm::forward_stack(st.layers, st.isa, threading, run, &sync_ws_);
-  } catch (const std::bad_alloc&) {
-    sync_ws_ = lstm::Workspace();
-    OutOfMemory(env, "forward");
-  }
+  RunSync(env, "forward", st.layers, st.isa, threading, run);
   ReleaseLargeSyncWorkspace();
   return env.Undefined();
 }
@@ -830,12 +838,7 @@ Napi::Value LstmAddon::Step(const Napi::CallbackInfo& info) {
     threading.threads = 1;
     wake_after = dense;
   }
-  try {
-    lstm::forward_stack(st.layers, st.isa, threading, run, &sync_ws_);
-  } catch (const std::bad_alloc&) {
-    sync_ws_ = lstm::Workspace();
-    OutOfMemory(env, "step");
-  }
+  RunSync(env, "step", st.layers, st.isa, threading, run);
   if (wake_after) lstm::wake_workers();
   return env.Undefined();
 }
