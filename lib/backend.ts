@@ -5,7 +5,7 @@ import { jsEngine } from './js/engine.js';
 import { nativeEngine } from './native/engine.js';
 import { env, loadNative, packageVersion, platformName } from './platform.js';
 import { wasmEngine } from './wasm/engine.js';
-import { wasmMemoryBytes, wasmUnavailable } from './wasm/module.js';
+import { type WasmSimd, wasmMemoryBytes, wasmSimd, wasmUnavailable } from './wasm/module.js';
 
 export interface BackendInfo {
   /** The engine a model with backend 'auto' gets here: native, else wasm, else js. */
@@ -22,6 +22,11 @@ export interface BackendInfo {
   wasm: boolean;
   /** Why the wasm engine cannot run here. */
   wasmReason?: string;
+  /**
+   * The wasm build new models get: 'relaxed' (wasm/lstm-relaxed.wasm, fused multiply-adds;
+   * Node 22+, current browsers) or 'simd128' (wasm/lstm.wasm). LSTM_WASM_SIMD overrides it.
+   */
+  wasmSimd?: WasmSimd;
   /** Bytes of WebAssembly memory held by live wasm models (0 once all are disposed). */
   wasmMemory: number;
   /** 'node' or 'browser'. */
@@ -63,6 +68,7 @@ export function backendInfo(): BackendInfo {
     info.nativeReason = st.reason;
   }
   if (wasmWhy !== null) info.wasmReason = wasmWhy;
+  else info.wasmSimd = wasmSimd();
   let choice = 'auto';
   try {
     choice = envChoice();

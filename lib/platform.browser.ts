@@ -24,19 +24,23 @@ export function loadNative(): NativeStatus {
   return { addon: null, root: '', reason: 'native addons do not run in a browser' };
 }
 
-function wasmPath(): string {
-  return new URL('../../wasm/lstm.wasm', import.meta.url).href;
+function wasmPath(file: string): string {
+  // Literal URLs: bundlers copy the assets they find referenced this way.
+  return file === 'lstm-relaxed.wasm'
+    ? new URL('../../wasm/lstm-relaxed.wasm', import.meta.url).href
+    : new URL('../../wasm/lstm.wasm', import.meta.url).href;
 }
 
-export function wasmBytesSync(): Uint8Array {
+export function wasmBytesSync(_file: string): Uint8Array {
   throw new Error('call `await initWasm()` first: browsers compile WebAssembly asynchronously');
 }
 
-export async function wasmBytesFrom(source: string | URL | ArrayBuffer | Uint8Array | undefined): Promise<Uint8Array> {
+export async function wasmBytesFrom(source: string | URL | ArrayBuffer | Uint8Array | undefined, file: string): Promise<Uint8Array> {
   if (source instanceof Uint8Array) return source;
   if (source instanceof ArrayBuffer) return new Uint8Array(source);
-  const res = await fetch(source ?? wasmPath());
-  if (!res.ok) throw new Error(`fetching ${String(source ?? wasmPath())}: HTTP ${res.status}`);
+  const url = source ?? wasmPath(file);
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`fetching ${String(url)}: HTTP ${res.status}`);
   return new Uint8Array(await res.arrayBuffer());
 }
 

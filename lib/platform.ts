@@ -34,19 +34,19 @@ export function packageVersion(): string {
   return version;
 }
 
-/** Where the WebAssembly engine's module ships. */
-function wasmPath(): string {
-  return path.join(packageRoot(), 'wasm', 'lstm.wasm');
+/** Where the WebAssembly engine's modules ship: `file` under the package's wasm/. */
+function wasmPath(file: string): string {
+  return path.join(packageRoot(), 'wasm', file);
 }
 
-/** The module's bytes, synchronously (Node compiles any size synchronously). */
-export function wasmBytesSync(): Uint8Array {
-  return fs.readFileSync(wasmPath());
+/** A module's bytes, synchronously (Node compiles any size synchronously). */
+export function wasmBytesSync(file: string): Uint8Array {
+  return fs.readFileSync(wasmPath(file));
 }
 
-/** Bytes for initWasm(source): a path or file: URL, or bytes as they are. */
-export async function wasmBytesFrom(source: string | URL | ArrayBuffer | Uint8Array | undefined): Promise<Uint8Array> {
-  if (source === undefined) return fs.promises.readFile(wasmPath());
+/** Bytes for initWasm(source): a path or file: URL, or bytes as they are; the package's `file` without one. */
+export async function wasmBytesFrom(source: string | URL | ArrayBuffer | Uint8Array | undefined, file: string): Promise<Uint8Array> {
+  if (source === undefined) return fs.promises.readFile(wasmPath(file));
   if (source instanceof Uint8Array) return source;
   if (source instanceof ArrayBuffer) return new Uint8Array(source);
   return fs.promises.readFile(source);

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chromium, type Browser } from 'playwright-core';
 import { torchOptions, fixture } from './helpers';
+import { RELAXED_PROBE } from '../scripts/relaxed-simd.mjs';
 
 const root = path.resolve(__dirname, '..');
 const executablePath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -82,7 +83,7 @@ describe('in headless Chromium', () => {
         throw new Error(`the page did not load the library: ${errors.join('; ') || err.message}`);
       });
     const cases = ['t09_proj_bidir_packed_bf', 't03_bidir2', 't01_single'].map((name) => ({ name, options: torchOptions(fixture(name).metadata) }));
-    const result = await page.evaluate(async (cases) => {
+    const result = await page.evaluate(async ({ cases, probe }) => {
       const lib = (window as any).lib;
       await lib.initWasm();
       const info = lib.backendInfo();
@@ -93,6 +94,8 @@ describe('in headless Chromium', () => {
         return w;
       };
       const out: Record<string, unknown> = { info: { engine: info.engine, wasm: info.wasm, native: info.native, platform: info.platform, version: info.version } };
+      // The build initWasm() fetched: relaxed SIMD where the browser validates it.
+      out.simd = { picked: info.wasmSimd, hostRelaxed: WebAssembly.validate(new Uint8Array(probe)) };
       for (const { name, options } of cases) {
         const bytes = new Uint8Array(await (await fetch(`/test/fixtures/${name}.safetensors`)).arrayBuffer());
         const { tensors } = lib.loadSafetensors(bytes);
@@ -118,10 +121,12 @@ describe('in headless Chromium', () => {
       }
       out.memoryAfterDispose = lib.backendInfo().wasmMemory;
       return out;
-    }, cases);
+    }, { cases, probe: Array.from(RELAXED_PROBE) });
     await page.close();
     expect(errors).toEqual([]);
     expect(result.info).toEqual({ engine: 'wasm', wasm: true, native: false, platform: 'browser', version: JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).version });
+    const simd = result.simd as { picked: string; hostRelaxed: boolean };
+    expect(simd.picked).toBe(simd.hostRelaxed ? 'relaxed' : 'simd128');
     for (const { name } of cases) {
       const r = result[name] as { backend: string; output: number; hn: number; cn: number; async: number; grads: Record<string, number> };
       expect(r.backend, name).toBe('wasm');

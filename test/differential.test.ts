@@ -1,6 +1,6 @@
 // Native vs js on random configurations covering every option and odd sizes.
 import { describe, expect, it } from 'vitest';
-import { LSTM, NATIVE_ISAS, WASM_ISAS, backendInfo, expectClose, mulberry32, randomTensor, withEngine, type LSTMOptions } from './helpers';
+import { LSTM, NATIVE_ISAS, WASM_CASES, backendInfo, expectClose, mulberry32, randomTensor, withEngine, type LSTMOptions } from './helpers';
 
 const ACTS = ['sigmoid', 'tanh', 'relu', 'hardSigmoid', 'leakyRelu', 'scaledTanh', 'affine', 'elu', 'softsign', 'softplus'] as const;
 
@@ -53,7 +53,7 @@ const SEEDS = Array.from({ length: 240 }, (_, i) => i + 1);
 
 const OTHERS = [
   ...NATIVE_ISAS.map((isa) => ({ label: `native/${isa}`, backend: 'native' as const, isa })),
-  ...WASM_ISAS.map((isa) => ({ label: `wasm/${isa}`, backend: 'wasm' as const, isa })),
+  ...WASM_CASES,
 ];
 
 describe('native and wasm match js on random configurations', () => {

@@ -4,6 +4,11 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { expect } from 'vitest';
+import { enableRelaxedSimd } from '../scripts/relaxed-simd.mjs';
+
+// Node 20 validates relaxed SIMD (wasm/lstm-relaxed.wasm) only behind a flag; Node 22+
+// has it on. Set before the package compiles any module, so both wasm builds are tested.
+enableRelaxedSimd();
 
 const require = createRequire(import.meta.url);
 export const lib = require('../dist/cjs/index.js') as typeof import('../dist/cjs/index.js');
@@ -17,11 +22,14 @@ export function fixture(name: string): ReturnType<typeof loadSafetensors> {
   return loadSafetensors(readFileSync(path.join(FIXTURES, `${name}.safetensors`)));
 }
 
-/** An engine configuration to run parity tests on: js, or native on one ISA. */
+/** An engine configuration to run parity tests on: js, native on one ISA, or a wasm build. */
 export interface EngineCase {
   label: string;
   backend: 'js' | 'native' | 'wasm';
+  /** LSTM_ISA while the model is built. */
   isa?: string;
+  /** LSTM_WASM_SIMD while the model is built: which wasm module. */
+  wasmSimd?: 'relaxed' | 'simd128';
 }
 
 const info = backendInfo();
@@ -36,24 +44,34 @@ export const NATIVE_ISAS: string[] = info.native ? ['avx512', 'avx2', 'scalar'].
   }
 }) : [];
 
-/** The wasm engine's kernels: SIMD128, and the portable ones (LSTM_ISA=scalar). */
-export const WASM_ISAS = ['simd128', 'scalar'];
+/**
+ * The wasm engine's builds: relaxed SIMD (fused multiply-adds), SIMD128, and SIMD128's
+ * module on its portable kernels (LSTM_ISA=scalar).
+ */
+export const WASM_CASES: EngineCase[] = [
+  { label: 'wasm/relaxed', backend: 'wasm', wasmSimd: 'relaxed' },
+  { label: 'wasm/simd128', backend: 'wasm', wasmSimd: 'simd128' },
+  { label: 'wasm/scalar', backend: 'wasm', wasmSimd: 'simd128', isa: 'scalar' },
+];
 
 export const ENGINES: EngineCase[] = [
   { label: 'js', backend: 'js' },
   ...NATIVE_ISAS.map((isa) => ({ label: `native/${isa}`, backend: 'native' as const, isa })),
-  ...(info.wasm ? WASM_ISAS.map((isa) => ({ label: `wasm/${isa}`, backend: 'wasm' as const, isa })) : []),
+  ...(info.wasm ? WASM_CASES : []),
 ];
 
-/** Run fn with LSTM_ISA set (models read it when they are built). */
+/** Run fn with LSTM_ISA and LSTM_WASM_SIMD set (models read them when they are built). */
 export function withEngine<T>(engine: EngineCase, fn: () => T): T {
-  const prev = process.env.LSTM_ISA;
+  const prev = { LSTM_ISA: process.env.LSTM_ISA, LSTM_WASM_SIMD: process.env.LSTM_WASM_SIMD };
   if (engine.isa) process.env.LSTM_ISA = engine.isa;
+  if (engine.wasmSimd) process.env.LSTM_WASM_SIMD = engine.wasmSimd;
   try {
     return fn();
   } finally {
-    if (prev === undefined) delete process.env.LSTM_ISA;
-    else process.env.LSTM_ISA = prev;
+    for (const [k, v] of Object.entries(prev)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
   }
 }
 

@@ -80,7 +80,7 @@ describe('the npm package', () => {
     const size = statSync(tarball).size;
     expect(size).toBeLessThan(5 * 1024 * 1024);
     const files = execFileSync('tar', ['tzf', tarball], { encoding: 'utf8' }).split('\n');
-    for (const f of [`prebuilds/${process.platform}-${process.arch}/lstm-native.node`, 'dist/esm/index.mjs', 'dist/cjs/index.js', 'dist/cjs/index.d.ts', 'binding.gyp', 'native/kernels/layer.cc', 'native/addon/addon.cc', 'bin/lstm-native.cjs', 'scripts/install.cjs', 'LICENSE']) {
+    for (const f of [`prebuilds/${process.platform}-${process.arch}/lstm-native.node`, 'dist/esm/index.mjs', 'dist/cjs/index.js', 'dist/cjs/index.d.ts', 'wasm/lstm.wasm', 'wasm/lstm-relaxed.wasm', 'binding.gyp', 'native/kernels/layer.cc', 'native/addon/addon.cc', 'bin/lstm-native.cjs', 'scripts/install.cjs', 'LICENSE']) {
       expect(files, f).toContain(`package/${f}`);
     }
     expect(files.some((f) => f.startsWith('package/test/'))).toBe(false);
@@ -128,6 +128,29 @@ describe('the npm package', () => {
     const a = probe.json.out as number[];
     const b = withPrebuild.json.out as number[];
     a.forEach((v, i) => expect(Math.abs(v - b[i])).toBeLessThan(1e-6));
+  });
+
+  it('the wasm engine takes the relaxed-SIMD build where the host runs it, and SIMD128 when that file is missing', () => {
+    const dir = path.join(work, 'no-prebuild');
+    const script = `
+      const lstm = require('lstm-native');
+      lstm.initWasm().then(() => {
+        const m = new lstm.LSTM({ inputSize: 3, hiddenSize: 5, seed: 1 });
+        const r = m.forward({ data: new Float32Array(12).fill(0.25), shape: [4, 3] });
+        console.log(JSON.stringify({ backend: m.backend, simd: lstm.backendInfo().wasmSimd, out: Array.from(r.output.data) }));
+      });`;
+    const run = () => {
+      const r = spawnSync(process.execPath, ['--experimental-wasm-relaxed-simd', '-e', script], { cwd: dir, encoding: 'utf8', env: { PATH: noCompilerPath } });
+      expect(r.status, r.stderr).toBe(0);
+      return JSON.parse(r.stdout.trim().split('\n').pop()!);
+    };
+    const relaxed = run();
+    expect(relaxed.backend).toBe('wasm');
+    expect(relaxed.simd).toBe('relaxed');
+    rmSync(path.join(dir, 'node_modules/lstm-native/wasm/lstm-relaxed.wasm'));
+    const fallback = run();
+    expect(fallback.simd).toBe('simd128');
+    (relaxed.out as number[]).forEach((v, i) => expect(Math.abs(v - fallback.out[i])).toBeLessThan(1e-6));
   });
 
   it('LSTM_BACKEND=js forces the js engine even where native loads', () => {

@@ -5,6 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { RELAXED_PROBE } from '../scripts/relaxed-simd.mjs';
 import { LSTM, LstmError, backendInfo, expectClose, lib, mulberry32, randomTensor } from './helpers';
 
 const root = path.resolve(__dirname, '..');
@@ -55,6 +56,50 @@ describe('wasm engine', () => {
     withEnv({ LSTM_BACKEND: 'gpu' }, () => {
       expect(() => new LSTM({ inputSize: 2, hiddenSize: 3 })).toThrow(/LSTM_BACKEND: expected 'native', 'wasm', 'js' or 'auto'/);
     });
+  });
+
+  it('ships two builds: relaxed SIMD where the host has it, else SIMD128; LSTM_WASM_SIMD picks one', () => {
+    for (const file of ['lstm.wasm', 'lstm-relaxed.wasm']) {
+      const mod = new WebAssembly.Module(readFileSync(path.join(root, 'wasm', file)));
+      expect(WebAssembly.Module.imports(mod), file).toEqual([]);
+    }
+    // helpers.ts turned relaxed SIMD on (Node 20 has it behind a flag), so 'auto' takes it.
+    expect(backendInfo().wasmSimd).toBe('relaxed');
+    withEnv({ LSTM_WASM_SIMD: 'simd128' }, () => expect(backendInfo().wasmSimd).toBe('simd128'));
+    withEnv({ LSTM_WASM_SIMD: 'avx' }, () => {
+      expect(() => new LSTM({ inputSize: 2, hiddenSize: 3, backend: 'wasm' })).toThrow(/LSTM_WASM_SIMD: expected 'relaxed', 'simd128' or 'auto', got "avx"/);
+    });
+    // The two modules really differ: relaxed fuses each multiply-add (one rounding), so
+    // some outputs differ in their last bits; both stay within float tolerance of each other.
+    const rand = mulberry32(11);
+    const x = randomTensor([20, 3, 64], rand);
+    const build = (simd: string) => withEnv({ LSTM_WASM_SIMD: simd }, () => new LSTM({ inputSize: 64, hiddenSize: 48, numLayers: 2, backend: 'wasm', seed: 5 }));
+    const relaxed = build('relaxed');
+    const simd128 = build('simd128');
+    const a = relaxed.forward(x).output;
+    const b = simd128.forward(x).output;
+    expectClose(a, b, 'relaxed vs simd128', 1e-5, 1e-4);
+    expect(a.data.some((v, i) => !Object.is(v, b.data[i]))).toBe(true);
+    relaxed.dispose();
+    simd128.dispose();
+  });
+
+  it('a host without relaxed SIMD gets SIMD128; asking it for relaxed says why not', () => {
+    const probe = JSON.stringify(Array.from(RELAXED_PROBE));
+    const script = `
+      const { backendInfo } = require('./dist/cjs/index.js');
+      const info = backendInfo();
+      console.log(JSON.stringify({ host: WebAssembly.validate(new Uint8Array(${probe})), wasm: info.wasm, simd: info.wasmSimd, reason: info.wasmReason }));
+    `;
+    const auto = child(script);
+    expect(auto.wasm).toBe(true);
+    expect(auto.simd).toBe(auto.host ? 'relaxed' : 'simd128');
+    if (!auto.host) {
+      const forced = execFileSync(process.execPath, ['-e', script], { cwd: root, env: { ...process.env, LSTM_BACKEND: '', LSTM_WASM_SIMD: 'relaxed' }, encoding: 'utf8' });
+      const r = JSON.parse(forced.trim().split('\n').pop()!);
+      expect(r.wasm).toBe(false);
+      expect(r.reason).toMatch(/no relaxed SIMD: Node 20 needs --experimental-wasm-relaxed-simd/);
+    }
   });
 
   it('initWasm() resolves (Node loads the module synchronously anyway) and rejects bad bytes with LSTM_WASM', async () => {

@@ -1,4 +1,5 @@
-// The WebAssembly engine: the C++ kernels compiled to wasm32 + SIMD128 (wasm/lstm.wasm),
+// The WebAssembly engine: the C++ kernels compiled to wasm32 + SIMD128 (wasm/lstm.wasm, or
+// wasm/lstm-relaxed.wasm with relaxed SIMD's fused multiply-add where the host has it),
 // driven through linear memory. Single-threaded; everything runs on the calling thread.
 // Inputs are copied into the module's memory for each call and outputs copied back,
 // which costs O(size of the data) against O(size x hidden) of arithmetic.

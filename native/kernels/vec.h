@@ -6,8 +6,9 @@
 // instantiated for an ISA carry the same one (LSTM_VEC_FN, defined around each
 // inclusion), so one baseline binary holds every x86 path: nothing here runs unless
 // runtime dispatch chose it. madd(a, b, c) = a*b + c is fused where the ISA has FMA
-// (x86, NEON) and a multiply then an add on SIMD128 (its base proposal has no FMA);
-// nmadd(a, b, c) = c - a*b likewise. min(a, b) and max(a, b) return a when a is NaN on
+// (x86, NEON) and a multiply then an add on SIMD128 (its base proposal has no FMA; the
+// relaxed-SIMD build uses f32x4.relaxed_madd, fused where the host can); nmadd(a, b, c) =
+// c - a*b likewise. min(a, b) and max(a, b) return a when a is NaN on
 // every ISA (the kernels pass the value first and the bound second), so a NaN input
 // comes out NaN, as in PyTorch; x86's min/max return their second operand then, and
 // SIMD128's pmin/pmax their first, which is also a single instruction where
@@ -128,8 +129,20 @@ struct Simd128 {
   LSTM_VEC_SIMD128 V div(V a, V b) { return wasm_f32x4_div(a, b); }
   LSTM_VEC_SIMD128 V min(V a, V b) { return wasm_f32x4_pmin(a, b); }
   LSTM_VEC_SIMD128 V max(V a, V b) { return wasm_f32x4_pmax(a, b); }
+#if defined(__wasm_relaxed_simd__)
+  // The relaxed-SIMD module (wasm/lstm-relaxed.wasm): one f32x4.relaxed_madd, which the
+  // host fuses where its CPU has FMA (x86-64 with FMA3, arm64) and splits elsewhere. The
+  // builtins, not wasm_simd128.h's wrappers: clang 16's header has none yet.
+  LSTM_VEC_SIMD128 V madd(V a, V b, V c) {
+    return (V)__builtin_wasm_relaxed_madd_f32x4((__f32x4)a, (__f32x4)b, (__f32x4)c);
+  }
+  LSTM_VEC_SIMD128 V nmadd(V a, V b, V c) {
+    return (V)__builtin_wasm_relaxed_nmadd_f32x4((__f32x4)a, (__f32x4)b, (__f32x4)c);
+  }
+#else
   LSTM_VEC_SIMD128 V madd(V a, V b, V c) { return wasm_f32x4_add(wasm_f32x4_mul(a, b), c); }
   LSTM_VEC_SIMD128 V nmadd(V a, V b, V c) { return wasm_f32x4_sub(c, wasm_f32x4_mul(a, b)); }
+#endif
   LSTM_VEC_SIMD128 V floor(V a) { return wasm_f32x4_floor(a); }
   LSTM_VEC_SIMD128 V neg(V a) { return wasm_f32x4_neg(a); }
   LSTM_VEC_SIMD128 V abs(V a) { return wasm_f32x4_abs(a); }
