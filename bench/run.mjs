@@ -4,16 +4,29 @@
 // Prints median ms, GFLOP/s, % of the measured FMA peak and ratios; --json prints JSON.
 // Writes bench/results/latest.json and latest.svg.
 //   node bench/run.mjs [--json] [--quick] [--shapes S1,S2] [--engines native,wasm,js,ort,tfjs]
+// The wasm engine runs twice: 'wasm' is wasm/lstm.wasm (SIMD128, which every host runs),
+// 'wasm-relaxed' is wasm/lstm-relaxed.wasm (relaxed SIMD's fused multiply-add: what Node 22+
+// and current browsers get by default). Node 20 runs relaxed SIMD only behind
+// --experimental-wasm-relaxed-simd, which this script turns on for itself.
 import { createRequire } from 'node:module';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import v8 from 'node:v8';
 import { markdownTable } from './table.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
+// A module of one f32x4.relaxed_madd: valid only where relaxed SIMD is on.
+const RELAXED_PROBE = new Uint8Array([
+  0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 1, 8, 1, 0x60, 3, 0x7b, 0x7b, 0x7b, 1, 0x7b, 3, 2, 1, 0, 0x0a, 0x0d, 1, 0x0b, 0,
+  0x20, 0, 0x20, 1, 0x20, 2, 0xfd, 0x85, 0x02, 0x0b,
+]);
+const relaxedByDefault = WebAssembly.validate(RELAXED_PROBE);
+// Before the package compiles any module (it checks for relaxed SIMD once).
+if (!relaxedByDefault) v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
 const lib = require('../dist/cjs/index.js');
 const { loadNative } = require('../dist/cjs/native/loader.js');
 
@@ -168,24 +181,36 @@ async function makeRunners(shape, engines, ort, tfw) {
   const runners = [];
   const info = lib.backendInfo();
   // S4 is a streaming step: step() with state kept between calls (and a reused output).
-  const lstmRunner = (backend, threads) => {
-    const m = new lib.LSTM({ inputSize: I, hiddenSize: H, numLayers: L, seed: 1, backend, threads });
+  const lstmRunner = (backend, threads, wasmSimd) => {
+    const prev = process.env.LSTM_WASM_SIMD;
+    if (wasmSimd) process.env.LSTM_WASM_SIMD = wasmSimd; // read when the model is built
+    let m;
+    try {
+      m = new lib.LSTM({ inputSize: I, hiddenSize: H, numLayers: L, seed: 1, backend, threads });
+    } finally {
+      if (prev === undefined) delete process.env.LSTM_WASM_SIMD;
+      else process.env.LSTM_WASM_SIMD = prev;
+    }
+    const name = wasmSimd === 'relaxed' ? 'wasm-relaxed' : backend;
     if (shape.train) {
       const dy = { data: randomData(T * B * H, 10).map((v) => v * 0.01), shape: [T, B, H] };
-      return { name: backend, threads, run: () => m.forwardTrain(x).backward({ output: dy }), dispose: () => m.dispose() };
+      return { name, threads, run: () => m.forwardTrain(x).backward({ output: dy }), dispose: () => m.dispose() };
     }
     if (shape.step) {
       const state = m.initialState(B);
       const xt = { data: x.data.subarray(0, B * I), shape: [B, I] };
       const out = { data: new Float32Array(B * H), shape: [B, H] };
-      return { name: backend, threads, run: () => m.step(xt, state, out), dispose: () => m.dispose() };
+      return { name, threads, run: () => m.step(xt, state, out), dispose: () => m.dispose() };
     }
-    return { name: backend, threads, run: () => m.forward(x, { h0, c0 }), dispose: () => m.dispose() };
+    return { name, threads, run: () => m.forward(x, { h0, c0 }), dispose: () => m.dispose() };
   };
   if (engines.includes('native') && info.native) {
     for (const threads of [1, 2]) runners.push(lstmRunner('native', threads));
   }
-  if (engines.includes('wasm') && info.wasm) runners.push(lstmRunner('wasm', 1));
+  if (engines.includes('wasm') && info.wasm) {
+    runners.push(lstmRunner('wasm', 1, 'simd128'));
+    runners.push(lstmRunner('wasm', 1, 'relaxed'));
+  }
   if (engines.includes('js')) runners.push(lstmRunner('js', 1));
   if (tfw && !shape.train) runners.push(tfjsRunner(tfw, shape, x, h0, c0));
   const modelPath = shape.model ? path.join(here, 'models', shape.model) : '';
@@ -271,13 +296,13 @@ async function main() {
       row.vsOrt = ortSame && row.engine !== 'onnxruntime-node' ? ortSame.ms / row.ms : null;
       row.vsJs = js && row.engine !== 'js' ? js.ms / row.ms : null;
       const tfjs = rows.find((o) => o.engine === 'tfjs-backend-wasm');
-      row.vsTfjsWasm = tfjs && row.engine === 'wasm' ? tfjs.ms / row.ms : null;
+      row.vsTfjsWasm = tfjs && row.engine.startsWith('wasm') ? tfjs.ms / row.ms : null;
     }
     results.push(...rows);
   }
   const report = {
     date: new Date().toISOString(),
-    machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.cpus().length, node: process.version, isa: info.isa ?? null, peakGflopsPerCore: peak },
+    machine: { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.cpus().length, node: process.version, isa: info.isa ?? null, peakGflopsPerCore: peak, wasmRelaxedByDefault: relaxedByDefault },
     version: info.version,
     results,
   };
@@ -297,7 +322,7 @@ function svgChart(report) {
   const barH = 16;
   const width = 760;
   const left = 260;
-  const colors = { native: '#2b6cb0', wasm: '#38a169', js: '#dd6b20', 'onnxruntime-node': '#718096', 'tfjs-backend-wasm': '#805ad5' };
+  const colors = { native: '#2b6cb0', wasm: '#38a169', 'wasm-relaxed': '#276749', js: '#dd6b20', 'onnxruntime-node': '#718096', 'tfjs-backend-wasm': '#805ad5' };
   let y = 40;
   const parts = [`<text x="10" y="22" font-size="14" font-weight="bold">lstm-native: GFLOP/s by shape and engine (${report.machine.cpu}, ${report.date.slice(0, 10)})</text>`];
   let last = '';
