@@ -11,7 +11,16 @@ const RUNS = Number(process.env.FUZZ_RUNS ?? 10_000);
 
 describe('API fuzzing', () => {
   it.each(ENGINES.filter((e) => !e.isa || e.isa !== 'scalar'))(`$label: ${RUNS} random and hostile calls end in a result or an LstmError`, async (engine) => {
-    const report = await fuzzApi(lib, engine.backend, RUNS, Number(process.env.FUZZ_SEED ?? 20261127));
+    // The wasm build for every model the fuzzer builds (they read LSTM_WASM_SIMD when built).
+    const prevSimd = process.env.LSTM_WASM_SIMD;
+    if (engine.wasmSimd) process.env.LSTM_WASM_SIMD = engine.wasmSimd;
+    let report: Awaited<ReturnType<typeof fuzzApi>>;
+    try {
+      report = await fuzzApi(lib, engine.backend, RUNS, Number(process.env.FUZZ_SEED ?? 20261127));
+    } finally {
+      if (prevSimd === undefined) delete process.env.LSTM_WASM_SIMD;
+      else process.env.LSTM_WASM_SIMD = prevSimd;
+    }
     expect(report.cases).toBe(RUNS);
     // Both outcomes happen often, and the deep paths really run to the end.
     console.log(engine.label, JSON.stringify(report.okByTarget));
