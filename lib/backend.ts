@@ -5,7 +5,7 @@ import { jsEngine } from './js/engine.js';
 import { nativeEngine } from './native/engine.js';
 import { env, loadNative, packageVersion, platformName } from './platform.js';
 import { wasmEngine } from './wasm/engine.js';
-import { type WasmSimd, wasmMemoryBytes, wasmSimd, wasmUnavailable } from './wasm/module.js';
+import { type WasmSimd, requestedSimd, wasmMemoryBytes, wasmSimd, wasmUnavailable } from './wasm/module.js';
 
 export interface BackendInfo {
   /** The engine a model with backend 'auto' gets here: native, else wasm, else js. */
@@ -98,6 +98,7 @@ export function selectEngine(choice: BackendChoice): Engine {
     if (st.addon) return nativeEngine(st.addon);
     if (wanted === 'native') throw new LstmError('LSTM_NATIVE', `backend 'native' requested but ${st.reason}`);
   }
+  requestedSimd(); // a bad LSTM_WASM_SIMD is the caller's error (LSTM_OPTION), as LSTM_BACKEND's is
   const why = wasmUnavailable();
   if (why === null) return wasmEngine();
   if (wanted === 'wasm') throw new LstmError('LSTM_WASM', `backend 'wasm' requested but ${why}`);

@@ -67,7 +67,16 @@ describe('wasm engine', () => {
     expect(backendInfo().wasmSimd).toBe('relaxed');
     withEnv({ LSTM_WASM_SIMD: 'simd128' }, () => expect(backendInfo().wasmSimd).toBe('simd128'));
     withEnv({ LSTM_WASM_SIMD: 'avx' }, () => {
-      expect(() => new LSTM({ inputSize: 2, hiddenSize: 3, backend: 'wasm' })).toThrow(/LSTM_WASM_SIMD: expected 'relaxed', 'simd128' or 'auto', got "avx"/);
+      let err: unknown;
+      try {
+        new LSTM({ inputSize: 2, hiddenSize: 3, backend: 'wasm' });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(LstmError);
+      expect((err as InstanceType<typeof LstmError>).code).toBe('LSTM_OPTION');
+      expect((err as Error).message).toMatch(/LSTM_WASM_SIMD: expected 'relaxed', 'simd128' or 'auto', got "avx"/);
+      expect(backendInfo().wasmReason).toMatch(/LSTM_WASM_SIMD: expected/);
     });
     // The two modules really differ: relaxed fuses each multiply-add (one rounding), so
     // some outputs differ in their last bits; both stay within float tolerance of each other.

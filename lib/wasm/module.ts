@@ -48,8 +48,8 @@ function hostHasRelaxedSimd(): boolean {
   return relaxedHost;
 }
 
-/** LSTM_WASM_SIMD: 'relaxed' | 'simd128', or null for 'auto' (also when unset). */
-function requestedSimd(): WasmSimd | null {
+/** LSTM_WASM_SIMD: 'relaxed' | 'simd128', or null for 'auto' (also when unset); LSTM_OPTION when invalid. */
+export function requestedSimd(): WasmSimd | null {
   const v = env('LSTM_WASM_SIMD');
   if (v === 'relaxed' || v === 'simd128') return v;
   if (v !== undefined && v !== '' && v !== 'auto') {
