@@ -123,30 +123,25 @@ function unavailable(simd: WasmSimd, err: unknown): string {
  * by itself.
  */
 export async function initWasm(source?: string | URL | ArrayBuffer | Uint8Array): Promise<void> {
-  const simd = preferredSimd();
-  if (compiled[simd]) return;
-  try {
-    compiled[simd] = check(await WebAssembly.compile(await wasmBytesFrom(source, WASM_FILES[simd])));
-    failure[simd] = null;
-  } catch (err) {
-    failure[simd] = unavailable(simd, err);
-    // 'auto' with the package's files: a relaxed build that cannot be had (a bundler that
-    // copied only lstm.wasm, a host that validates the probe but not the module) falls
-    // back to SIMD128, which wasmSimd() then picks.
-    if (simd === 'relaxed' && source === undefined && requestedSimd() === null) return initWasmSimd128(err);
-    throw new LstmError('LSTM_WASM', failure[simd]!, { cause: err });
+  const first = preferredSimd();
+  // 'auto' with the package's files: a relaxed build that cannot be had (a bundler that
+  // copied only lstm.wasm, a host that validates the probe but not the module) falls back
+  // to SIMD128, which wasmSimd() then picks.
+  const order: WasmSimd[] = first === 'relaxed' && source === undefined && requestedSimd() === null ? ['relaxed', 'simd128'] : [first];
+  const errors: unknown[] = [];
+  for (const simd of order) {
+    if (compiled[simd]) return;
+    try {
+      compiled[simd] = check(await WebAssembly.compile(await wasmBytesFrom(source, WASM_FILES[simd])));
+      failure[simd] = null;
+      return;
+    } catch (err) {
+      failure[simd] = unavailable(simd, err);
+      errors.push(err);
+    }
   }
-}
-
-async function initWasmSimd128(relaxedError: unknown): Promise<void> {
-  if (compiled.simd128) return;
-  try {
-    compiled.simd128 = check(await WebAssembly.compile(await wasmBytesFrom(undefined, WASM_FILES.simd128)));
-    failure.simd128 = null;
-  } catch (err) {
-    failure.simd128 = unavailable('simd128', err);
-    throw new LstmError('LSTM_WASM', `${failure.simd128} (and the relaxed-SIMD build: ${(relaxedError as Error).message})`, { cause: err });
-  }
+  const also = errors.length > 1 ? ` (and the relaxed-SIMD build: ${(errors[0] as Error).message})` : '';
+  throw new LstmError('LSTM_WASM', `${failure[order[order.length - 1]]}${also}`, { cause: errors[errors.length - 1] });
 }
 
 /** The compiled module, or null with the reason in wasmUnavailable(). Never throws. */
