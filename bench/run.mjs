@@ -14,19 +14,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import v8 from 'node:v8';
+import { enableRelaxedSimd } from '../scripts/relaxed-simd.mjs';
 import { markdownTable } from './table.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
-// A module of one f32x4.relaxed_madd: valid only where relaxed SIMD is on.
-const RELAXED_PROBE = new Uint8Array([
-  0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 1, 8, 1, 0x60, 3, 0x7b, 0x7b, 0x7b, 1, 0x7b, 3, 2, 1, 0, 0x0a, 0x0d, 1, 0x0b, 0,
-  0x20, 0, 0x20, 1, 0x20, 2, 0xfd, 0x85, 0x02, 0x0b,
-]);
-const relaxedByDefault = WebAssembly.validate(RELAXED_PROBE);
 // Before the package compiles any module (it checks for relaxed SIMD once).
-if (!relaxedByDefault) v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
+const relaxedByDefault = enableRelaxedSimd();
 const lib = require('../dist/cjs/index.js');
 const { loadNative } = require('../dist/cjs/native/loader.js');
 

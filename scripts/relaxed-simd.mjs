@@ -1,6 +1,6 @@
-// What the build, the cross tests and the test suite share about WebAssembly relaxed SIMD
-// (wasm/lstm-relaxed.wasm). lib/wasm/module.ts carries its own copy of the probe: the
-// package does not ship scripts/.
+// What the build, the cross tests, the test suite and the bench share about WebAssembly
+// relaxed SIMD (wasm/lstm-relaxed.wasm). The package ships this file for bench/run.mjs;
+// lib/wasm/module.ts carries its own copy of the probe (lib/ compiles on its own).
 import { execFileSync } from 'node:child_process';
 import v8 from 'node:v8';
 
@@ -10,9 +10,14 @@ export const RELAXED_PROBE = new Uint8Array([
   0x20, 0, 0x20, 1, 0x20, 2, 0xfd, 0x85, 0x02, 0x0b,
 ]);
 
-/** Node 20 validates relaxed SIMD only behind a flag (Node 22+ has it on): set it, before anything compiles. */
+/**
+ * Node 20 validates relaxed SIMD only behind a flag (Node 22+ has it on): set it, before
+ * anything compiles. Returns whether the host had it on by default.
+ */
 export function enableRelaxedSimd() {
-  if (!WebAssembly.validate(RELAXED_PROBE)) v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
+  const byDefault = WebAssembly.validate(RELAXED_PROBE);
+  if (!byDefault) v8.setFlagsFromString('--experimental-wasm-relaxed-simd');
+  return byDefault;
 }
 
 /** The first of `names` that runs, else an Error saying what to install. */

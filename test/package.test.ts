@@ -80,7 +80,7 @@ describe('the npm package', () => {
     const size = statSync(tarball).size;
     expect(size).toBeLessThan(5 * 1024 * 1024);
     const files = execFileSync('tar', ['tzf', tarball], { encoding: 'utf8' }).split('\n');
-    for (const f of [`prebuilds/${process.platform}-${process.arch}/lstm-native.node`, 'dist/esm/index.mjs', 'dist/cjs/index.js', 'dist/cjs/index.d.ts', 'wasm/lstm.wasm', 'wasm/lstm-relaxed.wasm', 'binding.gyp', 'native/kernels/layer.cc', 'native/addon/addon.cc', 'bin/lstm-native.cjs', 'scripts/install.cjs', 'LICENSE']) {
+    for (const f of [`prebuilds/${process.platform}-${process.arch}/lstm-native.node`, 'dist/esm/index.mjs', 'dist/cjs/index.js', 'dist/cjs/index.d.ts', 'wasm/lstm.wasm', 'wasm/lstm-relaxed.wasm', 'binding.gyp', 'native/kernels/layer.cc', 'native/addon/addon.cc', 'bin/lstm-native.cjs', 'scripts/install.cjs', 'bench/run.mjs', 'scripts/relaxed-simd.mjs', 'LICENSE']) {
       expect(files, f).toContain(`package/${f}`);
     }
     expect(files.some((f) => f.startsWith('package/test/'))).toBe(false);
