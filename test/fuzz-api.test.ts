@@ -1,7 +1,7 @@
 // Seeded API fuzzing in CI: >= 10,000 cases per engine. `npm run fuzz` runs far more.
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { ENGINES } from './helpers';
+import { ENGINES, setEngineEnv } from './helpers';
 import { fuzzApi } from './fuzz/api.fuzz';
 
 const require = createRequire(import.meta.url);
@@ -11,15 +11,13 @@ const RUNS = Number(process.env.FUZZ_RUNS ?? 10_000);
 
 describe('API fuzzing', () => {
   it.each(ENGINES.filter((e) => !e.isa || e.isa !== 'scalar'))(`$label: ${RUNS} random and hostile calls end in a result or an LstmError`, async (engine) => {
-    // The wasm build for every model the fuzzer builds (they read LSTM_WASM_SIMD when built).
-    const prevSimd = process.env.LSTM_WASM_SIMD;
-    if (engine.wasmSimd) process.env.LSTM_WASM_SIMD = engine.wasmSimd;
+    // The case's ISA and wasm build for every model the fuzzer builds, over the whole async run.
+    const restore = setEngineEnv(engine);
     let report: Awaited<ReturnType<typeof fuzzApi>>;
     try {
       report = await fuzzApi(lib, engine.backend, RUNS, Number(process.env.FUZZ_SEED ?? 20261127));
     } finally {
-      if (prevSimd === undefined) delete process.env.LSTM_WASM_SIMD;
-      else process.env.LSTM_WASM_SIMD = prevSimd;
+      restore();
     }
     expect(report.cases).toBe(RUNS);
     // Both outcomes happen often, and the deep paths really run to the end.

@@ -60,18 +60,26 @@ export const ENGINES: EngineCase[] = [
   ...(info.wasm ? WASM_CASES : []),
 ];
 
-/** Run fn with LSTM_ISA and LSTM_WASM_SIMD set (models read them when they are built). */
-export function withEngine<T>(engine: EngineCase, fn: () => T): T {
+/** Set LSTM_ISA and LSTM_WASM_SIMD for an engine case (models read them when they are built); returns the undo. */
+export function setEngineEnv(engine: EngineCase): () => void {
   const prev = { LSTM_ISA: process.env.LSTM_ISA, LSTM_WASM_SIMD: process.env.LSTM_WASM_SIMD };
   if (engine.isa) process.env.LSTM_ISA = engine.isa;
   if (engine.wasmSimd) process.env.LSTM_WASM_SIMD = engine.wasmSimd;
-  try {
-    return fn();
-  } finally {
+  return () => {
     for (const [k, v] of Object.entries(prev)) {
       if (v === undefined) delete process.env[k];
       else process.env[k] = v;
     }
+  };
+}
+
+/** Run fn with the engine case's LSTM_ISA and LSTM_WASM_SIMD set. */
+export function withEngine<T>(engine: EngineCase, fn: () => T): T {
+  const restore = setEngineEnv(engine);
+  try {
+    return fn();
+  } finally {
+    restore();
   }
 }
 
