@@ -105,15 +105,17 @@ constexpr bool kPackA = true;
 // row-major kernel, at lda for the k-major one) or, with slivers, the block packed by
 // pack_slivers for the k-major kernel (the group from row m at a + m * kc, lda its rows).
 void block_panels(const MicroKernel& uk, MicroKernelFn kernel, int mc, int kc, const float* a, std::ptrdiff_t row_step,
-                  std::ptrdiff_t lda, bool slivers, const PackedMatrix& W, int k0, int p0, int p1, float* C,
-                  std::ptrdiff_t ldc, bool prefetch) {
+                  std::ptrdiff_t lda, bool slivers, const PackedMatrix& W, int k0, int p0, int p1, bool backward,
+                  float* C, std::ptrdiff_t ldc, bool prefetch) {
   const int K = W.k;
   const int groups = (mc + uk.mr - 1) / uk.mr;
   const int lines_per_group = (kc + groups - 1) / groups;  // one line of a panel per k
-  for (int p = p0; p < p1; ++p) {
+  const int dir = backward ? -1 : 1;
+  for (int i = 0; i < p1 - p0; ++i) {
+    const int p = backward ? p1 - 1 - i : p0 + i;
     const int nr = std::min(kPanel, W.n - p * kPanel);
     const float* bp = W.data.data() + (static_cast<std::size_t>(p) * K + k0) * kPanel;
-    const float* next = prefetch && p + 1 < p1 ? bp + static_cast<std::size_t>(K) * kPanel : nullptr;
+    const float* next = prefetch && i + 1 < p1 - p0 ? bp + dir * static_cast<std::ptrdiff_t>(K) * kPanel : nullptr;
     int line = 0;
     for (int m = 0, mr = 0; m < mc; m += mr) {
       mr = group_rows(uk.mr, mc, m);
@@ -183,22 +185,35 @@ void pack_slivers(int mr_max, int mc, int kc, const float* a, std::ptrdiff_t lda
 }
 
 void gemm_blocked(const MicroKernel& uk, int M, const float* A, std::ptrdiff_t lda, const PackedMatrix& W, int p0,
-                  int p1, float* C, std::ptrdiff_t ldc, float* scratch) {
+                  int p1, bool backward, float* C, std::ptrdiff_t ldc, float* scratch) {
   const int K = W.k;
   for (int k0 = 0; k0 < K; k0 += kKC) {
     const int kc = std::min(kKC, K - k0);
     if (M == 1 && uk.gemv4 != nullptr) {
       // One row: four panels per pass keep eight FMA chains in flight (a single
       // panel has two, and stalls on FMA latency). Same per-element order as uk.run.
+      // Groups of four full panels from p0, then the rest one by one (backward: the
+      // same pieces in the opposite order).
       const std::ptrdiff_t stride = static_cast<std::ptrdiff_t>(K) * kPanel;
-      int p = p0;
-      for (; p + 4 <= p1 && (p + 4) * kPanel <= W.n; p += 4) {
+      int quads = (p1 - p0) / 4;
+      while (quads > 0 && (p0 + 4 * quads) * kPanel > W.n) --quads;
+      const int rest = p1 - p0 - 4 * quads;
+      auto quad = [&](int q) {
+        const int p = p0 + 4 * q;
         uk.gemv4(kc, A + k0, W.data.data() + p * stride + static_cast<std::ptrdiff_t>(k0) * kPanel, stride, C + p * kPanel);
-      }
-      for (; p < p1; ++p) {
+      };
+      auto single = [&](int i) {
+        const int p = p0 + 4 * quads + i;
         const int nr = std::min(kPanel, W.n - p * kPanel);
         uk.run(1, kc, A + k0, lda, W.data.data() + p * stride + static_cast<std::ptrdiff_t>(k0) * kPanel, C + p * kPanel, ldc,
                nr);
+      };
+      if (backward) {
+        for (int i = rest - 1; i >= 0; --i) single(i);
+        for (int q = quads - 1; q >= 0; --q) quad(q);
+      } else {
+        for (int q = 0; q < quads; ++q) quad(q);
+        for (int i = 0; i < rest; ++i) single(i);
       }
       continue;
     }
@@ -208,7 +223,7 @@ void gemm_blocked(const MicroKernel& uk, int M, const float* A, std::ptrdiff_t l
       const float* a = A + m0 * lda + k0;
       const bool pack = kPackA && streamed && scratch != nullptr && mc > uk.mr;
       if (pack) pack_slivers(uk.mr, mc, kc, a, lda, scratch);
-      block_panels(uk, pack ? uk.run_t : uk.run, mc, kc, pack ? scratch : a, lda, lda, pack, W, k0, p0, p1,
+      block_panels(uk, pack ? uk.run_t : uk.run, mc, kc, pack ? scratch : a, lda, lda, pack, W, k0, p0, p1, backward,
                    C + m0 * ldc, ldc, kPrefetch && streamed);
     }
   }
@@ -239,7 +254,7 @@ void gemm_tn_rows(Isa isa, const float* At, std::ptrdiff_t lda, const PackedMatr
         const float* src = At + static_cast<std::ptrdiff_t>(k0 + kk) * lda + mb;
         std::copy(src, src + mc, scratch + static_cast<std::ptrdiff_t>(kk) * mc);
       }
-      block_panels(uk, uk.run_t, mc, kc, scratch, 1, mc, false, W, k0, 0, panels, C + mb * ldc, ldc, false);
+      block_panels(uk, uk.run_t, mc, kc, scratch, 1, mc, false, W, k0, 0, panels, false, C + mb * ldc, ldc, false);
     }
   }
 }
@@ -250,9 +265,9 @@ void gemm_nt(Isa isa, int M, const float* A, std::ptrdiff_t lda, const PackedMat
 }
 
 void gemm_nt_panels(Isa isa, int M, const float* A, std::ptrdiff_t lda, const PackedMatrix& W, int p0, int p1, float* C,
-                    std::ptrdiff_t ldc, float* scratch) {
+                    std::ptrdiff_t ldc, float* scratch, bool backward) {
   if (M <= 0 || W.n <= 0 || W.k <= 0 || p0 >= p1) return;
-  gemm_blocked(microkernel_for(isa), M, A, lda, W, p0, p1, C, ldc, scratch);
+  gemm_blocked(microkernel_for(isa), M, A, lda, W, p0, p1, backward, C, ldc, scratch);
 }
 
 }  // namespace lstm

@@ -54,8 +54,11 @@ void gemm_nt(Isa isa, int M, const float* A, std::ptrdiff_t lda, const PackedMat
 // The same restricted to the columns of panels [p0, p1). Each output element is
 // computed the same way whatever the panel range (and with or without scratch), so
 // splitting panels across threads gives bitwise the same result as one thread.
+// backward: the panels in descending order, again with the same results. A matrix that
+// streams from L3 on every call leaves the panels it read last in L2; the next call
+// finds them there if it starts where this one ended.
 void gemm_nt_panels(Isa isa, int M, const float* A, std::ptrdiff_t lda, const PackedMatrix& W, int p0, int p1, float* C,
-                    std::ptrdiff_t ldc, float* scratch = nullptr);
+                    std::ptrdiff_t ldc, float* scratch = nullptr, bool backward = false);
 
 // C[m * ldc + j] += sum_kk At[kk * lda + m] * W[j, kk] for m in [m0, m1), j < W.n: the
 // left operand given transposed (At [W.k, M]), as a weight gradient dW = dG^T X has it.

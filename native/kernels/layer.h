@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <atomic>
 #include <cstdint>
 #include <new>
 #include <vector>
@@ -132,6 +133,9 @@ class Layer {
   int blocks_ = 0;       // ceil(H / 16)
   int gate_cols_ = 0;    // 64 * blocks_
   std::vector<Direction> dirs_;
+  // Products that streamed this layer's recurrent weights so far: its parity picks the
+  // panel order of the next one. Concurrent runs may race on it; it only steers caching.
+  mutable std::atomic<unsigned> sweeps_{0};
 };
 
 // A stack: layer l+1 reads layer l's output. h0/c0/hn/cn hold every layer: [L*D, B, Hout] / [L*D, B, H].
