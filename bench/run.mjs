@@ -267,10 +267,13 @@ async function main() {
         // Short runs are repeated inside one sample so timer resolution does not matter.
         const n = inner(i);
         await settle();
-        // Wake threads, refill caches, and let the core come back up to speed: after the
-        // pause, 2-thread native S4 steps timed after 3 warm-up calls took 50-95 us, after
-        // 200 calls 39-41 us (medians of 7 samples of 200, in runs side by side).
-        for (let k = 0; k < n; k++) await r.run();
+        // Wake threads, refill caches, and let the cores come back up to speed: as many
+        // calls as the sample has and at least 100 ms of them. After the pause, 2-thread
+        // native S4 steps timed after 3 warm-up calls took 50-95 us, after 200 calls (8 ms)
+        // 38-43 us, after 100 ms of calls 28-32 us (medians of 9 samples of 200, three
+        // runs each, alternating; 1 thread: 48-53 and 46 us).
+        const warmUntil = performance.now() + 100;
+        for (let k = 0; k < n || performance.now() < warmUntil; k++) await r.run();
         let total = 0;
         for (let k = 0; k < n; k++) total += await timeOnce(r.run);
         times[i].push(total / n);
