@@ -206,6 +206,8 @@ describe('LSTM_NATIVE and the native layer itself', () => {
       [0, [], 'LSTM_OPTION'],
       [0, [{}], 'LSTM_OPTION'],
       [0, 'layer', 'LSTM_OPTION'],
+      // an object with the Layer prototype that the constructor never made
+      [0, [Object.create(addon.Layer.prototype)], 'LSTM_OPTION'],
       [1, f(7), 'LSTM_SHAPE'],
       [1, new Float64Array(8), 'LSTM_DTYPE'],
       [2, -1, 'LSTM_SHAPE'],
@@ -232,6 +234,9 @@ describe('LSTM_NATIVE and the native layer itself', () => {
     const a = args();
     a[0] = [layer, wide];
     expect(call(a)).toBe('LSTM_OPTION');
+    // a Packed matrix's prototype without its constructor, for the GEMMs
+    const fake = Object.create(addon.Packed.prototype);
+    expect(codeOf(() => (addon.gemmNT as (...xs: unknown[]) => void)(1, f(2), fake, f(2), false, '', 1))).toBe('LSTM_OPTION');
     // stepping a bidirectional layer
     const bi = new addon.Layer({ ...desc, numDirections: 2 }, [dirs[0], dirs[0]]);
     expect(codeOf(() => addon.step([bi], f(2), 1, f(6), f(6), f(6), 1))).toBe('LSTM_OPTION');

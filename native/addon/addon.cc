@@ -109,6 +109,13 @@ bool BoolArg(Napi::Env env, const Napi::Object& o, const char* key) {
 
 class LstmAddon;
 
+// Type tags of the wrapper objects, set by their constructors: StackArg and ParseGemm
+// check these instead of instanceof (which runs a Symbol.hasInstance lookup and walks the
+// prototype chain: 6% of a small streaming step), and an object given a wrapper's
+// prototype from JavaScript carries no tag.
+constexpr napi_type_tag kLayerTag = {0x6c73746d2d6e6174, 0x4c61796572000001};
+constexpr napi_type_tag kPackedTag = {0x6c73746d2d6e6174, 0x5061636b65640001};
+
 // A layer's packed weights. Operations on layers are addon methods taking arrays of
 // layers (a stack); the wrapper holds the layer by shared_ptr so an async run keeps it
 // alive past dispose().
@@ -164,7 +171,10 @@ class PackedWrap : public Napi::ObjectWrap<PackedWrap> {
 
   // Packed(w: Float32Array [n*k], n, k, transposed?): W [n, k], or with transposed = true
   // its transpose Wt [k, n] (packed without transposing it first).
-  PackedWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PackedWrap>(info) { Pack(info); }
+  PackedWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<PackedWrap>(info) {
+    info.This().As<Napi::Object>().TypeTag(&kPackedTag);
+    Pack(info);
+  }
 
   // set(w, n, k, transposed?): repack in place, reusing the buffer (training pools these per model).
   Napi::Value Set(const Napi::CallbackInfo& info) {
@@ -339,9 +349,7 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
  public:
   LstmAddon(Napi::Env env, Napi::Object exports) : best_(lstm::best_isa()) {
     Napi::Function layer_class = LayerWrap::Define(env);
-    layer_ctor_ = Napi::Persistent(layer_class);
     Napi::Function packed_class = PackedWrap::Define(env);
-    packed_ctor_ = Napi::Persistent(packed_class);
     DefineAddon(exports, {
                              InstanceValue("abiVersion", Napi::Number::New(env, kAbiVersion), napi_enumerable),
                              InstanceMethod("isa", &LstmAddon::IsaName, napi_enumerable),
@@ -412,8 +420,6 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
 
 
   const lstm::Isa best_;  // detected once per environment
-  Napi::FunctionReference layer_ctor_;
-  Napi::FunctionReference packed_ctor_;
   // forward and step run on the environment's own thread, one call at a time, so they
   // share one Workspace. step keeps it whatever its size (a step allocates nothing); after
   // a forward it is kept while it is small, so a small model's forward allocates no
@@ -432,6 +438,7 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
 
 LayerWrap::LayerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LayerWrap>(info) {
   Napi::Env env = info.Env();
+  info.This().As<Napi::Object>().TypeTag(&kLayerTag);
   if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsArray()) {
     Fail(env, "LSTM_OPTION", "Layer(desc, dirs): expected a descriptor object and an array of direction weights");
   }
@@ -524,13 +531,13 @@ struct Stack {
   int64_t widest = 0;       // the widest activation row any layer reads or writes
 };
 
-Stack StackArg(Napi::Env env, const Napi::Value& v, const Napi::FunctionReference& ctor) {
+Stack StackArg(Napi::Env env, const Napi::Value& v) {
   if (!v.IsArray() || v.As<Napi::Array>().Length() == 0) Fail(env, "LSTM_OPTION", "layers: expected a non-empty array of layers");
   Napi::Array arr = v.As<Napi::Array>();
   Stack st;
   for (uint32_t i = 0; i < arr.Length(); ++i) {
     Napi::Value item = arr.Get(i);
-    if (!item.IsObject() || !item.As<Napi::Object>().InstanceOf(ctor.Value())) {
+    if (!item.IsObject() || !item.As<Napi::Object>().CheckTypeTag(&kLayerTag)) {
       Fail(env, "LSTM_OPTION", "layers[" + std::to_string(i) + "]: expected a Layer");
     }
     LayerWrap* wrap = LayerWrap::Unwrap(item.As<Napi::Object>());
@@ -739,7 +746,7 @@ void LstmAddon::RunSync(Napi::Env env, const char* what, const std::vector<const
 Napi::Value LstmAddon::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() != 11) Fail(env, "LSTM_OPTION", "forward: expected 11 arguments");
-  Stack st = StackArg(env, info[0], layer_ctor_);
+  Stack st = StackArg(env, info[0]);
   lstm::StackRun run;
   run.T = IntArg(env, info[2], "T", 1, std::numeric_limits<int32_t>::max());
   run.B = IntArg(env, info[3], "B", 1, std::numeric_limits<int32_t>::max());
@@ -762,7 +769,7 @@ Napi::Value LstmAddon::Forward(const Napi::CallbackInfo& info) {
 Napi::Value LstmAddon::ForwardAsync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() != 8) Fail(env, "LSTM_OPTION", "forwardAsync: expected 8 arguments");
-  Stack st = StackArg(env, info[0], layer_ctor_);
+  Stack st = StackArg(env, info[0]);
   const int T = IntArg(env, info[2], "T", 1, std::numeric_limits<int32_t>::max());
   const int B = IntArg(env, info[3], "B", 1, std::numeric_limits<int32_t>::max());
   CheckRunSize(env, st, T, B);
@@ -804,7 +811,7 @@ Napi::Value LstmAddon::ForwardAsync(const Napi::CallbackInfo& info) {
 Napi::Value LstmAddon::Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() != 7) Fail(env, "LSTM_OPTION", "step: expected 7 arguments");
-  Stack st = StackArg(env, info[0], layer_ctor_);
+  Stack st = StackArg(env, info[0]);
   for (const lstm::Layer* layer : st.layers) {
     if (layer->desc().num_directions != 1) Fail(env, "LSTM_OPTION", "step: bidirectional layers cannot be stepped");
   }
@@ -848,7 +855,7 @@ GemmArgs LstmAddon::ParseGemm(const Napi::CallbackInfo& info, const std::string&
   if (info.Length() != 7) Fail(env, "LSTM_OPTION", fn + ": expected 7 arguments");
   GemmArgs g;
   g.M = IntArg(env, info[0], "M", 1, std::numeric_limits<int32_t>::max());
-  if (!info[2].IsObject() || !info[2].As<Napi::Object>().InstanceOf(packed_ctor_.Value())) Fail(env, "LSTM_OPTION", fn + ": expected a Packed matrix");
+  if (!info[2].IsObject() || !info[2].As<Napi::Object>().CheckTypeTag(&kPackedTag)) Fail(env, "LSTM_OPTION", fn + ": expected a Packed matrix");
   g.w = &PackedWrap::Unwrap(info[2].As<Napi::Object>())->packed();
   if (g.w->empty()) Fail(env, "LSTM_DISPOSED", fn + ": this packed matrix was disposed");
   if (int64_t{g.M} * g.w->k > kMaxElements || int64_t{g.M} * g.w->n > kMaxElements) Fail(env, "LSTM_SHAPE", fn + ": operands exceed 2^31 elements");
