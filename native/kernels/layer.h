@@ -3,8 +3,8 @@
 // fused cell update — split across threads by blocks of 16 hidden units.
 #pragma once
 
-#include <cstddef>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <new>
 #include <vector>
