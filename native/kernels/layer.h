@@ -133,8 +133,9 @@ class Layer {
   int blocks_ = 0;       // ceil(H / 16)
   int gate_cols_ = 0;    // 64 * blocks_
   std::vector<Direction> dirs_;
-  // Products that streamed this layer's recurrent weights so far: its parity picks the
-  // panel order of the next one. Concurrent runs may race on it; it only steers caching.
+  // Steps this layer has run so far (one recurrent product each): its parity picks the
+  // panel order of the next run's first step. Concurrent runs may race on it; it only
+  // steers caching, never results.
   mutable std::atomic<unsigned> sweeps_{0};
 };
 
