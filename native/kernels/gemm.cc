@@ -104,28 +104,49 @@ constexpr bool kPackA = true;
 // block's first row. Row m of the block at a + m * row_step (k at stride 1 for the
 // row-major kernel, at lda for the k-major one) or, with slivers, the block packed by
 // pack_slivers for the k-major kernel (the group from row m at a + m * kc, lda its rows).
-void block_panels(const MicroKernel& uk, MicroKernelFn kernel, int mc, int kc, const float* a, std::ptrdiff_t row_step,
-                  std::ptrdiff_t lda, bool slivers, const PackedMatrix& W, int k0, int p0, int p1, bool backward,
-                  float* C, std::ptrdiff_t ldc, bool prefetch) {
+// kernel2 (or null): the same kernel over two full panels at once, used for every pair
+// of neighbouring full panels.
+void block_panels(const MicroKernel& uk, MicroKernelFn kernel, MicroKernel2Fn kernel2, int mc, int kc, const float* a,
+                  std::ptrdiff_t row_step, std::ptrdiff_t lda, bool slivers, const PackedMatrix& W, int k0, int p0, int p1,
+                  bool backward, float* C, std::ptrdiff_t ldc, bool prefetch) {
   const int K = W.k;
+  const std::ptrdiff_t stride = static_cast<std::ptrdiff_t>(K) * kPanel;
   const int groups = (mc + uk.mr - 1) / uk.mr;
-  const int lines_per_group = (kc + groups - 1) / groups;  // one line of a panel per k
-  const int dir = backward ? -1 : 1;
-  for (int i = 0; i < p1 - p0; ++i) {
+  const int full = W.n / kPanel;  // panels [0, full) have all 16 columns
+  // The panels of one call in processing order: forward from p0, or backward from p1 - 1,
+  // in units of two neighbouring full panels where kernel2 exists (the lower one first
+  // in memory either way), else one.
+  auto unit = [&](int i, int* first) {  // i: panels done so far; returns the unit's width
     const int p = backward ? p1 - 1 - i : p0 + i;
-    const int nr = std::min(kPanel, W.n - p * kPanel);
-    const float* bp = W.data.data() + (static_cast<std::size_t>(p) * K + k0) * kPanel;
-    const float* next = prefetch && i + 1 < p1 - p0 ? bp + dir * static_cast<std::ptrdiff_t>(K) * kPanel : nullptr;
+    const bool pair = kernel2 != nullptr && i + 1 < p1 - p0 && (backward ? p < full : p + 1 < full);
+    *first = pair && backward ? p - 1 : p;
+    return pair ? 2 : 1;
+  };
+  for (int i = 0, width = 0; i < p1 - p0; i += width) {
+    int p = 0;
+    width = unit(i, &p);
+    const float* bp = W.data.data() + static_cast<std::size_t>(p) * stride + static_cast<std::ptrdiff_t>(k0) * kPanel;
+    // While the groups run against this unit, the next one's lines (one per k and panel)
+    // are prefetched into L2, a share before each group.
+    int next_p = 0, next_width = 0;
+    if (prefetch && i + width < p1 - p0) next_width = unit(i + width, &next_p);
+    const float* next = W.data.data() + static_cast<std::size_t>(next_p) * stride + static_cast<std::ptrdiff_t>(k0) * kPanel;
+    const int next_lines = next_width * kc;
+    const int lines_per_group = (next_lines + groups - 1) / groups;
     int line = 0;
     for (int m = 0, mr = 0; m < mc; m += mr) {
       mr = group_rows(uk.mr, mc, m);
-      if (next != nullptr) {
-        for (const int end = std::min(kc, line + lines_per_group); line < end; ++line) {
-          __builtin_prefetch(next + static_cast<std::ptrdiff_t>(line) * kPanel, 0, 1);
-        }
+      for (const int end = std::min(next_lines, line + lines_per_group); line < end; ++line) {
+        const int q = line / kc;
+        __builtin_prefetch(next + q * stride + static_cast<std::ptrdiff_t>(line - q * kc) * kPanel, 0, 1);
       }
       const float* am = slivers ? a + static_cast<std::ptrdiff_t>(m) * kc : a + m * row_step;
-      kernel(mr, kc, am, slivers ? mr : lda, bp, C + m * ldc + p * kPanel, ldc, nr);
+      const std::ptrdiff_t ld = slivers ? mr : lda;
+      if (width == 2) {
+        kernel2(mr, kc, am, ld, bp, stride, C + m * ldc + p * kPanel, ldc);
+      } else {
+        kernel(mr, kc, am, ld, bp, C + m * ldc + p * kPanel, ldc, std::min(kPanel, W.n - p * kPanel));
+      }
     }
   }
 }
@@ -223,8 +244,8 @@ void gemm_blocked(const MicroKernel& uk, int M, const float* A, std::ptrdiff_t l
       const float* a = A + m0 * lda + k0;
       const bool pack = kPackA && streamed && scratch != nullptr && mc > uk.mr;
       if (pack) pack_slivers(uk.mr, mc, kc, a, lda, scratch);
-      block_panels(uk, pack ? uk.run_t : uk.run, mc, kc, pack ? scratch : a, lda, lda, pack, W, k0, p0, p1, backward,
-                   C + m0 * ldc, ldc, kPrefetch && streamed);
+      block_panels(uk, pack ? uk.run_t : uk.run, pack ? uk.run2_t : uk.run2, mc, kc, pack ? scratch : a, lda, lda, pack, W,
+                   k0, p0, p1, backward, C + m0 * ldc, ldc, kPrefetch && streamed);
     }
   }
 }
@@ -254,7 +275,8 @@ void gemm_tn_rows(Isa isa, const float* At, std::ptrdiff_t lda, const PackedMatr
         const float* src = At + static_cast<std::ptrdiff_t>(k0 + kk) * lda + mb;
         std::copy(src, src + mc, scratch + static_cast<std::ptrdiff_t>(kk) * mc);
       }
-      block_panels(uk, uk.run_t, mc, kc, scratch, 1, mc, false, W, k0, 0, panels, false, C + mb * ldc, ldc, false);
+      block_panels(uk, uk.run_t, uk.run2_t, mc, kc, scratch, 1, mc, false, W, k0, 0, panels, false, C + mb * ldc, ldc,
+                   false);
     }
   }
 }

@@ -93,7 +93,9 @@ constexpr int kGemvPanels = 4;  // 4 accumulators
 #define LSTM_VEC_FN __attribute__((target("avx512f,avx2,fma")))
 #define LSTM_K_LOOP
 #define LSTM_GEMV_K_LOOP
+#define LSTM_PAIR_KERNEL 1
 #include "gemm_kernels.inc"
+#undef LSTM_PAIR_KERNEL
 #undef LSTM_K_LOOP
 #undef LSTM_GEMV_K_LOOP
 #undef LSTM_VEC_FN
@@ -136,7 +138,10 @@ constexpr int kGemvPanels = 2;  // 8 accumulators, two passes
 
 MicroKernel microkernel_for(Isa isa) {
 #if defined(__x86_64__)
-  if (isa == Isa::kAvx512) return {avx512_kernels::kMR, avx512_kernels::gemm, avx512_kernels::gemm_t, avx512_kernels::gemv4};
+  if (isa == Isa::kAvx512) {
+    return {avx512_kernels::kMR, avx512_kernels::gemm,  avx512_kernels::gemm_t,
+            avx512_kernels::gemv4, avx512_kernels::gemm2, avx512_kernels::gemm2_t};
+  }
   if (isa == Isa::kAvx2) return {avx2_kernels::kMR, avx2_kernels::gemm, avx2_kernels::gemm_t, avx2_kernels::gemv4};
 #elif defined(__aarch64__)
   if (isa == Isa::kNeon) return {neon_kernels::kMR, neon_kernels::gemm, neon_kernels::gemm_t, neon_kernels::gemv4};

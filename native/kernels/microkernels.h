@@ -16,11 +16,17 @@ using Gemv4Fn = void (*)(int kc, const float* a, const float* panels, std::ptrdi
 // The most rows any kernel takes per call (AVX-512's 12 x 16).
 constexpr int kMaxMR = 12;
 
+// Two full panels, the second `stride` floats after the first: c[mr x 32] += a * both.
+using MicroKernel2Fn = void (*)(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel,
+                                std::ptrdiff_t stride, float* c, std::ptrdiff_t ldc);
+
 struct MicroKernel {
   int mr;  // rows of A per call, at most kMaxMR
   MicroKernelFn run;
   MicroKernelFn run_t;  // the same with A k-major: a(i, k) at a[k * lda + i]
   Gemv4Fn gemv4;  // null: use run with mr = 1
+  MicroKernel2Fn run2 = nullptr;    // null: run, a panel at a time
+  MicroKernel2Fn run2_t = nullptr;  // the same with A k-major
 };
 
 MicroKernel microkernel_for(Isa isa);

@@ -111,6 +111,11 @@ void test_gemm(Isa isa) {
         gemm_nt_panels(isa, M, A.data(), lda, P, 0, cut, Cr.data(), ldc, nullptr, true);
         std::snprintf(buf, sizeof buf, "gemm %s M=%d N=%d K=%d backward differs from forward", isa_name(isa), M, N, K);
         expect(Cb == C && Cr == C, buf);
+        // One panel per call, so never through a two-panel kernel: the same bits.
+        std::vector<float> Cs = C0;
+        for (int p = 0; p < panels; ++p) gemm_nt_panels(isa, M, A.data(), lda, P, p, p + 1, Cs.data(), ldc);
+        std::snprintf(buf, sizeof buf, "gemm %s M=%d N=%d K=%d panel by panel differs", isa_name(isa), M, N, K);
+        expect(Cs == C, buf);
 
         // The transposed operands: W packed from Wt [K, N] is the same packed matrix, and
         // C from At [K, M] (rows of C split in two ranges, as threads split them) has the
@@ -158,6 +163,13 @@ void test_gemm_packed(Isa isa) {
     gemm_nt(isa, s.M, A.data(), lda, P, Cp.data(), ldc, scratch.data());
     // Backward, with the next-panel prefetch running the other way: the same bits.
     gemm_nt_panels(isa, s.M, A.data(), lda, P, 0, (s.N + kPanel - 1) / kPanel, Cb.data(), ldc, scratch.data(), true);
+    // Panel by panel (no two-panel kernel), and from an odd panel on (the pairs shifted by one).
+    std::vector<float> Cs = C0;
+    const int panels = (s.N + kPanel - 1) / kPanel;
+    for (int p = 0; p < panels; ++p) gemm_nt_panels(isa, s.M, A.data(), lda, P, p, p + 1, Cs.data(), ldc, scratch.data());
+    std::vector<float> Co = C0;
+    gemm_nt_panels(isa, s.M, A.data(), lda, P, 1, panels, Co.data(), ldc, scratch.data());
+    gemm_nt_panels(isa, s.M, A.data(), lda, P, 0, 1, Co.data(), ldc, scratch.data());
     double worst = 0;
     for (int m = 0; m < s.M; ++m)
       for (int n = 0; n < s.N; ++n) {
@@ -167,7 +179,7 @@ void test_gemm_packed(Isa isa) {
     char buf[160];
     std::snprintf(buf, sizeof buf, "gemm packed %s M=%d N=%d K=%d: error ratio %.3f, same bits as unpacked and backward",
                   isa_name(isa), s.M, s.N, s.K, worst);
-    expect(worst <= 1.0 && Cp == C && Cb == C, buf);
+    expect(worst <= 1.0 && Cp == C && Cb == C && Cs == C && Co == C, buf);
   }
 }
 
