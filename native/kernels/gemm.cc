@@ -1,8 +1,12 @@
 #include "gemm.h"
 
 #include <algorithm>
+#include <atomic>
 #if defined(__SSE2__)
 #include <xmmintrin.h>
+#endif
+#if defined(__x86_64__)
+#include <cpuid.h>
 #endif
 
 #include "microkernels.h"
@@ -74,15 +78,41 @@ constexpr int kKC = 256;
 // A slice of W this large streams from L3 on every call. The first row group of each
 // panel would then wait on L3 for every line of the panel, so while the groups of one
 // panel run, the next panel is prefetched into L2, a share of its lines before each group.
-// Measured in-process A/B on an S3 layer (W 4 MiB): +7-9% at 1 and 2 threads; on smaller
-// slices the prefetches only cost (-2 to -5%), so they are off. The bound is measured, not
-// the L2 size: this VM has 512 KiB of L2 per core, yet with the bound at 512 KiB (packing
-// below included) a 2-thread S2 layer ran 2-5% slower. (WebAssembly has no prefetch.)
+// That depends on the CPU. Zen 3 (512 KiB of L2 per core), in-process A/B on an S3 layer
+// (W 4 MiB): +7-9% at 1 and 2 threads; on smaller slices the prefetches only cost (-2 to
+// -5%), so they are off there; with the bound at 512 KiB (packing below included) a
+// 2-thread S2 layer ran 2-5% slower. Zen 5 (1 MiB of L2, AVX-512), the same A/B with the
+// prefetches off: S2 (2 layers, B=32) 1.214x at 1 thread, S3 1.072x at 1 thread and
+// 1.115x at 2. So they run only where the L2 is smaller than 1 MiB (or unknown).
+// (WebAssembly has no prefetch.)
 #if defined(__wasm__)
 constexpr bool kPrefetch = false;
 #else
 constexpr bool kPrefetch = true;
 #endif
+
+// L2 per core in KiB as CPUID reports it (leaf 0x80000006, AMD and Intel), 0 if unknown.
+unsigned l2_kib() {
+#if defined(__x86_64__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid(0x80000000u, &a, &b, &c, &d) && a >= 0x80000006u && __get_cpuid(0x80000006u, &a, &b, &c, &d)) {
+    return c >> 16;
+  }
+#endif
+  return 0;
+}
+
+std::atomic<int>& panel_prefetch_mode() {  // -1: by the CPU; 0 / 1: forced (tests)
+  static std::atomic<int> mode{-1};
+  return mode;
+}
+
+bool panel_prefetch() {
+  static const bool by_cpu = kPrefetch && l2_kib() < 1024;
+  const int mode = panel_prefetch_mode().load(std::memory_order_relaxed);
+  return mode < 0 ? by_cpu : kPrefetch && mode == 1;
+}
+
 constexpr std::size_t kStreamedBytes = std::size_t{1} << 20;
 
 bool streamed_slice(const PackedMatrix& W, int panels) {
@@ -239,18 +269,21 @@ void gemm_blocked(const MicroKernel& uk, int M, const float* A, std::ptrdiff_t l
       continue;
     }
     const bool streamed = streamed_slice(W, p1 - p0);
+    const bool prefetch = panel_prefetch();
     for (int m0 = 0; m0 < M; m0 += kMC) {
       const int mc = std::min(kMC, M - m0);
       const float* a = A + m0 * lda + k0;
       const bool pack = kPackA && streamed && scratch != nullptr && mc > uk.mr;
       if (pack) pack_slivers(uk.mr, mc, kc, a, lda, scratch);
       block_panels(uk, pack ? uk.run_t : uk.run, pack ? uk.run2_t : uk.run2, mc, kc, pack ? scratch : a, lda, lda, pack, W,
-                   k0, p0, p1, backward, C + m0 * ldc, ldc, kPrefetch && streamed);
+                   k0, p0, p1, backward, C + m0 * ldc, ldc, streamed && prefetch);
     }
   }
 }
 
 }  // namespace
+
+void set_panel_prefetch(int mode) { panel_prefetch_mode().store(mode, std::memory_order_relaxed); }
 
 std::size_t gemm_scratch_floats() { return static_cast<std::size_t>(kMC) * kKC; }
 

@@ -60,6 +60,11 @@ void gemm_nt(Isa isa, int M, const float* A, std::ptrdiff_t lda, const PackedMat
 void gemm_nt_panels(Isa isa, int M, const float* A, std::ptrdiff_t lda, const PackedMatrix& W, int p0, int p1, float* C,
                     std::ptrdiff_t ldc, float* scratch = nullptr, bool backward = false);
 
+// Tests: -1 (the default) lets the CPU decide whether products against slices that stream
+// from L3 prefetch the next panel (only where L2 is under 1 MiB); 0 turns it off, 1 on.
+// Results never depend on it.
+void set_panel_prefetch(int mode);
+
 // C[m * ldc + j] += sum_kk At[kk * lda + m] * W[j, kk] for m in [m0, m1), j < W.n: the
 // left operand given transposed (At [W.k, M]), as a weight gradient dW = dG^T X has it.
 // Rows of C are the unit of work, so threads split [0, M) without packing the same

@@ -663,9 +663,15 @@ int main(int argc, char** argv) {
   quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   for (Isa isa : isas_to_test()) {
     test_gemm(isa);
-    test_gemm_packed(isa);
+    // The next-panel prefetch runs only on some CPUs: the packed products and the layers
+    // with it forced on and forced off, whatever this CPU would choose.
+    for (int prefetch : {1, 0}) {
+      set_panel_prefetch(prefetch);
+      test_gemm_packed(isa);
+      if (!quick || prefetch == 1) test_layer(isa);
+    }
+    set_panel_prefetch(-1);
     test_activations(isa);
-    test_layer(isa);
     test_cell_vs_oracle(isa);
     test_train_cell(isa);
     test_train_backward_vs_oracle(isa);
