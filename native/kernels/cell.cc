@@ -47,6 +47,28 @@ constexpr int kLockstep = 4;
 #include "cell_kernels.inc"
 #undef LSTM_VEC_FN
 }  // namespace avx2_kernels
+
+// Sixteen lanes: one vector per gate of a 16-unit block. Two vectors in lock step.
+namespace avx512_kernels {
+using S = vec::Avx512;
+constexpr int kLockstep = 2;
+#define LSTM_VEC_FN __attribute__((target("avx512f,avx2,fma")))
+#include "cell_kernels.inc"
+#undef LSTM_VEC_FN
+
+// The full blocks at sixteen lanes, a partial last block through the AVX2 cell (whose eight
+// lanes reach further into it than sixteen): every unit then gets the operations it gets on
+// AVX2, lane for lane, so the two ISAs give the same bits.
+__attribute__((target("avx512f,avx2,fma"))) void cell_blocks(const CellSpec& s, int B, const float* gates,
+                                                            std::ptrdiff_t ldg, int block0, int block1,
+                                                            const float* c_prev, float* c_out, float* r_out,
+                                                            std::ptrdiff_t ldr) {
+  const int full = s.hidden / kPanel;
+  const int mid = std::min(block1, std::max(block0, full));
+  if (block0 < mid) cell(s, B, gates, ldg, block0, mid, c_prev, c_out, r_out, ldr);
+  if (mid < block1) avx2_kernels::cell(s, B, gates, ldg, mid, block1, c_prev, c_out, r_out, ldr);
+}
+}  // namespace avx512_kernels
 #endif
 #if defined(__aarch64__)
 namespace neon_kernels {
@@ -73,8 +95,9 @@ bool standard_acts(const CellSpec& s) {
   return s.gate.kind == kSigmoid && s.cell.kind == kTanh && s.out.kind == kTanh;
 }
 
-// The vectorised kernels of an ISA, or nulls where the oracle runs (AVX-512 machines run
-// the AVX2 ones: 8 lanes cover H % 16 remainders that 16 would leave to the oracle).
+// The vectorised kernels of an ISA, or nulls where the oracle runs. (AVX-512's activations
+// over a flat array are the AVX2 ones: 8 lanes cover n % 16 remainders that 16 would leave
+// to the oracle; training's tapes use them.)
 struct VecKernels {
   void (*cell)(const CellSpec&, int, const float*, std::ptrdiff_t, int, int, const float*, float*, float*,
                std::ptrdiff_t) = nullptr;
@@ -83,7 +106,8 @@ struct VecKernels {
 
 VecKernels vec_kernels(Isa isa) {
 #if defined(__x86_64__)
-  if (isa == Isa::kAvx2 || isa == Isa::kAvx512) return {avx2_kernels::cell, avx2_kernels::map};
+  if (isa == Isa::kAvx512) return {avx512_kernels::cell_blocks, avx2_kernels::map};
+  if (isa == Isa::kAvx2) return {avx2_kernels::cell, avx2_kernels::map};
 #elif defined(__aarch64__)
   if (isa == Isa::kNeon) return {neon_kernels::cell, neon_kernels::map};
 #elif defined(__wasm_simd128__)

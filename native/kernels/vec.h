@@ -1,6 +1,6 @@
 // The vector vocabulary: one struct of operations per instruction set, so each SIMD
-// kernel is written once: gemm_kernels.inc is instantiated for AVX-512, AVX2+FMA, NEON and
-// WebAssembly SIMD128, cell_kernels.inc for AVX2+FMA, NEON and SIMD128.
+// kernel is written once: gemm_kernels.inc and cell_kernels.inc are instantiated for
+// AVX-512, AVX2+FMA, NEON and WebAssembly SIMD128.
 //
 // Every function carries its ISA's target attribute (LSTM_VEC_*), and the kernels
 // instantiated for an ISA carry the same one (LSTM_VEC_FN, defined around each
@@ -62,17 +62,37 @@ struct Avx2 {
   }
 };
 
-// The GEMM kernels' subset only: AVX-512 machines run the AVX2 cell (see cell.cc), and this
-// machine cannot run AVX-512, so no operation is kept that nothing instantiates.
+// Every lane computes what Avx2's does: the same operations, sixteen lanes wide.
 struct Avx512 {
   using V = __m512;
   static constexpr int kLanes = 16;
   LSTM_VEC_AVX512 V zero() { return _mm512_setzero_ps(); }
+  LSTM_VEC_AVX512 V set1(float v) { return _mm512_set1_ps(v); }
   LSTM_VEC_AVX512 V load(const float* p) { return _mm512_loadu_ps(p); }
   LSTM_VEC_AVX512 V broadcast(const float* p) { return _mm512_set1_ps(*p); }
   LSTM_VEC_AVX512 void store(float* p, V v) { _mm512_storeu_ps(p, v); }
   LSTM_VEC_AVX512 V add(V a, V b) { return _mm512_add_ps(a, b); }
+  LSTM_VEC_AVX512 V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  LSTM_VEC_AVX512 V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  LSTM_VEC_AVX512 V div(V a, V b) { return _mm512_div_ps(a, b); }
+  LSTM_VEC_AVX512 V min(V a, V b) { return _mm512_min_ps(b, a); }
+  LSTM_VEC_AVX512 V max(V a, V b) { return _mm512_max_ps(b, a); }
   LSTM_VEC_AVX512 V madd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  LSTM_VEC_AVX512 V nmadd(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
+  LSTM_VEC_AVX512 V floor(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
+  LSTM_VEC_AVX512 V neg(V a) { return _mm512_sub_ps(_mm512_setzero_ps(), a); }
+  // (AVX-512F has no float and/or: the integer ones on the same bits.)
+  LSTM_VEC_AVX512 V abs(V a) {
+    return _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(a), _mm512_set1_epi32(0x7fffffff)));
+  }
+  LSTM_VEC_AVX512 V copysign(V m, V s) {
+    const __m512i sign = _mm512_and_si512(_mm512_castps_si512(s), _mm512_set1_epi32(static_cast<int>(0x80000000u)));
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(m), sign));
+  }
+  LSTM_VEC_AVX512 V select_lt(V a, V b, V x, V y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x); }
+  LSTM_VEC_AVX512 V pow2i(V n) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(n), _mm512_set1_epi32(127)), 23));
+  }
 };
 
 #endif  // __x86_64__
