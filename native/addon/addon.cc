@@ -118,6 +118,9 @@ class InputPool {
   static constexpr std::size_t kKeep = 8;
   static constexpr std::size_t kKeepBytes = std::size_t{64} << 20;
 
+  // Room for every idle buffer up front: Give runs in a destructor and must not allocate.
+  InputPool() { idle_.reserve(kKeep); }
+
   // An idle buffer that holds n floats without growing (the smallest such), else an empty one.
   std::vector<float> Take(std::size_t n) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -132,7 +135,7 @@ class InputPool {
     return v;
   }
 
-  void Give(std::vector<float>&& v) {
+  void Give(std::vector<float>&& v) noexcept {
     const std::size_t bytes = v.capacity() * sizeof(float);
     if (bytes == 0) return;
     std::lock_guard<std::mutex> lock(mu_);
