@@ -262,14 +262,36 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
             std::memset(g, 0, sizeof(float) * gwidth);
           }
         }
-        gemm_nt_panels(isa, static_cast<int>(rows), run.x + static_cast<std::ptrdiff_t>(lo) * B * desc_.input_size,
-                       desc_.input_size, w.w_ih, 4 * blk0, 4 * blk1, gates, G, pack, backward(done / chunk));
+        const float* x_lo = run.x + static_cast<std::ptrdiff_t>(lo) * B * desc_.input_size;
+        // One step of one row (a streaming step): its input and recurrent products are
+        // two GEMVs that each stream a weight matrix. Taken a group of four panels at a
+        // time, both matrices in turn, the step's whole weight traffic alternates its order
+        // as one stream, so a matrix pair that fits L2 only together, or not quite, is
+        // read from where the last step ended. Every element gets the same sums in the
+        // same order as from the products one after the other (the same one-row kernel on
+        // the same groups of four), so the bits do not change. Weights of 2 x 1 MiB (S4 at
+        // one thread, 1 MiB of L2): 25.4 -> 20.5 us per step in a C++ harness.
+        const bool joined = n == 1 && B == 1;
+        if (!joined) {
+          gemm_nt_panels(isa, static_cast<int>(rows), x_lo, desc_.input_size, w.w_ih, 4 * blk0, 4 * blk1, gates, G, pack,
+                         backward(done / chunk));
+        }
         for (int s = 0; s < n; ++s) {
           const int t = reverse ? lo + n - 1 - s : lo + s;
           float* g = gates + static_cast<std::ptrdiff_t>(t - lo) * B * G;
-          gemm_nt_panels(isa, B, h_cur, ld_h, w.w_hh, 4 * blk0, 4 * blk1, g, G, pack, backward(done + s));
-          if (desc_.peephole == kPeepholeFull) {
-            gemm_nt_panels(isa, B, c_cur, H, w.w_ch, 4 * blk0, 4 * blk1, g, G, pack, backward(done + s));
+          if (joined) {
+            const bool back = backward(done + s);
+            for (int i = 4 * blk0; i < 4 * blk1; i += 4) {
+              const int p = back ? 4 * blk1 - 4 - (i - 4 * blk0) : i;  // panels [p, p + 4)
+              gemm_nt_panels(isa, 1, x_lo, desc_.input_size, w.w_ih, p, p + 4, g, G, pack);
+              gemm_nt_panels(isa, 1, h_cur, ld_h, w.w_hh, p, p + 4, g, G, pack);
+              if (desc_.peephole == kPeepholeFull) gemm_nt_panels(isa, 1, c_cur, H, w.w_ch, p, p + 4, g, G, pack);
+            }
+          } else {
+            gemm_nt_panels(isa, B, h_cur, ld_h, w.w_hh, 4 * blk0, 4 * blk1, g, G, pack, backward(done + s));
+            if (desc_.peephole == kPeepholeFull) {
+              gemm_nt_panels(isa, B, c_cur, H, w.w_ch, 4 * blk0, 4 * blk1, g, G, pack, backward(done + s));
+            }
           }
           float* const y_t = run.y + static_cast<std::ptrdiff_t>(t) * B * y_stride + static_cast<std::ptrdiff_t>(d) * Hout;
           if (direct) {

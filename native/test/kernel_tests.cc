@@ -236,6 +236,9 @@ void test_layer(Isa isa) {
       {8, 33, 7, 1, 2, true, false, false, 0.f, 5, 7, true},    {4, 8, 0, 1, 1, false, true, true, 0.5f, 3, 2, false},
       {16, 24, 5, 2, 0, false, true, false, 1.5f, 9, 13, true}, {7, 3, 0, 1, 0, false, true, false, 0.f, 1, 1, false},
       {9, 40, 0, 2, 0, false, true, false, 0.f, 3, 1, true},       {6, 20, 0, 2, 2, false, true, false, 0.f, 7, 5, false},
+      // One row, several groups of four panels, two k blocks of the input, full peepholes
+      // (or a projection): the joined products of a streaming step.
+      {300, 100, 0, 1, 2, false, true, false, 0.f, 5, 1, false}, {40, 64, 30, 1, 1, false, true, false, 0.5f, 6, 1, false},
       // Long enough that the input projection runs in several chunks of time steps.
       {3, 64, 0, 2, 1, false, true, false, 0.f, 300, 64, true},
       // Weights of 1 MiB and more: one thread packs blocks of A (groups of 6, 4 and 3 rows
@@ -333,6 +336,28 @@ void test_layer(Isa isa) {
                       threads, seed);
         expect(y2 == y1 && hn2 == hn1 && cn2 == cn1, buf);
       }
+    }
+    if (!cs.lens && cs.D == 1 && !cs.rev) {
+      // Streaming: T runs of one step each, every one starting from the last one's state,
+      // give the bits of the whole run (one row takes the joined one-step products).
+      std::vector<float> h = h0, c = c0, y(static_cast<std::size_t>(cs.T) * cs.B * Ho);
+      for (int t = 0; t < cs.T; ++t) {
+        LayerRun run;
+        run.x = x.data() + static_cast<std::ptrdiff_t>(t) * cs.B * cs.I;
+        run.T = 1;
+        run.B = cs.B;
+        run.h0 = run.hn = h.data();
+        run.c0 = run.cn = c.data();
+        run.y = y.data() + static_cast<std::ptrdiff_t>(t) * cs.B * Ho;
+        Threading threading;
+        threading.threads = t % 2 == 0 ? 1 : 3;
+        threading.min_flops_per_thread = 0;
+        Workspace ws;
+        layer.forward(isa, threading, run, &ws);
+      }
+      char buf[120];
+      std::snprintf(buf, sizeof buf, "layer %s H=%d B=%d: %d single steps differ from one run", isa_name(isa), H, cs.B, cs.T);
+      expect(y == y1 && h == hn1 && c == cn1, buf);
     }
     if (isa == Isa::kAvx512 && isa_supported(Isa::kAvx2)) {
       // AVX-512 gives AVX2's bits: the GEMMs sum every element in the same order, and the
