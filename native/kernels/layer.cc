@@ -98,49 +98,76 @@ void rebalance(const double* pace, int nth, int blocks, int* bounds) {
   for (int t = nth - 1; t >= 1; --t) bounds[t] = std::min(bounds[t], bounds[t + 1] - 1);
 }
 
-void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Workspace* ws) const {
-  const int T = run.T;
-  const int B = run.B;
+Layer::Plan Layer::plan(Isa isa, const Threading& threading, int T, int B) const {
   const int H = desc_.hidden_size;
   const int Hout = desc_.out_size();
-  const int D = desc_.num_directions;
   const bool proj = desc_.proj_size > 0;
-  const std::ptrdiff_t G = gate_cols_;
-  const std::ptrdiff_t y_stride = static_cast<std::ptrdiff_t>(D) * Hout;
-  const int proj_panels = (Hout + kPanel - 1) / kPanel;
-  // Without a projection or lengths, h_t is exactly the cell's output: the cell writes it
-  // straight into y and the next step's GEMM reads it there (rows y_stride apart), so no
-  // step copies h (in-process A/B of an S2-sized layer: 3.5-8% faster, same bits).
-  const bool direct = !proj && run.lengths == nullptr;
-
+  Plan p;
   // The input projection runs one chunk of time steps ahead of the recurrence, so the
   // gate buffer stays bounded (and cache-warm) however long the sequence is.
-  const int chunk = static_cast<int>(std::max<std::ptrdiff_t>(1, std::min<std::ptrdiff_t>(T, kChunkFloats / (B * G))));
-  // All allocation happens here, before any thread starts (the parallel body cannot throw).
-  grow(ws->gates, static_cast<std::size_t>(chunk) * B * G);
-  grow(ws->h, 2 * static_cast<std::size_t>(B) * Hout);
-  grow(ws->c, 2 * static_cast<std::size_t>(B) * H);
-  grow(ws->r, static_cast<std::size_t>(B) * H);
-  float* const gates = ws->gates.data();
-  float* const hbuf = ws->h.data();
-  float* const cbuf = ws->c.data();
-  float* const r = ws->r.data();
-
+  p.chunk = static_cast<int>(std::max<std::ptrdiff_t>(1, std::min<std::ptrdiff_t>(T, kChunkFloats / (static_cast<std::ptrdiff_t>(B) * gate_cols_))));
   const double step_flops = 2.0 * B * 4 * H * (Hout + (desc_.peephole == kPeepholeFull ? H : 0) + (proj ? Hout : 0));
-  int nth = std::min(threading.threads, blocks_);
-  while (nth > 1 && step_flops / nth < threading.min_flops_per_thread) --nth;
+  p.nth = std::max(1, std::min(threading.threads, blocks_));
+  while (p.nth > 1 && step_flops / p.nth < threading.min_flops_per_thread) --p.nth;
   // A pack buffer per participant, only when one of this layer's products could use it
   // (a participant's slice is at most a whole matrix): a small model's forward then
   // allocates and clears none (each forward call has its own Workspace).
   const Direction& w0 = dirs_[0];
   const int gate_panels = 4 * blocks_;
-  const bool packs = gemm_nt_uses_scratch(isa, chunk * B, w0.w_ih, gate_panels) ||
-                     gemm_nt_uses_scratch(isa, B, w0.w_hh, gate_panels) ||
-                     (!w0.w_ch.empty() && gemm_nt_uses_scratch(isa, B, w0.w_ch, gate_panels)) ||
-                     (proj && gemm_nt_uses_scratch(isa, B, w0.w_hr, proj_panels));
-  if (packs) grow(ws->pack, static_cast<std::size_t>(nth) * gemm_scratch_floats());
-  ws->pace.assign(2 * static_cast<std::size_t>(nth), 0.0);
-  if (ws->bounds.size() < static_cast<std::size_t>(nth) * (nth + 1)) ws->bounds.resize(static_cast<std::size_t>(nth) * (nth + 1));
+  const int proj_panels = (Hout + kPanel - 1) / kPanel;
+  p.packs = gemm_nt_uses_scratch(isa, p.chunk * B, w0.w_ih, gate_panels) ||
+            gemm_nt_uses_scratch(isa, B, w0.w_hh, gate_panels) ||
+            (!w0.w_ch.empty() && gemm_nt_uses_scratch(isa, B, w0.w_ch, gate_panels)) ||
+            (proj && gemm_nt_uses_scratch(isa, B, w0.w_hr, proj_panels));
+  return p;
+}
+
+void Layer::reserve(Isa isa, const Threading& threading, int T, int B, bool strided, Workspace* ws) const {
+  const Plan p = plan(isa, threading, T, B);
+  const int H = desc_.hidden_size;
+  const int Hout = desc_.out_size();
+  grow(ws->gates, static_cast<std::size_t>(p.chunk) * B * gate_cols_);
+  grow(ws->h, 2 * static_cast<std::size_t>(B) * Hout);
+  grow(ws->c, 2 * static_cast<std::size_t>(B) * H);
+  grow(ws->r, static_cast<std::size_t>(B) * H);
+  if (strided && p.chunk > 1) grow(ws->xrows, static_cast<std::size_t>(p.chunk) * B * desc_.input_size);
+  if (p.packs) grow(ws->pack, static_cast<std::size_t>(p.nth) * gemm_scratch_floats());
+  if (ws->pace.size() < 2 * static_cast<std::size_t>(p.nth)) ws->pace.resize(2 * static_cast<std::size_t>(p.nth));
+  const std::size_t bounds = static_cast<std::size_t>(p.nth) * (p.nth + 1);
+  if (ws->bounds.size() < bounds) ws->bounds.resize(bounds);
+}
+
+void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Workspace* ws) const {
+  const int T = run.T;
+  const int B = run.B;
+  const int H = desc_.hidden_size;
+  const int Hout = desc_.out_size();
+  const int I = desc_.input_size;
+  const int D = desc_.num_directions;
+  const bool proj = desc_.proj_size > 0;
+  const std::ptrdiff_t G = gate_cols_;
+  const std::ptrdiff_t y_stride = static_cast<std::ptrdiff_t>(D) * Hout;
+  const int proj_panels = (Hout + kPanel - 1) / kPanel;
+  // Rows between time steps of x and y and between directions of the states.
+  const std::ptrdiff_t Bs = run.batch_stride > 0 ? run.batch_stride : B;
+  const bool strided = Bs != B;
+  // Without a projection or lengths, h_t is exactly the cell's output: the cell writes it
+  // straight into y and the next step's GEMM reads it there (rows y_stride apart), so no
+  // step copies h (in-process A/B of an S2-sized layer: 3.5-8% faster, same bits).
+  const bool direct = !proj && run.lengths == nullptr;
+
+  const Plan plan = this->plan(isa, threading, T, B);
+  const int chunk = plan.chunk;
+  const int nth = plan.nth;
+  const bool packs = plan.packs;
+  // All allocation happens here, before any thread starts (the parallel body cannot throw).
+  reserve(isa, threading, T, B, strided, ws);
+  float* const gates = ws->gates.data();
+  float* const hbuf = ws->h.data();
+  float* const cbuf = ws->c.data();
+  float* const r = ws->r.data();
+  float* const xrows = ws->xrows.data();
+  std::fill(ws->pace.begin(), ws->pace.begin() + 2 * nth, 0.0);
   double* const pace = ws->pace.data();
 
   CellSpec cell;
@@ -239,8 +266,8 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
       std::ptrdiff_t ld_h = Hout;
       float* c_cur = cbuf;
       float* c_nxt = cbuf + static_cast<std::ptrdiff_t>(B) * H;
-      const float* h0 = run.h0 + static_cast<std::ptrdiff_t>(d) * B * Hout;
-      const float* c0 = run.c0 + static_cast<std::ptrdiff_t>(d) * B * H;
+      const float* h0 = run.h0 + static_cast<std::ptrdiff_t>(d) * Bs * Hout;
+      const float* c0 = run.c0 + static_cast<std::ptrdiff_t>(d) * Bs * H;
       for (int b = 0; b < B; ++b) {
         std::memcpy(h_cur + b * Hout + v0, h0 + b * Hout + v0, sizeof(float) * (v1 - v0));
         std::memcpy(c_cur + b * H + u0, c0 + b * H + u0, sizeof(float) * (u1 - u0));
@@ -262,7 +289,18 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
             std::memset(g, 0, sizeof(float) * gwidth);
           }
         }
-        const float* x_lo = run.x + static_cast<std::ptrdiff_t>(lo) * B * desc_.input_size;
+        const float* x_lo = run.x + static_cast<std::ptrdiff_t>(lo) * Bs * I;
+        if (strided && n > 1) {
+          // The chunk's rows lie Bs rows apart per step: gathered (each participant a share),
+          // the projection runs over them as one block, as over a batch of its own. The
+          // last step's barrier kept the previous chunk's readers from this.
+          const int s0 = ctx.begin(n), s1 = ctx.end(n);
+          for (int s = s0; s < s1; ++s) {
+            std::memcpy(xrows + static_cast<std::ptrdiff_t>(s) * B * I, x_lo + s * Bs * I, sizeof(float) * B * I);
+          }
+          sync();
+          x_lo = xrows;
+        }
         // One step of one row (a streaming step): its input and recurrent products are
         // two GEMVs that each stream a weight matrix. Taken a group of four panels at a
         // time, both matrices in turn, the step's whole weight traffic alternates its order
@@ -273,7 +311,7 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
         // one thread, 1 MiB of L2): 25.4 -> 20.5 us per step in a C++ harness.
         const bool joined = n == 1 && B == 1;
         if (!joined) {
-          gemm_nt_panels(isa, static_cast<int>(rows), x_lo, desc_.input_size, w.w_ih, 4 * blk0, 4 * blk1, gates, G, pack,
+          gemm_nt_panels(isa, static_cast<int>(rows), x_lo, I, w.w_ih, 4 * blk0, 4 * blk1, gates, G, pack,
                          backward(done / chunk));
         }
         for (int s = 0; s < n; ++s) {
@@ -283,7 +321,7 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
             const bool back = backward(done + s);
             for (int i = 4 * blk0; i < 4 * blk1; i += 4) {
               const int p = back ? 4 * blk1 - 4 - (i - 4 * blk0) : i;  // panels [p, p + 4)
-              gemm_nt_panels(isa, 1, x_lo, desc_.input_size, w.w_ih, p, p + 4, g, G, pack);
+              gemm_nt_panels(isa, 1, x_lo, I, w.w_ih, p, p + 4, g, G, pack);
               gemm_nt_panels(isa, 1, h_cur, ld_h, w.w_hh, p, p + 4, g, G, pack);
               if (desc_.peephole == kPeepholeFull) gemm_nt_panels(isa, 1, c_cur, H, w.w_ch, p, p + 4, g, G, pack);
             }
@@ -293,7 +331,7 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
               gemm_nt_panels(isa, B, c_cur, H, w.w_ch, 4 * blk0, 4 * blk1, g, G, pack, backward(done + s));
             }
           }
-          float* const y_t = run.y + static_cast<std::ptrdiff_t>(t) * B * y_stride + static_cast<std::ptrdiff_t>(d) * Hout;
+          float* const y_t = run.y + static_cast<std::ptrdiff_t>(t) * Bs * y_stride + static_cast<std::ptrdiff_t>(d) * Hout;
           if (direct) {
             cell_forward(isa, spec, B, g, G, blk0, blk1, c_cur, c_nxt, y_t, y_stride);
             end_step();  // h_t (in y) and c_nxt complete before anyone reads them
@@ -330,8 +368,8 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
           std::swap(c_cur, c_nxt);
         }
       }
-      float* hn = run.hn + static_cast<std::ptrdiff_t>(d) * B * Hout;
-      float* cn = run.cn + static_cast<std::ptrdiff_t>(d) * B * H;
+      float* hn = run.hn + static_cast<std::ptrdiff_t>(d) * Bs * Hout;
+      float* cn = run.cn + static_cast<std::ptrdiff_t>(d) * Bs * H;
       for (int b = 0; b < B; ++b) {
         std::memmove(hn + b * Hout + v0, h_cur + b * ld_h + v0, sizeof(float) * (v1 - v0));  // y may alias hn
         std::memcpy(cn + b * H + u0, c_cur + b * H + u0, sizeof(float) * (u1 - u0));
@@ -342,33 +380,150 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
   sweeps_.store(sweep0 + static_cast<unsigned>(T), std::memory_order_relaxed);
 }
 
-void forward_stack(const std::vector<const Layer*>& layers, Isa isa, const Threading& threading, const StackRun& run,
-                   Workspace* ws) {
+namespace {
+
+// When a stack splits by rows: at least kRowsPerParticipant rows each, and no layer with
+// more than kRowSplitBytes of packed weights (every participant streams all of them each
+// step, where a split by units streams its share). In-process A/B on a 2-core Zen 5
+// (1 MiB of L2), rows against units, same bits: B=32, H=256, 2 layers 1.274x [1.253,
+// 1.309]; 1 layer 1.254x; B=16 1.261x; B=8 1.316x; H=128 1.525x; H=384 (4.5 MiB a layer)
+// 1.090x; but H=512 (8 MiB) 0.931x and B=4 (two rows each) 0.850x.
+constexpr int kRowsPerParticipant = 4;
+constexpr std::size_t kRowSplitBytes = std::size_t{5} << 20;
+// A split by rows costs one fork and join per call, not one barrier per step: it needs
+// this many times the work per participant that one step split by units needs.
+constexpr double kRowSplitSteps = 20;
+
+double stack_flops(const std::vector<const Layer*>& layers, const StackRun& run) {
+  double f = 0;
+  for (const Layer* l : layers) {
+    const LayerDesc& d = l->desc();
+    const double k = d.input_size + d.out_size() + (d.peephole == kPeepholeFull ? d.hidden_size : 0);
+    f += 2.0 * d.num_directions * 4 * d.hidden_size * k + (d.proj_size > 0 ? 2.0 * d.num_directions * d.proj_size * d.hidden_size : 0);
+  }
+  return f * run.T * run.B;
+}
+
+bool split_by_rows(const std::vector<const Layer*>& layers, int nth, const StackRun& run, const Threading& threading) {
+  if (nth <= 1 || layers.empty() || run.B < nth) return false;
+  if (threading.split == Threading::kSplitRows) return true;
+  if (threading.split == Threading::kSplitUnits || threading.split_seed != 0) return false;
+  if (run.B < kRowsPerParticipant * nth) return false;
+  if (stack_flops(layers, run) / nth < kRowSplitSteps * threading.min_flops_per_thread) return false;
+  for (const Layer* l : layers) {
+    if (l->packed_bytes() > kRowSplitBytes) return false;
+  }
+  return true;
+}
+
+// Layer l's input and output in a stack run: the run's x, the scratch y buffers of the
+// full batch in turn, and the run's y.
+struct StackIo {
+  const float* x;
+  float* y;
+  std::ptrdiff_t h_off, c_off;  // layer l's first state slot in h0/hn and c0/cn
+};
+
+std::vector<StackIo> stack_io(const std::vector<const Layer*>& layers, const StackRun& run, Workspace* ws) {
+  std::vector<StackIo> io(layers.size());
+  for (std::size_t l = 0; l + 1 < layers.size(); ++l) {  // every buffer sized before any pointer is taken
+    const LayerDesc& desc = layers[l]->desc();
+    grow(ws->y[l % 2], static_cast<std::size_t>(run.T) * run.B * desc.num_directions * desc.out_size());
+  }
   const float* input = run.x;
   std::ptrdiff_t h_off = 0, c_off = 0;
   for (std::size_t l = 0; l < layers.size(); ++l) {
     const LayerDesc& desc = layers[l]->desc();
-    const int D = desc.num_directions;
+    io[l].x = input;
+    io[l].h_off = h_off;
+    io[l].c_off = c_off;
+    if (l + 1 == layers.size()) {
+      io[l].y = run.y;
+    } else {
+      io[l].y = ws->y[l % 2].data();
+    }
+    input = io[l].y;
+    h_off += static_cast<std::ptrdiff_t>(desc.num_directions) * run.B * desc.out_size();
+    c_off += static_cast<std::ptrdiff_t>(desc.num_directions) * run.B * desc.hidden_size;
+  }
+  return io;
+}
+
+// The stack split by rows (onnxruntime's batch-parallel LSTM): each participant runs
+// every layer over the whole sequence for its rows of the batch, on one thread, reading
+// and writing them in place (LayerRun::batch_stride), with no barrier per step. Each
+// element is computed the same way whatever rows run beside it: the bits of one thread.
+void forward_rows(const std::vector<const Layer*>& layers, Isa isa, int nth, const StackRun& run, Workspace* ws) {
+  const std::vector<StackIo> io = stack_io(layers, run, ws);
+  Threading one;
+  one.threads = 1;
+  if (ws->sub.size() < static_cast<std::size_t>(nth)) ws->sub.resize(static_cast<std::size_t>(nth));
+  for (int t = 0; t < nth; ++t) {
+    const int nb = static_cast<int>(static_cast<long long>(run.B) * (t + 1) / nth - static_cast<long long>(run.B) * t / nth);
+    for (const Layer* l : layers) l->reserve(isa, one, run.T, nb, true, &ws->sub[static_cast<std::size_t>(t)]);
+  }
+#if defined(__cpp_exceptions)
+  std::atomic<bool> failed{false};
+#endif
+  parallel_run(nth, [&](const ParallelContext& ctx) {
+    const int b0 = ctx.begin(run.B), b1 = ctx.end(run.B);
+    if (b0 == b1) return;
+    Workspace* sub = &ws->sub[static_cast<std::size_t>(ctx.tid)];
+    auto rows = [&] {  // every layer, for rows [b0, b1)
+      for (std::size_t l = 0; l < layers.size(); ++l) {
+        const LayerDesc& desc = layers[l]->desc();
+        const std::ptrdiff_t in_width = l == 0 ? desc.input_size : layers[l - 1]->desc().num_directions * layers[l - 1]->desc().out_size();
+        LayerRun lr;
+        lr.x = io[l].x + b0 * in_width;
+        lr.T = run.T;
+        lr.B = b1 - b0;
+        lr.batch_stride = run.B;
+        lr.h0 = run.h0 + io[l].h_off + static_cast<std::ptrdiff_t>(b0) * desc.out_size();
+        lr.c0 = run.c0 + io[l].c_off + static_cast<std::ptrdiff_t>(b0) * desc.hidden_size;
+        lr.hn = run.hn + io[l].h_off + static_cast<std::ptrdiff_t>(b0) * desc.out_size();
+        lr.cn = run.cn + io[l].c_off + static_cast<std::ptrdiff_t>(b0) * desc.hidden_size;
+        lr.lengths = run.lengths != nullptr ? run.lengths + b0 : nullptr;
+        lr.y = io[l].y + static_cast<std::ptrdiff_t>(b0) * desc.num_directions * desc.out_size();
+        layers[l]->forward(isa, one, lr, sub);
+      }
+    };
+#if defined(__cpp_exceptions)
+    try {  // everything was reserved above; should anything still fail, it is rethrown after the join
+      rows();
+    } catch (...) {
+      failed.store(true);
+    }
+#else
+    rows();
+#endif
+  });
+#if defined(__cpp_exceptions)
+  if (failed.load()) throw std::bad_alloc();
+#endif
+}
+
+}  // namespace
+
+void forward_stack(const std::vector<const Layer*>& layers, Isa isa, const Threading& threading, const StackRun& run,
+                   Workspace* ws) {
+  const int nth = std::min(threading.threads, hardware_threads());
+  if (split_by_rows(layers, nth, run, threading)) {
+    forward_rows(layers, isa, nth, run, ws);
+    return;
+  }
+  const std::vector<StackIo> io = stack_io(layers, run, ws);
+  for (std::size_t l = 0; l < layers.size(); ++l) {
     LayerRun lr;
-    lr.x = input;
+    lr.x = io[l].x;
     lr.T = run.T;
     lr.B = run.B;
-    lr.h0 = run.h0 + h_off;
-    lr.c0 = run.c0 + c_off;
-    lr.hn = run.hn + h_off;
-    lr.cn = run.cn + c_off;
+    lr.h0 = run.h0 + io[l].h_off;
+    lr.c0 = run.c0 + io[l].c_off;
+    lr.hn = run.hn + io[l].h_off;
+    lr.cn = run.cn + io[l].c_off;
     lr.lengths = run.lengths;
-    if (l + 1 == layers.size()) {
-      lr.y = run.y;
-    } else {
-      AlignedFloats& buf = ws->y[l % 2];
-      grow(buf, static_cast<std::size_t>(run.T) * run.B * D * desc.out_size());
-      lr.y = buf.data();
-    }
+    lr.y = io[l].y;
     layers[l]->forward(isa, threading, lr, ws);
-    input = lr.y;
-    h_off += static_cast<std::ptrdiff_t>(D) * run.B * desc.out_size();
-    c_off += static_cast<std::ptrdiff_t>(D) * run.B * desc.hidden_size;
   }
 }
 

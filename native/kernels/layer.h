@@ -58,6 +58,10 @@ struct LayerRun {
   float* y = nullptr;         // [T, B, D*Hout]
   float* hn = nullptr;        // [D, B, Hout]; may alias h0 (a streaming step updates in place)
   float* cn = nullptr;        // [D, B, H]; may alias c0
+  // 0, or the B rows are rows of a larger batch of this many: then x, y, h0, c0, hn and cn
+  // point at the first of them in tensors of that batch ([T, batch_stride, I] and so on),
+  // whose time steps (and directions) lie batch_stride rows apart.
+  int batch_stride = 0;
 };
 
 // Storage aligned to a cache line. Threads write neighbouring column ranges of the
@@ -83,14 +87,18 @@ using AlignedFloats = std::vector<float, CacheLineAllocator<float>>;
 struct Workspace {
   AlignedFloats gates, h, c, r, y[2];
   AlignedFloats pack;  // gemm_scratch_floats() per participant, when the layer packs
+  AlignedFloats xrows;  // a chunk's rows of x gathered, when they are rows of a larger batch
   std::vector<double> pace;  // load balance: smoothed ns per block, [2][participants]
   std::vector<int> bounds;   // load balance: each participant's copy of the split
+  std::vector<Workspace> sub;  // a stack split by rows: each participant's own
 
   // Bytes held by the buffers.
   std::size_t bytes() const {
     std::size_t floats = gates.capacity() + h.capacity() + c.capacity() + r.capacity() + y[0].capacity() +
-                         y[1].capacity() + pack.capacity();
-    return floats * sizeof(float) + pace.capacity() * sizeof(double) + bounds.capacity() * sizeof(int);
+                         y[1].capacity() + pack.capacity() + xrows.capacity();
+    std::size_t n = floats * sizeof(float) + pace.capacity() * sizeof(double) + bounds.capacity() * sizeof(int);
+    for (const Workspace& w : sub) n += w.bytes();
+    return n;
   }
 };
 
@@ -102,6 +110,10 @@ struct Threading {
   // 0: the hidden units move between threads after each step toward their measured
   // speeds. Otherwise (tests) the split is a pseudo-random one per step from this seed.
   unsigned split_seed = 0;
+  // How forward_stack shares a run among threads: kSplitAuto decides by the shapes;
+  // kSplitUnits and kSplitRows force one way (tests, benchmarks).
+  enum Split : int { kSplitAuto = 0, kSplitUnits = 1, kSplitRows = 2 };
+  int split = kSplitAuto;
 };
 
 // The split of `blocks` hidden-unit blocks among nth participants: bounds[0] = 0 <
@@ -120,8 +132,18 @@ class Layer {
   // Bytes of packed weights this layer holds.
   std::size_t packed_bytes() const;
   void forward(Isa isa, const Threading& threading, const LayerRun& run, Workspace* ws) const;
+  // Grows ws to everything forward needs for T steps of B rows (rows of a larger batch
+  // when strided), so that forward then allocates no scratch.
+  void reserve(Isa isa, const Threading& threading, int T, int B, bool strided, Workspace* ws) const;
 
  private:
+  struct Plan {
+    int chunk;  // time steps whose input projection runs at once
+    int nth;    // participants
+    bool packs;  // whether a product packs blocks of A (scratch per participant)
+  };
+  Plan plan(Isa isa, const Threading& threading, int T, int B) const;
+
   struct Direction {
     PackedMatrix w_ih, w_hh, w_ch;  // gate-interleaved
     PackedMatrix w_hr;              // plain
@@ -152,6 +174,10 @@ struct StackRun {
   float* cn = nullptr;
 };
 
+// With several threads, a run is shared either by hidden units (every participant computes
+// its units of every row, with a barrier per step) or by rows of the batch (each runs the
+// whole stack for its rows alone, no barrier per step); the shapes decide, unless
+// threading.split does. Either gives the bits of one thread.
 void forward_stack(const std::vector<const Layer*>& layers, Isa isa, const Threading& threading, const StackRun& run,
                    Workspace* ws);
 

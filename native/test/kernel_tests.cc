@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -400,6 +401,172 @@ void test_layer(Isa isa) {
   }
 }
 
+// Stacks shared among threads by rows of the batch (each participant runs every layer for
+// its rows, in place in the batch's tensors) and by hidden units: both give the bits of
+// one thread, and a layer run on rows of a larger batch those of the same rows alone.
+void test_stack_split(Isa isa) {
+  std::mt19937 rng(41);
+  struct L { int I, H, P, D, peep; bool rev; float clip; };
+  struct Case { std::vector<L> layers; int T, B; bool lens; };
+  const Case cases[] = {
+      {{{5, 17, 0, 2, 1, false, 0.f}, {34, 24, 0, 1, 0, true, 0.f}}, 7, 13, true},
+      {{{8, 33, 7, 1, 2, false, 0.f}, {7, 24, 0, 2, 0, false, 1.5f}, {48, 40, 0, 1, 1, false, 0.f}}, 5, 9, true},
+      // Several chunks of time steps per participant: each chunk's rows are gathered.
+      {{{3, 64, 0, 1, 0, false, 0.f}, {64, 64, 0, 1, 0, false, 0.f}}, 150, 16, false},
+      {{{6, 20, 0, 2, 2, false, 0.f}}, 6, 5, false},
+      {{{4, 16, 8, 1, 0, false, 0.f}, {8, 16, 0, 1, 0, false, 0.f}}, 9, 4, true},
+  };
+  for (const Case& cs : cases) {
+    if (quick && cs.T * cs.B > 64) continue;
+    std::vector<std::vector<float>> store;
+    auto make = [&](std::size_t n) {
+      store.push_back(random_vec(rng, n, -0.5f, 0.5f));
+      return store.back().data();
+    };
+    std::vector<std::unique_ptr<Layer>> owned;
+    std::size_t h_floats = 0, c_floats = 0;
+    for (const L& l : cs.layers) {
+      LayerDesc desc;
+      desc.input_size = l.I;
+      desc.hidden_size = l.H;
+      desc.proj_size = l.P;
+      desc.num_directions = l.D;
+      desc.reverse = l.rev;
+      desc.peephole = l.peep;
+      desc.clip = l.clip;
+      const int Ho = desc.out_size();
+      DirectionWeightsView v[2];
+      for (int d = 0; d < l.D; ++d) {
+        v[d].w_ih = make(4 * l.H * l.I);
+        v[d].w_hh = make(4 * l.H * Ho);
+        v[d].b_ih = make(4 * l.H);
+        v[d].b_hh = make(4 * l.H);
+        v[d].w_hr = make(Ho * l.H);
+        v[d].w_ci = make(l.H);
+        v[d].w_cf = make(l.H);
+        v[d].w_co = make(l.H);
+        v[d].w_ch = make(4 * l.H * l.H);
+      }
+      owned.push_back(std::make_unique<Layer>(desc, v));
+      h_floats += static_cast<std::size_t>(l.D) * cs.B * Ho;
+      c_floats += static_cast<std::size_t>(l.D) * cs.B * l.H;
+    }
+    std::vector<const Layer*> layers;
+    for (const auto& l : owned) layers.push_back(l.get());
+    const LayerDesc& top = owned.back()->desc();
+    const std::size_t y_floats = static_cast<std::size_t>(cs.T) * cs.B * top.num_directions * top.out_size();
+    const std::vector<float> x = random_vec(rng, static_cast<std::size_t>(cs.T) * cs.B * cs.layers[0].I);
+    const std::vector<float> h0 = random_vec(rng, h_floats), c0 = random_vec(rng, c_floats);
+    std::vector<int32_t> lens(cs.B);
+    for (int b = 0; b < cs.B; ++b) lens[b] = 1 + static_cast<int>(rng() % cs.T);
+    auto run_on = [&](int threads, int split, std::vector<float>& y, std::vector<float>& hn, std::vector<float>& cn) {
+      y.assign(y_floats, -7.f);
+      hn.assign(h_floats, -7.f);
+      cn.assign(c_floats, -7.f);
+      StackRun run;
+      run.x = x.data();
+      run.T = cs.T;
+      run.B = cs.B;
+      run.h0 = h0.data();
+      run.c0 = c0.data();
+      run.lengths = cs.lens ? lens.data() : nullptr;
+      run.y = y.data();
+      run.hn = hn.data();
+      run.cn = cn.data();
+      Threading threading;
+      threading.threads = threads;
+      threading.min_flops_per_thread = 0;
+      threading.split = split;
+      Workspace ws;
+      forward_stack(layers, isa, threading, run, &ws);
+    };
+    std::vector<float> y1, hn1, cn1;
+    run_on(1, Threading::kSplitAuto, y1, hn1, cn1);
+    char buf[160];
+    for (int threads : {2, 3})
+      for (int split : {Threading::kSplitRows, Threading::kSplitUnits}) {
+        std::vector<float> y2, hn2, cn2;
+        run_on(threads, split, y2, hn2, cn2);
+        std::snprintf(buf, sizeof buf, "stack %s of %zu layers B=%d, %d threads by %s: differs from 1 thread", isa_name(isa),
+                      layers.size(), cs.B, threads, split == Threading::kSplitRows ? "rows" : "units");
+        expect(y2 == y1 && hn2 == hn1 && cn2 == cn1, buf);
+      }
+    // The first layer on rows [b0, b1) in place in the batch's tensors, against the same
+    // rows copied out and run as a batch of their own (1 and 3 threads).
+    const Layer& first = *owned.front();
+    const LayerDesc& fd = first.desc();
+    const int I = fd.input_size, Ho = fd.out_size(), H = fd.hidden_size, D = fd.num_directions, B = cs.B;
+    const int b0 = B / 3, b1 = B - B / 4, nb = b1 - b0;
+    for (int threads : {1, 3}) {
+      std::vector<float> ys(static_cast<std::size_t>(cs.T) * B * D * Ho, -7.f), hs(D * B * Ho, -7.f), cs_(D * B * H, -7.f);
+      LayerRun in_place;
+      in_place.x = x.data() + b0 * I;
+      in_place.T = cs.T;
+      in_place.B = nb;
+      in_place.batch_stride = B;
+      in_place.h0 = h0.data() + b0 * Ho;
+      in_place.c0 = c0.data() + b0 * H;
+      in_place.lengths = cs.lens ? lens.data() + b0 : nullptr;
+      in_place.y = ys.data() + b0 * D * Ho;
+      in_place.hn = hs.data() + b0 * Ho;
+      in_place.cn = cs_.data() + b0 * H;
+      Threading threading;
+      threading.threads = threads;
+      threading.min_flops_per_thread = 0;
+      Workspace ws;
+      first.forward(isa, threading, in_place, &ws);
+      std::vector<float> xa, h0a, c0a, ya(static_cast<std::size_t>(cs.T) * nb * D * Ho), hna(D * nb * Ho), cna(D * nb * H);
+      for (int t = 0; t < cs.T; ++t)
+        xa.insert(xa.end(), x.begin() + (static_cast<std::ptrdiff_t>(t) * B + b0) * I, x.begin() + (static_cast<std::ptrdiff_t>(t) * B + b1) * I);
+      for (int d = 0; d < D; ++d) {
+        h0a.insert(h0a.end(), h0.begin() + (d * B + b0) * Ho, h0.begin() + (d * B + b1) * Ho);
+        c0a.insert(c0a.end(), c0.begin() + (d * B + b0) * H, c0.begin() + (d * B + b1) * H);
+      }
+      LayerRun alone;
+      alone.x = xa.data();
+      alone.T = cs.T;
+      alone.B = nb;
+      alone.h0 = h0a.data();
+      alone.c0 = c0a.data();
+      alone.lengths = in_place.lengths;
+      alone.y = ya.data();
+      alone.hn = hna.data();
+      alone.cn = cna.data();
+      Workspace ws2;
+      first.forward(isa, threading, alone, &ws2);
+      bool same = true, untouched = true;
+      for (int t = 0; t < cs.T; ++t)
+        for (int b = 0; b < B; ++b)
+          for (int j = 0; j < D * Ho; ++j) {
+            const float v = ys[(static_cast<std::size_t>(t) * B + b) * D * Ho + j];
+            if (b < b0 || b >= b1) {
+              untouched = untouched && v == -7.f;
+            } else {
+              same = same && v == ya[(static_cast<std::size_t>(t) * nb + b - b0) * D * Ho + j];
+            }
+          }
+      for (int d = 0; d < D; ++d)
+        for (int b = 0; b < B; ++b) {
+          for (int j = 0; j < Ho; ++j) {
+            const float v = hs[(static_cast<std::size_t>(d) * B + b) * Ho + j];
+            if (b < b0 || b >= b1) untouched = untouched && v == -7.f;
+            else same = same && v == hna[(static_cast<std::size_t>(d) * nb + b - b0) * Ho + j];
+          }
+          for (int j = 0; j < H; ++j) {
+            const float v = cs_[(static_cast<std::size_t>(d) * B + b) * H + j];
+            if (b < b0 || b >= b1) untouched = untouched && v == -7.f;
+            else same = same && v == cna[(static_cast<std::size_t>(d) * nb + b - b0) * H + j];
+          }
+        }
+      std::snprintf(buf, sizeof buf, "layer %s H=%d rows [%d, %d) of %d in place, %d threads: differ from those rows alone",
+                    isa_name(isa), H, b0, b1, B, threads);
+      expect(same, buf);
+      std::snprintf(buf, sizeof buf, "layer %s H=%d rows [%d, %d) of %d in place: other rows written", isa_name(isa), H, b0, b1, B);
+      expect(untouched, buf);
+    }
+  }
+}
+
 // The inference cell against the scalar oracle: H hitting every loop (four vectors in
 // lock step, single vectors, the scalar remainder), ranges of unit blocks as threads get
 // them, peepholes, clip and coupling. Units outside the range stay untouched, and the
@@ -704,6 +871,7 @@ int main(int argc, char** argv) {
       set_panel_prefetch(prefetch);
       test_gemm_packed(isa);
       if (!quick || prefetch == 1) test_layer(isa);
+      if (!quick || prefetch == 1) test_stack_split(isa);
     }
     set_panel_prefetch(-1);
     test_activations(isa);
