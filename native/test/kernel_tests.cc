@@ -66,10 +66,10 @@ void gemm_reference(int M, int N, int K, const float* A, int lda, const float* W
 
 void test_gemm(Isa isa) {
   std::mt19937 rng(42);
-  // Sizes hit the micro-kernel row remainders (1..12), partial panels, K blocks (KC=256) and M blocks (MC=72).
+  // Sizes hit the micro-kernel row remainders (1..12), partial panels, K blocks (KC=512) and M blocks (MC=72).
   const int Ms[] = {1, 2, 5, 6, 7, 11, 12, 13, 31, 73, 150};
   const int Ns[] = {1, 3, 15, 16, 17, 33, 64, 100};
-  const int Ks[] = {1, 2, 7, 16, 255, 256, 257, 600};
+  const int Ks[] = {1, 2, 7, 16, 255, 256, 257, 511, 512, 513, 1100};
   for (int M : Ms)
     for (int N : Ns)
       for (int K : Ks) {
@@ -147,7 +147,7 @@ void test_gemm(Isa isa) {
 void test_gemm_packed(Isa isa) {
   std::mt19937 rng(43);
   struct Shape { int M, N, K; };
-  const Shape shapes[] = {{13, 1041, 257}, {7, 1024, 256}, {11, 1024, 259}, {9, 1030, 130}, {150, 1030, 300}, {2, 2048, 128}};
+  const Shape shapes[] = {{13, 1041, 257}, {7, 1024, 256}, {11, 1024, 603}, {9, 1030, 130}, {150, 1030, 520}, {2, 2048, 128}};
   std::vector<float> scratch(gemm_scratch_floats());
   for (const Shape& s : shapes) {
     if (quick && s.M > 13) continue;
@@ -239,7 +239,7 @@ void test_layer(Isa isa) {
       {9, 40, 0, 2, 0, false, true, false, 0.f, 3, 1, true},       {6, 20, 0, 2, 2, false, true, false, 0.f, 7, 5, false},
       // One row, several groups of four panels, two k blocks of the input, full peepholes
       // (or a projection): the joined products of a streaming step.
-      {300, 100, 0, 1, 2, false, true, false, 0.f, 5, 1, false}, {40, 64, 30, 1, 1, false, true, false, 0.5f, 6, 1, false},
+      {600, 100, 0, 1, 2, false, true, false, 0.f, 5, 1, false}, {40, 64, 30, 1, 1, false, true, false, 0.5f, 6, 1, false},
       // Long enough that the input projection runs in several chunks of time steps.
       {3, 64, 0, 2, 1, false, true, false, 0.f, 300, 64, true},
       // Weights of 1 MiB and more: one thread packs blocks of A (groups of 6, 4 and 3 rows
@@ -261,8 +261,13 @@ void test_layer(Isa isa) {
     desc.clip = cs.clip;
     const int H = cs.H, Ho = desc.out_size();
     std::vector<std::vector<float>> store;
+    // A long sequence gets weights under which the recurrence contracts: with larger ones
+    // it can be chaotic, and the rounding differences between two correct paths (a
+    // vectorised activation against std::exp) then grow step by step, so the comparison
+    // would measure the dynamics rather than the kernels. (Same draws, scaled.)
+    const float range = cs.T > 100 ? 0.2f : 0.5f;
     auto make = [&](std::size_t n) {
-      store.push_back(random_vec(rng, n, -0.5f, 0.5f));
+      store.push_back(random_vec(rng, n, -range, range));
       return store.back().data();
     };
     DirectionWeightsView v[2];
