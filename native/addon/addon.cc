@@ -18,6 +18,7 @@
 
 #include "../kernels/isa.h"
 #include "../kernels/layer.h"
+#include "../kernels/pages.h"
 #include "../kernels/peak.h"
 #include "../kernels/threadpool.h"
 #include "../kernels/train_cell.h"
@@ -470,9 +471,11 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
   // a forward it is kept while it is small, so a small model's forward allocates no
   // scratch, and a larger one is released (its allocation is small next to that forward's
   // work). Tiny forwards (B=1, T=1, H=32) ran 1.65x faster with it kept.
-  static constexpr std::size_t kKeepSyncBytes = std::size_t{1} << 20;
+  static constexpr std::size_t kKeepSyncBytes = std::size_t{4} << 20;
   lstm::Workspace sync_ws_;
   void ReleaseLargeSyncWorkspace() {
+    lstm::AlignedFloats().swap(sync_ws_.y[0]);
+    lstm::AlignedFloats().swap(sync_ws_.y[1]);
     if (sync_ws_.bytes() > kKeepSyncBytes) sync_ws_ = lstm::Workspace();
   }
   // forward_stack in sync_ws_; out of memory drops it and throws LSTM_NATIVE naming `what`.
@@ -638,6 +641,15 @@ const int32_t* LengthsArg(Napi::Env env, const Napi::Value& v, int64_t T, int64_
 
 [[noreturn]] void OutOfMemory(Napi::Env env, const char* what) { Fail(env, "LSTM_NATIVE", std::string(what) + ": out of memory"); }
 
+// A forward's output arrays are fresh from V8, their pages untouched: mapped in one call
+// each rather than by a fault per page on the first writes (pages.h). Through the
+// package on the VM of the benchmarks, in-process A/B: see the commit that added it.
+void PopulateOutputs(const lstm::StackRun& run, std::size_t y_floats, std::size_t hn_floats, std::size_t cn_floats) {
+  lstm::populate_pages(run.y, y_floats * sizeof(float));
+  lstm::populate_pages(run.hn, hn_floats * sizeof(float));
+  lstm::populate_pages(run.cn, cn_floats * sizeof(float));
+}
+
 // forwardAsync's work: inputs copied when the call is made (JS may detach or reuse its
 // buffers meanwhile), outputs written into arrays JS cannot see until the promise resolves.
 class ForwardWorker : public Napi::AsyncWorker {
@@ -655,6 +667,10 @@ class ForwardWorker : public Napi::AsyncWorker {
   // v = a copy of n floats from src, in a recycled buffer where one fits.
   void Copy(std::vector<float>& v, const float* src, std::size_t n) {
     v = inputs_->Take(n);
+    if (v.capacity() < n) {
+      v.reserve(n);
+      lstm::populate_pages(v.data(), n * sizeof(float));
+    }
     v.assign(src, src + n);
   }
 
@@ -667,6 +683,7 @@ class ForwardWorker : public Napi::AsyncWorker {
   float* y_data = nullptr;
   float* hn_data = nullptr;
   float* cn_data = nullptr;
+  std::size_t y_floats_ = 0, hn_floats_ = 0, cn_floats_ = 0;
 
  protected:
   void Execute() override {
@@ -681,6 +698,7 @@ class ForwardWorker : public Napi::AsyncWorker {
       run.y = y_data;
       run.hn = hn_data;
       run.cn = cn_data;
+      PopulateOutputs(run, y_floats_, hn_floats_, cn_floats_);  // here, off the event loop
       lstm::Workspace ws;
       lstm::forward_stack(stack_.layers, stack_.isa, threading_, run, &ws);
     } catch (const std::bad_alloc&) {
@@ -818,6 +836,8 @@ Napi::Value LstmAddon::Forward(const Napi::CallbackInfo& info) {
   run.hn = FloatArg(env, info[8], "hn", B * st.h_per_batch).Data();
   run.cn = FloatArg(env, info[9], "cn", B * st.c_per_batch).Data();
   const lstm::Threading threading = ThreadsArg(env, info[10]);
+  PopulateOutputs(run, static_cast<std::size_t>(T * B * st.out_width), static_cast<std::size_t>(B * st.h_per_batch),
+                  static_cast<std::size_t>(B * st.c_per_batch));
   RunSync(env, "forward", st.layers, st.isa, threading, run);
   ReleaseLargeSyncWorkspace();
   return env.Undefined();
@@ -858,6 +878,9 @@ Napi::Value LstmAddon::ForwardAsync(const Napi::CallbackInfo& info) {
   worker->y_data = y.Data();
   worker->hn_data = hn.Data();
   worker->cn_data = cn.Data();
+  worker->y_floats_ = y.ElementLength();
+  worker->hn_floats_ = hn.ElementLength();
+  worker->cn_floats_ = cn.ElementLength();
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;

@@ -12,6 +12,7 @@
 #include "activations.h"
 #include "gemm.h"
 #include "isa.h"
+#include "pages.h"
 
 namespace lstm {
 
@@ -74,7 +75,11 @@ struct CacheLineAllocator {
   CacheLineAllocator() = default;
   template <class U>
   CacheLineAllocator(const CacheLineAllocator<U>&) noexcept {}
-  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlign)); }
+  T* allocate(std::size_t n) {
+    T* p = static_cast<T*>(::operator new(n * sizeof(T), kAlign));
+    populate_pages(p, n * sizeof(T));  // the vector writes every element next
+    return p;
+  }
   void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, kAlign); }
   template <class U>
   bool operator==(const CacheLineAllocator<U>&) const noexcept { return true; }
