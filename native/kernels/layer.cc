@@ -384,10 +384,12 @@ namespace {
 
 // When a stack splits by rows: at least kRowsPerParticipant rows each, and no layer with
 // more than kRowSplitBytes of packed weights (every participant streams all of them each
-// step, where a split by units streams its share). In-process A/B on a 2-core Zen 5
-// (1 MiB of L2), rows against units, same bits: B=32, H=256, 2 layers 1.274x [1.253,
-// 1.309]; 1 layer 1.254x; B=16 1.261x; B=8 1.316x; H=128 1.525x; H=384 (4.5 MiB a layer)
-// 1.090x; but H=512 (8 MiB) 0.931x and B=4 (two rows each) 0.850x.
+// step, where a split by units streams its share). The bounds come from an in-process A/B
+// on a 2-core Zen 5 (1 MiB of L2) of a prototype that copied the rows out and back, rows
+// against units, same bits: B=32, H=256, 2 layers 1.274x [1.253, 1.309]; 1 layer 1.254x;
+// B=16 1.261x; B=8 1.316x; H=128 1.525x; H=384 (4.5 MiB a layer) 1.090x; but H=512
+// (8 MiB) 0.931x and B=4 (two rows each) 0.850x. As landed (in place, no copies): B=32,
+// 2 layers 1.178x [1.150, 1.199] in that harness, and 1.12-1.22x through the package.
 constexpr int kRowsPerParticipant = 4;
 constexpr std::size_t kRowSplitBytes = std::size_t{5} << 20;
 // A split by rows costs one fork and join per call, not one barrier per step: it needs
