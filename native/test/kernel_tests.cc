@@ -235,6 +235,28 @@ void test_activations(Isa isa) {
   expect(lengths_ok, std::string("sigmoid/tanh ") + isa_name(isa) + ": every length 0..80 accurate, nothing past n");
 }
 
+// Weights of one direction for desc, every tensor a layer can have (it packs the ones its
+// configuration uses), uniform in [-range, range] and kept alive in store.
+DirectionWeightsView random_direction(std::mt19937& rng, std::vector<std::vector<float>>& store, const LayerDesc& desc,
+                                      float range) {
+  const int I = desc.input_size, H = desc.hidden_size, Ho = desc.out_size();
+  auto make = [&](int n) {
+    store.push_back(random_vec(rng, static_cast<std::size_t>(n), -range, range));
+    return store.back().data();
+  };
+  DirectionWeightsView v;
+  v.w_ih = make(4 * H * I);
+  v.w_hh = make(4 * H * Ho);
+  v.b_ih = make(4 * H);
+  v.b_hh = make(4 * H);
+  v.w_hr = make(Ho * H);
+  v.w_ci = make(H);
+  v.w_cf = make(H);
+  v.w_co = make(H);
+  v.w_ch = make(4 * H * H);
+  return v;
+}
+
 // A whole layer on `isa` against the scalar path, over configurations that reach every cell branch.
 void test_layer(Isa isa) {
   std::mt19937 rng(3);
@@ -273,22 +295,8 @@ void test_layer(Isa isa) {
     // vectorised activation against std::exp) then grow step by step, so the comparison
     // would measure the dynamics rather than the kernels. (Same draws, scaled.)
     const float range = cs.T > 100 ? 0.2f : 0.5f;
-    auto make = [&](std::size_t n) {
-      store.push_back(random_vec(rng, n, -range, range));
-      return store.back().data();
-    };
     DirectionWeightsView v[2];
-    for (int d = 0; d < cs.D; ++d) {
-      v[d].w_ih = make(4 * H * cs.I);
-      v[d].w_hh = make(4 * H * Ho);
-      v[d].b_ih = make(4 * H);
-      v[d].b_hh = make(4 * H);
-      v[d].w_hr = make(Ho * H);
-      v[d].w_ci = make(H);
-      v[d].w_cf = make(H);
-      v[d].w_co = make(H);
-      v[d].w_ch = make(4 * H * H);
-    }
+    for (int d = 0; d < cs.D; ++d) v[d] = random_direction(rng, store, desc, range);
     Layer layer(desc, v);
     std::vector<float> x = random_vec(rng, static_cast<std::size_t>(cs.T) * cs.B * cs.I);
     std::vector<float> h0 = random_vec(rng, cs.D * cs.B * Ho), c0 = random_vec(rng, cs.D * cs.B * H);
@@ -431,10 +439,6 @@ void test_stack_split(Isa isa) {
   for (const Case& cs : cases) {
     if (quick && cs.T * cs.B > 64) continue;
     std::vector<std::vector<float>> store;
-    auto make = [&](std::size_t n) {
-      store.push_back(random_vec(rng, n, -0.5f, 0.5f));
-      return store.back().data();
-    };
     std::vector<std::unique_ptr<Layer>> owned;
     std::size_t h_floats = 0, c_floats = 0;
     for (const L& l : cs.layers) {
@@ -448,17 +452,7 @@ void test_stack_split(Isa isa) {
       desc.clip = l.clip;
       const int Ho = desc.out_size();
       DirectionWeightsView v[2];
-      for (int d = 0; d < l.D; ++d) {
-        v[d].w_ih = make(4 * l.H * l.I);
-        v[d].w_hh = make(4 * l.H * Ho);
-        v[d].b_ih = make(4 * l.H);
-        v[d].b_hh = make(4 * l.H);
-        v[d].w_hr = make(Ho * l.H);
-        v[d].w_ci = make(l.H);
-        v[d].w_cf = make(l.H);
-        v[d].w_co = make(l.H);
-        v[d].w_ch = make(4 * l.H * l.H);
-      }
+      for (int d = 0; d < l.D; ++d) v[d] = random_direction(rng, store, desc, 0.5f);
       owned.push_back(std::make_unique<Layer>(desc, v));
       h_floats += static_cast<std::size_t>(l.D) * cs.B * Ho;
       c_floats += static_cast<std::size_t>(l.D) * cs.B * l.H;
