@@ -123,7 +123,10 @@ Layer::Plan Layer::plan(Isa isa, const Threading& threading, int T, int B) const
 }
 
 void Layer::reserve(Isa isa, const Threading& threading, int T, int B, bool strided, Workspace* ws) const {
-  const Plan p = plan(isa, threading, T, B);
+  reserve(plan(isa, threading, T, B), B, strided, ws);
+}
+
+void Layer::reserve(const Plan& p, int B, bool strided, Workspace* ws) const {
   const int H = desc_.hidden_size;
   const int Hout = desc_.out_size();
   grow(ws->gates, static_cast<std::size_t>(p.chunk) * B * gate_cols_);
@@ -161,7 +164,7 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
   const int nth = plan.nth;
   const bool packs = plan.packs;
   // All allocation happens here, before any thread starts (the parallel body cannot throw).
-  reserve(isa, threading, T, B, strided, ws);
+  reserve(plan, B, strided, ws);
   float* const gates = ws->gates.data();
   float* const hbuf = ws->h.data();
   float* const cbuf = ws->c.data();
@@ -422,6 +425,7 @@ bool split_by_rows(const std::vector<const Layer*>& layers, int nth, const Stack
 // full batch in turn, and the run's y.
 struct StackIo {
   const float* x;
+  std::ptrdiff_t x_width;  // floats per row of x
   float* y;
   std::ptrdiff_t h_off, c_off;  // layer l's first state slot in h0/hn and c0/cn
 };
@@ -433,10 +437,12 @@ std::vector<StackIo> stack_io(const std::vector<const Layer*>& layers, const Sta
     grow(ws->y[l % 2], static_cast<std::size_t>(run.T) * run.B * desc.num_directions * desc.out_size());
   }
   const float* input = run.x;
+  std::ptrdiff_t width = layers.empty() ? 0 : layers.front()->desc().input_size;
   std::ptrdiff_t h_off = 0, c_off = 0;
   for (std::size_t l = 0; l < layers.size(); ++l) {
     const LayerDesc& desc = layers[l]->desc();
     io[l].x = input;
+    io[l].x_width = width;
     io[l].h_off = h_off;
     io[l].c_off = c_off;
     if (l + 1 == layers.size()) {
@@ -445,6 +451,7 @@ std::vector<StackIo> stack_io(const std::vector<const Layer*>& layers, const Sta
       io[l].y = ws->y[l % 2].data();
     }
     input = io[l].y;
+    width = static_cast<std::ptrdiff_t>(desc.num_directions) * desc.out_size();
     h_off += static_cast<std::ptrdiff_t>(desc.num_directions) * run.B * desc.out_size();
     c_off += static_cast<std::ptrdiff_t>(desc.num_directions) * run.B * desc.hidden_size;
   }
@@ -474,9 +481,8 @@ void forward_rows(const std::vector<const Layer*>& layers, Isa isa, int nth, con
     auto rows = [&] {  // every layer, for rows [b0, b1)
       for (std::size_t l = 0; l < layers.size(); ++l) {
         const LayerDesc& desc = layers[l]->desc();
-        const std::ptrdiff_t in_width = l == 0 ? desc.input_size : layers[l - 1]->desc().num_directions * layers[l - 1]->desc().out_size();
         LayerRun lr;
-        lr.x = io[l].x + b0 * in_width;
+        lr.x = io[l].x + b0 * io[l].x_width;
         lr.T = run.T;
         lr.B = b1 - b0;
         lr.batch_stride = run.B;

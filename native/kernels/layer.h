@@ -148,6 +148,7 @@ class Layer {
     bool packs;  // whether a product packs blocks of A (scratch per participant)
   };
   Plan plan(Isa isa, const Threading& threading, int T, int B) const;
+  void reserve(const Plan& plan, int B, bool strided, Workspace* ws) const;
 
   struct Direction {
     PackedMatrix w_ih, w_hh, w_ch;  // gate-interleaved
