@@ -142,8 +142,9 @@ describe('threads', () => {
 describe('event loop and worker threads', () => {
   it('a 1 ms timer keeps firing during a long forwardAsync', async () => {
     const m = new LSTM({ inputSize: 256, hiddenSize: 256, numLayers: 2, seed: 1 });
-    // Native: long enough that one forward takes well over 50 ms (~120 ms on a 2-core Zen 5).
-    const x = randomTensor([m.backend === 'native' ? 384 : 128, 32, 256], mulberry32(2));
+    // Native: long enough that one forward takes well over 50 ms (~120 ms on a 2-core Zen 5;
+    // T=384 took that before two threads split the batch by rows, ~90 ms since).
+    const x = randomTensor([m.backend === 'native' ? 512 : 128, 32, 256], mulberry32(2));
     await m.forwardAsync(x); // warm: the input copies then reuse memory instead of faulting in fresh pages
     let last = performance.now();
     let worst = 0;
