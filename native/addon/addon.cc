@@ -565,7 +565,7 @@ void LayerWrap::Load(Napi::Env env, const Napi::Value& dirsValue) {
   }
   Release(env);
   layer_ = std::move(fresh);
-  external_bytes_ = static_cast<int64_t>(layer_->packed_bytes());
+  external_bytes_ = static_cast<int64_t>(layer_->held_bytes());
   Napi::MemoryManagement::AdjustExternalMemory(env, external_bytes_);
 }
 

@@ -17,6 +17,7 @@ namespace {
 
 // out as an n x k matrix of zeros in ceil(n/16) panels of [k][16].
 void reset_panels(PackedMatrix* out, int n, int k) {
+  *out = PackedMatrix();  // not placed
   out->n = n;
   out->k = k;
   out->data.assign(static_cast<std::size_t>((n + kPanel - 1) / kPanel) * k * kPanel, 0.f);
@@ -30,6 +31,14 @@ void put_column(PackedMatrix* out, int col, const float* src) {
 }
 
 }  // namespace
+
+void PackedMatrix::place(float* dst) {
+  const std::size_t n = floats();
+  std::copy(panels(), panels() + n, dst);
+  std::vector<float>().swap(data);
+  placed_ = dst;
+  placed_floats_ = n;
+}
 
 void pack_matrix(const float* w, int n, int k, PackedMatrix* out) {
   reset_panels(out, n, k);
@@ -162,12 +171,12 @@ void block_panels(const MicroKernel& uk, MicroKernelFn kernel, MicroKernel2Fn ke
   for (int i = 0, width = 0; i < p1 - p0; i += width) {
     int p = 0;
     width = unit(i, &p);
-    const float* bp = W.data.data() + static_cast<std::size_t>(p) * stride + static_cast<std::ptrdiff_t>(k0) * kPanel;
+    const float* bp = W.panels() + static_cast<std::size_t>(p) * stride + static_cast<std::ptrdiff_t>(k0) * kPanel;
     // While the groups run against this unit, the next one's lines (one per k and panel)
     // are prefetched into L2, a share before each group.
     int next_p = 0, next_width = 0;
     if (prefetch && i + width < p1 - p0) next_width = unit(i + width, &next_p);
-    const float* next = W.data.data() + static_cast<std::size_t>(next_p) * stride + static_cast<std::ptrdiff_t>(k0) * kPanel;
+    const float* next = W.panels() + static_cast<std::size_t>(next_p) * stride + static_cast<std::ptrdiff_t>(k0) * kPanel;
     const int next_lines = next_width * kc;
     const int lines_per_group = (next_lines + groups - 1) / groups;
     int line = 0;
@@ -258,12 +267,12 @@ void gemm_blocked(const MicroKernel& uk, int M, const float* A, std::ptrdiff_t l
       const int rest = p1 - p0 - 4 * quads;
       auto quad = [&](int q) {
         const int p = p0 + 4 * q;
-        uk.gemv4(kc, A + k0, W.data.data() + p * stride + static_cast<std::ptrdiff_t>(k0) * kPanel, stride, C + p * kPanel);
+        uk.gemv4(kc, A + k0, W.panels() + p * stride + static_cast<std::ptrdiff_t>(k0) * kPanel, stride, C + p * kPanel);
       };
       auto single = [&](int i) {
         const int p = p0 + 4 * quads + i;
         const int nr = std::min(kPanel, W.n - p * kPanel);
-        uk.run(1, kc, A + k0, lda, W.data.data() + p * stride + static_cast<std::ptrdiff_t>(k0) * kPanel, C + p * kPanel, ldc,
+        uk.run(1, kc, A + k0, lda, W.panels() + p * stride + static_cast<std::ptrdiff_t>(k0) * kPanel, C + p * kPanel, ldc,
                nr);
       };
       if (backward) {

@@ -16,8 +16,17 @@ constexpr int kPanel = 16;
 struct PackedMatrix {
   int n = 0;
   int k = 0;
-  std::vector<float> data;
+  std::vector<float> data;  // the panels, until place() moves them
   bool empty() const { return n == 0; }
+  const float* panels() const { return placed_ != nullptr ? placed_ : data.data(); }
+  std::size_t floats() const { return placed_ != nullptr ? placed_floats_ : data.size(); }
+  // Moves the panels to dst (floats() floats of memory that outlives every use of this
+  // matrix, such as a layer's WeightBlock) and frees data.
+  void place(float* dst);
+
+ private:
+  const float* placed_ = nullptr;
+  std::size_t placed_floats_ = 0;
 };
 
 void pack_matrix(const float* w, int n, int k, PackedMatrix* out);

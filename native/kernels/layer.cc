@@ -35,15 +35,35 @@ Layer::Layer(const LayerDesc& desc, const DirectionWeightsView* dirs) : desc_(de
         for (int j = 0; j < H; ++j) w.bias[gate_column(g, j)] = v.b_ih[g * H + j] + v.b_hh[g * H + j];
     }
   }
+  // All matrices in one block, which huge pages back where it is big enough (pages.h):
+  // a recurrent matrix that nearly fills L2 then spreads over its sets evenly. Panels are
+  // 64 bytes wide, so every matrix starts on a cache line. Measured through the package
+  // (both builds in one process, alternating), B=1, T=128, H=256 (2 MiB of weights), same
+  // bits: 1.061x at 1 thread, 1.074x at 2; a streaming step 1.046x and 1.011x.
+  std::size_t total = 0;
+  for (Direction& w : dirs_) total += w.w_ih.floats() + w.w_hh.floats() + w.w_ch.floats() + w.w_hr.floats();
+  weights_ = WeightBlock(total);
+  float* at = weights_.data();
+  for (Direction& w : dirs_) {
+    for (PackedMatrix* m : {&w.w_ih, &w.w_hh, &w.w_ch, &w.w_hr}) {
+      const std::size_t n = m->floats();
+      if (n == 0) continue;
+      m->place(at);
+      at += n;
+    }
+  }
 }
 
 std::size_t Layer::packed_bytes() const {
   std::size_t n = 0;
   for (const Direction& d : dirs_) {
-    n += d.w_ih.data.size() + d.w_hh.data.size() + d.w_ch.data.size() + d.w_hr.data.size() + d.bias.size() +
-         d.w_ci.size() + d.w_cf.size() + d.w_co.size();
+    n += d.bias.size() + d.w_ci.size() + d.w_cf.size() + d.w_co.size();
   }
-  return n * sizeof(float);
+  return n * sizeof(float) + weights_.floats() * sizeof(float);
+}
+
+std::size_t Layer::held_bytes() const {
+  return packed_bytes() - weights_.floats() * sizeof(float) + weights_.bytes();
 }
 
 namespace {

@@ -136,6 +136,8 @@ class Layer {
   const LayerDesc& desc() const { return desc_; }
   // Bytes of packed weights this layer holds.
   std::size_t packed_bytes() const;
+  // Bytes of memory the layer holds for them (the weight block's mapping is rounded up).
+  std::size_t held_bytes() const;
   void forward(Isa isa, const Threading& threading, const LayerRun& run, Workspace* ws) const;
   // Grows ws to everything forward needs for T steps of B rows (rows of a larger batch
   // when strided), so that forward then allocates no scratch.
@@ -161,6 +163,7 @@ class Layer {
   int blocks_ = 0;       // ceil(H / 16)
   int gate_cols_ = 0;    // 64 * blocks_
   std::vector<Direction> dirs_;
+  WeightBlock weights_;  // every direction's packed matrices, one after another
   // Steps this layer has run so far (one recurrent product each): its parity picks the
   // panel order of the next run's first step. Concurrent runs may race on it; it only
   // steers caching, never results.

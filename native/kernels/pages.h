@@ -13,4 +13,36 @@ namespace lstm {
 // of faults. Does nothing below 64 KiB, on other systems, or where the call is refused.
 void populate_pages(void* p, std::size_t bytes);
 
+// Memory for weights that every time step reads again, zeroed. Where they nearly fill L2
+// (1 MiB of recurrent weights against 1 MiB of L2 per core), 4 KiB pages land on L2 sets
+// unevenly (each page's set group is chance), so some sets overflow and those lines come
+// from L3 every step. Backed by 2 MiB pages the block maps onto the sets evenly.
+// On Linux, from 1 MiB up, the block is 2 MiB-aligned and asks for transparent huge pages
+// (madvise MADV_HUGEPAGE; the system may still decline): a tail of at least 1 MiB past the
+// last whole 2 MiB is rounded up to 2 MiB, a shorter one stays in 4 KiB pages. Elsewhere,
+// or smaller, it is ordinary 64-byte-aligned memory.
+class WeightBlock {
+ public:
+  WeightBlock() = default;
+  explicit WeightBlock(std::size_t floats);  // throws std::bad_alloc
+  ~WeightBlock();
+  WeightBlock(WeightBlock&& other) noexcept;
+  WeightBlock& operator=(WeightBlock&& other) noexcept;
+  WeightBlock(const WeightBlock&) = delete;
+  WeightBlock& operator=(const WeightBlock&) = delete;
+
+  float* data() const { return data_; }
+  std::size_t floats() const { return floats_; }
+  // Bytes the block holds (its mapping, rounded as above).
+  std::size_t bytes() const { return mapped_ > 0 ? mapped_ : floats_ * sizeof(float); }
+  // Whether it was mapped 2 MiB-aligned with huge pages asked for (tests).
+  bool huge() const { return mapped_ > 0; }
+
+ private:
+  void release() noexcept;
+  float* data_ = nullptr;
+  std::size_t floats_ = 0;
+  std::size_t mapped_ = 0;  // > 0: mmap'd by us, this long
+};
+
 }  // namespace lstm
