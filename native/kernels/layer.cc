@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <utility>
 
@@ -73,6 +74,12 @@ namespace {
 // C tile: 14% of the GEMM's time went to those stores).
 constexpr std::ptrdiff_t kChunkFloats = std::ptrdiff_t{1} << 17;
 
+// Up to this many floats of initial state (h0, and c0 with full peepholes), every
+// participant copies all of it for itself, so that the first step needs no barrier after
+// the copies (a barrier costs ~0.25-0.45 us between the two cores here; a streaming step
+// of H=256 at 2 threads is ~12 us).
+constexpr std::ptrdiff_t kOwnStateFloats = 4096;
+
 void grow(AlignedFloats& v, std::size_t n) {
   if (v.size() < n) v.resize(n);
 }
@@ -139,6 +146,8 @@ Layer::Plan Layer::plan(Isa isa, const Threading& threading, int T, int B) const
             gemm_nt_uses_scratch(isa, B, w0.w_hh, gate_panels) ||
             (!w0.w_ch.empty() && gemm_nt_uses_scratch(isa, B, w0.w_ch, gate_panels)) ||
             (proj && gemm_nt_uses_scratch(isa, B, w0.w_hr, proj_panels));
+  const std::ptrdiff_t state = static_cast<std::ptrdiff_t>(B) * (Hout + (desc_.peephole == kPeepholeFull ? H : 0));
+  p.own_state = p.nth > 1 && state <= kOwnStateFloats;
   return p;
 }
 
@@ -150,8 +159,9 @@ void Layer::reserve(const Plan& p, int B, bool strided, Workspace* ws) const {
   const int H = desc_.hidden_size;
   const int Hout = desc_.out_size();
   grow(ws->gates, static_cast<std::size_t>(p.chunk) * B * gate_cols_);
-  grow(ws->h, 2 * static_cast<std::size_t>(B) * Hout);
-  grow(ws->c, 2 * static_cast<std::size_t>(B) * H);
+  const std::size_t own = p.own_state ? static_cast<std::size_t>(p.nth) : 0;
+  grow(ws->h, (2 + own) * B * Hout);
+  grow(ws->c, (2 + (desc_.peephole == kPeepholeFull ? own : 0)) * B * H);
   grow(ws->r, static_cast<std::size_t>(B) * H);
   if (strided && p.chunk > 1) grow(ws->xrows, static_cast<std::size_t>(p.chunk) * B * desc_.input_size);
   if (p.packs) grow(ws->pack, static_cast<std::size_t>(p.nth) * gemm_scratch_floats());
@@ -183,6 +193,16 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
   const int chunk = plan.chunk;
   const int nth = plan.nth;
   const bool packs = plan.packs;
+  // Whole per-participant copies of the initial state need y apart from h0 and c0: a
+  // participant may write its first output while another still copies them. (hn and cn
+  // are written after at least one step's barrier.)
+  auto overlaps = [](const float* a, std::size_t an, const float* b, std::size_t bn) {
+    const std::uintptr_t a0 = reinterpret_cast<std::uintptr_t>(a), b0 = reinterpret_cast<std::uintptr_t>(b);
+    return a0 < b0 + bn * sizeof(float) && b0 < a0 + an * sizeof(float);
+  };
+  const std::size_t y_floats = static_cast<std::size_t>(T) * Bs * y_stride;
+  const bool own_state = plan.own_state && !overlaps(run.y, y_floats, run.h0, static_cast<std::size_t>(D) * Bs * Hout) &&
+                         !overlaps(run.y, y_floats, run.c0, static_cast<std::size_t>(D) * Bs * H);
   // All allocation happens here, before any thread starts (the parallel body cannot throw).
   reserve(plan, B, strided, ws);
   float* const gates = ws->gates.data();
@@ -284,19 +304,43 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
         spec.wcf = w.w_cf.data();
         spec.wco = w.w_co.data();
       }
-      float* h_cur = hbuf;  // the first step reads a copy of h0: y or hn may alias it
+      // The first step reads a copy of h0 (y or hn may alias it): either one shared copy,
+      // each participant copying its columns, then a barrier (every participant reads all
+      // of h, and of c with full peepholes), or where the state is small and nothing
+      // written during the run aliases it, a whole copy per participant and no barrier.
+      // Either way c is copied per participant's units, which the cell reads and writes.
+      float* h_cur = hbuf;
       float* h_nxt = hbuf + static_cast<std::ptrdiff_t>(B) * Hout;
       std::ptrdiff_t ld_h = Hout;
       float* c_cur = cbuf;
       float* c_nxt = cbuf + static_cast<std::ptrdiff_t>(B) * H;
       const float* h0 = run.h0 + static_cast<std::ptrdiff_t>(d) * Bs * Hout;
       const float* c0 = run.c0 + static_cast<std::ptrdiff_t>(d) * Bs * H;
-      for (int b = 0; b < B; ++b) {
-        std::memcpy(h_cur + b * Hout + v0, h0 + b * Hout + v0, sizeof(float) * (v1 - v0));
-        std::memcpy(c_cur + b * H + u0, c0 + b * H + u0, sizeof(float) * (u1 - u0));
+      float* h_own = nullptr;  // this participant's whole copies, when own_state
+      float* c_own = nullptr;
+      if (own_state) {
+        h_own = hbuf + static_cast<std::ptrdiff_t>(2 + ctx.tid) * B * Hout;
+        std::memcpy(h_own, h0, sizeof(float) * B * Hout);
+        h_cur = h_own;
+        if (desc_.peephole == kPeepholeFull) {
+          c_own = cbuf + static_cast<std::ptrdiff_t>(2 + ctx.tid) * B * H;
+          std::memcpy(c_own, c0, sizeof(float) * B * H);
+          c_cur = c_own;
+        }
       }
-      ctx.sync();  // every participant reads all of h (and c with full peepholes)
+      for (int b = 0; b < B; ++b) {
+        if (h_own == nullptr) std::memcpy(h_cur + b * Hout + v0, h0 + b * Hout + v0, sizeof(float) * (v1 - v0));
+        if (c_own == nullptr) std::memcpy(c_cur + b * H + u0, c0 + b * H + u0, sizeof(float) * (u1 - u0));
+      }
+      if (!own_state) ctx.sync();
       mark();
+      // After the first step the states alternate between the two shared buffers.
+      auto next_states = [&] {
+        std::swap(h_cur, h_nxt);
+        if (h_nxt == h_own) h_nxt = hbuf;
+        std::swap(c_cur, c_nxt);
+        if (c_nxt == c_own) c_nxt = cbuf;
+      };
 
       for (int done = 0; done < T; done += chunk) {
         // Time steps [lo, lo + n) in processing order; their input projection first, for
@@ -358,9 +402,9 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
           if (direct) {
             cell_forward(isa, spec, B, g, G, blk0, blk1, c_cur, c_nxt, y_t, y_stride);
             end_step();  // h_t (in y) and c_nxt complete before anyone reads them
+            next_states();
             h_cur = y_t;
             ld_h = y_stride;
-            std::swap(c_cur, c_nxt);
             continue;
           }
           cell_forward(isa, spec, B, g, G, blk0, blk1, c_cur, c_nxt, r, H);
@@ -387,8 +431,7 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
             }
           }
           end_step();  // h_nxt and c_nxt complete before anyone reads them
-          std::swap(h_cur, h_nxt);
-          std::swap(c_cur, c_nxt);
+          next_states();
         }
       }
       float* hn = run.hn + static_cast<std::ptrdiff_t>(d) * Bs * Hout;
@@ -397,7 +440,8 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
         std::memmove(hn + b * Hout + v0, h_cur + b * ld_h + v0, sizeof(float) * (v1 - v0));  // y may alias hn
         std::memcpy(cn + b * H + u0, c_cur + b * H + u0, sizeof(float) * (u1 - u0));
       }
-      ctx.sync();  // the state buffers are reused by the next direction
+      // The state buffers are reused by the next direction (after the last, the join waits).
+      if (d + 1 < D) ctx.sync();
     }
   });
   sweeps_.store(sweep0 + static_cast<unsigned>(T), std::memory_order_relaxed);

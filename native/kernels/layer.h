@@ -148,6 +148,7 @@ class Layer {
     int chunk;  // time steps whose input projection runs at once
     int nth;    // participants
     bool packs;  // whether a product packs blocks of A (scratch per participant)
+    bool own_state;  // each participant copies all of h0 (and c0 with full peepholes)
   };
   Plan plan(Isa isa, const Threading& threading, int T, int B) const;
   void reserve(const Plan& plan, int B, bool strided, Workspace* ws) const;

@@ -379,6 +379,27 @@ void test_layer(Isa isa) {
       char buf[120];
       std::snprintf(buf, sizeof buf, "layer %s H=%d B=%d: %d single steps differ from one run", isa_name(isa), H, cs.B, cs.T);
       expect(y == y1 && h == hn1 && c == cn1, buf);
+      // The same with each step's output written over its own input state (y = h0 = hn):
+      // every participant must have read h0 before any writes its output there.
+      h = h0;
+      c = c0;
+      bool same = true;
+      for (int t = 0; t < cs.T; ++t) {
+        LayerRun run;
+        run.x = x.data() + static_cast<std::ptrdiff_t>(t) * cs.B * cs.I;
+        run.T = 1;
+        run.B = cs.B;
+        run.h0 = run.hn = run.y = h.data();
+        run.c0 = run.cn = c.data();
+        Threading threading;
+        threading.threads = 3;
+        threading.min_flops_per_thread = 0;
+        Workspace ws;
+        layer.forward(isa, threading, run, &ws);
+        same = same && std::equal(h.begin(), h.end(), y.begin() + static_cast<std::ptrdiff_t>(t) * cs.B * Ho);
+      }
+      std::snprintf(buf, sizeof buf, "layer %s H=%d B=%d: single steps into their own state differ", isa_name(isa), H, cs.B);
+      expect(same && h == hn1 && c == cn1, buf);
     }
     if (isa == Isa::kAvx512 && isa_supported(Isa::kAvx2)) {
       // AVX-512 gives AVX2's bits: the GEMMs sum every element in the same order, and the
