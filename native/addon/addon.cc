@@ -88,6 +88,24 @@ Napi::Float32Array FloatArg(Napi::Env env, const Napi::Value& v, const std::stri
   return a;
 }
 
+// The data of a Float32Array argument of `expected` elements, from one engine query where
+// FloatArg makes three (a streaming step checks four arrays per call).
+float* FloatData(Napi::Env env, const Napi::Value& v, const std::string& name, int64_t expected) {
+  bool typed = false;
+  napi_typedarray_type type = napi_int8_array;
+  std::size_t length = 0;
+  void* data = nullptr;
+  if (napi_is_typedarray(env, v, &typed) != napi_ok || !typed ||
+      napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr) != napi_ok || type != napi_float32_array) {
+    Fail(env, "LSTM_DTYPE", name + ": expected a Float32Array, got " + TypeOfValue(v));
+  }
+  if (static_cast<int64_t>(length) != expected) {
+    Fail(env, "LSTM_SHAPE", name + ": expected " + std::to_string(expected) + " elements, got " + std::to_string(length));
+  }
+  if (expected > 0 && data == nullptr) Fail(env, "LSTM_SHAPE", name + ": buffer is detached");
+  return static_cast<float*>(data);
+}
+
 lstm::Activation ActivationArg(Napi::Env env, const Napi::Object& desc, const char* key) {
   Napi::Value v = desc.Get(key);
   if (!v.IsObject()) Fail(env, "LSTM_OPTION", std::string("desc.") + key + ": expected an activation object");
@@ -232,7 +250,7 @@ class PackedWrap : public Napi::ObjectWrap<PackedWrap> {
     const int32_t n = IntArg(env, info[1], "n", 1, std::numeric_limits<int32_t>::max());
     const int32_t k = IntArg(env, info[2], "k", 1, std::numeric_limits<int32_t>::max());
     if (int64_t{n} * k > kMaxElements) Fail(env, "LSTM_SHAPE", "Packed: n*k exceeds 2^31 elements");
-    const float* w = FloatArg(env, info[0], "w", int64_t{n} * k).Data();
+    const float* w = FloatData(env, info[0], "w", int64_t{n} * k);
     bool transposed = false;
     if (info.Length() > 3 && !info[3].IsUndefined()) {
       if (!info[3].IsBoolean()) Fail(env, "LSTM_OPTION", "Packed: transposed must be a boolean");
@@ -301,7 +319,7 @@ class TrainCellWrap : public Napi::ObjectWrap<TrainCellWrap> {
     const int64_t H = spec_.hidden;
     if (row0 < 0 || B < 1 || row0 + B > rows_) Fail(env, "LSTM_SHAPE", "TrainCell: rows out of range");
     const auto at = [&](Napi::ObjectReference& r, const char* name) {
-      return FloatArg(env, r.Value(), name, int64_t{rows_} * H).Data() + row0 * H;
+      return FloatData(env, r.Value(), name, int64_t{rows_} * H) + row0 * H;
     };
     lstm::TrainStepTape t{};
     for (int g = 0; g < 4; ++g) {
@@ -327,10 +345,10 @@ class TrainCellWrap : public Napi::ObjectWrap<TrainCellWrap> {
     const int64_t row0 = IntArg(env, info[0], "row0", 0, std::numeric_limits<int32_t>::max());
     const int B = IntArg(env, info[1], "B", 1, std::numeric_limits<int32_t>::max());
     const lstm::TrainStepTape t = Tape(env, row0, B);
-    const float* gates = FloatArg(env, info[2], "gates", B * 4 * H).Data();
-    const float* c_prev = FloatArg(env, info[3], "cPrev", B * H).Data();
-    float* c_new = FloatArg(env, info[4], "cNew", B * H).Data();
-    float* r_new = FloatArg(env, info[5], "rNew", B * H).Data();
+    const float* gates = FloatData(env, info[2], "gates", B * 4 * H);
+    const float* c_prev = FloatData(env, info[3], "cPrev", B * H);
+    float* c_new = FloatData(env, info[4], "cNew", B * H);
+    float* r_new = FloatData(env, info[5], "rNew", B * H);
     lstm::train_cell_forward(isa_, spec_, B, gates, c_prev, t, c_new, r_new);
     return env.Undefined();
   }
@@ -351,12 +369,12 @@ class TrainCellWrap : public Napi::ObjectWrap<TrainCellWrap> {
       }
       lengths = info[2].As<Napi::Int32Array>().Data();
     }
-    const float* dr = FloatArg(env, info[4], "dr", B * H).Data();
-    float* dc = FloatArg(env, info[5], "dc", B * H).Data();
-    float* dgates = FloatArg(env, info[6], "dgates", B * 4 * H).Data();
+    const float* dr = FloatData(env, info[4], "dr", B * H);
+    float* dc = FloatData(env, info[5], "dc", B * H);
+    float* dgates = FloatData(env, info[6], "dgates", B * 4 * H);
     float* dw[3] = {nullptr, nullptr, nullptr};
     if (spec_.wci) {
-      for (int i = 0; i < 3; ++i) dw[i] = FloatArg(env, info[7 + i], "dwPeephole", H).Data();
+      for (int i = 0; i < 3; ++i) dw[i] = FloatData(env, info[7 + i], "dwPeephole", H);
     }
     lstm::train_cell_backward(isa_, spec_, B, lengths, t, tape, dr, dc, dgates, dw[0], dw[1], dw[2]);
     return env.Undefined();
@@ -423,8 +441,8 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
     const int32_t rows = IntArg(env, info[1], "rows", 1, std::numeric_limits<int32_t>::max());
     const int32_t cols = IntArg(env, info[2], "cols", 1, std::numeric_limits<int32_t>::max());
     if (int64_t{rows} * cols > kMaxElements) Fail(env, "LSTM_SHAPE", "columnSums: rows * cols exceeds 2^31");
-    const float* src = FloatArg(env, info[0], "src", int64_t{rows} * cols).Data();
-    float* dst = FloatArg(env, info[3], "dst", cols).Data();
+    const float* src = FloatData(env, info[0], "src", int64_t{rows} * cols);
+    float* dst = FloatData(env, info[3], "dst", cols);
     try {
       lstm::column_sums(src, rows, cols, dst);
     } catch (const std::bad_alloc&) {
@@ -542,19 +560,19 @@ void LayerWrap::Load(Napi::Env env, const Napi::Value& dirsValue) {
     Napi::Object o = dv.As<Napi::Object>();
     const std::string at = "dirs[" + std::to_string(i) + "].";
     lstm::DirectionWeightsView& v = views[i];
-    v.w_ih = FloatArg(env, o.Get("wIh"), at + "wIh", 4 * H * desc.input_size).Data();
-    v.w_hh = FloatArg(env, o.Get("wHh"), at + "wHh", 4 * H * Hout).Data();
+    v.w_ih = FloatData(env, o.Get("wIh"), at + "wIh", 4 * H * desc.input_size);
+    v.w_hh = FloatData(env, o.Get("wHh"), at + "wHh", 4 * H * Hout);
     if (desc.bias) {
-      v.b_ih = FloatArg(env, o.Get("bIh"), at + "bIh", 4 * H).Data();
-      v.b_hh = FloatArg(env, o.Get("bHh"), at + "bHh", 4 * H).Data();
+      v.b_ih = FloatData(env, o.Get("bIh"), at + "bIh", 4 * H);
+      v.b_hh = FloatData(env, o.Get("bHh"), at + "bHh", 4 * H);
     }
-    if (desc.proj_size > 0) v.w_hr = FloatArg(env, o.Get("wHr"), at + "wHr", Hout * H).Data();
+    if (desc.proj_size > 0) v.w_hr = FloatData(env, o.Get("wHr"), at + "wHr", Hout * H);
     if (desc.peephole == lstm::kPeepholeDiagonal) {
-      v.w_ci = FloatArg(env, o.Get("wCi"), at + "wCi", H).Data();
-      v.w_cf = FloatArg(env, o.Get("wCf"), at + "wCf", H).Data();
-      v.w_co = FloatArg(env, o.Get("wCo"), at + "wCo", H).Data();
+      v.w_ci = FloatData(env, o.Get("wCi"), at + "wCi", H);
+      v.w_cf = FloatData(env, o.Get("wCf"), at + "wCf", H);
+      v.w_co = FloatData(env, o.Get("wCo"), at + "wCo", H);
     } else if (desc.peephole == lstm::kPeepholeFull) {
-      v.w_ch = FloatArg(env, o.Get("wCh"), at + "wCh", 4 * H * H).Data();
+      v.w_ch = FloatData(env, o.Get("wCh"), at + "wCh", 4 * H * H);
     }
   }
   std::shared_ptr<const lstm::Layer> fresh;
@@ -832,13 +850,13 @@ Napi::Value LstmAddon::Forward(const Napi::CallbackInfo& info) {
   run.B = IntArg(env, info[3], "B", 1, std::numeric_limits<int32_t>::max());
   const int64_t T = run.T, B = run.B;
   CheckRunSize(env, st, T, B);
-  run.x = FloatArg(env, info[1], "x", T * B * st.input_size).Data();
-  run.h0 = FloatArg(env, info[4], "h0", B * st.h_per_batch).Data();
-  run.c0 = FloatArg(env, info[5], "c0", B * st.c_per_batch).Data();
+  run.x = FloatData(env, info[1], "x", T * B * st.input_size);
+  run.h0 = FloatData(env, info[4], "h0", B * st.h_per_batch);
+  run.c0 = FloatData(env, info[5], "c0", B * st.c_per_batch);
   run.lengths = LengthsArg(env, info[6], T, B);
-  run.y = FloatArg(env, info[7], "y", T * B * st.out_width).Data();
-  run.hn = FloatArg(env, info[8], "hn", B * st.h_per_batch).Data();
-  run.cn = FloatArg(env, info[9], "cn", B * st.c_per_batch).Data();
+  run.y = FloatData(env, info[7], "y", T * B * st.out_width);
+  run.hn = FloatData(env, info[8], "hn", B * st.h_per_batch);
+  run.cn = FloatData(env, info[9], "cn", B * st.c_per_batch);
   const lstm::Threading threading = ThreadsArg(env, info[10]);
   PopulateOutputs(run, static_cast<std::size_t>(T * B * st.out_width), static_cast<std::size_t>(B * st.h_per_batch),
                   static_cast<std::size_t>(B * st.c_per_batch));
@@ -905,12 +923,12 @@ Napi::Value LstmAddon::Step(const Napi::CallbackInfo& info) {
   lstm::StackRun run;
   run.T = 1;
   run.B = B;
-  run.x = FloatArg(env, info[1], "x", B * st.input_size).Data();
-  float* h = FloatArg(env, info[3], "h", B * st.h_per_batch).Data();
-  float* c = FloatArg(env, info[4], "c", B * st.c_per_batch).Data();
+  run.x = FloatData(env, info[1], "x", B * st.input_size);
+  float* h = FloatData(env, info[3], "h", B * st.h_per_batch);
+  float* c = FloatData(env, info[4], "c", B * st.c_per_batch);
   run.h0 = run.hn = h;
   run.c0 = run.cn = c;
-  run.y = FloatArg(env, info[5], "out", B * st.out_width).Data();
+  run.y = FloatData(env, info[5], "out", B * st.out_width);
   lstm::Threading threading = ThreadsArg(env, info[6]);
   // A small step whose helper threads have gone to sleep runs alone: waking them costs
   // more than the step (about 0.4 ms measured on this project's VM, for a 40 us step).
@@ -944,8 +962,8 @@ GemmArgs LstmAddon::ParseGemm(const Napi::CallbackInfo& info, const std::string&
   g.w = &PackedWrap::Unwrap(info[2].As<Napi::Object>())->packed();
   if (g.w->empty()) Fail(env, "LSTM_DISPOSED", fn + ": this packed matrix was disposed");
   if (int64_t{g.M} * g.w->k > kMaxElements || int64_t{g.M} * g.w->n > kMaxElements) Fail(env, "LSTM_SHAPE", fn + ": operands exceed 2^31 elements");
-  g.a = FloatArg(env, info[1], a_name, int64_t{g.M} * g.w->k).Data();
-  g.c = FloatArg(env, info[3], "c", int64_t{g.M} * g.w->n).Data();
+  g.a = FloatData(env, info[1], a_name, int64_t{g.M} * g.w->k);
+  g.c = FloatData(env, info[3], "c", int64_t{g.M} * g.w->n);
   if (!info[4].IsBoolean()) Fail(env, "LSTM_OPTION", fn + ": accumulate must be a boolean");
   g.accumulate = info[4].As<Napi::Boolean>().Value();
   g.isa = Resolve(env, info[5]);
