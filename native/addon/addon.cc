@@ -75,21 +75,8 @@ int32_t IntArg(Napi::Env env, const Napi::Value& v, const char* name, int32_t mi
 }
 
 // A Float32Array of exactly `expected` elements (a detached buffer has none).
-Napi::Float32Array FloatArg(Napi::Env env, const Napi::Value& v, const std::string& name, int64_t expected) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-    Fail(env, "LSTM_DTYPE", name + ": expected a Float32Array, got " + TypeOfValue(v));
-  }
-  Napi::Float32Array a = v.As<Napi::Float32Array>();
-  if (static_cast<int64_t>(a.ElementLength()) != expected) {
-    Fail(env, "LSTM_SHAPE", name + ": expected " + std::to_string(expected) + " elements, got " +
-                                std::to_string(a.ElementLength()));
-  }
-  if (expected > 0 && a.Data() == nullptr) Fail(env, "LSTM_SHAPE", name + ": buffer is detached");
-  return a;
-}
-
-// The data of a Float32Array argument of `expected` elements, from one engine query where
-// FloatArg makes three (a streaming step checks four arrays per call).
+// The data of a Float32Array argument of `expected` elements. One engine query (a
+// streaming step checks four arrays per call; the Napi::Float32Array wrapper made three).
 float* FloatData(Napi::Env env, const Napi::Value& v, const std::string& name, int64_t expected) {
   bool typed = false;
   napi_typedarray_type type = napi_int8_array;
@@ -773,8 +760,8 @@ void TrainCellWrap::Init(const Napi::CallbackInfo& info) {
   for (const char* key : {"wCi", "wCf", "wCo"}) {
     Napi::Value v = o.Get(key);
     if (v.IsUndefined() || v.IsNull()) continue;
-    Napi::Float32Array a = FloatArg(env, v, key, H);
-    peep.emplace_back(a.Data(), a.Data() + H);
+    const float* a = FloatData(env, v, key, H);
+    peep.emplace_back(a, a + H);
   }
   if (!peep.empty() && peep.size() != 3) Fail(env, "LSTM_WEIGHTS", "TrainCell: diagonal peepholes need wCi, wCf and wCo");
   const int32_t rows = IntArg(env, info[1], "rows", 1, std::numeric_limits<int32_t>::max());
@@ -782,7 +769,7 @@ void TrainCellWrap::Init(const Napi::CallbackInfo& info) {
   Napi::Object tape = info[2].As<Napi::Object>();
   Napi::ObjectReference z[4], act[4], pass_refs[4], c_prev, c, hc;
   const auto ref = [&](const Napi::Value& v, const char* name) {
-    FloatArg(env, v, name, int64_t{rows} * H);
+    FloatData(env, v, name, int64_t{rows} * H);
     return Napi::Persistent(v.As<Napi::Object>());
   };
   for (int g = 0; g < 4; ++g) {
@@ -873,9 +860,10 @@ Napi::Value LstmAddon::ForwardAsync(const Napi::CallbackInfo& info) {
   const int T = IntArg(env, info[2], "T", 1, std::numeric_limits<int32_t>::max());
   const int B = IntArg(env, info[3], "B", 1, std::numeric_limits<int32_t>::max());
   CheckRunSize(env, st, T, B);
-  Napi::Float32Array x = FloatArg(env, info[1], "x", int64_t{T} * B * st.input_size);
-  Napi::Float32Array h0 = FloatArg(env, info[4], "h0", B * st.h_per_batch);
-  Napi::Float32Array c0 = FloatArg(env, info[5], "c0", B * st.c_per_batch);
+  const int64_t x_floats = int64_t{T} * B * st.input_size, h_floats = B * st.h_per_batch, c_floats = B * st.c_per_batch;
+  const float* x = FloatData(env, info[1], "x", x_floats);
+  const float* h0 = FloatData(env, info[4], "h0", h_floats);
+  const float* c0 = FloatData(env, info[5], "c0", c_floats);
   const int32_t* lengths = LengthsArg(env, info[6], T, B);
   const lstm::Threading threading = ThreadsArg(env, info[7]);
   Napi::Float32Array y = Napi::Float32Array::New(env, static_cast<size_t>(int64_t{T} * B * st.out_width));
@@ -883,9 +871,9 @@ Napi::Value LstmAddon::ForwardAsync(const Napi::CallbackInfo& info) {
   Napi::Float32Array cn = Napi::Float32Array::New(env, static_cast<size_t>(B * st.c_per_batch));
   auto* worker = new ForwardWorker(env, std::move(st), threading, T, B, inputs_);
   try {
-    worker->Copy(worker->x, x.Data(), x.ElementLength());
-    worker->Copy(worker->h0, h0.Data(), h0.ElementLength());
-    worker->Copy(worker->c0, c0.Data(), c0.ElementLength());
+    worker->Copy(worker->x, x, static_cast<std::size_t>(x_floats));
+    worker->Copy(worker->h0, h0, static_cast<std::size_t>(h_floats));
+    worker->Copy(worker->c0, c0, static_cast<std::size_t>(c_floats));
     if (lengths != nullptr) {
       worker->lengths.assign(lengths, lengths + B);
       worker->has_lengths = true;
