@@ -362,20 +362,21 @@ void test_layer(Isa isa) {
       // Streaming: T runs of one step each, every one starting from the last one's state,
       // give the bits of the whole run (one row takes the joined one-step products).
       std::vector<float> h = h0, c = c0, y(static_cast<std::size_t>(cs.T) * cs.B * Ho);
-      for (int t = 0; t < cs.T; ++t) {
+      auto step = [&](int t, float* out, int threads) {  // step t from the state in h and c
         LayerRun run;
         run.x = x.data() + static_cast<std::ptrdiff_t>(t) * cs.B * cs.I;
         run.T = 1;
         run.B = cs.B;
         run.h0 = run.hn = h.data();
         run.c0 = run.cn = c.data();
-        run.y = y.data() + static_cast<std::ptrdiff_t>(t) * cs.B * Ho;
+        run.y = out;
         Threading threading;
-        threading.threads = t % 2 == 0 ? 1 : 3;
+        threading.threads = threads;
         threading.min_flops_per_thread = 0;
         Workspace ws;
         layer.forward(isa, threading, run, &ws);
-      }
+      };
+      for (int t = 0; t < cs.T; ++t) step(t, y.data() + static_cast<std::ptrdiff_t>(t) * cs.B * Ho, t % 2 == 0 ? 1 : 3);
       char buf[120];
       std::snprintf(buf, sizeof buf, "layer %s H=%d B=%d: %d single steps differ from one run", isa_name(isa), H, cs.B, cs.T);
       expect(y == y1 && h == hn1 && c == cn1, buf);
@@ -385,17 +386,7 @@ void test_layer(Isa isa) {
       c = c0;
       bool same = true;
       for (int t = 0; t < cs.T; ++t) {
-        LayerRun run;
-        run.x = x.data() + static_cast<std::ptrdiff_t>(t) * cs.B * cs.I;
-        run.T = 1;
-        run.B = cs.B;
-        run.h0 = run.hn = run.y = h.data();
-        run.c0 = run.cn = c.data();
-        Threading threading;
-        threading.threads = 3;
-        threading.min_flops_per_thread = 0;
-        Workspace ws;
-        layer.forward(isa, threading, run, &ws);
+        step(t, h.data(), 3);
         same = same && std::equal(h.begin(), h.end(), y.begin() + static_cast<std::ptrdiff_t>(t) * cs.B * Ho);
       }
       std::snprintf(buf, sizeof buf, "layer %s H=%d B=%d: single steps into their own state differ", isa_name(isa), H, cs.B);
