@@ -246,6 +246,11 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
     // split and changes it the same way, from the same published paces, after each step.
     // Any split computes every element the same way, so results do not depend on it.
     const int np = ctx.nth;  // participants: nth, or fewer on a machine with fewer cores
+    if (threading.stagger_us > 0 && ctx.tid > 0) {
+      const double until = now_ns() + 1e3 * threading.stagger_us;
+      while (now_ns() < until) {
+      }
+    }
     int* const bounds = ws->bounds.data() + static_cast<std::size_t>(ctx.tid) * (np + 1);
     for (int t = 0; t <= np; ++t) bounds[t] = static_cast<int>(static_cast<long long>(blocks_) * t / np);
     int blk0 = 0, blk1 = 0, u0 = 0, u1 = 0;

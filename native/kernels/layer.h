@@ -115,6 +115,9 @@ struct Threading {
   // 0: the hidden units move between threads after each step toward their measured
   // speeds. Otherwise (tests) the split is a pseudo-random one per step from this seed.
   unsigned split_seed = 0;
+  // Tests: every participant but the first starts a run this many microseconds late, so a
+  // race between a participant's first writes and another's reads of the inputs shows.
+  int stagger_us = 0;
   // How forward_stack shares a run among threads: kSplitAuto decides by the shapes;
   // kSplitUnits and kSplitRows force one way (tests, benchmarks).
   enum Split : int { kSplitAuto = 0, kSplitUnits = 1, kSplitRows = 2 };

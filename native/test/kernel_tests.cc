@@ -362,7 +362,7 @@ void test_layer(Isa isa) {
       // Streaming: T runs of one step each, every one starting from the last one's state,
       // give the bits of the whole run (one row takes the joined one-step products).
       std::vector<float> h = h0, c = c0, y(static_cast<std::size_t>(cs.T) * cs.B * Ho);
-      auto step = [&](int t, float* out, int threads) {  // step t from the state in h and c
+      auto step = [&](int t, float* out, int threads, int stagger_us = 0) {  // step t from the state in h and c
         LayerRun run;
         run.x = x.data() + static_cast<std::ptrdiff_t>(t) * cs.B * cs.I;
         run.T = 1;
@@ -373,6 +373,7 @@ void test_layer(Isa isa) {
         Threading threading;
         threading.threads = threads;
         threading.min_flops_per_thread = 0;
+        threading.stagger_us = stagger_us;
         Workspace ws;
         layer.forward(isa, threading, run, &ws);
       };
@@ -381,12 +382,13 @@ void test_layer(Isa isa) {
       std::snprintf(buf, sizeof buf, "layer %s H=%d B=%d: %d single steps differ from one run", isa_name(isa), H, cs.B, cs.T);
       expect(y == y1 && h == hn1 && c == cn1, buf);
       // The same with each step's output written over its own input state (y = h0 = hn):
-      // every participant must have read h0 before any writes its output there.
+      // every participant must have read h0 before any writes its output there (the others
+      // start 200 us after the first, so a participant that did not wait would be seen).
       h = h0;
       c = c0;
       bool same = true;
       for (int t = 0; t < cs.T; ++t) {
-        step(t, h.data(), 3);
+        step(t, h.data(), 3, 200);
         same = same && std::equal(h.begin(), h.end(), y.begin() + static_cast<std::ptrdiff_t>(t) * cs.B * Ho);
       }
       std::snprintf(buf, sizeof buf, "layer %s H=%d B=%d: single steps into their own state differ", isa_name(isa), H, cs.B);
