@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -117,8 +118,10 @@ bool BoolArg(Napi::Env env, const Napi::Object& o, const char* key) {
 // forwardAsync's copies of its inputs, recycled. A fresh copy is fresh memory, and every
 // page of it faults on first write, on the calling (event-loop) thread: on this VM a fault
 // costs about 13.6 us, so copying a 4 MiB input (B=32, T=128, I=256) took ~14 ms there
-// and a 1 ms timer lagged 16-25 ms behind during back-to-back forwardAsync calls. Idle
-// buffers are kept up to kKeep of them and kKeepBytes in all.
+// and a 1 ms timer lagged 16-25 ms behind during back-to-back forwardAsync calls. The
+// buffers are PageBlocks: in 4 KiB pages, even a recycled 42 MB buffer took 13-60 ms to
+// copy into after a forward, against 3 ms warm (see pages.h). Idle buffers are kept up to
+// kKeep of them and kKeepBytes in all.
 class InputPool {
  public:
   static constexpr std::size_t kKeep = 8;
@@ -127,33 +130,40 @@ class InputPool {
   // Room for every idle buffer up front: Give runs in a destructor and must not allocate.
   InputPool() { idle_.reserve(kKeep); }
 
-  // An idle buffer that holds n floats without growing (the smallest such), else an empty one.
-  std::vector<float> Take(std::size_t n) {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::size_t best = idle_.size();
-    for (std::size_t i = 0; i < idle_.size(); ++i) {
-      if (idle_[i].capacity() >= n && (best == idle_.size() || idle_[i].capacity() < idle_[best].capacity())) best = i;
+  // An idle buffer of at least n floats (the smallest such), else a new one (throws
+  // std::bad_alloc; *fresh says which).
+  lstm::PageBlock Take(std::size_t n, bool* fresh) {
+    *fresh = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      std::size_t best = idle_.size();
+      for (std::size_t i = 0; i < idle_.size(); ++i) {
+        if (idle_[i].floats() >= n && (best == idle_.size() || idle_[i].floats() < idle_[best].floats())) best = i;
+      }
+      if (best < idle_.size()) {
+        lstm::PageBlock b = std::move(idle_[best]);
+        idle_.erase(idle_.begin() + static_cast<std::ptrdiff_t>(best));
+        idle_bytes_ -= b.bytes();
+        return b;
+      }
     }
-    if (best == idle_.size()) return {};
-    std::vector<float> v = std::move(idle_[best]);
-    idle_.erase(idle_.begin() + static_cast<std::ptrdiff_t>(best));
-    idle_bytes_ -= v.capacity() * sizeof(float);
-    return v;
+    *fresh = true;
+    return lstm::PageBlock(n);
   }
 
-  void Give(std::vector<float>&& v) noexcept {
-    const std::size_t bytes = v.capacity() * sizeof(float);
-    if (bytes == 0) return;
+  void Give(lstm::PageBlock&& b) noexcept {
+    const std::size_t bytes = b.bytes();
+    if (b.floats() == 0) return;
     std::lock_guard<std::mutex> lock(mu_);
     if (idle_.size() < kKeep && idle_bytes_ + bytes <= kKeepBytes) {
       idle_bytes_ += bytes;
-      idle_.push_back(std::move(v));
+      idle_.push_back(std::move(b));
     }
   }
 
  private:
   std::mutex mu_;
-  std::vector<std::vector<float>> idle_;
+  std::vector<lstm::PageBlock> idle_;
   std::size_t idle_bytes_ = 0;
 };
 
@@ -667,25 +677,46 @@ class ForwardWorker : public Napi::AsyncWorker {
       : Napi::AsyncWorker(env, "lstm-native:forwardAsync"), deferred_(Napi::Promise::Deferred::New(env)),
         stack_(std::move(stack)), threading_(threading), T_(T), B_(B), inputs_(std::move(inputs)) {}
 
-  ~ForwardWorker() override {
-    inputs_->Give(std::move(x));
-    inputs_->Give(std::move(h0));
-    inputs_->Give(std::move(c0));
-  }
+  ~ForwardWorker() override { inputs_->Give(std::move(snapshot_)); }
 
-  // v = a copy of n floats from src, in a recycled buffer where one fits.
-  void Copy(std::vector<float>& v, const float* src, std::size_t n) {
-    v = inputs_->Take(n);
-    if (v.capacity() < n) {
-      v.reserve(n);
-      lstm::populate_pages(v.data(), n * sizeof(float));
-    }
-    v.assign(src, src + n);
+  // Copies x [x_floats], h0 and c0 into one recycled block, each from a 64-byte boundary
+  // (throws std::bad_alloc). On the calling thread, since JS may detach or refill its
+  // arrays once the call returns; from 4 MiB up the pool's threads help if no other job
+  // holds them. (Each core walks its own share of the pages: on the VM of pages.h, once the
+  // process had freed other memory, a 42 MB copy took 11-44 ms on two cores and 58-104 ms
+  // on one.) A new block's pages are mapped by the same threads, a system call per share.
+  void Snapshot(const float* x, std::size_t x_floats, const float* h0, std::size_t h_floats, const float* c0,
+                std::size_t c_floats) {
+    constexpr std::size_t kLine = 16;  // floats
+    const auto up = [](std::size_t n) { return (n + kLine - 1) / kLine * kLine; };
+    struct Part {
+      const float* src;
+      std::size_t at, n;
+    };
+    const Part parts[3] = {{x, 0, x_floats}, {h0, up(x_floats), h_floats}, {c0, up(x_floats) + up(h_floats), c_floats}};
+    const std::size_t total = up(x_floats) + up(h_floats) + c_floats;
+    bool fresh = false;
+    snapshot_ = inputs_->Take(total, &fresh);
+    float* dst = snapshot_.data();
+    x_ = dst;
+    h0_ = dst + parts[1].at;
+    c0_ = dst + parts[2].at;
+    const auto share = [&](const lstm::ParallelContext& ctx) {
+      const std::size_t lo = total * static_cast<std::size_t>(ctx.tid) / static_cast<std::size_t>(ctx.nth);
+      const std::size_t hi = total * static_cast<std::size_t>(ctx.tid + 1) / static_cast<std::size_t>(ctx.nth);
+      if (fresh) lstm::populate_pages(dst + lo, (hi - lo) * sizeof(float));
+      for (const Part& p : parts) {
+        const std::size_t a = std::max(lo, p.at), b = std::min(hi, p.at + p.n);
+        if (a < b) std::memcpy(dst + a, p.src + (a - p.at), (b - a) * sizeof(float));
+      }
+    };
+    constexpr std::size_t kShareFrom = std::size_t{1} << 20;  // floats: 4 MiB
+    const int nth = total >= kShareFrom ? std::min(threading_.threads, 4) : 1;
+    if (nth <= 1 || !lstm::parallel_run_if_idle(nth, share)) share(lstm::ParallelContext{0, 1, nullptr});
   }
 
   Napi::Promise Promise() const { return deferred_.Promise(); }
 
-  std::vector<float> x, h0, c0;
   std::vector<int32_t> lengths;
   bool has_lengths = false;
   Napi::Reference<Napi::Float32Array> y, hn, cn;
@@ -698,11 +729,11 @@ class ForwardWorker : public Napi::AsyncWorker {
   void Execute() override {
     try {
       lstm::StackRun run;
-      run.x = x.data();
+      run.x = x_;
       run.T = T_;
       run.B = B_;
-      run.h0 = h0.data();
-      run.c0 = c0.data();
+      run.h0 = h0_;
+      run.c0 = c0_;
       run.lengths = has_lengths ? lengths.data() : nullptr;
       run.y = y_data;
       run.hn = hn_data;
@@ -737,6 +768,10 @@ class ForwardWorker : public Napi::AsyncWorker {
   int T_;
   int B_;
   std::shared_ptr<InputPool> inputs_;
+  lstm::PageBlock snapshot_;  // x, h0 and c0 (Snapshot)
+  const float* x_ = nullptr;
+  const float* h0_ = nullptr;
+  const float* c0_ = nullptr;
 };
 
 }  // namespace
@@ -871,9 +906,8 @@ Napi::Value LstmAddon::ForwardAsync(const Napi::CallbackInfo& info) {
   Napi::Float32Array cn = Napi::Float32Array::New(env, static_cast<size_t>(B * st.c_per_batch));
   auto* worker = new ForwardWorker(env, std::move(st), threading, T, B, inputs_);
   try {
-    worker->Copy(worker->x, x, static_cast<std::size_t>(x_floats));
-    worker->Copy(worker->h0, h0, static_cast<std::size_t>(h_floats));
-    worker->Copy(worker->c0, c0, static_cast<std::size_t>(c_floats));
+    worker->Snapshot(x, static_cast<std::size_t>(x_floats), h0, static_cast<std::size_t>(h_floats), c0,
+                     static_cast<std::size_t>(c_floats));
     if (lengths != nullptr) {
       worker->lengths.assign(lengths, lengths + B);
       worker->has_lengths = true;

@@ -21,7 +21,7 @@ struct PackedMatrix {
   const float* panels() const { return placed_ != nullptr ? placed_ : data.data(); }
   std::size_t floats() const { return placed_ != nullptr ? placed_floats_ : data.size(); }
   // Moves the panels to dst (floats() floats of memory that outlives every use of this
-  // matrix, such as a layer's WeightBlock) and frees data.
+  // matrix, such as a layer's PageBlock) and frees data.
   void place(float* dst);
 
  private:

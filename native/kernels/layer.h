@@ -167,7 +167,7 @@ class Layer {
   int blocks_ = 0;       // ceil(H / 16)
   int gate_cols_ = 0;    // 64 * blocks_
   std::vector<Direction> dirs_;
-  WeightBlock weights_;  // every direction's packed matrices, one after another
+  PageBlock weights_;  // every direction's packed matrices, one after another
   // Steps this layer has run so far (one recurrent product each): its parity picks the
   // panel order of the next run's first step. Concurrent runs may race on it; it only
   // steers caching, never results.

@@ -63,7 +63,7 @@ void* map_huge(std::size_t length) {
 
 }  // namespace
 
-WeightBlock::WeightBlock(std::size_t floats) : floats_(floats) {
+PageBlock::PageBlock(std::size_t floats) : floats_(floats) {
   if (floats == 0) return;
   const std::size_t bytes = floats * sizeof(float);
 #if defined(__linux__)
@@ -83,14 +83,14 @@ WeightBlock::WeightBlock(std::size_t floats) : floats_(floats) {
   std::memset(data_, 0, bytes);
 }
 
-WeightBlock::~WeightBlock() { release(); }
+PageBlock::~PageBlock() { release(); }
 
-WeightBlock::WeightBlock(WeightBlock&& other) noexcept
+PageBlock::PageBlock(PageBlock&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
       floats_(std::exchange(other.floats_, 0)),
       mapped_(std::exchange(other.mapped_, 0)) {}
 
-WeightBlock& WeightBlock::operator=(WeightBlock&& other) noexcept {
+PageBlock& PageBlock::operator=(PageBlock&& other) noexcept {
   if (this != &other) {
     release();
     data_ = std::exchange(other.data_, nullptr);
@@ -100,7 +100,7 @@ WeightBlock& WeightBlock::operator=(WeightBlock&& other) noexcept {
   return *this;
 }
 
-void WeightBlock::release() noexcept {
+void PageBlock::release() noexcept {
   if (data_ == nullptr) return;
 #if defined(__linux__)
   if (mapped_ > 0) {

@@ -13,23 +13,29 @@ namespace lstm {
 // of faults. Does nothing below 64 KiB, on other systems, or where the call is refused.
 void populate_pages(void* p, std::size_t bytes);
 
-// Memory for weights that every time step reads again, zeroed. Where they nearly fill L2
-// (1 MiB of recurrent weights against 1 MiB of L2 per core), 4 KiB pages land on L2 sets
-// unevenly (each page's set group is chance), so some sets overflow and those lines come
-// from L3 every step. Backed by 2 MiB pages the block maps onto the sets evenly.
+// Zeroed memory in huge pages where it is large. Two users:
+// - weights that every time step reads again: where they nearly fill L2 (1 MiB of
+//   recurrent weights against 1 MiB of L2 per core), 4 KiB pages land on L2 sets unevenly
+//   (each page's set group is chance), so some sets overflow and those lines come from L3
+//   every step. Backed by 2 MiB pages the block maps onto the sets evenly.
+// - forwardAsync's copies of its inputs, written on the event-loop thread. On the VM these
+//   benchmarks ran on, once the process has freed memory (a forward's workspace, V8's
+//   dropped outputs), the first touch of each 4 KiB page of long-held memory costs ~4 us
+//   (a TLB miss walked through guest and host page tables, uncached): 10-40 ms for 42 MB.
+//   With 2 MiB pages it is 0.4 ms.
 // On Linux, from 1 MiB up, the block is 2 MiB-aligned and asks for transparent huge pages
 // (madvise MADV_HUGEPAGE; the system may still decline): a tail of at least 1 MiB past the
 // last whole 2 MiB is rounded up to 2 MiB, a shorter one stays in 4 KiB pages. Elsewhere,
 // or smaller, it is ordinary 64-byte-aligned memory.
-class WeightBlock {
+class PageBlock {
  public:
-  WeightBlock() = default;
-  explicit WeightBlock(std::size_t floats);  // throws std::bad_alloc
-  ~WeightBlock();
-  WeightBlock(WeightBlock&& other) noexcept;
-  WeightBlock& operator=(WeightBlock&& other) noexcept;
-  WeightBlock(const WeightBlock&) = delete;
-  WeightBlock& operator=(const WeightBlock&) = delete;
+  PageBlock() = default;
+  explicit PageBlock(std::size_t floats);  // throws std::bad_alloc
+  ~PageBlock();
+  PageBlock(PageBlock&& other) noexcept;
+  PageBlock& operator=(PageBlock&& other) noexcept;
+  PageBlock(const PageBlock&) = delete;
+  PageBlock& operator=(const PageBlock&) = delete;
 
   float* data() const { return data_; }
   std::size_t floats() const { return floats_; }

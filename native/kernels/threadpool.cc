@@ -14,6 +14,11 @@ void parallel_run(int, const std::function<void(const ParallelContext&)>& fn) {
   fn(ParallelContext{0, 1, &barrier});
 }
 
+bool parallel_run_if_idle(int threads, const std::function<void(const ParallelContext&)>& fn) {
+  parallel_run(threads, fn);
+  return true;
+}
+
 bool workers_asleep() { return false; }
 
 void wake_workers() {}
@@ -83,27 +88,14 @@ class Pool {
 
   void run(int nth, const std::function<void(const ParallelContext&)>& fn) {
     std::lock_guard<std::mutex> job_lock(job_mutex_);  // one job at a time
-    Barrier barrier(nth);
-    // Publish: generation is odd while the fields change, even (and new) once they are set.
-    const unsigned gen = generation_.load(std::memory_order_relaxed);
-    generation_.store(gen + 1, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_release);
-    fn_.store(&fn, std::memory_order_relaxed);
-    nth_.store(nth, std::memory_order_relaxed);
-    barrier_.store(&barrier, std::memory_order_relaxed);
-    remaining_.store(nth - 1, std::memory_order_relaxed);
-    generation_.store(gen + 2, std::memory_order_seq_cst);
-    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      wake_.notify_all();
-    }
-    fn(ParallelContext{0, nth, &barrier});
-    if (!spin_until([this] { return remaining_.load(std::memory_order_acquire) == 0; })) {
-      std::unique_lock<std::mutex> lock(mutex_);
-      caller_waiting_.store(true, std::memory_order_seq_cst);
-      done_.wait(lock, [this] { return remaining_.load(std::memory_order_seq_cst) == 0; });
-      caller_waiting_.store(false, std::memory_order_relaxed);
-    }
+    run_locked(nth, fn);
+  }
+
+  bool run_if_idle(int nth, const std::function<void(const ParallelContext&)>& fn) {
+    std::unique_lock<std::mutex> job_lock(job_mutex_, std::try_to_lock);
+    if (!job_lock.owns_lock()) return false;
+    run_locked(nth, fn);
+    return true;
   }
 
   template <typename Pred>
@@ -128,6 +120,31 @@ class Pool {
   }
 
  private:
+  // run() with job_mutex_ held.
+  void run_locked(int nth, const std::function<void(const ParallelContext&)>& fn) {
+    Barrier barrier(nth);
+    // Publish: generation is odd while the fields change, even (and new) once they are set.
+    const unsigned gen = generation_.load(std::memory_order_relaxed);
+    generation_.store(gen + 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    fn_.store(&fn, std::memory_order_relaxed);
+    nth_.store(nth, std::memory_order_relaxed);
+    barrier_.store(&barrier, std::memory_order_relaxed);
+    remaining_.store(nth - 1, std::memory_order_relaxed);
+    generation_.store(gen + 2, std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      wake_.notify_all();
+    }
+    fn(ParallelContext{0, nth, &barrier});
+    if (!spin_until([this] { return remaining_.load(std::memory_order_acquire) == 0; })) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      caller_waiting_.store(true, std::memory_order_seq_cst);
+      done_.wait(lock, [this] { return remaining_.load(std::memory_order_seq_cst) == 0; });
+      caller_waiting_.store(false, std::memory_order_relaxed);
+    }
+  }
+
   void loop(int tid) {
     unsigned seen = 0;
     for (;;) {
@@ -204,6 +221,15 @@ void parallel_run(int threads, const std::function<void(const ParallelContext&)>
     return;
   }
   pool().run(nth, fn);
+}
+
+bool parallel_run_if_idle(int threads, const std::function<void(const ParallelContext&)>& fn) {
+  const int nth = threads < hardware_threads() ? threads : hardware_threads();
+  if (nth <= 1) {
+    fn(ParallelContext{0, 1, nullptr});
+    return true;
+  }
+  return pool().run_if_idle(nth, fn);
 }
 
 bool workers_asleep() { return hardware_threads() > 1 && pool().all_asleep(); }

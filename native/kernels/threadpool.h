@@ -40,6 +40,11 @@ int hardware_threads();
 // done. fn must not throw.
 void parallel_run(int threads, const std::function<void(const ParallelContext&)>& fn);
 
+// parallel_run, but only if no other job holds the pool now; otherwise returns false at
+// once without running fn. For a caller that must not wait behind another job's whole
+// run (the event-loop thread) and can do its work alone instead.
+bool parallel_run_if_idle(int threads, const std::function<void(const ParallelContext&)>& fn);
+
 // True when every pool thread is asleep, so that a job would first have to wake them
 // (tens of microseconds on a VM: more than a small streaming step takes on one core).
 bool workers_asleep();

@@ -2,6 +2,7 @@
 // on sizes that hit every remainder path; activation accuracy against double.
 // Run by ctest. `kernel_tests --bench` times the GEMM instead.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +12,11 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#if !defined(__wasm__) || defined(__wasm_atomics__)
+#define LSTM_TEST_THREADS 1
+#include <thread>
+#endif
 
 #if defined(__linux__) && defined(__x86_64__)
 #include <sys/mman.h>
@@ -899,9 +905,9 @@ void test_populate_pages() {
 #endif
 }
 
-// WeightBlock: zeroed, writable, cache-line aligned at every size; on Linux from 1 MiB up
+// PageBlock: zeroed, writable, cache-line aligned at every size; on Linux from 1 MiB up
 // 2 MiB-aligned, rounded as pages.h says, and (x86-64) flagged for huge pages.
-void test_weight_block() {
+void test_page_block() {
   constexpr std::size_t kMiB = std::size_t{1} << 20;
   struct Case { std::size_t floats; std::size_t linux_bytes; };  // 0: not mapped by the block
   const Case cases[] = {
@@ -910,8 +916,8 @@ void test_weight_block() {
       {7 * kMiB / 8, 4 * kMiB},             // 3.5 MiB: a long one is rounded up
   };
   for (const Case& cs : cases) {
-    const std::string name = "WeightBlock(" + std::to_string(cs.floats) + ")";
-    WeightBlock b(cs.floats);
+    const std::string name = "PageBlock(" + std::to_string(cs.floats) + ")";
+    PageBlock b(cs.floats);
     expect(b.floats() == cs.floats, name + " floats");
     if (cs.floats == 0) continue;
     bool zero = true;
@@ -951,17 +957,48 @@ void test_weight_block() {
       }
       if (f != nullptr) std::fclose(f);
       expect(advised, name + " is advised for huge pages");
-      if (cs.floats == kMiB / 4) std::printf("WeightBlock: 1 MiB of weights in %ld KiB of huge pages\n", huge_kb);
+      if (cs.floats == kMiB / 4) std::printf("PageBlock: 1 MiB of weights in %ld KiB of huge pages\n", huge_kb);
     }
 #endif
 #endif
     const float* const p = b.data();
-    WeightBlock moved(std::move(b));
+    PageBlock moved(std::move(b));
     expect(moved.data() == p && b.data() == nullptr && b.floats() == 0, name + " moves");
-    WeightBlock assigned(16);
+    PageBlock assigned(16);
     assigned = std::move(moved);
     expect(assigned.data() == p && moved.data() == nullptr && assigned.floats() == cs.floats, name + " move-assigns");
   }
+}
+
+// parallel_run_if_idle runs a job on every participant while the pool is free, refuses at
+// once (running nothing) while another thread's job holds it, and runs again afterwards.
+void test_parallel_run_if_idle() {
+  const int want = std::min(hardware_threads(), 2);
+  auto run_if_idle = [&](int* mask) {
+    std::atomic<int> ran{0};
+    const bool accepted = parallel_run_if_idle(2, [&](const ParallelContext& ctx) { ran.fetch_or(1 << ctx.tid); });
+    *mask = ran.load();
+    return accepted;
+  };
+  int mask = 0;
+  expect(run_if_idle(&mask) && mask == (1 << want) - 1, "parallel_run_if_idle: runs every participant when idle");
+#if defined(LSTM_TEST_THREADS)
+  if (hardware_threads() < 2) return;
+  std::atomic<bool> started{false}, release{false};
+  std::thread holder([&] {
+    parallel_run(2, [&](const ParallelContext& ctx) {
+      if (ctx.tid != 0) return;
+      started.store(true);
+      while (!release.load()) std::this_thread::yield();
+    });
+  });
+  while (!started.load()) std::this_thread::yield();
+  const bool accepted = run_if_idle(&mask);
+  release.store(true);
+  holder.join();
+  expect(!accepted && mask == 0, "parallel_run_if_idle: refuses while another job holds the pool");
+  expect(run_if_idle(&mask) && mask == 3, "parallel_run_if_idle: runs again once the pool is free");
+#endif
 }
 
 int bench(Isa isa, int M, int N, int K) {
@@ -1015,7 +1052,8 @@ int main(int argc, char** argv) {
   test_column_sums();
   test_rebalance();
   test_populate_pages();
-  test_weight_block();
+  test_page_block();
+  test_parallel_run_if_idle();
   std::printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? 0 : 1;
 }

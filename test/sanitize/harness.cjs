@@ -67,6 +67,20 @@ async function main() {
     m.dispose();
     calls += 4;
   }
+  // 2b. forwardAsync's input snapshot from 4 MiB up (shared among threads, parts at odd
+  // offsets), two calls at once, h0 and c0 given.
+  {
+    const r = rand(99);
+    const m = new lib.LSTM({ inputSize: 31, hiddenSize: 5, numLayers: 2, backend: 'native', threads: 2, seed: 99 });
+    const [T, B] = [1031, 33];
+    const x = tensor([T, B, 31], r);
+    const opts = { h0: tensor([2, B, 5], r), c0: tensor([2, B, 5], r) };
+    const want = m.forward(x, opts);
+    const got = await Promise.all([m.forwardAsync(x, opts), m.forwardAsync(x, opts)]);
+    for (const g of got) assert.deepStrictEqual([g.output.data, g.hn.data, g.cn.data], [want.output.data, want.hn.data, want.cn.data]);
+    m.dispose();
+    calls += 3;
+  }
   // 3. The addon's own argument checks, called directly with hostile values: each call
   // returns or throws one of the library's errors.
   const probe = (what, fn) => {
