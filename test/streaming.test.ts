@@ -30,6 +30,30 @@ describe.each(ENGINES)('streaming and async on $label', (engine) => {
     expect(async.cn.data).toEqual(sync.cn.data);
   });
 
+  it('a large forwardAsync: inputs detached right after the call, outputs transferable, a second call while one runs', async () => {
+    // 4 MiB of input (native: the copy is shared with the pool's threads unless a running
+    // call holds them). The outputs are ordinary ArrayBuffers: transferable without a copy.
+    const m = withEngine(engine, () => new LSTM({ inputSize: 128, hiddenSize: 32, seed: 4, backend: engine.backend }));
+    const inputs = () => ({ x: randomTensor([128, 64, 128], rand), h0: randomTensor([1, 64, 32], rand), c0: randomTensor([1, 64, 32], rand) });
+    const a = inputs();
+    const b = inputs();
+    const expected = [a, b].map(({ x, h0, c0 }) => m.forward(x, { h0, c0 }));
+    const first = m.forwardAsync(a.x, { h0: a.h0, c0: a.c0 });
+    await new Promise((resolve) => setTimeout(resolve, 2)); // native: the first call may still be computing
+    const second = m.forwardAsync(b.x, { h0: b.h0, c0: b.c0 });
+    for (const t of [a.x, a.h0, a.c0, b.x, b.h0, b.c0]) structuredClone(t.data.buffer, { transfer: [t.data.buffer] });
+    expect(a.x.data.length).toBe(0);
+    const results = await Promise.all([first, second]);
+    results.forEach((r, i) => {
+      expect(r.output.data).toEqual(expected[i].output.data);
+      expect(r.hn.data).toEqual(expected[i].hn.data);
+      expect(r.cn.data).toEqual(expected[i].cn.data);
+    });
+    const moved = structuredClone(results[0].output.data, { transfer: [results[0].output.data.buffer] });
+    expect(results[0].output.data.length).toBe(0);
+    expect(moved).toEqual(expected[0].output.data);
+  });
+
   it('many concurrent forwardAsync calls on one model, and dispose while they run', async () => {
     const m = build();
     const xs = Array.from({ length: 16 }, () => randomTensor([12, 4, 5], rand));

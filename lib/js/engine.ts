@@ -256,9 +256,10 @@ export const jsEngine: Engine = {
       nextTask(() => {
         try {
           const out: StackResult = {
-            y: new Float32Array(run.T * run.B * last.desc.numDirections * Hout),
-            hn: new Float32Array(run.h0.length),
-            cn: new Float32Array(run.c0.length),
+            y: new Float32Array(copy.T * copy.B * last.desc.numDirections * Hout),
+            // the copies' lengths: the caller's arrays may be detached by now
+            hn: new Float32Array(copy.h0.length),
+            cn: new Float32Array(copy.c0.length),
           };
           forwardStack(layers, copy, out);
           resolve(out);
