@@ -47,10 +47,33 @@ export class Rng {
     return this.nextU32() / 4294967296;
   }
 
-  /** Fill with U(lo, hi). */
+  /**
+   * Fill with U(lo, hi): the numbers next() would give, one per element. The state lives in
+   * int32 locals here (the same bits): as fields kept unsigned, above 2^31 they are heap
+   * numbers, and 16.8M draws (a 2-layer H=1024 model's weights) took ~420 ms against ~27.
+   */
   fillUniform(out: Float32Array, lo: number, hi: number): void {
     const span = hi - lo;
-    for (let i = 0; i < out.length; i++) out[i] = lo + span * this.next();
+    let s0 = this.s0 | 0;
+    let s1 = this.s1 | 0;
+    let s2 = this.s2 | 0;
+    let s3 = this.s3 | 0;
+    for (let i = 0; i < out.length; i++) {
+      const r = Math.imul(s1, 5);
+      const result = Math.imul((r << 7) | (r >>> 25), 9) >>> 0;
+      const t = s1 << 9;
+      s2 ^= s0;
+      s3 ^= s1;
+      s1 ^= s2;
+      s0 ^= s3;
+      s2 ^= t;
+      s3 = (s3 << 11) | (s3 >>> 21);
+      out[i] = lo + span * (result / 4294967296);
+    }
+    this.s0 = s0 >>> 0;
+    this.s1 = s1 >>> 0;
+    this.s2 = s2 >>> 0;
+    this.s3 = s3 >>> 0;
   }
 }
 

@@ -36,6 +36,24 @@ describe('construction and parameters', () => {
     expect(Math.abs(mean)).toBeLessThan(0.01);
     expect(variance).toBeGreaterThan(0.0625 / 3 * 0.9);
     expect(variance).toBeLessThan(0.0625 / 3 * 1.1);
+    // The same weights from one version to the next (values drawn by 0.1.0's generator,
+    // before fillUniform kept its state in locals), seeds above 2^32 included.
+    expect([a.weight_hh_l1.data[0], a.weight_hh_l1.data[1], a.weight_hh_l1.data[1023], a.bias_ih_l0.data[63]]).toEqual(
+      [-0.17677751183509827, 0.11477471143007278, -0.014268191531300545, -0.22976425290107727],
+    );
+    const big = new LSTM({ inputSize: 3, hiddenSize: 16, seed: 2 ** 40 + 5 }).stateDict().weight_ih_l0.data;
+    expect([big[0], big[191]]).toEqual([0.21859590709209442, 0.23887747526168823]);
+  });
+
+  it('Rng.fillUniform gives what next() would, call after call', () => {
+    const { Rng } = require('../dist/cjs/rng.js') as typeof import('../dist/cjs/rng.js');
+    const [a, b] = [new Rng(2 ** 33 + 7), new Rng(2 ** 33 + 7)];
+    for (const n of [0, 1, 5, 1000, 4097]) {
+      const filled = new Float32Array(n);
+      a.fillUniform(filled, -0.5, 2);
+      expect(filled).toEqual(Float32Array.from({ length: n }, () => -0.5 + 2.5 * b.next()));
+      expect(a.nextU32()).toBe(b.nextU32());
+    }
   });
 
   it("state-dict names and shapes are PyTorch's (plus the peephole names)", () => {
