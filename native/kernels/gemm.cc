@@ -15,38 +15,34 @@ namespace lstm {
 
 namespace {
 
-// out as an n x k matrix of zeros in ceil(n/16) panels of [k][16].
-void reset_panels(PackedMatrix* out, int n, int k) {
-  *out = PackedMatrix();  // not placed
-  out->n = n;
-  out->k = k;
-  out->data.assign(static_cast<std::size_t>((n + kPanel - 1) / kPanel) * k * kPanel, 0.f);
-}
-
 // Row src [k] of W as column col of the packed matrix.
 void put_column(PackedMatrix* out, int col, const float* src) {
   const int k = out->k;
-  float* dst = out->data.data() + static_cast<std::size_t>(col / kPanel) * k * kPanel + col % kPanel;
+  float* dst = out->panels() + static_cast<std::size_t>(col / kPanel) * k * kPanel + col % kPanel;
   for (int c = 0; c < k; ++c) dst[static_cast<std::size_t>(c) * kPanel] = src[c];
 }
 
 }  // namespace
 
-void PackedMatrix::place(float* dst) {
-  const std::size_t n = floats();
-  std::copy(panels(), panels() + n, dst);
-  std::vector<float>().swap(data);
-  placed_ = dst;
-  placed_floats_ = n;
+void PackedMatrix::reset(int rows, int cols, float* dst) {
+  *this = PackedMatrix();
+  n = rows;
+  k = cols;
+  if (dst != nullptr) {
+    placed_ = dst;
+    placed_floats_ = packed_floats(rows, cols);
+  } else {
+    data.assign(packed_floats(rows, cols), 0.f);
+  }
 }
 
-void pack_matrix(const float* w, int n, int k, PackedMatrix* out) {
-  reset_panels(out, n, k);
+void pack_matrix(const float* w, int n, int k, PackedMatrix* out, float* dst) {
+  out->reset(n, k, dst);
   for (int row = 0; row < n; ++row) put_column(out, row, w + static_cast<std::size_t>(row) * k);
 }
 
 void pack_matrix_kn(const float* wt, int k, int n, PackedMatrix* out) {
-  reset_panels(out, n, k);
+  out->reset(n, k, nullptr);
   const int panels = (n + kPanel - 1) / kPanel;
   for (int p = 0; p < panels; ++p) {
     const int nr = std::min(kPanel, n - p * kPanel);
@@ -56,9 +52,9 @@ void pack_matrix_kn(const float* wt, int k, int n, PackedMatrix* out) {
   }
 }
 
-void pack_gate_matrix(const float* w, int H, int k, PackedMatrix* out) {
+void pack_gate_matrix(const float* w, int H, int k, PackedMatrix* out, float* dst) {
   const int blocks = (H + kPanel - 1) / kPanel;
-  reset_panels(out, blocks * 4 * kPanel, k);
+  out->reset(blocks * 4 * kPanel, k, dst);
   for (int g = 0; g < 4; ++g) {
     for (int j = 0; j < H; ++j) put_column(out, gate_column(g, j), w + (static_cast<std::size_t>(g) * H + j) * k);
   }

@@ -13,23 +13,32 @@ constexpr int kPanel = 16;
 
 // W [n, k] (row-major, as PyTorch stores weights) packed into ceil(n/16) panels,
 // each [k][16]: the micro-kernels read 16 consecutive columns for every k.
+// The panels live in data, or (packed with a destination) in memory the packer was given.
 struct PackedMatrix {
   int n = 0;
   int k = 0;
-  std::vector<float> data;  // the panels, until place() moves them
+  std::vector<float> data;  // the panels, unless placed
   bool empty() const { return n == 0; }
   const float* panels() const { return placed_ != nullptr ? placed_ : data.data(); }
+  float* panels() { return placed_ != nullptr ? placed_ : data.data(); }
   std::size_t floats() const { return placed_ != nullptr ? placed_floats_ : data.size(); }
-  // Moves the panels to dst (floats() floats of memory that outlives every use of this
-  // matrix, such as a layer's PageBlock) and frees data.
-  void place(float* dst);
+  // n x k zeros in data, or over dst (which must hold packed_floats(n, k) zeros and
+  // outlive every use of this matrix, such as a layer's PageBlock).
+  void reset(int rows, int cols, float* dst);
 
  private:
-  const float* placed_ = nullptr;
+  float* placed_ = nullptr;
   std::size_t placed_floats_ = 0;
 };
 
-void pack_matrix(const float* w, int n, int k, PackedMatrix* out);
+// Floats of an n x k matrix packed: ceil(n/16) panels of [k][16].
+inline std::size_t packed_floats(int n, int k) {
+  return static_cast<std::size_t>((n + kPanel - 1) / kPanel) * static_cast<std::size_t>(k) * kPanel;
+}
+
+// The packers below write into out->data, or with dst into dst (see reset): a layer packs
+// its weights straight into its block, with no copy and no second allocation of them.
+void pack_matrix(const float* w, int n, int k, PackedMatrix* out, float* dst = nullptr);
 
 // The same packed matrix from W given transposed, Wt [k, n] row-major (the layout of a
 // weight that multiplies from the other side in backpropagation, or of activations
@@ -41,7 +50,7 @@ void pack_matrix_kn(const float* wt, int k, int n, PackedMatrix* out);
 // each block of 16 units side by side: column (j/16)*64 + g*16 + j%16, so a range of
 // unit blocks is a range of whole panels (4 per block) and one thread can own both
 // the GEMM columns and the cell update of its units. n = 64 * ceil(H/16), zero padded.
-void pack_gate_matrix(const float* w, int H, int k, PackedMatrix* out);
+void pack_gate_matrix(const float* w, int H, int k, PackedMatrix* out, float* dst = nullptr);
 
 // Column of gate g (0..3) of unit j in the gate-interleaved layout.
 inline int gate_column(int g, int j) { return (j / kPanel) * 4 * kPanel + g * kPanel + j % kPanel; }
