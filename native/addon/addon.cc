@@ -712,7 +712,7 @@ class ForwardWorker : public Napi::AsyncWorker {
     };
     constexpr std::size_t kShareFrom = std::size_t{1} << 20;  // floats: 4 MiB
     const int nth = total >= kShareFrom ? std::min(threading_.threads, 4) : 1;
-    if (nth <= 1 || !lstm::parallel_run_if_idle(nth, share)) share(lstm::ParallelContext{0, 1, nullptr});
+    if (!lstm::parallel_run_if_idle(nth, share)) share(lstm::ParallelContext{0, 1, nullptr});
   }
 
   Napi::Promise Promise() const { return deferred_.Promise(); }

@@ -86,15 +86,36 @@ class Pool {
     for (std::thread& t : threads_) t.detach();
   }
 
-  void run(int nth, const std::function<void(const ParallelContext&)>& fn) {
-    std::lock_guard<std::mutex> job_lock(job_mutex_);  // one job at a time
-    run_locked(nth, fn);
-  }
-
-  bool run_if_idle(int nth, const std::function<void(const ParallelContext&)>& fn) {
-    std::unique_lock<std::mutex> job_lock(job_mutex_, std::try_to_lock);
-    if (!job_lock.owns_lock()) return false;
-    run_locked(nth, fn);
+  // One job at a time: waits for the job before it, or (wait false) returns false at once
+  // if there is one.
+  bool run(int nth, const std::function<void(const ParallelContext&)>& fn, bool wait) {
+    std::unique_lock<std::mutex> job_lock(job_mutex_, std::defer_lock);
+    if (wait) {
+      job_lock.lock();
+    } else if (!job_lock.try_lock()) {
+      return false;
+    }
+    Barrier barrier(nth);
+    // Publish: generation is odd while the fields change, even (and new) once they are set.
+    const unsigned gen = generation_.load(std::memory_order_relaxed);
+    generation_.store(gen + 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    fn_.store(&fn, std::memory_order_relaxed);
+    nth_.store(nth, std::memory_order_relaxed);
+    barrier_.store(&barrier, std::memory_order_relaxed);
+    remaining_.store(nth - 1, std::memory_order_relaxed);
+    generation_.store(gen + 2, std::memory_order_seq_cst);
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      wake_.notify_all();
+    }
+    fn(ParallelContext{0, nth, &barrier});
+    if (!spin_until([this] { return remaining_.load(std::memory_order_acquire) == 0; })) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      caller_waiting_.store(true, std::memory_order_seq_cst);
+      done_.wait(lock, [this] { return remaining_.load(std::memory_order_seq_cst) == 0; });
+      caller_waiting_.store(false, std::memory_order_relaxed);
+    }
     return true;
   }
 
@@ -120,31 +141,6 @@ class Pool {
   }
 
  private:
-  // run() with job_mutex_ held.
-  void run_locked(int nth, const std::function<void(const ParallelContext&)>& fn) {
-    Barrier barrier(nth);
-    // Publish: generation is odd while the fields change, even (and new) once they are set.
-    const unsigned gen = generation_.load(std::memory_order_relaxed);
-    generation_.store(gen + 1, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_release);
-    fn_.store(&fn, std::memory_order_relaxed);
-    nth_.store(nth, std::memory_order_relaxed);
-    barrier_.store(&barrier, std::memory_order_relaxed);
-    remaining_.store(nth - 1, std::memory_order_relaxed);
-    generation_.store(gen + 2, std::memory_order_seq_cst);
-    if (sleepers_.load(std::memory_order_seq_cst) > 0) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      wake_.notify_all();
-    }
-    fn(ParallelContext{0, nth, &barrier});
-    if (!spin_until([this] { return remaining_.load(std::memory_order_acquire) == 0; })) {
-      std::unique_lock<std::mutex> lock(mutex_);
-      caller_waiting_.store(true, std::memory_order_seq_cst);
-      done_.wait(lock, [this] { return remaining_.load(std::memory_order_seq_cst) == 0; });
-      caller_waiting_.store(false, std::memory_order_relaxed);
-    }
-  }
-
   void loop(int tid) {
     unsigned seen = 0;
     for (;;) {
@@ -212,24 +208,22 @@ Pool& pool() {
   return *p;
 }
 
-}  // namespace
-
-void parallel_run(int threads, const std::function<void(const ParallelContext&)>& fn) {
-  const int nth = threads < hardware_threads() ? threads : hardware_threads();
-  if (nth <= 1) {
-    fn(ParallelContext{0, 1, nullptr});
-    return;
-  }
-  pool().run(nth, fn);
-}
-
-bool parallel_run_if_idle(int threads, const std::function<void(const ParallelContext&)>& fn) {
+// parallel_run, or (wait false) parallel_run_if_idle.
+bool run_job(int threads, const std::function<void(const ParallelContext&)>& fn, bool wait) {
   const int nth = threads < hardware_threads() ? threads : hardware_threads();
   if (nth <= 1) {
     fn(ParallelContext{0, 1, nullptr});
     return true;
   }
-  return pool().run_if_idle(nth, fn);
+  return pool().run(nth, fn, wait);
+}
+
+}  // namespace
+
+void parallel_run(int threads, const std::function<void(const ParallelContext&)>& fn) { run_job(threads, fn, true); }
+
+bool parallel_run_if_idle(int threads, const std::function<void(const ParallelContext&)>& fn) {
+  return run_job(threads, fn, false);
 }
 
 bool workers_asleep() { return hardware_threads() > 1 && pool().all_asleep(); }
