@@ -74,7 +74,10 @@ export interface Engine {
   forward(layers: EngineLayer[], run: StackRun, out: StackResult): void;
   /** Off the calling thread where the engine can; inputs may be reused once this returns. */
   forwardAsync(layers: EngineLayer[], run: StackRun): Promise<StackResult>;
-  /** One time step of a unidirectional stack: h [L, B, Hout], c [L, B, H] updated in place. */
+  /**
+   * One time step of a unidirectional stack: h [L, B, Hout], c [L, B, H] updated in place.
+   * Throws LSTM_SHAPE if x, h, c and out are not four separate pieces of memory.
+   */
   step(layers: EngineLayer[], x: Float32Array, B: number, h: Float32Array, c: Float32Array, out: Float32Array, threads: number): void;
   /** The matrix products of training (BPTT), with this many threads where the engine has them. */
   gemm(threads: number): Gemm;

@@ -12,7 +12,7 @@ import { fromKeras as kerasToLstm, type KerasOptions, type KerasWeights } from '
 import { activationsFromOnnx, onnxToStateDict } from './onnx-layout.js';
 import { backwardTrain, forwardTrain, TapePool } from './train/bptt.js';
 import { groupParams, initParams, layerInputSize, paramSpecs, type ParamSpec } from './params.js';
-import { MAX_ELEMENTS, checkTensor, sameShape, shapeSize, shapeStr, swapLeadingAxes, type Tensor } from './tensor.js';
+import { MAX_ELEMENTS, checkTensor, sameShape, shapeSize, shapeStr, swapLeadingAxes, tensorView, type Tensor } from './tensor.js';
 
 export type LengthsLike = ArrayLike<number> | ArrayLike<bigint> | { data: ArrayLike<number> | ArrayLike<bigint> };
 
@@ -340,7 +340,9 @@ export class LSTM {
     this.refresh();
     this.checkSteppable();
     const c = this.config;
-    const xt = checkTensor(x, 'x');
+    // Views, not copies, of the arguments' shapes: a small step's whole cost is a few
+    // microseconds, and these are only read here.
+    const xt = tensorView(x, 'x');
     const single = xt.shape.length === 1;
     if ((xt.shape.length !== 1 && xt.shape.length !== 2) || xt.shape[xt.shape.length - 1] !== c.inputSize || (!single && xt.shape[0] < 1)) {
       throw new LstmError('LSTM_SHAPE', `x: expected [B, I] or [I] with I = ${c.inputSize}, got ${shapeStr(xt.shape)}`);
@@ -348,25 +350,29 @@ export class LSTM {
     const B = single ? 1 : xt.shape[0];
     if (state === null || typeof state !== 'object') throw new LstmError('LSTM_SHAPE', `state: expected { h, c } from initialState(), got ${describe(state)}`);
     const L = c.numLayers;
-    const h = checkTensor(state.h, 'state.h');
-    const cs = checkTensor(state.c, 'state.c');
-    const okState = (t: Tensor, w: number) => sameShape(t.shape, [L, B, w]) || (single && sameShape(t.shape, [L, w]));
-    if (!okState(h, c.outSize)) throw new LstmError('LSTM_SHAPE', `state.h: expected ${shapeStr([L, B, c.outSize])}, got ${shapeStr(h.shape)}`);
-    if (!okState(cs, c.hiddenSize)) throw new LstmError('LSTM_SHAPE', `state.c: expected ${shapeStr([L, B, c.hiddenSize])}, got ${shapeStr(cs.shape)}`);
-    const outShape = single ? [c.outSize] : [B, c.outSize];
+    const h = tensorView(state.h, 'state.h');
+    const cs = tensorView(state.c, 'state.c');
+    if (!stateShape(h.shape, L, B, c.outSize, single)) {
+      throw new LstmError('LSTM_SHAPE', `state.h: expected ${shapeStr([L, B, c.outSize])}, got ${shapeStr(h.shape)}`);
+    }
+    if (!stateShape(cs.shape, L, B, c.hiddenSize, single)) {
+      throw new LstmError('LSTM_SHAPE', `state.c: expected ${shapeStr([L, B, c.hiddenSize])}, got ${shapeStr(cs.shape)}`);
+    }
     let result: Tensor;
+    let data: Float32Array;
     if (out === undefined || out === null) {
-      result = { data: new Float32Array(B * c.outSize), shape: outShape };
+      data = new Float32Array(B * c.outSize);
+      result = { data, shape: single ? [c.outSize] : [B, c.outSize] };
     } else {
-      const o = checkTensor(out, 'out');
-      if (o.data.length !== B * c.outSize) throw new LstmError('LSTM_SHAPE', `out: expected ${shapeStr(outShape)}, got ${shapeStr(o.shape)}`);
-      if (o.data.buffer === h.data.buffer || o.data.buffer === cs.data.buffer || o.data.buffer === xt.data.buffer) {
-        throw new LstmError('LSTM_SHAPE', 'out: must not share memory with x or the state');
+      const o = tensorView(out, 'out');
+      if (o.data.length !== B * c.outSize) {
+        throw new LstmError('LSTM_SHAPE', `out: expected ${shapeStr(single ? [c.outSize] : [B, c.outSize])}, got ${shapeStr(o.shape)}`);
       }
+      data = o.data;
       result = out;
     }
-    if (h.data.buffer === cs.data.buffer) throw new LstmError('LSTM_SHAPE', 'state.h and state.c must not share memory');
-    this.engine.step(this.layers, xt.data, B, h.data, cs.data, result.data, c.threads);
+    // The engine refuses arrays that share memory (checkStepMemory).
+    this.engine.step(this.layers, xt.data, B, h.data, cs.data, data, c.threads);
     return result;
   }
 
@@ -529,6 +535,12 @@ export class LSTM {
       throw err;
     }
   }
+}
+
+/** A step's state shape: [L, B, w], or [L, w] for an unbatched step. */
+function stateShape(shape: readonly number[], L: number, B: number, w: number, single: boolean): boolean {
+  if (shape.length === 3) return shape[0] === L && shape[1] === B && shape[2] === w;
+  return single && shape.length === 2 && shape[0] === L && shape[1] === w;
 }
 
 function parseLengths(value: LengthsLike | undefined, B: number, T: number): Int32Array | null {

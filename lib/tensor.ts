@@ -14,7 +14,9 @@ export function shapeStr(shape: readonly number[]): string {
 }
 
 export function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((v, i) => v === b[i]);
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** Product of a shape, checked for overflow past MAX_ELEMENTS. */
@@ -38,6 +40,16 @@ function isDim(v: unknown): v is number {
  * non-negative integers. Detached buffers show up as length 0 and fail the match.
  */
 export function checkTensor(value: unknown, name: string): Tensor {
+  const t = tensorView(value, name);
+  return { data: t.data, shape: t.shape.slice() };
+}
+
+/**
+ * checkTensor without copying the shape, for an argument used only during the call (a
+ * streaming step checks four per call). The data and shape are those validated (read
+ * once), not the caller's object.
+ */
+export function tensorView(value: unknown, name: string): Tensor {
   if (value === null || typeof value !== 'object' || ArrayBuffer.isView(value)) {
     throw new LstmError(
       'LSTM_SHAPE',
@@ -63,7 +75,25 @@ export function checkTensor(value: unknown, name: string): Tensor {
         (data.length === 0 && n > 0 ? ' (is its ArrayBuffer detached?)' : ''),
     );
   }
-  return { data, shape: shape.slice() };
+  return { data, shape };
+}
+
+function overlaps(a: Float32Array, b: Float32Array): boolean {
+  return (
+    a.length > 0 && b.length > 0 && a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength
+  );
+}
+
+/**
+ * A streaming step updates h and c in place and writes out while x is still read: no two
+ * of them may share memory (LSTM_SHAPE). The engines check it (the native addon from the
+ * arrays' addresses, the others here).
+ */
+export function checkStepMemory(x: Float32Array, h: Float32Array, c: Float32Array, out: Float32Array): void {
+  if (overlaps(out, x) || overlaps(out, h) || overlaps(out, c)) {
+    throw new LstmError('LSTM_SHAPE', 'out: must not share memory with x or the state');
+  }
+  if (overlaps(h, c)) throw new LstmError('LSTM_SHAPE', 'state.h and state.c must not share memory');
 }
 
 /** Copy [A, B, F] into [B, A, F] (swaps the two leading axes). */

@@ -240,6 +240,36 @@ describe('LSTM_NATIVE and the native layer itself', () => {
     // stepping a bidirectional layer
     const bi = new addon.Layer({ ...desc, numDirections: 2 }, [dirs[0], dirs[0]]);
     expect(codeOf(() => addon.step([bi], f(2), 1, f(6), f(6), f(6), 1))).toBe('LSTM_OPTION');
+    // a Stepper binds its layers once: checked when made, re-checked when they change
+    expect(codeOf(() => new addon.Stepper([bi]))).toBe('LSTM_OPTION');
+    expect(codeOf(() => new addon.Stepper([]))).toBe('LSTM_OPTION');
+    expect(codeOf(() => new addon.Stepper([Object.create(addon.Layer.prototype)]))).toBe('LSTM_OPTION');
+    expect(codeOf(() => new addon.Stepper([layer, wide]))).toBe('LSTM_OPTION');
+    const own = new addon.Layer(desc, dirs);
+    const stepper = new addon.Stepper([own]);
+    const stepArgs = (): unknown[] => [f(2), 1, f(3), f(3), f(3), 1];
+    const stepCall = (a: unknown[], target: unknown = stepper) => codeOf(() => (stepper.step as (...xs: unknown[]) => void).apply(target, a));
+    expect(stepCall(stepArgs())).toBeUndefined();
+    expect(stepCall(stepArgs().slice(0, 5))).toBe('LSTM_OPTION');
+    for (const [i, value, code] of [[0, f(3), 'LSTM_SHAPE'], [1, 0, 'LSTM_SHAPE'], [2, new Int32Array(3), 'LSTM_DTYPE'], [4, 'out', 'LSTM_DTYPE'], [5, 0.5, 'LSTM_SHAPE']] as [number, unknown, string][]) {
+      const a = stepArgs();
+      a[i] = value;
+      expect(stepCall(a), `step argument ${i}`).toBe(code);
+    }
+    const mem = f(12);
+    expect(stepCall([mem.subarray(0, 2), 1, mem.subarray(2, 5), mem.subarray(5, 8), mem.subarray(8, 11), 1])).toBeUndefined();
+    expect(stepCall([mem.subarray(0, 2), 1, mem.subarray(2, 5), mem.subarray(5, 8), mem.subarray(7, 10), 1])).toBe('LSTM_SHAPE');
+    expect(stepCall([mem.subarray(0, 2), 1, mem.subarray(2, 5), mem.subarray(4, 7), mem.subarray(8, 11), 1])).toBe('LSTM_SHAPE');
+    expect(codeOf(() => addon.step([own], mem.subarray(0, 2), 1, mem.subarray(2, 5), mem.subarray(5, 8), mem.subarray(1, 4), 1))).toBe('LSTM_SHAPE');
+    // its method on anything but a Stepper the constructor made: a TypeError, not a crash
+    const stepOn = (target: unknown) => () => (stepper.step as (...xs: unknown[]) => void).apply(target, stepArgs());
+    expect(stepOn(Object.create(addon.Stepper.prototype))).toThrow(TypeError);
+    expect(stepOn(own)).toThrow(TypeError);
+    expect(stepOn({})).toThrow(TypeError);
+    own.load(dirs);
+    expect(stepCall(stepArgs())).toBeUndefined();
+    own.dispose();
+    expect(stepCall(stepArgs())).toBe('LSTM_DISPOSED');
     expect(() => new addon.Layer({ ...desc, hiddenSize: -3 }, dirs)).toThrow(/hiddenSize/);
     expect(() => new addon.Layer(desc, [{ wIh: f(23), wHh: f(36) }])).toThrow(/wIh/);
     expect(() => new addon.Layer({ ...desc, isa: 'sse9' }, dirs)).toThrow(/LSTM_ISA/);

@@ -109,6 +109,66 @@ describe.each(ENGINES)('streaming and async on $label', (engine) => {
     expectClose(y!, { data: full.output.data.slice(5 * 19), shape: [19] }, 'last step', 1e-6, 1e-5);
   });
 
+  it('step follows new weights: loadStateDict, and an optimizer update of the parameters', () => {
+    const m = build({ projSize: 4 });
+    const other = build({ projSize: 4, seed: 99 });
+    const B = 2;
+    const xs = Array.from({ length: 6 }, () => randomTensor([B, 5], rand));
+    const state = m.initialState(B);
+    for (const x of xs.slice(0, 2)) m.step(x, state);
+    // the same state from here on, on a model that always had the other weights
+    const twin = { h: { data: state.h.data.slice(), shape: state.h.shape }, c: { data: state.c.data.slice(), shape: state.c.shape } };
+    m.loadStateDict(other.stateDict());
+    for (const x of xs.slice(2, 4)) expect(m.step(x, state).data).toEqual(other.step(x, twin).data);
+    // weights changed in place, as an optimizer does, then announced; the reference is a
+    // model built afresh from the new weights
+    for (const p of m.parameters()) {
+      for (let k = 0; k < p.value.length; k++) p.value[k] *= 0.5;
+      p.onUpdate?.();
+    }
+    const fresh = build({ projSize: 4 }).loadStateDict(m.stateDict());
+    for (const x of xs.slice(4)) expect(m.step(x, state).data).toEqual(fresh.step(x, twin).data);
+    expect(state.h.data).toEqual(twin.h.data);
+    expect(state.c.data).toEqual(twin.c.data);
+  });
+
+  it('step: x, h, c and out may be views of one buffer, but must not overlap', () => {
+    const m = build();
+    const B = 2;
+    const sizes = [B * 5, 2 * B * 19, 2 * B * 19, B * 19]; // x, h, c, out
+    const x = randomTensor([B, 5], rand);
+    const h0 = randomTensor([2, B, 19], rand);
+    const c0 = randomTensor([2, B, 19], rand);
+    const separate = { h: { data: h0.data.slice(), shape: h0.shape }, c: { data: c0.data.slice(), shape: c0.shape } };
+    const expected = m.step(x, separate);
+    // one buffer, four disjoint views
+    const all = new Float32Array(sizes.reduce((a, b) => a + b, 0) + 3);
+    let at = 3;
+    const view = (n: number) => all.subarray(at, (at += n));
+    const [xv, hv, cv, ov] = sizes.map(view);
+    xv.set(x.data);
+    hv.set(h0.data);
+    cv.set(c0.data);
+    const shared = { h: { data: hv, shape: h0.shape }, c: { data: cv, shape: c0.shape } };
+    const out = { data: ov, shape: [B, 19] };
+    m.step({ data: xv, shape: [B, 5] }, shared, out);
+    expect(ov).toEqual(expected.data);
+    expect(hv).toEqual(separate.h.data);
+    expect(cv).toEqual(separate.c.data);
+    // overlapping views: refused before anything is written
+    const before = all.slice();
+    const shape = (e: unknown) => expect(e).toThrow(expect.objectContaining({ code: 'LSTM_SHAPE' }));
+    const at0 = (v: Float32Array) => v.byteOffset / 4;
+    const xt = { data: xv, shape: [B, 5] };
+    const outAt = (start: number) => ({ data: all.subarray(start, start + B * 19), shape: [B, 19] });
+    shape(() => m.step(xt, shared, outAt(at0(hv) + 5))); // out overlaps h
+    shape(() => m.step(xt, shared, outAt(at0(cv) + cv.length - 1))); // out overlaps the end of c
+    shape(() => m.step({ data: all.subarray(at0(ov) - 2, at0(ov) - 2 + B * 5), shape: [B, 5] }, shared, out)); // x overlaps out
+    const cOverH = { data: all.subarray(at0(hv) + 1, at0(hv) + 1 + cv.length), shape: c0.shape };
+    shape(() => m.step(xt, { h: shared.h, c: cOverH }, out)); // c overlaps h
+    expect(all).toEqual(before);
+  });
+
   it('step rejects bidirectional models and bad states', () => {
     const bi = build({ bidirectional: true });
     expect(() => bi.initialState()).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));

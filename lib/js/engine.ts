@@ -5,6 +5,7 @@ import type { Gemm, PreparedMatrix } from '../train/bptt.js';
 import { GemmScratch, gemmNT, packW, type PackedW } from './gemm.js';
 import { jsCells } from './train-cell.js';
 import { nextTask } from '../platform.js';
+import { checkStepMemory } from '../tensor.js';
 
 interface JsDirection {
   wIh: PackedW;
@@ -270,6 +271,7 @@ export const jsEngine: Engine = {
     });
   },
   step(layers, x, B, h, c, out) {
+    checkStepMemory(x, h, c, out);
     forwardStack(layers, { x, T: 1, B, h0: h, c0: c, lengths: null, threads: 1 }, { y: out, hn: h, cn: c });
   },
 };

@@ -3,7 +3,7 @@ import { asLstmError } from '../errors.js';
 import { env } from '../platform.js';
 import type { DirectionParams } from '../params.js';
 import { ScratchBuffers, type CellKernels, type CellSpec, type DirTape, type StepCell } from '../train/bptt.js';
-import type { NativeAddon, NativeLayerHandle } from './loader.js';
+import type { NativeAddon, NativeLayerHandle, NativeStepper } from './loader.js';
 
 class NativeLayer implements EngineLayer {
   readonly handle: NativeLayerHandle;
@@ -45,6 +45,9 @@ export function nativeEngine(addon: NativeAddon): Engine {
   type CellHandle = StepCell & { reset(spec: CellSpec, rows: number, tape: DirTape): void };
   const cellPool: CellHandle[] = [];
   const scratch = new ScratchBuffers();
+  // The model's layers bound once for step(): rebuilt when the model's layers change (a
+  // new array; the addon itself notices layers reloaded or disposed).
+  let stepper: { layers: EngineLayer[]; native: NativeStepper } | null = null;
   const cells: CellKernels = {
     acquire(spec, rows, tape) {
       try {
@@ -127,13 +130,15 @@ export function nativeEngine(addon: NativeAddon): Engine {
     },
     step(layers, x, B, h, c, out, threads) {
       try {
-        addon.step(handles(layers), x, B, h, c, out, threads);
+        if (stepper === null || stepper.layers !== layers) stepper = { layers, native: new addon.Stepper(handles(layers)) };
+        stepper.native.step(x, B, h, c, out, threads);
       } catch (err) {
         throw asLstmError(err);
       }
     },
     dispose() {
       scratch.clear();
+      stepper = null;
     },
   };
 }

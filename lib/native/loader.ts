@@ -45,10 +45,16 @@ export interface NativeAddon {
   /** c[M, n] (+)= at^T · W^T with at [k, M]. */
   gemmTN(M: number, at: Float32Array, packed: object, c: Float32Array, accumulate: boolean, isa: string, threads: number): void;
   step(layers: NativeLayerHandle[], x: Float32Array, B: number, h: Float32Array, c: Float32Array, out: Float32Array, threads: number): void;
+  /** Layers bound once for streaming: its step is the addon's step on them, minus checking the layers per call. */
+  Stepper: new (layers: NativeLayerHandle[]) => NativeStepper;
+}
+
+export interface NativeStepper {
+  step(x: Float32Array, B: number, h: Float32Array, c: Float32Array, out: Float32Array, threads: number): void;
 }
 
 /** Bumped whenever the JS<->C++ calling convention changes; a stale binary is refused. */
-export const NATIVE_ABI_VERSION = 7;
+export const NATIVE_ABI_VERSION = 8;
 
 export interface NativeStatus {
   addon: NativeAddon | null;

@@ -7,6 +7,7 @@ import type { Engine, EngineLayer, LayerDesc, StackResult, StackRun } from '../e
 import { LstmError } from '../errors.js';
 import { jsCells } from '../js/train-cell.js';
 import { env } from '../platform.js';
+import { checkStepMemory } from '../tensor.js';
 import type { DirectionParams, ParamRole } from '../params.js';
 import { type Gemm, type PreparedMatrix, ScratchBuffers } from '../train/bptt.js';
 import { type WasmExports, type WasmRuntime, wasmRuntime } from './module.js';
@@ -238,6 +239,7 @@ export function wasmEngine(): Engine {
       }
     },
     step(layers, x, B, h, c, out) {
+      checkStepMemory(x, h, c, out);
       const ls = live(layers);
       const rt = ls[0].rt;
       const arena = new Arena(rt, 'wasm step');

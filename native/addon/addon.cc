@@ -26,7 +26,7 @@
 
 namespace {
 
-constexpr int kAbiVersion = 7;
+constexpr int kAbiVersion = 8;
 
 // A streaming step below this much work (about 50 us on one core) runs on the calling
 // thread alone when the pool's threads are asleep: waking them costs as much.
@@ -75,23 +75,25 @@ int32_t IntArg(Napi::Env env, const Napi::Value& v, const char* name, int32_t mi
   return static_cast<int32_t>(d);
 }
 
-// A Float32Array of exactly `expected` elements (a detached buffer has none).
-// The data of a Float32Array argument of `expected` elements. One engine query (a
+// The data of a Float32Array argument of `expected` elements (a detached buffer has none).
+// One engine query: napi_get_typedarray_info refuses anything but a typed array itself (a
 // streaming step checks four arrays per call; the Napi::Float32Array wrapper made three).
-float* FloatData(Napi::Env env, const Napi::Value& v, const std::string& name, int64_t expected) {
-  bool typed = false;
+float* FloatData(Napi::Env env, const Napi::Value& v, const char* name, int64_t expected) {
   napi_typedarray_type type = napi_int8_array;
   std::size_t length = 0;
   void* data = nullptr;
-  if (napi_is_typedarray(env, v, &typed) != napi_ok || !typed ||
-      napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr) != napi_ok || type != napi_float32_array) {
-    Fail(env, "LSTM_DTYPE", name + ": expected a Float32Array, got " + TypeOfValue(v));
+  if (napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr) != napi_ok || type != napi_float32_array) {
+    Fail(env, "LSTM_DTYPE", std::string(name) + ": expected a Float32Array, got " + TypeOfValue(v));
   }
   if (static_cast<int64_t>(length) != expected) {
-    Fail(env, "LSTM_SHAPE", name + ": expected " + std::to_string(expected) + " elements, got " + std::to_string(length));
+    Fail(env, "LSTM_SHAPE", std::string(name) + ": expected " + std::to_string(expected) + " elements, got " + std::to_string(length));
   }
-  if (expected > 0 && data == nullptr) Fail(env, "LSTM_SHAPE", name + ": buffer is detached");
+  if (expected > 0 && data == nullptr) Fail(env, "LSTM_SHAPE", std::string(name) + ": buffer is detached");
   return static_cast<float*>(data);
+}
+
+float* FloatData(Napi::Env env, const Napi::Value& v, const std::string& name, int64_t expected) {
+  return FloatData(env, v, name.c_str(), expected);
 }
 
 lstm::Activation ActivationArg(Napi::Env env, const Napi::Object& desc, const char* key) {
@@ -405,6 +407,44 @@ int GemmThreads(const GemmArgs& g, int units) {
   return std::max(1, std::min({g.threads, lstm::hardware_threads(), units, static_cast<int>(flops / 200000) + 1}));
 }
 
+// The layers of one call, checked: live, chained (layer l+1 reads layer l's output) and
+// held by shared_ptr for as long as the call runs.
+struct Stack {
+  std::vector<std::shared_ptr<const lstm::Layer>> owned;
+  std::vector<const lstm::Layer*> layers;
+  lstm::Isa isa = lstm::Isa::kScalar;
+  int64_t input_size = 0;
+  int64_t out_width = 0;    // D * Hout of the last layer
+  int64_t h_per_batch = 0;  // sum over layers of D * Hout
+  int64_t c_per_batch = 0;  // sum over layers of D * H
+  int64_t widest = 0;       // the widest activation row any layer reads or writes
+};
+
+// A stack bound once for streaming (the native engine keeps one per model): its step()
+// skips walking and type-checking the layers array, a quarter of the native time of a
+// small step. The layers' wrappers stay referenced; one disposed or reloaded since the
+// last step is noticed (a pointer compare per layer) and the stack checked again.
+class StepperWrap : public Napi::ObjectWrap<StepperWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Stepper", {InstanceMethod("step", &StepperWrap::StepMethod)});
+  }
+
+  // Stepper(layers)
+  StepperWrap(const Napi::CallbackInfo& info);
+
+ private:
+  // step(x, B, h, c, out, threads): as the addon's step, on the bound layers.
+  Napi::Value StepMethod(const Napi::CallbackInfo& info);
+
+  // The stack of wraps_ as they are now (their layers not owned: see Bind).
+  void Bind(Napi::Env env);
+
+  std::vector<Napi::ObjectReference> refs_;  // keep the wrappers alive
+  std::vector<LayerWrap*> wraps_;
+  Stack stack_;
+};
+
 class LstmAddon : public Napi::Addon<LstmAddon> {
  public:
   LstmAddon(Napi::Env env, Napi::Object exports) : best_(lstm::best_isa()) {
@@ -423,12 +463,14 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
                              InstanceValue("Packed", packed_class, napi_enumerable),
                              InstanceValue("TrainCell", TrainCellWrap::Define(env), napi_enumerable),
                              InstanceValue("Layer", layer_class, napi_enumerable),
+                             InstanceValue("Stepper", StepperWrap::Define(env), napi_enumerable),
                          });
   }
 
   Napi::Value Forward(const Napi::CallbackInfo& info);
   Napi::Value ForwardAsync(const Napi::CallbackInfo& info);
   Napi::Value Step(const Napi::CallbackInfo& info);
+  Napi::Value StepWith(const Napi::CallbackInfo& info, std::size_t at, const Stack& st);
   Napi::Value GemmNT(const Napi::CallbackInfo& info);
   Napi::Value GemmTN(const Napi::CallbackInfo& info);
   GemmArgs ParseGemm(const Napi::CallbackInfo& info, const std::string& fn, const char* a_name) const;
@@ -584,29 +626,13 @@ void LayerWrap::Load(Napi::Env env, const Napi::Value& dirsValue) {
   Napi::MemoryManagement::AdjustExternalMemory(env, external_bytes_);
 }
 
-// The layers of one call, checked: live, chained (layer l+1 reads layer l's output) and
-// held by shared_ptr for as long as the call runs.
-struct Stack {
-  std::vector<std::shared_ptr<const lstm::Layer>> owned;
-  std::vector<const lstm::Layer*> layers;
-  lstm::Isa isa = lstm::Isa::kScalar;
-  int64_t input_size = 0;
-  int64_t out_width = 0;    // D * Hout of the last layer
-  int64_t h_per_batch = 0;  // sum over layers of D * Hout
-  int64_t c_per_batch = 0;  // sum over layers of D * H
-  int64_t widest = 0;       // the widest activation row any layer reads or writes
-};
-
-Stack StackArg(Napi::Env env, const Napi::Value& v) {
-  if (!v.IsArray() || v.As<Napi::Array>().Length() == 0) Fail(env, "LSTM_OPTION", "layers: expected a non-empty array of layers");
-  Napi::Array arr = v.As<Napi::Array>();
+// The stack of these layer wrappers, checked: live and chained.
+Stack StackOf(Napi::Env env, const std::vector<LayerWrap*>& wraps) {
   Stack st;
-  for (uint32_t i = 0; i < arr.Length(); ++i) {
-    Napi::Value item = arr.Get(i);
-    if (!item.IsObject() || !item.As<Napi::Object>().CheckTypeTag(&kLayerTag)) {
-      Fail(env, "LSTM_OPTION", "layers[" + std::to_string(i) + "]: expected a Layer");
-    }
-    LayerWrap* wrap = LayerWrap::Unwrap(item.As<Napi::Object>());
+  st.owned.reserve(wraps.size());
+  st.layers.reserve(wraps.size());
+  for (std::size_t i = 0; i < wraps.size(); ++i) {
+    const LayerWrap* wrap = wraps[i];
     if (!wrap->layer()) Fail(env, "LSTM_DISPOSED", "layers[" + std::to_string(i) + "] was disposed");
     const lstm::LayerDesc& d = wrap->layer()->desc();
     if (i == 0) {
@@ -624,6 +650,54 @@ Stack StackArg(Napi::Env env, const Napi::Value& v) {
     st.layers.push_back(wrap->layer().get());
   }
   return st;
+}
+
+// The wrappers of a JS array of layers (type-tagged: nothing else is unwrapped), and with
+// `objects` the objects they wrap.
+std::vector<LayerWrap*> LayerWraps(Napi::Env env, const Napi::Value& v, std::vector<Napi::Object>* objects = nullptr) {
+  if (!v.IsArray() || v.As<Napi::Array>().Length() == 0) Fail(env, "LSTM_OPTION", "layers: expected a non-empty array of layers");
+  Napi::Array arr = v.As<Napi::Array>();
+  std::vector<LayerWrap*> wraps;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    Napi::Value item = arr.Get(i);
+    if (!item.IsObject() || !item.As<Napi::Object>().CheckTypeTag(&kLayerTag)) {
+      Fail(env, "LSTM_OPTION", "layers[" + std::to_string(i) + "]: expected a Layer");
+    }
+    wraps.push_back(LayerWrap::Unwrap(item.As<Napi::Object>()));
+    if (objects != nullptr) objects->push_back(item.As<Napi::Object>());
+  }
+  return wraps;
+}
+
+Stack StackArg(Napi::Env env, const Napi::Value& v) { return StackOf(env, LayerWraps(env, v)); }
+
+void CheckSteppable(Napi::Env env, const Stack& st) {
+  for (const lstm::Layer* layer : st.layers) {
+    if (layer->desc().num_directions != 1) Fail(env, "LSTM_OPTION", "step: bidirectional layers cannot be stepped");
+  }
+}
+
+bool Overlap(const float* a, int64_t an, const float* b, int64_t bn) {
+  const auto a0 = reinterpret_cast<std::uintptr_t>(a), b0 = reinterpret_cast<std::uintptr_t>(b);
+  return an > 0 && bn > 0 && a0 < b0 + static_cast<std::uintptr_t>(bn) * sizeof(float) &&
+         b0 < a0 + static_cast<std::uintptr_t>(an) * sizeof(float);
+}
+
+StepperWrap::StepperWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<StepperWrap>(info) {
+  Napi::Env env = info.Env();
+  std::vector<Napi::Object> objects;
+  wraps_ = LayerWraps(env, info[0], &objects);
+  Bind(env);
+  CheckSteppable(env, stack_);
+  for (const Napi::Object& o : objects) refs_.push_back(Napi::Persistent(o));
+}
+
+void StepperWrap::Bind(Napi::Env env) {
+  stack_ = StackOf(env, wraps_);
+  // A step runs on this thread, where nothing can dispose a layer until it returns, so the
+  // stack need not own its layers; owning them would keep a disposed model's weights alive
+  // until the garbage collector found this object.
+  stack_.owned.clear();
 }
 
 lstm::Threading ThreadsArg(Napi::Env env, const Napi::Value& v) {
@@ -932,26 +1006,37 @@ Napi::Value LstmAddon::ForwardAsync(const Napi::CallbackInfo& info) {
 
 // step(layers, x, B, h, c, out, threads): one time step of a unidirectional stack;
 // h [L, B, Hout] and c [L, B, H] are updated in place, out [B, Hout] receives the top h.
-// Reuses this environment's workspace: no allocation once warm.
+// Reuses this environment's workspace: no allocation once warm. (A Stepper runs the same
+// on layers bound once.)
 Napi::Value LstmAddon::Step(const Napi::CallbackInfo& info) {
+  if (info.Length() != 7) Fail(info.Env(), "LSTM_OPTION", "step: expected 7 arguments");
+  const Stack st = StackArg(info.Env(), info[0]);
+  CheckSteppable(info.Env(), st);
+  return StepWith(info, 1, st);
+}
+
+// A step's arguments from info[at]: x, B, h, c, out, threads.
+Napi::Value LstmAddon::StepWith(const Napi::CallbackInfo& info, std::size_t at, const Stack& st) {
   Napi::Env env = info.Env();
-  if (info.Length() != 7) Fail(env, "LSTM_OPTION", "step: expected 7 arguments");
-  Stack st = StackArg(env, info[0]);
-  for (const lstm::Layer* layer : st.layers) {
-    if (layer->desc().num_directions != 1) Fail(env, "LSTM_OPTION", "step: bidirectional layers cannot be stepped");
-  }
-  const int B = IntArg(env, info[2], "B", 1, std::numeric_limits<int32_t>::max());
+  const int B = IntArg(env, info[at + 1], "B", 1, std::numeric_limits<int32_t>::max());
   CheckRunSize(env, st, 1, B);
   lstm::StackRun run;
   run.T = 1;
   run.B = B;
-  run.x = FloatData(env, info[1], "x", B * st.input_size);
-  float* h = FloatData(env, info[3], "h", B * st.h_per_batch);
-  float* c = FloatData(env, info[4], "c", B * st.c_per_batch);
+  const int64_t x_n = B * st.input_size, h_n = B * st.h_per_batch, c_n = B * st.c_per_batch, out_n = B * st.out_width;
+  run.x = FloatData(env, info[at], "x", x_n);
+  float* h = FloatData(env, info[at + 2], "h", h_n);
+  float* c = FloatData(env, info[at + 3], "c", c_n);
   run.h0 = run.hn = h;
   run.c0 = run.cn = c;
-  run.y = FloatData(env, info[5], "out", B * st.out_width);
-  lstm::Threading threading = ThreadsArg(env, info[6]);
+  run.y = FloatData(env, info[at + 4], "out", out_n);
+  // h and c are read and written in place, out written while x is still read (by another
+  // of the pool's threads): no two of them may share memory.
+  if (Overlap(run.y, out_n, run.x, x_n) || Overlap(run.y, out_n, h, h_n) || Overlap(run.y, out_n, c, c_n)) {
+    Fail(env, "LSTM_SHAPE", "out: must not share memory with x or the state");
+  }
+  if (Overlap(h, h_n, c, c_n)) Fail(env, "LSTM_SHAPE", "state.h and state.c must not share memory");
+  lstm::Threading threading = ThreadsArg(env, info[at + 5]);
   // A small step whose helper threads have gone to sleep runs alone: waking them costs
   // more than the step (about 0.4 ms measured on this project's VM, for a 40 us step).
   // When steps arrive densely (the previous one under 1 ms ago) the helpers are woken
@@ -973,6 +1058,18 @@ Napi::Value LstmAddon::Step(const Napi::CallbackInfo& info) {
   RunSync(env, "step", st.layers, st.isa, threading, run);
   if (wake_after) lstm::wake_workers();
   return env.Undefined();
+}
+
+Napi::Value StepperWrap::StepMethod(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 6) Fail(env, "LSTM_OPTION", "step: expected 6 arguments");
+  for (std::size_t i = 0; i < wraps_.size(); ++i) {
+    if (wraps_[i]->layer().get() != stack_.layers[i]) {  // reloaded (new weights) or disposed
+      Bind(env);
+      break;
+    }
+  }
+  return env.GetInstanceData<LstmAddon>()->StepWith(info, 0, stack_);
 }
 
 GemmArgs LstmAddon::ParseGemm(const Napi::CallbackInfo& info, const std::string& fn, const char* a_name) const {

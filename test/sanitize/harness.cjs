@@ -64,8 +64,24 @@ async function main() {
     m.forward(x, { lengths });
     await Promise.all([m.forwardAsync(x), m.forwardAsync(x, { lengths })]);
     m.forwardTrain(x, { lengths }).backward({ output: tensor([T, B, m.config.numDirections * m.config.outSize], r) });
-    m.dispose();
     calls += 4;
+    if (m.config.numDirections === 1) {
+      // streaming through the model's Stepper (a reverse model from the last step back),
+      // weights reloaded after the first
+      const st = m.initialState(B);
+      const rev = o.direction === 'reverse';
+      const rowsOf = (t) => ({ data: x.data.subarray(t * B * o.inputSize, (t + 1) * B * o.inputSize), shape: [B, o.inputSize] });
+      const full = m.forward(x);
+      const out = { data: new Float32Array(B * m.config.outSize), shape: [B, m.config.outSize] };
+      for (let s = 0; s < T; s++) {
+        m.step(rowsOf(rev ? T - 1 - s : s), st, out);
+        if (s === 0) m.loadStateDict(m.stateDict());
+      }
+      const last = rev ? 0 : T - 1;
+      for (let i = 0; i < out.data.length; i++) assert.ok(Math.abs(out.data[i] - full.output.data[last * out.data.length + i]) < 1e-5, `seed ${seed} step`);
+      calls += T;
+    }
+    m.dispose();
   }
   // 2b. forwardAsync's input snapshot from 4 MiB up (shared among threads, parts at odd
   // offsets), two calls at once, h0 and c0 given.
@@ -124,6 +140,27 @@ async function main() {
   const outT = new Float32Array(6);
   addon.gemmTN(2, new Float32Array(8).fill(1), packedT, outT, false, '', 2);
   assert.deepStrictEqual(Array.from(outT), [2, 2, 2, 2, 2, 2]);
+  // A Stepper: hostile arguments, views of one buffer that overlap, its layer reloaded
+  // and disposed under it.
+  const stepLayer = new addon.Layer(desc, [{ wIh: new Float32Array(24).fill(0.1), wHh: new Float32Array(36).fill(0.1) }]);
+  const stepper = new addon.Stepper([stepLayer]);
+  const stepBase = () => [new Float32Array(2), 1, new Float32Array(3), new Float32Array(3), new Float32Array(3), 2];
+  for (let i = 0; i < 6; i++) {
+    for (const v of hostile) {
+      const args = stepBase();
+      args[i] = v;
+      probe(`Stepper.step arg ${i}`, () => stepper.step(...args));
+    }
+  }
+  for (const v of hostile) probe('Stepper(layers)', () => new addon.Stepper(v));
+  const mem = new Float32Array(12).fill(0.5);
+  probe('Stepper.step overlapping', () => stepper.step(mem.subarray(0, 2), 1, mem.subarray(2, 5), mem.subarray(5, 8), mem.subarray(4, 7), 1));
+  stepper.step(mem.subarray(0, 2), 1, mem.subarray(2, 5), mem.subarray(5, 8), mem.subarray(8, 11), 2);
+  stepLayer.load([{ wIh: new Float32Array(24), wHh: new Float32Array(36) }]);
+  stepper.step(...stepBase());
+  stepLayer.dispose();
+  probe('Stepper.step disposed', () => stepper.step(...stepBase()));
+  calls += 2;
   layer.dispose();
   try {
     addon.forward(...base());
