@@ -88,6 +88,13 @@ struct CacheLineAllocator {
 };
 using AlignedFloats = std::vector<float, CacheLineAllocator<float>>;
 
+// A flag in a cache line of its own (one participant writes it, others read it).
+struct alignas(64) LineFlag {
+  std::atomic<unsigned> value{0};
+  LineFlag() = default;
+  LineFlag(const LineFlag& o) : value(o.value.load(std::memory_order_relaxed)) {}
+};
+
 // Scratch memory of a run, grown on demand; reuse one to avoid allocating per call.
 struct Workspace {
   AlignedFloats gates, h, c, r, y[2];
@@ -96,12 +103,17 @@ struct Workspace {
   std::vector<double> pace;  // load balance: smoothed ns per block, [2][participants]
   std::vector<int> bounds;   // load balance: each participant's copy of the split
   std::vector<Workspace> sub;  // a stack split by rows: each participant's own
+  // A run without a final barrier over state updated in place: each participant's flag
+  // says it has read the initial state (the run's number in `runs`).
+  std::vector<LineFlag> read_state;
+  unsigned runs = 0;
 
   // Bytes held by the buffers.
   std::size_t bytes() const {
     std::size_t floats = gates.capacity() + h.capacity() + c.capacity() + r.capacity() + y[0].capacity() +
                          y[1].capacity() + pack.capacity() + xrows.capacity();
-    std::size_t n = floats * sizeof(float) + pace.capacity() * sizeof(double) + bounds.capacity() * sizeof(int);
+    std::size_t n = floats * sizeof(float) + pace.capacity() * sizeof(double) + bounds.capacity() * sizeof(int) +
+                    read_state.capacity() * sizeof(LineFlag);
     for (const Workspace& w : sub) n += w.bytes();
     return n;
   }

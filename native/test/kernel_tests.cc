@@ -383,7 +383,12 @@ void test_layer(Isa isa) {
         Workspace ws;
         layer.forward(isa, threading, run, &ws);
       };
-      for (int t = 0; t < cs.T; ++t) step(t, y.data() + static_cast<std::ptrdiff_t>(t) * cs.B * Ho, t % 2 == 0 ? 1 : 3);
+      // Odd steps on 3 threads, the others starting 200 us late: a step ends without a
+      // barrier, so the first participant must wait until the others have read h0 (and c0)
+      // before writing hn (cn) over it.
+      for (int t = 0; t < cs.T; ++t) {
+        step(t, y.data() + static_cast<std::ptrdiff_t>(t) * cs.B * Ho, t % 2 == 0 ? 1 : 3, t % 2 == 0 ? 0 : 200);
+      }
       char buf[120];
       std::snprintf(buf, sizeof buf, "layer %s H=%d B=%d: %d single steps differ from one run", isa_name(isa), H, cs.B, cs.T);
       expect(y == y1 && h == hn1 && c == cn1, buf);
