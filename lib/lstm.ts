@@ -252,7 +252,8 @@ export class LSTM {
   }
 
   /**
-   * forward off the main thread (native: a libuv worker; js: the next event-loop turn).
+   * forward off the main thread (native: a libuv worker, or for under 0.5 MFLOP of work
+   * the calling thread, which costs less than the handoff; js: the next event-loop turn).
    * Inputs are copied when the call is made; concurrent calls on one model are safe and
    * dispose() while a call is in flight lets that call finish.
    */

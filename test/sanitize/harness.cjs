@@ -63,8 +63,13 @@ async function main() {
     const lengths = Array.from({ length: B }, (_, b) => 1 + ((seed + b) % T));
     m.forward(x, { lengths });
     await Promise.all([m.forwardAsync(x), m.forwardAsync(x, { lengths })]);
+    // a longer sequence: forwardAsync on a libuv thread (small ones run on the caller)
+    const long = tensor([T * 64, B, o.inputSize], r);
+    const ref = m.forward(long);
+    const got = await m.forwardAsync(long);
+    assert.deepStrictEqual(got.output.data, ref.output.data);
     m.forwardTrain(x, { lengths }).backward({ output: tensor([T, B, m.config.numDirections * m.config.outSize], r) });
-    calls += 4;
+    calls += 6;
     if (m.config.numDirections === 1) {
       // streaming through the model's Stepper (a reverse model from the last step back),
       // weights reloaded after the first
