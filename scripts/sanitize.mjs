@@ -15,7 +15,7 @@ try {
   execFileSync(process.execPath, [path.join(root, 'node_modules/cmake-js/bin/cmake-js'), 'compile', '--out', 'build', '--CDLSTM_SANITIZE=ON'], { cwd: work, stdio: ['ignore', 'ignore', 'inherit'] });
   mkdirSync(path.join(work, 'build', 'Release'), { recursive: true });
   const lib = (name) => execFileSync('gcc', ['-print-file-name=' + name], { encoding: 'utf8' }).trim();
-  const r = spawnSync(process.execPath, [path.join(root, 'test/sanitize/harness.cjs'), work], {
+  const r = spawnSync(process.execPath, ['--expose-gc', path.join(root, 'test/sanitize/harness.cjs'), work], {
     stdio: ['ignore', 'inherit', 'pipe'],
     encoding: 'utf8',
     env: {

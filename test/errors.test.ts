@@ -1,5 +1,7 @@
 // Every error code, and the bad inputs the core issue lists, on both engines.
+import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
+import path from 'node:path';
 // Each call must end in an LstmError with a stable code — never a crash — and the
 // model must still answer correctly afterwards.
 import { describe, expect, it } from 'vitest';
@@ -179,6 +181,27 @@ describe('LSTM_NATIVE and the native layer itself', () => {
     expect(out.message).toMatch(/no native binary/);
     expect(out.backend).toBe('js');
     expect(out.finite).toBe(true);
+  });
+
+  it('a Stepper holds its layers weakly: once collected, its step throws LSTM_DISPOSED (child process)', () => {
+    if (!lib.backendInfo().native) return expect(process.env.LSTM_EXPECT_NATIVE).toBe('0');
+    const script = `
+      const { loadNative } = require('./dist/cjs/native/loader.js');
+      const addon = loadNative().addon;
+      const act = { kind: 0, alpha: 0, beta: 0 };
+      const desc = { inputSize: 2, hiddenSize: 3, projSize: 0, numDirections: 1, reverse: false, bias: false, peephole: 0, gate: act, cell: { ...act, kind: 1 }, hidden: { ...act, kind: 1 }, clip: 0, coupled: false, isa: '' };
+      const f = (n) => new Float32Array(n);
+      const stepper = new addon.Stepper([new addon.Layer(desc, [{ wIh: f(24), wHh: f(36) }])]);
+      stepper.step(f(2), 1, f(3), f(3), f(3), 1);
+      (async () => {
+        for (let i = 0; i < 6; i++) { global.gc(); await new Promise((r) => setImmediate(r)); }
+        let code = null;
+        try { stepper.step(f(2), 1, f(3), f(3), f(3), 1); } catch (e) { code = e.code; }
+        console.log(JSON.stringify({ code }));
+      })();
+    `;
+    const out = execFileSync(process.execPath, ['--expose-gc', '-e', script], { cwd: path.resolve(__dirname, '..'), encoding: 'utf8' });
+    expect(JSON.parse(out.trim().split('\n').pop()!)).toEqual({ code: 'LSTM_DISPOSED' });
   });
 
   it('the addon re-validates every argument (the second line of defence)', () => {

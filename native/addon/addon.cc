@@ -428,8 +428,8 @@ struct Stack {
 
 // A stack bound once for streaming (the native engine keeps one per model): its step()
 // skips walking and type-checking the layers array, a quarter of the native time of a
-// small step. The layers' wrappers stay referenced; one disposed or reloaded since the
-// last step is noticed (a pointer compare per layer) and the stack checked again.
+// small step. The layers are referenced weakly; one collected, disposed or reloaded since
+// the last step is noticed (a pointer compare per layer) and the stack checked again.
 class StepperWrap : public Napi::ObjectWrap<StepperWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -446,7 +446,9 @@ class StepperWrap : public Napi::ObjectWrap<StepperWrap> {
   // The stack of wraps_ as they are now (their layers not owned: see Bind).
   void Bind(Napi::Env env);
 
-  std::vector<Napi::ObjectReference> refs_;  // keep the wrappers alive
+  // Weak: the model's engine keeps its layers alive while it steps them; a Stepper must not
+  // keep a dropped model's layers (and weights) alive longer, only notice they are gone.
+  std::vector<Napi::ObjectReference> refs_;
   std::vector<LayerWrap*> wraps_;
   Stack stack_;
 };
@@ -706,7 +708,7 @@ StepperWrap::StepperWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Step
   wraps_ = LayerWraps(env, info[0], &objects);
   Bind(env);
   CheckSteppable(env, stack_);
-  for (const Napi::Object& o : objects) refs_.push_back(Napi::Persistent(o));
+  for (const Napi::Object& o : objects) refs_.push_back(Napi::Weak(o));
 }
 
 void StepperWrap::Bind(Napi::Env env) {
@@ -1104,6 +1106,8 @@ Napi::Value StepperWrap::StepMethod(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() != 6) Fail(env, "LSTM_OPTION", "step: expected 6 arguments");
   for (std::size_t i = 0; i < wraps_.size(); ++i) {
+    // A layer object collected since (its wrapper freed with it) is as good as disposed.
+    if (refs_[i].Value().IsEmpty()) Fail(env, "LSTM_DISPOSED", "layers[" + std::to_string(i) + "] was disposed");
     if (wraps_[i]->layer().get() != stack_.layers[i]) {  // reloaded (new weights) or disposed
       Bind(env);
       break;

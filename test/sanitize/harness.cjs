@@ -166,6 +166,16 @@ async function main() {
   stepLayer.dispose();
   probe('Stepper.step disposed', () => stepper.step(...stepBase()));
   calls += 2;
+  // A Stepper whose layer object was collected (it holds it weakly): LSTM_DISPOSED, and no
+  // use of the freed wrapper.
+  const orphan = new addon.Stepper([new addon.Layer(desc, [{ wIh: new Float32Array(24), wHh: new Float32Array(36) }])]);
+  orphan.step(...stepBase());
+  for (let i = 0; i < 6; i++) {
+    global.gc();
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  assert.throws(() => orphan.step(...stepBase()), (err) => err.code === 'LSTM_DISPOSED');
+  calls += 2;
   layer.dispose();
   try {
     addon.forward(...base());
