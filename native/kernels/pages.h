@@ -21,9 +21,12 @@ void populate_pages(void* p, std::size_t bytes);
 // - forwardAsync's copies of its inputs, written on the event-loop thread. On the VM these
 //   benchmarks ran on, once the process has freed memory (a forward's workspace, V8's
 //   dropped outputs), the first touch of each 4 KiB page of long-held memory costs ~4 us
-//   with no page fault counted (presumably the host has dropped its mappings and each TLB
-//   miss goes through it): one write per page of 42 MB took 10-40 ms in C. With 2 MiB
-//   pages it took 0.4 ms.
+//   with no page fault counted: one write per page of 42 MB took 10-40 ms in C. With 2 MiB
+//   pages it took 0.4 ms. (The guest is a PVM one, paravirtualized on shadow page tables:
+//   its kernel command line has pvm_* options and its profiles show pvm_* symbols. Our
+//   guess is that freeing memory, with its TLB flushes, drops the host's shadow entries,
+//   and a touch of each page then exits to the host to rebuild one: once per 4 KiB page,
+//   or once per 2 MiB one.)
 // On Linux, from 1 MiB up, the block is 2 MiB-aligned and asks for transparent huge pages
 // (madvise MADV_HUGEPAGE; the system may still decline): a tail of at least 1 MiB past the
 // last whole 2 MiB is rounded up to 2 MiB, a shorter one stays in 4 KiB pages. Elsewhere,
