@@ -95,10 +95,10 @@ void prefetch_rows(const float* p, int rows, std::ptrdiff_t ld, int width) {
 }
 
 #if defined(__wasm__) && !defined(__wasm_atomics__)
-void wait_for(const std::atomic<unsigned>&, unsigned) {}  // one participant: nothing to wait for
+void wait_for(const std::atomic<std::uint64_t>&, std::uint64_t) {}  // one participant: nothing to wait for
 #else
 // Spins until flag holds value (another participant's few microseconds), then yields.
-void wait_for(const std::atomic<unsigned>& flag, unsigned value) {
+void wait_for(const std::atomic<std::uint64_t>& flag, std::uint64_t value) {
   for (int spins = 0; flag.load(std::memory_order_acquire) != value; ++spins) {
     if (spins > 2000) std::this_thread::yield();
   }
@@ -244,7 +244,7 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
        (full_peep && overlaps(run.cn, static_cast<std::size_t>(D) * Bs * H, run.c0, static_cast<std::size_t>(D) * Bs * H)));
   // All allocation happens here, before any thread starts (the parallel body cannot throw).
   reserve(plan, B, strided, ws);
-  const unsigned run_no = ++ws->runs;
+  const std::uint64_t run_no = ++ws->runs;
   LineFlag* const read_state = ws->read_state.data();
   float* const gates = ws->gates.data();
   float* const hbuf = ws->h.data();
@@ -454,7 +454,7 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
           const bool last = d + 1 == D && done + n == T && s + 1 == n;
 #if defined(__GNUC__) || defined(__clang__)
           if (last && wait_reads) {  // the others' flags, read after the cell: asked for now
-            for (int t = 0; t < np; ++t) __builtin_prefetch(&read_state[t].value, 0, 3);
+            for (int q = 0; q < np; ++q) __builtin_prefetch(&read_state[q].value, 0, 3);
           }
 #endif
           if (direct) {
@@ -493,7 +493,7 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
         }
       }
       if (wait_reads && d + 1 == D) {
-        for (int t = 0; t < np; ++t) wait_for(read_state[t].value, run_no);
+        for (int q = 0; q < np; ++q) wait_for(read_state[q].value, run_no);
       }
       float* hn = run.hn + static_cast<std::ptrdiff_t>(d) * Bs * Hout;
       float* cn = run.cn + static_cast<std::ptrdiff_t>(d) * Bs * H;

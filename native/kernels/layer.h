@@ -90,7 +90,7 @@ using AlignedFloats = std::vector<float, CacheLineAllocator<float>>;
 
 // A flag in a cache line of its own (one participant writes it, others read it).
 struct alignas(64) LineFlag {
-  std::atomic<unsigned> value{0};
+  std::atomic<std::uint64_t> value{0};
   LineFlag() = default;
   LineFlag(const LineFlag& o) : value(o.value.load(std::memory_order_relaxed)) {}
 };
@@ -106,7 +106,7 @@ struct Workspace {
   // A run without a final barrier over state updated in place: each participant's flag
   // says it has read the initial state (the run's number in `runs`).
   std::vector<LineFlag> read_state;
-  unsigned runs = 0;
+  std::uint64_t runs = 0;
 
   // Bytes held by the buffers.
   std::size_t bytes() const {
