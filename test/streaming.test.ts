@@ -135,6 +135,20 @@ describe.each(ENGINES)('streaming and async on $label', (engine) => {
     expect(state.c.data).toEqual(twin.c.data);
   });
 
+  it("step may take its input from the state's own h (autoregressive feeding)", () => {
+    const m = withEngine(engine, () => new LSTM({ inputSize: 128, hiddenSize: 128, seed: 6, threads: 2, backend: engine.backend }));
+    const fed = m.initialState(1);
+    fed.h.data.set(randomTensor([1, 1, 128], rand).data);
+    const ref = { h: { data: fed.h.data.slice(), shape: fed.h.shape }, c: { data: fed.c.data.slice(), shape: fed.c.shape } };
+    for (let t = 0; t < 8; t++) {
+      const y = m.step({ data: fed.h.data, shape: [1, 128] }, fed);
+      const want = m.step({ data: ref.h.data.slice(), shape: [1, 128] }, ref);
+      expect(y.data).toEqual(want.data);
+    }
+    expect(fed.h.data).toEqual(ref.h.data);
+    expect(fed.c.data).toEqual(ref.c.data);
+  });
+
   it('step: x, h, c and out may be views of one buffer, but must not overlap', () => {
     const m = build();
     const B = 2;

@@ -236,12 +236,15 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
   // and a single step, another participant may still be copying h0 (c0 with full
   // peepholes) when this one writes hn, so each flags its copies done and the final
   // writes wait for every flag. (A streaming step of H=256 at 2 threads in a C++ harness,
-  // the barrier dropped: 7-9% faster; the VM's cross-core handoff is ~0.46 us.)
-  const bool full_peep = desc_.peephole == kPeepholeFull;
-  const bool wait_reads =
-      own_state && T == 1 &&
-      (overlaps(run.hn, static_cast<std::size_t>(D) * Bs * Hout, run.h0, static_cast<std::size_t>(D) * Bs * Hout) ||
-       (full_peep && overlaps(run.cn, static_cast<std::size_t>(D) * Bs * H, run.c0, static_cast<std::size_t>(D) * Bs * H)));
+  // the barrier dropped: 5-9% faster; the VM's cross-core handoff is ~0.46 us.)
+  // Where hn or cn overlaps x (autoregressive feeding: x is the state's own h), the last
+  // step keeps its barrier: the others may still be reading x in their products.
+  const std::size_t hn_floats = static_cast<std::size_t>(D) * Bs * Hout, cn_floats = static_cast<std::size_t>(D) * Bs * H,
+                    x_floats = static_cast<std::size_t>(T) * Bs * I;
+  const bool last_barrier = overlaps(run.hn, hn_floats, run.x, x_floats) || overlaps(run.cn, cn_floats, run.x, x_floats);
+  const bool wait_reads = !last_barrier && own_state && T == 1 &&
+                          (overlaps(run.hn, hn_floats, run.h0, hn_floats) || overlaps(run.hn, hn_floats, run.c0, cn_floats) ||
+                           overlaps(run.cn, cn_floats, run.h0, hn_floats) || overlaps(run.cn, cn_floats, run.c0, cn_floats));
   // All allocation happens here, before any thread starts (the parallel body cannot throw).
   reserve(plan, B, strided, ws);
   const std::uint64_t run_no = ++ws->runs;
@@ -451,7 +454,7 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
             }
           }
           float* const y_t = run.y + static_cast<std::ptrdiff_t>(t) * Bs * y_stride + static_cast<std::ptrdiff_t>(d) * Hout;
-          const bool last = d + 1 == D && done + n == T && s + 1 == n;
+          const bool last = !last_barrier && d + 1 == D && done + n == T && s + 1 == n;
 #if defined(__GNUC__) || defined(__clang__)
           if (last && wait_reads) {  // the others' flags, read after the cell: asked for now
             for (int q = 0; q < np; ++q) __builtin_prefetch(&read_state[q].value, 0, 3);

@@ -449,6 +449,59 @@ void test_layer(Isa isa) {
 // Stacks shared among threads by rows of the batch (each participant runs every layer for
 // its rows, in place in the batch's tensors) and by hidden units: both give the bits of
 // one thread, and a layer run on rows of a larger batch those of the same rows alone.
+// Autoregressive feeding: a step whose input is the state's own h (x = h0 = hn, I = Hout).
+// A participant must not write hn while another still reads x in its products: 3 threads,
+// the others starting 200 us late, against one thread stepping from a copy of x.
+void test_step_input_is_state(Isa isa) {
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(-0.3f, 0.3f);
+  for (int B : {1, 3}) {
+    const int H = 64;
+    std::vector<float> w_ih(4 * H * H), w_hh(4 * H * H), b_ih(4 * H), b_hh(4 * H);
+    for (std::vector<float>* v : {&w_ih, &w_hh, &b_ih, &b_hh}) {
+      for (float& f : *v) f = u(rng);
+    }
+    LayerDesc desc;
+    desc.input_size = H;
+    desc.hidden_size = H;
+    DirectionWeightsView view;
+    view.w_ih = w_ih.data();
+    view.w_hh = w_hh.data();
+    view.b_ih = b_ih.data();
+    view.b_hh = b_hh.data();
+    const Layer layer(desc, &view);
+    std::vector<float> h(static_cast<std::size_t>(B) * H), c(h.size());
+    for (float& f : h) f = u(rng);
+    for (float& f : c) f = u(rng);
+    std::vector<float> h_ref = h, c_ref = c, x_copy(h.size()), y(h.size()), y_ref(h.size());
+    bool same = true;
+    for (int t = 0; t < 6; ++t) {
+      auto step = [&](const float* x, float* hs, float* cs, float* out, int threads, int stagger_us) {
+        LayerRun run;
+        run.x = x;
+        run.T = 1;
+        run.B = B;
+        run.h0 = run.hn = hs;
+        run.c0 = run.cn = cs;
+        run.y = out;
+        Threading threading;
+        threading.threads = threads;
+        threading.min_flops_per_thread = 0;
+        threading.stagger_us = stagger_us;
+        Workspace ws;
+        layer.forward(isa, threading, run, &ws);
+      };
+      x_copy = h_ref;
+      step(x_copy.data(), h_ref.data(), c_ref.data(), y_ref.data(), 1, 0);
+      step(h.data(), h.data(), c.data(), y.data(), 3, 200);
+      same = same && h == h_ref && c == c_ref && y == y_ref;
+    }
+    char buf[120];
+    std::snprintf(buf, sizeof buf, "layer %s B=%d: steps fed their own h differ from steps fed a copy", isa_name(isa), B);
+    expect(same, buf);
+  }
+}
+
 void test_stack_split(Isa isa) {
   std::mt19937 rng(41);
   struct L { int I, H, P, D, peep; bool rev; float clip; };
@@ -1048,6 +1101,7 @@ int main(int argc, char** argv) {
       if (!quick || prefetch == 1) test_layer(isa);
       if (!quick || prefetch == 1) test_stack_split(isa);
     }
+    test_step_input_is_state(isa);
     set_panel_prefetch(-1);
     test_activations(isa);
     test_cell_vs_oracle(isa);
