@@ -76,7 +76,7 @@ export interface Engine {
   forwardAsync(layers: EngineLayer[], run: StackRun): Promise<StackResult>;
   /**
    * One time step of a unidirectional stack: h [L, B, Hout], c [L, B, H] updated in place.
-   * Throws LSTM_SHAPE if x, h, c and out are not four separate pieces of memory.
+   * Throws LSTM_SHAPE if out overlaps x, h or c, or h overlaps c (checkStepMemory).
    */
   step(layers: EngineLayer[], x: Float32Array, B: number, h: Float32Array, c: Float32Array, out: Float32Array, threads: number): void;
   /** The matrix products of training (BPTT), with this many threads where the engine has them. */

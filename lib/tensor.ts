@@ -85,8 +85,9 @@ function overlaps(a: Float32Array, b: Float32Array): boolean {
 }
 
 /**
- * A streaming step updates h and c in place and writes out while x is still read: no two
- * of them may share memory (LSTM_SHAPE). The engines check it (the native addon from the
+ * A streaming step updates h and c in place and writes out while x is still read: out may
+ * not overlap x, h or c, nor h overlap c (LSTM_SHAPE). x may overlap the state (the
+ * output fed back as the next input). The engines check it (the native addon from the
  * arrays' addresses, the others here).
  */
 export function checkStepMemory(x: Float32Array, h: Float32Array, c: Float32Array, out: Float32Array): void {

@@ -149,7 +149,7 @@ describe.each(ENGINES)('streaming and async on $label', (engine) => {
     expect(fed.c.data).toEqual(ref.c.data);
   });
 
-  it('step: x, h, c and out may be views of one buffer, but must not overlap', () => {
+  it('step: x, h, c and out may be views of one buffer; out may not overlap the others, nor h overlap c', () => {
     const m = build();
     const B = 2;
     const sizes = [B * 5, 2 * B * 19, 2 * B * 19, B * 19]; // x, h, c, out

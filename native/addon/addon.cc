@@ -1073,7 +1073,8 @@ Napi::Value LstmAddon::StepWith(const Napi::CallbackInfo& info, std::size_t at, 
   run.c0 = run.cn = c;
   run.y = FloatData(env, info[at + 4], "out", out_n);
   // h and c are read and written in place, out written while x is still read (by another
-  // of the pool's threads): no two of them may share memory.
+  // of the pool's threads): out may not overlap x, h or c, nor h overlap c. (x may overlap
+  // h or c: the output fed back as the next input; the layer then keeps its last barrier.)
   if (Overlap(run.y, out_n, run.x, x_n) || Overlap(run.y, out_n, h, h_n) || Overlap(run.y, out_n, c, c_n)) {
     Fail(env, "LSTM_SHAPE", "out: must not share memory with x or the state");
   }
