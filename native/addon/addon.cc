@@ -679,17 +679,6 @@ std::vector<LayerWrap*> LayerWraps(Napi::Env env, const Napi::Value& v, std::vec
 
 Stack StackArg(Napi::Env env, const Napi::Value& v) { return StackOf(env, LayerWraps(env, v)); }
 
-// FLOPs of a forward of T steps of B rows through the stack (its products).
-double StackFlops(const Stack& st, int64_t T, int64_t B) {
-  double f = 0;
-  for (const lstm::Layer* layer : st.layers) {
-    const lstm::LayerDesc& d = layer->desc();
-    const double k = d.input_size + d.out_size() + (d.peephole == lstm::kPeepholeFull ? d.hidden_size : 0);
-    f += 2.0 * d.num_directions * 4 * d.hidden_size * k + (d.proj_size > 0 ? 2.0 * d.num_directions * d.proj_size * d.hidden_size : 0);
-  }
-  return f * static_cast<double>(T) * static_cast<double>(B);
-}
-
 void CheckSteppable(Napi::Env env, const Stack& st) {
   for (const lstm::Layer* layer : st.layers) {
     if (layer->desc().num_directions != 1) Fail(env, "LSTM_OPTION", "step: bidirectional layers cannot be stepped");
@@ -751,6 +740,23 @@ const int32_t* LengthsArg(Napi::Env env, const Napi::Value& v, int64_t T, int64_
 }
 
 [[noreturn]] void OutOfMemory(Napi::Env env, const char* what) { Fail(env, "LSTM_NATIVE", std::string(what) + ": out of memory"); }
+
+// A forward's run: x [T, B, I] from the states h0 and c0 (lengths or null), writing y, hn
+// and cn.
+lstm::StackRun ForwardRun(const float* x, int T, int B, const float* h0, const float* c0, const int32_t* lengths,
+                          float* y, float* hn, float* cn) {
+  lstm::StackRun run;
+  run.x = x;
+  run.T = T;
+  run.B = B;
+  run.h0 = h0;
+  run.c0 = c0;
+  run.lengths = lengths;
+  run.y = y;
+  run.hn = hn;
+  run.cn = cn;
+  return run;
+}
 
 // A forward's output arrays are fresh from V8, their pages often untouched: mapped in one
 // call each rather than by a fault per page on the first writes (pages.h). Through the
@@ -821,16 +827,8 @@ class ForwardWorker : public Napi::AsyncWorker {
  protected:
   void Execute() override {
     try {
-      lstm::StackRun run;
-      run.x = x_;
-      run.T = T_;
-      run.B = B_;
-      run.h0 = h0_;
-      run.c0 = c0_;
-      run.lengths = has_lengths ? lengths.data() : nullptr;
-      run.y = y_data;
-      run.hn = hn_data;
-      run.cn = cn_data;
+      const lstm::StackRun run =
+          ForwardRun(x_, T_, B_, h0_, c0_, has_lengths ? lengths.data() : nullptr, y_data, hn_data, cn_data);
       PopulateOutputs(run, y_floats_, hn_floats_, cn_floats_);  // here, off the event loop
       lstm::Workspace ws;
       lstm::forward_stack(stack_.layers, stack_.isa, threading_, run, &ws);
@@ -960,18 +958,19 @@ Napi::Value LstmAddon::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() != 11) Fail(env, "LSTM_OPTION", "forward: expected 11 arguments");
   Stack st = StackArg(env, info[0]);
-  lstm::StackRun run;
-  run.T = IntArg(env, info[2], "T", 1, std::numeric_limits<int32_t>::max());
-  run.B = IntArg(env, info[3], "B", 1, std::numeric_limits<int32_t>::max());
-  const int64_t T = run.T, B = run.B;
+  const int64_t T = IntArg(env, info[2], "T", 1, std::numeric_limits<int32_t>::max());
+  const int64_t B = IntArg(env, info[3], "B", 1, std::numeric_limits<int32_t>::max());
   CheckRunSize(env, st, T, B);
-  run.x = FloatData(env, info[1], "x", T * B * st.input_size);
-  run.h0 = FloatData(env, info[4], "h0", B * st.h_per_batch);
-  run.c0 = FloatData(env, info[5], "c0", B * st.c_per_batch);
-  run.lengths = LengthsArg(env, info[6], T, B);
-  run.y = FloatData(env, info[7], "y", T * B * st.out_width);
-  run.hn = FloatData(env, info[8], "hn", B * st.h_per_batch);
-  run.cn = FloatData(env, info[9], "cn", B * st.c_per_batch);
+  // Checked in argument order, so the first bad one is the one reported.
+  const float* x = FloatData(env, info[1], "x", T * B * st.input_size);
+  const float* h0 = FloatData(env, info[4], "h0", B * st.h_per_batch);
+  const float* c0 = FloatData(env, info[5], "c0", B * st.c_per_batch);
+  const int32_t* lengths = LengthsArg(env, info[6], T, B);
+  float* y = FloatData(env, info[7], "y", T * B * st.out_width);
+  float* hn = FloatData(env, info[8], "hn", B * st.h_per_batch);
+  float* cn = FloatData(env, info[9], "cn", B * st.c_per_batch);
+  const lstm::StackRun run =
+      ForwardRun(x, static_cast<int>(T), static_cast<int>(B), h0, c0, lengths, y, hn, cn);
   const lstm::Threading threading = ThreadsArg(env, info[10]);
   PopulateOutputs(run, static_cast<std::size_t>(T * B * st.out_width), static_cast<std::size_t>(B * st.h_per_batch),
                   static_cast<std::size_t>(B * st.c_per_batch));
@@ -997,20 +996,11 @@ Napi::Value LstmAddon::ForwardAsync(const Napi::CallbackInfo& info) {
   Napi::Float32Array y = Napi::Float32Array::New(env, static_cast<size_t>(int64_t{T} * B * st.out_width));
   Napi::Float32Array hn = Napi::Float32Array::New(env, static_cast<size_t>(B * st.h_per_batch));
   Napi::Float32Array cn = Napi::Float32Array::New(env, static_cast<size_t>(B * st.c_per_batch));
-  if (StackFlops(st, T, B) < kInlineAsyncFlops) {
+  if (lstm::stack_flops(st.layers, T, B) < kInlineAsyncFlops) {
     // Less work than handing it to a libuv thread costs this thread: run it here, and
     // return a settled promise.
-    lstm::StackRun run;
-    run.x = x;
-    run.T = T;
-    run.B = B;
-    run.h0 = h0;
-    run.c0 = c0;
-    run.lengths = lengths;
-    run.y = y.Data();
-    run.hn = hn.Data();
-    run.cn = cn.Data();
-    RunSync(env, "forwardAsync", st.layers, st.isa, threading, run);
+    RunSync(env, "forwardAsync", st.layers, st.isa, threading,
+            ForwardRun(x, T, B, h0, c0, lengths, y.Data(), hn.Data(), cn.Data()));
     ReleaseLargeSyncWorkspace();
     Napi::Array out = Napi::Array::New(env, 3);
     out.Set(0u, y);
@@ -1088,13 +1078,8 @@ Napi::Value LstmAddon::StepWith(const Napi::CallbackInfo& info, std::size_t at, 
   const auto now = std::chrono::steady_clock::now();
   const bool dense = now - last_step_ < std::chrono::milliseconds(1);
   last_step_ = now;
-  double flops = 0;
-  for (const lstm::Layer* layer : st.layers) {
-    const lstm::LayerDesc& d = layer->desc();
-    flops += 2.0 * 4 * d.hidden_size * (d.input_size + d.out_size()) * B;
-  }
   bool wake_after = false;
-  if (threading.threads > 1 && flops < kSoloStepFlops && lstm::workers_asleep()) {
+  if (threading.threads > 1 && lstm::stack_flops(st.layers, 1, B) < kSoloStepFlops && lstm::workers_asleep()) {
     threading.threads = 1;
     wake_after = dense;
   }

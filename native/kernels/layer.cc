@@ -511,6 +511,16 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
   sweeps_.store(sweep0 + static_cast<unsigned>(T), std::memory_order_relaxed);
 }
 
+double stack_flops(const std::vector<const Layer*>& layers, double T, double B) {
+  double f = 0;
+  for (const Layer* l : layers) {
+    const LayerDesc& d = l->desc();
+    const double k = d.input_size + d.out_size() + (d.peephole == kPeepholeFull ? d.hidden_size : 0);
+    f += 2.0 * d.num_directions * 4 * d.hidden_size * k + (d.proj_size > 0 ? 2.0 * d.num_directions * d.proj_size * d.hidden_size : 0);
+  }
+  return f * T * B;
+}
+
 namespace {
 
 // When a stack splits by rows: at least kRowsPerParticipant rows each, and no layer with
@@ -527,22 +537,12 @@ constexpr std::size_t kRowSplitBytes = std::size_t{5} << 20;
 // this many times the work per participant that one step split by units needs.
 constexpr double kRowSplitSteps = 20;
 
-double stack_flops(const std::vector<const Layer*>& layers, const StackRun& run) {
-  double f = 0;
-  for (const Layer* l : layers) {
-    const LayerDesc& d = l->desc();
-    const double k = d.input_size + d.out_size() + (d.peephole == kPeepholeFull ? d.hidden_size : 0);
-    f += 2.0 * d.num_directions * 4 * d.hidden_size * k + (d.proj_size > 0 ? 2.0 * d.num_directions * d.proj_size * d.hidden_size : 0);
-  }
-  return f * run.T * run.B;
-}
-
 bool split_by_rows(const std::vector<const Layer*>& layers, int nth, const StackRun& run, const Threading& threading) {
   if (nth <= 1 || layers.empty() || run.B < nth) return false;
   if (threading.split == Threading::kSplitRows) return true;
   if (threading.split == Threading::kSplitUnits || threading.split_seed != 0) return false;
   if (run.B < kRowsPerParticipant * nth) return false;
-  if (stack_flops(layers, run) / nth < kRowSplitSteps * threading.min_flops_per_thread) return false;
+  if (stack_flops(layers, run.T, run.B) / nth < kRowSplitSteps * threading.min_flops_per_thread) return false;
   for (const Layer* l : layers) {
     if (l->packed_bytes() > kRowSplitBytes) return false;
   }

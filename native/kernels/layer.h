@@ -199,6 +199,11 @@ struct StackRun {
   float* cn = nullptr;
 };
 
+// FLOPs of the products of T steps of B rows through these layers (input, recurrent, full
+// peephole and projection matrices, every direction): what the thread and inline-run
+// decisions weigh.
+double stack_flops(const std::vector<const Layer*>& layers, double T, double B);
+
 // With several threads, a run is shared either by hidden units (every participant computes
 // its units of every row, with a barrier per step) or by rows of the batch (each runs the
 // whole stack for its rows alone, no barrier per step); the shapes decide, unless

@@ -264,6 +264,25 @@ DirectionWeightsView random_direction(std::mt19937& rng, std::vector<std::vector
 }
 
 // A whole layer on `isa` against the scalar path, over configurations that reach every cell branch.
+// One streaming step of a layer: x [B, I] from the state in h and c, updated in place,
+// the top h written to out; on `threads` threads, the others starting stagger_us late.
+void step_layer(const Layer& layer, Isa isa, const float* x, int B, float* h, float* c, float* out, int threads,
+                int stagger_us) {
+  LayerRun run;
+  run.x = x;
+  run.T = 1;
+  run.B = B;
+  run.h0 = run.hn = h;
+  run.c0 = run.cn = c;
+  run.y = out;
+  Threading threading;
+  threading.threads = threads;
+  threading.min_flops_per_thread = 0;
+  threading.stagger_us = stagger_us;
+  Workspace ws;
+  layer.forward(isa, threading, run, &ws);
+}
+
 void test_layer(Isa isa) {
   std::mt19937 rng(3);
   struct Case { int I, H, P, D, peep; bool rev, bias, coupled; float clip; int T, B; bool lens; };
@@ -368,20 +387,9 @@ void test_layer(Isa isa) {
       // Streaming: T runs of one step each, every one starting from the last one's state,
       // give the bits of the whole run (one row takes the joined one-step products).
       std::vector<float> h = h0, c = c0, y(static_cast<std::size_t>(cs.T) * cs.B * Ho);
-      auto step = [&](int t, float* out, int threads, int stagger_us = 0) {  // step t from the state in h and c
-        LayerRun run;
-        run.x = x.data() + static_cast<std::ptrdiff_t>(t) * cs.B * cs.I;
-        run.T = 1;
-        run.B = cs.B;
-        run.h0 = run.hn = h.data();
-        run.c0 = run.cn = c.data();
-        run.y = out;
-        Threading threading;
-        threading.threads = threads;
-        threading.min_flops_per_thread = 0;
-        threading.stagger_us = stagger_us;
-        Workspace ws;
-        layer.forward(isa, threading, run, &ws);
+      auto step = [&](int t, float* out, int threads, int stagger_us) {  // step t from the state in h and c
+        step_layer(layer, isa, x.data() + static_cast<std::ptrdiff_t>(t) * cs.B * cs.I, cs.B, h.data(), c.data(), out,
+                   threads, stagger_us);
       };
       // Odd steps on 3 threads, the others starting 200 us late: a step ends without a
       // barrier, so the first participant must wait until the others have read h0 (and c0)
@@ -446,9 +454,6 @@ void test_layer(Isa isa) {
   }
 }
 
-// Stacks shared among threads by rows of the batch (each participant runs every layer for
-// its rows, in place in the batch's tensors) and by hidden units: both give the bits of
-// one thread, and a layer run on rows of a larger batch those of the same rows alone.
 // Autoregressive feeding: a step whose input is the state's own h (x = h0 = hn, I = Hout).
 // A participant must not write hn while another still reads x in its products: 3 threads,
 // the others starting 200 us late, against one thread stepping from a copy of x.
@@ -476,24 +481,9 @@ void test_step_input_is_state(Isa isa) {
     std::vector<float> h_ref = h, c_ref = c, x_copy(h.size()), y(h.size()), y_ref(h.size());
     bool same = true;
     for (int t = 0; t < 6; ++t) {
-      auto step = [&](const float* x, float* hs, float* cs, float* out, int threads, int stagger_us) {
-        LayerRun run;
-        run.x = x;
-        run.T = 1;
-        run.B = B;
-        run.h0 = run.hn = hs;
-        run.c0 = run.cn = cs;
-        run.y = out;
-        Threading threading;
-        threading.threads = threads;
-        threading.min_flops_per_thread = 0;
-        threading.stagger_us = stagger_us;
-        Workspace ws;
-        layer.forward(isa, threading, run, &ws);
-      };
       x_copy = h_ref;
-      step(x_copy.data(), h_ref.data(), c_ref.data(), y_ref.data(), 1, 0);
-      step(h.data(), h.data(), c.data(), y.data(), 3, 200);
+      step_layer(layer, isa, x_copy.data(), B, h_ref.data(), c_ref.data(), y_ref.data(), 1, 0);
+      step_layer(layer, isa, h.data(), B, h.data(), c.data(), y.data(), 3, 200);
       same = same && h == h_ref && c == c_ref && y == y_ref;
     }
     char buf[120];
@@ -502,6 +492,9 @@ void test_step_input_is_state(Isa isa) {
   }
 }
 
+// Stacks shared among threads by rows of the batch (each participant runs every layer for
+// its rows, in place in the batch's tensors) and by hidden units: both give the bits of
+// one thread, and a layer run on rows of a larger batch those of the same rows alone.
 void test_stack_split(Isa isa) {
   std::mt19937 rng(41);
   struct L { int I, H, P, D, peep; bool rev; float clip; };
