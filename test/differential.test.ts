@@ -126,3 +126,50 @@ describe('a NaN in the input comes out NaN wherever it flows, as in PyTorch', ()
     }
   });
 });
+
+describe('native matches js on larger shapes, 1 and 2 threads, through forward, forwardAsync and step', () => {
+  // The shapes above are small; these reach the native paths that only larger ones take
+  // (the thresholds are in native/kernels/layer.cc and gemm.cc): a batch split by rows,
+  // weights of 1 MiB and more (blocks of A packed, panels in alternating order), inputs
+  // deeper than one 512-deep pass, several projection chunks, per-participant copies of the
+  // state, and forwardAsync's threaded copy of an input over 4 MiB.
+  const cases: Array<{ what: string; options: LSTMOptions; T: number; B: number; state?: boolean; lengths?: boolean }> = [
+    { what: 'B=32, two layers of H=256 (split by rows at 2 threads)', options: { inputSize: 256, hiddenSize: 256, numLayers: 2 }, T: 12, B: 32 },
+    { what: 'one row, I=600 (two passes), projection, full peepholes', options: { inputSize: 600, hiddenSize: 300, projSize: 100, peephole: 'full' }, T: 20, B: 1, state: true },
+    { what: 'bidirectional, several projection chunks, lengths', options: { inputSize: 64, hiddenSize: 128, direction: 'bidirectional' }, T: 70, B: 13, lengths: true },
+    { what: 'three layers by rows with lengths, diagonal peepholes, clip', options: { inputSize: 40, hiddenSize: 200, numLayers: 3, peephole: 'diagonal', clip: 1.5 }, T: 8, B: 40, state: true, lengths: true },
+    { what: 'reverse, coupled gates, 1 MiB of recurrent weights', options: { inputSize: 130, hiddenSize: 256, direction: 'reverse', coupledInputForget: true }, T: 17, B: 3 },
+    { what: 'an input of 6.7 MB', options: { inputSize: 600, hiddenSize: 48 }, T: 70, B: 40, state: true },
+  ];
+  const runs = NATIVE_ISAS.flatMap((isa) => cases.map((c) => ({ ...c, isa, label: `native/${isa}: ${c.what}` })));
+  it.each(runs)('$label', async ({ options, T, B, state, lengths, isa }) => {
+    const rand = mulberry32(T * 1000 + B);
+    const seeded = { ...options, seed: 3 };
+    const D = options.direction === 'bidirectional' ? 2 : 1;
+    const L = options.numLayers ?? 1;
+    const Hout = options.projSize || options.hiddenSize;
+    const x = randomTensor([T, B, options.inputSize], rand, 0.5);
+    const h0 = state ? randomTensor([L * D, B, Hout], rand, 0.5) : undefined;
+    const c0 = state ? randomTensor([L * D, B, options.hiddenSize], rand, 0.5) : undefined;
+    const lens = lengths ? Array.from({ length: B }, (_, b) => (b === 0 ? T : 1 + Math.floor(rand() * T))) : undefined;
+    const ref = new LSTM({ ...seeded, backend: 'js' }).forward(x, { h0, c0, lengths: lens });
+    for (const threads of [1, 2]) {
+      const m = withEngine({ label: isa, backend: 'native', isa }, () => new LSTM({ ...seeded, backend: 'native', threads }));
+      const what = `${threads} thread(s)`;
+      for (const [how, got] of [['forward', m.forward(x, { h0, c0, lengths: lens })], ['forwardAsync', await m.forwardAsync(x, { h0, c0, lengths: lens })]] as const) {
+        expectClose(got.output, ref.output, `${what} ${how} output`, 2e-5, 2e-4);
+        expectClose(got.hn, ref.hn, `${what} ${how} hn`, 2e-5, 2e-4);
+        expectClose(got.cn, ref.cn, `${what} ${how} cn`, 2e-5, 2e-4);
+      }
+      if (D === 1 && options.direction !== 'reverse' && !lengths) {
+        const st = state ? { h: { data: h0!.data.slice(), shape: h0!.shape }, c: { data: c0!.data.slice(), shape: c0!.shape } } : m.initialState(B);
+        const out = new Float32Array(T * B * Hout);
+        for (let t = 0; t < T; t++) out.set(m.step({ data: x.data.subarray(t * B * options.inputSize, (t + 1) * B * options.inputSize), shape: [B, options.inputSize] }, st).data, t * B * Hout);
+        expectClose({ data: out, shape: ref.output.shape }, ref.output, `${what} steps output`, 2e-5, 2e-4);
+        expectClose(st.h, ref.hn, `${what} steps h`, 2e-5, 2e-4);
+        expectClose(st.c, ref.cn, `${what} steps c`, 2e-5, 2e-4);
+      }
+      m.dispose();
+    }
+  });
+});
