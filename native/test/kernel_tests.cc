@@ -263,7 +263,6 @@ DirectionWeightsView random_direction(std::mt19937& rng, std::vector<std::vector
   return v;
 }
 
-// A whole layer on `isa` against the scalar path, over configurations that reach every cell branch.
 // One streaming step of a layer: x [B, I] from the state in h and c, updated in place,
 // the top h written to out; on `threads` threads, the others starting stagger_us late.
 void step_layer(const Layer& layer, Isa isa, const float* x, int B, float* h, float* c, float* out, int threads,
@@ -283,6 +282,7 @@ void step_layer(const Layer& layer, Isa isa, const float* x, int B, float* h, fl
   layer.forward(isa, threading, run, &ws);
 }
 
+// A whole layer on `isa` against the scalar path, over configurations that reach every cell branch.
 void test_layer(Isa isa) {
   std::mt19937 rng(3);
   struct Case { int I, H, P, D, peep; bool rev, bias, coupled; float clip; int T, B; bool lens; };
