@@ -741,23 +741,6 @@ const int32_t* LengthsArg(Napi::Env env, const Napi::Value& v, int64_t T, int64_
 
 [[noreturn]] void OutOfMemory(Napi::Env env, const char* what) { Fail(env, "LSTM_NATIVE", std::string(what) + ": out of memory"); }
 
-// A forward's run: x [T, B, I] from the states h0 and c0 (lengths or null), writing y, hn
-// and cn.
-lstm::StackRun ForwardRun(const float* x, int T, int B, const float* h0, const float* c0, const int32_t* lengths,
-                          float* y, float* hn, float* cn) {
-  lstm::StackRun run;
-  run.x = x;
-  run.T = T;
-  run.B = B;
-  run.h0 = h0;
-  run.c0 = c0;
-  run.lengths = lengths;
-  run.y = y;
-  run.hn = hn;
-  run.cn = cn;
-  return run;
-}
-
 // A forward's output arrays are fresh from V8, their pages often untouched: mapped in one
 // call each rather than by a fault per page on the first writes (pages.h). Through the
 // package on the benchmark VM, separate processes alternating: system time per call S3
@@ -828,7 +811,7 @@ class ForwardWorker : public Napi::AsyncWorker {
   void Execute() override {
     try {
       const lstm::StackRun run =
-          ForwardRun(x_, T_, B_, h0_, c0_, has_lengths ? lengths.data() : nullptr, y_data, hn_data, cn_data);
+          lstm::StackRun::forward(x_, T_, B_, h0_, c0_, has_lengths ? lengths.data() : nullptr, y_data, hn_data, cn_data);
       PopulateOutputs(run, y_floats_, hn_floats_, cn_floats_);  // here, off the event loop
       lstm::Workspace ws;
       lstm::forward_stack(stack_.layers, stack_.isa, threading_, run, &ws);
@@ -970,7 +953,7 @@ Napi::Value LstmAddon::Forward(const Napi::CallbackInfo& info) {
   float* hn = FloatData(env, info[8], "hn", B * st.h_per_batch);
   float* cn = FloatData(env, info[9], "cn", B * st.c_per_batch);
   const lstm::StackRun run =
-      ForwardRun(x, static_cast<int>(T), static_cast<int>(B), h0, c0, lengths, y, hn, cn);
+      lstm::StackRun::forward(x, static_cast<int>(T), static_cast<int>(B), h0, c0, lengths, y, hn, cn);
   const lstm::Threading threading = ThreadsArg(env, info[10]);
   PopulateOutputs(run, static_cast<std::size_t>(T * B * st.out_width), static_cast<std::size_t>(B * st.h_per_batch),
                   static_cast<std::size_t>(B * st.c_per_batch));
@@ -1000,7 +983,7 @@ Napi::Value LstmAddon::ForwardAsync(const Napi::CallbackInfo& info) {
     // Less work than handing it to a libuv thread costs this thread: run it here, and
     // return a settled promise.
     RunSync(env, "forwardAsync", st.layers, st.isa, threading,
-            ForwardRun(x, T, B, h0, c0, lengths, y.Data(), hn.Data(), cn.Data()));
+            lstm::StackRun::forward(x, T, B, h0, c0, lengths, y.Data(), hn.Data(), cn.Data()));
     ReleaseLargeSyncWorkspace();
     Napi::Array out = Napi::Array::New(env, 3);
     out.Set(0u, y);
@@ -1052,20 +1035,16 @@ Napi::Value LstmAddon::StepWith(const Napi::CallbackInfo& info, std::size_t at, 
   Napi::Env env = info.Env();
   const int B = IntArg(env, info[at + 1], "B", 1, std::numeric_limits<int32_t>::max());
   CheckRunSize(env, st, 1, B);
-  lstm::StackRun run;
-  run.T = 1;
-  run.B = B;
   const int64_t x_n = B * st.input_size, h_n = B * st.h_per_batch, c_n = B * st.c_per_batch, out_n = B * st.out_width;
-  run.x = FloatData(env, info[at], "x", x_n);
+  const float* x = FloatData(env, info[at], "x", x_n);
   float* h = FloatData(env, info[at + 2], "h", h_n);
   float* c = FloatData(env, info[at + 3], "c", c_n);
-  run.h0 = run.hn = h;
-  run.c0 = run.cn = c;
-  run.y = FloatData(env, info[at + 4], "out", out_n);
+  float* out = FloatData(env, info[at + 4], "out", out_n);
+  const lstm::StackRun run = lstm::StackRun::step(x, B, h, c, out);
   // h and c are read and written in place, out written while x is still read (by another
   // of the pool's threads): out may not overlap x, h or c, nor h overlap c. (x may overlap
   // h or c: the output fed back as the next input; the layer then keeps its last barrier.)
-  if (Overlap(run.y, out_n, run.x, x_n) || Overlap(run.y, out_n, h, h_n) || Overlap(run.y, out_n, c, c_n)) {
+  if (Overlap(out, out_n, x, x_n) || Overlap(out, out_n, h, h_n) || Overlap(out, out_n, c, c_n)) {
     Fail(env, "LSTM_SHAPE", "out: must not share memory with x or the state");
   }
   if (Overlap(h, h_n, c, c_n)) Fail(env, "LSTM_SHAPE", "state.h and state.c must not share memory");

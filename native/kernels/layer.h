@@ -197,6 +197,26 @@ struct StackRun {
   float* y = nullptr;  // the last layer's output [T, B, D*Hout]
   float* hn = nullptr;
   float* cn = nullptr;
+
+  // A forward of T steps from h0 and c0 (lengths or null), writing y, hn and cn.
+  static StackRun forward(const float* x, int T, int B, const float* h0, const float* c0, const int32_t* lengths,
+                          float* y, float* hn, float* cn) {
+    StackRun run;
+    run.x = x;
+    run.T = T;
+    run.B = B;
+    run.h0 = h0;
+    run.c0 = c0;
+    run.lengths = lengths;
+    run.y = y;
+    run.hn = hn;
+    run.cn = cn;
+    return run;
+  }
+  // One step of B rows of a unidirectional stack: h and c updated in place, the top h to out.
+  static StackRun step(const float* x, int B, float* h, float* c, float* out) {
+    return forward(x, 1, B, h, c, nullptr, out, h, c);
+  }
 };
 
 // FLOPs of the products of T steps of B rows through these layers (input, recurrent, full

@@ -116,31 +116,16 @@ LSTM_EXPORT(lstm_layer_bytes) double lstm_layer_bytes(const lstm::Layer* layer) 
 LSTM_EXPORT(lstm_forward)
 void lstm_forward(const lstm::Layer* const* layers, int n, int isa, const float* x, int T, int B, const float* h0,
                   const float* c0, const int32_t* lengths, float* y, float* hn, float* cn) {
-  lstm::StackRun run;
-  run.x = x;
-  run.T = T;
-  run.B = B;
-  run.h0 = h0;
-  run.c0 = c0;
-  run.lengths = lengths;
-  run.y = y;
-  run.hn = hn;
-  run.cn = cn;
   lstm::Workspace ws;  // freed on return: a long sequence's scratch goes back to the heap
-  lstm::forward_stack(stack_of(layers, n), isa_of(isa), lstm::Threading{}, run, &ws);
+  lstm::forward_stack(stack_of(layers, n), isa_of(isa), lstm::Threading{},
+                      lstm::StackRun::forward(x, T, B, h0, c0, lengths, y, hn, cn), &ws);
 }
 
 // One step of a unidirectional stack, h [L, B, Hout] and c [L, B, H] updated in place.
 LSTM_EXPORT(lstm_step)
 void lstm_step(const lstm::Layer* const* layers, int n, int isa, const float* x, int B, float* h, float* c, float* out) {
-  lstm::StackRun run;
-  run.x = x;
-  run.T = 1;
-  run.B = B;
-  run.h0 = run.hn = h;
-  run.c0 = run.cn = c;
-  run.y = out;
-  lstm::forward_stack(stack_of(layers, n), isa_of(isa), lstm::Threading{}, run, step_workspace());
+  lstm::forward_stack(stack_of(layers, n), isa_of(isa), lstm::Threading{}, lstm::StackRun::step(x, B, h, c, out),
+                      step_workspace());
 }
 
 // Give the streaming scratch back to the heap (the engine calls this when its last model goes).
