@@ -48,20 +48,10 @@ constexpr int kLockstep = 4;
 #undef LSTM_VEC_FN
 }  // namespace avx2_kernels
 
-// Sixteen lanes: one vector per gate of a 16-unit block. Four vectors in lock step, as on
-// AVX2: the cell alone on a Zen 5, same bits, against two: B=64 H=512 1.14x, B=32 H=256
-// 1.12x, B=1 H=256 1.10x; with diagonal peepholes and clip 1.04-1.11x (eight: as four).
-// (GCC 12 reports its own AVX-512 headers' deliberately undefined pass-through operands as
-// uninitialized once this much is inlined, GCC bug 105593: silenced for this block. The
-// same code instantiated for AVX2 above keeps the warnings.)
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+// Sixteen lanes: one vector per gate of a 16-unit block. Two vectors in lock step.
 namespace avx512_kernels {
 using S = vec::Avx512;
-constexpr int kLockstep = 4;
+constexpr int kLockstep = 2;
 #define LSTM_VEC_FN __attribute__((target("avx512f,avx2,fma")))
 #include "cell_kernels.inc"
 #undef LSTM_VEC_FN
@@ -79,9 +69,6 @@ __attribute__((target("avx512f,avx2,fma"))) void cell_blocks(const CellSpec& s, 
   if (mid < block1) avx2_kernels::cell(s, B, gates, ldg, mid, block1, c_prev, c_out, r_out, ldr);
 }
 }  // namespace avx512_kernels
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 #endif
 #if defined(__aarch64__)
 namespace neon_kernels {
