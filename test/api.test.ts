@@ -104,6 +104,29 @@ describe('construction and parameters', () => {
     expect(new LSTM({ inputSize: 2, hiddenSize: 2 }).backend).toBe('native');
   });
 
+  it('LSTM_ISA steps down within its family: a request for an ISA this CPU lacks never runs another', () => {
+    if (process.env.LSTM_EXPECT_NATIVE === '0') return;
+    const isaFor = (want: string): string | undefined => {
+      const prev = process.env.LSTM_ISA;
+      process.env.LSTM_ISA = want;
+      try {
+        return backendInfo().isa;
+      } finally {
+        if (prev === undefined) delete process.env.LSTM_ISA;
+        else process.env.LSTM_ISA = prev;
+      }
+    };
+    const arm = process.arch === 'arm64';
+    expect(isaFor('scalar')).toBe('scalar');
+    expect(isaFor('simd128')).toBe('scalar'); // WebAssembly's: never a native build's
+    expect(isaFor(arm ? 'avx512' : 'neon')).toBe('scalar'); // the other architecture's
+    if (!arm) {
+      expect(['avx2', 'scalar']).toContain(isaFor('avx2'));
+      expect(['avx512', 'avx2', 'scalar']).toContain(isaFor('avx512'));
+      expect(isaFor('avx512')).toBe(isaFor('')); // the best this CPU has
+    }
+  });
+
   it('ESM and CommonJS entry points load side by side and share one implementation', () => {
     const script = `
       const cjs = require('lstm-native');

@@ -498,8 +498,9 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
     return env.Undefined();
   }
 
-  // The ISA to run for a requested name ('' = the best this CPU has). A request
-  // for an ISA the CPU lacks steps down to the best one it has, never beyond.
+  // The ISA to run for a requested name ('' = the best this CPU has). A request for an
+  // ISA the CPU lacks steps down within its family (avx512 to avx2 to scalar; neon or
+  // simd128 to scalar), never to one the request does not allow: neon on x86-64 is scalar.
   lstm::Isa Resolve(Napi::Env env, const Napi::Value& requested) const {
     if (requested.IsUndefined() || requested.IsNull()) return best_;
     if (!requested.IsString()) Fail(env, "LSTM_OPTION", "LSTM_ISA: expected a string");
@@ -507,9 +508,9 @@ class LstmAddon : public Napi::Addon<LstmAddon> {
     if (want.empty()) return best_;
     lstm::Isa isa;
     if (!lstm::parse_isa(want.c_str(), &isa)) {
-      Fail(env, "LSTM_OPTION", "LSTM_ISA: expected one of avx512, avx2, scalar, got '" + want + "'");
+      Fail(env, "LSTM_OPTION", "LSTM_ISA: expected one of avx512, avx2, neon, simd128, scalar, got '" + want + "'");
     }
-    while (!lstm::isa_supported(isa)) isa = static_cast<lstm::Isa>(static_cast<int>(isa) - 1);
+    while (!lstm::isa_supported(isa)) isa = isa == lstm::Isa::kAvx512 ? lstm::Isa::kAvx2 : lstm::Isa::kScalar;
     return isa;
   }
 
