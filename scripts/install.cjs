@@ -1,8 +1,9 @@
 // The package's install script. Uses a prebuilt binary when one matches this platform,
 // else builds the addon from source; if neither works it warns once and exits 0, so the
 // install never fails and the WebAssembly engine serves (backendInfo().reason says why).
-// Under npm 11, which skips dependencies' install scripts unless approved, nothing here
-// runs at all: the prebuild then loads at run time, or the JS engine serves.
+// Where npm does not run it (npm 12 for a dependency not approved in allowScripts, or
+// --ignore-scripts), the prebuild loads at run time, or the wasm engine serves. (npm 11
+// still runs it, and from 11.16 warns that it is not approved.)
 'use strict';
 const { spawnSync } = require('node:child_process');
 const path = require('node:path');
