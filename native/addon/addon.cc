@@ -686,12 +686,6 @@ void CheckSteppable(Napi::Env env, const Stack& st) {
   }
 }
 
-bool Overlap(const float* a, int64_t an, const float* b, int64_t bn) {
-  const auto a0 = reinterpret_cast<std::uintptr_t>(a), b0 = reinterpret_cast<std::uintptr_t>(b);
-  return an > 0 && bn > 0 && a0 < b0 + static_cast<std::uintptr_t>(bn) * sizeof(float) &&
-         b0 < a0 + static_cast<std::uintptr_t>(an) * sizeof(float);
-}
-
 StepperWrap::StepperWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<StepperWrap>(info) {
   Napi::Env env = info.Env();
   std::vector<Napi::Object> objects;
@@ -1045,10 +1039,10 @@ Napi::Value LstmAddon::StepWith(const Napi::CallbackInfo& info, std::size_t at, 
   // h and c are read and written in place, out written while x is still read (by another
   // of the pool's threads): out may not overlap x, h or c, nor h overlap c. (x may overlap
   // h or c: the output fed back as the next input; the layer then keeps its last barrier.)
-  if (Overlap(out, out_n, x, x_n) || Overlap(out, out_n, h, h_n) || Overlap(out, out_n, c, c_n)) {
+  if (lstm::overlaps(out, out_n, x, x_n) || lstm::overlaps(out, out_n, h, h_n) || lstm::overlaps(out, out_n, c, c_n)) {
     Fail(env, "LSTM_SHAPE", "out: must not share memory with x or the state");
   }
-  if (Overlap(h, h_n, c, c_n)) Fail(env, "LSTM_SHAPE", "state.h and state.c must not share memory");
+  if (lstm::overlaps(h, h_n, c, c_n)) Fail(env, "LSTM_SHAPE", "state.h and state.c must not share memory");
   lstm::Threading threading = ThreadsArg(env, info[at + 5]);
   // A small step whose helper threads have gone to sleep runs alone: waking them costs
   // more than the step (about 0.4 ms measured on this project's VM, for a 40 us step).

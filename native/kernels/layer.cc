@@ -222,10 +222,6 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
   // Whole per-participant copies of the initial state need y apart from h0 and c0: a
   // participant may write its first output while another still copies them. (hn and cn
   // are written after at least one step's barrier.)
-  auto overlaps = [](const float* a, std::size_t an, const float* b, std::size_t bn) {
-    const std::uintptr_t a0 = reinterpret_cast<std::uintptr_t>(a), b0 = reinterpret_cast<std::uintptr_t>(b);
-    return a0 < b0 + bn * sizeof(float) && b0 < a0 + an * sizeof(float);
-  };
   const std::size_t y_floats = static_cast<std::size_t>(T) * Bs * y_stride;
   const bool own_state = plan.own_state && !overlaps(run.y, y_floats, run.h0, static_cast<std::size_t>(D) * Bs * Hout) &&
                          !overlaps(run.y, y_floats, run.c0, static_cast<std::size_t>(D) * Bs * H);

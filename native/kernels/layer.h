@@ -219,6 +219,12 @@ struct StackRun {
   }
 };
 
+// Whether [a, a + an) and [b, b + bn) share a float (an empty range shares none).
+inline bool overlaps(const float* a, std::size_t an, const float* b, std::size_t bn) {
+  const auto a0 = reinterpret_cast<std::uintptr_t>(a), b0 = reinterpret_cast<std::uintptr_t>(b);
+  return an > 0 && bn > 0 && a0 < b0 + bn * sizeof(float) && b0 < a0 + an * sizeof(float);
+}
+
 // FLOPs of the products of T steps of B rows through these layers (input, recurrent, full
 // peephole and projection matrices, every direction): what the thread and inline-run
 // decisions weigh.
