@@ -12,7 +12,7 @@ import { fromKeras as kerasToLstm, type KerasOptions, type KerasWeights } from '
 import { activationsFromOnnx, onnxToStateDict } from './onnx-layout.js';
 import { backwardTrain, forwardTrain, TapePool } from './train/bptt.js';
 import { groupParams, initParams, layerInputSize, paramSpecs, type ParamSpec } from './params.js';
-import { MAX_ELEMENTS, checkTensor, sameShape, shapeSize, shapeStr, swapLeadingAxes, tensorView, type Tensor } from './tensor.js';
+import { MAX_ELEMENTS, checkTensor, sameShape, shapeSize, shapeStr, sharesMemory, swapLeadingAxes, tensorView, type Tensor } from './tensor.js';
 
 export type LengthsLike = ArrayLike<number> | ArrayLike<bigint> | { data: ArrayLike<number> | ArrayLike<bigint> };
 
@@ -23,6 +23,25 @@ export interface ForwardOptions {
   c0?: Tensor;
   /** Valid length of each sequence (1..T), packed-sequence semantics. */
   lengths?: LengthsLike;
+}
+
+/**
+ * Arrays forward() writes its results into instead of new ones: each optional, each with
+ * exactly the shape forward returns for it. No engine allocates an output then, and the
+ * result holds these same tensors. An out array may share memory with x, h0 or c0 (a
+ * chunked stream's state updated in place: out.hn = h0, out.cn = c0); the results are
+ * then computed aside and copied in. Out arrays may not share memory with each other.
+ */
+export interface ForwardOutputs {
+  output?: Tensor;
+  hn?: Tensor;
+  cn?: Tensor;
+}
+
+/** forward() and forwardAsync() options: ForwardOptions and where to write the results. */
+export interface ForwardIntoOptions extends ForwardOptions {
+  /** Write the results into these arrays (forwardAsync: when its promise resolves). */
+  out?: ForwardOutputs;
 }
 
 export interface ForwardResult {
@@ -68,11 +87,25 @@ export interface OnnxLstmSpec {
   backend?: BackendChoice;
 }
 
+/** forwardTrain and training take no out tensors (their outputs belong to the tape). */
+export function rejectOut(options: object, what: string): void {
+  const out = (options as { out?: unknown }).out;
+  if (out !== undefined && out !== null) throw new LstmError('LSTM_OPTION', `${what}: out is not supported (forward and forwardAsync take it)`);
+}
+
+/** A checked out tensor: the caller's, and the array validated when the call was made. */
+interface OutTarget {
+  tensor: Tensor;
+  data: Float32Array;
+}
+type OutTargets = { output?: OutTarget; hn?: OutTarget; cn?: OutTarget };
+
 /** Zero states up to this many floats (64 KiB) are kept for the next call. */
 const ZERO_STATE_KEEP_FLOATS = 16384;
 
 interface NormalizedInput {
   x: Float32Array; // time-major [T, B, I]
+  source: Float32Array; // the caller's x data (x itself unless batch-first)
   T: number;
   B: number;
   unbatched: boolean;
@@ -238,17 +271,23 @@ export class LSTM {
     return out;
   }
 
-  forward(x: Tensor, options: ForwardOptions = {}): ForwardResult {
+  forward(x: Tensor, options: ForwardIntoOptions = {}): ForwardResult {
     this.checkAlive('forward');
     this.refresh();
     const input = this.normalize(x, options);
+    const targets = this.outTargets(input, options.out);
+    // The engines write into the caller's arrays where they are in the engines' layout
+    // and share no memory with an input; anything else is computed aside and copied.
+    const direct = (t: OutTarget | undefined, timeMajor: boolean): Float32Array | undefined =>
+      t !== undefined && timeMajor && !sharesMemory(t.data, [input.source, input.x, input.h0, input.c0]) ? t.data : undefined;
+    const yDirect = direct(targets.output, !this.config.batchFirst || input.unbatched);
     const out: StackResult = {
-      y: new Float32Array(input.T * input.B * this.config.numDirections * this.config.outSize),
-      hn: new Float32Array(input.h0.length),
-      cn: new Float32Array(input.c0.length),
+      y: yDirect ?? new Float32Array(input.T * input.B * this.config.numDirections * this.config.outSize),
+      hn: direct(targets.hn, true) ?? new Float32Array(input.h0.length),
+      cn: direct(targets.cn, true) ?? new Float32Array(input.c0.length),
     };
     this.engine.forward(this.layers, this.stackRun(input), out);
-    return this.shapeResult(input, out);
+    return this.placeResult(input, out, targets);
   }
 
   /**
@@ -257,12 +296,13 @@ export class LSTM {
    * Inputs are copied when the call is made; concurrent calls on one model are safe and
    * dispose() while a call is in flight lets that call finish.
    */
-  async forwardAsync(x: Tensor, options: ForwardOptions = {}): Promise<ForwardResult> {
+  async forwardAsync(x: Tensor, options: ForwardIntoOptions = {}): Promise<ForwardResult> {
     this.checkAlive('forwardAsync');
     this.refresh();
     const input = this.normalize(x, options);
+    const targets = this.outTargets(input, options.out);
     const out = await this.engine.forwardAsync(this.layers, this.stackRun(input));
-    return this.shapeResult(input, out);
+    return this.placeResult(input, out, targets);
   }
 
   /**
@@ -273,6 +313,7 @@ export class LSTM {
   forwardTrain(x: Tensor, options: ForwardOptions = {}): TrainResult {
     this.checkAlive('forwardTrain');
     const input = this.normalize(x, options);
+    rejectOut(options, 'forwardTrain');
     const cfg = this.config;
     const params = new Map([...this.params].map(([k, v]) => [k, v.slice()]));
     const gemm = this.engine.gemm(cfg.threads);
@@ -409,6 +450,82 @@ export class LSTM {
   }
 
   /**
+   * The checked out tensors of a forward (see ForwardOutputs): each given one must have
+   * exactly the shape the result has, and none may share memory with another.
+   */
+  private outTargets(input: NormalizedInput, outArg: unknown): OutTargets {
+    if (outArg === undefined || outArg === null) return {};
+    if (typeof outArg !== 'object' || ArrayBuffer.isView(outArg)) {
+      throw new LstmError('LSTM_OPTION', `out: expected an object { output?, hn?, cn? } of tensors, got ${describe(outArg)}`);
+    }
+    const want = this.resultShapes(input);
+    const given = outArg as Record<string, unknown>;
+    const targets: OutTargets = {};
+    for (const name of ['output', 'hn', 'cn'] as const) {
+      const v = given[name];
+      if (v === undefined || v === null) continue;
+      const t = tensorView(v, `out.${name}`);
+      if (!sameShape(t.shape, want[name])) {
+        throw new LstmError('LSTM_SHAPE', `out.${name}: expected ${shapeStr(want[name])} (the shape forward returns), got ${shapeStr(t.shape)}`);
+      }
+      for (const other of ['output', 'hn'] as const) {
+        const o = targets[other];
+        if (o !== undefined && sharesMemory(t.data, [o.data])) {
+          throw new LstmError('LSTM_SHAPE', `out.${name}: must not share memory with out.${other}`);
+        }
+      }
+      targets[name] = { tensor: v as Tensor, data: t.data };
+    }
+    return targets;
+  }
+
+  /** The shapes of a forward's results, in the caller's layout. */
+  private resultShapes(input: NormalizedInput): { output: number[]; hn: number[]; cn: number[] } {
+    const c = this.config;
+    const { T, B } = input;
+    const F = c.numDirections * c.outSize;
+    const LD = c.numLayers * c.numDirections;
+    if (input.unbatched) return { output: [T, F], hn: [LD, c.outSize], cn: [LD, c.hiddenSize] };
+    return { output: c.batchFirst ? [B, T, F] : [T, B, F], hn: [LD, B, c.outSize], cn: [LD, B, c.hiddenSize] };
+  }
+
+  /**
+   * The engine's outputs (time-major) as the result: in the caller's out tensors where
+   * given (copied there unless the engine wrote them in place), else as shapeResult.
+   */
+  private placeResult(input: NormalizedInput, out: StackResult, targets: OutTargets): ForwardResult {
+    const { output, hn, cn } = targets;
+    if (output === undefined && hn === undefined && cn === undefined) return this.shapeResult(input, out);
+    const shapes = this.resultShapes(input);
+    // forwardAsync places its results a turn or more after the call: by then the caller
+    // may have detached an out array, or put another in its tensor.
+    const check = (t: OutTarget, name: string, n: number): void => {
+      if (t.tensor.data !== t.data || t.data.length !== n) {
+        throw new LstmError('LSTM_SHAPE', `out.${name}: its array was detached or replaced before the results were placed`);
+      }
+    };
+    const place = (t: OutTarget | undefined, name: string, src: Float32Array, shape: number[]): Tensor => {
+      if (t === undefined) return { data: src, shape };
+      if (t.data !== src) {
+        check(t, name, src.length);
+        t.data.set(src);
+      }
+      return t.tensor;
+    };
+    let result: Tensor;
+    if (output !== undefined && this.config.batchFirst && !input.unbatched) {
+      check(output, 'output', out.y.length);
+      swapLeadingAxes(out.y, input.T, input.B, this.config.numDirections * this.config.outSize, output.data);
+      result = output.tensor;
+    } else if (output === undefined) {
+      result = this.shapeResult(input, { y: out.y, hn: out.hn, cn: out.cn }).output;
+    } else {
+      result = place(output, 'output', out.y, shapes.output);
+    }
+    return { output: result, hn: place(hn, 'hn', out.hn, shapes.hn), cn: place(cn, 'cn', out.cn, shapes.cn) };
+  }
+
+  /**
    * A zero initial state of n floats for h0 or c0, kept for the next call of the same size.
    * No engine writes into h0 or c0 (inputs are never mutated), so one array serves every
    * call that omits them; a small model's forward then allocates only its outputs.
@@ -424,7 +541,7 @@ export class LSTM {
   /** Check and bring x, h0, c0 and lengths to the time-major layout the engines take. */
   private normalize(xArg: Tensor, options: ForwardOptions): NormalizedInput {
     if (options === null || typeof options !== 'object') {
-      throw new LstmError('LSTM_OPTION', `options: expected an object { h0?, c0?, lengths? }, got ${describe(options)}`);
+      throw new LstmError('LSTM_OPTION', `options: expected an object { h0?, c0?, lengths?, out? }, got ${describe(options)}`);
     }
     const c = this.config;
     const x = checkTensor(xArg, 'x');
@@ -464,6 +581,7 @@ export class LSTM {
     };
     return {
       x: data,
+      source: x.data,
       T,
       B,
       unbatched,

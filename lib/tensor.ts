@@ -78,6 +78,11 @@ export function tensorView(value: unknown, name: string): Tensor {
   return { data, shape };
 }
 
+/** Whether a shares memory with any of others. */
+export function sharesMemory(a: Float32Array, others: readonly Float32Array[]): boolean {
+  return others.some((b) => overlaps(a, b));
+}
+
 function overlaps(a: Float32Array, b: Float32Array): boolean {
   return (
     a.length > 0 && b.length > 0 && a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength
@@ -97,9 +102,8 @@ export function checkStepMemory(x: Float32Array, h: Float32Array, c: Float32Arra
   if (overlaps(h, c)) throw new LstmError('LSTM_SHAPE', 'state.h and state.c must not share memory');
 }
 
-/** Copy [A, B, F] into [B, A, F] (swaps the two leading axes). */
-export function swapLeadingAxes(src: Float32Array, a: number, b: number, f: number): Float32Array {
-  const dst = new Float32Array(src.length);
+/** Copy [A, B, F] into [B, A, F] (swaps the two leading axes), into dst when given. */
+export function swapLeadingAxes(src: Float32Array, a: number, b: number, f: number, dst: Float32Array = new Float32Array(src.length)): Float32Array {
   for (let i = 0; i < a; i++) {
     for (let j = 0; j < b; j++) {
       const s = (i * b + j) * f;

@@ -24,7 +24,7 @@ describe('API fuzzing', () => {
     console.log(engine.label, JSON.stringify(report.okByTarget));
     expect(report.results).toBeGreaterThan(RUNS / 20);
     expect(report.lstmErrors).toBeGreaterThan(RUNS / 10);
-    for (const t of ['constructValid', 'forward', 'forwardGoodStates', 'forwardAsync', 'step', 'initialState', 'exportOnnx', 'forwardTrain']) {
+    for (const t of ['constructValid', 'forward', 'forwardGoodStates', 'forwardOut', 'forwardAsync', 'step', 'initialState', 'exportOnnx', 'forwardTrain']) {
       expect(report.okByTarget[t] ?? 0, t).toBeGreaterThan(10);
     }
     expect(Object.keys(report.byTarget).length).toBeGreaterThanOrEqual(15);

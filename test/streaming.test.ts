@@ -2,7 +2,7 @@
 import { Worker } from 'node:worker_threads';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ENGINES, LSTM, LstmError, NATIVE_ISAS, expectClose, mulberry32, randomTensor, withEngine, type Tensor } from './helpers';
+import { ENGINES, LSTM, LstmError, NATIVE_ISAS, expectClose, lib, mulberry32, randomTensor, withEngine, type Tensor } from './helpers';
 
 function sliceTime(x: Tensor, t0: number, t1: number): Tensor {
   const row = x.shape.slice(1).reduce((a, b) => a * b, 1);
@@ -198,6 +198,167 @@ describe.each(ENGINES)('streaming and async on $label', (engine) => {
     expect(() => m.step(x, { h: st.h, c: st.h })).toThrow(expect.objectContaining({ code: 'LSTM_SHAPE' }));
     expect(() => m.step(x, null as never)).toThrow(expect.objectContaining({ code: 'LSTM_SHAPE' }));
     expect(() => m.initialState(0)).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+  });
+});
+
+// forward({ out }): the results written into the caller's arrays, with the numbers a
+// plain forward returns, on every engine.
+describe.each(ENGINES)('forward into out tensors on $label', (engine) => {
+  const build = (o: object = {}) =>
+    withEngine(engine, () => new LSTM({ inputSize: 5, hiddenSize: 6, numLayers: 2, seed: 3, backend: engine.backend, ...o }));
+  const rand = mulberry32(33);
+  // Arrays of each result's shape, filled with a marker, in one buffer at an odd offset.
+  const outsLike = (r: { output: Tensor; hn: Tensor; cn: Tensor }) => {
+    const sizes = [r.output, r.hn, r.cn].map((t) => t.data.length);
+    const all = new Float32Array(sizes.reduce((a, b) => a + b, 0) + 1).fill(-7);
+    let at = 1;
+    const view = (t: Tensor) => ({ data: all.subarray(at, (at += t.data.length)), shape: t.shape.slice() });
+    return { output: view(r.output), hn: view(r.hn), cn: view(r.cn) };
+  };
+
+  it.each([
+    ['time-major', {}, [7, 3, 5]],
+    ['batch-first, bidirectional, projection', { batchFirst: true, bidirectional: true, projSize: 4 }, [3, 7, 5]],
+    ['unbatched', { peephole: 'diagonal' }, [7, 5]],
+  ])('%s: the same numbers, in the given tensors', async (_label, opts, shape) => {
+    const m = build(opts);
+    const x = randomTensor(shape as number[], rand);
+    const batched = (shape as number[]).length === 3;
+    const B = batched ? 3 : 1;
+    const D = (opts as { bidirectional?: boolean }).bidirectional ? 2 : 1;
+    const Hout = (opts as { projSize?: number }).projSize ?? 6;
+    const h0 = randomTensor(batched ? [2 * D, B, Hout] : [2 * D, Hout], rand);
+    const c0 = randomTensor(batched ? [2 * D, B, 6] : [2 * D, 6], rand);
+    const lengths = batched ? [7, 2, 5] : undefined;
+    const want = m.forward(x, { h0, c0, lengths });
+    const out = outsLike(want);
+    const got = m.forward(x, { h0, c0, lengths, out });
+    expect(got.output).toBe(out.output);
+    expect(got.hn).toBe(out.hn);
+    expect(got.cn).toBe(out.cn);
+    expect(out.output.data).toEqual(want.output.data);
+    expect(out.hn.data).toEqual(want.hn.data);
+    expect(out.cn.data).toEqual(want.cn.data);
+    // any subset; the others are new arrays
+    const only = { data: new Float32Array(want.cn.data.length), shape: want.cn.shape.slice() };
+    const some = m.forward(x, { h0, c0, lengths, out: { cn: only } });
+    expect(some.cn).toBe(only);
+    expect(only.data).toEqual(want.cn.data);
+    expect(some.output.data).toEqual(want.output.data);
+    expect(some.output.shape).toEqual(want.output.shape);
+    // forwardAsync writes them when it resolves
+    const later = outsLike(want);
+    const pending = m.forwardAsync(x, { h0, c0, lengths, out: later });
+    const done = await pending;
+    expect(done.output).toBe(later.output);
+    expect(done.hn).toBe(later.hn);
+    expect(later.output.data).toEqual(want.output.data);
+    expect(later.cn.data).toEqual(want.cn.data);
+  });
+
+  it('a chunked stream with its state updated in place (out.hn = h0, out.cn = c0) equals one forward', async () => {
+    const m = build({ projSize: 4 });
+    const T = 10;
+    const B = 2;
+    const x = randomTensor([T, B, 5], rand);
+    const full = m.forward(x);
+    const state = m.initialState(B);
+    const y = { data: new Float32Array(3 * B * 4), shape: [3, B, 4] };
+    const outputs: number[] = [];
+    for (const [t0, t1] of [[0, 3], [3, 6], [6, 9]]) {
+      const r = m.forward(sliceTime(x, t0, t1), { h0: state.h, c0: state.c, out: { output: y, hn: state.h, cn: state.c } });
+      expect(r.hn).toBe(state.h);
+      outputs.push(...y.data);
+    }
+    const last = await m.forwardAsync(sliceTime(x, 9, T), { h0: state.h, c0: state.c, out: { hn: state.h, cn: state.c } });
+    outputs.push(...last.output.data);
+    expectClose({ data: Float32Array.from(outputs), shape: full.output.shape }, full.output, 'chunked output', 1e-6, 1e-5);
+    expectClose(state.h, full.hn, 'state h', 1e-6, 1e-5);
+    expectClose(state.c, full.cn, 'state c', 1e-6, 1e-5);
+  });
+
+  it('out may share memory with x, h0 or c0: the results are those of separate arrays', () => {
+    // I = F = 6, so the output can be written over its own input
+    const m = build({ inputSize: 6, bidirectional: true, hiddenSize: 3, batchFirst: true });
+    const x = randomTensor([2, 5, 6], rand);
+    const h0 = randomTensor([4, 2, 3], rand);
+    const c0 = randomTensor([4, 2, 3], rand);
+    const want = m.forward({ data: x.data.slice(), shape: x.shape }, { h0: { data: h0.data.slice(), shape: h0.shape }, c0: { data: c0.data.slice(), shape: c0.shape } });
+    // output over x, hn over c0, cn over h0
+    m.forward(x, { h0, c0, out: { output: x, hn: c0, cn: h0 } });
+    expect(x.data).toEqual(want.output.data);
+    expect(c0.data).toEqual(want.hn.data);
+    expect(h0.data).toEqual(want.cn.data);
+    // time-major, output over the second half of x's buffer and the first of h0's: one buffer
+    const t = build({ inputSize: 6, hiddenSize: 6, numLayers: 1 });
+    const all = new Float32Array(5 * 2 * 6 + 2 * 6 + 2 * 6);
+    all.set(randomTensor([all.length], rand).data);
+    const xv = { data: all.subarray(0, 60), shape: [5, 2, 6] };
+    const hv = { data: all.subarray(60, 72), shape: [1, 2, 6] };
+    const cv = { data: all.subarray(72, 84), shape: [1, 2, 6] };
+    const ref = t.forward({ data: xv.data.slice(), shape: xv.shape }, { h0: { data: hv.data.slice(), shape: hv.shape }, c0: { data: cv.data.slice(), shape: cv.shape } });
+    const ov = { data: all.subarray(24, 84), shape: [5, 2, 6] };
+    t.forward(xv, { h0: hv, c0: cv, out: { output: ov } });
+    expect(ov.data).toEqual(ref.output.data);
+    // Overlaps an engine would trip over if it wrote in place: cn one layer past h0 (layer
+    // 0's final c lands on the h0 of layer 1 before layer 1 reads it), and the output one
+    // step ahead of its input over a long sequence (step t's h lands on x[t + 1]).
+    const two = build({ inputSize: 6, hiddenSize: 6 });
+    const T = 300;
+    const buf = new Float32Array((T + 1) * 2 * 6 + 3 * 2 * 6);
+    buf.set(randomTensor([buf.length], rand).data);
+    const xs = { data: buf.subarray(0, T * 12), shape: [T, 2, 6] };
+    const hs = { data: buf.subarray(T * 12, T * 12 + 24), shape: [2, 2, 6] };
+    const cs = { data: randomTensor([2, 2, 6], rand).data, shape: [2, 2, 6] };
+    const expected = two.forward({ data: xs.data.slice(), shape: xs.shape }, { h0: { data: hs.data.slice(), shape: hs.shape }, c0: cs });
+    const ys = { data: buf.subarray(12, 12 + T * 12), shape: [T, 2, 6] };
+    const cn = { data: buf.subarray(T * 12 + 12, T * 12 + 36), shape: [2, 2, 6] };
+    const r = two.forward(xs, { h0: hs, c0: cs, out: { output: ys, cn } });
+    expect(r.output.data).toEqual(expected.output.data);
+    expect(r.cn.data).toEqual(expected.cn.data);
+    expect(r.hn.data).toEqual(expected.hn.data);
+  });
+
+  it('bad out tensors: clear errors, nothing written', async () => {
+    const m = build();
+    const x = randomTensor([4, 2, 5], rand);
+    const want = m.forward(x);
+    const out = outsLike(want);
+    const code = (c: string, f: () => unknown, match?: RegExp) => {
+      let err: unknown;
+      try {
+        f();
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(LstmError);
+      expect(err).toMatchObject({ code: c });
+      if (match) expect((err as Error).message).toMatch(match);
+    };
+    const before = out.output.data.slice();
+    code('LSTM_SHAPE', () => m.forward(x, { out: { output: { data: new Float32Array(48), shape: [2, 4, 6] } } }), /out\.output: expected \[4, 2, 6\].*got \[2, 4, 6\]/);
+    code('LSTM_SHAPE', () => m.forward(x, { out: { hn: { data: new Float32Array(12), shape: [12] } } }), /out\.hn: expected \[2, 2, 6\]/);
+    code('LSTM_DTYPE', () => m.forward(x, { out: { cn: { data: new Float64Array(24), shape: [2, 2, 6] } as never } }), /out\.cn\.data/);
+    code('LSTM_SHAPE', () => m.forward(x, { out: { output: out.output, hn: { data: out.output.data.subarray(24, 48), shape: [2, 2, 6] } } }), /out\.hn: must not share memory with out\.output/);
+    code('LSTM_SHAPE', () => m.forward(x, { out: { hn: out.hn, cn: { data: out.hn.data, shape: [2, 2, 6] } } }), /out\.cn: must not share memory with out\.hn/);
+    code('LSTM_OPTION', () => m.forward(x, { out: 5 as never }), /out: expected an object/);
+    code('LSTM_OPTION', () => m.forward(x, { out: new Float32Array(48) as never }), /out: expected an object/);
+    code('LSTM_OPTION', () => m.forwardTrain(x, { out } as never), /forwardTrain: out is not supported/);
+    expect(out.output.data).toEqual(before);
+    await expect(m.forwardAsync(x, { out: { output: { data: new Float32Array(3), shape: [3] } } })).rejects.toMatchObject({ code: 'LSTM_SHAPE' });
+    const seq = withEngine(engine, () => new lib.SequenceModel({ inputSize: 5, hiddenSize: 6, outputSize: 2, backend: engine.backend }));
+    code('LSTM_OPTION', () => seq.forward(x, { out } as never), /SequenceModel\.forward: out is not supported/);
+    // an out array detached, or replaced by a shorter one, while forwardAsync runs: that
+    // promise rejects; a call beside it is unaffected
+    const detached = { data: new Float32Array(48), shape: [4, 2, 6] };
+    const replaced = { data: new Float32Array(48), shape: [4, 2, 6] };
+    const fine = outsLike(want);
+    const calls = [detached, replaced, fine.output].map((output) => m.forwardAsync(x, { out: { output } }));
+    structuredClone(detached.data.buffer, { transfer: [detached.data.buffer] });
+    replaced.data = new Float32Array(7);
+    await expect(calls[0]).rejects.toMatchObject({ code: 'LSTM_SHAPE' });
+    await expect(calls[1]).rejects.toMatchObject({ code: 'LSTM_SHAPE' });
+    expect((await calls[2]).output.data).toEqual(want.output.data);
   });
 });
 

@@ -3,7 +3,7 @@
 import type { LSTMOptions } from '../config.js';
 import { LstmError, type LstmErrorCode, describe, isErrorCode } from '../errors.js';
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
-import { LSTM, type ForwardOptions, type LengthsLike } from '../lstm.js';
+import { LSTM, rejectOut, type ForwardOptions, type LengthsLike } from '../lstm.js';
 import { Rng, randomSeed } from '../rng.js';
 import { checkTensor, sameShape, shapeStr, type Tensor } from '../tensor.js';
 import { clipGradNorm, type Optimizer, type Parameter } from './optim.js';
@@ -303,6 +303,8 @@ export class SequenceModel {
 
   /** Predictions on every step: [T, B, outputSize] (or batch-first / unbatched like the LSTM). */
   forward(x: Tensor, options: ForwardOptions = {}): { output: Tensor; hn: Tensor; cn: Tensor } {
+    // out would receive the LSTM's output, not the predictions returned.
+    if (options !== null && typeof options === 'object') rejectOut(options, 'SequenceModel.forward');
     const r = this.lstm.forward(x, options);
     return { output: this.head.forward(r.output), hn: r.hn, cn: r.cn };
   }

@@ -136,6 +136,57 @@ export async function fuzzApi(lib: L, backend: 'js' | 'native', numRuns: number,
     forwardGoodStates: fc.tuple(a.fitting(goodShapes), a.fitting([[2, 3, 4], [2, 4], [2, 1, 4], [4, 3, 4]]), a.lengths).map(([x, h, lengths]) => () =>
       model.forward(x as never, { h0: h as never, c0: h as never, lengths: lengths as never }),
     ),
+    // out tensors: fresh, views of one buffer that also holds x, h0 and c0 (sharing memory
+    // with them or not), each other's memory, or any tensor; through forward or
+    // forwardAsync. Where the call succeeds, its results must be those of a plain forward.
+    forwardOut: fc.tuple(a.fitting(goodShapes), fc.array(fc.integer({ min: 0, max: 4 }), { minLength: 3, maxLength: 3 }), a.tensor, fc.nat(), fc.boolean()).map(
+      ([xArg, modes, junk, shift, async]) => () => {
+        type T = { data: Float32Array; shape: number[] };
+        const x = xArg as T;
+        let want: { output: T; hn: T; cn: T };
+        try {
+          want = model.forward({ data: x.data.slice(), shape: x.shape });
+        } catch {
+          return model.forward(x as never, { out: { output: junk } as never });
+        }
+        // the states are as long as hn and cn, and get values of their own
+        const state = (t: T, k: number) => ({ data: t.data.map((_, i) => Math.sin(i + k)), shape: t.shape });
+        const h0 = state(want.hn, 1);
+        const c0 = state(want.cn, 2);
+        want = model.forward({ data: x.data.slice(), shape: x.shape }, { h0, c0 });
+        const inputs = [x, h0, c0];
+        const parts = [want.output, want.hn, want.cn];
+        const total = (ts: T[]) => ts.reduce((n, t) => n + t.data.length, 0);
+        const buf = new Float32Array(total(inputs) + total(parts));
+        let at = 0;
+        const [xv, hv, cv] = inputs.map((t) => {
+          const v = buf.subarray(at, (at += t.data.length));
+          v.set(t.data);
+          return { data: v, shape: t.shape };
+        });
+        const outs = parts.map((t, i) => {
+          const n = t.data.length;
+          const from = shift % (buf.length - n + 1);
+          switch (modes[i]) {
+            case 0: return undefined;
+            case 1: return { data: new Float32Array(n), shape: t.shape.slice() };
+            case 2: return { data: buf.subarray(from, from + n), shape: t.shape.slice() }; // over the inputs, or another out
+            case 3: return junk;
+            default: return { data: buf.subarray(at, (at += n)), shape: t.shape.slice() };
+          }
+        });
+        const out = { output: outs[0], hn: outs[1], cn: outs[2] } as never;
+        const check = (r: { output: T; hn: T; cn: T }) => {
+          (['output', 'hn', 'cn'] as const).forEach((k, i) => {
+            const got = r[k].data;
+            if (got.length !== parts[i].data.length || got.some((v, j) => !Object.is(v, parts[i].data[j]))) throw new Error(`forwardOut: ${k} differs from a plain forward`);
+          });
+          return r;
+        };
+        const opts = { h0: hv, c0: cv, out } as never;
+        return async ? model.forwardAsync(xv as never, opts).then(check) : check(model.forward(xv as never, opts));
+      },
+    ),
     forwardAsync: fc.tuple(fc.oneof({ weight: 1, arbitrary: a.tensor }, { weight: 3, arbitrary: a.fitting(goodShapes) }), a.lengths).map(([x, lengths]) => () => model.forwardAsync(x as never, { lengths: lengths as never })),
     step: fc.tuple(fc.oneof({ weight: 1, arbitrary: a.tensor }, { weight: 3, arbitrary: a.fitting([[3], [2, 3], [1, 3]]) }), fc.integer({ min: 0, max: 2 }), a.maybe(a.tensor)).map(([x, b, out]) => () => {
       const st = b === 0 ? { h: 1, c: 2 } : stepper.initialState(b);
