@@ -271,6 +271,11 @@ export class LSTM {
     return out;
   }
 
+  /**
+   * Run the whole sequence: x [T, B, I] ([B, T, I] batch-first, [T, I] unbatched) to
+   * { output, hn, cn } (README, Shapes). options.out writes them into the caller's tensors
+   * (ForwardOutputs). Inputs are never mutated, unless an out tensor shares their memory.
+   */
   forward(x: Tensor, options: ForwardIntoOptions = {}): ForwardResult {
     this.checkAlive('forward');
     this.refresh();
