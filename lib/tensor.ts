@@ -1,6 +1,6 @@
 import { LstmError, describe } from './errors.js';
 
-/** Dense row-major float32 tensor. Inputs are never mutated by the library. */
+/** Dense row-major float32 tensor. Inputs are never mutated by the library (unless the caller points an out tensor at them). */
 export interface Tensor {
   data: Float32Array;
   shape: number[];
