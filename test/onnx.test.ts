@@ -113,6 +113,15 @@ describe('exportOnnx runs in onnxruntime-node with the same outputs', () => {
       for (const k of ['output', 'hn', 'cn'] as const) {
         expectClose({ data: got[k].data as Float32Array, shape: [...got[k].dims] }, ours[k], `${what} ${k}`);
       }
+      // nothing in the graph goes unused: every initializer and every node output is read
+      // by a node or is a graph output (onnxruntime warns about each unused initializer
+      // whenever it opens the file), and nothing merely passes a value through
+      const graph = onnx.ModelProto.decode(bytes).graph!;
+      const read = new Set([...graph.node!.flatMap((n) => n.input!), ...graph.output!.map((o) => o.name)]);
+      for (const t of graph.initializer!) expect(read.has(t.name!), `${what}: initializer ${t.name} unused`).toBe(true);
+      for (const n of graph.node!) for (const o of n.output!.slice(0, n.opType === 'LSTM' ? 0 : undefined)) expect(read.has(o), `${what}: ${n.name} output ${o} unused`).toBe(true);
+      expect(graph.node!.filter((n) => n.opType === 'Identity'), what).toEqual([]);
+      if (L === 1) expect(graph.node!.filter((n) => ['Slice', 'Concat'].includes(n.opType!)), what).toEqual([]);
       // and it imports back to the same model
       const back = loadOnnx(bytes);
       expect(back.config.numLayers).toBe(L);

@@ -390,14 +390,17 @@ export function exportOnnx(lstm: LSTM, opts?: ExportOnnxOptions): Uint8Array {
   if (c.clip > 0) lstmAttrs.push({ name: 'clip', type: A.FLOAT, f: c.clip });
   if (c.coupledInputForget) lstmAttrs.push(int('input_forget', 1));
 
+  // The graph has no node or initializer it does not need (onnxruntime warns about unused
+  // initializers on every session it creates): one layer takes h0 and c0 as they are and
+  // writes hn and cn itself; the last layer's output is the graph's unless batch-first.
   let x = 'input';
   if (c.batchFirst) {
     node('Transpose', ['input'], ['input_time_major'], [ints('perm', [1, 0, 2])]);
     x = 'input_time_major';
   }
-  int64Tensor('axis0', [0]);
-  int64Tensor('axis1', [1]);
-  int64Tensor('merge_directions', [0, 0, -1]);
+  if (L > 1) int64Tensor('axis0', [0]);
+  if (D === 1 && opset >= 13) int64Tensor('axis1', [1]);
+  if (D === 2) int64Tensor('merge_directions', [0, 0, -1]);
   const hn: string[] = [];
   const cn: string[] = [];
   for (let l = 0; l < L; l++) {
@@ -407,27 +410,35 @@ export function exportOnnx(lstm: LSTM, opts?: ExportOnnxOptions): Uint8Array {
     floatTensor(`R_${l}`, [D, 4 * H, H], t.R);
     if (t.B) floatTensor(`B_${l}`, [D, 8 * H], t.B);
     if (t.P) floatTensor(`P_${l}`, [D, 3 * H], t.P);
-    int64Tensor(`rows_${l}_start`, [l * D]);
-    int64Tensor(`rows_${l}_end`, [(l + 1) * D]);
-    node('Slice', ['h0', `rows_${l}_start`, `rows_${l}_end`, 'axis0'], [`h0_${l}`]);
-    node('Slice', ['c0', `rows_${l}_start`, `rows_${l}_end`, 'axis0'], [`c0_${l}`]);
-    const inputs = [x, `W_${l}`, `R_${l}`, t.B ? `B_${l}` : '', options.lengths ? 'lengths' : '', `h0_${l}`, `c0_${l}`];
+    let [h0, c0] = ['h0', 'c0'];
+    if (L > 1) {
+      int64Tensor(`rows_${l}_start`, [l * D]);
+      int64Tensor(`rows_${l}_end`, [(l + 1) * D]);
+      [h0, c0] = [`h0_${l}`, `c0_${l}`];
+      node('Slice', ['h0', `rows_${l}_start`, `rows_${l}_end`, 'axis0'], [h0]);
+      node('Slice', ['c0', `rows_${l}_start`, `rows_${l}_end`, 'axis0'], [c0]);
+    }
+    const inputs = [x, `W_${l}`, `R_${l}`, t.B ? `B_${l}` : '', options.lengths ? 'lengths' : '', h0, c0];
     if (t.P) inputs.push(`P_${l}`);
-    node('LSTM', inputs, [`Y_${l}`, `Y_h_${l}`, `Y_c_${l}`], lstmAttrs);
-    hn.push(`Y_h_${l}`);
-    cn.push(`Y_c_${l}`);
+    const [yh, yc] = L > 1 ? [`Y_h_${l}`, `Y_c_${l}`] : ['hn', 'cn'];
+    node('LSTM', inputs, [`Y_${l}`, yh, yc], lstmAttrs);
+    hn.push(yh);
+    cn.push(yc);
     // Y [T, D, B, H] -> [T, B, D*H]
+    const out = l === L - 1 && !c.batchFirst ? 'output' : `out_${l}`;
     if (D === 1) {
-      node('Squeeze', opset >= 13 ? [`Y_${l}`, 'axis1'] : [`Y_${l}`], [`out_${l}`], opset >= 13 ? [] : [ints('axes', [1])]);
+      node('Squeeze', opset >= 13 ? [`Y_${l}`, 'axis1'] : [`Y_${l}`], [out], opset >= 13 ? [] : [ints('axes', [1])]);
     } else {
       node('Transpose', [`Y_${l}`], [`Y_${l}_tbdh`], [ints('perm', [0, 2, 1, 3])]);
-      node('Reshape', [`Y_${l}_tbdh`, 'merge_directions'], [`out_${l}`]);
+      node('Reshape', [`Y_${l}_tbdh`, 'merge_directions'], [out]);
     }
-    x = `out_${l}`;
+    x = out;
   }
-  node(c.batchFirst ? 'Transpose' : 'Identity', [x], ['output'], c.batchFirst ? [ints('perm', [1, 0, 2])] : []);
-  node(L > 1 ? 'Concat' : 'Identity', hn, ['hn'], L > 1 ? [int('axis', 0)] : []);
-  node(L > 1 ? 'Concat' : 'Identity', cn, ['cn'], L > 1 ? [int('axis', 0)] : []);
+  if (c.batchFirst) node('Transpose', [x], ['output'], [ints('perm', [1, 0, 2])]);
+  if (L > 1) {
+    node('Concat', hn, ['hn'], [int('axis', 0)]);
+    node('Concat', cn, ['cn'], [int('axis', 0)]);
+  }
 
   const dim = (d: number | string): OnnxNs.TensorShapeProto.IDimension => (typeof d === 'number' ? { dimValue: d } : { dimParam: d });
   const value = (name: string, elemType: number, dims: (number | string)[]): OnnxNs.IValueInfoProto => ({
