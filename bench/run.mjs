@@ -9,7 +9,7 @@
 // and current browsers get by default). Node 20 runs relaxed SIMD only behind
 // --experimental-wasm-relaxed-simd, which this script turns on for itself.
 import { createRequire } from 'node:module';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,10 +35,10 @@ const { values: args } = parseArgs({
 });
 
 const SHAPES = {
-  S1: { label: 'S1 stream', B: 1, T: 128, I: 256, H: 256, L: 1, model: 'bench_i256_h256_l1.onnx' },
-  S2: { label: 'S2 batch', B: 32, T: 128, I: 256, H: 256, L: 2, model: 'bench_i256_h256_l2.onnx' },
-  S3: { label: 'S3 wide', B: 64, T: 64, I: 512, H: 512, L: 1, model: 'bench_i512_h512_l1.onnx' },
-  S4: { label: 'S4 step', B: 1, T: 1, I: 256, H: 256, L: 1, model: 'bench_i256_h256_l1.onnx', step: true },
+  S1: { label: 'S1 stream', B: 1, T: 128, I: 256, H: 256, L: 1 },
+  S2: { label: 'S2 batch', B: 32, T: 128, I: 256, H: 256, L: 2 },
+  S3: { label: 'S3 wide', B: 64, T: 64, I: 512, H: 512, L: 1 },
+  S4: { label: 'S4 step', B: 1, T: 1, I: 256, H: 256, L: 1, step: true },
   // A training step on S2: forwardTrain + backward (about 3x the forward's FLOPs).
   T2: { label: 'T2 train (S2)', B: 32, T: 128, I: 256, H: 256, L: 2, train: true },
 };
@@ -207,17 +207,40 @@ async function makeRunners(shape, engines, ort, tfw) {
   }
   if (engines.includes('js')) runners.push(lstmRunner('js', 1));
   if (tfw && !shape.train) runners.push(tfjsRunner(tfw, shape, x, h0, c0));
-  const modelPath = shape.model ? path.join(here, 'models', shape.model) : '';
-  if (engines.includes('ort') && ort && modelPath && existsSync(modelPath)) {
+  if (engines.includes('ort') && ort && !shape.train) {
+    // onnxruntime-node runs this library's own ONNX export of the same model (seed 1, the
+    // weights every runner here has): inputs input, h0, c0; outputs output, hn, cn. A
+    // forward feeds the same h0 and c0 as ours and fetches all three. A streaming step
+    // feeds the state back and fetches hn and cn (for one layer the output is hn), as an
+    // onnxruntime-node user streaming with state would.
+    const ref = new lib.LSTM({ inputSize: I, hiddenSize: H, numLayers: L, seed: 1, backend: 'js' });
+    const bytes = lib.exportOnnx(ref);
+    const want = ref.forward(x, { h0, c0 });
+    ref.dispose();
+    const tensor = (t) => new ort.Tensor('float32', t.data, t.shape);
     for (const threads of [1, 2]) {
-      const session = await ort.InferenceSession.create(modelPath, {
+      const session = await ort.InferenceSession.create(bytes, {
         intraOpNumThreads: threads,
         interOpNumThreads: 1,
         executionMode: 'sequential',
         graphOptimizationLevel: 'all',
       });
-      const feeds = { X: new ort.Tensor('float32', x.data, [T, B, I]) };
-      runners.push({ name: 'onnxruntime-node', threads, run: () => session.run(feeds), dispose: () => session.release?.() });
+      const feeds = { input: tensor(x), h0: tensor(h0), c0: tensor(c0) };
+      // The same numbers as the library's, or the comparison is of different work.
+      const got = (await session.run(feeds)).output.data;
+      let worst = 0;
+      for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i] - want.output.data[i]));
+      if (!(worst <= 1e-4)) throw new Error(`${shape.label}: onnxruntime-node's output differs from the library's by ${worst}`);
+      let run = () => session.run(feeds);
+      if (shape.step) {
+        const state = { input: tensor(x), h0: tensor({ data: new Float32Array(B * H), shape: [L, B, H] }), c0: tensor({ data: new Float32Array(B * H), shape: [L, B, H] }) };
+        run = async () => {
+          const r = await session.run(state, ['hn', 'cn']);
+          state.h0 = r.hn;
+          state.c0 = r.cn;
+        };
+      }
+      runners.push({ name: 'onnxruntime-node', threads, run, dispose: () => session.release?.() });
     }
   }
   return runners;
