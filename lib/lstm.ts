@@ -88,8 +88,8 @@ export interface OnnxLstmSpec {
 }
 
 /** forwardTrain and training take no out tensors (their outputs belong to the tape). */
-export function rejectOut(options: object, what: string): void {
-  const out = (options as { out?: unknown }).out;
+export function rejectOut(options: unknown, what: string): void {
+  const out = options !== null && typeof options === 'object' ? (options as { out?: unknown }).out : undefined;
   if (out !== undefined && out !== null) throw new LstmError('LSTM_OPTION', `${what}: out is not supported (forward and forwardAsync take it)`);
 }
 
@@ -327,7 +327,7 @@ export class LSTM {
       forwardTrain(cfg, params, gemm, input.x, input.T, input.B, input.h0, input.c0, input.lengths, tapes);
     const run = record();
     let tape = run.tape;
-    const result = this.shapeResult(input, { y: run.y, hn: run.hn, cn: run.cn });
+    const result = this.placeResult(input, { y: run.y, hn: run.hn, cn: run.cn });
     const specs = this.specs;
     const backward = (upstream: { output?: Tensor; hn?: Tensor; cn?: Tensor } = {}): Gradient => {
       const like = (g: Tensor | undefined, ref: Tensor, name: string): Float32Array => {
@@ -433,27 +433,6 @@ export class LSTM {
     return { x: input.x, T: input.T, B: input.B, h0: input.h0, c0: input.c0, lengths: input.lengths, threads: this.config.threads };
   }
 
-  /** Engine outputs (time-major) in the caller's layout. */
-  private shapeResult(input: NormalizedInput, out: StackResult): ForwardResult {
-    const c = this.config;
-    const { T, B } = input;
-    const Hout = c.outSize;
-    const F = c.numDirections * Hout;
-    const LD = c.numLayers * c.numDirections;
-    if (input.unbatched) {
-      return {
-        output: { data: out.y, shape: [T, F] },
-        hn: { data: out.hn, shape: [LD, Hout] },
-        cn: { data: out.cn, shape: [LD, c.hiddenSize] },
-      };
-    }
-    return {
-      output: c.batchFirst ? { data: swapLeadingAxes(out.y, T, B, F), shape: [B, T, F] } : { data: out.y, shape: [T, B, F] },
-      hn: { data: out.hn, shape: [LD, B, Hout] },
-      cn: { data: out.cn, shape: [LD, B, c.hiddenSize] },
-    };
-  }
-
   /**
    * The checked out tensors of a forward (see ForwardOutputs): each given one must have
    * exactly the shape the result has, and none may share memory with another.
@@ -495,12 +474,10 @@ export class LSTM {
   }
 
   /**
-   * The engine's outputs (time-major) as the result: in the caller's out tensors where
-   * given (copied there unless the engine wrote them in place), else as shapeResult.
+   * The engine's outputs (time-major) as the result, in the caller's layout: in the
+   * caller's out tensors where given (copied there unless the engine wrote them in place).
    */
-  private placeResult(input: NormalizedInput, out: StackResult, targets: OutTargets): ForwardResult {
-    const { output, hn, cn } = targets;
-    if (output === undefined && hn === undefined && cn === undefined) return this.shapeResult(input, out);
+  private placeResult(input: NormalizedInput, out: StackResult, targets: OutTargets = {}): ForwardResult {
     const shapes = this.resultShapes(input);
     // forwardAsync places its results a turn or more after the call: by then the caller
     // may have detached an out array, or put another in its tensor.
@@ -517,17 +494,16 @@ export class LSTM {
       }
       return t.tensor;
     };
-    let result: Tensor;
-    if (output !== undefined && this.config.batchFirst && !input.unbatched) {
-      check(output, 'output', out.y.length);
-      swapLeadingAxes(out.y, input.T, input.B, this.config.numDirections * this.config.outSize, output.data);
-      result = output.tensor;
-    } else if (output === undefined) {
-      result = this.shapeResult(input, { y: out.y, hn: out.hn, cn: out.cn }).output;
+    let output: Tensor;
+    if (this.config.batchFirst && !input.unbatched) {
+      const t = targets.output;
+      if (t !== undefined) check(t, 'output', out.y.length);
+      const data = swapLeadingAxes(out.y, input.T, input.B, this.config.numDirections * this.config.outSize, t?.data);
+      output = t !== undefined ? t.tensor : { data, shape: shapes.output };
     } else {
-      result = place(output, 'output', out.y, shapes.output);
+      output = place(targets.output, 'output', out.y, shapes.output);
     }
-    return { output: result, hn: place(hn, 'hn', out.hn, shapes.hn), cn: place(cn, 'cn', out.cn, shapes.cn) };
+    return { output, hn: place(targets.hn, 'hn', out.hn, shapes.hn), cn: place(targets.cn, 'cn', out.cn, shapes.cn) };
   }
 
   /**

@@ -304,7 +304,7 @@ export class SequenceModel {
   /** Predictions on every step: [T, B, outputSize] (or batch-first / unbatched like the LSTM). */
   forward(x: Tensor, options: ForwardOptions = {}): { output: Tensor; hn: Tensor; cn: Tensor } {
     // out would receive the LSTM's output, not the predictions returned.
-    if (options !== null && typeof options === 'object') rejectOut(options, 'SequenceModel.forward');
+    rejectOut(options, 'SequenceModel.forward');
     const r = this.lstm.forward(x, options);
     return { output: this.head.forward(r.output), hn: r.hn, cn: r.cn };
   }
