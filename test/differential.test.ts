@@ -49,7 +49,10 @@ function randomCase(seed: number) {
   };
 }
 
-const SEEDS = Array.from({ length: 240 }, (_, i) => i + 1);
+// 240 configurations from seed 1, or more from elsewhere for a longer local sweep
+// (DIFF_SEED, DIFF_CASES).
+const DIFF_SEED = Number(process.env.DIFF_SEED ?? 1);
+const SEEDS = Array.from({ length: Number(process.env.DIFF_CASES ?? 240) }, (_, i) => i + DIFF_SEED);
 
 const OTHERS = [
   ...NATIVE_ISAS.map((isa) => ({ label: `native/${isa}`, backend: 'native' as const, isa })),
@@ -61,7 +64,7 @@ describe('native and wasm match js on random configurations', () => {
     expect(backendInfo().wasm, backendInfo().wasmReason).toBe(true);
   });
 
-  it.each(OTHERS)('$label: 240 configurations', (engine) => {
+  it.each(OTHERS)(`$label: ${SEEDS.length} configurations`, (engine) => {
     const covered = new Set<string>();
     for (const seed of SEEDS) {
       const c = randomCase(seed);
