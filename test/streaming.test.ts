@@ -203,6 +203,91 @@ describe.each(ENGINES)('streaming and async on $label', (engine) => {
 
 // forward({ out }): the results written into the caller's arrays, with the numbers a
 // plain forward returns, on every engine.
+// Random unidirectional configurations of every option: stepping through a sequence,
+// forward in random chunks and forwardAsync all give forward's results, on every engine;
+// native results are bitwise the same for 1 and 2 threads. STREAM_SEED and STREAM_CASES
+// run a longer local sweep.
+const STREAM_SEED = Number(process.env.STREAM_SEED ?? 1);
+const STREAM_CASES = Number(process.env.STREAM_CASES ?? 60);
+describe.each(ENGINES)('random configurations stream on $label', (engine) => {
+  const acts = ['sigmoid', 'tanh', 'relu', 'hardSigmoid', 'elu', 'softsign'] as const;
+  it(`${STREAM_CASES} configurations: step, chunks and forwardAsync equal forward`, async () => {
+    const covered = new Set<string>();
+    for (let seed = STREAM_SEED; seed < STREAM_SEED + STREAM_CASES; seed++) {
+      const rand = mulberry32(seed);
+      // One in five large enough for two threads to split the work (and B = 1 for the GEMV).
+      const large = rand() < 0.2;
+      const hiddenSize = large ? 64 + Math.floor(rand() * 160) : 1 + Math.floor(rand() * 40);
+      const options = {
+        inputSize: 1 + Math.floor(rand() * 9),
+        hiddenSize,
+        numLayers: 1 + Math.floor(rand() * 3),
+        peephole: (['none', 'diagonal', 'full'] as const)[Math.floor(rand() * 3)],
+        clip: rand() < 0.3 ? 0.5 + rand() : undefined,
+        projSize: hiddenSize > 1 && rand() < 0.3 ? 1 + Math.floor(rand() * (hiddenSize - 1)) : undefined,
+        coupledInputForget: rand() < 0.2,
+        bias: rand() < 0.9,
+        threads: 1 + Math.floor(rand() * 2),
+        seed,
+        backend: engine.backend,
+        ...(rand() < 0.3 ? { gateActivation: acts[Math.floor(rand() * acts.length)], cellActivation: acts[Math.floor(rand() * acts.length)] } : {}),
+      };
+      const B = large ? (rand() < 0.3 ? 1 : 16 + Math.floor(rand() * 17)) : 1 + Math.floor(rand() * 9);
+      const T = 1 + Math.floor(rand() * 12);
+      const m = withEngine(engine, () => new LSTM(options));
+      const { inputSize: I, outSize: Hout, numLayers: L, hiddenSize: H } = m.config;
+      const what = `seed ${seed} B=${B} T=${T} ${JSON.stringify(options)}`;
+      const x = randomTensor([T, B, I], rand);
+      const h0 = randomTensor([L, B, Hout], rand, 0.5);
+      const c0 = randomTensor([L, B, H], rand, 0.5);
+      const full = m.forward(x, { h0, c0 });
+      // step by step from (h0, c0)
+      const state = { h: { data: h0.data.slice(), shape: h0.shape }, c: { data: c0.data.slice(), shape: c0.shape } };
+      for (let t = 0; t < T; t++) {
+        const y = m.step({ data: x.data.slice(t * B * I, (t + 1) * B * I), shape: [B, I] }, state);
+        expectClose(y, { data: full.output.data.slice(t * B * Hout, (t + 1) * B * Hout), shape: [B, Hout] }, `${what} step ${t}`, 1e-6, 1e-5);
+      }
+      expectClose(state.h, full.hn, `${what} stepped h`, 1e-6, 1e-5);
+      expectClose(state.c, full.cn, `${what} stepped c`, 1e-6, 1e-5);
+      // forward in random chunks, carrying (hn, cn)
+      let h = h0;
+      let c = c0;
+      const outs: number[] = [];
+      for (let t0 = 0; t0 < T; ) {
+        const t1 = Math.min(T, t0 + 1 + Math.floor(rand() * 4));
+        const r = m.forward(sliceTime(x, t0, t1), { h0: h, c0: c });
+        outs.push(...r.output.data);
+        h = r.hn;
+        c = r.cn;
+        t0 = t1;
+      }
+      expectClose({ data: Float32Array.from(outs), shape: full.output.shape }, full.output, `${what} chunked`, 1e-6, 1e-5);
+      expectClose(h, full.hn, `${what} chunked hn`, 1e-6, 1e-5);
+      expectClose(c, full.cn, `${what} chunked cn`, 1e-6, 1e-5);
+      // forwardAsync resolves exactly forward's results
+      const a = await m.forwardAsync(x, { h0, c0 });
+      expect(a.output.data, `${what} forwardAsync`).toEqual(full.output.data);
+      expect(a.cn.data, `${what} forwardAsync cn`).toEqual(full.cn.data);
+      if (engine.backend === 'native') {
+        // the other thread count gives the same bits
+        const other = withEngine(engine, () => new LSTM({ ...options, threads: 3 - options.threads }));
+        const o = other.forward(x, { h0, c0 });
+        expect(o.output.data, `${what} threads`).toEqual(full.output.data);
+        expect(o.hn.data, `${what} threads hn`).toEqual(full.hn.data);
+        expect(o.cn.data, `${what} threads cn`).toEqual(full.cn.data);
+        other.dispose();
+      }
+      m.dispose();
+      const k = m.config;
+      covered.add(`peep:${k.peephole}`).add(`proj:${k.projSize > 0}`).add(`clip:${k.clip > 0}`).add(`coupled:${k.coupledInputForget}`);
+      covered.add(`bias:${k.bias}`).add(`layers:${k.numLayers}`).add(`H>16:${k.hiddenSize > 16}`).add(`B1:${B === 1}`).add(`large:${large}`);
+    }
+    for (const must of ['peep:none', 'peep:diagonal', 'peep:full', 'proj:true', 'clip:true', 'coupled:true', 'bias:false', 'layers:3', 'H>16:true', 'B1:true', 'B1:false', 'large:true']) {
+      expect(covered.has(must), must).toBe(true);
+    }
+  }, 120_000);
+});
+
 describe.each(ENGINES)('forward into out tensors on $label', (engine) => {
   const build = (o: object = {}) =>
     withEngine(engine, () => new LSTM({ inputSize: 5, hiddenSize: 6, numLayers: 2, seed: 3, backend: engine.backend, ...o }));
