@@ -201,8 +201,6 @@ describe.each(ENGINES)('streaming and async on $label', (engine) => {
   });
 });
 
-// forward({ out }): the results written into the caller's arrays, with the numbers a
-// plain forward returns, on every engine.
 // Random unidirectional configurations of every option: stepping through a sequence,
 // forward in random chunks and forwardAsync all give forward's results, on every engine;
 // native results are bitwise the same for 1 and 2 threads. STREAM_SEED and STREAM_CASES
@@ -267,6 +265,7 @@ describe.each(ENGINES)('random configurations stream on $label', (engine) => {
       // forwardAsync resolves exactly forward's results
       const a = await m.forwardAsync(x, { h0, c0 });
       expect(a.output.data, `${what} forwardAsync`).toEqual(full.output.data);
+      expect(a.hn.data, `${what} forwardAsync hn`).toEqual(full.hn.data);
       expect(a.cn.data, `${what} forwardAsync cn`).toEqual(full.cn.data);
       if (engine.backend === 'native') {
         // the other thread count gives the same bits
@@ -288,6 +287,8 @@ describe.each(ENGINES)('random configurations stream on $label', (engine) => {
   }, 120_000);
 });
 
+// forward({ out }): the results written into the caller's arrays, with the numbers a
+// plain forward returns, on every engine.
 describe.each(ENGINES)('forward into out tensors on $label', (engine) => {
   const build = (o: object = {}) =>
     withEngine(engine, () => new LSTM({ inputSize: 5, hiddenSize: 6, numLayers: 2, seed: 3, backend: engine.backend, ...o }));
