@@ -163,3 +163,44 @@ export function mulberry32(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+type Act = 'sigmoid' | 'tanh' | 'relu' | 'hardSigmoid' | 'elu' | 'softsign' | 'softplus';
+
+/**
+ * A random model of the options a trained or streamed stack takes, with a batch size and a
+ * sequence length, for the random-configuration tests of training and streaming: every
+ * peephole kind, projection, clip, coupled gates, no bias, 1 to 3 layers, 1 or 2 threads,
+ * sizes past the vector widths (H up to 40, B up to 9) and, three times in ten, other
+ * activations (from `acts`). `bidirectional`: the direction is drawn from all three (else
+ * forward); `batchFirst`: batch-first three times in ten; `large`: how often the model is
+ * large enough for two threads to split it (H 64-223, B 1 or 16-32).
+ */
+export function randomModel(
+  rand: () => number,
+  how: { bidirectional: boolean; batchFirst: boolean; large: number; acts: readonly Act[]; maxT: number },
+): { options: LSTMOptions & { threads: number }; B: number; T: number; large: boolean } {
+  const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
+  const large = rand() < how.large;
+  const hiddenSize = large ? 64 + Math.floor(rand() * 160) : 1 + Math.floor(rand() * 40);
+  const options: LSTMOptions & { threads: number } = {
+    inputSize: 1 + Math.floor(rand() * 9),
+    hiddenSize,
+    numLayers: 1 + Math.floor(rand() * 3),
+    direction: how.bidirectional ? pick(['forward', 'reverse', 'bidirectional'] as const) : 'forward',
+    peephole: pick(['none', 'diagonal', 'full'] as const),
+    clip: rand() < 0.3 ? 0.5 + rand() : undefined,
+    projSize: hiddenSize > 1 && rand() < 0.3 ? 1 + Math.floor(rand() * (hiddenSize - 1)) : undefined,
+    coupledInputForget: rand() < 0.2,
+    batchFirst: how.batchFirst && rand() < 0.3,
+    bias: rand() < 0.9,
+    threads: 1 + Math.floor(rand() * 2),
+  };
+  if (rand() < 0.3) {
+    options.gateActivation = pick(how.acts);
+    options.cellActivation = pick(how.acts);
+    options.hiddenActivation = pick(how.acts);
+  }
+  const B = large ? (rand() < 0.3 ? 1 : 16 + Math.floor(rand() * 17)) : 1 + Math.floor(rand() * 9);
+  const T = 1 + Math.floor(rand() * how.maxT);
+  return { options, B, T, large };
+}

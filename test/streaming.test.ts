@@ -2,7 +2,7 @@
 import { Worker } from 'node:worker_threads';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ENGINES, LSTM, LstmError, NATIVE_ISAS, expectClose, lib, mulberry32, randomTensor, withEngine, type Tensor } from './helpers';
+import { ENGINES, LSTM, LstmError, NATIVE_ISAS, expectClose, lib, mulberry32, randomModel, randomTensor, withEngine, type Tensor } from './helpers';
 
 function sliceTime(x: Tensor, t0: number, t1: number): Tensor {
   const row = x.shape.slice(1).reduce((a, b) => a * b, 1);
@@ -214,24 +214,9 @@ describe.each(ENGINES)('random configurations stream on $label', (engine) => {
     for (let seed = STREAM_SEED; seed < STREAM_SEED + STREAM_CASES; seed++) {
       const rand = mulberry32(seed);
       // One in five large enough for two threads to split the work (and B = 1 for the GEMV).
-      const large = rand() < 0.2;
-      const hiddenSize = large ? 64 + Math.floor(rand() * 160) : 1 + Math.floor(rand() * 40);
-      const options = {
-        inputSize: 1 + Math.floor(rand() * 9),
-        hiddenSize,
-        numLayers: 1 + Math.floor(rand() * 3),
-        peephole: (['none', 'diagonal', 'full'] as const)[Math.floor(rand() * 3)],
-        clip: rand() < 0.3 ? 0.5 + rand() : undefined,
-        projSize: hiddenSize > 1 && rand() < 0.3 ? 1 + Math.floor(rand() * (hiddenSize - 1)) : undefined,
-        coupledInputForget: rand() < 0.2,
-        bias: rand() < 0.9,
-        threads: 1 + Math.floor(rand() * 2),
-        seed,
-        backend: engine.backend,
-        ...(rand() < 0.3 ? { gateActivation: acts[Math.floor(rand() * acts.length)], cellActivation: acts[Math.floor(rand() * acts.length)] } : {}),
-      };
-      const B = large ? (rand() < 0.3 ? 1 : 16 + Math.floor(rand() * 17)) : 1 + Math.floor(rand() * 9);
-      const T = 1 + Math.floor(rand() * 12);
+      const drawn = randomModel(rand, { bidirectional: false, batchFirst: false, large: 0.2, acts, maxT: 12 });
+      const { B, T, large } = drawn;
+      const options = { ...drawn.options, seed, backend: engine.backend };
       const m = withEngine(engine, () => new LSTM(options));
       const { inputSize: I, outSize: Hout, numLayers: L, hiddenSize: H } = m.config;
       const what = `seed ${seed} B=${B} T=${T} ${JSON.stringify(options)}`;
