@@ -129,6 +129,23 @@ export function onnxYToOutput(y: Tensor): Tensor {
   return { data: out, shape: [T, B, D * H] };
 }
 
+/**
+ * a and b hold the same bits, element for element (the sign of zero too), or are both NaN:
+ * which NaN comes out (its sign) depends on the instructions that made it, e.g. a - b against
+ * a + (-b), and those may differ between ways of splitting the same sums.
+ */
+export function expectSameBits(a: Float32Array, b: Float32Array, what: string): void {
+  expect(a.length, `${what}: length`).toBe(b.length);
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < x.length; i++) {
+    // expect(...).toEqual would do, but takes ~2 us an element on the weight gradients here
+    if (x[i] !== y[i] && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) {
+      expect.fail(`${what}: element ${i} is ${a[i]}, expected ${b[i]} (the same bits)`);
+    }
+  }
+}
+
 export function randomTensor(shape: number[], rand: () => number, scale = 1): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
   const data = new Float32Array(n);

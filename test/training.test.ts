@@ -1,7 +1,7 @@
 // Training: gradients against PyTorch on every engine, optimizer trajectories, finite
 // differences for what no fixture covers, the model API, checkpoints and fit.
 import { describe, expect, it } from 'vitest';
-import { ENGINES, LSTM, expectClose, fixture, lib, mulberry32, randomModel, randomTensor, sineWaves, torchOptions, withEngine, type LSTMOptions, type Tensor } from './helpers';
+import { ENGINES, LSTM, expectClose, expectSameBits, fixture, lib, mulberry32, randomModel, randomTensor, sineWaves, torchOptions, withEngine, type LSTMOptions, type Tensor } from './helpers';
 
 const { SequenceModel, SGD, Adam, AdamW, clipGradNorm, mse, crossEntropy } = lib;
 
@@ -114,7 +114,7 @@ describe('gradients where no fixture reaches: finite differences', () => {
   it.each(ENGINES.filter((e) => e.backend !== 'js'))('$label gradients equal js on random configurations of every option', (engine) => {
     // Every option forwardTrain takes, sizes past the vector widths (H up to 40, B up to 9),
     // one model in ten large enough for two threads to split (H 64-223, B 1 or 16-32), and
-    // 1 or 2 threads. Each element may differ by 1e-4 of itself plus 1e-5 of its
+    // 1 or 2 threads; native must give the same bits on the other thread count. Each element may differ by 1e-4 of itself plus 1e-5 of its
     // tensor's largest entry plus 1e-6 (for tensors of near-zeros that cancellation left):
     // unbounded activations (softplus gates, relu cells) amplify rounding differences in
     // small entries of otherwise large gradients. A model whose output left [-1e4, 1e4]
@@ -147,18 +147,28 @@ describe('gradients where no fixture reaches: finite differences', () => {
       const ra = a.forwardTrain(x, { lengths });
       const rb = b.forwardTrain(x, { lengths });
       const w = randomTensor(ra.output.shape, rand);
+      const gb = rb.backward({ output: w });
       if (ra.output.data.every((v) => Math.abs(v) < 1e4)) {
         tame++;
         close(rb.output, ra.output, `${what} output`);
         // The inference forward and the training forward of one engine agree.
         close(b.forward(x, { lengths }).output, rb.output, `${what} forward vs forwardTrain`);
         const ga = ra.backward({ output: w });
-        const gb = rb.backward({ output: w });
         close(gb.input, ga.input, `${what} input`);
         close(gb.h0, ga.h0, `${what} h0`);
         close(gb.c0, ga.c0, `${what} c0`);
         expect(Object.keys(gb.params).sort()).toEqual(Object.keys(ga.params).sort());
         for (const k of Object.keys(ga.params)) close(gb.params[k], ga.params[k], `${what} ${k}`);
+      }
+      if (engine.backend === 'native') {
+        // The other thread count gives the same bits, output and every gradient.
+        const other = withEngine(engine, () => new LSTM({ ...options, threads: 3 - drawn.options.threads, backend: 'native' }));
+        const ro = other.forwardTrain(x, { lengths });
+        const go = ro.backward({ output: w });
+        expectSameBits(ro.output.data, rb.output.data, `${what} threads: output`);
+        for (const k of ['input', 'h0', 'c0'] as const) expectSameBits(go[k].data, gb[k].data, `${what} threads: ${k}`);
+        for (const k of Object.keys(gb.params)) expectSameBits(go.params[k].data, gb.params[k].data, `${what} threads: ${k}`);
+        other.dispose();
       }
       b.dispose();
       const o = b.config;
