@@ -147,8 +147,10 @@ constexpr bool kPackA = true;
 // row-major kernel, at lda for the k-major one) or, with slivers, the block packed by
 // pack_slivers for the k-major kernel (the group from row m at a + m * kc, lda its rows).
 // kernel2 (or null): the same kernel over two full panels at once, used for every pair
-// of neighbouring full panels.
-void block_panels(const MicroKernel& uk, MicroKernelFn kernel, MicroKernel2Fn kernel2, int mc, int kc, const float* a,
+// of neighbouring full panels; kernel4 (or null, and only for a block of as few rows as
+// it takes), over four, used for every four neighbouring full panels before pairs.
+void block_panels(const MicroKernel& uk, MicroKernelFn kernel, MicroKernel2Fn kernel2, MicroKernel2Fn kernel4, int mc,
+                  int kc, const float* a,
                   std::ptrdiff_t row_step, std::ptrdiff_t lda, bool slivers, const PackedMatrix& W, int k0, int p0, int p1,
                   bool backward, float* C, std::ptrdiff_t ldc, bool prefetch) {
   const int K = W.k;
@@ -156,10 +158,14 @@ void block_panels(const MicroKernel& uk, MicroKernelFn kernel, MicroKernel2Fn ke
   const int groups = (mc + uk.mr - 1) / uk.mr;
   const int full = W.n / kPanel;  // panels [0, full) have all 16 columns
   // The panels of one call in processing order: forward from p0, or backward from p1 - 1,
-  // in units of two neighbouring full panels where kernel2 exists (the lower one first
-  // in memory either way), else one.
+  // in units of four or two neighbouring full panels where kernel4 or kernel2 exists (the
+  // lowest one first in memory either way), else one.
   auto unit = [&](int i, int* first) {  // i: panels done so far; returns the unit's width
     const int p = backward ? p1 - 1 - i : p0 + i;
+    if (kernel4 != nullptr && i + 3 < p1 - p0 && (backward ? p < full : p + 3 < full)) {
+      *first = backward ? p - 3 : p;
+      return 4;
+    }
     const bool pair = kernel2 != nullptr && i + 1 < p1 - p0 && (backward ? p < full : p + 1 < full);
     *first = pair && backward ? p - 1 : p;
     return pair ? 2 : 1;
@@ -184,7 +190,9 @@ void block_panels(const MicroKernel& uk, MicroKernelFn kernel, MicroKernel2Fn ke
       }
       const float* am = slivers ? a + static_cast<std::ptrdiff_t>(m) * kc : a + m * row_step;
       const std::ptrdiff_t ld = slivers ? mr : lda;
-      if (width == 2) {
+      if (width == 4) {
+        kernel4(mr, kc, am, ld, bp, stride, C + m * ldc + p * kPanel, ldc);
+      } else if (width == 2) {
         kernel2(mr, kc, am, ld, bp, stride, C + m * ldc + p * kPanel, ldc);
       } else {
         kernel(mr, kc, am, ld, bp, C + m * ldc + p * kPanel, ldc, std::min(kPanel, W.n - p * kPanel));
@@ -287,7 +295,8 @@ void gemm_blocked(const MicroKernel& uk, int M, const float* A, std::ptrdiff_t l
       const float* a = A + m0 * lda + k0;
       const bool pack = kPackA && streamed && scratch != nullptr && mc > uk.mr;
       if (pack) pack_slivers(uk.mr, mc, kc, a, lda, scratch);
-      block_panels(uk, pack ? uk.run_t : uk.run, pack ? uk.run2_t : uk.run2, mc, kc, pack ? scratch : a, lda, lda, pack, W,
+      MicroKernel2Fn quad = !pack && mc <= uk.run4_rows ? uk.run4 : nullptr;
+      block_panels(uk, pack ? uk.run_t : uk.run, pack ? uk.run2_t : uk.run2, quad, mc, kc, pack ? scratch : a, lda, lda, pack, W,
                    k0, p0, p1, backward, C + m0 * ldc, ldc, streamed && prefetch);
     }
   }
@@ -320,7 +329,7 @@ void gemm_tn_rows(Isa isa, const float* At, std::ptrdiff_t lda, const PackedMatr
         const float* src = At + static_cast<std::ptrdiff_t>(k0 + kk) * lda + mb;
         std::copy(src, src + mc, scratch + static_cast<std::ptrdiff_t>(kk) * mc);
       }
-      block_panels(uk, uk.run_t, uk.run2_t, mc, kc, scratch, 1, mc, false, W, k0, 0, panels, false, C + mb * ldc, ldc,
+      block_panels(uk, uk.run_t, uk.run2_t, nullptr, mc, kc, scratch, 1, mc, false, W, k0, 0, panels, false, C + mb * ldc, ldc,
                    false);
     }
   }

@@ -139,8 +139,9 @@ constexpr int kGemvPanels = 2;  // 8 accumulators, two passes
 MicroKernel microkernel_for(Isa isa) {
 #if defined(__x86_64__)
   if (isa == Isa::kAvx512) {
-    return {avx512_kernels::kMR, avx512_kernels::gemm,  avx512_kernels::gemm_t,
-            avx512_kernels::gemv4, avx512_kernels::gemm2, avx512_kernels::gemm2_t};
+    return {avx512_kernels::kMR,   avx512_kernels::gemm,    avx512_kernels::gemm_t,
+            avx512_kernels::gemv4, avx512_kernels::gemm2,   avx512_kernels::gemm2_t,
+            avx512_kernels::gemm4, avx512_kernels::kQuadRows};
   }
   if (isa == Isa::kAvx2) return {avx2_kernels::kMR, avx2_kernels::gemm, avx2_kernels::gemm_t, avx2_kernels::gemv4};
 #elif defined(__aarch64__)

@@ -27,6 +27,10 @@ struct MicroKernel {
   Gemv4Fn gemv4;  // null: use run with mr = 1
   MicroKernel2Fn run2 = nullptr;    // null: run, a panel at a time
   MicroKernel2Fn run2_t = nullptr;  // the same with A k-major
+  // Four full panels at once (the second argument's stride apart) for blocks of at most
+  // run4_rows rows, A row-major; null: run2 or run.
+  MicroKernel2Fn run4 = nullptr;
+  int run4_rows = 0;
 };
 
 MicroKernel microkernel_for(Isa isa);

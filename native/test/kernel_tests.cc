@@ -80,7 +80,7 @@ void gemm_reference(int M, int N, int K, const float* A, int lda, const float* W
 void test_gemm(Isa isa) {
   std::mt19937 rng(42);
   // Sizes hit the micro-kernel row remainders (1..12), partial panels, K blocks (KC=512) and M blocks (MC=72).
-  const int Ms[] = {1, 2, 5, 6, 7, 11, 12, 13, 31, 73, 150};
+  const int Ms[] = {1, 2, 3, 5, 6, 7, 11, 12, 13, 31, 73, 150};
   const int Ns[] = {1, 3, 15, 16, 17, 33, 64, 100};
   const int Ks[] = {1, 2, 7, 16, 255, 256, 257, 511, 512, 513, 1100};
   for (int M : Ms)
