@@ -15,6 +15,7 @@ export const lib = require('../dist/cjs/index.js') as typeof import('../dist/cjs
 export const { LSTM, LstmError, backendInfo, loadSafetensors, saveSafetensors } = lib;
 export type Tensor = import('../dist/cjs/index.js').Tensor;
 export type LSTMOptions = import('../dist/cjs/index.js').LSTMOptions;
+export type ActivationName = import('../dist/cjs/index.js').ActivationName;
 
 export const FIXTURES = path.join(__dirname, 'fixtures');
 
@@ -181,8 +182,6 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
-type Act = 'sigmoid' | 'tanh' | 'relu' | 'hardSigmoid' | 'elu' | 'softsign' | 'softplus';
-
 /**
  * A random model of the options a trained or streamed stack takes, with a batch size and a
  * sequence length, for the random-configuration tests of training and streaming: every
@@ -194,7 +193,7 @@ type Act = 'sigmoid' | 'tanh' | 'relu' | 'hardSigmoid' | 'elu' | 'softsign' | 's
  */
 export function randomModel(
   rand: () => number,
-  how: { bidirectional: boolean; batchFirst: boolean; large: number; acts: readonly Act[]; maxT: number },
+  how: { bidirectional: boolean; batchFirst: boolean; large: number; acts: readonly ActivationName[]; maxT: number },
 ): { options: LSTMOptions & { threads: number }; B: number; T: number; large: boolean } {
   const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
   const large = rand() < how.large;

@@ -2,7 +2,7 @@
 import { Worker } from 'node:worker_threads';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ENGINES, LSTM, LstmError, NATIVE_ISAS, expectClose, lib, mulberry32, randomModel, randomTensor, withEngine, type Tensor } from './helpers';
+import { ENGINES, LSTM, LstmError, NATIVE_ISAS, expectClose, expectSameBits, lib, mulberry32, randomModel, randomTensor, withEngine, type Tensor } from './helpers';
 
 function sliceTime(x: Tensor, t0: number, t1: number): Tensor {
   const row = x.shape.slice(1).reduce((a, b) => a * b, 1);
@@ -249,16 +249,16 @@ describe.each(ENGINES)('random configurations stream on $label', (engine) => {
       expectClose(c, full.cn, `${what} chunked cn`, 1e-6, 1e-5);
       // forwardAsync resolves exactly forward's results
       const a = await m.forwardAsync(x, { h0, c0 });
-      expect(a.output.data, `${what} forwardAsync`).toEqual(full.output.data);
-      expect(a.hn.data, `${what} forwardAsync hn`).toEqual(full.hn.data);
-      expect(a.cn.data, `${what} forwardAsync cn`).toEqual(full.cn.data);
+      expectSameBits(a.output.data, full.output.data, `${what} forwardAsync`);
+      expectSameBits(a.hn.data, full.hn.data, `${what} forwardAsync hn`);
+      expectSameBits(a.cn.data, full.cn.data, `${what} forwardAsync cn`);
       if (engine.backend === 'native') {
         // the other thread count gives the same bits
         const other = withEngine(engine, () => new LSTM({ ...options, threads: 3 - options.threads }));
         const o = other.forward(x, { h0, c0 });
-        expect(o.output.data, `${what} threads`).toEqual(full.output.data);
-        expect(o.hn.data, `${what} threads hn`).toEqual(full.hn.data);
-        expect(o.cn.data, `${what} threads cn`).toEqual(full.cn.data);
+        expectSameBits(o.output.data, full.output.data, `${what} threads`);
+        expectSameBits(o.hn.data, full.hn.data, `${what} threads hn`);
+        expectSameBits(o.cn.data, full.cn.data, `${what} threads cn`);
         other.dispose();
       }
       m.dispose();

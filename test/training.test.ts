@@ -114,8 +114,9 @@ describe('gradients where no fixture reaches: finite differences', () => {
   it.each(ENGINES.filter((e) => e.backend !== 'js'))('$label gradients equal js on random configurations of every option', (engine) => {
     // Every option forwardTrain takes, sizes past the vector widths (H up to 40, B up to 9),
     // one model in ten large enough for two threads to split (H 64-223, B 1 or 16-32), and
-    // 1 or 2 threads; native must give the same bits on the other thread count. Each element may differ by 1e-4 of itself plus 1e-5 of its
-    // tensor's largest entry plus 1e-6 (for tensors of near-zeros that cancellation left):
+    // 1 or 2 threads; native must give the same bits on the other thread count. Each element
+    // may differ by 1e-4 of itself plus 1e-5 of its tensor's largest entry plus 1e-6 (for
+    // tensors of near-zeros that cancellation left):
     // unbounded activations (softplus gates, relu cells) amplify rounding differences in
     // small entries of otherwise large gradients. A model whose output left [-1e4, 1e4]
     // (unbounded activations again: 11 of 15,000 seeds) is not compared, and at most a
