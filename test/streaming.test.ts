@@ -28,9 +28,9 @@ describe.each(ENGINES)('streaming and async on $label', (engine) => {
     h0.data.fill(123);
     const async = await pending;
     expect(async.output.shape).toEqual(sync.output.shape);
-    expect(async.output.data).toEqual(sync.output.data);
-    expect(async.hn.data).toEqual(sync.hn.data);
-    expect(async.cn.data).toEqual(sync.cn.data);
+    expectSameBits(async.output.data, sync.output.data, 'async.output.data');
+    expectSameBits(async.hn.data, sync.hn.data, 'async.hn.data');
+    expectSameBits(async.cn.data, sync.cn.data, 'async.cn.data');
   });
 
   it('a large forwardAsync: inputs detached right after the call, outputs transferable, a second call while one runs', async () => {
@@ -48,13 +48,13 @@ describe.each(ENGINES)('streaming and async on $label', (engine) => {
     expect(a.x.data.length).toBe(0);
     const results = await Promise.all([first, second]);
     results.forEach((r, i) => {
-      expect(r.output.data).toEqual(expected[i].output.data);
-      expect(r.hn.data).toEqual(expected[i].hn.data);
-      expect(r.cn.data).toEqual(expected[i].cn.data);
+      expectSameBits(r.output.data, expected[i].output.data, 'r.output.data');
+      expectSameBits(r.hn.data, expected[i].hn.data, 'r.hn.data');
+      expectSameBits(r.cn.data, expected[i].cn.data, 'r.cn.data');
     });
     const moved = structuredClone(results[0].output.data, { transfer: [results[0].output.data.buffer] });
     expect(results[0].output.data.length).toBe(0);
-    expect(moved).toEqual(expected[0].output.data);
+    expectSameBits(moved, expected[0].output.data, 'moved');
   });
 
   it('many concurrent forwardAsync calls on one model, and dispose while they run', async () => {
@@ -131,8 +131,8 @@ describe.each(ENGINES)('streaming and async on $label', (engine) => {
     }
     const fresh = build({ projSize: 4 }).loadStateDict(m.stateDict());
     for (const x of xs.slice(4)) expect(m.step(x, state).data).toEqual(fresh.step(x, twin).data);
-    expect(state.h.data).toEqual(twin.h.data);
-    expect(state.c.data).toEqual(twin.c.data);
+    expectSameBits(state.h.data, twin.h.data, 'state.h.data');
+    expectSameBits(state.c.data, twin.c.data, 'state.c.data');
   });
 
   it("step may take its input from the state's own h (autoregressive feeding)", () => {
@@ -143,10 +143,10 @@ describe.each(ENGINES)('streaming and async on $label', (engine) => {
     for (let t = 0; t < 8; t++) {
       const y = m.step({ data: fed.h.data, shape: [1, 128] }, fed);
       const want = m.step({ data: ref.h.data.slice(), shape: [1, 128] }, ref);
-      expect(y.data).toEqual(want.data);
+      expectSameBits(y.data, want.data, 'y.data');
     }
-    expect(fed.h.data).toEqual(ref.h.data);
-    expect(fed.c.data).toEqual(ref.c.data);
+    expectSameBits(fed.h.data, ref.h.data, 'fed.h.data');
+    expectSameBits(fed.c.data, ref.c.data, 'fed.c.data');
   });
 
   it('step: x, h, c and out may be views of one buffer; out may not overlap the others, nor h overlap c', () => {
@@ -169,9 +169,9 @@ describe.each(ENGINES)('streaming and async on $label', (engine) => {
     const shared = { h: { data: hv, shape: h0.shape }, c: { data: cv, shape: c0.shape } };
     const out = { data: ov, shape: [B, 19] };
     m.step({ data: xv, shape: [B, 5] }, shared, out);
-    expect(ov).toEqual(expected.data);
-    expect(hv).toEqual(separate.h.data);
-    expect(cv).toEqual(separate.c.data);
+    expectSameBits(ov, expected.data, 'ov');
+    expectSameBits(hv, separate.h.data, 'hv');
+    expectSameBits(cv, separate.c.data, 'cv');
     // overlapping views: refused before anything is written
     const before = all.slice();
     const shape = (e: unknown) => expect(e).toThrow(expect.objectContaining({ code: 'LSTM_SHAPE' }));
@@ -183,7 +183,7 @@ describe.each(ENGINES)('streaming and async on $label', (engine) => {
     shape(() => m.step({ data: all.subarray(at0(ov) - 2, at0(ov) - 2 + B * 5), shape: [B, 5] }, shared, out)); // x overlaps out
     const cOverH = { data: all.subarray(at0(hv) + 1, at0(hv) + 1 + cv.length), shape: c0.shape };
     shape(() => m.step(xt, { h: shared.h, c: cOverH }, out)); // c overlaps h
-    expect(all).toEqual(before);
+    expectSameBits(all, before, 'all');
   });
 
   it('step rejects bidirectional models and bad states', () => {
@@ -307,15 +307,15 @@ describe.each(ENGINES)('forward into out tensors on $label', (engine) => {
     expect(got.output).toBe(out.output);
     expect(got.hn).toBe(out.hn);
     expect(got.cn).toBe(out.cn);
-    expect(out.output.data).toEqual(want.output.data);
-    expect(out.hn.data).toEqual(want.hn.data);
-    expect(out.cn.data).toEqual(want.cn.data);
+    expectSameBits(out.output.data, want.output.data, 'out.output.data');
+    expectSameBits(out.hn.data, want.hn.data, 'out.hn.data');
+    expectSameBits(out.cn.data, want.cn.data, 'out.cn.data');
     // any subset; the others are new arrays
     const only = { data: new Float32Array(want.cn.data.length), shape: want.cn.shape.slice() };
     const some = m.forward(x, { h0, c0, lengths, out: { cn: only } });
     expect(some.cn).toBe(only);
-    expect(only.data).toEqual(want.cn.data);
-    expect(some.output.data).toEqual(want.output.data);
+    expectSameBits(only.data, want.cn.data, 'only.data');
+    expectSameBits(some.output.data, want.output.data, 'some.output.data');
     expect(some.output.shape).toEqual(want.output.shape);
     // forwardAsync writes them when it resolves
     const later = outsLike(want);
@@ -323,8 +323,8 @@ describe.each(ENGINES)('forward into out tensors on $label', (engine) => {
     const done = await pending;
     expect(done.output).toBe(later.output);
     expect(done.hn).toBe(later.hn);
-    expect(later.output.data).toEqual(want.output.data);
-    expect(later.cn.data).toEqual(want.cn.data);
+    expectSameBits(later.output.data, want.output.data, 'later.output.data');
+    expectSameBits(later.cn.data, want.cn.data, 'later.cn.data');
   });
 
   it('a chunked stream with its state updated in place (out.hn = h0, out.cn = c0) equals one forward', async () => {
@@ -357,9 +357,9 @@ describe.each(ENGINES)('forward into out tensors on $label', (engine) => {
     const want = m.forward({ data: x.data.slice(), shape: x.shape }, { h0: { data: h0.data.slice(), shape: h0.shape }, c0: { data: c0.data.slice(), shape: c0.shape } });
     // output over x, hn over c0, cn over h0
     m.forward(x, { h0, c0, out: { output: x, hn: c0, cn: h0 } });
-    expect(x.data).toEqual(want.output.data);
-    expect(c0.data).toEqual(want.hn.data);
-    expect(h0.data).toEqual(want.cn.data);
+    expectSameBits(x.data, want.output.data, 'x.data');
+    expectSameBits(c0.data, want.hn.data, 'c0.data');
+    expectSameBits(h0.data, want.cn.data, 'h0.data');
     // time-major, output over the second half of x's buffer and the first of h0's: one buffer
     const t = build({ inputSize: 6, hiddenSize: 6, numLayers: 1 });
     const all = new Float32Array(5 * 2 * 6 + 2 * 6 + 2 * 6);
@@ -370,7 +370,7 @@ describe.each(ENGINES)('forward into out tensors on $label', (engine) => {
     const ref = t.forward({ data: xv.data.slice(), shape: xv.shape }, { h0: { data: hv.data.slice(), shape: hv.shape }, c0: { data: cv.data.slice(), shape: cv.shape } });
     const ov = { data: all.subarray(24, 84), shape: [5, 2, 6] };
     t.forward(xv, { h0: hv, c0: cv, out: { output: ov } });
-    expect(ov.data).toEqual(ref.output.data);
+    expectSameBits(ov.data, ref.output.data, 'ov.data');
     // Overlaps an engine would trip over if it wrote in place: cn one layer past h0 (layer
     // 0's final c lands on the h0 of layer 1 before layer 1 reads it), and the output one
     // step ahead of its input over a long sequence (step t's h lands on x[t + 1]).
@@ -385,9 +385,9 @@ describe.each(ENGINES)('forward into out tensors on $label', (engine) => {
     const ys = { data: buf.subarray(12, 12 + T * 12), shape: [T, 2, 6] };
     const cn = { data: buf.subarray(T * 12 + 12, T * 12 + 36), shape: [2, 2, 6] };
     const r = two.forward(xs, { h0: hs, c0: cs, out: { output: ys, cn } });
-    expect(r.output.data).toEqual(expected.output.data);
-    expect(r.cn.data).toEqual(expected.cn.data);
-    expect(r.hn.data).toEqual(expected.hn.data);
+    expectSameBits(r.output.data, expected.output.data, 'r.output.data');
+    expectSameBits(r.cn.data, expected.cn.data, 'r.cn.data');
+    expectSameBits(r.hn.data, expected.hn.data, 'r.hn.data');
   });
 
   it('bad out tensors: clear errors, nothing written', async () => {
@@ -415,7 +415,7 @@ describe.each(ENGINES)('forward into out tensors on $label', (engine) => {
     code('LSTM_OPTION', () => m.forward(x, { out: 5 as never }), /out: expected an object/);
     code('LSTM_OPTION', () => m.forward(x, { out: new Float32Array(48) as never }), /out: expected an object/);
     code('LSTM_OPTION', () => m.forwardTrain(x, { out } as never), /forwardTrain: out is not supported/);
-    expect(out.output.data).toEqual(before);
+    expectSameBits(out.output.data, before, 'out.output.data');
     await expect(m.forwardAsync(x, { out: { output: { data: new Float32Array(3), shape: [3] } } })).rejects.toMatchObject({ code: 'LSTM_SHAPE' });
     const seq = withEngine(engine, () => new lib.SequenceModel({ inputSize: 5, hiddenSize: 6, outputSize: 2, backend: engine.backend }));
     code('LSTM_OPTION', () => seq.forward(x, { out } as never), /SequenceModel\.forward: out is not supported/);
@@ -429,7 +429,7 @@ describe.each(ENGINES)('forward into out tensors on $label', (engine) => {
     replaced.data = new Float32Array(7);
     await expect(calls[0]).rejects.toMatchObject({ code: 'LSTM_SHAPE' });
     await expect(calls[1]).rejects.toMatchObject({ code: 'LSTM_SHAPE' });
-    expect((await calls[2]).output.data).toEqual(want.output.data);
+    expectSameBits((await calls[2]).output.data, want.output.data, '(await calls[2]).output.data');
   });
 });
 
@@ -449,8 +449,8 @@ describe('threads', () => {
       const outs = models.map((m) => m.forward(x, { lengths }));
       outs.push(models[1].forward(x, { lengths }));
       for (const r of outs.slice(1)) {
-        expect(r.output.data).toEqual(outs[0].output.data);
-        expect(r.cn.data).toEqual(outs[0].cn.data);
+        expectSameBits(r.output.data, outs[0].output.data, 'r.output.data');
+        expectSameBits(r.cn.data, outs[0].cn.data, 'r.cn.data');
       }
       // B = 1 takes the GEMV path
       const x1 = randomTensor([30, 1, o.inputSize], rand);
