@@ -233,7 +233,8 @@ async function makeRunners(shape, engines, ort, tfw) {
       if (!(worst <= 1e-4)) throw new Error(`${shape.label}: onnxruntime-node's output differs from the library's by ${worst}`);
       let run = () => session.run(feeds);
       if (shape.step) {
-        const state = { input: tensor(x), h0: tensor({ data: new Float32Array(L * B * H), shape: [L, B, H] }), c0: tensor({ data: new Float32Array(L * B * H), shape: [L, B, H] }) };
+        const zeros = () => tensor({ data: new Float32Array(L * B * H), shape: [L, B, H] });
+        const state = { input: tensor(x), h0: zeros(), c0: zeros() };
         run = async () => {
           const r = await session.run(state, ['hn', 'cn']);
           state.h0 = r.hn;
