@@ -101,6 +101,31 @@ describe.each(ENGINES)('streaming and async on $label', (engine) => {
     expectClose(c.hn, full.hn, 'chunked hn', 1e-6, 1e-5);
   });
 
+  it('a model that overflows: steps give the infinities and NaNs forward gives, in the same places', () => {
+    // Unbounded gate and cell activations (seed 30034 of a longer random sweep): c grows
+    // without limit and overflows. Every way of running the model must agree on it.
+    const m = withEngine(engine, () =>
+      new LSTM({ inputSize: 6, hiddenSize: 3, peephole: 'diagonal', coupledInputForget: true, gateActivation: 'elu', cellActivation: 'relu', hiddenActivation: 'softsign', seed: 2, backend: engine.backend }),
+    );
+    const T = 40;
+    const B = 2;
+    const x = randomTensor([T, B, 6], mulberry32(5), 5);
+    const full = m.forward(x);
+    expect(full.output.data.some((v) => Number.isNaN(v)), 'the model overflows to NaN').toBe(true);
+    expect(full.output.data.some((v) => Number.isFinite(v)), 'and is finite before').toBe(true);
+    const state = m.initialState(B);
+    for (let t = 0; t < T; t++) {
+      const y = m.step({ data: sliceTime(x, t, t + 1).data, shape: [B, 6] }, state);
+      expectClose(y, { data: full.output.data.slice(t * B * 3, (t + 1) * B * 3), shape: [B, 3] }, `step ${t}`, 1e-6, 1e-5);
+    }
+    expectClose(state.c, full.cn, 'stepped c', 1e-6, 1e-5);
+    // NaN matches only NaN
+    expect(() => expectClose({ data: Float32Array.of(1), shape: [1] }, { data: Float32Array.of(NaN), shape: [1] }, 'x')).toThrow();
+    expect(() => expectClose({ data: Float32Array.of(NaN), shape: [1] }, { data: Float32Array.of(1), shape: [1] }, 'x')).toThrow();
+    expect(() => expectClose({ data: Float32Array.of(Infinity), shape: [1] }, { data: Float32Array.of(-Infinity), shape: [1] }, 'x')).toThrow();
+    m.dispose();
+  });
+
   it('unbatched steps: x [I] with state from initialState()', () => {
     const m = build();
     const x = randomTensor([6, 5], rand);
