@@ -121,8 +121,15 @@ describe('gradients where no fixture reaches: finite differences', () => {
     // small entries of otherwise large gradients. A model whose output left [-1e4, 1e4]
     // (unbounded activations again: 11 of 15,000 seeds) is not compared, and at most a
     // tenth of the seeds may be such.
+    // Some models are so ill-conditioned that rounding alone moves their gradients past
+    // that (seed 62603: three bidirectional layers of softplus gates and full peepholes,
+    // gradients up to 212; x changed by 1e-7 of itself moved js's own input gradient by
+    // 2-6e-3, and the wasm engines differed from js by up to 1.4e-2). Where a tensor fails,
+    // js runs again on x changed by 1e-6 of itself, twice, and the largest change each
+    // tensor shows (its sensitivity to rounding) is allowed twice over. Few seeds may need
+    // that, and a wrong gradient still fails: its error does not shrink with the allowance.
     const acts = ['sigmoid', 'tanh', 'relu', 'hardSigmoid', 'elu', 'softsign', 'softplus'] as const;
-    const close = (actual: Tensor, expected: Tensor, what: string): void => {
+    const misfit = (actual: Tensor, expected: Tensor, what: string, slack = 0): string | null => {
       expect(actual.shape, `${what} shape`).toEqual(expected.shape);
       let big = 0;
       for (const v of expected.data) if (Number.isFinite(v)) big = Math.max(big, Math.abs(v));
@@ -130,11 +137,23 @@ describe('gradients where no fixture reaches: finite differences', () => {
         const a = actual.data[i];
         const b = expected.data[i];
         if (a === b || (Number.isNaN(a) && Number.isNaN(b))) continue;
-        if (!(Math.abs(a - b) <= 1e-6 + 1e-5 * big + 1e-4 * Math.abs(b))) expect.fail(`${what}: element ${i} is ${a}, expected ${b}`);
+        if (!(Math.abs(a - b) <= 1e-6 + 1e-5 * big + 1e-4 * Math.abs(b) + slack)) return `${what}: element ${i} is ${a}, expected ${b}`;
       }
+      return null;
     };
+    const close = (actual: Tensor, expected: Tensor, what: string): void => {
+      const bad = misfit(actual, expected, what);
+      if (bad !== null) expect.fail(bad);
+    };
+    // The results a seed compares, by name: output, the three input gradients, the parameters.
+    type Run = { output: Tensor; grads: Record<string, Tensor> };
+    const named = (output: Tensor, g: ReturnType<ReturnType<InstanceType<typeof LSTM>['forwardTrain']>['backward']>): Run => ({
+      output,
+      grads: { input: g.input, h0: g.h0, c0: g.c0, ...g.params },
+    });
     const covered = new Set<string>();
     let tame = 0;
+    let widened = 0;
     for (let seed = TRAIN_SEED; seed < TRAIN_SEED + TRAIN_CASES; seed++) {
       const rand = mulberry32(seed);
       const drawn = randomModel(rand, { bidirectional: true, batchFirst: true, large: 0.1, acts, maxT: 7 });
@@ -151,15 +170,43 @@ describe('gradients where no fixture reaches: finite differences', () => {
       const gb = rb.backward({ output: w });
       if (ra.output.data.every((v) => Math.abs(v) < 1e4)) {
         tame++;
-        close(rb.output, ra.output, `${what} output`);
         // The inference forward and the training forward of one engine agree.
         close(b.forward(x, { lengths }).output, rb.output, `${what} forward vs forwardTrain`);
         const ga = ra.backward({ output: w });
-        close(gb.input, ga.input, `${what} input`);
-        close(gb.h0, ga.h0, `${what} h0`);
-        close(gb.c0, ga.c0, `${what} c0`);
         expect(Object.keys(gb.params).sort()).toEqual(Object.keys(ga.params).sort());
-        for (const k of Object.keys(ga.params)) close(gb.params[k], ga.params[k], `${what} ${k}`);
+        const want = named(ra.output, ga);
+        const got = named(rb.output, gb);
+        const compare = (slack: (name: string) => number): string | null => {
+          const out = misfit(got.output, want.output, `${what} output`, slack('output'));
+          if (out !== null) return out;
+          for (const k of Object.keys(want.grads)) {
+            const bad = misfit(got.grads[k], want.grads[k], `${what} ${k}`, slack(k));
+            if (bad !== null) return bad;
+          }
+          return null;
+        };
+        if (compare(() => 0) !== null) {
+          const sensitivity = new Map<string, number>();
+          const note = (name: string, moved: Tensor, base: Tensor): void => {
+            let d = 0;
+            for (let i = 0; i < base.data.length; i++) {
+              const v = Math.abs(moved.data[i] - base.data[i]);
+              if (Number.isFinite(v)) d = Math.max(d, v);
+            }
+            sensitivity.set(name, Math.max(sensitivity.get(name) ?? 0, d));
+          };
+          for (const trial of [1, 2]) {
+            const jitter = mulberry32(seed * 7 + trial);
+            const xj = { data: x.data.map((v) => v * (1 + 1e-6 * (jitter() * 2 - 1))), shape: x.shape };
+            const rj = new LSTM({ ...options, backend: 'js' }).forwardTrain(xj, { lengths }); // a's results stay untouched
+            const moved = named(rj.output, rj.backward({ output: w }));
+            note('output', moved.output, want.output);
+            for (const k of Object.keys(want.grads)) note(k, moved.grads[k], want.grads[k]);
+          }
+          const bad = compare((name) => 2 * (sensitivity.get(name) ?? 0));
+          if (bad !== null) expect.fail(`${bad} (beyond twice the rounding sensitivity too)`);
+          widened++;
+        }
       }
       if (engine.backend === 'native') {
         // The other thread count gives the same bits, output and every gradient.
@@ -178,6 +225,7 @@ describe('gradients where no fixture reaches: finite differences', () => {
       covered.add(`threads:${o.threads}`).add(`layers:${o.numLayers}`).add(`cell:${o.cellActivation.name}`).add(`H>16:${o.hiddenSize > 16}`).add(`large:${drawn.large}`);
     }
     expect(tame).toBeGreaterThanOrEqual(0.9 * TRAIN_CASES);
+    expect(widened, 'seeds compared within their rounding sensitivity').toBeLessThanOrEqual(1 + 0.01 * TRAIN_CASES);
     // The generator really reaches every option.
     for (const must of ['dir:forward', 'dir:reverse', 'dir:bidirectional', 'peep:none', 'peep:diagonal', 'peep:full', 'proj:true', 'clip:true', 'coupled:true', 'bias:false', 'bf:true', 'lens:true', 'lens:false', 'threads:2', 'layers:3', 'cell:relu', 'H>16:true', 'large:true']) {
       expect(covered.has(must), must).toBe(true);
