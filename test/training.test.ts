@@ -118,9 +118,11 @@ describe('gradients where no fixture reaches: finite differences', () => {
     // may differ by 1e-4 of itself plus 1e-5 of its tensor's largest entry plus 1e-6 (for
     // tensors of near-zeros that cancellation left):
     // unbounded activations (softplus gates, relu cells) amplify rounding differences in
-    // small entries of otherwise large gradients. A model whose output left [-1e4, 1e4]
-    // (unbounded activations again: 11 of 15,000 seeds) is not compared, and at most a
-    // tenth of the seeds may be such.
+    // small entries of otherwise large gradients. A model whose output or final states
+    // (hn and cn of every layer) left [-1e4, 1e4] is not compared (unbounded activations
+    // again: seed 67494's first layer reached c = 1e13 and its second gates of 1e22 while
+    // its output stayed under 4; products of such values overflow float32 in the engines'
+    // cell backward, where js's doubles do not), and at most a tenth of the seeds may be such.
     // Some models are so ill-conditioned that rounding alone moves their gradients past
     // that (seed 62603: three bidirectional layers of softplus gates and full peepholes,
     // gradients up to 212; x changed by 1e-7 of itself moved js's own input gradient by
@@ -168,7 +170,7 @@ describe('gradients where no fixture reaches: finite differences', () => {
       const rb = b.forwardTrain(x, { lengths });
       const w = randomTensor(ra.output.shape, rand);
       const gb = rb.backward({ output: w });
-      if (ra.output.data.every((v) => Math.abs(v) < 1e4)) {
+      if ([ra.output, ra.hn, ra.cn].every((r) => r.data.every((v) => Math.abs(v) < 1e4))) {
         tame++;
         // The inference forward and the training forward of one engine agree.
         close(b.forward(x, { lengths }).output, rb.output, `${what} forward vs forwardTrain`);
