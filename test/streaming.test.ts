@@ -232,11 +232,13 @@ describe.each(ENGINES)('streaming and async on $label', (engine) => {
 // run a longer local sweep.
 const STREAM_SEED = Number(process.env.STREAM_SEED ?? 1);
 const STREAM_CASES = Number(process.env.STREAM_CASES ?? 60);
+// And seed 30034, where a longer sweep failed: the model overflows to NaN (see expectClose).
+const STREAM_SEEDS = [...Array.from({ length: STREAM_CASES }, (_, i) => STREAM_SEED + i), 30034];
 describe.each(ENGINES)('random configurations stream on $label', (engine) => {
   const acts = ['sigmoid', 'tanh', 'relu', 'hardSigmoid', 'elu', 'softsign'] as const;
-  it(`${STREAM_CASES} configurations: step, chunks and forwardAsync equal forward`, async () => {
+  it(`${STREAM_SEEDS.length} configurations: step, chunks and forwardAsync equal forward`, async () => {
     const covered = new Set<string>();
-    for (let seed = STREAM_SEED; seed < STREAM_SEED + STREAM_CASES; seed++) {
+    for (const seed of STREAM_SEEDS) {
       const rand = mulberry32(seed);
       // One in five large enough for two threads to split the work (and B = 1 for the GEMV).
       const drawn = randomModel(rand, { bidirectional: false, batchFirst: false, large: 0.2, acts, maxT: 12 });

@@ -9,6 +9,9 @@ const { SequenceModel, SGD, Adam, AdamW, clipGradNorm, mse, crossEntropy } = lib
 // local sweep (TRAIN_SEED, TRAIN_CASES).
 const TRAIN_SEED = Number(process.env.TRAIN_SEED ?? 1);
 const TRAIN_CASES = Number(process.env.TRAIN_CASES ?? 60);
+// Seeds where longer sweeps failed, run every time: 62603 is compared within its rounding
+// sensitivity (wasm), 67494's states blow up and it is left out (below).
+const TRAIN_SEEDS = [...Array.from({ length: TRAIN_CASES }, (_, i) => TRAIN_SEED + i), 62603, 67494];
 
 const GRAD_CASES = ['t01_single', 't02_stack2_batchfirst', 't03_bidir2', 't04_proj', 't05_nobias', 't06_packed_bidir', 't07_unbatched', 't08_larger', 't09_proj_bidir_packed_bf', 't10_one_step', 'p01_seed_full_peephole', 'p02_diagonal_peephole'];
 
@@ -156,7 +159,7 @@ describe('gradients where no fixture reaches: finite differences', () => {
     const covered = new Set<string>();
     let tame = 0;
     let widened = 0;
-    for (let seed = TRAIN_SEED; seed < TRAIN_SEED + TRAIN_CASES; seed++) {
+    for (const seed of TRAIN_SEEDS) {
       const rand = mulberry32(seed);
       const drawn = randomModel(rand, { bidirectional: true, batchFirst: true, large: 0.1, acts, maxT: 7 });
       const { B, T } = drawn;
@@ -226,8 +229,8 @@ describe('gradients where no fixture reaches: finite differences', () => {
       covered.add(`coupled:${o.coupledInputForget}`).add(`bias:${o.bias}`).add(`bf:${o.batchFirst}`).add(`lens:${lengths !== undefined}`);
       covered.add(`threads:${o.threads}`).add(`layers:${o.numLayers}`).add(`cell:${o.cellActivation.name}`).add(`H>16:${o.hiddenSize > 16}`).add(`large:${drawn.large}`);
     }
-    expect(tame).toBeGreaterThanOrEqual(0.9 * TRAIN_CASES);
-    expect(widened, 'seeds compared within their rounding sensitivity').toBeLessThanOrEqual(1 + 0.01 * TRAIN_CASES);
+    expect(tame).toBeGreaterThanOrEqual(0.9 * TRAIN_SEEDS.length);
+    expect(widened, 'seeds compared within their rounding sensitivity').toBeLessThanOrEqual(1 + 0.01 * TRAIN_SEEDS.length);
     // The generator really reaches every option.
     for (const must of ['dir:forward', 'dir:reverse', 'dir:bidirectional', 'peep:none', 'peep:diagonal', 'peep:full', 'proj:true', 'clip:true', 'coupled:true', 'bias:false', 'bf:true', 'lens:true', 'lens:false', 'threads:2', 'layers:3', 'cell:relu', 'H>16:true', 'large:true']) {
       expect(covered.has(must), must).toBe(true);
