@@ -102,8 +102,8 @@ describe.each(ENGINES)('streaming and async on $label', (engine) => {
   });
 
   it('a model that overflows: steps give the infinities and NaNs forward gives, in the same places', () => {
-    // Unbounded gate and cell activations (seed 30034 of a longer random sweep): c grows
-    // without limit and overflows. Every way of running the model must agree on it.
+    // Unbounded gate and cell activations, as seed 30034 of a longer random sweep had: c
+    // grows without limit and overflows. Every way of running the model must agree on it.
     const m = withEngine(engine, () =>
       new LSTM({ inputSize: 6, hiddenSize: 3, peephole: 'diagonal', coupledInputForget: true, gateActivation: 'elu', cellActivation: 'relu', hiddenActivation: 'softsign', seed: 2, backend: engine.backend }),
     );
