@@ -16,6 +16,7 @@ export const { LSTM, LstmError, backendInfo, loadSafetensors, saveSafetensors } 
 export type Tensor = import('../dist/cjs/index.js').Tensor;
 export type LSTMOptions = import('../dist/cjs/index.js').LSTMOptions;
 export type ActivationName = import('../dist/cjs/index.js').ActivationName;
+export type Gradient = import('../dist/cjs/index.js').Gradient;
 
 export const FIXTURES = path.join(__dirname, 'fixtures');
 
