@@ -17,9 +17,9 @@ namespace {
 
 // Row src [k] of W as column col of the packed matrix.
 void put_column(PackedMatrix* out, int col, const float* src) {
-  const int k = out->k;
-  float* dst = out->panels() + static_cast<std::size_t>(col / kPanel) * k * kPanel + col % kPanel;
-  for (int c = 0; c < k; ++c) dst[static_cast<std::size_t>(c) * kPanel] = src[c];
+  float* dst = out->panel(col / kPanel, 0) + col % kPanel;
+  const std::ptrdiff_t ks = out->k_stride(col / kPanel);
+  for (int c = 0; c < out->k; ++c) dst[c * ks] = src[c];
 }
 
 }  // namespace
@@ -43,12 +43,12 @@ void pack_matrix(const float* w, int n, int k, PackedMatrix* out, float* dst) {
 
 void pack_matrix_kn(const float* wt, int k, int n, PackedMatrix* out) {
   out->reset(n, k, nullptr);
-  const int panels = (n + kPanel - 1) / kPanel;
-  for (int p = 0; p < panels; ++p) {
+  for (int p = 0; p < out->panel_count(); ++p) {
     const int nr = std::min(kPanel, n - p * kPanel);
-    float* dst = out->data.data() + static_cast<std::size_t>(p) * k * kPanel;
+    float* dst = out->panel(p, 0);
+    const std::ptrdiff_t ks = out->k_stride(p);
     const float* src = wt + p * kPanel;
-    for (int c = 0; c < k; ++c) std::copy(src + static_cast<std::ptrdiff_t>(c) * n, src + static_cast<std::ptrdiff_t>(c) * n + nr, dst + static_cast<std::ptrdiff_t>(c) * kPanel);
+    for (int c = 0; c < k; ++c) std::copy(src + static_cast<std::ptrdiff_t>(c) * n, src + static_cast<std::ptrdiff_t>(c) * n + nr, dst + c * ks);
   }
 }
 
@@ -142,60 +142,71 @@ constexpr bool kPackA = false;
 constexpr bool kPackA = true;
 #endif
 
+// The panels of one call against [p0, p1) of W in processing order: forward from p0, or
+// backward from p1 - 1, in units of four full neighbouring panels where `four` (a kernel
+// over four) allows, else of two where `two` does, else one; a unit of several panels is
+// whole groups or lies in one (the kernels' layout). The unit after the first i panels:
+// its lowest panel in *first (the first in memory either way), its width returned.
+int panel_unit(const PackedMatrix& W, int p0, int p1, bool backward, int i, bool four, bool two, int* first) {
+  const int full = W.n / kPanel;  // panels [0, full) have all 16 columns
+  const int left = p1 - p0 - i;
+  const int p = backward ? p1 - 1 - i : p0 + i;
+  auto fits = [&](int f, int w) {
+    const bool grouped = w >= kGroup ? f % kGroup == 0 && w % kGroup == 0 : f / kGroup == (f + w - 1) / kGroup;
+    return left >= w && f + w <= full && grouped;
+  };
+  for (const int w : {4, 2}) {
+    const int f = backward ? p - (w - 1) : p;
+    if ((w == 4 ? four : two) && fits(f, w)) {
+      *first = f;
+      return w;
+    }
+  }
+  *first = p;
+  return 1;
+}
+
 // One block of mc rows of A against panels [p0, p1) of W at depth [k0, k0 + kc), C the
 // block's first row. Row m of the block at a + m * row_step (k at stride 1 for the
 // row-major kernel, at lda for the k-major one) or, with slivers, the block packed by
 // pack_slivers for the k-major kernel (the group from row m at a + m * kc, lda its rows).
 // kernel2 (or null): the same kernel over two full panels at once, used for every pair
-// of neighbouring full panels; kernel4 (or null, and only for a block of as few rows as
-// it takes), over four, used for every four neighbouring full panels before pairs.
+// of neighbouring full panels of one group; kernel4 (or null, and only for a block of as
+// few rows as it takes), over four, used for every whole group of full panels before pairs.
 void block_panels(const MicroKernel& uk, MicroKernelFn kernel, MicroKernel2Fn kernel2, MicroKernel2Fn kernel4, int mc,
                   int kc, const float* a,
                   std::ptrdiff_t row_step, std::ptrdiff_t lda, bool slivers, const PackedMatrix& W, int k0, int p0, int p1,
                   bool backward, float* C, std::ptrdiff_t ldc, bool prefetch) {
-  const int K = W.k;
-  const std::ptrdiff_t stride = static_cast<std::ptrdiff_t>(K) * kPanel;
   const int groups = (mc + uk.mr - 1) / uk.mr;
-  const int full = W.n / kPanel;  // panels [0, full) have all 16 columns
-  // The panels of one call in processing order: forward from p0, or backward from p1 - 1,
-  // in units of four or two neighbouring full panels where kernel4 or kernel2 exists (the
-  // lowest one first in memory either way), else one.
-  auto unit = [&](int i, int* first) {  // i: panels done so far; returns the unit's width
-    const int p = backward ? p1 - 1 - i : p0 + i;
-    if (kernel4 != nullptr && i + 3 < p1 - p0 && (backward ? p < full : p + 3 < full)) {
-      *first = backward ? p - 3 : p;
-      return 4;
-    }
-    const bool pair = kernel2 != nullptr && i + 1 < p1 - p0 && (backward ? p < full : p + 1 < full);
-    *first = pair && backward ? p - 1 : p;
-    return pair ? 2 : 1;
-  };
   for (int i = 0, width = 0; i < p1 - p0; i += width) {
     int p = 0;
-    width = unit(i, &p);
-    const float* bp = W.panels() + static_cast<std::size_t>(p) * stride + static_cast<std::ptrdiff_t>(k0) * kPanel;
+    width = panel_unit(W, p0, p1, backward, i, kernel4 != nullptr, kernel2 != nullptr, &p);
+    const float* bp = W.panel(p, k0);
+    const std::ptrdiff_t ks = W.k_stride(p);
     // While the groups run against this unit, the next one's lines (one per k and panel)
-    // are prefetched into L2, a share before each group.
+    // are prefetched into L2, a share before each group, row by row as they are read.
     int next_p = 0, next_width = 0;
-    if (prefetch && i + width < p1 - p0) next_width = unit(i + width, &next_p);
-    const float* next = W.panels() + static_cast<std::size_t>(next_p) * stride + static_cast<std::ptrdiff_t>(k0) * kPanel;
+    if (prefetch && i + width < p1 - p0) {
+      next_width = panel_unit(W, p0, p1, backward, i + width, kernel4 != nullptr, kernel2 != nullptr, &next_p);
+    }
+    const float* next = W.panel(next_p, k0);
+    const std::ptrdiff_t next_ks = W.k_stride(next_p);
     const int next_lines = next_width * kc;
     const int lines_per_group = (next_lines + groups - 1) / groups;
     int line = 0;
     for (int m = 0, mr = 0; m < mc; m += mr) {
       mr = group_rows(uk.mr, mc, m);
       for (const int end = std::min(next_lines, line + lines_per_group); line < end; ++line) {
-        const int q = line / kc;
-        __builtin_prefetch(next + q * stride + static_cast<std::ptrdiff_t>(line - q * kc) * kPanel, 0, 1);
+        __builtin_prefetch(next + line / next_width * next_ks + neighbour_offset(line % next_width, W.group_stride()), 0, 1);
       }
       const float* am = slivers ? a + static_cast<std::ptrdiff_t>(m) * kc : a + m * row_step;
       const std::ptrdiff_t ld = slivers ? mr : lda;
       if (width == 4) {
-        kernel4(mr, kc, am, ld, bp, stride, C + m * ldc + p * kPanel, ldc);
+        kernel4(mr, kc, am, ld, bp, ks, W.group_stride(), C + m * ldc + p * kPanel, ldc);
       } else if (width == 2) {
-        kernel2(mr, kc, am, ld, bp, stride, C + m * ldc + p * kPanel, ldc);
+        kernel2(mr, kc, am, ld, bp, ks, W.group_stride(), C + m * ldc + p * kPanel, ldc);
       } else {
-        kernel(mr, kc, am, ld, bp, C + m * ldc + p * kPanel, ldc, std::min(kPanel, W.n - p * kPanel));
+        kernel(mr, kc, am, ld, bp, ks, C + m * ldc + p * kPanel, ldc, std::min(kPanel, W.n - p * kPanel));
       }
     }
   }
@@ -261,30 +272,17 @@ void gemm_blocked(const MicroKernel& uk, int M, const float* A, std::ptrdiff_t l
   for (int k0 = 0; k0 < K; k0 += kKC) {
     const int kc = std::min(kKC, K - k0);
     if (M == 1 && uk.gemv4 != nullptr) {
-      // One row: four panels per pass keep eight FMA chains in flight (a single
-      // panel has two, and stalls on FMA latency). Same per-element order as uk.run.
-      // Groups of four full panels from p0, then the rest one by one (backward: the
-      // same pieces in the opposite order).
-      const std::ptrdiff_t stride = static_cast<std::ptrdiff_t>(K) * kPanel;
-      int quads = (p1 - p0) / 4;
-      while (quads > 0 && (p0 + 4 * quads) * kPanel > W.n) --quads;
-      const int rest = p1 - p0 - 4 * quads;
-      auto quad = [&](int q) {
-        const int p = p0 + 4 * q;
-        uk.gemv4(kc, A + k0, W.panels() + p * stride + static_cast<std::ptrdiff_t>(k0) * kPanel, stride, C + p * kPanel);
-      };
-      auto single = [&](int i) {
-        const int p = p0 + 4 * quads + i;
-        const int nr = std::min(kPanel, W.n - p * kPanel);
-        uk.run(1, kc, A + k0, lda, W.panels() + p * stride + static_cast<std::ptrdiff_t>(k0) * kPanel, C + p * kPanel, ldc,
-               nr);
-      };
-      if (backward) {
-        for (int i = rest - 1; i >= 0; --i) single(i);
-        for (int q = quads - 1; q >= 0; --q) quad(q);
-      } else {
-        for (int q = 0; q < quads; ++q) quad(q);
-        for (int i = 0; i < rest; ++i) single(i);
+      // One row: four panels per call keep several FMA chains in flight (a single panel
+      // has one or two, and stalls on FMA latency). Same per-element order as uk.run,
+      // which takes the panels no unit of four does.
+      for (int i = 0, width = 0; i < p1 - p0; i += width) {
+        int p = 0;
+        width = panel_unit(W, p0, p1, backward, i, true, false, &p);
+        if (width == 4) {
+          uk.gemv4(kc, A + k0, W.panel(p, k0), W.k_stride(p), W.group_stride(), C + p * kPanel);
+        } else {
+          uk.run(1, kc, A + k0, lda, W.panel(p, k0), W.k_stride(p), C + p * kPanel, ldc, std::min(kPanel, W.n - p * kPanel));
+        }
       }
       continue;
     }

@@ -11,9 +11,24 @@ namespace lstm {
 // Columns per packed panel: two AVX2 vectors or one AVX-512 vector.
 constexpr int kPanel = 16;
 
-// W [n, k] (row-major, as PyTorch stores weights) packed into ceil(n/16) panels,
-// each [k][16]: the micro-kernels read 16 consecutive columns for every k.
-// The panels live in data, or (packed with a destination) in memory the packer was given.
+// Panels per group: a group's panels are stored row by row side by side.
+constexpr int kGroup = 2;
+
+// W [n, k] (row-major, as PyTorch stores weights) packed into ceil(n/16) panels of 16
+// columns, in groups of two neighbouring panels (the last may be one): a group holds
+// [k][its panels][16], so row kk of panel p is 16 consecutive floats, the same row of the
+// other panel of its group the next 16 (or the previous), and row kk + 1 k_stride(p)
+// floats on; group after group, group_stride() floats apart. The two-panel kernel then
+// reads one sequential stream, and the one-row kernel (four panels: a streaming step)
+// two, where separate [k][16] panels gave them two and four streams 16 KiB apart. C
+// harness, the one-row kernel over I=H=256 weights in the engine's alternating order,
+// medians of five, separate panels / pairs / groups of four: 1 MiB (S1's recurrent
+// product at one thread) 6.35 / 5.59 / 5.49 us, 2 MiB (S4 at one thread) 15.53 / 15.02 /
+// 14.77 us, 2 x 0.5 MiB (S4's share of a core at two threads) 5.84 / 5.54 / 5.49 us.
+// Groups of four cost S3's products (I=H=512, B=64, W of 4 MiB) 6% at one thread, 10%
+// with the two-panel kernel run over both halves of each row in turn; pairs there took
+// 0.97-0.98x the time of separate panels, and an S2 layer (B=32) 1.01x. The panels live
+// in data, or (packed with a destination) in memory the packer was given.
 struct PackedMatrix {
   int n = 0;
   int k = 0;
@@ -21,17 +36,31 @@ struct PackedMatrix {
   bool empty() const { return n == 0; }
   const float* panels() const { return placed_ != nullptr ? placed_ : data.data(); }
   float* panels() { return placed_ != nullptr ? placed_ : data.data(); }
+  int panel_count() const { return (n + kPanel - 1) / kPanel; }
+  // Floats from one row of panel p to its next: a row of every panel of p's group.
+  std::ptrdiff_t k_stride(int p) const {
+    const int first = p / kGroup * kGroup;
+    return static_cast<std::ptrdiff_t>(kPanel) * (panel_count() - first < kGroup ? panel_count() - first : kGroup);
+  }
+  // Floats from the first panel of one whole group to the first of the next.
+  std::ptrdiff_t group_stride() const { return static_cast<std::ptrdiff_t>(kGroup) * k * kPanel; }
+  // Row kk of panel p (its 16 columns; the group's next panel follows kPanel floats on).
+  const float* panel(int p, int kk) const { return panels() + panel_offset(p, kk); }
+  float* panel(int p, int kk) { return panels() + panel_offset(p, kk); }
   std::size_t floats() const { return placed_ != nullptr ? placed_floats_ : data.size(); }
   // n x k zeros in data, or over dst (which must hold packed_floats(n, k) zeros and
   // outlive every use of this matrix, such as a layer's PageBlock).
   void reset(int rows, int cols, float* dst);
 
  private:
+  std::ptrdiff_t panel_offset(int p, int kk) const {
+    return p / kGroup * group_stride() + kk * k_stride(p) + (p % kGroup) * kPanel;
+  }
   float* placed_ = nullptr;
   std::size_t placed_floats_ = 0;
 };
 
-// Floats of an n x k matrix packed: ceil(n/16) panels of [k][16].
+// Floats of an n x k matrix packed: ceil(n/16) panels of k x 16.
 inline std::size_t packed_floats(int n, int k) {
   return static_cast<std::size_t>((n + kPanel - 1) / kPanel) * static_cast<std::size_t>(k) * kPanel;
 }

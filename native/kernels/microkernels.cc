@@ -13,11 +13,11 @@ namespace {
 // Portable kernel: 4 x 16 accumulators the compiler keeps in vector registers
 // (SSE2 on x86-64, NEON on arm64).
 template <int MR, bool kT>
-inline void ukernel_scalar(int kc, const float* a, std::ptrdiff_t lda, const float* b, float* c, std::ptrdiff_t ldc,
-                           int nr) {
+inline void ukernel_scalar(int kc, const float* a, std::ptrdiff_t lda, const float* b, std::ptrdiff_t ks, float* c,
+                           std::ptrdiff_t ldc, int nr) {
   float acc[MR][kPanel] = {};
   for (int k = 0; k < kc; ++k) {
-    const float* bk = b + static_cast<std::ptrdiff_t>(k) * kPanel;
+    const float* bk = b + k * ks;
     for (int i = 0; i < MR; ++i) {
       const float av = kT ? a[static_cast<std::ptrdiff_t>(k) * lda + i] : a[i * lda + k];
       for (int j = 0; j < kPanel; ++j) acc[i][j] += av * bk[j];
@@ -29,26 +29,26 @@ inline void ukernel_scalar(int kc, const float* a, std::ptrdiff_t lda, const flo
 
 // mr rows (1..4) through the scalar kernel of exactly that many rows.
 template <bool kT>
-void scalar_rows(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c, std::ptrdiff_t ldc,
-                 int nr) {
+void scalar_rows(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, std::ptrdiff_t ks, float* c,
+                 std::ptrdiff_t ldc, int nr) {
   switch (mr) {
-    case 4: ukernel_scalar<4, kT>(kc, a, lda, panel, c, ldc, nr); break;
-    case 3: ukernel_scalar<3, kT>(kc, a, lda, panel, c, ldc, nr); break;
-    case 2: ukernel_scalar<2, kT>(kc, a, lda, panel, c, ldc, nr); break;
-    default: ukernel_scalar<1, kT>(kc, a, lda, panel, c, ldc, nr); break;
+    case 4: ukernel_scalar<4, kT>(kc, a, lda, panel, ks, c, ldc, nr); break;
+    case 3: ukernel_scalar<3, kT>(kc, a, lda, panel, ks, c, ldc, nr); break;
+    case 2: ukernel_scalar<2, kT>(kc, a, lda, panel, ks, c, ldc, nr); break;
+    default: ukernel_scalar<1, kT>(kc, a, lda, panel, ks, c, ldc, nr); break;
   }
 }
 
 }  // namespace
 
-void gemm_ukernel_f32__scalar(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
-                              std::ptrdiff_t ldc, int nr) {
-  scalar_rows<false>(mr, kc, a, lda, panel, c, ldc, nr);
+void gemm_ukernel_f32__scalar(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, std::ptrdiff_t ks,
+                              float* c, std::ptrdiff_t ldc, int nr) {
+  scalar_rows<false>(mr, kc, a, lda, panel, ks, c, ldc, nr);
 }
 
-void gemm_ukernel_f32__scalar_t(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, float* c,
-                                std::ptrdiff_t ldc, int nr) {
-  scalar_rows<true>(mr, kc, a, lda, panel, c, ldc, nr);
+void gemm_ukernel_f32__scalar_t(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, std::ptrdiff_t ks,
+                                float* c, std::ptrdiff_t ldc, int nr) {
+  scalar_rows<true>(mr, kc, a, lda, panel, ks, c, ldc, nr);
 }
 
 // Loop pragmas for the kernels: full unrolling of the loops over accumulators (their
