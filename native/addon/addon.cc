@@ -625,7 +625,7 @@ void LayerWrap::Load(Napi::Env env, const Napi::Value& dirsValue) {
   }
   std::shared_ptr<const lstm::Layer> fresh;
   try {
-    fresh = std::make_shared<const lstm::Layer>(desc, views);
+    fresh = std::make_shared<const lstm::Layer>(desc, views, lstm::packed_group(isa_));
   } catch (const std::bad_alloc&) {
     Fail(env, "LSTM_NATIVE", "out of memory while packing weights");
   }

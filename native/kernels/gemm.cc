@@ -24,10 +24,11 @@ void put_column(PackedMatrix* out, int col, const float* src) {
 
 }  // namespace
 
-void PackedMatrix::reset(int rows, int cols, float* dst) {
+void PackedMatrix::reset(int rows, int cols, float* dst, int panels) {
   *this = PackedMatrix();
   n = rows;
   k = cols;
+  group = panels == 2 ? 2 : 1;
   if (dst != nullptr) {
     placed_ = dst;
     placed_floats_ = packed_floats(rows, cols);
@@ -36,8 +37,8 @@ void PackedMatrix::reset(int rows, int cols, float* dst) {
   }
 }
 
-void pack_matrix(const float* w, int n, int k, PackedMatrix* out, float* dst) {
-  out->reset(n, k, dst);
+void pack_matrix(const float* w, int n, int k, PackedMatrix* out, float* dst, int group) {
+  out->reset(n, k, dst, group);
   for (int row = 0; row < n; ++row) put_column(out, row, w + static_cast<std::size_t>(row) * k);
 }
 
@@ -52,9 +53,9 @@ void pack_matrix_kn(const float* wt, int k, int n, PackedMatrix* out) {
   }
 }
 
-void pack_gate_matrix(const float* w, int H, int k, PackedMatrix* out, float* dst) {
+void pack_gate_matrix(const float* w, int H, int k, PackedMatrix* out, float* dst, int group) {
   const int blocks = (H + kPanel - 1) / kPanel;
-  out->reset(blocks * 4 * kPanel, k, dst);
+  out->reset(blocks * 4 * kPanel, k, dst, group);
   for (int g = 0; g < 4; ++g) {
     for (int j = 0; j < H; ++j) put_column(out, gate_column(g, j), w + (static_cast<std::size_t>(g) * H + j) * k);
   }
@@ -145,15 +146,14 @@ constexpr bool kPackA = true;
 // The panels of one call against [p0, p1) of W in processing order: forward from p0, or
 // backward from p1 - 1, in units of four full neighbouring panels where `four` (a kernel
 // over four) allows, else of two where `two` does, else one; a unit of several panels is
-// whole groups or lies in one (the kernels' layout). The unit after the first i panels:
+// whole groups of W (the kernels' layout). The unit after the first i panels:
 // its lowest panel in *first (the first in memory either way), its width returned.
 int panel_unit(const PackedMatrix& W, int p0, int p1, bool backward, int i, bool four, bool two, int* first) {
   const int full = W.n / kPanel;  // panels [0, full) have all 16 columns
   const int left = p1 - p0 - i;
   const int p = backward ? p1 - 1 - i : p0 + i;
   auto fits = [&](int f, int w) {
-    const bool grouped = w >= kGroup ? f % kGroup == 0 && w % kGroup == 0 : f / kGroup == (f + w - 1) / kGroup;
-    return left >= w && f + w <= full && grouped;
+    return left >= w && f + w <= full && f % W.group == 0;
   };
   for (const int w : {4, 2}) {
     const int f = backward ? p - (w - 1) : p;
@@ -197,14 +197,15 @@ void block_panels(const MicroKernel& uk, MicroKernelFn kernel, MicroKernel2Fn ke
     for (int m = 0, mr = 0; m < mc; m += mr) {
       mr = group_rows(uk.mr, mc, m);
       for (const int end = std::min(next_lines, line + lines_per_group); line < end; ++line) {
-        __builtin_prefetch(next + line / next_width * next_ks + neighbour_offset(line % next_width, W.group_stride()), 0, 1);
+        __builtin_prefetch(
+            next + line / next_width * next_ks + neighbour_offset(line % next_width, W.next_panel(), W.panel_after_next()), 0, 1);
       }
       const float* am = slivers ? a + static_cast<std::ptrdiff_t>(m) * kc : a + m * row_step;
       const std::ptrdiff_t ld = slivers ? mr : lda;
       if (width == 4) {
-        kernel4(mr, kc, am, ld, bp, ks, W.group_stride(), C + m * ldc + p * kPanel, ldc);
+        kernel4(mr, kc, am, ld, bp, ks, W.next_panel(), W.panel_after_next(), C + m * ldc + p * kPanel, ldc);
       } else if (width == 2) {
-        kernel2(mr, kc, am, ld, bp, ks, W.group_stride(), C + m * ldc + p * kPanel, ldc);
+        kernel2(mr, kc, am, ld, bp, ks, W.next_panel(), W.panel_after_next(), C + m * ldc + p * kPanel, ldc);
       } else {
         kernel(mr, kc, am, ld, bp, ks, C + m * ldc + p * kPanel, ldc, std::min(kPanel, W.n - p * kPanel));
       }
@@ -279,7 +280,7 @@ void gemm_blocked(const MicroKernel& uk, int M, const float* A, std::ptrdiff_t l
         int p = 0;
         width = panel_unit(W, p0, p1, backward, i, true, false, &p);
         if (width == 4) {
-          uk.gemv4(kc, A + k0, W.panel(p, k0), W.k_stride(p), W.group_stride(), C + p * kPanel);
+          uk.gemv4(kc, A + k0, W.panel(p, k0), W.k_stride(p), W.next_panel(), W.panel_after_next(), C + p * kPanel);
         } else {
           uk.run(1, kc, A + k0, lda, W.panel(p, k0), W.k_stride(p), C + p * kPanel, ldc, std::min(kPanel, W.n - p * kPanel));
         }

@@ -11,27 +11,30 @@ namespace lstm {
 // Columns per packed panel: two AVX2 vectors or one AVX-512 vector.
 constexpr int kPanel = 16;
 
-// Panels per group: a group's panels are stored row by row side by side.
-constexpr int kGroup = 2;
-
 // W [n, k] (row-major, as PyTorch stores weights) packed into ceil(n/16) panels of 16
-// columns, in groups of two neighbouring panels (the last may be one): a group holds
-// [k][its panels][16], so row kk of panel p is 16 consecutive floats, the same row of the
-// other panel of its group the next 16 (or the previous), and row kk + 1 k_stride(p)
-// floats on; group after group, group_stride() floats apart. The two-panel kernel then
-// reads one sequential stream, and the one-row kernel (four panels: a streaming step)
-// two, where separate [k][16] panels gave them two and four streams 16 KiB apart. C
-// harness, the one-row kernel over I=H=256 weights in the engine's alternating order,
-// medians of five, separate panels / pairs / groups of four: 1 MiB (S1's recurrent
-// product at one thread) 6.35 / 5.59 / 5.49 us, 2 MiB (S4 at one thread) 15.53 / 15.02 /
-// 14.77 us, 2 x 0.5 MiB (S4's share of a core at two threads) 5.84 / 5.54 / 5.49 us.
-// Groups of four cost S3's products (I=H=512, B=64, W of 4 MiB) 6% at one thread, 10%
-// with the two-panel kernel run over both halves of each row in turn; pairs there took
-// 0.97-0.98x the time of separate panels, and an S2 layer (B=32) 1.01x. The panels live
-// in data, or (packed with a destination) in memory the packer was given.
+// columns, each panel [k][16] (group 1), or (group 2) in pairs of neighbouring panels
+// whose rows lie side by side: a pair holds [k][2][16], so row kk of panel p is 16
+// consecutive floats, the same row of the other panel of its pair the next 16 (or the
+// previous), and row kk + 1 k_stride(p) floats on (a last panel without a pair is [k][16]).
+//
+// Pairs are for kernels that read two panels at once: the two-panel kernel then reads one
+// sequential stream, and the one-row kernel (four panels: a streaming step) two, where
+// separate panels gave them two and four streams 16 KiB apart. C harness, the one-row
+// kernel over I=H=256 weights in the engine's alternating order, medians of five,
+// separate panels / pairs / groups of four: 1 MiB (S1's recurrent product at one thread)
+// 6.35 / 5.59 / 5.49 us, 2 MiB (S4 at one thread) 15.53 / 15.02 / 14.77 us, 2 x 0.5 MiB
+// (S4's share of a core at two threads) 5.84 / 5.54 / 5.49 us. Groups of four cost S3's
+// products (I=H=512, B=64, W of 4 MiB) 6% at one thread, 10% with the two-panel kernel
+// run over both halves of each row in turn; pairs there took 0.97-0.98x the time of
+// separate panels, and an S2 layer (B=32) 1.01x, on AVX-512. Where the GEMM has only a
+// one-panel kernel, that kernel reads half of every pair's row: S3 on AVX2 took 1.1x as
+// long, and the wasm engine's S3 1.08x. So the packer takes the group that suits the
+// kernels that will run (packed_group); every kernel computes the same bits from either.
+// The panels live in data, or (packed with a destination) in memory the packer was given.
 struct PackedMatrix {
   int n = 0;
   int k = 0;
+  int group = 1;  // panels per group: 1 or 2
   std::vector<float> data;  // the panels, unless placed
   bool empty() const { return n == 0; }
   const float* panels() const { return placed_ != nullptr ? placed_ : data.data(); }
@@ -39,22 +42,24 @@ struct PackedMatrix {
   int panel_count() const { return (n + kPanel - 1) / kPanel; }
   // Floats from one row of panel p to its next: a row of every panel of p's group.
   std::ptrdiff_t k_stride(int p) const {
-    const int first = p / kGroup * kGroup;
-    return static_cast<std::ptrdiff_t>(kPanel) * (panel_count() - first < kGroup ? panel_count() - first : kGroup);
+    const int first = p / group * group;
+    return static_cast<std::ptrdiff_t>(kPanel) * (panel_count() - first < group ? panel_count() - first : group);
   }
-  // Floats from the first panel of one whole group to the first of the next.
-  std::ptrdiff_t group_stride() const { return static_cast<std::ptrdiff_t>(kGroup) * k * kPanel; }
-  // Row kk of panel p (its 16 columns; the group's next panel follows kPanel floats on).
+  // For kernels over neighbouring panels (units of two or four that are whole pairs):
+  // floats from a panel to the next one, and from a panel to the one two on.
+  std::ptrdiff_t next_panel() const { return group == 2 ? kPanel : static_cast<std::ptrdiff_t>(k) * kPanel; }
+  std::ptrdiff_t panel_after_next() const { return 2 * static_cast<std::ptrdiff_t>(k) * kPanel; }
+  // Row kk of panel p (its 16 columns).
   const float* panel(int p, int kk) const { return panels() + panel_offset(p, kk); }
   float* panel(int p, int kk) { return panels() + panel_offset(p, kk); }
   std::size_t floats() const { return placed_ != nullptr ? placed_floats_ : data.size(); }
   // n x k zeros in data, or over dst (which must hold packed_floats(n, k) zeros and
-  // outlive every use of this matrix, such as a layer's PageBlock).
-  void reset(int rows, int cols, float* dst);
+  // outlive every use of this matrix, such as a layer's PageBlock), in groups of `panels`.
+  void reset(int rows, int cols, float* dst, int panels = 1);
 
  private:
   std::ptrdiff_t panel_offset(int p, int kk) const {
-    return p / kGroup * group_stride() + kk * k_stride(p) + (p % kGroup) * kPanel;
+    return static_cast<std::ptrdiff_t>(p / group) * group * k * kPanel + kk * k_stride(p) + (p % group) * kPanel;
   }
   float* placed_ = nullptr;
   std::size_t placed_floats_ = 0;
@@ -67,7 +72,11 @@ inline std::size_t packed_floats(int n, int k) {
 
 // The packers below write into out->data, or with dst into dst (see reset): a layer packs
 // its weights straight into its block, with no copy and no second allocation of them.
-void pack_matrix(const float* w, int n, int k, PackedMatrix* out, float* dst = nullptr);
+void pack_matrix(const float* w, int n, int k, PackedMatrix* out, float* dst = nullptr, int group = 1);
+
+// The group that suits the GEMM kernels of this ISA: pairs where there is a two-panel
+// kernel (AVX-512), else single panels.
+inline int packed_group(Isa isa) { return isa == Isa::kAvx512 ? 2 : 1; }
 
 // The same packed matrix from W given transposed, Wt [k, n] row-major (the layout of a
 // weight that multiplies from the other side in backpropagation, or of activations
@@ -79,7 +88,7 @@ void pack_matrix_kn(const float* wt, int k, int n, PackedMatrix* out);
 // each block of 16 units side by side: column (j/16)*64 + g*16 + j%16, so a range of
 // unit blocks is a range of whole panels (4 per block) and one thread can own both
 // the GEMM columns and the cell update of its units. n = 64 * ceil(H/16), zero padded.
-void pack_gate_matrix(const float* w, int H, int k, PackedMatrix* out, float* dst = nullptr);
+void pack_gate_matrix(const float* w, int H, int k, PackedMatrix* out, float* dst = nullptr, int group = 1);
 
 // Column of gate g (0..3) of unit j in the gate-interleaved layout.
 inline int gate_column(int g, int j) { return (j / kPanel) * 4 * kPanel + g * kPanel + j % kPanel; }

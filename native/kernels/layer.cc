@@ -15,7 +15,7 @@
 
 namespace lstm {
 
-Layer::Layer(const LayerDesc& desc, const DirectionWeightsView* dirs) : desc_(desc) {
+Layer::Layer(const LayerDesc& desc, const DirectionWeightsView* dirs, int group) : desc_(desc) {
   const int H = desc.hidden_size;
   const int Hout = desc.out_size();
   blocks_ = (H + kPanel - 1) / kPanel;
@@ -41,10 +41,10 @@ Layer::Layer(const LayerDesc& desc, const DirectionWeightsView* dirs) : desc_(de
   for (int d = 0; d < desc.num_directions; ++d) {
     const DirectionWeightsView& v = dirs[d];
     Direction& w = dirs_[d];
-    pack_gate_matrix(v.w_ih, H, desc.input_size, &w.w_ih, take(ih));
-    pack_gate_matrix(v.w_hh, H, Hout, &w.w_hh, take(hh));
-    if (full) pack_gate_matrix(v.w_ch, H, H, &w.w_ch, take(ch));
-    if (desc.proj_size > 0) pack_matrix(v.w_hr, desc.proj_size, H, &w.w_hr, take(hr));
+    pack_gate_matrix(v.w_ih, H, desc.input_size, &w.w_ih, take(ih), group);
+    pack_gate_matrix(v.w_hh, H, Hout, &w.w_hh, take(hh), group);
+    if (full) pack_gate_matrix(v.w_ch, H, H, &w.w_ch, take(ch), group);
+    if (desc.proj_size > 0) pack_matrix(v.w_hr, desc.proj_size, H, &w.w_hr, take(hr), group);
     if (desc.peephole == kPeepholeDiagonal) {
       w.w_ci.assign(v.w_ci, v.w_ci + H);
       w.w_cf.assign(v.w_cf, v.w_cf + H);

@@ -145,8 +145,10 @@ void rebalance(const double* pace, int nth, int blocks, int* bounds);
 
 class Layer {
  public:
-  // Packs copies of the weights; the views need not outlive the constructor.
-  Layer(const LayerDesc& desc, const DirectionWeightsView* dirs);
+  // Packs copies of the weights, in groups of `group` panels (gemm.h: packed_group of the
+  // ISA that will run the layer; any ISA computes the same bits from either); the views
+  // need not outlive the constructor.
+  Layer(const LayerDesc& desc, const DirectionWeightsView* dirs, int group = 1);
 
   const LayerDesc& desc() const { return desc_; }
   // Bytes of packed weights this layer holds.

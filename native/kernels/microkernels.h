@@ -12,20 +12,24 @@ namespace lstm {
 using MicroKernelFn = void (*)(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel, std::ptrdiff_t ks,
                                float* c, std::ptrdiff_t ldc, int nr);
 
-// Neighbour q of `panel` in a unit of whole groups (gemm.h's PackedMatrix): in its group's
-// rows kPanel floats on per place, its group gs floats on per group.
-inline std::ptrdiff_t neighbour_offset(int q, std::ptrdiff_t gs) { return q / kGroup * gs + q % kGroup * kPanel; }
+// Panel q (0..3) of a unit of neighbouring panels that are whole groups of a PackedMatrix
+// (gemm.h), from the unit's first: next = next_panel(), after_next = panel_after_next().
+inline std::ptrdiff_t neighbour_offset(int q, std::ptrdiff_t next, std::ptrdiff_t after_next) {
+  return q / 2 * after_next + q % 2 * next;
+}
 
-// One row of A against four full neighbouring panels (64 columns) in whole groups, rows
-// ks apart, groups gs apart: c[0..64) += a * panels.
-using Gemv4Fn = void (*)(int kc, const float* a, const float* panels, std::ptrdiff_t ks, std::ptrdiff_t gs, float* c);
+// One row of A against four full neighbouring panels (64 columns) as neighbour_offset
+// places them, rows ks apart: c[0..64) += a * panels.
+using Gemv4Fn = void (*)(int kc, const float* a, const float* panels, std::ptrdiff_t ks, std::ptrdiff_t next,
+                         std::ptrdiff_t after_next, float* c);
 
 // The most rows any kernel takes per call (AVX-512's 12 x 16).
 constexpr int kMaxMR = 12;
 
-// Two (or four) full neighbouring panels in whole groups, as Gemv4Fn's: c[mr x 32] += a * both.
+// Two (or four) full neighbouring panels, as Gemv4Fn's: c[mr x 32] += a * both.
 using MicroKernel2Fn = void (*)(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel,
-                                std::ptrdiff_t ks, std::ptrdiff_t gs, float* c, std::ptrdiff_t ldc);
+                                std::ptrdiff_t ks, std::ptrdiff_t next, std::ptrdiff_t after_next, float* c,
+                                std::ptrdiff_t ldc);
 
 struct MicroKernel {
   int mr;  // rows of A per call, at most kMaxMR

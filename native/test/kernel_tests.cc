@@ -130,6 +130,20 @@ void test_gemm(Isa isa) {
         for (int p = 0; p < panels; ++p) gemm_nt_panels(isa, M, A.data(), lda, P, p, p + 1, Cs.data(), ldc);
         std::snprintf(buf, sizeof buf, "gemm %s M=%d N=%d K=%d panel by panel differs", isa_name(isa), M, N, K);
         expect(Cs == C, buf);
+        // Packed in pairs of panels (as for AVX-512): the same bits whole, backward, in two
+        // ranges, from an odd panel on (no unit may start there) and panel by panel.
+        PackedMatrix P2;
+        pack_matrix(W.data(), N, K, &P2, nullptr, 2);
+        std::vector<float> C2 = C0, C2b = C0, C2r = C0, C2o = C0, C2s = C0;
+        gemm_nt(isa, M, A.data(), lda, P2, C2.data(), ldc);
+        gemm_nt_panels(isa, M, A.data(), lda, P2, 0, panels, C2b.data(), ldc, nullptr, true);
+        gemm_nt_panels(isa, M, A.data(), lda, P2, cut, panels, C2r.data(), ldc, nullptr, true);
+        gemm_nt_panels(isa, M, A.data(), lda, P2, 0, cut, C2r.data(), ldc, nullptr, true);
+        gemm_nt_panels(isa, M, A.data(), lda, P2, 1, panels, C2o.data(), ldc);
+        gemm_nt_panels(isa, M, A.data(), lda, P2, 0, 1, C2o.data(), ldc);
+        for (int p = 0; p < panels; ++p) gemm_nt_panels(isa, M, A.data(), lda, P2, p, p + 1, C2s.data(), ldc);
+        std::snprintf(buf, sizeof buf, "gemm %s M=%d N=%d K=%d in pairs of panels differs", isa_name(isa), M, N, K);
+        expect(C2 == C && C2b == C && C2r == C && C2o == C && C2s == C, buf);
 
         // The transposed operands: W packed from Wt [K, N] is the same packed matrix, and
         // C from At [K, M] (rows of C split in two ranges, as threads split them) has the
@@ -170,10 +184,12 @@ void test_gemm_packed(Isa isa) {
     std::vector<float> C0 = random_vec(rng, static_cast<std::size_t>(s.M) * ldc);
     std::vector<double> ref(C0.begin(), C0.end());
     gemm_reference(s.M, s.N, s.K, A.data(), lda, W.data(), ref, ldc);
+    std::vector<float> C = C0;
+    for (const int group : {1, 2}) {
     PackedMatrix P;
-    pack_matrix(W.data(), s.N, s.K, &P);
-    std::vector<float> C = C0, Cp = C0, Cb = C0;
-    gemm_nt(isa, s.M, A.data(), lda, P, C.data(), ldc);
+    pack_matrix(W.data(), s.N, s.K, &P, nullptr, group);
+    std::vector<float> Cp = C0, Cb = C0;
+    if (group == 1) gemm_nt(isa, s.M, A.data(), lda, P, C.data(), ldc);
     gemm_nt(isa, s.M, A.data(), lda, P, Cp.data(), ldc, scratch.data());
     // Backward, with the next-panel prefetch running the other way: the same bits.
     gemm_nt_panels(isa, s.M, A.data(), lda, P, 0, (s.N + kPanel - 1) / kPanel, Cb.data(), ldc, scratch.data(), true);
@@ -191,9 +207,11 @@ void test_gemm_packed(Isa isa) {
         worst = std::max(worst, std::fabs(Cp[i] - ref[i]) / (1e-6 + 1e-6 * std::sqrt(s.K) * (1 + std::fabs(ref[i]))));
       }
     char buf[160];
-    std::snprintf(buf, sizeof buf, "gemm packed %s M=%d N=%d K=%d: error ratio %.3f, same bits as unpacked and backward",
-                  isa_name(isa), s.M, s.N, s.K, worst);
+    std::snprintf(buf, sizeof buf,
+                  "gemm packed %s M=%d N=%d K=%d group %d: error ratio %.3f, same bits as unpacked and backward",
+                  isa_name(isa), s.M, s.N, s.K, group, worst);
     expect(worst <= 1.0 && Cp == C && Cb == C && Cs == C && Co == C, buf);
+    }
   }
 }
 
@@ -322,7 +340,7 @@ void test_layer(Isa isa) {
     const float range = cs.T > 100 ? 0.2f : 0.5f;
     DirectionWeightsView v[2];
     for (int d = 0; d < cs.D; ++d) v[d] = random_direction(rng, store, desc, range);
-    Layer layer(desc, v);
+    Layer layer(desc, v, packed_group(isa));
     std::vector<float> x = random_vec(rng, static_cast<std::size_t>(cs.T) * cs.B * cs.I);
     std::vector<float> h0 = random_vec(rng, cs.D * cs.B * Ho), c0 = random_vec(rng, cs.D * cs.B * H);
     std::vector<int32_t> lens(cs.B);
@@ -474,7 +492,7 @@ void test_step_input_is_state(Isa isa) {
     view.w_hh = w_hh.data();
     view.b_ih = b_ih.data();
     view.b_hh = b_hh.data();
-    const Layer layer(desc, &view);
+    const Layer layer(desc, &view, packed_group(isa));
     std::vector<float> h(static_cast<std::size_t>(B) * H), c(h.size());
     for (float& f : h) f = u(rng);
     for (float& f : c) f = u(rng);
@@ -524,7 +542,7 @@ void test_stack_split(Isa isa) {
       const int Ho = desc.out_size();
       DirectionWeightsView v[2];
       for (int d = 0; d < l.D; ++d) v[d] = random_direction(rng, store, desc, 0.5f);
-      owned.push_back(std::make_unique<Layer>(desc, v));
+      owned.push_back(std::make_unique<Layer>(desc, v, packed_group(isa)));
       h_floats += static_cast<std::size_t>(l.D) * cs.B * Ho;
       c_floats += static_cast<std::size_t>(l.D) * cs.B * l.H;
     }
