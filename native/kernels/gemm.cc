@@ -24,11 +24,11 @@ void put_column(PackedMatrix* out, int col, const float* src) {
 
 }  // namespace
 
-void PackedMatrix::reset(int rows, int cols, float* dst, int panels) {
+void PackedMatrix::reset(int rows, int cols, float* dst, int panels_per_group) {
   *this = PackedMatrix();
   n = rows;
   k = cols;
-  group = panels == 2 ? 2 : 1;
+  group = panels_per_group == 2 ? 2 : 1;
   if (dst != nullptr) {
     placed_ = dst;
     placed_floats_ = packed_floats(rows, cols);
@@ -152,12 +152,9 @@ int panel_unit(const PackedMatrix& W, int p0, int p1, bool backward, int i, bool
   const int full = W.n / kPanel;  // panels [0, full) have all 16 columns
   const int left = p1 - p0 - i;
   const int p = backward ? p1 - 1 - i : p0 + i;
-  auto fits = [&](int f, int w) {
-    return left >= w && f + w <= full && f % W.group == 0;
-  };
   for (const int w : {4, 2}) {
     const int f = backward ? p - (w - 1) : p;
-    if ((w == 4 ? four : two) && fits(f, w)) {
+    if ((w == 4 ? four : two) && left >= w && f + w <= full && f % W.group == 0) {
       *first = f;
       return w;
     }
@@ -170,9 +167,9 @@ int panel_unit(const PackedMatrix& W, int p0, int p1, bool backward, int i, bool
 // block's first row. Row m of the block at a + m * row_step (k at stride 1 for the
 // row-major kernel, at lda for the k-major one) or, with slivers, the block packed by
 // pack_slivers for the k-major kernel (the group from row m at a + m * kc, lda its rows).
-// kernel2 (or null): the same kernel over two full panels at once, used for every pair
-// of neighbouring full panels of one group; kernel4 (or null, and only for a block of as
-// few rows as it takes), over four, used for every whole group of full panels before pairs.
+// kernel2 (or null): the same kernel over two neighbouring full panels at once, used for
+// every two that are whole groups of W (panel_unit); kernel4 (or null, and only for a
+// block of as few rows as it takes), over four, used before pairs wherever it fits.
 void block_panels(const MicroKernel& uk, MicroKernelFn kernel, MicroKernel2Fn kernel2, MicroKernel2Fn kernel4, int mc,
                   int kc, const float* a,
                   std::ptrdiff_t row_step, std::ptrdiff_t lda, bool slivers, const PackedMatrix& W, int k0, int p0, int p1,

@@ -54,8 +54,8 @@ struct PackedMatrix {
   float* panel(int p, int kk) { return panels() + panel_offset(p, kk); }
   std::size_t floats() const { return placed_ != nullptr ? placed_floats_ : data.size(); }
   // n x k zeros in data, or over dst (which must hold packed_floats(n, k) zeros and
-  // outlive every use of this matrix, such as a layer's PageBlock), in groups of `panels`.
-  void reset(int rows, int cols, float* dst, int panels = 1);
+  // outlive every use of this matrix, such as a layer's PageBlock); panels_per_group: 1 or 2.
+  void reset(int rows, int cols, float* dst, int panels_per_group = 1);
 
  private:
   std::ptrdiff_t panel_offset(int p, int kk) const {

@@ -26,7 +26,7 @@ using Gemv4Fn = void (*)(int kc, const float* a, const float* panels, std::ptrdi
 // The most rows any kernel takes per call (AVX-512's 12 x 16).
 constexpr int kMaxMR = 12;
 
-// Two (or four) full neighbouring panels, as Gemv4Fn's: c[mr x 32] += a * both.
+// Two (or four) full neighbouring panels, placed as Gemv4Fn's: c[mr x 32 (64)] += a * them.
 using MicroKernel2Fn = void (*)(int mr, int kc, const float* a, std::ptrdiff_t lda, const float* panel,
                                 std::ptrdiff_t ks, std::ptrdiff_t next, std::ptrdiff_t after_next, float* c,
                                 std::ptrdiff_t ldc);
@@ -38,8 +38,8 @@ struct MicroKernel {
   Gemv4Fn gemv4;  // null: use run with mr = 1
   MicroKernel2Fn run2 = nullptr;    // null: run, a panel at a time
   MicroKernel2Fn run2_t = nullptr;  // the same with A k-major
-  // Four full panels at once for blocks of at most
-  // run4_rows rows, A row-major; null: run2 or run.
+  // Four full panels at once for blocks of at most run4_rows rows, A row-major; null: run2
+  // or run.
   MicroKernel2Fn run4 = nullptr;
   int run4_rows = 0;
 };
