@@ -168,7 +168,8 @@ void test_gemm(Isa isa) {
 }
 
 // gemm_nt with scratch packs blocks of A when the weights are 1 MiB or more: the same
-// bits as without, and within rounding of the double reference. Sizes cover partial
+// bits as without (W as single panels and in pairs), and within rounding of the double
+// reference. Sizes cover partial
 // panels, two blocks of K and of M, short last row groups (6+4+3, 4+3, 6+5, 5+4 rows
 // with mr = 6), and depths that leave 1-3 k past the pack's steps of four.
 void test_gemm_packed(Isa isa) {
@@ -186,31 +187,31 @@ void test_gemm_packed(Isa isa) {
     gemm_reference(s.M, s.N, s.K, A.data(), lda, W.data(), ref, ldc);
     std::vector<float> C = C0;
     for (const int group : {1, 2}) {
-    PackedMatrix P;
-    pack_matrix(W.data(), s.N, s.K, &P, nullptr, group);
-    std::vector<float> Cp = C0, Cb = C0;
-    if (group == 1) gemm_nt(isa, s.M, A.data(), lda, P, C.data(), ldc);
-    gemm_nt(isa, s.M, A.data(), lda, P, Cp.data(), ldc, scratch.data());
-    // Backward, with the next-panel prefetch running the other way: the same bits.
-    gemm_nt_panels(isa, s.M, A.data(), lda, P, 0, (s.N + kPanel - 1) / kPanel, Cb.data(), ldc, scratch.data(), true);
-    // Panel by panel (no two-panel kernel), and from an odd panel on (the pairs shifted by one).
-    std::vector<float> Cs = C0;
-    const int panels = (s.N + kPanel - 1) / kPanel;
-    for (int p = 0; p < panels; ++p) gemm_nt_panels(isa, s.M, A.data(), lda, P, p, p + 1, Cs.data(), ldc, scratch.data());
-    std::vector<float> Co = C0;
-    gemm_nt_panels(isa, s.M, A.data(), lda, P, 1, panels, Co.data(), ldc, scratch.data());
-    gemm_nt_panels(isa, s.M, A.data(), lda, P, 0, 1, Co.data(), ldc, scratch.data());
-    double worst = 0;
-    for (int m = 0; m < s.M; ++m)
-      for (int n = 0; n < s.N; ++n) {
-        const std::size_t i = static_cast<std::size_t>(m) * ldc + n;
-        worst = std::max(worst, std::fabs(Cp[i] - ref[i]) / (1e-6 + 1e-6 * std::sqrt(s.K) * (1 + std::fabs(ref[i]))));
-      }
-    char buf[160];
-    std::snprintf(buf, sizeof buf,
-                  "gemm packed %s M=%d N=%d K=%d group %d: error ratio %.3f, same bits as unpacked and backward",
-                  isa_name(isa), s.M, s.N, s.K, group, worst);
-    expect(worst <= 1.0 && Cp == C && Cb == C && Cs == C && Co == C, buf);
+      PackedMatrix P;
+      pack_matrix(W.data(), s.N, s.K, &P, nullptr, group);
+      std::vector<float> Cp = C0, Cb = C0;
+      if (group == 1) gemm_nt(isa, s.M, A.data(), lda, P, C.data(), ldc);
+      gemm_nt(isa, s.M, A.data(), lda, P, Cp.data(), ldc, scratch.data());
+      // Backward, with the next-panel prefetch running the other way: the same bits.
+      gemm_nt_panels(isa, s.M, A.data(), lda, P, 0, (s.N + kPanel - 1) / kPanel, Cb.data(), ldc, scratch.data(), true);
+      // Panel by panel (no two-panel kernel), and from an odd panel on (the pairs shifted by one).
+      std::vector<float> Cs = C0;
+      const int panels = (s.N + kPanel - 1) / kPanel;
+      for (int p = 0; p < panels; ++p) gemm_nt_panels(isa, s.M, A.data(), lda, P, p, p + 1, Cs.data(), ldc, scratch.data());
+      std::vector<float> Co = C0;
+      gemm_nt_panels(isa, s.M, A.data(), lda, P, 1, panels, Co.data(), ldc, scratch.data());
+      gemm_nt_panels(isa, s.M, A.data(), lda, P, 0, 1, Co.data(), ldc, scratch.data());
+      double worst = 0;
+      for (int m = 0; m < s.M; ++m)
+        for (int n = 0; n < s.N; ++n) {
+          const std::size_t i = static_cast<std::size_t>(m) * ldc + n;
+          worst = std::max(worst, std::fabs(Cp[i] - ref[i]) / (1e-6 + 1e-6 * std::sqrt(s.K) * (1 + std::fabs(ref[i]))));
+        }
+      char buf[160];
+      std::snprintf(buf, sizeof buf,
+                    "gemm packed %s M=%d N=%d K=%d group %d: error ratio %.3f, same bits as unpacked and backward",
+                    isa_name(isa), s.M, s.N, s.K, group, worst);
+      expect(worst <= 1.0 && Cp == C && Cb == C && Cs == C && Co == C, buf);
     }
   }
 }
