@@ -1,6 +1,6 @@
 // Native vs js on random configurations covering every option and odd sizes.
 import { describe, expect, it } from 'vitest';
-import { LSTM, NATIVE_ISAS, WASM_CASES, backendInfo, expectClose, mulberry32, randomTensor, withEngine, type LSTMOptions } from './helpers';
+import { LSTM, NATIVE_ISAS, WASM_CASES, backendInfo, expectClose, mulberry32, randomTensor, sweepSeeds, withEngine, type LSTMOptions } from './helpers';
 
 const ACTS = ['sigmoid', 'tanh', 'relu', 'hardSigmoid', 'leakyRelu', 'scaledTanh', 'affine', 'elu', 'softsign', 'softplus'] as const;
 
@@ -51,8 +51,7 @@ function randomCase(seed: number) {
 
 // 240 configurations from seed 1, or more from elsewhere for a longer local sweep
 // (DIFF_SEED, DIFF_CASES).
-const DIFF_SEED = Number(process.env.DIFF_SEED ?? 1);
-const SEEDS = Array.from({ length: Number(process.env.DIFF_CASES ?? 240) }, (_, i) => i + DIFF_SEED);
+const SEEDS = sweepSeeds('DIFF', 240);
 
 const OTHERS = [
   ...NATIVE_ISAS.map((isa) => ({ label: `native/${isa}`, backend: 'native' as const, isa })),

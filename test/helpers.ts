@@ -175,6 +175,17 @@ export function sineWaves(N: number, T: number, seed: number): { x: Tensor; y: T
   return { x: { data: xs, shape: [N, T, 1] }, y: { data: ys, shape: [N, T, 1] } };
 }
 
+/**
+ * The seeds of a random sweep: `cases` of them from seed 1, or for a longer local sweep
+ * NAME_CASES of them from NAME_SEED (environment), then the regression seeds, which run
+ * every time.
+ */
+export function sweepSeeds(name: string, cases: number, regressions: number[] = []): number[] {
+  const from = Number(process.env[`${name}_SEED`] ?? 1);
+  const count = Number(process.env[`${name}_CASES`] ?? cases);
+  return [...Array.from({ length: count }, (_, i) => from + i), ...regressions];
+}
+
 /** Deterministic PRNG for tests (mulberry32). */
 export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ENGINES, FIXTURES, LSTM, LstmError, expectClose, fixture, lib, mulberry32, onnxYToOutput, randomTensor, withEngine, type LSTMOptions } from './helpers';
+import { ENGINES, FIXTURES, LSTM, LstmError, expectClose, fixture, lib, mulberry32, onnxYToOutput, randomTensor, sweepSeeds, withEngine, type LSTMOptions } from './helpers';
 
 const require = createRequire(import.meta.url);
 const ort = require('onnxruntime-node') as typeof import('onnxruntime-node');
@@ -88,13 +88,12 @@ function randomExportCase(seed: number) {
 
 // 60 configurations from seed 1, or more from elsewhere for a longer local sweep
 // (EXPORT_SEED, EXPORT_CASES), as the other random sweeps take.
-const EXPORT_SEED = Number(process.env.EXPORT_SEED ?? 1);
-const EXPORT_CASES = Number(process.env.EXPORT_CASES ?? 60);
+const EXPORT_SEEDS = sweepSeeds('EXPORT', 60);
 
 describe('exportOnnx runs in onnxruntime-node with the same outputs', () => {
-  it(`${EXPORT_CASES} random configurations: stacked, bidirectional, peepholes, clip, coupled, activations, lengths`, async () => {
+  it(`${EXPORT_SEEDS.length} random configurations: stacked, bidirectional, peepholes, clip, coupled, activations, lengths`, async () => {
     const seen = new Set<string>();
-    for (let seed = EXPORT_SEED; seed < EXPORT_SEED + EXPORT_CASES; seed++) {
+    for (const seed of EXPORT_SEEDS) {
       const { options, T, B, withLengths, rand } = randomExportCase(seed);
       const m = new LSTM(options);
       const c = m.config;

@@ -2,7 +2,7 @@
 import { Worker } from 'node:worker_threads';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ENGINES, LSTM, LstmError, NATIVE_ISAS, expectClose, expectSameBits, lib, mulberry32, randomModel, randomTensor, withEngine, type Tensor } from './helpers';
+import { ENGINES, LSTM, LstmError, NATIVE_ISAS, expectClose, expectSameBits, lib, mulberry32, randomModel, randomTensor, sweepSeeds, withEngine, type Tensor } from './helpers';
 
 function sliceTime(x: Tensor, t0: number, t1: number): Tensor {
   const row = x.shape.slice(1).reduce((a, b) => a * b, 1);
@@ -230,10 +230,8 @@ describe.each(ENGINES)('streaming and async on $label', (engine) => {
 // forward in random chunks and forwardAsync all give forward's results, on every engine;
 // native results are bitwise the same for 1 and 2 threads. STREAM_SEED and STREAM_CASES
 // run a longer local sweep.
-const STREAM_SEED = Number(process.env.STREAM_SEED ?? 1);
-const STREAM_CASES = Number(process.env.STREAM_CASES ?? 60);
 // And seed 30034, where a longer sweep failed: the model overflows to NaN (see expectClose).
-const STREAM_SEEDS = [...Array.from({ length: STREAM_CASES }, (_, i) => STREAM_SEED + i), 30034];
+const STREAM_SEEDS = sweepSeeds('STREAM', 60, [30034]);
 describe.each(ENGINES)('random configurations stream on $label', (engine) => {
   const acts = ['sigmoid', 'tanh', 'relu', 'hardSigmoid', 'elu', 'softsign'] as const;
   it(`${STREAM_SEEDS.length} configurations: step, chunks and forwardAsync equal forward`, async () => {

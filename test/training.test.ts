@@ -1,17 +1,15 @@
 // Training: gradients against PyTorch on every engine, optimizer trajectories, finite
 // differences for what no fixture covers, the model API, checkpoints and fit.
 import { describe, expect, it } from 'vitest';
-import { ENGINES, LSTM, expectClose, expectSameBits, fixture, lib, mulberry32, randomModel, randomTensor, sineWaves, torchOptions, withEngine, type Gradient, type LSTMOptions, type Tensor } from './helpers';
+import { ENGINES, LSTM, expectClose, expectSameBits, fixture, lib, mulberry32, randomModel, randomTensor, sineWaves, sweepSeeds, torchOptions, withEngine, type Gradient, type LSTMOptions, type Tensor } from './helpers';
 
 const { SequenceModel, SGD, Adam, AdamW, clipGradNorm, mse, crossEntropy } = lib;
 
 // The random training configurations: 60 from seed 1, or more from elsewhere for a longer
 // local sweep (TRAIN_SEED, TRAIN_CASES).
-const TRAIN_SEED = Number(process.env.TRAIN_SEED ?? 1);
-const TRAIN_CASES = Number(process.env.TRAIN_CASES ?? 60);
 // Seeds where longer sweeps failed, run every time: 62603 is compared within its rounding
 // sensitivity (wasm), 67494's states blow up and it is left out (below).
-const TRAIN_SEEDS = [...Array.from({ length: TRAIN_CASES }, (_, i) => TRAIN_SEED + i), 62603, 67494];
+const TRAIN_SEEDS = sweepSeeds('TRAIN', 60, [62603, 67494]);
 
 const GRAD_CASES = ['t01_single', 't02_stack2_batchfirst', 't03_bidir2', 't04_proj', 't05_nobias', 't06_packed_bidir', 't07_unbatched', 't08_larger', 't09_proj_bidir_packed_bf', 't10_one_step', 'p01_seed_full_peephole', 'p02_diagonal_peephole'];
 
