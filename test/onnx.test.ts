@@ -144,6 +144,47 @@ describe('exportOnnx runs in onnxruntime-node with the same outputs', () => {
     expectClose({ data: got.output.data as Float32Array, shape: [...got.output.dims] }, m.forward(x).output, 'opset 12');
   });
 
+  it('a sequence_lens of 0: onnxruntime gives zeros for that row, we refuse it, and the other rows agree without it', async () => {
+    // What the README tells ONNX users: lengths are 1..T here (as in PyTorch); drop an
+    // empty sequence's row before the call. Two layers, bidirectional, so the zeros show in
+    // every layer's and direction's states.
+    const L = 2, D = 2, H = 4, I = 3, T = 4, B = 3;
+    const m = new LSTM({ inputSize: I, hiddenSize: H, numLayers: L, bidirectional: true, seed: 11 });
+    const rand = mulberry32(12);
+    const x = randomTensor([T, B, I], rand);
+    const h0 = randomTensor([L * D, B, H], rand, 0.5);
+    const c0 = randomTensor([L * D, B, H], rand, 0.5);
+    const lengths = Int32Array.from([3, 0, 4]);
+    const session = await ort.InferenceSession.create(exportOnnx(m, { lengths: true }));
+    const got = await session.run({
+      input: new ort.Tensor('float32', x.data, x.shape),
+      h0: new ort.Tensor('float32', h0.data, h0.shape),
+      c0: new ort.Tensor('float32', c0.data, c0.shape),
+      lengths: new ort.Tensor('int32', lengths, [B]),
+    });
+    expect(() => m.forward(x, { h0, c0, lengths })).toThrow(expect.objectContaining({ code: 'LSTM_SHAPE', message: expect.stringMatching(/^lengths\[1\]: .* got 0/) }));
+    // Row b of a [rows, B, w] tensor's data, and the tensor without row 1.
+    const row = (data: Float32Array, w: number, b: number) => Array.from({ length: data.length / (B * w) }, (_, r) => Array.from(data.subarray((r * B + b) * w, (r * B + b + 1) * w))).flat();
+    const drop = (t: { data: Float32Array; shape: number[] }) => {
+      const w = t.shape[2];
+      const rows = t.shape[0];
+      const data = new Float32Array(rows * (B - 1) * w);
+      for (let r = 0; r < rows; r++) {
+        data.set(t.data.subarray((r * B) * w, (r * B + 1) * w), (r * (B - 1)) * w);
+        data.set(t.data.subarray((r * B + 2) * w, (r * B + 3) * w), (r * (B - 1) + 1) * w);
+      }
+      return { data, shape: [rows, B - 1, w] };
+    };
+    const ortOut = { output: got.output.data as Float32Array, hn: got.hn.data as Float32Array, cn: got.cn.data as Float32Array };
+    for (const [k, w] of [['output', D * H], ['hn', H], ['cn', H]] as const) {
+      expect(row(ortOut[k], w, 1).every((v) => v === 0), `onnxruntime's ${k} for the empty row`).toBe(true);
+    }
+    const ours = m.forward(drop(x), { h0: drop(h0), c0: drop(c0), lengths: [3, 4] });
+    for (const [k, w] of [['output', D * H], ['hn', H], ['cn', H]] as const) {
+      expectClose(drop({ data: ortOut[k], shape: [ortOut[k].length / (B * w), B, w] }), ours[k], `${k} without the empty row`);
+    }
+  });
+
   it('projection and full peepholes cannot be expressed: LSTM_FORMAT says why', () => {
     expectFormat(() => exportOnnx(new LSTM({ inputSize: 2, hiddenSize: 4, projSize: 2 })), /no projection/);
     expectFormat(() => exportOnnx(new LSTM({ inputSize: 2, hiddenSize: 4, peephole: 'full' })), /only diagonal peepholes/);
