@@ -313,7 +313,7 @@ void gemm_tn_rows(Isa isa, const float* At, std::ptrdiff_t lda, const PackedMatr
   if (m0 >= m1 || W.n <= 0 || W.k <= 0) return;
   const MicroKernel uk = microkernel_for(isa);
   const int K = W.k;
-  const int panels = (W.n + kPanel - 1) / kPanel;
+  const int panels = W.panel_count();
   for (int k0 = 0; k0 < K; k0 += kKC) {
     const int kc = std::min(kKC, K - k0);
     for (int mb = m0; mb < m1; mb += kMC) {
@@ -333,7 +333,7 @@ void gemm_tn_rows(Isa isa, const float* At, std::ptrdiff_t lda, const PackedMatr
 
 void gemm_nt(Isa isa, int M, const float* A, std::ptrdiff_t lda, const PackedMatrix& W, float* C, std::ptrdiff_t ldc,
              float* scratch) {
-  gemm_nt_panels(isa, M, A, lda, W, 0, (W.n + kPanel - 1) / kPanel, C, ldc, scratch);
+  gemm_nt_panels(isa, M, A, lda, W, 0, W.panel_count(), C, ldc, scratch);
 }
 
 void gemm_nt_panels(Isa isa, int M, const float* A, std::ptrdiff_t lda, const PackedMatrix& W, int p0, int p1, float* C,

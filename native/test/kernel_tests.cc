@@ -117,7 +117,7 @@ void test_gemm(Isa isa) {
 
         // The panels in descending order, whole or as two ranges (as threads get them; for
         // one row, ranges that are not whole groups of four panels): the same bits.
-        const int panels = (N + kPanel - 1) / kPanel;
+        const int panels = P.panel_count();
         std::vector<float> Cb = C0, Cr = C0;
         gemm_nt_panels(isa, M, A.data(), lda, P, 0, panels, Cb.data(), ldc, nullptr, true);
         const int cut = panels / 2 + 1 < panels ? panels / 2 + 1 : panels;
@@ -192,11 +192,11 @@ void test_gemm_packed(Isa isa) {
       std::vector<float> Cp = C0, Cb = C0;
       if (group == 1) gemm_nt(isa, s.M, A.data(), lda, P, C.data(), ldc);
       gemm_nt(isa, s.M, A.data(), lda, P, Cp.data(), ldc, scratch.data());
+      const int panels = P.panel_count();
       // Backward, with the next-panel prefetch running the other way: the same bits.
-      gemm_nt_panels(isa, s.M, A.data(), lda, P, 0, (s.N + kPanel - 1) / kPanel, Cb.data(), ldc, scratch.data(), true);
+      gemm_nt_panels(isa, s.M, A.data(), lda, P, 0, panels, Cb.data(), ldc, scratch.data(), true);
       // Panel by panel (no two-panel kernel), and from an odd panel on (the pairs shifted by one).
       std::vector<float> Cs = C0;
-      const int panels = (s.N + kPanel - 1) / kPanel;
       for (int p = 0; p < panels; ++p) gemm_nt_panels(isa, s.M, A.data(), lda, P, p, p + 1, Cs.data(), ldc, scratch.data());
       std::vector<float> Co = C0;
       gemm_nt_panels(isa, s.M, A.data(), lda, P, 1, panels, Co.data(), ldc, scratch.data());
