@@ -10,10 +10,12 @@ const root = path.resolve(__dirname, '..');
 const USAGE = `usage: lstm-native <command>
 
 commands:
-  convert <in> <out> [--prefix lstm.] [--opset 14] [--lengths]
+  convert <in> <out> [--prefix lstm.] [--opset 14] [--lengths] [--stack-only]
                  .onnx -> .safetensors (PyTorch names; the options go in the metadata)
                  .safetensors -> .onnx (options from the metadata, else inferred from the names)
-  info [file]    a model file's configuration and parameter count; without a file,
+                 --stack-only: the LSTM out of an ONNX graph with more after it (e.g. a head)
+  info [file] [--stack-only]
+                 a model file's configuration and parameter count; without a file,
                  which engine loads on this machine and why
   train <data.safetensors> <out.safetensors> [--hidden 32] [--layers 1] [--epochs 10]
         [--batch 32] [--lr 0.001] [--optimizer adam|adamw|sgd] [--loss mse|crossEntropy]
@@ -42,10 +44,10 @@ const kindOf = (file) => {
 };
 
 /** An LSTM from a model file (backend js: conversion needs no native code). */
-function loadModel(file, prefix) {
+function loadModel(file, prefix, stackOnly) {
   const { LSTM, loadOnnx, loadSafetensors, inferOptions } = lib();
   const bytes = new Uint8Array(fs.readFileSync(file));
-  if (kindOf(file) === 'onnx') return { lstm: loadOnnx(bytes, { backend: 'js' }), source: 'onnx' };
+  if (kindOf(file) === 'onnx') return { lstm: loadOnnx(bytes, { backend: 'js', stackOnly }), source: 'onnx' };
   const { tensors, metadata } = loadSafetensors(bytes);
   const stored = metadata.format === 'lstm-native/1' && metadata.options ? JSON.parse(metadata.options) : null;
   const options = stored ?? inferOptions(tensors, { prefix });
@@ -61,7 +63,7 @@ function convert(args) {
   const to = kindOf(output);
   if (from === to) throw new UsageError(`convert: '${input}' and '${output}' are both ${from}`);
   const { saveSafetensors, exportOnnx, optionsOf } = lib();
-  const { lstm } = loadModel(input, args.values.prefix);
+  const { lstm } = loadModel(input, args.values.prefix, Boolean(args.values['stack-only']));
   let bytes;
   if (to === 'safetensors') {
     bytes = saveSafetensors(lstm.stateDict(), { format: 'lstm-native/1', options: JSON.stringify(optionsOf(lstm)) });
@@ -80,7 +82,7 @@ function info(args) {
     console.log(JSON.stringify(lib().backendInfo(), null, 2));
     return 0;
   }
-  const { lstm, source } = loadModel(file, args.values.prefix);
+  const { lstm, source } = loadModel(file, args.values.prefix, Boolean(args.values['stack-only']));
   const { optionsOf } = lib();
   const params = Object.values(lstm.stateDict()).reduce((n, t) => n + t.data.length, 0);
   console.log(JSON.stringify({ file, source, options: optionsOf(lstm), parameters: params }, null, 2));
@@ -237,7 +239,7 @@ async function main(argv) {
         const args = parseArgs({
           args: rest,
           allowPositionals: true,
-          options: { prefix: { type: 'string', default: '' }, opset: { type: 'string' }, lengths: { type: 'boolean' } },
+          options: { prefix: { type: 'string', default: '' }, opset: { type: 'string' }, lengths: { type: 'boolean' }, 'stack-only': { type: 'boolean' } },
         });
         return command === 'convert' ? convert(args) : info(args);
       }

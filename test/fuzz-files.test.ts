@@ -118,7 +118,14 @@ describe('file fuzzing', () => {
   }, 600_000);
 
   it(`${MUTATIONS} ONNX mutations`, () => {
-    const files = ['o01_forward_peephole.onnx', 'o03_bidir_peephole_lens.onnx', 'o05_hardsigmoid.onnx', 'e02_export_stack3_bf.onnx'].map(read);
+    const files = [
+      'o01_forward_peephole.onnx',
+      'o03_bidir_peephole_lens.onnx',
+      'o05_hardsigmoid.onnx',
+      'e02_export_stack3_bf.onnx',
+      'torch-export/nostate_l2_bi_bf_dynamic.onnx', // zero states: ConstantOfShape, Slice of it
+      'torch-export/states_opset9.onnx', // Slice by attributes
+    ].map(read);
     const rand = mulberry32(2 * SEED + 2);
     const r = run(
       (b) => lib.loadOnnx(b, { backend: 'js' }),

@@ -155,6 +155,19 @@ describe('command line', () => {
     expect(refused.stderr).toMatch(/LSTM_FORMAT: .*no projection/);
   });
 
+  it('--stack-only converts the LSTM of a graph with a head after it; without it the head is named', () => {
+    const file = path.join(FIXTURES, 'torch-export', 'with_head.onnx');
+    const refused = run('convert', file, path.join(dir, 'head.safetensors'));
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/LSTM_FORMAT: .*'\/head\/Add' \(Add\).*--stack-only/);
+    const out = path.join(dir, 'stack.safetensors');
+    expect(run('convert', file, out, '--stack-only').status).toBe(0);
+    const { tensors } = lib.loadSafetensors(readFileSync(out));
+    const { tensors: params } = lib.loadSafetensors(readFileSync(path.join(FIXTURES, 'torch-export', 'with_head_params.safetensors')));
+    for (const k of ['weight_ih_l0', 'weight_hh_l0', 'bias_ih_l0', 'bias_hh_l0', 'weight_ih_l1', 'weight_hh_l1']) expect(tensors[k].data, k).toEqual(params[`lstm.${k}`].data);
+    expect(JSON.parse(run('info', file, '--stack-only').stdout).options).toMatchObject({ inputSize: 3, hiddenSize: 4, numLayers: 2, batchFirst: true });
+  });
+
   it('train fits a model with a progress bar, writes a checkpoint that loads, resumes from it, and rejects bad flags', () => {
     const data = path.join(dir, 'sine.safetensors');
     writeFileSync(data, saveSafetensors(sineWaves(120, 20, 12)));

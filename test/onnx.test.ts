@@ -53,6 +53,117 @@ describe.each(ENGINES)('loadOnnx on $label', (engine) => {
   );
 });
 
+// More torch.onnx.export files (test/fixtures/torch-export/make.py, PyTorch 1.13's TorchScript
+// exporter), with PyTorch's own outputs: models called without an initial state (zeros by
+// Expand of a constant for a fixed batch, by ConstantOfShape for a dynamic one, sliced per
+// layer when stacked), every opset's Slice of h0/c0 (attributes before opset 10), and a
+// model whose only output is the sequence.
+const TORCH_EXPORT = path.join(FIXTURES, 'torch-export');
+const exported = (name: string) => ({
+  bytes: new Uint8Array(readFileSync(path.join(TORCH_EXPORT, `${name}.onnx`))),
+  ...lib.loadSafetensors(readFileSync(path.join(TORCH_EXPORT, `${name}.safetensors`))),
+});
+const NOSTATE = [1, 2].flatMap((l) => ['uni', 'bi'].flatMap((d) => ['tm', 'bf'].flatMap((b) => ['static', 'dynamic'].map((s) => `nostate_l${l}_${d}_${b}_${s}`))));
+
+describe.each(ENGINES)('torch.onnx.export files on $label', (engine) => {
+  it.each([...NOSTATE, 'states_opset9', 'states_opset11', 'states_opset13', 'states_opset17', 'output_only'])('%s matches PyTorch', (name) => {
+    const { bytes, tensors, metadata } = exported(name);
+    const m = withEngine(engine, () => loadOnnx(bytes, { backend: engine.backend }));
+    try {
+      expect(m.backend).toBe(engine.backend);
+      const cfg = JSON.parse(metadata.config);
+      expect(m.config.numLayers).toBe(cfg.num_layers);
+      expect(m.config.batchFirst).toBe(cfg.batch_first);
+      expect(m.config.numDirections).toBe(cfg.bidirectional ? 2 : 1);
+      const r = m.forward(tensors.input, { h0: tensors.h0, c0: tensors.c0 });
+      expectClose(r.output, tensors.output, `${name} output`);
+      if (tensors.hn) expectClose(r.hn, tensors.hn, `${name} hn`);
+      if (tensors.cn) expectClose(r.cn, tensors.cn, `${name} cn`);
+    } finally {
+      m.dispose();
+    }
+  });
+});
+
+describe('loadOnnx takes a stack only when forward gives the file\'s outputs', () => {
+  const mutate = (name: string, fn: (m: import('onnx-proto').onnx.ModelProto) => void): Uint8Array => {
+    const m = onnx.ModelProto.decode(exported(name).bytes);
+    fn(m);
+    return onnx.ModelProto.encode(m).finish();
+  };
+  const lstmNodes = (m: import('onnx-proto').onnx.ModelProto) => m.graph!.node!.filter((n) => n.opType === 'LSTM');
+
+  it('a Linear head after the LSTM is named, not dropped; stackOnly takes the LSTM out of the graph', () => {
+    const { bytes, tensors } = exported('with_head');
+    expectFormat(() => loadOnnx(bytes), /graph output 'y' is not the LSTM stack's own output .*\(Add\).*stackOnly: true/);
+    const m = loadOnnx(bytes, { stackOnly: true });
+    const r = m.forward(tensors.input);
+    expect(r.output.shape).toEqual([2, 5, 4]);
+    // The head on the stack's output gives the file's output (y = output W^T + b).
+    const { tensors: params } = lib.loadSafetensors(readFileSync(path.join(TORCH_EXPORT, 'with_head_params.safetensors')));
+    const y = new Float32Array(2 * 5 * 2);
+    for (let row = 0; row < 10; row++) {
+      for (let j = 0; j < 2; j++) {
+        let acc = params['head.bias'].data[j];
+        for (let k = 0; k < 4; k++) acc += r.output.data[row * 4 + k] * params['head.weight'].data[j * 4 + k];
+        y[row * 2 + j] = acc;
+      }
+    }
+    expectClose({ data: y, shape: [2, 5, 2] }, tensors.y, 'with_head y');
+    for (const [k, v] of Object.entries(m.stateDict())) expect(v.data, k).toEqual(params[`lstm.${k}`].data);
+    m.dispose();
+    expect(() => loadOnnx(bytes, { stackOnly: 1 as unknown as boolean })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+  });
+
+  it('outputs that are not the stack\'s: an inner layer\'s Y, one layer\'s Y_h of a stack, a Concat out of order, a graph input', () => {
+    const inner = mutate('states_opset13', (m) => {
+      m.graph!.output![0].name = lstmNodes(m)[0].output![0];
+    });
+    expectFormat(() => loadOnnx(inner), /is output 0 of node .*the stack's outputs are/);
+    const oneLayer = mutate('states_opset13', (m) => {
+      m.graph!.output![1].name = lstmNodes(m)[1].output![1];
+    });
+    expectFormat(() => loadOnnx(oneLayer), /is output 1 of node/);
+    const swapped = mutate('states_opset13', (m) => {
+      const concat = m.graph!.node!.find((n) => n.opType === 'Concat')!;
+      concat.input = [...concat.input!].reverse();
+    });
+    expectFormat(() => loadOnnx(swapped), /concatenated in order along axis 0/);
+    const passthrough = mutate('states_opset13', (m) => {
+      m.graph!.output![0].name = 'h0';
+    });
+    expectFormat(() => loadOnnx(passthrough), /graph output 'h0' is not computed from the LSTM stack/);
+  });
+
+  it('a batch-first input needs a batch-first output', () => {
+    const bytes = mutate('nostate_l1_uni_bf_static', (m) => {
+      const t = m.graph!.node!.find((n) => n.output![0] === 'output')!;
+      m.graph!.node = m.graph!.node!.filter((n) => n !== t);
+      m.graph!.output![0].name = t.input![0];
+    });
+    expectFormat(() => loadOnnx(bytes), /must end in a Transpose \[1, 0, 2\]/);
+  });
+
+  it('an initial state that is a constant other than zeros, or differs between layers, is refused', () => {
+    const nonZero = mutate('nostate_l1_uni_tm_static', (m) => {
+      const zeros = m.graph!.node!.find((n) => n.opType === 'Constant' && n.attribute![0].t?.dims?.length === 3)!;
+      const t = zeros.attribute![0].t!;
+      const raw = new Float32Array(t.rawData!.length / 4).fill(0.25);
+      t.rawData = new Uint8Array(raw.buffer);
+    });
+    expectFormat(() => loadOnnx(nonZero), /initial_h of layer 0 must be a graph input, a Slice of one or zeros, found node .*Expand/);
+    const mixed = mutate('states_opset13', (m) => {
+      lstmNodes(m)[1].input![5] = ''; // layer 1 from zeros, layer 0 from h0
+    });
+    expectFormat(() => loadOnnx(mixed), /initial_h: layer 0 starts from graph input 'h0', layer 1 from zeros/);
+    const constantLengths = mutate('states_opset13', (m) => {
+      m.graph!.initializer!.push(onnx.TensorProto.create({ name: 'fixed_lengths', dims: [2], dataType: 6, int32Data: [5, 5] }));
+      for (const n of lstmNodes(m)) n.input![4] = 'fixed_lengths';
+    });
+    expectFormat(() => loadOnnx(constantLengths), /sequence_lens must be a graph input/);
+  });
+});
+
 const ACTS = ['sigmoid', 'tanh', 'relu', 'hardSigmoid', 'leakyRelu', 'thresholdedRelu', 'scaledTanh', 'affine', 'elu', 'softsign', 'softplus'] as const;
 
 function randomExportCase(seed: number) {

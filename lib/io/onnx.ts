@@ -195,29 +195,151 @@ function checkJunction(g: Graph, hops: NodeProto[], D: number, where: string): v
   if (!ok) throw formatError(`${where}: expected ${D === 1 ? 'Squeeze(axis 1)' : 'Transpose [0, 2, 1, 3] then Reshape [0, 0, -1]'}, found ${kinds.join(' -> ') || 'nothing'}`);
 }
 
-/** A layer's initial state: a graph input (one layer) or a Slice of one along axis 0. */
-function stateSource(g: Graph, name: string | undefined, layer: number, D: number, layers: number, what: string): string | null {
-  if (!name) return null;
+/** A Slice node's starts, ends, axes and steps: inputs from opset 10, attributes before. */
+function sliceParams(g: Graph, p: NodeProto): { starts: ArrayLike<number>; ends: ArrayLike<number>; axes: ArrayLike<number>; steps: ArrayLike<number> } {
+  const inputs = p.input ?? [];
+  if (inputs.length === 1 && attr(p, 'starts')) {
+    const starts = attrInts(p, 'starts') ?? [];
+    return { starts, ends: attrInts(p, 'ends') ?? [], axes: attrInts(p, 'axes') ?? starts.map((_, i) => i), steps: starts.map(() => 1) };
+  }
+  const starts = constantOf(g, inputs[1] ?? '', `${nodeLabel(p)} starts`).data;
+  return {
+    starts,
+    ends: constantOf(g, inputs[2] ?? '', `${nodeLabel(p)} ends`).data,
+    axes: inputs[3] ? constantOf(g, inputs[3], `${nodeLabel(p)} axes`).data : Array.from(starts, (_, i) => i),
+    steps: inputs[4] ? constantOf(g, inputs[4], `${nodeLabel(p)} steps`).data : Array.from(starts, () => 1),
+  };
+}
+
+/**
+ * Whether a value is zeros whatever its shape: a constant of zeros, a ConstantOfShape of
+ * zero, or an Expand, Slice, Reshape, Squeeze, Unsqueeze or Identity of one. torch.onnx.export
+ * writes a model's initial state this way when it is called without one (Expand of a zero
+ * constant for a fixed batch size, ConstantOfShape for a dynamic one).
+ */
+function isZeros(g: Graph, name: string): boolean {
+  let cur = name;
+  for (let hops = 0; hops < 16; hops++) {
+    const c = g.constants.get(cur);
+    if (c) return c.data.every((v) => v === 0);
+    if (g.inputs.has(cur)) return false;
+    const p = g.producer.get(cur);
+    if (!p) return false;
+    if (p.opType === 'ConstantOfShape') {
+      const value = attr(p, 'value')?.t;
+      return !value || readTensor(value, `${nodeLabel(p)} value`).data.every((v) => v === 0);
+    }
+    if (!['Expand', 'Slice', 'Reshape', 'Squeeze', 'Unsqueeze', 'Identity'].includes(p.opType ?? '')) return false;
+    cur = p.input?.[0] ?? '';
+  }
+  return false;
+}
+
+/** Where a layer's initial state comes from: nowhere (zeros), or rows of a graph input. */
+type StateSource = { kind: 'zeros' } | { kind: 'input'; name: string };
+
+/**
+ * A layer's initial state: absent, zeros (see isZeros), a graph input (one layer) or a
+ * Slice of one along axis 0 (its rows for this layer).
+ */
+function stateSource(g: Graph, name: string | undefined, layer: number, D: number, layers: number, what: string): StateSource {
+  if (!name || isZeros(g, name)) return { kind: 'zeros' };
   if (g.inputs.has(name)) {
     if (layers !== 1) throw formatError(`${what} of layer ${layer} is a whole graph input; stacked layers must slice theirs`);
-    return name;
+    return { kind: 'input', name };
   }
   const p = g.producer.get(name);
   if (!p || p.opType !== 'Slice' || !g.inputs.has(p.input?.[0] ?? '')) {
-    throw formatError(`${what} of layer ${layer} must be a graph input or a Slice of one, found ${p ? nodeLabel(p) : `'${name}'`}`);
+    throw formatError(`${what} of layer ${layer} must be a graph input, a Slice of one or zeros, found ${p ? nodeLabel(p) : g.constants.has(name) ? `a constant '${name}' that is not all zeros` : `'${name}'`}`);
   }
-  const starts = constantOf(g, p.input?.[1] ?? '', `${nodeLabel(p)} starts`).data;
-  const ends = constantOf(g, p.input?.[2] ?? '', `${nodeLabel(p)} ends`).data;
-  const axes = p.input?.[3] ? constantOf(g, p.input[3], `${nodeLabel(p)} axes`).data : [0];
-  const steps = p.input?.[4] ? constantOf(g, p.input[4], `${nodeLabel(p)} steps`).data : [1];
+  const { starts, ends, axes, steps } = sliceParams(g, p);
   if (!sameInts(starts, [layer * D]) || !sameInts(ends, [(layer + 1) * D]) || !sameInts(axes, [0]) || !sameInts(steps, [1])) {
     throw formatError(`${nodeLabel(p)}: ${what} of layer ${layer} must be rows ${layer * D}..${(layer + 1) * D} of '${p.input?.[0]}'`);
   }
-  return p.input?.[0] ?? null;
+  return { kind: 'input', name: p.input?.[0] ?? '' };
+}
+
+/** Every layer must take its initial state from the same place, so forward's h0 / c0 is it. */
+function sameSource(sources: StateSource[], what: string): void {
+  const key = (s: StateSource) => (s.kind === 'zeros' ? 'zeros' : `graph input '${s.name}'`);
+  const bad = sources.findIndex((s) => key(s) !== key(sources[0]));
+  if (bad >= 0) throw formatError(`${what}: layer 0 starts from ${key(sources[0])}, layer ${bad} from ${key(sources[bad])}; every layer must start from the same place`);
+}
+
+/** A layer's sequence_lens: absent, or a graph input (through Identity or Cast) that every layer shares. */
+function lengthsSource(g: Graph, name: string | undefined, where: string): string | null {
+  if (!name) return null;
+  let cur = name;
+  for (let hops = 0; hops < 16 && !g.inputs.has(cur); hops++) {
+    const p = g.producer.get(cur);
+    if (!p || !['Identity', 'Cast'].includes(p.opType ?? '')) break;
+    cur = p.input?.[0] ?? '';
+  }
+  if (!g.inputs.has(cur)) throw formatError(`${where}: sequence_lens must be a graph input (forward's lengths), found '${name}'`);
+  return cur;
+}
+
+/**
+ * The graph's outputs must be the stack's own, so that forward gives the file's outputs:
+ * the last layer's Y (raw, or to [T, B, D*H] by the junction ops, then batch-first), and
+ * Y_h / Y_c (one layer's, or every layer's concatenated in order along axis 0).
+ */
+function checkOutputs(g: Graph, ordered: NodeProto[], D: number, batchFirst: boolean): void {
+  const L = ordered.length;
+  const last = ordered[L - 1];
+  const skipIdentity = (name: string): string => {
+    let cur = name;
+    for (let hops = 0; hops < 16; hops++) {
+      const p = g.producer.get(cur);
+      if (p?.opType !== 'Identity') break;
+      cur = p.input?.[0] ?? '';
+    }
+    return cur;
+  };
+  for (const out of g.outputs) {
+    const where = `graph output '${out}'`;
+    const cur = skipIdentity(out);
+    const p = g.producer.get(cur);
+    if (!p) throw formatError(`${where} is not computed from the LSTM stack`);
+    if (p.opType === 'Concat') {
+      const parts = (p.input ?? []).map(skipIdentity);
+      const ok = attrInt(p, 'axis', 0) === 0 && [1, 2].some((k) => parts.length === L && parts.every((name, l) => name === ordered[l].output?.[k]));
+      if (!ok || L === 1) throw formatError(`${nodeLabel(p)} makes ${where}: only every layer's Y_h or Y_c, concatenated in order along axis 0, is understood`);
+      continue;
+    }
+    if (p.opType === 'LSTM') {
+      const k = (p.output ?? []).indexOf(cur);
+      if (p === last && k === 0 && !batchFirst) continue;
+      if (L === 1 && (k === 1 || k === 2)) continue;
+      throw formatError(`${where} is output ${k} of ${nodeLabel(p)}; the stack's outputs are its last layer's Y and every layer's Y_h and Y_c`);
+    }
+    let trace: ReturnType<typeof traceBack>;
+    try {
+      trace = traceBack(g, cur);
+    } catch (err) {
+      throw formatError(`${where} is not the LSTM stack's own output (${(err as Error).message.replace(/^ONNX: /, '')}); loadOnnx(bytes, { stackOnly: true }) (command line: --stack-only) takes the LSTM out of it`);
+    }
+    if (trace.origin !== last.output?.[0]) throw formatError(`${where} does not come from the last LSTM layer's Y`);
+    let hops = trace.hops;
+    if (batchFirst) {
+      const end = hops[hops.length - 1];
+      if (end?.opType !== 'Transpose' || !sameInts(attrInts(end, 'perm'), [1, 0, 2])) {
+        throw formatError(`${where}: the input is batch-first, so the output must end in a Transpose [1, 0, 2]`);
+      }
+      hops = hops.slice(0, -1);
+    }
+    checkJunction(g, hops, D, `after the last layer (${where})`);
+  }
 }
 
 export interface LoadOnnxOptions {
   backend?: BackendChoice;
+  /**
+   * Take the LSTM stack out of a larger graph, e.g. one with a Linear head after it: the
+   * graph's outputs need not be the stack's, and forward gives the stack's (output, hn, cn).
+   * Without it such a graph is LSTM_FORMAT, so forward never silently differs from the file.
+   */
+  stackOnly?: boolean;
 }
 
 /**
@@ -228,6 +350,9 @@ export interface LoadOnnxOptions {
  */
 export function loadOnnx(bytes: Uint8Array, opts?: LoadOnnxOptions): LSTM {
   const options = optionsArg(opts, 'loadOnnx options');
+  if (options.stackOnly !== undefined && typeof options.stackOnly !== 'boolean') {
+    throw new LstmError('LSTM_OPTION', `loadOnnx options.stackOnly: expected a boolean, got ${describe(options.stackOnly)}`);
+  }
   if (!(bytes instanceof Uint8Array)) throw new LstmError('LSTM_FORMAT', `loadOnnx: expected a Uint8Array, got ${describe(bytes)}`);
   let model: OnnxNs.ModelProto;
   try {
@@ -293,8 +418,9 @@ export function loadOnnx(bytes: Uint8Array, opts?: LoadOnnxOptions): LSTM {
       if (I !== D * H) throw formatError(`${where}: input size ${I} is not the previous layer's ${D * H}`);
       checkJunction(g, traceBack(g, inputs[0] ?? '').hops, D, `between layers ${l - 1} and ${l}`);
     }
-    stateSource(g, inputs[5], l, D, L, 'initial_h');
-    stateSource(g, inputs[6], l, D, L, 'initial_c');
+    const h = stateSource(g, inputs[5], l, D, L, 'initial_h');
+    const c = stateSource(g, inputs[6], l, D, L, 'initial_c');
+    const lengths = lengthsSource(g, inputs[4], where);
     const activations = activationsFromOnnx(
       attr(n, 'activations')?.strings?.map((s) => new TextDecoder().decode(s)),
       attr(n, 'activation_alpha')?.floats ?? undefined,
@@ -302,8 +428,12 @@ export function loadOnnx(bytes: Uint8Array, opts?: LoadOnnxOptions): LSTM {
       D,
       `${where} activations`,
     );
-    return { n, W, R, B, P, I, activations, clip: attrFloat(n, 'clip'), inputForget: attrInt(n, 'input_forget', 0) !== 0 };
+    return { n, W, R, B, P, I, h, c, lengths, activations, clip: attrFloat(n, 'clip'), inputForget: attrInt(n, 'input_forget', 0) !== 0 };
   });
+  sameSource(layers.map((x) => x.h), 'initial_h');
+  sameSource(layers.map((x) => x.c), 'initial_c');
+  if (layers.some((x) => x.lengths !== layers[0].lengths)) throw formatError('every layer must take the same sequence_lens (forward\'s lengths)');
+  if (!options.stackOnly) checkOutputs(g, ordered, D, batchFirst);
   const key = (x: (typeof layers)[number]) => JSON.stringify([x.activations, x.clip, x.inputForget, !!x.B, !!x.P]);
   for (const x of layers.slice(1)) {
     if (key(x) !== key(layers[0])) throw formatError(`${nodeLabel(x.n)}: activations, clip, input_forget, bias and peepholes must match the first layer's`);
