@@ -125,6 +125,7 @@ describe('file fuzzing', () => {
       'e02_export_stack3_bf.onnx',
       'torch-export/nostate_l2_bi_bf_dynamic.onnx', // zero states: ConstantOfShape, Slice of it
       'torch-export/states_opset9.onnx', // Slice by attributes
+      'torch-export/packed_l2_bi_bf_state.onnx', // a batch sorted by lengths, and sorted back
     ].map(read);
     const rand = mulberry32(2 * SEED + 2);
     const r = run(

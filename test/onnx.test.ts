@@ -56,17 +56,19 @@ describe.each(ENGINES)('loadOnnx on $label', (engine) => {
 // More torch.onnx.export files (test/fixtures/torch-export/make.py, PyTorch 1.13's TorchScript
 // exporter), with PyTorch's own outputs: models called without an initial state (zeros by
 // Expand of a constant for a fixed batch, by ConstantOfShape for a dynamic one, sliced per
-// layer when stacked), every opset's Slice of h0/c0 (attributes before opset 10), and a
-// model whose only output is the sequence.
+// layer when stacked), every opset's Slice of h0/c0 (attributes before opset 10), variable
+// lengths through pack_padded_sequence (sorted by the exporter when enforce_sorted=False, with
+// and without initial states), and a model whose only output is the sequence.
 const TORCH_EXPORT = path.join(FIXTURES, 'torch-export');
 const exported = (name: string) => ({
   bytes: new Uint8Array(readFileSync(path.join(TORCH_EXPORT, `${name}.onnx`))),
   ...lib.loadSafetensors(readFileSync(path.join(TORCH_EXPORT, `${name}.safetensors`))),
 });
+const PACKED = ['packed_l2_bi_bf', 'packed_l2_uni_tm', 'packed_l1_uni_bf_state', 'packed_l2_bi_bf_state', 'packed_sorted'];
 const NOSTATE = [1, 2].flatMap((l) => ['uni', 'bi'].flatMap((d) => ['tm', 'bf'].flatMap((b) => ['static', 'dynamic'].map((s) => `nostate_l${l}_${d}_${b}_${s}`))));
 
 describe.each(ENGINES)('torch.onnx.export files on $label', (engine) => {
-  it.each([...NOSTATE, 'states_opset9', 'states_opset11', 'states_opset13', 'states_opset17', 'output_only'])('%s matches PyTorch', (name) => {
+  it.each([...NOSTATE, ...PACKED, 'states_opset9', 'states_opset11', 'states_opset13', 'states_opset17', 'output_only'])('%s matches PyTorch', (name) => {
     const { bytes, tensors, metadata } = exported(name);
     const m = withEngine(engine, () => loadOnnx(bytes, { backend: engine.backend }));
     try {
@@ -75,7 +77,7 @@ describe.each(ENGINES)('torch.onnx.export files on $label', (engine) => {
       expect(m.config.numLayers).toBe(cfg.num_layers);
       expect(m.config.batchFirst).toBe(cfg.batch_first);
       expect(m.config.numDirections).toBe(cfg.bidirectional ? 2 : 1);
-      const r = m.forward(tensors.input, { h0: tensors.h0, c0: tensors.c0 });
+      const r = m.forward(tensors.input, { h0: tensors.h0, c0: tensors.c0, lengths: tensors.lengths });
       expectClose(r.output, tensors.output, `${name} output`);
       if (tensors.hn) expectClose(r.hn, tensors.hn, `${name} hn`);
       if (tensors.cn) expectClose(r.cn, tensors.cn, `${name} cn`);
@@ -142,6 +144,42 @@ describe('loadOnnx takes a stack only when forward gives the file\'s outputs', (
       m.graph!.output![0].name = t.input![0];
     });
     expectFormat(() => loadOnnx(bytes), /must end in a Transpose \[1, 0, 2\]/);
+  });
+
+  it('a sort of the batch by lengths must be undone on every output, and lengths and states sorted alike', () => {
+    const byOp = (m: import('onnx-proto').onnx.ModelProto, out: string) => m.graph!.node!.find((n) => n.output![0] === out)!;
+    // output left in sorted order
+    const sortedOut = mutate('packed_l2_bi_bf_state', (m) => {
+      const g = byOp(m, 'output');
+      m.graph!.node = m.graph!.node!.filter((n) => n !== g);
+      m.graph!.output![0].name = g.input![0];
+    });
+    expectFormat(() => loadOnnx(sortedOut), /graph output '.*': the input's batch is sorted by length, so every output must be Gathered back/);
+    // hn gathered back along the wrong axis
+    const wrongAxis = mutate('packed_l2_bi_bf_state', (m) => {
+      byOp(m, 'hn').attribute![0].i = 0;
+    });
+    expectFormat(() => loadOnnx(wrongAxis), /graph output 'hn': the Gather back to the input's order is along axis 0, expected the batch axis 1/);
+    // sequence_lens sorted, input not
+    const unsortedInput = mutate('packed_l2_uni_tm', (m) => {
+      const lstm = lstmNodes(m)[0];
+      const gather = m.graph!.node!.find((n) => n.output![0] === lstm.input![0])!;
+      lstm.input![0] = gather.input![0];
+    });
+    expectFormat(() => loadOnnx(unsortedInput), /sequence_lens is sorted, but the input's batch is not/);
+    // lengths as they are while the input is sorted
+    const plainLengths = mutate('packed_l2_uni_tm', (m) => {
+      for (const n of lstmNodes(m)) n.input![4] = 'lengths';
+    });
+    expectFormat(() => loadOnnx(plainLengths), /must be that sort's values/);
+    // h0 not sorted while the input is
+    const unsortedState = mutate('packed_l2_bi_bf_state', (m) => {
+      for (const n of m.graph!.node!) if (n.opType === 'Slice' && n.input![0].startsWith('/lstm/Gather')) {
+        const gather = m.graph!.node!.find((x) => x.output![0] === n.input![0])!;
+        if (gather.input![0] === 'h0') n.input![0] = 'h0';
+      }
+    });
+    expectFormat(() => loadOnnx(unsortedState), /initial_h: its batch must be sorted as the input's is/);
   });
 
   it('an initial state that is a constant other than zeros, or differs between layers, is refused', () => {

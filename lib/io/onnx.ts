@@ -1,6 +1,8 @@
 // ONNX import and export. Import follows the graph from its data input through the LSTM
 // nodes (the shape torch.onnx.export writes: Transpose / Slice / Squeeze / Reshape /
-// Concat around LSTM nodes, or a single LSTM node); export writes the same shape back.
+// Concat around LSTM nodes, or a single LSTM node; zero initial states; a sort of the batch
+// by lengths and its inverse) and checks that the graph's outputs are the stack's; export
+// writes the same shape back.
 // Protobuf is decoded and encoded by protobufjs with the ONNX schema (onnx-proto).
 import type { onnx as OnnxNs } from 'onnx-proto';
 import type { BackendChoice, LSTMConfig } from '../config.js';
@@ -165,8 +167,8 @@ function traceBack(g: Graph, name: string): { origin: string; hops: NodeProto[] 
     const p = g.producer.get(cur);
     if (!p) throw formatError(`value '${cur}' has no producer and is not a graph input`);
     if (p.opType === 'LSTM') return { origin: cur, hops: hops.reverse() };
-    if (!['Transpose', 'Reshape', 'Squeeze', 'Identity'].includes(p.opType ?? '')) {
-      throw formatError(`${nodeLabel(p)} sits on the LSTM data path; only Transpose, Reshape, Squeeze and Identity can be taken there`);
+    if (!['Transpose', 'Reshape', 'Squeeze', 'Identity', 'Gather'].includes(p.opType ?? '')) {
+      throw formatError(`${nodeLabel(p)} sits on the LSTM data path; only Transpose, Reshape, Squeeze, Identity and a batch sort (Gather) can be taken there`);
     }
     hops.push(p);
     cur = p.input?.[0] ?? '';
@@ -235,8 +237,53 @@ function isZeros(g: Graph, name: string): boolean {
   return false;
 }
 
-/** Where a layer's initial state comes from: nowhere (zeros), or rows of a graph input. */
-type StateSource = { kind: 'zeros' } | { kind: 'input'; name: string };
+/** `name` through Cast and Identity nodes. */
+function skipCasts(g: Graph, name: string): string {
+  let cur = name;
+  for (let hops = 0; hops < 16; hops++) {
+    const p = g.producer.get(cur);
+    if (p?.opType !== 'Cast' && p?.opType !== 'Identity') break;
+    cur = p.input?.[0] ?? '';
+  }
+  return cur;
+}
+
+/**
+ * pack_padded_sequence(..., enforce_sorted=False) exports as a sort of the batch by length:
+ * TopK of the lengths, whose indices Gather the rows of the input (and of h0 / c0) and
+ * whose values are the LSTM's sequence_lens; the outputs are Gathered back by the inverse
+ * permutation (ScatterElements of Range 0..B over those indices). The LSTM treats rows
+ * independently and takes unsorted lengths, so the sort and its inverse cancel: forward
+ * takes the file's inputs as they are. These find the TopK a value belongs to.
+ */
+function sortOfIndices(g: Graph, name: string): NodeProto | null {
+  const cur = skipCasts(g, name);
+  const p = g.producer.get(cur);
+  return p?.opType === 'TopK' && p.output?.[1] === cur ? p : null;
+}
+
+/** The TopK whose permutation `name` undoes, if it is ScatterElements(_, indices, Range(0, B, 1)) along axis 0. */
+function unsortOf(g: Graph, name: string): NodeProto | null {
+  const p = g.producer.get(skipCasts(g, name));
+  if (p?.opType !== 'ScatterElements' || attrInt(p, 'axis', 0) !== 0) return null;
+  const range = g.producer.get(skipCasts(g, p.input?.[2] ?? ''));
+  if (range?.opType !== 'Range') return null;
+  const scalar = (input: string | undefined) => {
+    const c = g.constants.get(skipCasts(g, input ?? ''));
+    return c && c.data.length === 1 ? c.data[0] : undefined;
+  };
+  if (scalar(range.input?.[0]) !== 0 || scalar(range.input?.[2]) !== 1) return null;
+  return sortOfIndices(g, p.input?.[1] ?? '');
+}
+
+/** A Gather along `axis` by a sort's indices: the sort, else null. */
+function sortGather(g: Graph, n: NodeProto | undefined, axis: number): NodeProto | null {
+  if (n?.opType !== 'Gather' || attrInt(n, 'axis', 0) !== axis) return null;
+  return sortOfIndices(g, n.input?.[1] ?? '');
+}
+
+/** Where a layer's initial state comes from: nowhere (zeros), or rows of a graph input (sorted by a TopK). */
+type StateSource = { kind: 'zeros' } | { kind: 'input'; name: string; sort: NodeProto | null };
 
 /**
  * A layer's initial state: absent, zeros (see isZeros), a graph input (one layer) or a
@@ -244,39 +291,58 @@ type StateSource = { kind: 'zeros' } | { kind: 'input'; name: string };
  */
 function stateSource(g: Graph, name: string | undefined, layer: number, D: number, layers: number, what: string): StateSource {
   if (!name || isZeros(g, name)) return { kind: 'zeros' };
-  if (g.inputs.has(name)) {
+  // A graph input, or its batch (axis 1) sorted by lengths.
+  const input = (v: string): { name: string; sort: NodeProto | null } | null => {
+    if (g.inputs.has(v)) return { name: v, sort: null };
+    const p = g.producer.get(v);
+    const sort = sortGather(g, p, 1);
+    return sort && g.inputs.has(p?.input?.[0] ?? '') ? { name: p?.input?.[0] ?? '', sort } : null;
+  };
+  const whole = input(name);
+  if (whole) {
     if (layers !== 1) throw formatError(`${what} of layer ${layer} is a whole graph input; stacked layers must slice theirs`);
-    return { kind: 'input', name };
+    return { kind: 'input', ...whole };
   }
   const p = g.producer.get(name);
-  if (!p || p.opType !== 'Slice' || !g.inputs.has(p.input?.[0] ?? '')) {
+  const sliced = p?.opType === 'Slice' ? input(p.input?.[0] ?? '') : null;
+  if (!p || !sliced) {
     throw formatError(`${what} of layer ${layer} must be a graph input, a Slice of one or zeros, found ${p ? nodeLabel(p) : g.constants.has(name) ? `a constant '${name}' that is not all zeros` : `'${name}'`}`);
   }
   const { starts, ends, axes, steps } = sliceParams(g, p);
   if (!sameInts(starts, [layer * D]) || !sameInts(ends, [(layer + 1) * D]) || !sameInts(axes, [0]) || !sameInts(steps, [1])) {
     throw formatError(`${nodeLabel(p)}: ${what} of layer ${layer} must be rows ${layer * D}..${(layer + 1) * D} of '${p.input?.[0]}'`);
   }
-  return { kind: 'input', name: p.input?.[0] ?? '' };
+  return { kind: 'input', ...sliced };
 }
 
-/** Every layer must take its initial state from the same place, so forward's h0 / c0 is it. */
-function sameSource(sources: StateSource[], what: string): void {
+/**
+ * Every layer must take its initial state from the same place, so forward's h0 / c0 is it,
+ * and a state sorted by lengths must be sorted as the input is.
+ */
+function sameSource(sources: StateSource[], what: string, sort: NodeProto | null): void {
   const key = (s: StateSource) => (s.kind === 'zeros' ? 'zeros' : `graph input '${s.name}'`);
   const bad = sources.findIndex((s) => key(s) !== key(sources[0]));
   if (bad >= 0) throw formatError(`${what}: layer 0 starts from ${key(sources[0])}, layer ${bad} from ${key(sources[bad])}; every layer must start from the same place`);
+  for (const s of sources) {
+    if (s.kind === 'input' && s.sort !== sort) throw formatError(`${what}: its batch must be sorted as the input's is (the same Gather by lengths), or not at all when the input is not`);
+  }
 }
 
-/** A layer's sequence_lens: absent, or a graph input (through Identity or Cast) that every layer shares. */
-function lengthsSource(g: Graph, name: string | undefined, where: string): string | null {
+/**
+ * A layer's sequence_lens: absent, or a graph input (through Identity or Cast) that every
+ * layer shares, or the values of a sort of one (TopK, with `sort` set).
+ */
+function lengthsSource(g: Graph, name: string | undefined, where: string): { name: string; sort: NodeProto | null } | null {
   if (!name) return null;
-  let cur = name;
-  for (let hops = 0; hops < 16 && !g.inputs.has(cur); hops++) {
-    const p = g.producer.get(cur);
-    if (!p || !['Identity', 'Cast'].includes(p.opType ?? '')) break;
-    cur = p.input?.[0] ?? '';
+  let cur = skipCasts(g, name);
+  let sort: NodeProto | null = null;
+  const p = g.producer.get(cur);
+  if (p?.opType === 'TopK' && p.output?.[0] === cur) {
+    sort = p;
+    cur = skipCasts(g, p.input?.[0] ?? '');
   }
-  if (!g.inputs.has(cur)) throw formatError(`${where}: sequence_lens must be a graph input (forward's lengths), found '${name}'`);
-  return cur;
+  if (!g.inputs.has(cur)) throw formatError(`${where}: sequence_lens must be a graph input (forward's lengths) or its sort, found '${name}'`);
+  return { name: cur, sort };
 }
 
 /**
@@ -284,7 +350,7 @@ function lengthsSource(g: Graph, name: string | undefined, where: string): strin
  * the last layer's Y (raw, or to [T, B, D*H] by the junction ops, then batch-first), and
  * Y_h / Y_c (one layer's, or every layer's concatenated in order along axis 0).
  */
-function checkOutputs(g: Graph, ordered: NodeProto[], D: number, batchFirst: boolean): void {
+function checkOutputs(g: Graph, ordered: NodeProto[], D: number, batchFirst: boolean, sort: NodeProto | null): void {
   const L = ordered.length;
   const last = ordered[L - 1];
   const skipIdentity = (name: string): string => {
@@ -298,9 +364,22 @@ function checkOutputs(g: Graph, ordered: NodeProto[], D: number, batchFirst: boo
   };
   for (const out of g.outputs) {
     const where = `graph output '${out}'`;
-    const cur = skipIdentity(out);
-    const p = g.producer.get(cur);
+    let cur = skipIdentity(out);
+    let p = g.producer.get(cur);
     if (!p) throw formatError(`${where} is not computed from the LSTM stack`);
+    if (sort) {
+      // Rows sorted by length go back to the input's order: a Gather along the batch axis
+      // (0 for a batch-first output, else 1) by the inverse of the input's sort.
+      const unsort = p.opType === 'Gather' ? unsortOf(g, p.input?.[1] ?? '') : null;
+      if (unsort !== sort) throw formatError(`${where}: the input's batch is sorted by length, so every output must be Gathered back by the inverse permutation, found ${nodeLabel(p)}`);
+      const axis = attrInt(p, 'axis', 0);
+      cur = skipIdentity(p.input?.[0] ?? '');
+      p = g.producer.get(cur);
+      if (!p) throw formatError(`${where} is not computed from the LSTM stack`);
+      const sequence = p.opType !== 'Concat' && !(p.opType === 'LSTM' && (p.output ?? []).indexOf(cur) > 0);
+      const want = sequence && batchFirst ? 0 : 1;
+      if (axis !== want) throw formatError(`${where}: the Gather back to the input's order is along axis ${axis}, expected the batch axis ${want}`);
+    }
     if (p.opType === 'Concat') {
       const parts = (p.input ?? []).map(skipIdentity);
       const ok = attrInt(p, 'axis', 0) === 0 && [1, 2].some((k) => parts.length === L && parts.every((name, l) => name === ordered[l].output?.[k]));
@@ -367,6 +446,7 @@ export function loadOnnx(bytes: Uint8Array, opts?: LoadOnnxOptions): LSTM {
   // Order the layers by following the data path from a graph input.
   const ordered: NodeProto[] = [];
   let batchFirst = false;
+  let inputSort: NodeProto | null = null;
   const byOrigin = new Map<string, NodeProto>();
   for (const n of lstmNodes) {
     const { origin, hops } = traceBack(g, n.input?.[0] ?? '');
@@ -376,6 +456,12 @@ export function loadOnnx(bytes: Uint8Array, opts?: LoadOnnxOptions): LSTM {
       if (ordered.length) throw formatError(`${nodeLabel(n)} and ${nodeLabel(ordered[0])} both read a graph input`);
       ordered.push(n);
       const kinds = hops.filter((h) => h.opType !== 'Identity');
+      if (kinds[0]?.opType === 'Gather') {
+        // pack_padded_sequence's sort of the batch (axis 0 before a batch-first Transpose, else 1)
+        const gather = kinds.shift()!;
+        inputSort = sortGather(g, gather, kinds.length > 0 ? 0 : 1);
+        if (!inputSort) throw formatError(`${nodeLabel(gather)} before the first LSTM: only a sort of the batch by the lengths (pack_padded_sequence) is understood`);
+      }
       if (kinds.length === 1 && kinds[0].opType === 'Transpose' && sameInts(attrInts(kinds[0], 'perm'), [1, 0, 2])) batchFirst = true;
       else if (kinds.length > 0) throw formatError(`${nodeLabel(kinds[0])} before the first LSTM: only a batch-first Transpose [1, 0, 2] is understood`);
     }
@@ -430,10 +516,14 @@ export function loadOnnx(bytes: Uint8Array, opts?: LoadOnnxOptions): LSTM {
     );
     return { n, W, R, B, P, I, h, c, lengths, activations, clip: attrFloat(n, 'clip'), inputForget: attrInt(n, 'input_forget', 0) !== 0 };
   });
-  sameSource(layers.map((x) => x.h), 'initial_h');
-  sameSource(layers.map((x) => x.c), 'initial_c');
-  if (layers.some((x) => x.lengths !== layers[0].lengths)) throw formatError('every layer must take the same sequence_lens (forward\'s lengths)');
-  if (!options.stackOnly) checkOutputs(g, ordered, D, batchFirst);
+  sameSource(layers.map((x) => x.h), 'initial_h', inputSort);
+  sameSource(layers.map((x) => x.c), 'initial_c', inputSort);
+  const lengths = layers[0].lengths;
+  if (layers.some((x) => x.lengths?.name !== lengths?.name || x.lengths?.sort !== lengths?.sort)) throw formatError('every layer must take the same sequence_lens (forward\'s lengths)');
+  if ((lengths?.sort ?? null) !== inputSort) {
+    throw formatError(inputSort ? 'the input\'s batch is sorted by lengths, so sequence_lens must be that sort\'s values' : 'sequence_lens is sorted, but the input\'s batch is not');
+  }
+  if (!options.stackOnly) checkOutputs(g, ordered, D, batchFirst, inputSort);
   const key = (x: (typeof layers)[number]) => JSON.stringify([x.activations, x.clip, x.inputForget, !!x.B, !!x.P]);
   for (const x of layers.slice(1)) {
     if (key(x) !== key(layers[0])) throw formatError(`${nodeLabel(x.n)}: activations, clip, input_forget, bias and peepholes must match the first layer's`);
