@@ -28,7 +28,9 @@ describe.each(ENGINES)('gradients on $label', (engine) => {
     for (const [k, v] of Object.entries(g.params)) expectClose(v, t[`grad.${k}`], `${name} grad.${k}`, 1e-4, 1e-3);
   });
 
-  it.each(['r01_train_adam', 'r02_train_sgd_momentum_clip'])('%s reproduces the PyTorch trajectory', (name) => {
+  // r01 / r02, and torch-optim/*: weight decay, AdamW, amsgrad, nesterov, dampening (PyTorch 1.13, make.py there)
+  const TRAJECTORIES = ['r01_train_adam', 'r02_train_sgd_momentum_clip', ...['adamw_amsgrad', 'adam_decay_amsgrad', 'adamw_clip', 'sgd_nesterov_decay', 'sgd_dampening'].map((n) => `torch-optim/${n}`)];
+  it.each(TRAJECTORIES)('%s reproduces the PyTorch trajectory', (name) => {
     const { tensors: t, metadata } = fixture(name);
     const model = withEngine(engine, () => new SequenceModel({ inputSize: 3, hiddenSize: 8, numLayers: 2, outputSize: 2, backend: engine.backend }));
     const init: Record<string, Tensor> = {};
@@ -36,10 +38,11 @@ describe.each(ENGINES)('gradients on $label', (engine) => {
     model.loadStateDict(init);
     const o = JSON.parse(metadata.optimizer);
     const params = model.parameters();
+    const adam = { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay, amsgrad: o.amsgrad };
     const optimizer =
-      o.name === 'adam'
-        ? new Adam(params, { lr: o.lr, betas: o.betas, eps: o.eps, weightDecay: o.weight_decay })
-        : new SGD(params, { lr: o.lr, momentum: o.momentum, dampening: o.dampening, nesterov: o.nesterov, weightDecay: o.weight_decay });
+      o.name === 'adam' ? new Adam(params, adam)
+      : o.name === 'adamw' ? new AdamW(params, adam)
+      : new SGD(params, { lr: o.lr, momentum: o.momentum, dampening: o.dampening, nesterov: o.nesterov, weightDecay: o.weight_decay });
     const losses: number[] = JSON.parse(metadata.losses);
     const clip = JSON.parse(metadata.clip_grad_norm);
     const norms: number[] = JSON.parse(metadata.grad_norms_before_clip);
