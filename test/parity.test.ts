@@ -104,6 +104,42 @@ describe.each(ENGINES)('parity on $label', (engine) => {
     lstm.dispose();
   });
 
+  it('torch-random: 120 random nn.LSTM configurations, forward and gradients match PyTorch', () => {
+    // Layers, directions, batch_first, bias, projection, unbatched, packed lengths, default or
+    // given states, all mixed (test/fixtures/torch-random/make.py, PyTorch 1.13).
+    const { tensors, metadata } = fixture('torch-random/random');
+    const cases: { lengths: number[] | null; state: boolean }[] = JSON.parse(metadata.cases);
+    const seen = { packed: 0, unbatched: 0, proj: 0, bidirectional: 0, state: 0 };
+    cases.forEach((c, i) => {
+      const t = (name: string): Tensor => tensors[`c${i}.${name}`];
+      const lstm = withEngine(engine, () => new LSTM({ ...torchOptions({ config: JSON.stringify(c) }), backend: engine.backend }));
+      const names = Object.keys(lstm.stateDict());
+      lstm.loadStateDict(Object.fromEntries(names.map((n) => [n, t(n)])));
+      const what = `case ${i} ${JSON.stringify(c)}`;
+      const opts = { h0: c.state ? t('h0') : undefined, c0: c.state ? t('c0') : undefined, lengths: c.lengths ?? undefined };
+      const r = lstm.forward(t('input'), opts);
+      expectClose(r.output, t('output'), `${what} output`);
+      expectClose(r.hn, t('hn'), `${what} hn`);
+      expectClose(r.cn, t('cn'), `${what} cn`);
+      const g = lstm.forwardTrain(t('input'), opts).backward({ output: t('grad_output'), hn: t('grad_hn'), cn: t('grad_cn') });
+      expectClose(g.input, t('grad_input'), `${what} grad_input`, 1e-4, 1e-3);
+      if (c.state) {
+        expectClose(g.h0, t('grad_h0'), `${what} grad_h0`, 1e-4, 1e-3);
+        expectClose(g.c0, t('grad_c0'), `${what} grad_c0`, 1e-4, 1e-3);
+      }
+      for (const n of names) expectClose(g.params[n], t(`grad.${n}`), `${what} grad.${n}`, 1e-4, 1e-3);
+      lstm.dispose();
+      const cfg = lstm.config;
+      seen.packed += c.lengths ? 1 : 0;
+      seen.unbatched += t('input').shape.length === 2 ? 1 : 0;
+      seen.proj += cfg.projSize > 0 ? 1 : 0;
+      seen.bidirectional += cfg.numDirections === 2 ? 1 : 0;
+      seen.state += c.state ? 1 : 0;
+    });
+    // every kind of case is there (of 120: packed 41, unbatched 10, projection 53, bidirectional 57, states 61)
+    for (const [k, n] of Object.entries(seen)) expect(n, k).toBeGreaterThanOrEqual(10);
+  });
+
   it('m01_sine_model: the trained model reproduces its predictions', () => {
     const { tensors } = fixture('m01_sine_model');
     const lstm = withEngine(engine, () => new LSTM({ inputSize: 1, hiddenSize: 32, numLayers: 2, backend: engine.backend }));
