@@ -1,10 +1,13 @@
 // Keras weights, PyTorch state dicts and the command line.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ENGINES, FIXTURES, LSTM, expectClose, fixture, lib, loadSafetensors, saveSafetensors, sineWaves, withEngine } from './helpers';
+import { ENGINES, FIXTURES, LSTM, expectClose, fixture, lib, loadSafetensors, saveSafetensors, sineWaves, withEngine, type Tensor } from './helpers';
+
+const require = createRequire(import.meta.url);
 
 /** A Keras LSTM cell written out by hand (units = 1, input size 1): the reference. */
 function kerasByHand(xs: number[], k: number[], r: number[], b: number[], gate: (v: number) => number): { ys: number[]; h: number; c: number } {
@@ -22,7 +25,71 @@ function kerasByHand(xs: number[], k: number[], r: number[], b: number[], gate: 
   return { ys, h, c };
 }
 
+// Keras' LSTM itself, as TensorFlow.js ports it (tfjs-layers on the cpu backend): random
+// layers of every activation fromKeras takes, both directions, with and without bias, and
+// their outputs and states on random inputs. Computed once, checked on every engine.
+interface KerasCase {
+  options: Parameters<typeof LSTM.fromKeras>[1];
+  weights: Parameters<typeof LSTM.fromKeras>[0];
+  x: Tensor;
+  output: Tensor;
+  h: Tensor;
+  c: Tensor;
+}
+let kerasCases: KerasCase[] | undefined;
+function tfjsKerasCases(): KerasCase[] {
+  if (kerasCases) return kerasCases;
+  const tf = require('@tensorflow/tfjs-core') as typeof import('@tensorflow/tfjs-core');
+  require('@tensorflow/tfjs-backend-cpu');
+  const tfl = require('@tensorflow/tfjs-layers') as typeof import('@tensorflow/tfjs-layers');
+  tf.setBackend('cpu');
+  const acts = ['tanh', 'relu', 'sigmoid', 'hardSigmoid', 'softsign', 'linear', 'elu', 'softplus'] as const;
+  const keras = (a: string) => (a === 'hardSigmoid' ? 'hard_sigmoid' : a);
+  kerasCases = [];
+  for (let seed = 0; seed < 32; seed++) {
+    const [U, I, T, B] = [1 + (seed % 5), 1 + (seed % 3), 1 + (seed % 6), 1 + (seed % 4)];
+    const activation = acts[seed % acts.length];
+    const recurrentActivation = (['sigmoid', 'hardSigmoid', 'tanh'] as const)[seed % 3];
+    const goBackwards = seed % 2 === 1;
+    const useBias = seed % 5 !== 0;
+    tf.tidy(() => {
+      const layer = tfl.layers.lstm({
+        units: U, activation, recurrentActivation, goBackwards, useBias, returnSequences: true, returnState: true,
+        inputShape: [T, I], biasInitializer: 'randomNormal', recurrentInitializer: 'glorotNormal', unitForgetBias: false,
+      });
+      const x = tf.randomNormal([B, T, I], 0, 1, 'float32', seed);
+      const [ys, h, c] = layer.apply(x) as import('@tensorflow/tfjs-core').Tensor[];
+      const w = layer.getWeights().map((t) => ({ data: Float32Array.from(t.dataSync()), shape: t.shape }));
+      // Keras returns a goBackwards layer's outputs in processing order; ours stay aligned with the input.
+      const y = ys.arraySync() as number[][][];
+      const aligned = goBackwards ? y.map((row) => row.slice().reverse()) : y;
+      kerasCases!.push({
+        options: { units: U, activation: keras(activation), recurrentActivation: keras(recurrentActivation), goBackwards, hardSigmoid: 'keras2' },
+        weights: { kernel: w[0], recurrentKernel: w[1], bias: useBias ? w[2] : undefined },
+        x: { data: Float32Array.from(x.dataSync()), shape: [B, T, I] },
+        output: { data: Float32Array.from(aligned.flat(2)), shape: [B, T, U] },
+        h: { data: Float32Array.from(h.dataSync()), shape: [1, B, U] },
+        c: { data: Float32Array.from(c.dataSync()), shape: [1, B, U] },
+      });
+    });
+  }
+  return kerasCases;
+}
+
 describe.each(ENGINES)('Keras on $label', (engine) => {
+  it("fromKeras matches Keras' own LSTM (tfjs-layers) on 32 random layers", () => {
+    const cases = tfjsKerasCases();
+    for (const [i, c] of cases.entries()) {
+      const m = withEngine(engine, () => LSTM.fromKeras(c.weights, { ...c.options, backend: engine.backend }));
+      const r = m.forward(c.x);
+      const what = `case ${i} ${JSON.stringify(c.options)}`;
+      expectClose(r.output, c.output, `${what} output`);
+      expectClose(r.hn, c.h, `${what} h`);
+      expectClose(r.cn, c.c, `${what} c`);
+      m.dispose();
+    }
+  });
+
   // Large enough that gate pre-activations land where the two hard sigmoids differ (2.5 < |z| < 3).
   const k = [2.2, -2.4, 0.8, 2.6];
   const r = [0.4, 0.9, -0.6, -1.1];
