@@ -12,7 +12,7 @@ export type { Dtype, SafetensorsTensor } from './io/safetensors.js';
 export { loadOnnx, exportOnnx } from './io/onnx.js';
 export type { LoadOnnxOptions, ExportOnnxOptions } from './io/onnx.js';
 export { inferOptions, optionsOf } from './interop.js';
-export type { KerasWeights, KerasOptions } from './interop.js';
+export type { KerasWeights, KerasBidirectionalWeights, KerasLayerWeights, KerasOptions } from './interop.js';
 export type { Gradient, TrainResult } from './lstm.js';
 export { SGD, Adam, AdamW, Optimizer, clipGradNorm } from './train/optim.js';
 export type { Parameter, SGDOptions, AdamOptions } from './train/optim.js';

@@ -17,7 +17,11 @@ export interface KerasOptions {
   units: number;
   /** Keras `activation` (cell input and output): default 'tanh'. */
   activation?: string;
-  /** Keras `recurrent_activation` (gates): default 'sigmoid'. */
+  /**
+   * Keras `recurrent_activation` (gates): default 'sigmoid' (Keras 2.3+ and 3). tfjs-layers'
+   * default is 'hardSigmoid' (its name; Keras 2's definition), so pass a tfjs layer's
+   * getConfig() values rather than relying on this default.
+   */
   recurrentActivation?: string;
   /** Which hard sigmoid 'hard_sigmoid' means: Keras 2 and tfjs clip(0.2x + 0.5, 0, 1), Keras 3 relu6(x + 3) / 6. */
   hardSigmoid?: 'keras2' | 'keras3';
@@ -40,6 +44,9 @@ function kerasActivation(name: unknown, which: string, hard: KerasOptions['hardS
       return { name: 'elu', alpha: 1 };
     case 'linear':
       return { name: 'affine', alpha: 1, beta: 0 };
+    case 'hardSigmoid': // tfjs-layers' name (its default recurrentActivation): Keras 2's clip(0.2x + 0.5, 0, 1)
+      if (hard === 'keras3') throw new LstmError('LSTM_OPTION', `${which}: tfjs' 'hardSigmoid' is clip(0.2x + 0.5, 0, 1) (Keras 2); hardSigmoid: 'keras3' contradicts it`);
+      return { name: 'hardSigmoid', alpha: 0.2, beta: 0.5 };
     case 'hard_sigmoid':
       if (hard === 'keras2') return { name: 'hardSigmoid', alpha: 0.2, beta: 0.5 };
       if (hard === 'keras3') return { name: 'hardSigmoid', alpha: 1 / 6, beta: 0.5 };
@@ -48,7 +55,7 @@ function kerasActivation(name: unknown, which: string, hard: KerasOptions['hardS
         `${which}: 'hard_sigmoid' differs between Keras 2 / tfjs (clip(0.2x + 0.5, 0, 1)) and Keras 3 (relu6(x + 3) / 6): pass hardSigmoid: 'keras2' or 'keras3'`,
       );
     default:
-      throw new LstmError('LSTM_FORMAT', `${which}: Keras activation ${describe(name)} is not supported (tanh, sigmoid, hard_sigmoid, relu, elu, linear, softsign, softplus)`);
+      throw new LstmError('LSTM_FORMAT', `${which}: Keras activation ${describe(name)} is not supported (tanh, sigmoid, hard_sigmoid, hardSigmoid, relu, elu, linear, softsign, softplus)`);
   }
 }
 
@@ -59,28 +66,75 @@ function transpose(t: Tensor): Float32Array {
   return out;
 }
 
-/** An LSTM from a Keras (or tfjs) LSTM layer's weights: gate order i, f, c, o and one bias. */
-export function fromKeras(weights: KerasWeights, options: KerasOptions): LSTM {
-  if (weights === null || typeof weights !== 'object') throw new LstmError('LSTM_WEIGHTS', `fromKeras: expected { kernel, recurrentKernel, bias? }, got ${describe(weights)}`);
+/** A Keras `Bidirectional(LSTM(...))` layer's weights: get_weights() gives the forward layer's three, then the backward layer's. */
+export interface KerasBidirectionalWeights {
+  forward: KerasWeights;
+  backward: KerasWeights;
+}
+
+/** One Keras LSTM layer, or a Bidirectional one. */
+export type KerasLayerWeights = KerasWeights | KerasBidirectionalWeights;
+
+/**
+ * An LSTM from Keras (or tfjs) LSTM layers' weights: gate order i, f, c, o and one bias.
+ * `weights` is one layer, a Bidirectional layer ({ forward, backward }), or an array of
+ * them for a stack (layers with return_sequences=True feeding each other, all with the same
+ * units, all bidirectional or none).
+ */
+export function fromKeras(weights: KerasLayerWeights | KerasLayerWeights[], options: KerasOptions): LSTM {
+  const expected = '{ kernel, recurrentKernel, bias? }, { forward, backward } of those, or an array of layers';
+  if (weights === null || typeof weights !== 'object') throw new LstmError('LSTM_WEIGHTS', `fromKeras: expected ${expected}, got ${describe(weights)}`);
   if (options === null || typeof options !== 'object') throw new LstmError('LSTM_OPTION', `fromKeras: expected options with units, got ${describe(options)}`);
   const U = options.units;
   if (typeof U !== 'number' || !Number.isInteger(U) || U < 1) throw new LstmError('LSTM_OPTION', `units: expected a positive integer, got ${describe(U)}`);
-  const kernel = checkTensor(weights.kernel, 'kernel');
-  if (kernel.shape.length !== 2 || kernel.shape[1] !== 4 * U || kernel.shape[0] < 1) {
-    throw new LstmError('LSTM_WEIGHTS', `kernel: expected [inputSize, ${4 * U}], got ${shapeStr(kernel.shape)}`);
-  }
-  const rec = checkTensor(weights.recurrentKernel, 'recurrentKernel');
-  if (rec.shape.length !== 2 || rec.shape[0] !== U || rec.shape[1] !== 4 * U) {
-    throw new LstmError('LSTM_WEIGHTS', `recurrentKernel: expected [${U}, ${4 * U}], got ${shapeStr(rec.shape)}`);
-  }
-  const bias = weights.bias === undefined || weights.bias === null ? undefined : checkTensor(weights.bias, 'bias');
-  if (bias && (bias.shape.length !== 1 || bias.shape[0] !== 4 * U)) throw new LstmError('LSTM_WEIGHTS', `bias: expected [${4 * U}], got ${shapeStr(bias.shape)}`);
+  const stack = Array.isArray(weights) ? weights : [weights];
+  if (stack.length === 0) throw new LstmError('LSTM_WEIGHTS', 'fromKeras: expected at least one layer, got an empty array');
+  const isBidirectional = (w: KerasLayerWeights): w is KerasBidirectionalWeights => w !== null && typeof w === 'object' && 'forward' in w && 'backward' in w;
+  const bidirectional = isBidirectional(stack[0]);
+  if (bidirectional && options.goBackwards) throw new LstmError('LSTM_OPTION', 'goBackwards: a Bidirectional layer runs both ways already; goBackwards is for a one-direction layer');
+  const D = bidirectional ? 2 : 1;
+  const layers = stack.map((w, l) => {
+    const where = Array.isArray(weights) ? `layer ${l} ` : '';
+    if (w === null || typeof w !== 'object') throw new LstmError('LSTM_WEIGHTS', `fromKeras: ${where}expected ${expected}, got ${describe(w)}`);
+    if (isBidirectional(w) !== bidirectional) throw new LstmError('LSTM_WEIGHTS', `fromKeras: ${where}is ${bidirectional ? 'not ' : ''}Bidirectional and layer 0 is${bidirectional ? '' : ' not'}: a stack's layers must all be Bidirectional, or none`);
+    return isBidirectional(w) ? [w.forward, w.backward] : [w];
+  });
+  const inputSize = (l: number, kernel: Tensor) => (l === 0 ? kernel.shape[0] : D * U);
+  let withBias: boolean | undefined;
+  const dict: Record<string, Tensor> = {};
+  layers.forEach((dirs, l) => {
+    dirs.forEach((w, d) => {
+      const where = `${Array.isArray(weights) ? `layer ${l} ` : ''}${bidirectional ? `${d ? 'backward' : 'forward'} ` : ''}`;
+      if (w === null || typeof w !== 'object') throw new LstmError('LSTM_WEIGHTS', `fromKeras: ${where}expected { kernel, recurrentKernel, bias? }, got ${describe(w)}`);
+      const kernel = checkTensor(w.kernel, `${where}kernel`);
+      const I = inputSize(l, kernel);
+      if (kernel.shape.length !== 2 || kernel.shape[1] !== 4 * U || kernel.shape[0] < 1 || kernel.shape[0] !== I) {
+        throw new LstmError('LSTM_WEIGHTS', `${where}kernel: expected [${l === 0 ? 'inputSize' : `${I} (the previous layer's output)`}, ${4 * U}], got ${shapeStr(kernel.shape)}`);
+      }
+      const rec = checkTensor(w.recurrentKernel, `${where}recurrentKernel`);
+      if (rec.shape.length !== 2 || rec.shape[0] !== U || rec.shape[1] !== 4 * U) {
+        throw new LstmError('LSTM_WEIGHTS', `${where}recurrentKernel: expected [${U}, ${4 * U}], got ${shapeStr(rec.shape)}`);
+      }
+      const bias = w.bias === undefined || w.bias === null ? undefined : checkTensor(w.bias, `${where}bias`);
+      if (bias && (bias.shape.length !== 1 || bias.shape[0] !== 4 * U)) throw new LstmError('LSTM_WEIGHTS', `${where}bias: expected [${4 * U}], got ${shapeStr(bias.shape)}`);
+      if (withBias !== undefined && withBias !== (bias !== undefined)) throw new LstmError('LSTM_WEIGHTS', `${where}bias: every layer and direction must have a bias, or none (use_bias alike)`);
+      withBias = bias !== undefined;
+      const sfx = `_l${l}${d === 1 ? '_reverse' : ''}`;
+      dict[`weight_ih${sfx}`] = { data: transpose(kernel), shape: [4 * U, I] };
+      dict[`weight_hh${sfx}`] = { data: transpose(rec), shape: [4 * U, U] };
+      if (bias) {
+        dict[`bias_ih${sfx}`] = { data: bias.data.slice(), shape: [4 * U] };
+        dict[`bias_hh${sfx}`] = { data: new Float32Array(4 * U), shape: [4 * U] };
+      }
+    });
+  });
   const act = kerasActivation(options.activation ?? 'tanh', 'activation', options.hardSigmoid);
   const lstm = new LSTM({
-    inputSize: kernel.shape[0],
+    inputSize: dict.weight_ih_l0.shape[1],
     hiddenSize: U,
-    bias: bias !== undefined,
-    direction: options.goBackwards ? 'reverse' : 'forward',
+    numLayers: layers.length,
+    bias: withBias,
+    direction: bidirectional ? 'bidirectional' : options.goBackwards ? 'reverse' : 'forward',
     batchFirst: options.batchFirst ?? true,
     gateActivation: kerasActivation(options.recurrentActivation ?? 'sigmoid', 'recurrentActivation', options.hardSigmoid),
     cellActivation: act,
@@ -88,14 +142,6 @@ export function fromKeras(weights: KerasWeights, options: KerasOptions): LSTM {
     backend: options.backend ?? 'auto',
     seed: 0,
   });
-  const dict: Record<string, Tensor> = {
-    weight_ih_l0: { data: transpose(kernel), shape: [4 * U, kernel.shape[0]] },
-    weight_hh_l0: { data: transpose(rec), shape: [4 * U, U] },
-  };
-  if (bias) {
-    dict.bias_ih_l0 = { data: bias.data.slice(), shape: [4 * U] };
-    dict.bias_hh_l0 = { data: new Float32Array(4 * U), shape: [4 * U] };
-  }
   try {
     return lstm.loadStateDict(dict);
   } catch (err) {

@@ -8,7 +8,7 @@ import {
 } from './config.js';
 import { PEEPHOLE_KIND, type Engine, type EngineLayer, type LayerDesc, type StackResult, type StackRun } from './engine.js';
 import { LstmError, describe, optionsArg } from './errors.js';
-import { fromKeras as kerasToLstm, type KerasOptions, type KerasWeights } from './interop.js';
+import { fromKeras as kerasToLstm, type KerasLayerWeights, type KerasOptions } from './interop.js';
 import { activationsFromOnnx, onnxToStateDict } from './onnx-layout.js';
 import { backwardTrain, forwardTrain, TapePool } from './train/bptt.js';
 import { groupParams, initParams, layerInputSize, paramSpecs, type ParamSpec } from './params.js';
@@ -582,8 +582,11 @@ export class LSTM {
     this.engine.dispose?.();
   }
 
-  /** An LSTM from a Keras / tfjs LSTM layer's weights (see KerasOptions). */
-  static fromKeras(weights: KerasWeights, options: KerasOptions): LSTM {
+  /**
+   * An LSTM from Keras / tfjs LSTM layers' weights (see KerasOptions): one layer, a
+   * Bidirectional one ({ forward, backward }), or an array of them for a stack.
+   */
+  static fromKeras(weights: KerasLayerWeights | KerasLayerWeights[], options: KerasOptions): LSTM {
     return kerasToLstm(weights, options);
   }
 

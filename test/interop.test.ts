@@ -26,11 +26,13 @@ function kerasByHand(xs: number[], k: number[], r: number[], b: number[], gate: 
 }
 
 // Keras' LSTM itself, as TensorFlow.js ports it (tfjs-layers on the cpu backend): random
-// layers of every activation fromKeras takes, both directions, with and without bias, and
-// their outputs and states on random inputs. Computed once, checked on every engine.
+// layers of every activation fromKeras takes, both directions, with and without bias,
+// Bidirectional layers and stacks, and their outputs and states on random inputs. Computed
+// once, checked on every engine.
 interface KerasCase {
-  options: Parameters<typeof LSTM.fromKeras>[1];
+  what: string;
   weights: Parameters<typeof LSTM.fromKeras>[0];
+  options: Parameters<typeof LSTM.fromKeras>[1];
   x: Tensor;
   output: Tensor;
   h: Tensor;
@@ -42,47 +44,70 @@ function tfjsKerasCases(): KerasCase[] {
   const tf = require('@tensorflow/tfjs-core') as typeof import('@tensorflow/tfjs-core');
   require('@tensorflow/tfjs-backend-cpu');
   const tfl = require('@tensorflow/tfjs-layers') as typeof import('@tensorflow/tfjs-layers');
+  type TfTensor = import('@tensorflow/tfjs-core').Tensor;
   tf.setBackend('cpu');
   const acts = ['tanh', 'relu', 'sigmoid', 'hardSigmoid', 'softsign', 'linear', 'elu', 'softplus'] as const;
-  const keras = (a: string) => (a === 'hardSigmoid' ? 'hard_sigmoid' : a);
+  const ours = (t: TfTensor, shape = t.shape): Tensor => ({ data: Float32Array.from(t.dataSync()), shape });
+  const weightsOf = (ws: TfTensor[], useBias: boolean) => ({ kernel: ours(ws[0]), recurrentKernel: ours(ws[1]), bias: useBias ? ours(ws[2]) : undefined });
   kerasCases = [];
-  for (let seed = 0; seed < 32; seed++) {
+  for (let seed = 0; seed < 40; seed++) {
     const [U, I, T, B] = [1 + (seed % 5), 1 + (seed % 3), 1 + (seed % 6), 1 + (seed % 4)];
     const activation = acts[seed % acts.length];
     const recurrentActivation = (['sigmoid', 'hardSigmoid', 'tanh'] as const)[seed % 3];
-    const goBackwards = seed % 2 === 1;
+    const kind = seed < 32 ? 'layer' : seed < 36 ? 'bidirectional' : 'stack';
+    const goBackwards = kind === 'layer' && seed % 2 === 1;
     const useBias = seed % 5 !== 0;
-    tf.tidy(() => {
-      const layer = tfl.layers.lstm({
+    const lstm = () =>
+      tfl.layers.lstm({
         units: U, activation, recurrentActivation, goBackwards, useBias, returnSequences: true, returnState: true,
-        inputShape: [T, I], biasInitializer: 'randomNormal', recurrentInitializer: 'glorotNormal', unitForgetBias: false,
+        biasInitializer: 'randomNormal', recurrentInitializer: 'glorotNormal',
       });
+    tf.tidy(() => {
       const x = tf.randomNormal([B, T, I], 0, 1, 'float32', seed);
-      const [ys, h, c] = layer.apply(x) as import('@tensorflow/tfjs-core').Tensor[];
-      const w = layer.getWeights().map((t) => ({ data: Float32Array.from(t.dataSync()), shape: t.shape }));
-      // Keras returns a goBackwards layer's outputs in processing order; ours stay aligned with the input.
-      const y = ys.arraySync() as number[][][];
-      const aligned = goBackwards ? y.map((row) => row.slice().reverse()) : y;
-      kerasCases!.push({
-        options: { units: U, activation: keras(activation), recurrentActivation: keras(recurrentActivation), goBackwards, hardSigmoid: 'keras2' },
-        weights: { kernel: w[0], recurrentKernel: w[1], bias: useBias ? w[2] : undefined },
-        x: { data: Float32Array.from(x.dataSync()), shape: [B, T, I] },
-        output: { data: Float32Array.from(aligned.flat(2)), shape: [B, T, U] },
-        h: { data: Float32Array.from(h.dataSync()), shape: [1, B, U] },
-        c: { data: Float32Array.from(c.dataSync()), shape: [1, B, U] },
-      });
+      const state = (ts: TfTensor[]) => ({ data: Float32Array.from(ts.flatMap((t) => Array.from(t.dataSync()))), shape: [ts.length, B, U] });
+      // The options as the layer's own config has them (tfjs names: 'hardSigmoid' is Keras 2's).
+      const layer0 = lstm();
+      const config = layer0.getConfig() as { units: number; activation: string; recurrentActivation: string; goBackwards: boolean };
+      const options = { units: config.units, activation: config.activation, recurrentActivation: config.recurrentActivation, goBackwards: config.goBackwards };
+      let c: Omit<KerasCase, 'x' | 'options'>;
+      if (kind === 'bidirectional') {
+        const bi = tfl.layers.bidirectional({ layer: layer0, mergeMode: 'concat' });
+        const [y, hf, cf, hb, cb] = bi.apply(x) as TfTensor[];
+        const ws = bi.getWeights();
+        c = { what: 'Bidirectional', weights: { forward: weightsOf(ws.slice(0, 3), useBias), backward: weightsOf(ws.slice(useBias ? 3 : 2), useBias) }, output: ours(y), h: state([hf, hb]), c: state([cf, cb]) };
+        options.goBackwards = false;
+      } else if (kind === 'stack') {
+        const layers = [layer0, lstm(), lstm()];
+        let y = x;
+        const hs: TfTensor[] = [];
+        const cs: TfTensor[] = [];
+        for (const l of layers) {
+          const [out, h, cc] = l.apply(y) as TfTensor[];
+          y = out;
+          hs.push(h);
+          cs.push(cc);
+        }
+        c = { what: 'stack of 3', weights: layers.map((l) => weightsOf(l.getWeights(), useBias)), output: ours(y), h: state(hs), c: state(cs) };
+      } else {
+        const [ys, h, cc] = layer0.apply(x) as TfTensor[];
+        // Keras returns a goBackwards layer's outputs in processing order; ours stay aligned with the input.
+        const y = ys.arraySync() as number[][][];
+        const aligned = goBackwards ? y.map((row) => row.slice().reverse()) : y;
+        c = { what: 'layer', weights: weightsOf(layer0.getWeights(), useBias), output: { data: Float32Array.from(aligned.flat(2)), shape: [B, T, U] }, h: state([h]), c: state([cc]) };
+      }
+      kerasCases!.push({ ...c, options, x: ours(x) });
     });
   }
   return kerasCases;
 }
 
 describe.each(ENGINES)('Keras on $label', (engine) => {
-  it("fromKeras matches Keras' own LSTM (tfjs-layers) on 32 random layers", () => {
+  it("fromKeras matches Keras' own LSTM (tfjs-layers): 32 random layers, 4 Bidirectional, 4 stacks of 3", () => {
     const cases = tfjsKerasCases();
     for (const [i, c] of cases.entries()) {
       const m = withEngine(engine, () => LSTM.fromKeras(c.weights, { ...c.options, backend: engine.backend }));
       const r = m.forward(c.x);
-      const what = `case ${i} ${JSON.stringify(c.options)}`;
+      const what = `case ${i} (${c.what}) ${JSON.stringify(c.options)}`;
       expectClose(r.output, c.output, `${what} output`);
       expectClose(r.hn, c.h, `${what} h`);
       expectClose(r.cn, c.c, `${what} c`);
@@ -137,6 +162,21 @@ describe.each(ENGINES)('Keras on $label', (engine) => {
     expect(() => LSTM.fromKeras({ ...weights, kernel: { data: new Float32Array(3), shape: [1, 3] } }, { units: 1 })).toThrow(expect.objectContaining({ code: 'LSTM_WEIGHTS' }));
     expect(() => LSTM.fromKeras(weights, { units: 1, activation: 'gelu' })).toThrow(expect.objectContaining({ code: 'LSTM_FORMAT' }));
     expect(() => LSTM.fromKeras(weights, { units: 0 })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+    // stacks and Bidirectional layers
+    const code = (fn: () => unknown, c: string, message: RegExp) => {
+      expect(fn).toThrow(expect.objectContaining({ code: c }));
+      expect(fn).toThrow(message);
+    };
+    const wide = { kernel: { data: new Float32Array(8), shape: [2, 4] }, recurrentKernel: weights.recurrentKernel, bias: weights.bias };
+    code(() => LSTM.fromKeras([], { units: 1 }), 'LSTM_WEIGHTS', /at least one layer/);
+    code(() => LSTM.fromKeras([weights, { forward: weights, backward: weights }], { units: 1 }), 'LSTM_WEIGHTS', /layer 1 is Bidirectional and layer 0 is not/);
+    code(() => LSTM.fromKeras([weights, wide, weights], { units: 1 }), 'LSTM_WEIGHTS', /layer 1 kernel: expected \[1 \(the previous layer's output\), 4\], got \[2, 4\]/);
+    code(() => LSTM.fromKeras([{ forward: weights, backward: weights }, { forward: weights, backward: weights }], { units: 1 }), 'LSTM_WEIGHTS', /layer 1 forward kernel: expected \[2/);
+    code(() => LSTM.fromKeras({ forward: weights, backward: { ...weights, bias: undefined } }, { units: 1 }), 'LSTM_WEIGHTS', /backward bias: every layer and direction must have a bias, or none/);
+    code(() => LSTM.fromKeras({ forward: weights, backward: weights }, { units: 1, goBackwards: true }), 'LSTM_OPTION', /runs both ways already/);
+    code(() => LSTM.fromKeras(weights, { units: 1, recurrentActivation: 'hardSigmoid', hardSigmoid: 'keras3' }), 'LSTM_OPTION', /contradicts/);
+    const bi = LSTM.fromKeras([{ forward: weights, backward: weights }, { forward: wide, backward: wide }], { units: 1 });
+    expect(bi.config).toMatchObject({ numLayers: 2, direction: 'bidirectional', inputSize: 1, batchFirst: true });
   });
 });
 
