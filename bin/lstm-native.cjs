@@ -13,6 +13,8 @@ commands:
   convert <in> <out> [--prefix lstm.] [--opset 14] [--lengths] [--stack-only]
                  .onnx -> .safetensors (PyTorch names; the options go in the metadata)
                  .safetensors -> .onnx (options from the metadata, else inferred from the names)
+                 .pt / .pth / .bin (torch.save of a state dict or checkpoint) -> either,
+                 options inferred from the names under --prefix (e.g. --prefix model.lstm.)
                  --stack-only: the LSTM out of an ONNX graph with more after it (e.g. a head)
   info [file] [--stack-only]
                  a model file's configuration and parameter count; without a file,
@@ -40,14 +42,21 @@ const kindOf = (file) => {
   const ext = path.extname(file).toLowerCase();
   if (ext === '.onnx') return 'onnx';
   if (ext === '.safetensors') return 'safetensors';
-  throw new UsageError(`'${file}': expected a .onnx or .safetensors file`);
+  if (ext === '.pt' || ext === '.pth' || ext === '.bin') return 'torch';
+  throw new UsageError(`'${file}': expected a .onnx, .safetensors or .pt / .pth / .bin (torch.save) file`);
 };
 
 /** An LSTM from a model file (backend js: conversion needs no native code). */
 function loadModel(file, prefix, stackOnly) {
-  const { LSTM, loadOnnx, loadSafetensors, inferOptions } = lib();
+  const { LSTM, loadOnnx, loadSafetensors, loadTorch, inferOptions } = lib();
   const bytes = new Uint8Array(fs.readFileSync(file));
   if (kindOf(file) === 'onnx') return { lstm: loadOnnx(bytes, { backend: 'js', stackOnly }), source: 'onnx' };
+  if (kindOf(file) === 'torch') {
+    const { tensors } = loadTorch(bytes);
+    const lstm = new LSTM({ ...inferOptions(tensors, { prefix }), backend: 'js' });
+    lstm.loadStateDict(tensors, { prefix });
+    return { lstm, source: 'torch.save (options inferred from PyTorch names)' };
+  }
   const { tensors, metadata } = loadSafetensors(bytes);
   const stored = metadata.format === 'lstm-native/1' && metadata.options ? JSON.parse(metadata.options) : null;
   const options = stored ?? inferOptions(tensors, { prefix });
@@ -62,6 +71,7 @@ function convert(args) {
   const from = kindOf(input);
   const to = kindOf(output);
   if (from === to) throw new UsageError(`convert: '${input}' and '${output}' are both ${from}`);
+  if (to === 'torch') throw new UsageError(`convert: writing torch.save files is not supported; write .safetensors (safetensors.torch.load_file reads it)`);
   const { saveSafetensors, exportOnnx, optionsOf } = lib();
   const { lstm } = loadModel(input, args.values.prefix, Boolean(args.values['stack-only']));
   let bytes;

@@ -162,7 +162,12 @@ export function inferOptions(tensors: Record<string, Tensor>, opts?: { prefix?: 
   const w0 = get('weight_ih_l0');
   const h0 = get('weight_hh_l0');
   if (!w0 || !h0 || w0.shape.length !== 2 || h0.shape.length !== 2 || h0.shape[0] % 4 !== 0) {
-    throw new LstmError('LSTM_WEIGHTS', `inferOptions: no LSTM state dict under prefix '${prefix}' (need ${prefix}weight_ih_l0 and ${prefix}weight_hh_l0)`);
+    // Say where the LSTMs are, e.g. a checkpoint's 'model.lstm.' or a SequenceModel's 'lstm.'.
+    const found = Object.keys(tensors)
+      .filter((k) => k.endsWith('weight_ih_l0') && tensors[`${k.slice(0, -'weight_ih_l0'.length)}weight_hh_l0`])
+      .map((k) => `'${k.slice(0, -'weight_ih_l0'.length)}'`);
+    const hint = found.length ? `; found one under prefix ${found.slice(0, 4).join(', ')}` : '';
+    throw new LstmError('LSTM_WEIGHTS', `inferOptions: no LSTM state dict under prefix '${prefix}' (need ${prefix}weight_ih_l0 and ${prefix}weight_hh_l0)${hint}`);
   }
   let numLayers = 0;
   while (get(`weight_ih_l${numLayers}`)) numLayers++;

@@ -1,4 +1,4 @@
-// File fuzzing: mutations of valid safetensors and ONNX files through the loaders. Every
+// File fuzzing: mutations of valid safetensors, ONNX and torch.save files through the loaders. Every
 // input must load or end in LSTM_FORMAT (or another LstmError), with memory bounded.
 // FUZZ_MUTATIONS scales it (npm run fuzz).
 import { readFileSync } from 'node:fs';
@@ -135,6 +135,23 @@ describe('file fuzzing', () => {
     );
     expect(r.loaded + r.refused).toBe(MUTATIONS);
     expect(r.refused).toBeGreaterThan(MUTATIONS / 4);
+    expect(r.loaded).toBeGreaterThan(MUTATIONS / 50);
+    expect(r.rssGrowth).toBeLessThan(256 * 1024 * 1024);
+  }, 600_000);
+
+  it(`${MUTATIONS} torch.save mutations`, () => {
+    const files = ['torch-save/lstm_state_dict.pt', 'torch-save/checkpoint.pth', 'torch-save/views_and_dtypes.pt'].map(read);
+    const rand = mulberry32(2 * SEED + 3);
+    const r = run(
+      (b) => {
+        const { tensors } = lib.loadTorch(b);
+        for (const t of Object.values(tensors)) if (t.data.length !== t.shape.reduce((x, y) => x * y, 1)) throw new Error('inconsistent tensor');
+      },
+      () => mutate(files[Math.floor(rand() * files.length)], rand),
+      MUTATIONS,
+    );
+    expect(r.loaded + r.refused).toBe(MUTATIONS);
+    expect(r.refused).toBeGreaterThan(MUTATIONS / 10);
     expect(r.loaded).toBeGreaterThan(MUTATIONS / 50);
     expect(r.rssGrowth).toBeLessThan(256 * 1024 * 1024);
   }, 600_000);

@@ -251,7 +251,7 @@ describe('command line', () => {
     expect(JSON.parse(run('info', out).stdout).options.hiddenSize).toBe(32);
     const usage = run('convert', 'a.txt', 'b.onnx');
     expect(usage.status).toBe(2);
-    expect(usage.stderr).toMatch(/expected a .onnx or .safetensors file/);
+    expect(usage.stderr).toMatch(/expected a .onnx, .safetensors or .pt \/ .pth \/ .bin \(torch.save\) file/);
     expect(run('convert', 'only-one.onnx').status).toBe(2);
     expect(run('info', path.join(dir, 'missing.onnx')).status).toBe(1);
     const proj = path.join(dir, 'proj.safetensors');
@@ -260,6 +260,22 @@ describe('command line', () => {
     const refused = run('convert', proj, path.join(dir, 'proj.onnx'));
     expect(refused.status).toBe(1);
     expect(refused.stderr).toMatch(/LSTM_FORMAT: .*no projection/);
+  });
+
+  it('a torch.save checkpoint converts with --prefix, and nothing converts to .pt', () => {
+    const out = path.join(dir, 'from-pth.safetensors');
+    const pth = path.join(FIXTURES, 'torch-save', 'checkpoint.pth');
+    const missing = run('convert', pth, out);
+    expect(missing.status).toBe(1);
+    expect(missing.stderr).toMatch(/found one under prefix 'model\.lstm\.'/);
+    expect(run('convert', pth, out, '--prefix', 'model.lstm.').status).toBe(0);
+    const { tensors } = lib.loadSafetensors(readFileSync(out));
+    const { tensors: src } = lib.loadTorch(new Uint8Array(readFileSync(pth)));
+    for (const k of ['weight_ih_l0', 'weight_hh_l0', 'bias_ih_l0', 'bias_hh_l0']) expect(tensors[k].data, k).toEqual(src[`model.lstm.${k}`].data);
+    expect(JSON.parse(run('info', pth, '--prefix', 'model.lstm.').stdout).options).toMatchObject({ inputSize: 2, hiddenSize: 4 });
+    const back = run('convert', out, path.join(dir, 'x.pt'));
+    expect(back.status).toBe(2);
+    expect(back.stderr).toMatch(/writing torch\.save files is not supported/);
   });
 
   it('--stack-only converts the LSTM of a graph with a head after it; without it the head is named', () => {

@@ -58,7 +58,8 @@ function floatToHalf(v: number): number {
   return sign | half;
 }
 
-function decode(view: DataView, off: number, count: number, dtype: Dtype): Float32Array {
+/** `count` little-endian elements of `dtype` at `off`, as float32 (also read by the torch.save reader). */
+export function decodeTensorBytes(view: DataView, off: number, count: number, dtype: Dtype): Float32Array {
   const out = new Float32Array(count);
   switch (dtype) {
     case 'F32':
@@ -217,7 +218,7 @@ export function loadSafetensors(bytes: Uint8Array): { tensors: Record<string, Sa
       throw fmtErr(`tensor '${name}': shape ${shapeStr(shape as number[])} of ${dtype} needs ${count * size} bytes, data_offsets give ${end - begin}`);
     }
     ranges.push([begin, end, name]);
-    tensors[name] = { data: decode(view, dataStart + begin, count, dtype as Dtype), shape: (shape as number[]).slice(), dtype: dtype as Dtype };
+    tensors[name] = { data: decodeTensorBytes(view, dataStart + begin, count, dtype as Dtype), shape: (shape as number[]).slice(), dtype: dtype as Dtype };
   }
   ranges.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
   for (let i = 1; i < ranges.length; i++) {

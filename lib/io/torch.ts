@@ -1,0 +1,637 @@
+// PyTorch's torch.save files (.pt / .pth / .bin): a zip archive holding a pickle (data.pkl)
+// and one raw storage per tensor (data/<key>). A state dict, or a checkpoint of nested dicts
+// and lists around state dicts, comes back as flat named float32 tensors, so
+// `loadStateDict(loadTorch(bytes).tensors, { prefix })` takes it as a safetensors file.
+//
+// The pickle is read by a small interpreter, not run: it knows the opcodes torch.save
+// writes and builds only dicts, lists, tuples, scalars and tensors. Any global outside the
+// short list below (a module class, a function) is LSTM_FORMAT, so a hostile file can do
+// nothing but be refused; every size and offset is checked against the bytes present.
+import { LstmError, describe } from '../errors.js';
+import { MAX_ELEMENTS, shapeStr, type Tensor } from '../tensor.js';
+import { decodeTensorBytes, type Dtype } from './safetensors.js';
+
+function fmtErr(msg: string): LstmError {
+  return new LstmError('LSTM_FORMAT', `torch.save file: ${msg}`);
+}
+
+// ---------------------------------------------------------------- zip (stored entries)
+
+interface ZipEntry {
+  name: string;
+  /** Offset of the entry's bytes in the file, and their length. */
+  start: number;
+  size: number;
+}
+
+function readZip(bytes: Uint8Array): Map<string, ZipEntry> {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const len = bytes.byteLength;
+  const u16 = (o: number) => view.getUint16(o, true);
+  const u32 = (o: number) => view.getUint32(o, true);
+  const u64 = (o: number) => {
+    const v = view.getBigUint64(o, true);
+    if (v > BigInt(len)) throw fmtErr(`a zip64 field (${v}) points past the file's ${len} bytes`);
+    return Number(v);
+  };
+  // The end-of-central-directory record: within the last 64 KiB + 22 bytes.
+  let eocd = -1;
+  for (let o = len - 22; o >= Math.max(0, len - 22 - 0xffff); o--) {
+    if (u32(o) === 0x06054b50) {
+      eocd = o;
+      break;
+    }
+  }
+  if (eocd < 0) {
+    const legacy = len >= 2 && bytes[0] === 0x80 && bytes[1] <= 5;
+    throw fmtErr(legacy ? 'this is the legacy format of PyTorch before 1.6; load and save it again with a current PyTorch' : 'not a zip archive (no end-of-central-directory record)');
+  }
+  let count = u16(eocd + 10);
+  let cdSize = u32(eocd + 12);
+  let cdStart = u32(eocd + 16);
+  if (count === 0xffff || cdSize === 0xffffffff || cdStart === 0xffffffff) {
+    // zip64: the locator sits just before the EOCD and points at the zip64 EOCD record.
+    const loc = eocd - 20;
+    if (loc < 0 || u32(loc) !== 0x07064b50) throw fmtErr('zip64 sizes without a zip64 end-of-central-directory locator');
+    const rec = u64(loc + 8);
+    if (rec + 56 > len || u32(rec) !== 0x06064b50) throw fmtErr('the zip64 end-of-central-directory record is missing');
+    count = u64(rec + 32);
+    cdSize = u64(rec + 40);
+    cdStart = u64(rec + 48);
+  }
+  if (cdStart + cdSize > len) throw fmtErr(`the central directory (${cdSize} bytes at ${cdStart}) runs past the file's ${len} bytes`);
+  // Each central directory entry takes at least 46 bytes: the count cannot claim more.
+  if (count > cdSize / 46) throw fmtErr(`${count} entries cannot fit in a central directory of ${cdSize} bytes`);
+  const entries = new Map<string, ZipEntry>();
+  const utf8 = new TextDecoder('utf-8', { fatal: false });
+  let p = cdStart;
+  for (let i = 0; i < count; i++) {
+    if (p + 46 > cdStart + cdSize || u32(p) !== 0x02014b50) throw fmtErr(`central directory entry ${i} is damaged`);
+    const method = u16(p + 10);
+    let size = u32(p + 20);
+    let usize = u32(p + 24);
+    const nameLen = u16(p + 28);
+    const extraLen = u16(p + 30);
+    const commentLen = u16(p + 32);
+    let local = u32(p + 42);
+    const end = p + 46 + nameLen + extraLen + commentLen;
+    if (end > cdStart + cdSize) throw fmtErr(`central directory entry ${i} runs past the directory`);
+    const name = utf8.decode(bytes.subarray(p + 46, p + 46 + nameLen));
+    // zip64 extra field: the 64-bit values of whichever fields read 0xffffffff, in order.
+    for (let e = p + 46 + nameLen; e + 4 <= p + 46 + nameLen + extraLen; ) {
+      const id = u16(e);
+      const n = u16(e + 2);
+      if (e + 4 + n > p + 46 + nameLen + extraLen) throw fmtErr(`entry '${name}': a damaged extra field`);
+      if (id === 0x0001) {
+        let q = e + 4;
+        const next = (): number => {
+          if (q + 8 > e + 4 + n) throw fmtErr(`entry '${name}': a short zip64 extra field`);
+          const v = u64(q);
+          q += 8;
+          return v;
+        };
+        if (usize === 0xffffffff) usize = next();
+        if (size === 0xffffffff) size = next();
+        if (local === 0xffffffff) local = next();
+      }
+      e += 4 + n;
+    }
+    if (method !== 0) throw fmtErr(`entry '${name}' is compressed (method ${method}); torch.save stores entries uncompressed`);
+    if (size !== usize) throw fmtErr(`entry '${name}': stored size ${size} differs from its size ${usize}`);
+    if (local + 30 > len || u32(local) !== 0x04034b50) throw fmtErr(`entry '${name}': no local header at ${local}`);
+    const start = local + 30 + u16(local + 26) + u16(local + 28);
+    if (start + size > len) throw fmtErr(`entry '${name}': ${size} bytes at ${start} run past the file's ${len} bytes`);
+    entries.set(name, { name, start, size });
+    p = end;
+  }
+  return entries;
+}
+
+// ---------------------------------------------------------------- pickle
+
+/** A global the reader knows (a callable or a marker), by 'module.name'. */
+class Global {
+  constructor(readonly path: string) {}
+}
+/** A persistent id: one storage of the archive. */
+class Storage {
+  constructor(
+    readonly dtype: Dtype,
+    readonly key: string,
+    readonly numel: number,
+  ) {}
+}
+/** What _rebuild_tensor_v2 describes: a strided view of a storage. */
+class TorchTensor {
+  constructor(
+    readonly storage: Storage,
+    readonly offset: number,
+    readonly shape: number[],
+    readonly stride: number[],
+  ) {}
+}
+class Mark {}
+const MARK = new Mark();
+
+const STORAGES: Record<string, Dtype> = {
+  'torch.FloatStorage': 'F32',
+  'torch.DoubleStorage': 'F64',
+  'torch.HalfStorage': 'F16',
+  'torch.BFloat16Storage': 'BF16',
+  'torch.LongStorage': 'I64',
+  'torch.IntStorage': 'I32',
+  'torch.ShortStorage': 'I16',
+  'torch.CharStorage': 'I8',
+  'torch.ByteStorage': 'U8',
+  'torch.BoolStorage': 'BOOL',
+};
+// The callables torch.load's own weights_only reader allows for plain data, less the ones
+// that only matter to tensor subclasses, sparse or quantized tensors.
+const CALLABLES = new Set([
+  'collections.OrderedDict',
+  'torch._utils._rebuild_tensor_v2',
+  'torch._utils._rebuild_parameter',
+  'torch._utils._rebuild_parameter_with_state',
+  'torch.nn.parameter.Parameter',
+  'torch.device',
+  'torch.Size',
+  '_codecs.encode',
+  'builtins.set',
+  'builtins.frozenset',
+]);
+// dtypes appear as plain values (e.g. in optimizer or AMP state); they are kept as names.
+const DTYPES = new Set(['float32', 'float64', 'float16', 'bfloat16', 'int64', 'int32', 'int16', 'int8', 'uint8', 'bool', 'float', 'double', 'half', 'long', 'int']);
+
+type Value = unknown;
+
+function isInt(v: Value): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v);
+}
+
+function intList(v: Value, what: string): number[] {
+  if (!Array.isArray(v) || !v.every((x) => isInt(x) && x >= 0)) throw fmtErr(`${what}: expected a tuple of non-negative integers, got ${describe(v)}`);
+  return v as number[];
+}
+
+/** Call one of the known globals. */
+function call(fn: Global, args: Value[]): Value {
+  switch (fn.path) {
+    case 'collections.OrderedDict':
+      if (args.length !== 0) throw fmtErr('OrderedDict with arguments is not something torch.save writes');
+      return new Map<Value, Value>();
+    case 'torch._utils._rebuild_tensor_v2': {
+      const [storage, offset, size, stride] = args;
+      if (!(storage instanceof Storage)) throw fmtErr(`_rebuild_tensor_v2: expected a storage, got ${describe(storage)}`);
+      if (!isInt(offset) || offset < 0) throw fmtErr(`_rebuild_tensor_v2: storage offset ${describe(offset)} is not a non-negative integer`);
+      const shape = intList(size, '_rebuild_tensor_v2 size');
+      const strides = intList(stride, '_rebuild_tensor_v2 stride');
+      if (shape.length !== strides.length) throw fmtErr(`_rebuild_tensor_v2: size ${shapeStr(shape)} and stride ${shapeStr(strides)} differ in length`);
+      let count = 1;
+      let last = offset; // the furthest element the view reads
+      for (let k = 0; k < shape.length; k++) {
+        count *= shape[k];
+        if (count > MAX_ELEMENTS) throw fmtErr(`a tensor of size ${shapeStr(shape)} is too large`);
+        last += (shape[k] - 1) * strides[k];
+      }
+      if (count > 0 && last >= storage.numel) throw fmtErr(`a tensor of size ${shapeStr(shape)}, stride ${shapeStr(strides)} at offset ${offset} reads past its storage of ${storage.numel} elements`);
+      // More elements than its storage holds: a broadcast view (stride 0), which no state
+      // dict needs and which would let a few bytes ask for gigabytes.
+      if (count > storage.numel) throw fmtErr(`a tensor of size ${shapeStr(shape)} over a storage of ${storage.numel} elements (a broadcast view) is not a saved parameter`);
+      return new TorchTensor(storage, offset, shape, strides);
+    }
+    case 'torch._utils._rebuild_parameter':
+    case 'torch._utils._rebuild_parameter_with_state':
+    case 'torch.nn.parameter.Parameter':
+      if (!(args[0] instanceof TorchTensor)) throw fmtErr(`${fn.path}: expected a tensor, got ${describe(args[0])}`);
+      return args[0];
+    case 'torch.device': // torch.device('cuda', 0): kept as its arguments
+    case 'torch.Size':
+      return args.length === 1 ? args[0] : args;
+    case '_codecs.encode':
+      // How protocol 2 writes bytes: the text, latin-1. Kept as the string.
+      return args[0];
+    case 'builtins.set':
+    case 'builtins.frozenset':
+      return Array.isArray(args[0]) ? [...args[0]] : [];
+    default:
+      throw fmtErr(`${fn.path} cannot be called`);
+  }
+}
+
+/**
+ * Run the pickle's opcodes over a stack; the result is the object torch.save wrote. Only
+ * the opcodes of protocols 2-5 that build plain data are known (no INST, OBJ or EXT).
+ */
+function unpickle(data: Uint8Array): Value {
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  // Python's latin-1: byte n is code point n (TextDecoder's 'latin1' is windows-1252).
+  const latin1 = (b: Uint8Array): string => {
+    let out = '';
+    for (let i = 0; i < b.length; i += 8192) out += String.fromCharCode(...b.subarray(i, i + 8192));
+    return out;
+  };
+  const utf8 = new TextDecoder('utf-8', { fatal: true });
+  let stack: Value[] = [];
+  const marks: Value[][] = [];
+  const memo = new Map<number, Value>();
+  let p = 0;
+  const need = (n: number) => {
+    if (p + n > data.length) throw fmtErr(`the pickle ends inside an opcode at byte ${p}`);
+  };
+  const pop = (): Value => {
+    if (stack.length === 0) throw fmtErr(`the pickle pops an empty stack at byte ${p}`);
+    return stack.pop();
+  };
+  const popMark = (): Value[] => {
+    const items = stack;
+    const prev = marks.pop();
+    if (!prev) throw fmtErr(`the pickle closes a MARK it never opened at byte ${p}`);
+    stack = prev;
+    return items;
+  };
+  const text = (n: number, utf: boolean): string => {
+    need(n);
+    const s = data.subarray(p, p + n);
+    p += n;
+    try {
+      return utf ? utf8.decode(s) : latin1(s);
+    } catch {
+      throw fmtErr(`a string at byte ${p - n} is not valid UTF-8`);
+    }
+  };
+  const line = (): string => {
+    const end = data.indexOf(0x0a, p);
+    if (end < 0) throw fmtErr(`the pickle ends inside a GLOBAL at byte ${p}`);
+    const s = latin1(data.subarray(p, end));
+    p = end + 1;
+    return s;
+  };
+  const global = (module: string, name: string): Global => {
+    const path = `${module}.${name}`;
+    if (!CALLABLES.has(path) && !Object.hasOwn(STORAGES, path) && !(module === 'torch' && DTYPES.has(name))) {
+      throw fmtErr(`the pickle refers to ${path}, which this reader does not take: save a state dict (torch.save(model.state_dict(), path)), not a module or other objects`);
+    }
+    return new Global(path);
+  };
+  const setItems = (target: Value, items: Value[]) => {
+    if (!(target instanceof Map)) throw fmtErr(`SETITEMS on ${describe(target)}, not a dict`);
+    if (items.length % 2) throw fmtErr('SETITEMS with an odd number of values');
+    for (let i = 0; i < items.length; i += 2) target.set(items[i], items[i + 1]);
+  };
+  for (let ops = 0; ; ops++) {
+    need(1);
+    const op = data[p++];
+    switch (op) {
+      case 0x80: // PROTO
+        need(1);
+        if (data[p] < 2 || data[p] > 5) throw fmtErr(`pickle protocol ${data[p]}`);
+        p++;
+        break;
+      case 0x95: // FRAME
+        need(8);
+        p += 8;
+        break;
+      case 0x2e: // STOP
+        if (stack.length !== 1 || marks.length) throw fmtErr('the pickle stops with a malformed stack');
+        return stack[0];
+      case 0x28: // MARK
+        marks.push(stack);
+        stack = [];
+        break;
+      case 0x7d: // EMPTY_DICT
+        stack.push(new Map());
+        break;
+      case 0x5d: // EMPTY_LIST
+        stack.push([]);
+        break;
+      case 0x29: // EMPTY_TUPLE
+        stack.push([]);
+        break;
+      case 0x74: {
+        // TUPLE (popMark replaces the stack: take the items first, then push)
+        const items = popMark();
+        stack.push(items);
+        break;
+      }
+      case 0x85: // TUPLE1
+        stack.push([pop()]);
+        break;
+      case 0x86: {
+        // TUPLE2
+        const b = pop();
+        stack.push([pop(), b]);
+        break;
+      }
+      case 0x87: {
+        // TUPLE3
+        const c = pop();
+        const b = pop();
+        stack.push([pop(), b, c]);
+        break;
+      }
+      case 0x6c: {
+        // LIST
+        const items = popMark();
+        stack.push(items);
+        break;
+      }
+      case 0x64: {
+        // DICT
+        const d = new Map<Value, Value>();
+        setItems(d, popMark());
+        stack.push(d);
+        break;
+      }
+      case 0x61: {
+        // APPEND
+        const v = pop();
+        const list = stack[stack.length - 1];
+        if (!Array.isArray(list)) throw fmtErr(`APPEND to ${describe(list)}, not a list`);
+        list.push(v);
+        break;
+      }
+      case 0x65: {
+        // APPENDS
+        const items = popMark();
+        const list = stack[stack.length - 1];
+        if (!Array.isArray(list)) throw fmtErr(`APPENDS to ${describe(list)}, not a list`);
+        for (const v of items) list.push(v);
+        break;
+      }
+      case 0x73: {
+        // SETITEM
+        const v = pop();
+        const k = pop();
+        setItems(stack[stack.length - 1], [k, v]);
+        break;
+      }
+      case 0x75: {
+        // SETITEMS
+        const items = popMark();
+        setItems(stack[stack.length - 1], items);
+        break;
+      }
+      case 0x4e: // NONE
+        stack.push(null);
+        break;
+      case 0x88: // NEWTRUE
+        stack.push(true);
+        break;
+      case 0x89: // NEWFALSE
+        stack.push(false);
+        break;
+      case 0x4b: // BININT1
+        need(1);
+        stack.push(data[p]);
+        p += 1;
+        break;
+      case 0x4d: // BININT2
+        need(2);
+        stack.push(view.getUint16(p, true));
+        p += 2;
+        break;
+      case 0x4a: // BININT
+        need(4);
+        stack.push(view.getInt32(p, true));
+        p += 4;
+        break;
+      case 0x8a: {
+        // LONG1: n bytes, two's complement little-endian
+        need(1);
+        const n = data[p++];
+        need(n);
+        let v = 0n;
+        for (let i = n - 1; i >= 0; i--) v = (v << 8n) | BigInt(data[p + i]);
+        if (n > 0 && data[p + n - 1] & 0x80) v -= 1n << BigInt(8 * n);
+        p += n;
+        const num = Number(v);
+        stack.push(Number.isSafeInteger(num) ? num : v);
+        break;
+      }
+      case 0x47: // BINFLOAT (big-endian)
+        need(8);
+        stack.push(view.getFloat64(p, false));
+        p += 8;
+        break;
+      case 0x58: {
+        // BINUNICODE
+        need(4);
+        const n = view.getUint32(p, true);
+        p += 4;
+        stack.push(text(n, true));
+        break;
+      }
+      case 0x8c: {
+        // SHORT_BINUNICODE
+        need(1);
+        const n = data[p++];
+        stack.push(text(n, true));
+        break;
+      }
+      case 0x8d: {
+        // BINUNICODE8
+        need(8);
+        const n = Number(view.getBigUint64(p, true));
+        p += 8;
+        if (n > data.length) throw fmtErr(`a string of ${n} bytes in a pickle of ${data.length}`);
+        stack.push(text(n, true));
+        break;
+      }
+      case 0x54: // BINSTRING
+      case 0x42: {
+        // BINBYTES
+        need(4);
+        const n = view.getUint32(p, true);
+        p += 4;
+        stack.push(text(n, false));
+        break;
+      }
+      case 0x55: // SHORT_BINSTRING
+      case 0x43: {
+        // SHORT_BINBYTES
+        need(1);
+        const n = data[p++];
+        stack.push(text(n, false));
+        break;
+      }
+      case 0x63: // GLOBAL
+        stack.push(global(line(), line()));
+        break;
+      case 0x93: {
+        // STACK_GLOBAL
+        const name = pop();
+        const module = pop();
+        if (typeof module !== 'string' || typeof name !== 'string') throw fmtErr('STACK_GLOBAL without two strings');
+        stack.push(global(module, name));
+        break;
+      }
+      case 0x52: {
+        // REDUCE
+        const args = pop();
+        const fn = pop();
+        if (!(fn instanceof Global) || !Array.isArray(args)) throw fmtErr(`REDUCE of ${describe(fn)}`);
+        stack.push(call(fn, args));
+        break;
+      }
+      case 0x81: {
+        // NEWOBJ: cls.__new__(cls, *args) — only the OrderedDict torch's containers use
+        const args = pop();
+        const cls = pop();
+        if (!(cls instanceof Global) || cls.path !== 'collections.OrderedDict' || !Array.isArray(args)) throw fmtErr(`NEWOBJ of ${describe(cls)}`);
+        stack.push(call(cls, args));
+        break;
+      }
+      case 0x62: {
+        // BUILD: set the state of the object below. A state dict's OrderedDict carries
+        // _metadata (versions of each module): dropped. Anything else is not data.
+        const state = pop();
+        const obj = stack[stack.length - 1];
+        if (!(obj instanceof Map) && !(obj instanceof TorchTensor)) throw fmtErr(`BUILD on ${describe(obj)}`);
+        void state;
+        break;
+      }
+      case 0x51: {
+        // BINPERSID: ('storage', <Storage class>, key, location, numel)
+        const pid = pop();
+        if (!Array.isArray(pid) || pid[0] !== 'storage' || pid.length < 5) throw fmtErr(`persistent id ${describe(pid)} is not a storage`);
+        const [, cls, key, , numel] = pid;
+        if (!(cls instanceof Global) || !Object.hasOwn(STORAGES, cls.path)) throw fmtErr(`storage type ${describe(cls)}`);
+        if (typeof key !== 'string' || !isInt(numel) || numel < 0) throw fmtErr(`storage ${describe(key)} of ${describe(numel)} elements`);
+        stack.push(new Storage(STORAGES[cls.path], key, numel));
+        break;
+      }
+      case 0x71: // BINPUT
+        need(1);
+        memo.set(data[p++], stack[stack.length - 1]);
+        break;
+      case 0x72: // LONG_BINPUT
+        need(4);
+        memo.set(view.getUint32(p, true), stack[stack.length - 1]);
+        p += 4;
+        break;
+      case 0x94: // MEMOIZE
+        memo.set(memo.size, stack[stack.length - 1]);
+        break;
+      case 0x68: // BINGET
+      case 0x6a: {
+        // LONG_BINGET
+        const n = op === 0x68 ? 1 : 4;
+        need(n);
+        const k = n === 1 ? data[p] : view.getUint32(p, true);
+        p += n;
+        if (!memo.has(k)) throw fmtErr(`the pickle reads memo ${k}, never written`);
+        stack.push(memo.get(k));
+        break;
+      }
+      case 0x30: // POP
+        pop();
+        break;
+      case 0x31: // POP_MARK
+        popMark();
+        break;
+      case 0x32: // DUP
+        stack.push(stack[stack.length - 1]);
+        break;
+      default:
+        throw fmtErr(`pickle opcode 0x${op.toString(16)} at byte ${p - 1} is not one torch.save writes`);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- tensors
+
+const ELEMENT_SIZE: Record<Dtype, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1 };
+
+export interface TorchFile {
+  /** Every tensor, float32, named by its path through the saved dicts and lists ('model.lstm.weight_ih_l0'). */
+  tensors: Record<string, Tensor & { dtype: Dtype }>;
+  /** The other leaves (numbers, strings, booleans, null) by the same kind of path, e.g. { epoch: 12 }. */
+  values: Record<string, string | number | boolean | null>;
+}
+
+/**
+ * Read a torch.save file (PyTorch 1.6+ zip format): a state dict, or a checkpoint of dicts
+ * and lists holding state dicts and plain values. Tensors come back as float32 (every dtype
+ * converted), named by their path, e.g. `loadTorch(bytes).tensors['model.weight_ih_l0']`.
+ * A pickled module (torch.save(model)) or any other object is LSTM_FORMAT.
+ */
+export function loadTorch(bytes: Uint8Array): TorchFile {
+  if (!(bytes instanceof Uint8Array)) throw new LstmError('LSTM_FORMAT', `loadTorch: expected a Uint8Array, got ${describe(bytes)}`);
+  if (bytes.byteLength < 22) throw fmtErr(`a file of ${bytes.byteLength} bytes is too short for a zip archive`);
+  const entries = readZip(bytes);
+  const pkl = [...entries.values()].filter((e) => e.name === 'data.pkl' || e.name.endsWith('/data.pkl'));
+  if (pkl.length !== 1) throw fmtErr(pkl.length ? 'more than one data.pkl in the archive' : 'no data.pkl in the archive: not a torch.save file');
+  const prefix = pkl[0].name.slice(0, -'data.pkl'.length);
+  const order = entries.get(`${prefix}byteorder`);
+  if (order) {
+    const o = new TextDecoder().decode(bytes.subarray(order.start, order.start + order.size)).trim();
+    if (o !== 'little') throw fmtErr(`its tensors are stored ${o}-endian; save it again on a little-endian machine`);
+  }
+  const root = unpickle(bytes.subarray(pkl[0].start, pkl[0].start + pkl[0].size));
+
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const decoded = new Map<string, Float32Array>();
+  const storageData = (s: Storage): Float32Array => {
+    let d = decoded.get(s.key);
+    if (!d) {
+      const e = entries.get(`${prefix}data/${s.key}`);
+      if (!e) throw fmtErr(`storage '${s.key}' is not in the archive`);
+      if (e.size !== s.numel * ELEMENT_SIZE[s.dtype]) throw fmtErr(`storage '${s.key}' holds ${e.size} bytes, not the ${s.numel * ELEMENT_SIZE[s.dtype]} of ${s.numel} ${s.dtype} elements`);
+      d = decodeTensorBytes(view, e.start, s.numel, s.dtype);
+      decoded.set(s.key, d);
+    }
+    return d;
+  };
+  // Tensors may share a storage (views of one buffer, e.g. parameters saved from a GPU
+  // LSTM's flat weights), but together they may not ask for more than twice what the
+  // storages hold: a file cannot make the reader allocate more than its own size justifies.
+  let budget = 2 * [...entries.values()].reduce((a, e) => a + e.size, 0) + 65536;
+  const materialize = (t: TorchTensor): Tensor & { dtype: Dtype } => {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    budget -= n;
+    if (budget < 0) throw fmtErr('its tensors ask for more elements than its storages hold twice over (views repeated over one storage)');
+    const src = storageData(t.storage);
+    const out = new Float32Array(n);
+    const rank = t.shape.length;
+    const contiguous = t.shape.every((_, k) => t.shape[k] === 1 || t.stride[k] === t.shape.slice(k + 1).reduce((a, b) => a * b, 1));
+    if (contiguous) {
+      out.set(src.subarray(t.offset, t.offset + n));
+    } else {
+      const idx = new Array<number>(rank).fill(0);
+      for (let i = 0; i < n; i++) {
+        let o = t.offset;
+        for (let k = 0; k < rank; k++) o += idx[k] * t.stride[k];
+        out[i] = src[o];
+        for (let k = rank - 1; k >= 0; k--) {
+          if (++idx[k] < t.shape[k]) break;
+          idx[k] = 0;
+        }
+      }
+    }
+    return { data: out, shape: t.shape.slice(), dtype: t.storage.dtype };
+  };
+
+  const tensors: TorchFile['tensors'] = {};
+  const values: TorchFile['values'] = {};
+  const seen = new Set<Value>();
+  const walk = (v: Value, path: string, depth: number): void => {
+    if (depth > 64) throw fmtErr(`containers nested deeper than 64 at '${path}'`);
+    if (v instanceof TorchTensor) {
+      tensors[path] = materialize(v);
+    } else if (v instanceof Map || Array.isArray(v)) {
+      if (seen.has(v)) return; // a container the pickle shares (memo) is read once
+      seen.add(v);
+      const items: [Value, Value][] = v instanceof Map ? [...v.entries()] : v.map((x, i) => [i, x]);
+      for (const [k, x] of items) {
+        if (typeof k !== 'string' && typeof k !== 'number') continue;
+        walk(x, path ? `${path}.${k}` : String(k), depth + 1);
+      }
+    } else if (v === null || typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') {
+      if (path) values[path] = v;
+    } else if (typeof v === 'bigint') {
+      if (path) values[path] = Number(v);
+    }
+  };
+  walk(root, '', 0);
+  return { tensors, values };
+}

@@ -1,0 +1,222 @@
+// torch.save files (.pt / .pth): state dicts and checkpoints from PyTorch itself
+// (test/fixtures/torch-save/make.py), and hostile archives built here.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ENGINES, FIXTURES, LSTM, LstmError, expectClose, lib, torchOptions, withEngine } from './helpers';
+
+const DIR = path.join(FIXTURES, 'torch-save');
+const file = (name: string) => new Uint8Array(readFileSync(path.join(DIR, name)));
+const reference = (name: string) => lib.loadSafetensors(file(`${name}.safetensors`));
+const { loadTorch } = lib;
+
+function expectFormat(fn: () => unknown, message: RegExp): void {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(LstmError);
+    expect((err as LstmError).code).toBe('LSTM_FORMAT');
+    expect((err as Error).message).toMatch(message);
+    return;
+  }
+  expect.fail('expected LSTM_FORMAT');
+}
+
+describe('loadTorch reads what torch.save wrote', () => {
+  it.each([
+    ['lstm_state_dict.pt', 'lstm_state_dict'],
+    ['checkpoint.pth', 'checkpoint'],
+    ['views_and_dtypes.pt', 'views_and_dtypes'],
+  ])('%s: every tensor, bit for bit as float32', (name, ref) => {
+    const { tensors } = loadTorch(file(name));
+    const want = reference(ref).tensors;
+    const expected = Object.keys(want).filter((k) => !['input', 'output', 'hn', 'cn'].includes(k));
+    expect(Object.keys(tensors).sort()).toEqual(expected.sort());
+    for (const k of expected) {
+      expect(tensors[k].shape, k).toEqual(want[k].shape);
+      expect(tensors[k].data, k).toEqual(want[k].data);
+    }
+  });
+
+  it('views of one storage (offsets, transposed, permuted), a scalar, an empty tensor and every dtype', () => {
+    const { tensors } = loadTorch(file('views_and_dtypes.pt'));
+    expect(tensors.b.shape).toEqual([4, 5]); // flat[24:44].view(5, 4).t()
+    expect(tensors.c.shape).toEqual([5, 2, 2]);
+    expect(tensors.scalar).toMatchObject({ shape: [], dtype: 'F32' });
+    expect(Array.from(tensors.scalar.data)).toEqual([3.5]);
+    expect(tensors.empty.shape).toEqual([0, 3]);
+    expect(Array.from(tensors.long.data)).toEqual([5, -2, 2 ** 40]);
+    expect(Array.from(tensors.bool.data)).toEqual([1, 0, 1]);
+    expect(Array.from(tensors.uint8.data)).toEqual([0, 200, 255]);
+    expect(Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.dtype]))).toMatchObject({
+      half: 'F16', bfloat16: 'BF16', double: 'F64', long: 'I64', int: 'I32', bool: 'BOOL', uint8: 'U8', a: 'F32',
+    });
+  });
+
+  it('a checkpoint: nested names, the optimizer state, and its plain values', () => {
+    const { tensors, values } = loadTorch(file('checkpoint.pth'));
+    expect(values).toMatchObject({ epoch: 7, best_loss: 0.125, tag: 'run-1', done: false, 'optimizer.param_groups.0.lr': 0.001 });
+    expect(tensors['optimizer.state.0.exp_avg'].shape).toEqual(tensors['model.lstm.weight_ih_l0'].shape);
+    const lstm = new LSTM({ ...lib.inferOptions(tensors, { prefix: 'model.lstm.' }), batchFirst: true });
+    lstm.loadStateDict(tensors, { prefix: 'model.lstm.' });
+    expect(lstm.config).toMatchObject({ inputSize: 2, hiddenSize: 4, numLayers: 1 });
+    // inferOptions says where the LSTM is when the prefix is missing
+    expect(() => lib.inferOptions(tensors)).toThrow(/found one under prefix 'model\.lstm\.'/);
+  });
+
+  it('what it refuses: a pickled module, the pre-1.6 format, not a zip', () => {
+    expectFormat(() => loadTorch(file('whole_module.pt')), /torch\.nn\.modules\.rnn\.LSTM, which this reader does not take: save a state dict/);
+    expectFormat(() => loadTorch(file('legacy_format.pt')), /legacy format of PyTorch before 1\.6/);
+    expectFormat(() => loadTorch(file('lstm_state_dict.safetensors')), /not a zip archive/);
+    expectFormat(() => loadTorch(new Uint8Array(3)), /too short/);
+    expect(() => loadTorch('x' as unknown as Uint8Array)).toThrow(expect.objectContaining({ code: 'LSTM_FORMAT' }));
+  });
+
+  it('every truncation of a valid file loads or ends in an LstmError', () => {
+    const good = file('lstm_state_dict.pt');
+    for (let n = 0; n < good.length; n += 7) {
+      try {
+        loadTorch(good.subarray(0, n));
+      } catch (err) {
+        expect(err, `prefix ${n}`).toBeInstanceOf(LstmError);
+      }
+    }
+  });
+});
+
+describe.each(ENGINES)('a torch.save state dict on $label', (engine) => {
+  it('loads into an LSTM (projection, bidirectional, 2 layers) that matches PyTorch', () => {
+    const { tensors } = loadTorch(file('lstm_state_dict.pt'));
+    const ref = reference('lstm_state_dict');
+    const lstm = withEngine(engine, () => new LSTM({ ...lib.inferOptions(tensors), backend: engine.backend }));
+    const cfg = torchOptions(ref.metadata);
+    expect(lstm.config).toMatchObject({ inputSize: cfg.inputSize, hiddenSize: cfg.hiddenSize, numLayers: cfg.numLayers, projSize: cfg.projSize, numDirections: 2 });
+    lstm.loadStateDict(tensors);
+    const r = lstm.forward(ref.tensors.input);
+    expectClose(r.output, ref.tensors.output, 'output');
+    expectClose(r.hn, ref.tensors.hn, 'hn');
+    expectClose(r.cn, ref.tensors.cn, 'cn');
+    lstm.dispose();
+  });
+});
+
+// ---- hostile archives, built here: a stored-entry zip writer and a few pickle opcodes.
+
+function zip(entries: [string, Uint8Array][]): Uint8Array {
+  const enc = new TextEncoder();
+  const parts: Uint8Array[] = [];
+  const central: Uint8Array[] = [];
+  let offset = 0;
+  for (const [name, data] of entries) {
+    const n = enc.encode(name);
+    const local = new Uint8Array(30 + n.length);
+    const lv = new DataView(local.buffer);
+    lv.setUint32(0, 0x04034b50, true);
+    lv.setUint32(18, data.length, true);
+    lv.setUint32(22, data.length, true);
+    lv.setUint16(26, n.length, true);
+    local.set(n, 30);
+    const cd = new Uint8Array(46 + n.length);
+    const cv = new DataView(cd.buffer);
+    cv.setUint32(0, 0x02014b50, true);
+    cv.setUint32(20, data.length, true);
+    cv.setUint32(24, data.length, true);
+    cv.setUint16(28, n.length, true);
+    cv.setUint32(42, offset, true);
+    cd.set(n, 46);
+    parts.push(local, data);
+    central.push(cd);
+    offset += local.length + data.length;
+  }
+  const cdSize = central.reduce((a, c) => a + c.length, 0);
+  const eocd = new Uint8Array(22);
+  const ev = new DataView(eocd.buffer);
+  ev.setUint32(0, 0x06054b50, true);
+  ev.setUint16(8, entries.length, true);
+  ev.setUint16(10, entries.length, true);
+  ev.setUint32(12, cdSize, true);
+  ev.setUint32(16, offset, true);
+  const all = [...parts, ...central, eocd];
+  const out = new Uint8Array(all.reduce((a, c) => a + c.length, 0));
+  let o = 0;
+  for (const c of all) {
+    out.set(c, o);
+    o += c.length;
+  }
+  return out;
+}
+
+const enc = new TextEncoder();
+const op = {
+  str: (s: string) => {
+    const b = enc.encode(s);
+    return [0x58, b.length & 255, (b.length >> 8) & 255, 0, 0, ...b];
+  },
+  int: (n: number) => [0x4a, n & 255, (n >> 8) & 255, (n >> 16) & 255, (n >>> 24) & 255],
+  global: (m: string, n: string) => [0x63, ...enc.encode(`${m}\n${n}\n`)],
+};
+/** A tensor of the given size and stride over storage `key` of `numel` floats. */
+const tensorOps = (key: string, numel: number, offset: number, size: number[], stride: number[]) => [
+  ...op.global('torch._utils', '_rebuild_tensor_v2'),
+  0x28, // MARK (args)
+  0x28, ...op.str('storage'), ...op.global('torch', 'FloatStorage'), ...op.str(key), ...op.str('cpu'), ...op.int(numel), 0x74, 0x51, // BINPERSID
+  ...op.int(offset),
+  0x28, ...size.flatMap(op.int), 0x74,
+  0x28, ...stride.flatMap(op.int), 0x74,
+  0x89, // requires_grad False
+  ...op.global('collections', 'OrderedDict'), 0x29, 0x52,
+  0x74, 0x52, // args tuple, REDUCE
+];
+/** { name: tensor, ... } as a pickle. */
+const dictPickle = (items: [string, number[]][]) => new Uint8Array([0x80, 2, 0x7d, 0x28, ...items.flatMap(([k, v]) => [...op.str(k), ...v]), 0x75, 0x2e]);
+const floats = (n: number) => new Uint8Array(new Float32Array(n).map((_, i) => i).buffer);
+
+describe('hostile torch.save archives end in LSTM_FORMAT, with nothing large allocated', () => {
+  it('a hand-built archive loads (the writer and opcodes are right)', () => {
+    const bytes = zip([['m/data.pkl', dictPickle([['w', tensorOps('0', 6, 0, [3, 2], [1, 3])]])], ['m/data/0', floats(6)]]);
+    const { tensors } = loadTorch(bytes);
+    expect(tensors.w.shape).toEqual([3, 2]);
+    expect(Array.from(tensors.w.data)).toEqual([0, 3, 1, 4, 2, 5]); // the transpose of [[0,1,2],[3,4,5]]
+  });
+
+  it('views that read past their storage, broadcast views, and storages of the wrong size', () => {
+    const one = (size: number[], stride: number[], numel = 4, bytes = floats(4)) =>
+      zip([['a/data.pkl', dictPickle([['w', tensorOps('0', numel, 0, size, stride)]])], ['a/data/0', bytes]]);
+    expectFormat(() => loadTorch(one([5], [1])), /reads past its storage of 4 elements/);
+    expectFormat(() => loadTorch(one([2 ** 30], [0])), /broadcast view/);
+    expectFormat(() => loadTorch(one([2, 2], [2, 1], 4, floats(2))), /holds 8 bytes, not the 16 of 4 F32 elements/);
+    expectFormat(() => loadTorch(zip([['a/data.pkl', dictPickle([['w', tensorOps('9', 4, 0, [4], [1])]])]])), /storage '9' is not in the archive/);
+  });
+
+  it('many views of one storage cannot make it allocate more than twice what the file holds', () => {
+    const n = 1 << 14;
+    const items: [string, number[]][] = Array.from({ length: 200 }, (_, i) => [`v${i}`, tensorOps('0', n, 0, [n], [1])]);
+    expectFormat(() => loadTorch(zip([['a/data.pkl', dictPickle(items)], ['a/data/0', floats(n)]])), /more elements than its storages hold twice over/);
+    // a few are fine (a GPU LSTM's parameters are views of one flat buffer)
+    const few = loadTorch(zip([['a/data.pkl', dictPickle(items.slice(0, 2))], ['a/data/0', floats(n)]]));
+    expect(Object.keys(few.tensors)).toEqual(['v0', 'v1']);
+  });
+
+  it('globals outside the list are refused by name, before anything runs', () => {
+    const call = (m: string, n: string) => zip([['a/data.pkl', new Uint8Array([0x80, 2, ...op.global(m, n), 0x28, ...op.str('echo hi'), 0x74, 0x52, 0x2e])]]);
+    expectFormat(() => loadTorch(call('os', 'system')), /os\.system, which this reader does not take/);
+    expectFormat(() => loadTorch(call('builtins', 'eval')), /builtins\.eval/);
+    expectFormat(() => loadTorch(call('torch', 'load')), /torch\.load/);
+  });
+
+  it('deep nesting, self-reference, unknown opcodes and a compressed entry', () => {
+    // 100 lists nested by APPEND
+    const nested = new Uint8Array([0x80, 2, ...new Array(100).fill(0x5d), ...new Array(99).fill(0x61), 0x2e]);
+    expectFormat(() => loadTorch(zip([['a/data.pkl', nested]])), /nested deeper than 64/);
+    // a list that holds itself: read once, no tensors, no endless walk
+    const cyclic = new Uint8Array([0x80, 2, 0x5d, 0x71, 0, 0x68, 0, 0x61, 0x2e]);
+    expect(loadTorch(zip([['a/data.pkl', cyclic]])).tensors).toEqual({});
+    expectFormat(() => loadTorch(zip([['a/data.pkl', new Uint8Array([0x80, 2, 0x69, 0x2e])]])), /opcode 0x69/);
+    expectFormat(() => loadTorch(zip([['a/data.pkl', new Uint8Array([0x80, 2, 0x29])]])), /ends inside an opcode/);
+    expectFormat(() => loadTorch(zip([['x.txt', new Uint8Array(4)]])), /no data\.pkl/);
+    const compressed = zip([['a/data.pkl', dictPickle([])]]);
+    const cd = compressed.length - 22 - (46 + 'a/data.pkl'.length);
+    compressed[cd + 10] = 8; // deflate
+    expectFormat(() => loadTorch(compressed), /compressed \(method 8\)/);
+  });
+});
