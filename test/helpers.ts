@@ -85,6 +85,19 @@ export function withEngine<T>(engine: EngineCase, fn: () => T): T {
   }
 }
 
+/** fn throws an LstmError with code LSTM_FORMAT and a message matching `message`. */
+export function expectFormat(fn: () => unknown, message: RegExp): void {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(LstmError);
+    expect((err as InstanceType<typeof LstmError>).code).toBe('LSTM_FORMAT');
+    expect((err as Error).message).toMatch(message);
+    return;
+  }
+  expect.fail('expected LSTM_FORMAT');
+}
+
 /**
  * |a - b| <= atol + rtol*|b| everywhere, with the worst element named on failure. Equal
  * values (infinities included) and NaN against NaN match: a model that overflows does so

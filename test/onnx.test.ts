@@ -3,25 +3,13 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ENGINES, FIXTURES, LSTM, LstmError, expectClose, fixture, lib, mulberry32, onnxYToOutput, randomTensor, sweepSeeds, withEngine, type LSTMOptions } from './helpers';
+import { ENGINES, FIXTURES, LSTM, LstmError, expectClose, expectFormat, fixture, lib, mulberry32, onnxYToOutput, randomTensor, sweepSeeds, withEngine, type LSTMOptions } from './helpers';
 
 const require = createRequire(import.meta.url);
 const ort = require('onnxruntime-node') as typeof import('onnxruntime-node');
 const { onnx } = require('onnx-proto') as typeof import('onnx-proto');
 const { loadOnnx, exportOnnx } = lib;
 const onnxFile = (name: string) => new Uint8Array(readFileSync(path.join(FIXTURES, `${name}.onnx`)));
-
-function expectFormat(fn: () => unknown, message: RegExp): void {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(LstmError);
-    expect((err as LstmError).code).toBe('LSTM_FORMAT');
-    expect((err as Error).message).toMatch(message);
-    return;
-  }
-  expect.fail('expected LSTM_FORMAT');
-}
 
 describe.each(ENGINES)('loadOnnx on $label', (engine) => {
   it.each(['e01_export_bidir2', 'e02_export_stack3_bf'])('%s (torch.onnx.export) matches its fixture', (name) => {

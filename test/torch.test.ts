@@ -3,24 +3,12 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ENGINES, FIXTURES, LSTM, LstmError, expectClose, lib, torchOptions, withEngine } from './helpers';
+import { ENGINES, FIXTURES, LSTM, LstmError, expectClose, expectFormat, lib, torchOptions, withEngine } from './helpers';
 
 const DIR = path.join(FIXTURES, 'torch-save');
 const file = (name: string) => new Uint8Array(readFileSync(path.join(DIR, name)));
 const reference = (name: string) => lib.loadSafetensors(file(`${name}.safetensors`));
 const { loadTorch } = lib;
-
-function expectFormat(fn: () => unknown, message: RegExp): void {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(LstmError);
-    expect((err as LstmError).code).toBe('LSTM_FORMAT');
-    expect((err as Error).message).toMatch(message);
-    return;
-  }
-  expect.fail('expected LSTM_FORMAT');
-}
 
 describe('loadTorch reads what torch.save wrote', () => {
   it.each([
