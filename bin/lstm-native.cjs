@@ -19,7 +19,7 @@ commands:
   info [file] [--stack-only]
                  a model file's configuration and parameter count; without a file,
                  which engine loads on this machine and why
-  train <data.safetensors> <out.safetensors> [--hidden 32] [--layers 1] [--epochs 10]
+  train <data.safetensors> <out.safetensors> [--hidden 32] [--layers 1] [--dropout 0] [--epochs 10]
         [--batch 32] [--lr 0.001] [--optimizer adam|adamw|sgd] [--loss mse|crossEntropy]
         [--classes K] [--tbptt N] [--val 0.1] [--seed N] [--resume checkpoint.safetensors]
                  train an LSTM + linear head (SequenceModel) on x [N, T, I] and y [N, T, O]
@@ -155,7 +155,7 @@ async function train(args) {
   const validation = nVal > 0 ? split(N - nVal, N) : undefined;
 
   const seed = v.seed === undefined ? undefined : int('seed', 0, 0);
-  const model = new SequenceModel({ inputSize: I, hiddenSize: int('hidden', 32), numLayers: int('layers', 1), outputSize, batchFirst: true, seed });
+  const model = new SequenceModel({ inputSize: I, hiddenSize: int('hidden', 32), numLayers: int('layers', 1), dropout: num('dropout', 0, 0, 0.95), outputSize, batchFirst: true, seed });
   const lr = num('lr', optName === 'sgd' ? 0.01 : 1e-3, 0, 10);
   const Opt = { adam: Adam, adamw: AdamW, sgd: SGD }[optName];
   const optimizer = new Opt(model.parameters(), { lr });
@@ -196,7 +196,7 @@ async function train(args) {
     },
   });
   process.removeListener('SIGINT', onSigint);
-  const meta = { options: JSON.stringify({ inputSize: I, hiddenSize: model.lstm.hiddenSize, numLayers: model.lstm.numLayers, outputSize, batchFirst: true }), loss, epochs: String(result.history.length) };
+  const meta = { options: JSON.stringify({ inputSize: I, hiddenSize: model.lstm.hiddenSize, numLayers: model.lstm.numLayers, dropout: model.lstm.config.dropout || undefined, outputSize, batchFirst: true }), loss, epochs: String(result.history.length) };
   const bytes = model.saveCheckpoint(optimizer, meta);
   fs.writeFileSync(output, bytes);
   const last = result.history[result.history.length - 1];
@@ -240,7 +240,7 @@ async function main(argv) {
         const args = parseArgs({
           args: rest,
           allowPositionals: true,
-          options: { hidden: str, layers: str, epochs: str, batch: str, lr: str, optimizer: str, loss: str, classes: str, tbptt: str, val: str, seed: str, resume: str },
+          options: { hidden: str, layers: str, dropout: str, epochs: str, batch: str, lr: str, optimizer: str, loss: str, classes: str, tbptt: str, val: str, seed: str, resume: str },
         });
         return await train(args);
       }

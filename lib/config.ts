@@ -60,6 +60,12 @@ export interface LSTMOptions {
   clip?: number;
   coupledInputForget?: boolean;
   seed?: number;
+  /**
+   * Dropout on the outputs of every layer but the last, while training (forwardTrain,
+   * trainStep, fit), as PyTorch's nn.LSTM(dropout=p): kept values are scaled by 1/(1-p).
+   * forward, forwardAsync and step never drop (evaluation). Default 0.
+   */
+  dropout?: number;
   backend?: BackendChoice;
   /** Native threads per call (default: LSTM_THREADS, else the number of cores). Results do not depend on it. */
   threads?: number;
@@ -84,6 +90,8 @@ export interface LSTMConfig {
   clip: number;
   coupledInputForget: boolean;
   seed: number | undefined;
+  /** 0 means none. */
+  dropout: number;
   backend: BackendChoice;
   threads: number;
 }
@@ -91,7 +99,7 @@ export interface LSTMConfig {
 const OPTION_KEYS = new Set<string>([
   'inputSize', 'hiddenSize', 'numLayers', 'bias', 'batchFirst', 'bidirectional', 'direction',
   'projSize', 'peephole', 'gateActivation', 'cellActivation', 'hiddenActivation', 'clip',
-  'coupledInputForget', 'seed', 'backend', 'threads',
+  'coupledInputForget', 'seed', 'dropout', 'backend', 'threads',
 ]);
 
 /** Upper bound on any single size option; the weight-count check below is the real limit. */
@@ -207,6 +215,13 @@ export function resolveConfig(options: unknown): LSTMConfig {
     }
     seed = o.seed;
   }
+  let dropout = 0;
+  if (o.dropout !== undefined && o.dropout !== null) {
+    if (typeof o.dropout !== 'number' || !(o.dropout >= 0 && o.dropout < 1)) {
+      throw optErr(`dropout: expected a probability in [0, 1), got ${describe(o.dropout)}`);
+    }
+    dropout = o.dropout;
+  }
 
   const config: LSTMConfig = {
     inputSize,
@@ -225,6 +240,7 @@ export function resolveConfig(options: unknown): LSTMConfig {
     clip,
     coupledInputForget: checkBool(o.coupledInputForget, 'coupledInputForget', false),
     seed,
+    dropout,
     backend: checkEnum<BackendChoice>(o.backend, 'backend', ['auto', 'native', 'wasm', 'js'], 'auto'),
     threads: o.threads === undefined ? defaultThreads() : checkThreads(o.threads, 'threads'),
   };

@@ -1,5 +1,5 @@
 export { LSTM } from './lstm.js';
-export type { ForwardIntoOptions, ForwardOptions, ForwardOutputs, ForwardResult, LoadStateDictOptions, OnnxLstmSpec, LengthsLike } from './lstm.js';
+export type { ForwardIntoOptions, ForwardOptions, ForwardOutputs, ForwardResult, LoadStateDictOptions, OnnxLstmSpec, LengthsLike, TrainOptions } from './lstm.js';
 export type { LSTMOptions, LSTMConfig, Activation, ActivationName, Direction, Peephole, BackendChoice } from './config.js';
 export type { Tensor } from './tensor.js';
 export { LstmError } from './errors.js';

@@ -201,5 +201,6 @@ export function optionsOf(lstm: LSTM): LSTMOptions {
     hiddenActivation: act(c.hiddenActivation),
     clip: c.clip > 0 ? c.clip : undefined,
     coupledInputForget: c.coupledInputForget,
+    dropout: c.dropout > 0 ? c.dropout : undefined,
   };
 }

@@ -10,7 +10,8 @@ import { PEEPHOLE_KIND, type Engine, type EngineLayer, type LayerDesc, type Stac
 import { LstmError, describe, optionsArg } from './errors.js';
 import { fromKeras as kerasToLstm, type KerasLayerWeights, type KerasOptions } from './interop.js';
 import { activationsFromOnnx, onnxToStateDict } from './onnx-layout.js';
-import { backwardTrain, forwardTrain, TapePool } from './train/bptt.js';
+import { backwardTrain, dropoutMasks, forwardTrain, TapePool } from './train/bptt.js';
+import { Rng, randomSeed } from './rng.js';
 import { groupParams, initParams, layerInputSize, paramSpecs, type ParamSpec } from './params.js';
 import { MAX_ELEMENTS, checkTensor, sameShape, shapeSize, shapeStr, sharesMemory, swapLeadingAxes, tensorView, type Tensor } from './tensor.js';
 
@@ -57,6 +58,12 @@ export interface Gradient {
   c0: Tensor;
   /** Parameter gradients, named as stateDict(). */
   params: Record<string, Tensor>;
+}
+
+/** forwardTrain's options: forward's, and whether to apply the model's dropout. */
+export interface TrainOptions extends ForwardOptions {
+  /** Apply config.dropout between layers (default true); false runs as forward would (evaluation). */
+  dropout?: boolean;
 }
 
 export interface TrainResult extends ForwardResult {
@@ -129,6 +136,8 @@ export class LSTM {
   private stale = false;
   /** The last finished training tape's buffers, for the next forwardTrain. */
   private readonly tapes = new TapePool();
+  /** Draws the dropout masks of forwardTrain (seeded from `seed` when given); created on first use. */
+  private dropoutRng: Rng | undefined;
   /** Zero initial states kept between calls (see zeros()). */
   private readonly zeroStates: { h0?: Float32Array; c0?: Float32Array } = {};
 
@@ -315,16 +324,20 @@ export class LSTM {
    * result with the upstream gradients. The weights are captured now, so later updates
    * do not change this run's gradients.
    */
-  forwardTrain(x: Tensor, options: ForwardOptions = {}): TrainResult {
+  forwardTrain(x: Tensor, options: TrainOptions = {}): TrainResult {
     this.checkAlive('forwardTrain');
     const input = this.normalize(x, options);
     rejectOut(options, 'forwardTrain');
+    const drop = options.dropout ?? true;
+    if (typeof drop !== 'boolean') throw new LstmError('LSTM_OPTION', `dropout: expected a boolean (apply the model's dropout of ${this.config.dropout}), got ${describe(drop)}`);
     const cfg = this.config;
     const params = new Map([...this.params].map(([k, v]) => [k, v.slice()]));
     const gemm = this.engine.gemm(cfg.threads);
     const tapes = this.tapes;
+    // Drawn once per run: recording the forward again (below) uses the same masks.
+    const masks = drop ? dropoutMasks(cfg, input.T * input.B, this.dropoutStream()) : null;
     const record = (): ReturnType<typeof forwardTrain> =>
-      forwardTrain(cfg, params, gemm, input.x, input.T, input.B, input.h0, input.c0, input.lengths, tapes);
+      forwardTrain(cfg, params, gemm, input.x, input.T, input.B, input.h0, input.c0, input.lengths, tapes, masks);
     const run = record();
     let tape = run.tape;
     const result = this.placeResult(input, { y: run.y, hn: run.hn, cn: run.cn });
@@ -346,7 +359,7 @@ export class LSTM {
       // forwardTrain has reused them, record this run's forward again (the inputs and
       // weights it captured give the same tape).
       if (!tapes.reclaim(tape)) tape = record().tape;
-      const g = backwardTrain(cfg, params, gemm, tape, dy, dhn, dcn);
+      const g = backwardTrain(cfg, params, gemm, tape, dy, dhn, dcn, masks);
       tapes.giveBack(tape);
       const I = cfg.inputSize;
       const dx = cfg.batchFirst && !input.unbatched ? swapLeadingAxes(g.input, T, B, I) : g.input;
@@ -360,6 +373,29 @@ export class LSTM {
       };
     };
     return { ...result, backward };
+  }
+
+  private dropoutStream(): Rng {
+    // Its own stream, apart from the weights' initialisation (which also starts from seed).
+    this.dropoutRng ??= new Rng(this.config.seed === undefined ? randomSeed() : this.config.seed + 0x9e3779b9);
+    return this.dropoutRng;
+  }
+
+  /**
+   * The dropout generator's state (four 32-bit words), so that a checkpoint resumes, and a
+   * model trained on a worker thread continues, with the same masks. Used by SequenceModel.
+   * @internal
+   */
+  get dropoutState(): number[] {
+    return this.dropoutStream().getState();
+  }
+
+  set dropoutState(state: number[]) {
+    try {
+      this.dropoutStream().setState(state);
+    } catch (err) {
+      throw new LstmError('LSTM_FORMAT', `dropout generator: ${(err as Error).message}`);
+    }
   }
 
   /** Zero states for streaming with step(): h [L, batch, Hout], c [L, batch, H]. */

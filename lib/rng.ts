@@ -42,6 +42,18 @@ export class Rng {
     return result;
   }
 
+  /** The generator's state, to continue the same stream elsewhere (checkpoints, worker threads). */
+  getState(): [number, number, number, number] {
+    return [this.s0 >>> 0, this.s1 >>> 0, this.s2 >>> 0, this.s3 >>> 0];
+  }
+
+  setState(state: readonly number[]): void {
+    if (state.length !== 4 || !state.every((v) => Number.isInteger(v) && v >= 0 && v <= 0xffffffff) || state.every((v) => v === 0)) {
+      throw new Error(`Rng state: expected four 32-bit words, not all zero, got ${JSON.stringify(state)}`);
+    }
+    [this.s0, this.s1, this.s2, this.s3] = state;
+  }
+
   /** Uniform in [0, 1) with 32 bits of randomness. */
   next(): number {
     return this.nextU32() / 4294967296;

@@ -316,6 +316,14 @@ describe('command line', () => {
     const r2 = run('train', data, path.join(dir, 'resumed.safetensors'), '--epochs', '1', '--hidden', '16', '--lr', '0.02', '--seed', '3', '--resume', out);
     expect(r2.status, r2.stderr).toBe(0);
     expect(valLoss(r2.stderr.split('\n').find((l) => l.startsWith('epoch'))!)).toBeLessThan(valLoss(lines[0]));
+    // --dropout: a stacked model trained with it keeps it (and its masks' stream) in the checkpoint.
+    const dropped = path.join(dir, 'dropout.safetensors');
+    const rd = run('train', data, dropped, '--epochs', '1', '--hidden', '8', '--layers', '2', '--dropout', '0.2', '--seed', '3');
+    expect(rd.status, rd.stderr).toBe(0);
+    const dmeta = loadSafetensors(readFileSync(dropped)).metadata;
+    expect(JSON.parse(dmeta.options)).toMatchObject({ numLayers: 2, dropout: 0.2 });
+    expect(JSON.parse(dmeta.dropout_rng)).toHaveLength(4);
+    expect(run('train', data, dropped, '--dropout', '1').stderr).toMatch(/--dropout: expected a number in \[0, 0\.95\]/);
     // Usage errors exit 2 and say which flag; a data file without x/y exits 1.
     const bad = run('train', data, out, '--loss', 'hinge');
     expect(bad.status).toBe(2);

@@ -1,7 +1,10 @@
 // Training: gradients against PyTorch on every engine, optimizer trajectories, finite
 // differences for what no fixture covers, the model API, checkpoints and fit.
+import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { ENGINES, LSTM, expectClose, expectSameBits, fixture, lib, mulberry32, randomModel, randomTensor, sineWaves, sweepSeeds, torchOptions, withEngine, type Gradient, type LSTMOptions, type Tensor } from './helpers';
+
+const require = createRequire(import.meta.url);
 
 const { SequenceModel, SGD, Adam, AdamW, clipGradNorm, mse, crossEntropy } = lib;
 
@@ -362,7 +365,8 @@ describe('optimizers, losses and the model API', () => {
     const ys = new Float32Array(N * T).map((_, i) => Math.tanh(xs[2 * i] + 0.5 * xs[2 * i + 1]));
     const data = { x: { data: xs, shape: [N, T, 2] }, y: { data: ys, shape: [N, T, 1] } };
     const validation = { x: { data: xs.slice(0, 16 * T * 2), shape: [16, T, 2] }, y: { data: ys.slice(0, 16 * T), shape: [16, T, 1] } };
-    const make = () => new SequenceModel({ inputSize: 2, hiddenSize: 48, numLayers: 2, outputSize: 1, seed: 4, backend: 'native', threads: 1 });
+    // With dropout: the worker must continue the masks' random stream and hand it back.
+    const make = () => new SequenceModel({ inputSize: 2, hiddenSize: 48, numLayers: 2, outputSize: 1, seed: 4, backend: 'native', threads: 1, dropout: 0.25 });
     const fitOptions = { epochs: 3, batchSize: 8, seed: 5, validation, clipGradNorm: 1 };
 
     const inThread = make();
@@ -393,5 +397,143 @@ describe('optimizers, losses and the model API', () => {
     expect(onWorker.trainStep(x, y, { optimizer: optB })).toBe(inThread.trainStep(x, y, { optimizer: optA }));
     // Errors come back as LstmErrors, checked before any thread starts.
     await expect(onWorker.fit({ x: data.x, y: { data: ys, shape: [N, T] } }, { optimizer: optB })).rejects.toMatchObject({ code: 'LSTM_SHAPE' });
+  });
+});
+
+describe('dropout between layers while training (nn.LSTM(dropout=p))', () => {
+  const { dropoutMasks } = require('../dist/cjs/train/bptt.js') as typeof import('../dist/cjs/train/bptt.js');
+  const { Rng } = require('../dist/cjs/rng.js') as typeof import('../dist/cjs/rng.js');
+  const options: LSTMOptions = { inputSize: 3, hiddenSize: 5, numLayers: 3, bidirectional: true, dropout: 0.4, seed: 11 };
+  const x = randomTensor([6, 3, 3], mulberry32(4));
+
+  it('the option: a probability in [0, 1), kept by optionsOf, and no masks for one layer or p = 0', () => {
+    for (const bad of [-0.1, 1, 1.5, NaN, '0.2', true]) {
+      expect(() => new LSTM({ inputSize: 1, hiddenSize: 2, dropout: bad as number })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+    }
+    const m = new LSTM(options);
+    expect(m.config.dropout).toBe(0.4);
+    expect(lib.optionsOf(m).dropout).toBe(0.4);
+    expect(lib.optionsOf(new LSTM({ inputSize: 1, hiddenSize: 2 })).dropout).toBeUndefined();
+    expect(dropoutMasks(new LSTM({ ...options, numLayers: 1 }).config, 10, new Rng(1))).toBeNull();
+    expect(dropoutMasks(new LSTM({ ...options, dropout: 0 }).config, 10, new Rng(1))).toBeNull();
+  });
+
+  it('masks drop a share p of the elements and scale the rest by 1/(1-p)', () => {
+    const m = new LSTM({ ...options, hiddenSize: 50 });
+    const masks = dropoutMasks(m.config, 400, new Rng(7))!;
+    expect(masks.length).toBe(2);
+    for (const mask of masks) {
+      expect(mask.length).toBe(400 * 2 * 50);
+      const dropped = mask.filter((v) => v === 0).length / mask.length;
+      expect(Math.abs(dropped - 0.4)).toBeLessThan(0.01);
+      expect(mask.every((v) => v === 0 || v === Math.fround(1 / 0.6))).toBe(true);
+    }
+    // different layers draw different masks
+    expect(masks[0]).not.toEqual(masks[1]);
+  });
+
+  it('forward never drops; forwardTrain drops unless asked not to, and each run draws new masks', () => {
+    const m = new LSTM({ ...options, backend: 'js' });
+    const plain = new LSTM({ ...options, dropout: 0, backend: 'js' });
+    plain.loadStateDict(m.stateDict());
+    const f = m.forward(x);
+    expect(f.output.data).toEqual(plain.forward(x).output.data);
+    expect(m.forwardTrain(x, { dropout: false }).output.data).toEqual(f.output.data);
+    const a = m.forwardTrain(x).output.data;
+    const b = m.forwardTrain(x).output.data;
+    expect(a).not.toEqual(f.output.data);
+    expect(a).not.toEqual(b);
+    expect(() => m.forwardTrain(x, { dropout: 'yes' as unknown as boolean })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+    // the same generator state gives the same masks
+    const state = m.dropoutState;
+    const c = m.forwardTrain(x).output.data;
+    m.dropoutState = state;
+    expect(m.forwardTrain(x).output.data).toEqual(c);
+    expect(() => {
+      m.dropoutState = [0, 0, 0, 0];
+    }).toThrow(expect.objectContaining({ code: 'LSTM_FORMAT' }));
+  });
+
+  it('gradients through the masks: finite differences with the masks held fixed', () => {
+    const m = new LSTM({ ...options, backend: 'js' });
+    const state = m.dropoutState;
+    const run = m.forwardTrain(x);
+    const w = randomTensor(run.output.shape, mulberry32(5));
+    const g = run.backward({ output: w });
+    const sd = m.stateDict();
+    const loss = (name: string, index: number, delta: number): number => {
+      const p = sd[name].data.slice();
+      p[index] += delta;
+      m.loadStateDict({ ...sd, [name]: { data: p, shape: sd[name].shape } });
+      m.dropoutState = state;
+      const out = m.forwardTrain(x).output.data;
+      let s = 0;
+      for (let i = 0; i < out.length; i++) s += out[i] * w.data[i];
+      return s;
+    };
+    let checked = 0;
+    for (const name of ['weight_ih_l0', 'weight_hh_l0_reverse', 'bias_ih_l1', 'weight_ih_l2', 'weight_ih_l1_reverse']) {
+      const grad = g.params[name].data;
+      for (const index of [0, Math.floor(grad.length / 2), grad.length - 1]) {
+        const fd = (loss(name, index, 1e-2) - loss(name, index, -1e-2)) / 2e-2;
+        expect(Math.abs(fd - grad[index]), `${name}[${index}] fd ${fd} vs ${grad[index]}`).toBeLessThan(5e-3 + 2e-2 * Math.abs(fd));
+        checked++;
+      }
+    }
+    expect(checked).toBe(15);
+    // and the input gradient, which passes every mask
+    m.loadStateDict(sd);
+    m.dropoutState = state;
+    const dx = m.forwardTrain(x).backward({ output: w }).input.data;
+    const xs = x.data.slice();
+    const at = (i: number, delta: number) => {
+      xs[i] = x.data[i] + delta;
+      m.dropoutState = state;
+      const out = m.forwardTrain({ data: xs, shape: x.shape }).output.data;
+      xs[i] = x.data[i];
+      return out.reduce((s, v, k) => s + v * w.data[k], 0);
+    };
+    for (const i of [0, 20, xs.length - 1]) {
+      const fd = (at(i, 1e-2) - at(i, -1e-2)) / 2e-2;
+      expect(Math.abs(fd - dx[i]), `input[${i}]`).toBeLessThan(5e-3 + 2e-2 * Math.abs(fd));
+    }
+  });
+
+  it.each(ENGINES.filter((e) => e.backend !== 'js'))('$label draws the same masks as js and gives the same gradients', (engine) => {
+    const js = new LSTM({ ...options, backend: 'js' });
+    const other = withEngine(engine, () => new LSTM({ ...options, backend: engine.backend }));
+    other.loadStateDict(js.stateDict());
+    const ra = js.forwardTrain(x);
+    const rb = other.forwardTrain(x);
+    expectClose(rb.output, ra.output, 'output');
+    const w = randomTensor(ra.output.shape, mulberry32(6));
+    const ga = ra.backward({ output: w });
+    const gb = rb.backward({ output: w });
+    for (const [k, v] of Object.entries(ga.params)) expectClose(gb.params[k], v, k, 1e-4, 1e-3);
+    expectClose(gb.input, ga.input, 'input', 1e-4, 1e-3);
+    other.dispose();
+  });
+
+  it('a checkpoint resumes with the same masks: training on from it gives the same bits', () => {
+    const make = () => new SequenceModel({ inputSize: 3, hiddenSize: 6, numLayers: 2, outputSize: 2, dropout: 0.3, seed: 8, backend: 'js' });
+    const y = randomTensor([6, 3, 2], mulberry32(7));
+    const a = make();
+    const optA = new Adam(a.parameters(), { lr: 0.01 });
+    for (let i = 0; i < 3; i++) a.trainStep(x, y, { optimizer: optA });
+    const ckpt = a.saveCheckpoint(optA);
+    const b = make();
+    const optB = new Adam(b.parameters(), { lr: 0.01 });
+    b.loadCheckpoint(ckpt, optB);
+    const la = [0, 1, 2].map(() => a.trainStep(x, y, { optimizer: optA }));
+    const lb = [0, 1, 2].map(() => b.trainStep(x, y, { optimizer: optB }));
+    expect(lb).toEqual(la);
+    expect(b.stateDict()).toEqual(a.stateDict());
+    // without the generator's state the masks (and so the losses) would differ
+    const c = make();
+    const optC = new Adam(c.parameters(), { lr: 0.01 });
+    const meta = lib.loadSafetensors(ckpt);
+    delete meta.metadata.dropout_rng;
+    c.loadCheckpoint(lib.saveSafetensors(meta.tensors, meta.metadata), optC);
+    expect([0, 1, 2].map(() => c.trainStep(x, y, { optimizer: optC }))).not.toEqual(la);
   });
 });

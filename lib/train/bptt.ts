@@ -4,6 +4,7 @@
 // serves both engines; the heavy products go through the engine's GEMM.
 import type { LSTMConfig, ResolvedActivation } from '../config.js';
 import { layerInputSize } from '../params.js';
+import type { Rng } from '../rng.js';
 
 /** A right-hand matrix W [N, K] prepared once (packed) for C (+)= A · W^T. */
 export interface PreparedMatrix {
@@ -277,6 +278,26 @@ function columnSums(m: Float32Array, rows: number, cols: number, dst: Float32Arr
   dst.set(sum);
 }
 
+/**
+ * Dropout masks for the outputs of layers 0..L-2 ([T*B, D*Hout] each): 0 where an element
+ * is dropped (probability p), 1/(1-p) where it is kept; none when p is 0 or there is one
+ * layer. Drawn from `rng` in layer order, so the same state gives the same masks on every
+ * engine.
+ */
+export function dropoutMasks(cfg: LSTMConfig, rows: number, rng: Rng): Float32Array[] | null {
+  const p = cfg.dropout;
+  if (!(p > 0) || cfg.numLayers < 2) return null;
+  const keep = Math.fround(1 / (1 - p));
+  const masks: Float32Array[] = [];
+  for (let l = 0; l < cfg.numLayers - 1; l++) {
+    const m = new Float32Array(rows * cfg.numDirections * cfg.outSize);
+    rng.fillUniform(m, 0, 1);
+    for (let i = 0; i < m.length; i++) m[i] = m[i] < p ? 0 : keep;
+    masks.push(m);
+  }
+  return masks;
+}
+
 /** Forward that records what backward needs. x, h0, c0 time-major; returns y (last layer), hn, cn. */
 export function forwardTrain(
   cfg: LSTMConfig,
@@ -289,6 +310,7 @@ export function forwardTrain(
   c0: Float32Array,
   lengths: Int32Array | null,
   pool: TapePool = new TapePool(),
+  masks: readonly Float32Array[] | null = null,
 ): { y: Float32Array; hn: Float32Array; cn: Float32Array; tape: TrainTape } {
   const H = cfg.hiddenSize;
   const Hout = cfg.outSize;
@@ -378,6 +400,10 @@ export function forwardTrain(
       gemm.cells.release(kernel);
     }
     tape.layers.push(layer);
+    // Dropout between layers: the next layer reads (and its weight gradient sees) the
+    // masked output; hn and cn stay as the layer left them.
+    const mask = masks?.[l];
+    if (mask) for (let i = 0; i < y.length; i++) y[i] *= mask[i];
     input = y;
   }
   return { y: input, hn, cn, tape };
@@ -399,6 +425,7 @@ export function backwardTrain(
   dy: Float32Array,
   dhn: Float32Array,
   dcn: Float32Array,
+  masks: readonly Float32Array[] | null = null,
 ): Gradients {
   // W [N, K] prepared from its transpose Wt [K, N], and C (+)= At^T · W^T from At [K, M]:
   // directly where the engine can, else through a transpose.
@@ -426,6 +453,9 @@ export function backwardTrain(
   for (let l = cfg.numLayers - 1; l >= 0; l--) {
     const In = layerInputSize(cfg, l);
     const layer = tape.layers[l];
+    // Through the dropout after this layer: the gradient of its unmasked output.
+    const mask = masks?.[l];
+    if (mask) for (let i = 0; i < dOut.length; i++) dOut[i] *= mask[i];
     dInput = new Float32Array(rows * In);
     for (let d = 0; d < D; d++) {
       const sfx = suffix(l, d);

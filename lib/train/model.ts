@@ -507,6 +507,8 @@ export class SequenceModel {
   saveCheckpoint(optimizer?: Optimizer, metadata: Record<string, string> = {}): Uint8Array {
     const tensors: Record<string, Tensor> = this.stateDict();
     const meta: Record<string, string> = { ...metadata, format: 'lstm-native-checkpoint/1' };
+    // Where the dropout masks' stream stands, so a resumed run draws the masks it would have.
+    if (this.lstm.config.dropout > 0) meta.dropout_rng = JSON.stringify(this.lstm.dropoutState);
     if (optimizer) {
       meta.optimizer = JSON.stringify({ ...optimizer.config, stepCount: optimizer.stepCount });
       for (const [name, bufs] of optimizer.state) {
@@ -523,6 +525,16 @@ export class SequenceModel {
     const model: Record<string, Tensor> = {};
     for (const [k, v] of Object.entries(tensors)) if (!k.startsWith('optimizer.')) model[k] = v;
     this.loadStateDict(model);
+    if (metadata.dropout_rng !== undefined && this.lstm.config.dropout > 0) {
+      let state: unknown;
+      try {
+        state = JSON.parse(metadata.dropout_rng);
+      } catch {
+        state = metadata.dropout_rng;
+      }
+      if (!Array.isArray(state)) throw new LstmError('LSTM_FORMAT', `loadCheckpoint: dropout_rng is not four 32-bit words: ${describe(metadata.dropout_rng)}`);
+      this.lstm.dropoutState = state;
+    }
     if (optimizer) {
       const saved = metadata.optimizer ? JSON.parse(metadata.optimizer) : null;
       if (!saved || saved.name !== optimizer.config.name) throw new LstmError('LSTM_FORMAT', `loadCheckpoint: the checkpoint holds ${saved ? saved.name : 'no'} optimizer state, not ${String(optimizer.config.name)}`);

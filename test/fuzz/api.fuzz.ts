@@ -74,6 +74,7 @@ function arbitraries() {
       clip: fc.oneof(fc.double(), fc.constant(undefined)),
       coupledInputForget: fc.boolean(),
       seed: fc.oneof(fc.integer({ min: 0, max: 1000 }), fc.constantFrom<unknown>(-1, NaN, 2 ** 60)),
+      dropout: fc.oneof(fc.double(), fc.constantFrom<unknown>(undefined, '0.2', 1, null)),
       backend: fc.constantFrom('auto', 'js', 'native', 'gpu'),
       threads: fc.oneof(fc.integer({ min: 1, max: 4 }), fc.constantFrom<unknown>(0, 5000, NaN)),
       typo: fc.anything(),
@@ -95,6 +96,7 @@ function arbitraries() {
       clip: fc.oneof(fc.constant(undefined), fc.double({ min: 0.1, max: 5, noNaN: true })),
       coupledInputForget: fc.boolean(),
       seed: fc.integer({ min: 0, max: 1000 }),
+      dropout: fc.constantFrom(0, 0.3),
       threads: fc.integer({ min: 1, max: 4 }),
     },
     { requiredKeys: ['inputSize', 'hiddenSize'] },
@@ -115,6 +117,7 @@ export async function fuzzApi(lib: L, backend: 'js' | 'native', numRuns: number,
   const stepper = new LSTM({ inputSize: 3, hiddenSize: 4, numLayers: 2, seed: 1, backend, projSize: 2 });
   const refX = { data: new Float32Array(2 * 3 * 3).map((_, i) => Math.cos(i)), shape: [2, 3, 3] };
   const reference = model.forward(refX).output.data.slice();
+  const dropper = new LSTM({ inputSize: 3, hiddenSize: 4, numLayers: 3, dropout: 0.5, seed: 2, backend });
   const disposed = new LSTM({ inputSize: 3, hiddenSize: 4, backend });
   disposed.dispose();
   const goodShapes = [[2, 3, 3], [5, 3], [1, 1, 3], [2, 2, 4], [3, 2, 3]];
@@ -212,6 +215,9 @@ export async function fuzzApi(lib: L, backend: 'js' | 'native', numRuns: number,
     forwardTrain: fc.tuple(fc.oneof({ weight: 1, arbitrary: a.tensor }, { weight: 3, arbitrary: a.fitting(goodShapes) }), fc.oneof(a.tensor, a.fitting([[2, 3, 4], [5, 4], [1, 1, 4]]), fc.constant(undefined))).map(([x, up]) => () =>
       model.forwardTrain(x as never).backward({ output: up as never }),
     ),
+    forwardTrainDropout: fc.tuple(a.fitting(goodShapes), fc.constantFrom<unknown>(undefined, true, false, 'no', 1, null)).map(([x, dropout]) => () =>
+      dropper.forwardTrain(x as never, { dropout: dropout as never }).backward(),
+    ),
     disposed: fc.constantFrom('forward', 'forwardAsync', 'step', 'stateDict', 'forwardTrain', 'initialState').map((m) => () => (disposed as never as Record<string, (...args: unknown[]) => unknown>)[m](refX, {})),
   };
   const names = Object.keys(targets);
@@ -236,5 +242,6 @@ export async function fuzzApi(lib: L, backend: 'js' | 'native', numRuns: number,
   );
   model.dispose();
   stepper.dispose();
+  dropper.dispose();
   return report;
 }
