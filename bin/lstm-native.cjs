@@ -14,7 +14,8 @@ commands:
                  .onnx -> .safetensors (PyTorch names; the options go in the metadata)
                  .safetensors -> .onnx (options from the metadata, else inferred from the names)
                  .pt / .pth / .bin (torch.save of a state dict or checkpoint) -> either,
-                 options inferred from the names under --prefix (e.g. --prefix model.lstm.)
+                 options inferred from the names under --prefix (e.g. --prefix model.lstm.);
+                 -> .pt writes a state dict torch.load reads
                  --stack-only: the LSTM out of an ONNX graph with more after it (e.g. a head)
   info [file] [--stack-only]
                  a model file's configuration and parameter count; without a file,
@@ -71,12 +72,13 @@ function convert(args) {
   const from = kindOf(input);
   const to = kindOf(output);
   if (from === to) throw new UsageError(`convert: '${input}' and '${output}' are both ${from}`);
-  if (to === 'torch') throw new UsageError(`convert: writing torch.save files is not supported; write .safetensors (safetensors.torch.load_file reads it)`);
-  const { saveSafetensors, exportOnnx, optionsOf } = lib();
+  const { saveSafetensors, saveTorch, exportOnnx, optionsOf } = lib();
   const { lstm } = loadModel(input, args.values.prefix, Boolean(args.values['stack-only']));
   let bytes;
   if (to === 'safetensors') {
     bytes = saveSafetensors(lstm.stateDict(), { format: 'lstm-native/1', options: JSON.stringify(optionsOf(lstm)) });
+  } else if (to === 'torch') {
+    bytes = saveTorch(lstm.stateDict()); // torch.load gives the state dict (options are not kept)
   } else {
     const opset = args.values.opset === undefined ? 14 : Number(args.values.opset);
     bytes = exportOnnx(lstm, { opset, lengths: Boolean(args.values.lengths) });

@@ -10,7 +10,7 @@ export type { BackendInfo } from './backend.js';
 export { loadSafetensors, saveSafetensors } from './io/safetensors.js';
 export type { Dtype, SafetensorsTensor } from './io/safetensors.js';
 export { loadOnnx, exportOnnx } from './io/onnx.js';
-export { loadTorch } from './io/torch.js';
+export { loadTorch, saveTorch } from './io/torch.js';
 export type { TorchFile } from './io/torch.js';
 export type { LoadOnnxOptions, ExportOnnxOptions } from './io/onnx.js';
 export { inferOptions, optionsOf } from './interop.js';

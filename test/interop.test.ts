@@ -262,7 +262,7 @@ describe('command line', () => {
     expect(refused.stderr).toMatch(/LSTM_FORMAT: .*no projection/);
   });
 
-  it('a torch.save checkpoint converts with --prefix, and nothing converts to .pt', () => {
+  it('a torch.save checkpoint converts with --prefix, and back to a .pt', () => {
     const out = path.join(dir, 'from-pth.safetensors');
     const pth = path.join(FIXTURES, 'torch-save', 'checkpoint.pth');
     const missing = run('convert', pth, out);
@@ -273,9 +273,12 @@ describe('command line', () => {
     const { tensors: src } = lib.loadTorch(new Uint8Array(readFileSync(pth)));
     for (const k of ['weight_ih_l0', 'weight_hh_l0', 'bias_ih_l0', 'bias_hh_l0']) expect(tensors[k].data, k).toEqual(src[`model.lstm.${k}`].data);
     expect(JSON.parse(run('info', pth, '--prefix', 'model.lstm.').stdout).options).toMatchObject({ inputSize: 2, hiddenSize: 4 });
-    const back = run('convert', out, path.join(dir, 'x.pt'));
-    expect(back.status).toBe(2);
-    expect(back.stderr).toMatch(/writing torch\.save files is not supported/);
+    // and back to a .pt that holds the same state dict
+    const pt = path.join(dir, 'back.pt');
+    expect(run('convert', out, pt).status).toBe(0);
+    const again = lib.loadTorch(new Uint8Array(readFileSync(pt))).tensors;
+    for (const k of Object.keys(tensors)) expect(again[k].data, k).toEqual(tensors[k].data);
+    expect(run('convert', pt, path.join(dir, 'y.pth')).status).toBe(2);
   });
 
   it('--stack-only converts the LSTM of a graph with a head after it; without it the head is named', () => {

@@ -72,6 +72,26 @@ describe('loadTorch reads what torch.save wrote', () => {
   });
 });
 
+describe('saveTorch writes what torch.load reads', () => {
+  it('the bytes PyTorch was checked against (make.py: torch.load, weights_only too, gives the state dict back)', () => {
+    const { tensors } = loadTorch(file('lstm_state_dict.pt'));
+    expect(lib.saveTorch(tensors)).toEqual(file('written_by_lstm_native.pt'));
+  });
+
+  it('round trips through loadTorch: any model, scalars and empty tensors, and names as given', () => {
+    const m = new LSTM({ inputSize: 4, hiddenSize: 6, numLayers: 2, peephole: 'full', projSize: 3, seed: 2 });
+    const sd: Record<string, import('./helpers').Tensor> = { ...m.stateDict(), scalar: { data: new Float32Array([2.5]), shape: [] }, empty: { data: new Float32Array(0), shape: [0, 4] }, 'model.x/y é': { data: new Float32Array([NaN, -0, Infinity]), shape: [3] } };
+    const back = loadTorch(lib.saveTorch(sd)).tensors;
+    expect(Object.keys(back)).toEqual(Object.keys(sd));
+    for (const [k, t] of Object.entries(sd)) {
+      expect(back[k].shape, k).toEqual(t.shape);
+      expect(back[k].data, k).toEqual(t.data);
+    }
+    expect(() => lib.saveTorch(null as never)).toThrow(expect.objectContaining({ code: 'LSTM_SHAPE' }));
+    expect(() => lib.saveTorch({ w: { data: [1, 2] as never, shape: [2] } })).toThrow(expect.objectContaining({ code: 'LSTM_DTYPE' }));
+  });
+});
+
 describe.each(ENGINES)('a torch.save state dict on $label', (engine) => {
   it('loads into an LSTM (projection, bidirectional, 2 layers) that matches PyTorch', () => {
     const { tensors } = loadTorch(file('lstm_state_dict.pt'));

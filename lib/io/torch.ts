@@ -8,7 +8,7 @@
 // short list below (a module class, a function) is LSTM_FORMAT, so a hostile file can do
 // nothing but be refused; every size and offset is checked against the bytes present.
 import { LstmError, describe } from '../errors.js';
-import { MAX_ELEMENTS, shapeStr, type Tensor } from '../tensor.js';
+import { MAX_ELEMENTS, checkTensor, shapeStr, type Tensor } from '../tensor.js';
 import { decodeTensorBytes, type Dtype } from './safetensors.js';
 
 function fmtErr(msg: string): LstmError {
@@ -634,4 +634,149 @@ export function loadTorch(bytes: Uint8Array): TorchFile {
   };
   walk(root, '', 0);
   return { tensors, values };
+}
+
+// ---------------------------------------------------------------- writing
+
+let crcTable: Uint32Array | undefined;
+function crc32(b: Uint8Array): number {
+  if (!crcTable) {
+    crcTable = new Uint32Array(256);
+    for (let n = 0; n < 256; n++) {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      crcTable[n] = c >>> 0;
+    }
+  }
+  let c = 0xffffffff;
+  for (let i = 0; i < b.length; i++) c = crcTable[(c ^ b[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** A zip archive of stored entries, each entry's data aligned to 64 bytes as PyTorch's writer does. */
+function writeZip(entries: [string, Uint8Array][]): Uint8Array {
+  const enc = new TextEncoder();
+  const chunks: Uint8Array[] = [];
+  const central: Uint8Array[] = [];
+  let offset = 0;
+  for (const [name, data] of entries) {
+    const n = enc.encode(name);
+    // Pad the local header's extra field ('FB', as torch.save writes) so the data starts at a multiple of 64.
+    const pad = (64 - ((offset + 30 + n.length + 4) % 64)) % 64;
+    const extraLen = 4 + pad;
+    const local = new Uint8Array(30 + n.length + extraLen);
+    const lv = new DataView(local.buffer);
+    const crc = crc32(data);
+    lv.setUint32(0, 0x04034b50, true);
+    lv.setUint16(4, 20, true); // version needed
+    lv.setUint16(6, 0x0800, true); // UTF-8 names
+    lv.setUint32(14, crc, true);
+    lv.setUint32(18, data.length, true);
+    lv.setUint32(22, data.length, true);
+    lv.setUint16(26, n.length, true);
+    lv.setUint16(28, extraLen, true);
+    local.set(n, 30);
+    lv.setUint16(30 + n.length, 0x4246, true); // 'FB'
+    lv.setUint16(32 + n.length, pad, true);
+    local.fill(0x5a, 34 + n.length); // 'Z'
+    const cd = new Uint8Array(46 + n.length);
+    const cv = new DataView(cd.buffer);
+    cv.setUint32(0, 0x02014b50, true);
+    cv.setUint16(4, 20, true);
+    cv.setUint16(6, 20, true);
+    cv.setUint16(8, 0x0800, true);
+    cv.setUint32(16, crc, true);
+    cv.setUint32(20, data.length, true);
+    cv.setUint32(24, data.length, true);
+    cv.setUint16(28, n.length, true);
+    cv.setUint32(42, offset, true);
+    cd.set(n, 46);
+    chunks.push(local, data);
+    central.push(cd);
+    offset += local.length + data.length;
+  }
+  const cdSize = central.reduce((a, c) => a + c.length, 0);
+  if (offset + cdSize > 0xffffffff || entries.length > 0xffff) {
+    throw new LstmError('LSTM_SHAPE', `saveTorch: ${offset + cdSize} bytes in ${entries.length} entries need zip64, which this writer does not write (save as safetensors)`);
+  }
+  const eocd = new Uint8Array(22);
+  const ev = new DataView(eocd.buffer);
+  ev.setUint32(0, 0x06054b50, true);
+  ev.setUint16(8, entries.length, true);
+  ev.setUint16(10, entries.length, true);
+  ev.setUint32(12, cdSize, true);
+  ev.setUint32(16, offset, true);
+  const all = [...chunks, ...central, eocd];
+  const out = new Uint8Array(all.reduce((a, c) => a + c.length, 0));
+  let o = 0;
+  for (const c of all) {
+    out.set(c, o);
+    o += c.length;
+  }
+  return out;
+}
+
+/** Pickle opcodes (protocol 2) for what saveTorch writes. */
+class PickleWriter {
+  private readonly bytes: number[] = [];
+  private readonly enc = new TextEncoder();
+  op(...b: number[]): this {
+    for (const x of b) this.bytes.push(x);
+    return this;
+  }
+  str(s: string): this {
+    const b = this.enc.encode(s);
+    this.op(0x58, b.length & 255, (b.length >>> 8) & 255, (b.length >>> 16) & 255, b.length >>> 24);
+    for (const x of b) this.bytes.push(x);
+    return this;
+  }
+  /** A non-negative int below 2^31 (sizes and element counts: tensors stay under 2^31 elements). */
+  int(n: number): this {
+    if (n < 256) return this.op(0x4b, n); // BININT1
+    return this.op(0x4a, n & 255, (n >> 8) & 255, (n >> 16) & 255, n >>> 24); // BININT
+  }
+  global(module: string, name: string): this {
+    this.op(0x63);
+    for (const x of this.enc.encode(`${module}\n${name}\n`)) this.bytes.push(x);
+    return this;
+  }
+  tuple(items: number[]): this {
+    this.op(0x28);
+    for (const v of items) this.int(v);
+    return this.op(0x74);
+  }
+  finish(): Uint8Array {
+    return Uint8Array.from(this.bytes);
+  }
+}
+
+/**
+ * Write tensors as torch.save writes a state dict (PyTorch 1.6+ zip format, float32, an
+ * OrderedDict of contiguous tensors), so `torch.load(path)` (also with weights_only=True)
+ * gives a state dict for `module.load_state_dict`, without the safetensors package.
+ */
+export function saveTorch(tensors: Record<string, Tensor>): Uint8Array {
+  if (tensors === null || typeof tensors !== 'object') throw new LstmError('LSTM_SHAPE', `saveTorch: expected an object of tensors, got ${describe(tensors)}`);
+  const entries: [string, Uint8Array][] = [];
+  const p = new PickleWriter().op(0x80, 2).global('collections', 'OrderedDict').op(0x29, 0x52); // OrderedDict()
+  p.op(0x28); // MARK for SETITEMS
+  let key = 0;
+  for (const [name, t] of Object.entries(tensors)) {
+    const checked = checkTensor(t, `tensors['${name}']`);
+    const storage = String(key++);
+    const { shape } = checked;
+    const stride = shape.map((_, k) => shape.slice(k + 1).reduce((a, b) => a * b, 1));
+    p.str(name).global('torch._utils', '_rebuild_tensor_v2').op(0x28); // MARK (args)
+    p.op(0x28).str('storage').global('torch', 'FloatStorage').str(storage).str('cpu').int(checked.data.length).op(0x74, 0x51); // BINPERSID
+    p.int(0).tuple(shape).tuple(stride).op(0x89); // offset, size, stride, requires_grad=False
+    p.global('collections', 'OrderedDict').op(0x29, 0x52); // backward_hooks
+    p.op(0x74, 0x52); // args tuple, REDUCE
+    const data = new Uint8Array(checked.data.length * 4);
+    const view = new DataView(data.buffer);
+    for (let i = 0; i < checked.data.length; i++) view.setFloat32(4 * i, checked.data[i], true);
+    entries.push([`archive/data/${storage}`, data]);
+  }
+  p.op(0x75, 0x2e); // SETITEMS, STOP
+  const enc = new TextEncoder();
+  return writeZip([['archive/data.pkl', p.finish()], ['archive/byteorder', enc.encode('little')], ...entries, ['archive/version', enc.encode('3\n')]]);
 }
