@@ -159,6 +159,12 @@ export function inferOptions(tensors: Record<string, Tensor>, opts?: { prefix?: 
   const prefix = optionsArg(opts, 'inferOptions options').prefix ?? '';
   if (tensors === null || typeof tensors !== 'object') throw new LstmError('LSTM_WEIGHTS', `inferOptions: expected an object of tensors, got ${describe(tensors)}`);
   const get = (name: string): Tensor | undefined => tensors[prefix + name];
+  // nn.LSTMCell: one layer, one direction, names without the _l0 (loadStateDict takes them too).
+  const cellW = get('weight_ih');
+  const cellH = get('weight_hh');
+  if (!get('weight_ih_l0') && cellW && cellH && cellW.shape.length === 2 && cellH.shape.length === 2 && cellH.shape[0] % 4 === 0) {
+    return { inputSize: cellW.shape[1], hiddenSize: cellH.shape[0] / 4, numLayers: 1, bias: get('bias_ih') !== undefined };
+  }
   const w0 = get('weight_ih_l0');
   const h0 = get('weight_hh_l0');
   if (!w0 || !h0 || w0.shape.length !== 2 || h0.shape.length !== 2 || h0.shape[0] % 4 !== 0) {

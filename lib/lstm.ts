@@ -213,12 +213,15 @@ export class LSTM {
     const strict = options.strict ?? true;
     if (typeof strict !== 'boolean') throw new LstmError('LSTM_OPTION', `strict: expected a boolean, got ${describe(strict)}`);
     const known = new Map(this.specs.map((s) => [s.name, s]));
+    // A one-layer, one-direction model also takes nn.LSTMCell's names (weight_ih, ... without _l0).
+    const cell = this.config.numLayers === 1 && this.config.numDirections === 1;
+    const CELL_NAMES = ['weight_ih', 'weight_hh', 'bias_ih', 'bias_hh'];
     const updates = new Map<string, Float32Array>();
     const unknown: string[] = [];
     for (const key of Object.keys(tensors)) {
       if (!key.startsWith(prefix)) continue;
       const name = key.slice(prefix.length);
-      const spec = known.get(name);
+      const spec = known.get(name) ?? (cell && CELL_NAMES.includes(name) ? known.get(`${name}_l0`) : undefined);
       if (!spec) {
         unknown.push(key);
         continue;
@@ -227,6 +230,7 @@ export class LSTM {
       if (!sameShape(t.shape, spec.shape)) {
         throw new LstmError('LSTM_WEIGHTS', `tensors['${key}']: expected shape ${shapeStr(spec.shape)}, got ${shapeStr(t.shape)}`);
       }
+      if (updates.has(spec.name)) throw new LstmError('LSTM_WEIGHTS', `tensors['${key}']: ${prefix}${spec.name} is given twice (under its nn.LSTM and its nn.LSTMCell name)`);
       updates.set(spec.name, t.data);
     }
     if (strict) {

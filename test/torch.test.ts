@@ -106,6 +106,27 @@ describe.each(ENGINES)('a torch.save state dict on $label', (engine) => {
     expectClose(r.cn, ref.tensors.cn, 'cn');
     lstm.dispose();
   });
+
+  it('an nn.LSTMCell state dict (names without _l0): step and forward follow the cell', () => {
+    const { tensors } = loadTorch(file('lstm_cell.pt'));
+    expect(Object.keys(tensors).sort()).toEqual(['bias_hh', 'bias_ih', 'weight_hh', 'weight_ih']);
+    const ref = reference('lstm_cell').tensors;
+    const lstm = withEngine(engine, () => new LSTM({ ...lib.inferOptions(tensors), backend: engine.backend }));
+    expect(lstm.config).toMatchObject({ inputSize: 3, hiddenSize: 4, numLayers: 1, numDirections: 1, bias: true });
+    lstm.loadStateDict(tensors);
+    const [T, B] = ref.input.shape;
+    const state = { h: { data: ref.h0.data.slice(), shape: [1, B, 4] }, c: { data: ref.c0.data.slice(), shape: [1, B, 4] } };
+    for (let t = 0; t < T; t++) {
+      const y = lstm.step({ data: ref.input.data.slice(t * B * 3, (t + 1) * B * 3), shape: [B, 3] }, state);
+      expectClose(y, { data: ref.output.data.slice(t * B * 4, (t + 1) * B * 4), shape: [B, 4] }, `step ${t}`);
+    }
+    expectClose({ data: state.c.data, shape: [B, 4] }, ref.cn, 'c after the steps');
+    const f = lstm.forward(ref.input, { h0: { data: ref.h0.data, shape: [1, B, 4] }, c0: { data: ref.c0.data, shape: [1, B, 4] } });
+    expectClose(f.output, ref.output, 'forward');
+    // The cell's names and nn.LSTM's for the same parameter: refused, not one silently kept.
+    expect(() => lstm.loadStateDict({ ...tensors, weight_ih_l0: tensors.weight_ih })).toThrow(/given twice/);
+    lstm.dispose();
+  });
 });
 
 // ---- hostile archives, built here: a stored-entry zip writer and a few pickle opcodes.
