@@ -52,6 +52,17 @@ describe('loadTorch reads what torch.save wrote', () => {
     expect(() => lib.inferOptions(tensors)).toThrow(/found one under prefix 'model\.lstm\.'/);
   });
 
+  it('a model with its own module names (self.rnn, self.fc) runs as a SequenceModel', () => {
+    const { tensors } = loadTorch(file('net.pt'));
+    const ref = reference('net').tensors;
+    const options = lib.inferOptions(tensors, { prefix: 'rnn.' });
+    const model = new lib.SequenceModel({ ...options, batchFirst: true, outputSize: tensors['fc.weight'].shape[0] });
+    model.loadStateDict(tensors, { lstm: 'rnn.', head: 'fc.' });
+    expectClose(model.forward(ref.input).output, ref.output, 'net output');
+    expect(() => model.loadStateDict(tensors)).toThrow(/missing tensors: head\.weight/);
+    expect(() => model.loadStateDict(tensors, { head: 3 as never })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+  });
+
   it('what it refuses: a pickled module, the pre-1.6 format, not a zip', () => {
     expectFormat(() => loadTorch(file('whole_module.pt')), /torch\.nn\.modules\.rnn\.LSTM, which this reader does not take: save a state dict/);
     expectFormat(() => loadTorch(file('legacy_format.pt')), /legacy format of PyTorch before 1\.6/);

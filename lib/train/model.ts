@@ -279,23 +279,32 @@ export class SequenceModel {
     return out;
   }
 
-  loadStateDict(tensors: Record<string, Tensor>, options: { prefix?: string; strict?: boolean } = {}): this {
+  /**
+   * Load lstm.* and head.* (or, for a PyTorch model whose modules have other names, e.g.
+   * `self.rnn` and `self.fc`, `{ lstm: 'rnn.', head: 'fc.' }`), all under `prefix`.
+   */
+  loadStateDict(tensors: Record<string, Tensor>, options: { prefix?: string; strict?: boolean; lstm?: string; head?: string } = {}): this {
     const prefix = options.prefix ?? '';
     const strict = options.strict ?? true;
-    const hw = tensors[`${prefix}head.weight`];
-    const hb = tensors[`${prefix}head.bias`];
+    const lstmName = options.lstm ?? 'lstm.';
+    const headName = options.head ?? 'head.';
+    for (const [k, v] of Object.entries({ lstm: lstmName, head: headName })) {
+      if (typeof v !== 'string') throw new LstmError('LSTM_OPTION', `${k}: expected a name prefix such as '${k}.', got ${describe(v)}`);
+    }
+    const hw = tensors[`${prefix}${headName}weight`];
+    const hb = tensors[`${prefix}${headName}bias`];
     const wantW = [this.head.outFeatures, this.head.inFeatures];
-    for (const [t, want, name] of [[hw, wantW, 'head.weight'], [hb, [this.head.outFeatures], 'head.bias']] as const) {
+    for (const [t, want, name] of [[hw, wantW, `${headName}weight`], [hb, [this.head.outFeatures], `${headName}bias`]] as const) {
       if (t === undefined) {
-        if (strict && (name === 'head.weight' || this.head.bias)) throw new LstmError('LSTM_WEIGHTS', `missing tensors: ${prefix}${name}`);
+        if (strict && (name === `${headName}weight` || this.head.bias)) throw new LstmError('LSTM_WEIGHTS', `missing tensors: ${prefix}${name}`);
         continue;
       }
       const c = checkTensor(t, `tensors['${prefix}${name}']`);
       if (!sameShape(c.shape, want)) throw new LstmError('LSTM_WEIGHTS', `tensors['${prefix}${name}']: expected shape ${shapeStr(want)}, got ${shapeStr(c.shape)}`);
     }
     const lstmPart: Record<string, Tensor> = {};
-    for (const [k, v] of Object.entries(tensors)) if (k.startsWith(`${prefix}lstm.`)) lstmPart[k.slice(prefix.length)] = v;
-    this.lstm.loadStateDict(lstmPart, { prefix: 'lstm.', strict });
+    for (const [k, v] of Object.entries(tensors)) if (k.startsWith(`${prefix}${lstmName}`)) lstmPart[k.slice(prefix.length)] = v;
+    this.lstm.loadStateDict(lstmPart, { prefix: lstmName, strict });
     if (hw) this.head.weight.set(hw.data);
     if (hb && this.head.bias) this.head.bias.set(hb.data);
     return this;
