@@ -400,6 +400,23 @@ describe('optimizers, losses and the model API', () => {
   });
 });
 
+describe.each(ENGINES)('SequenceModel for serving on $label', (engine) => {
+  it('forwardAsync gives forward\'s numbers; dispose frees it and later calls are LSTM_DISPOSED', async () => {
+    const model = withEngine(engine, () => new SequenceModel({ inputSize: 3, hiddenSize: 8, numLayers: 2, outputSize: 2, batchFirst: true, seed: 3, backend: engine.backend }));
+    const x = randomTensor([4, 7, 3], mulberry32(2));
+    const lengths = [7, 3, 5, 1];
+    const sync = model.forward(x, { lengths });
+    const viaAsync = await model.forwardAsync(x, { lengths });
+    expect(viaAsync.output.data).toEqual(sync.output.data);
+    expect(viaAsync.output.shape).toEqual([4, 7, 2]);
+    expect(viaAsync.hn.data).toEqual(sync.hn.data);
+    await expect(model.forwardAsync(x, { out: {} } as never)).rejects.toMatchObject({ code: 'LSTM_OPTION' });
+    model.dispose();
+    expect(() => model.forward(x)).toThrow(expect.objectContaining({ code: 'LSTM_DISPOSED' }));
+    await expect(model.forwardAsync(x)).rejects.toMatchObject({ code: 'LSTM_DISPOSED' });
+  });
+});
+
 describe('dropout between layers while training (nn.LSTM(dropout=p))', () => {
   const { dropoutMasks } = require('../dist/cjs/train/bptt.js') as typeof import('../dist/cjs/train/bptt.js');
   const { Rng } = require('../dist/cjs/rng.js') as typeof import('../dist/cjs/rng.js');

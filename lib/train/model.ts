@@ -318,6 +318,21 @@ export class SequenceModel {
     return { output: this.head.forward(r.output), hn: r.hn, cn: r.cn };
   }
 
+  /**
+   * forward off the main thread: the LSTM runs as LSTM.forwardAsync does (a libuv worker on
+   * the native engine), the head after it; the same numbers as forward.
+   */
+  async forwardAsync(x: Tensor, options: ForwardOptions = {}): Promise<{ output: Tensor; hn: Tensor; cn: Tensor }> {
+    rejectOut(options, 'SequenceModel.forwardAsync');
+    const r = await this.lstm.forwardAsync(x, options);
+    return { output: this.head.forward(r.output), hn: r.hn, cn: r.cn };
+  }
+
+  /** Free the LSTM's engine memory (native or wasm) now; later calls are LSTM_DISPOSED. */
+  dispose(): void {
+    this.lstm.dispose();
+  }
+
   /** One optimisation step on a batch; returns the loss before the update. */
   trainStep(x: Tensor, target: Tensor, options: TrainStepOptions): number {
     return this.trainStepState(x, target, options).loss;
