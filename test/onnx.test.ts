@@ -105,6 +105,34 @@ describe('loadOnnx takes a stack only when forward gives the file\'s outputs', (
     expect(() => loadOnnx(bytes, { stackOnly: 1 as unknown as boolean })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
   });
 
+  it('SequenceModel.fromOnnx takes an LSTM with its Linear head, as PyTorch exports it, packed lengths too', () => {
+    for (const [name, y, lengths] of [['with_head', 'y', undefined], ['packed_with_head', 'y', 'lengths']] as const) {
+      const { bytes, tensors } = exported(name);
+      const model = lib.SequenceModel.fromOnnx(bytes);
+      const r = model.forward(tensors.input, { lengths: lengths ? tensors[lengths] : undefined });
+      expectClose(r.output, tensors[y], `${name} ${y}`);
+      model.dispose();
+    }
+    // loadOnnx says where to go; fromOnnx refuses a graph without a head
+    expectFormat(() => loadOnnx(exported('with_head').bytes), /SequenceModel\.fromOnnx takes an LSTM with a Linear head/);
+    expectFormat(() => lib.SequenceModel.fromOnnx(exported('states_opset13').bytes), /no graph output is a Linear head/);
+  });
+
+  it('exportOnnx of a SequenceModel reads back through SequenceModel.fromOnnx with the same outputs', () => {
+    for (const [batchFirst, bidirectional, bias] of [[false, true, true], [true, false, false]] as const) {
+      const model = new lib.SequenceModel({ inputSize: 3, hiddenSize: 5, numLayers: 2, bidirectional, batchFirst, outputSize: 4, seed: 9 });
+      if (!bias) (model.head as { bias: Float32Array | null }).bias = null;
+      const back = lib.SequenceModel.fromOnnx(exportOnnx(model));
+      expect(back.lstm.config).toMatchObject({ batchFirst, numDirections: bidirectional ? 2 : 1, numLayers: 2, hiddenSize: 5 });
+      const x = randomTensor(batchFirst ? [2, 6, 3] : [6, 2, 3], mulberry32(8));
+      const want = model.forward(x);
+      const got = back.forward(x);
+      expectClose(got.output, want.output, 'output');
+      expectClose(got.cn, want.cn, 'cn');
+      back.dispose();
+    }
+  });
+
   it('outputs that are not the stack\'s: an inner layer\'s Y, one layer\'s Y_h of a stack, a Concat out of order, a graph input', () => {
     const inner = mutate('states_opset13', (m) => {
       m.graph!.output![0].name = lstmNodes(m)[0].output![0];
@@ -279,6 +307,26 @@ describe('exportOnnx runs in onnxruntime-node with the same outputs', () => {
     const zeros = new Float32Array(2 * 2 * 4);
     const got = await session.run({ input: new ort.Tensor('float32', x.data, x.shape), h0: new ort.Tensor('float32', zeros, [2, 2, 4]), c0: new ort.Tensor('float32', zeros, [2, 2, 4]) });
     expectClose({ data: got.output.data as Float32Array, shape: [...got.output.dims] }, m.forward(x).output, 'opset 12');
+  });
+
+  it('a SequenceModel exports with its head (MatMul, Add): onnxruntime gives its predictions', async () => {
+    for (const [batchFirst, bidirectional, bias] of [[false, false, true], [true, true, true], [true, false, false]] as const) {
+      const model = new lib.SequenceModel({ inputSize: 3, hiddenSize: 5, numLayers: 2, bidirectional, batchFirst, outputSize: 2, seed: 7, dropout: 0.3 });
+      if (!bias) (model.head as { bias: Float32Array | null }).bias = null; // a PyTorch Linear(bias=False) head
+      const session = await ort.InferenceSession.create(exportOnnx(model));
+      const [T, B, D] = [4, 3, bidirectional ? 2 : 1];
+      const x = randomTensor(batchFirst ? [B, T, 3] : [T, B, 3], mulberry32(3));
+      const h0 = randomTensor([2 * D, B, 5], mulberry32(4), 0.5);
+      const c0 = randomTensor([2 * D, B, 5], mulberry32(5), 0.5);
+      const ours = model.forward(x, { h0, c0 });
+      const got = await session.run({ input: new ort.Tensor('float32', x.data, x.shape), h0: new ort.Tensor('float32', h0.data, h0.shape), c0: new ort.Tensor('float32', c0.data, c0.shape) });
+      const what = `batchFirst ${batchFirst} bidirectional ${bidirectional} bias ${bias}`;
+      expectClose({ data: got.output.data as Float32Array, shape: [...got.output.dims] }, ours.output, `${what} output`);
+      expectClose({ data: got.hn.data as Float32Array, shape: [...got.hn.dims] }, ours.hn, `${what} hn`);
+      const graph = onnx.ModelProto.decode(exportOnnx(model)).graph!;
+      expect(graph.node!.find((n) => n.output![0] === 'output')!.opType).toBe(bias ? 'Add' : 'MatMul');
+    }
+    expect(() => exportOnnx({ lstm: new LSTM({ inputSize: 1, hiddenSize: 2 }), head: { weight: new Float32Array(6), bias: null, inFeatures: 3, outFeatures: 2 } } as never)).toThrow(/the head takes 3 features, the LSTM gives 2/);
   });
 
   it('a sequence_lens of 0: onnxruntime gives zeros for that row, we refuse it, and the other rows agree without it', async () => {

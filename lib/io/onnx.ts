@@ -345,26 +345,69 @@ function lengthsSource(g: Graph, name: string | undefined, where: string): { nam
   return { name: cur, sort };
 }
 
+/** A Linear head on the stack's output sequence, as torch.onnx.export writes nn.Linear on a 3-D input. */
+export interface OnnxHead {
+  /** [outFeatures, inFeatures], PyTorch's Linear.weight. */
+  weight: Float32Array;
+  bias: Float32Array | null;
+  inFeatures: number;
+  outFeatures: number;
+}
+
+/**
+ * A graph output that is a Linear head: Add(MatMul(S, W), b) (either Add order) or
+ * MatMul(S, W), with W [F, O] and b [O] constants; null when it is not that shape.
+ */
+function findHead(g: Graph, name: string): (OnnxHead & { input: string }) | null {
+  const constant = (n: string | undefined): Constant | null => {
+    try {
+      return constantOf(g, n ?? '', 'head');
+    } catch {
+      return null;
+    }
+  };
+  let p = g.producer.get(skipIdentity(g, name));
+  let bias: Constant | null = null;
+  if (p?.opType === 'Add') {
+    const [a, b] = p.input ?? [];
+    const ca = constant(a);
+    const cb = ca ? null : constant(b);
+    bias = ca ?? cb;
+    if (!bias || bias.dims.length !== 1) return null;
+    p = g.producer.get(skipIdentity(g, (ca ? b : a) ?? ''));
+  }
+  if (p?.opType !== 'MatMul') return null;
+  const w = constant(p.input?.[1]);
+  if (!w || w.dims.length !== 2) return null;
+  const [F, O] = w.dims;
+  if (bias && bias.dims[0] !== O) throw formatError(`${nodeLabel(p)}: a head of ${O} outputs with a bias of ${bias.dims[0]}`);
+  const weight = new Float32Array(O * F);
+  for (let f = 0; f < F; f++) for (let o = 0; o < O; o++) weight[o * F + f] = w.data[f * O + o];
+  return { weight, bias: bias ? Float32Array.from(bias.data) : null, inFeatures: F, outFeatures: O, input: p.input?.[0] ?? '' };
+}
+
+function skipIdentity(g: Graph, name: string): string {
+  let cur = name;
+  for (let hops = 0; hops < 16; hops++) {
+    const p = g.producer.get(cur);
+    if (p?.opType !== 'Identity') break;
+    cur = p.input?.[0] ?? '';
+  }
+  return cur;
+}
+
 /**
  * The graph's outputs must be the stack's own, so that forward gives the file's outputs:
  * the last layer's Y (raw, or to [T, B, D*H] by the junction ops, then batch-first), and
- * Y_h / Y_c (one layer's, or every layer's concatenated in order along axis 0).
+ * Y_h / Y_c (one layer's, or every layer's concatenated in order along axis 0). With
+ * `head`, one output may instead be a Linear head on the output sequence (returned).
  */
-function checkOutputs(g: Graph, ordered: NodeProto[], D: number, batchFirst: boolean, sort: NodeProto | null): void {
+function checkOutputs(g: Graph, ordered: NodeProto[], D: number, batchFirst: boolean, sort: NodeProto | null, head = false): OnnxHead | null {
   const L = ordered.length;
   const last = ordered[L - 1];
-  const skipIdentity = (name: string): string => {
-    let cur = name;
-    for (let hops = 0; hops < 16; hops++) {
-      const p = g.producer.get(cur);
-      if (p?.opType !== 'Identity') break;
-      cur = p.input?.[0] ?? '';
-    }
-    return cur;
-  };
-  for (const out of g.outputs) {
-    const where = `graph output '${out}'`;
-    let cur = skipIdentity(out);
+  // What a value of the stack is: the output sequence or a state (hn / cn); else LSTM_FORMAT.
+  const check = (name: string, where: string): 'sequence' | 'state' => {
+    let cur = skipIdentity(g, name);
     let p = g.producer.get(cur);
     if (!p) throw formatError(`${where} is not computed from the LSTM stack`);
     if (sort) {
@@ -373,7 +416,7 @@ function checkOutputs(g: Graph, ordered: NodeProto[], D: number, batchFirst: boo
       const unsort = p.opType === 'Gather' ? unsortOf(g, p.input?.[1] ?? '') : null;
       if (unsort !== sort) throw formatError(`${where}: the input's batch is sorted by length, so every output must be Gathered back by the inverse permutation, found ${nodeLabel(p)}`);
       const axis = attrInt(p, 'axis', 0);
-      cur = skipIdentity(p.input?.[0] ?? '');
+      cur = skipIdentity(g, p.input?.[0] ?? '');
       p = g.producer.get(cur);
       if (!p) throw formatError(`${where} is not computed from the LSTM stack`);
       const sequence = p.opType !== 'Concat' && !(p.opType === 'LSTM' && (p.output ?? []).indexOf(cur) > 0);
@@ -381,22 +424,24 @@ function checkOutputs(g: Graph, ordered: NodeProto[], D: number, batchFirst: boo
       if (axis !== want) throw formatError(`${where}: the Gather back to the input's order is along axis ${axis}, expected the batch axis ${want}`);
     }
     if (p.opType === 'Concat') {
-      const parts = (p.input ?? []).map(skipIdentity);
-      const ok = attrInt(p, 'axis', 0) === 0 && [1, 2].some((k) => parts.length === L && parts.every((name, l) => name === ordered[l].output?.[k]));
+      const parts = (p.input ?? []).map((n) => skipIdentity(g, n));
+      const ok = attrInt(p, 'axis', 0) === 0 && [1, 2].some((k) => parts.length === L && parts.every((n, l) => n === ordered[l].output?.[k]));
       if (!ok || L === 1) throw formatError(`${nodeLabel(p)} makes ${where}: only every layer's Y_h or Y_c, concatenated in order along axis 0, is understood`);
-      continue;
+      return 'state';
     }
     if (p.opType === 'LSTM') {
       const k = (p.output ?? []).indexOf(cur);
-      if (p === last && k === 0 && !batchFirst) continue;
-      if (L === 1 && (k === 1 || k === 2)) continue;
+      if (p === last && k === 0 && !batchFirst) return 'sequence';
+      if (L === 1 && (k === 1 || k === 2)) return 'state';
       throw formatError(`${where} is output ${k} of ${nodeLabel(p)}; the stack's outputs are its last layer's Y and every layer's Y_h and Y_c`);
     }
     let trace: ReturnType<typeof traceBack>;
     try {
       trace = traceBack(g, cur);
     } catch (err) {
-      throw formatError(`${where} is not the LSTM stack's own output (${(err as Error).message.replace(/^ONNX: /, '')}); loadOnnx(bytes, { stackOnly: true }) (command line: --stack-only) takes the LSTM out of it`);
+      throw formatError(
+        `${where} is not the LSTM stack's own output (${(err as Error).message.replace(/^ONNX: /, '')}); loadOnnx(bytes, { stackOnly: true }) (command line: --stack-only) takes the LSTM out of it, and SequenceModel.fromOnnx takes an LSTM with a Linear head`,
+      );
     }
     if (trace.origin !== last.output?.[0]) throw formatError(`${where} does not come from the last LSTM layer's Y`);
     let hops = trace.hops;
@@ -408,7 +453,21 @@ function checkOutputs(g: Graph, ordered: NodeProto[], D: number, batchFirst: boo
       hops = hops.slice(0, -1);
     }
     checkJunction(g, hops, D, `after the last layer (${where})`);
+    return 'sequence';
+  };
+  let found: OnnxHead | null = null;
+  for (const out of g.outputs) {
+    const where = `graph output '${out}'`;
+    const h = head ? findHead(g, out) : null;
+    if (!h) {
+      check(out, where);
+      continue;
+    }
+    if (found) throw formatError(`${where} is a second Linear head; one is understood`);
+    if (check(h.input, `${where}'s head input`) !== 'sequence') throw formatError(`${where}: the head must read the output sequence, not a state`);
+    found = { weight: h.weight, bias: h.bias, inFeatures: h.inFeatures, outFeatures: h.outFeatures };
   }
+  return found;
 }
 
 export interface LoadOnnxOptions {
@@ -432,6 +491,26 @@ export function loadOnnx(bytes: Uint8Array, opts?: LoadOnnxOptions): LSTM {
   if (options.stackOnly !== undefined && typeof options.stackOnly !== 'boolean') {
     throw new LstmError('LSTM_OPTION', `loadOnnx options.stackOnly: expected a boolean, got ${describe(options.stackOnly)}`);
   }
+  return readStack(bytes, options, options.stackOnly ? 'stack' : 'graph').lstm;
+}
+
+/**
+ * An LSTM stack with a Linear head on its output sequence (as torch.onnx.export writes an
+ * nn.LSTM followed by an nn.Linear): the stack, and the head's weights in PyTorch's layout.
+ * SequenceModel.fromOnnx builds on it.
+ */
+export function loadOnnxWithHead(bytes: Uint8Array, opts?: { backend?: BackendChoice }): { lstm: LSTM; head: OnnxHead } {
+  const { lstm, head } = readStack(bytes, optionsArg(opts, 'fromOnnx options'), 'head');
+  if (head) return { lstm, head };
+  lstm.dispose();
+  throw formatError('no graph output is a Linear head (MatMul, then Add) on the LSTM output sequence; loadOnnx reads a graph of the LSTM alone');
+}
+
+/**
+ * The stack of a graph. 'graph': its outputs must be the stack's; 'stack': they are not
+ * checked; 'head': one of them may be a Linear head on the output sequence.
+ */
+function readStack(bytes: Uint8Array, options: { backend?: BackendChoice }, outputs: 'graph' | 'stack' | 'head'): { lstm: LSTM; head: OnnxHead | null } {
   if (!(bytes instanceof Uint8Array)) throw new LstmError('LSTM_FORMAT', `loadOnnx: expected a Uint8Array, got ${describe(bytes)}`);
   let model: OnnxNs.ModelProto;
   try {
@@ -523,7 +602,7 @@ export function loadOnnx(bytes: Uint8Array, opts?: LoadOnnxOptions): LSTM {
   if ((lengths?.sort ?? null) !== inputSort) {
     throw formatError(inputSort ? 'the input\'s batch is sorted by lengths, so sequence_lens must be that sort\'s values' : 'sequence_lens is sorted, but the input\'s batch is not');
   }
-  if (!options.stackOnly) checkOutputs(g, ordered, D, batchFirst, inputSort);
+  const head = outputs === 'stack' ? null : checkOutputs(g, ordered, D, batchFirst, inputSort, outputs === 'head');
   const key = (x: (typeof layers)[number]) => JSON.stringify([x.activations, x.clip, x.inputForget, !!x.B, !!x.P]);
   for (const x of layers.slice(1)) {
     if (key(x) !== key(layers[0])) throw formatError(`${nodeLabel(x.n)}: activations, clip, input_forget, bias and peepholes must match the first layer's`);
@@ -552,7 +631,9 @@ export function loadOnnx(bytes: Uint8Array, opts?: LoadOnnxOptions): LSTM {
       const f32 = (c: Constant | undefined) => (c ? Float32Array.from(c.data) : undefined);
       Object.assign(dict, onnxToStateDict({ W: f32(x.W)!, R: f32(x.R)!, B: f32(x.B), P: f32(x.P) }, D, H, x.I, l));
     });
-    return lstm.loadStateDict(dict);
+    lstm.loadStateDict(dict);
+    if (head && head.inFeatures !== D * H) throw formatError(`the head takes ${head.inFeatures} features, the LSTM gives ${D * H}`);
+    return { lstm, head };
   } catch (err) {
     lstm.dispose();
     throw err;
@@ -566,14 +647,30 @@ export interface ExportOnnxOptions {
   lengths?: boolean;
 }
 
+/** What exportOnnx needs of a SequenceModel (an LSTM and its Linear head), without importing it. */
+interface WithHead {
+  lstm: LSTM;
+  head: { weight: Float32Array; bias: Float32Array | null; inFeatures: number; outFeatures: number };
+}
+
+function isWithHead(m: unknown): m is WithHead {
+  if (m === null || typeof m !== 'object') return false;
+  const { lstm, head } = m as Partial<WithHead>;
+  return lstm instanceof LSTM && head !== null && typeof head === 'object' && head.weight instanceof Float32Array && head.weight.length === head.inFeatures * head.outFeatures;
+}
+
 /**
  * Write the model as ONNX: inputs `input` ([T, B, I], or [B, T, I] with batchFirst),
  * `h0`, `c0` ([L*D, B, Hout]) and optionally `lengths`; outputs `output`, `hn`, `cn`
  * shaped as forward returns them; T and B dynamic. Stacked layers become stacked LSTM nodes.
+ * A SequenceModel exports with its head: `output` is then the head's ([..., outputSize]),
+ * a MatMul (and Add) after the LSTM.
  */
-export function exportOnnx(lstm: LSTM, opts?: ExportOnnxOptions): Uint8Array {
+export function exportOnnx(model: LSTM | WithHead, opts?: ExportOnnxOptions): Uint8Array {
   const options = optionsArg(opts, 'exportOnnx options');
-  if (!(lstm instanceof LSTM)) throw new LstmError('LSTM_OPTION', `exportOnnx: expected an LSTM, got ${describe(lstm)}`);
+  const head = isWithHead(model) ? model.head : null;
+  const lstm = isWithHead(model) ? model.lstm : model;
+  if (!(lstm instanceof LSTM)) throw new LstmError('LSTM_OPTION', `exportOnnx: expected an LSTM or a SequenceModel, got ${describe(model)}`);
   const opset = options.opset ?? 14;
   if (!Number.isInteger(opset) || opset < 10 || opset > 21) throw new LstmError('LSTM_OPTION', `opset: expected an integer in 10..21, got ${describe(opset)}`);
   const c = lstm.config;
@@ -614,6 +711,9 @@ export function exportOnnx(lstm: LSTM, opts?: ExportOnnxOptions): Uint8Array {
   // initializers on every session it creates): one layer takes h0 and c0 as they are and
   // writes hn and cn itself; the last layer's output is the graph's unless batch-first.
   let x = 'input';
+  // The stack's output is the graph's, or the head's input.
+  const stackOut = head ? 'lstm_output' : 'output';
+  if (head && head.inFeatures !== D * c.outSize) throw new LstmError('LSTM_OPTION', `exportOnnx: the head takes ${head.inFeatures} features, the LSTM gives ${D * c.outSize}`);
   if (c.batchFirst) {
     node('Transpose', ['input'], ['input_time_major'], [ints('perm', [1, 0, 2])]);
     x = 'input_time_major';
@@ -645,7 +745,7 @@ export function exportOnnx(lstm: LSTM, opts?: ExportOnnxOptions): Uint8Array {
     hn.push(yh);
     cn.push(yc);
     // Y [T, D, B, H] -> [T, B, D*H]
-    const out = l === L - 1 && !c.batchFirst ? 'output' : `out_${l}`;
+    const out = l === L - 1 && !c.batchFirst ? stackOut : `out_${l}`;
     if (D === 1) {
       node('Squeeze', opset >= 13 ? [`Y_${l}`, 'axis1'] : [`Y_${l}`], [out], opset >= 13 ? [] : [ints('axes', [1])]);
     } else {
@@ -654,7 +754,20 @@ export function exportOnnx(lstm: LSTM, opts?: ExportOnnxOptions): Uint8Array {
     }
     x = out;
   }
-  if (c.batchFirst) node('Transpose', [x], ['output'], [ints('perm', [1, 0, 2])]);
+  if (c.batchFirst) node('Transpose', [x], [stackOut], [ints('perm', [1, 0, 2])]);
+  if (head) {
+    // output = stack output · Wᵀ (+ b): MatMul broadcasts over the leading axes.
+    const F = head.inFeatures;
+    const O = head.outFeatures;
+    const wt = new Float32Array(F * O);
+    for (let o = 0; o < O; o++) for (let f = 0; f < F; f++) wt[f * O + o] = head.weight[o * F + f];
+    floatTensor('head_weight_t', [F, O], wt);
+    node('MatMul', [stackOut, 'head_weight_t'], [head.bias ? 'head_matmul' : 'output']);
+    if (head.bias) {
+      floatTensor('head_bias', [O], head.bias);
+      node('Add', ['head_matmul', 'head_bias'], ['output']);
+    }
+  }
   if (L > 1) {
     node('Concat', hn, ['hn'], [int('axis', 0)]);
     node('Concat', cn, ['cn'], [int('axis', 0)]);
@@ -666,13 +779,14 @@ export function exportOnnx(lstm: LSTM, opts?: ExportOnnxOptions): Uint8Array {
     type: { tensorType: { elemType, shape: { dim: dims.map(dim) } } },
   });
   const Hout = c.outSize;
+  const outWidth = head ? head.outFeatures : D * Hout;
   const graphInputs = [
     value('input', FLOAT, c.batchFirst ? ['batch', 'seq', c.inputSize] : ['seq', 'batch', c.inputSize]),
     value('h0', FLOAT, [L * D, 'batch', Hout]),
     value('c0', FLOAT, [L * D, 'batch', H]),
   ];
   if (options.lengths) graphInputs.push(value('lengths', INT32, ['batch']));
-  const model = onnx.ModelProto.create({
+  const proto = onnx.ModelProto.create({
     irVersion: 8,
     producerName: 'lstm-native',
     opsetImport: [{ domain: '', version: opset }],
@@ -682,11 +796,11 @@ export function exportOnnx(lstm: LSTM, opts?: ExportOnnxOptions): Uint8Array {
       initializer,
       input: graphInputs,
       output: [
-        value('output', FLOAT, c.batchFirst ? ['batch', 'seq', D * Hout] : ['seq', 'batch', D * Hout]),
+        value('output', FLOAT, c.batchFirst ? ['batch', 'seq', outWidth] : ['seq', 'batch', outWidth]),
         value('hn', FLOAT, [L * D, 'batch', Hout]),
         value('cn', FLOAT, [L * D, 'batch', H]),
       ],
     },
   });
-  return onnx.ModelProto.encode(model).finish();
+  return onnx.ModelProto.encode(proto).finish();
 }

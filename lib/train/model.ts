@@ -1,7 +1,8 @@
 // Layers, losses and a sequence model that trains in-process: an LSTM stack with a
 // Linear head on every step, PyTorch state-dict names (lstm.*, head.weight, head.bias).
-import type { LSTMOptions } from '../config.js';
+import type { BackendChoice, LSTMOptions } from '../config.js';
 import { LstmError, type LstmErrorCode, describe, isErrorCode } from '../errors.js';
+import { loadOnnxWithHead } from '../io/onnx.js';
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import { LSTM, rejectOut, type ForwardOptions, type LengthsLike } from '../lstm.js';
 import { Rng, randomSeed } from '../rng.js';
@@ -258,6 +259,28 @@ export class SequenceModel {
     const { outputSize, ...lstmOptions } = options;
     this.lstm = new LSTM(lstmOptions);
     this.head = new Linear({ inFeatures: this.lstm.config.numDirections * this.lstm.config.outSize, outFeatures: outputSize, seed: lstmOptions.seed === undefined ? undefined : lstmOptions.seed + 1 });
+  }
+
+  /**
+   * A model from an ONNX file of an LSTM stack with a Linear head on its output sequence,
+   * as torch.onnx.export writes nn.LSTM followed by nn.Linear (MatMul, then Add) and as
+   * exportOnnx writes a SequenceModel. forward then gives the file's output.
+   */
+  static fromOnnx(bytes: Uint8Array, options: { backend?: BackendChoice } = {}): SequenceModel {
+    const { lstm, head } = loadOnnxWithHead(bytes, options);
+    try {
+      const model = new SequenceModel({ ...optionsOf(lstm), outputSize: head.outFeatures, backend: options.backend ?? 'auto' });
+      model.lstm.loadStateDict(lstm.stateDict());
+      model.head.weight.set(head.weight);
+      // A head without a bias (Linear(bias=False)) keeps a zero one: the same outputs.
+      if (model.head.bias) {
+        if (head.bias) model.head.bias.set(head.bias);
+        else model.head.bias.fill(0);
+      }
+      return model;
+    } finally {
+      lstm.dispose();
+    }
   }
 
   /** Every parameter with its gradient buffer, PyTorch-named (lstm.*, head.*). */
