@@ -138,6 +138,12 @@ describe('file fuzzing', () => {
     expectFuzzed((b) => lib.loadOnnx(b, { backend: 'js' }), () => mutate(files[Math.floor(rand() * files.length)], rand), 1 / 4, 1 / 50);
   }, 600_000);
 
+  it(`${MUTATIONS} ONNX mutations of LSTM + Linear graphs through SequenceModel.fromOnnx`, () => {
+    const files = ['torch-export/with_head.onnx', 'torch-export/packed_with_head.onnx'].map(read);
+    const rand = mulberry32(2 * SEED + 4);
+    expectFuzzed((b) => lib.SequenceModel.fromOnnx(b, { backend: 'js' }).dispose(), () => mutate(files[Math.floor(rand() * files.length)], rand), 1 / 4, 1 / 50);
+  }, 600_000);
+
   it(`${MUTATIONS} torch.save mutations`, () => {
     const files = ['torch-save/lstm_state_dict.pt', 'torch-save/checkpoint.pth', 'torch-save/views_and_dtypes.pt'].map(read);
     const rand = mulberry32(2 * SEED + 3);
