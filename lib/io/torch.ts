@@ -130,8 +130,6 @@ class TorchTensor {
     readonly stride: number[],
   ) {}
 }
-class Mark {}
-const MARK = new Mark();
 
 const STORAGES: Record<string, Dtype> = {
   'torch.FloatStorage': 'F32',
@@ -278,7 +276,7 @@ function unpickle(data: Uint8Array): Value {
     if (items.length % 2) throw fmtErr('SETITEMS with an odd number of values');
     for (let i = 0; i < items.length; i += 2) target.set(items[i], items[i + 1]);
   };
-  for (let ops = 0; ; ops++) {
+  for (;;) {
     need(1);
     const op = data[p++];
     switch (op) {
