@@ -44,7 +44,8 @@ describe.each(ENGINES)('loadOnnx on $label', (engine) => {
 // More torch.onnx.export files (test/fixtures/torch-export/make.py, PyTorch 1.13's TorchScript
 // exporter), with PyTorch's own outputs: models called without an initial state (zeros by
 // Expand of a constant for a fixed batch, by ConstantOfShape for a dynamic one, sliced per
-// layer when stacked), every opset's Slice of h0/c0 (attributes before opset 10), variable
+// layer when stacked), every opset's Slice of h0/c0 (attributes before opset 10), weights the
+// exporter left unfolded (opsets 7 and 8, do_constant_folding=False), variable
 // lengths through pack_padded_sequence (sorted by the exporter when enforce_sorted=False, with
 // and without initial states), and a model whose only output is the sequence.
 const TORCH_EXPORT = path.join(FIXTURES, 'torch-export');
@@ -56,7 +57,8 @@ const PACKED = ['packed_l2_bi_bf', 'packed_l2_uni_tm', 'packed_l1_uni_bf_state',
 const NOSTATE = [1, 2].flatMap((l) => ['uni', 'bi'].flatMap((d) => ['tm', 'bf'].flatMap((b) => ['static', 'dynamic'].map((s) => `nostate_l${l}_${d}_${b}_${s}`))));
 
 describe.each(ENGINES)('torch.onnx.export files on $label', (engine) => {
-  it.each([...NOSTATE, ...PACKED, 'states_opset9', 'states_opset11', 'states_opset13', 'states_opset17', 'output_only'])('%s matches PyTorch', (name) => {
+  const UNFOLDED = ['opset8_nostate_l2_bi_bf', 'opset7_states_l3_bf', 'unfolded_l2_bi_tm'];
+  it.each([...NOSTATE, ...PACKED, ...UNFOLDED, 'states_opset9', 'states_opset11', 'states_opset13', 'states_opset17', 'output_only'])('%s matches PyTorch', (name) => {
     const { bytes, tensors, metadata } = exported(name);
     const m = withEngine(engine, () => loadOnnx(bytes, { backend: engine.backend }));
     try {
@@ -196,6 +198,25 @@ describe('loadOnnx takes a stack only when forward gives the file\'s outputs', (
       }
     });
     expectFormat(() => loadOnnx(unsortedState), /initial_h: its batch must be sorted as the input's is/);
+  });
+
+  it('constant folding: unfolded weights read back as PyTorch\'s, and a fold cannot grow past the file', () => {
+    // the unfolded file's W is built from PyTorch's weight_ih_l0 by Slice / Concat / Unsqueeze
+    const m = loadOnnx(exported('unfolded_l2_bi_tm').bytes);
+    const folded = loadOnnx(exported('nostate_l2_bi_tm_static').bytes);
+    expect(m.config).toMatchObject({ numLayers: 2, numDirections: 2 });
+    expect(Object.keys(m.stateDict())).toEqual(Object.keys(folded.stateDict()));
+    // a chain of Concats that doubles a constant 40 times: refused, not 2^40 elements
+    const bytes = mutate('states_opset13', (model) => {
+      const lstm = lstmNodes(model)[0];
+      let prev = lstm.input![1];
+      for (let k = 0; k < 40; k++) {
+        model.graph!.node!.push(onnx.NodeProto.create({ opType: 'Concat', name: `double_${k}`, input: [prev, prev], output: [`double_${k}_out`], attribute: [onnx.AttributeProto.create({ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: 0 })] }));
+        prev = `double_${k}_out`;
+      }
+      lstm.input![1] = prev;
+    });
+    expectFormat(() => loadOnnx(bytes), /constant folding would produce more than the file's constants justify/);
   });
 
   it('an initial state that is a constant other than zeros, or differs between layers, is refused', () => {

@@ -115,6 +115,10 @@ interface Graph {
   constants: Map<string, Constant>;
   inputs: Set<string>;
   outputs: string[];
+  /** Elements constant folding may still produce (see foldConstant). */
+  foldBudget: number;
+  /** The opset of the default domain (Slice, Squeeze and Unsqueeze changed form over it). */
+  opset: number;
 }
 
 function indexGraph(model: OnnxNs.ModelProto): Graph {
@@ -136,20 +140,164 @@ function indexGraph(model: OnnxNs.ModelProto): Graph {
     }
   }
   const inputs = new Set((g.input ?? []).map((v) => v.name ?? '').filter((name) => !constants.has(name)));
-  return { nodes, producer, consumers, constants, inputs, outputs: (g.output ?? []).map((v) => v.name ?? '') };
+  let held = 0;
+  for (const c of constants.values()) held += c.data.length;
+  const opset = toNumber((model.opsetImport ?? []).find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? 21);
+  return { nodes, producer, consumers, constants, inputs, outputs: (g.output ?? []).map((v) => v.name ?? ''), foldBudget: 4 * held + (1 << 20), opset };
 }
 
-/** A constant input of a node, through Identity nodes. */
+/**
+ * A constant input of a node: an initializer or Constant node, through Identity nodes, or
+ * one computed from constants by the data-movement ops an exporter leaves unfolded
+ * (torch.onnx.export before opset 9, or with do_constant_folding=False, builds W, R and B
+ * from PyTorch's weights with Slice, Concat, Unsqueeze and the like).
+ */
 function constantOf(g: Graph, name: string, what: string): Constant {
-  let cur = name;
-  for (let hops = 0; hops < 16; hops++) {
-    const c = g.constants.get(cur);
-    if (c) return c;
-    const p = g.producer.get(cur);
-    if (!p || p.opType !== 'Identity') break;
-    cur = p.input?.[0] ?? '';
-  }
+  const c = foldConstant(g, name, 0);
+  if (c) return c;
   throw formatError(`${what} '${name}' is not a constant (initializer or Constant node)`);
+}
+
+const FOLDABLE = new Set(['Identity', 'Cast', 'Slice', 'Concat', 'Unsqueeze', 'Squeeze', 'Transpose', 'Reshape']);
+
+/** `name`'s value if constants determine it (memoised in g.constants), else null. */
+function foldConstant(g: Graph, name: string, depth: number): Constant | null {
+  const known = g.constants.get(name);
+  if (known) return known;
+  const p = g.producer.get(name);
+  if (!p || !FOLDABLE.has(p.opType ?? '') || depth > 64) return null;
+  const inputs = (p.input ?? []).filter((n) => n !== '');
+  const values: Constant[] = [];
+  for (const n of inputs) {
+    const v = foldConstant(g, n, depth + 1);
+    if (!v) return null;
+    values.push(v);
+  }
+  const out = evalOp(g, p, values);
+  if (!out) return null;
+  g.foldBudget -= out.data.length;
+  if (g.foldBudget < 0) throw formatError(`${nodeLabel(p)}: constant folding would produce more than the file's constants justify`);
+  g.constants.set(name, out);
+  return out;
+}
+
+const stridesOf = (dims: number[]): number[] => {
+  const st = new Array<number>(dims.length).fill(1);
+  for (let k = dims.length - 2; k >= 0; k--) st[k] = st[k + 1] * dims[k + 1];
+  return st;
+};
+
+/** One foldable op on constant inputs (null when its form is not one exporters write). */
+function evalOp(g: Graph, p: NodeProto, v: Constant[]): Constant | null {
+  const x = v[0];
+  if (!x) return null;
+  const rank = x.dims.length;
+  const axis = (a: number, r = rank) => (a < 0 ? a + r : a);
+  const ints = (c: Constant | undefined) => (c ? Array.from(c.data, Number) : undefined);
+  switch (p.opType) {
+    case 'Identity':
+    case 'Cast': {
+      const to = attrInt(p, 'to', FLOAT);
+      if (p.opType === 'Cast' && to !== FLOAT && to !== DOUBLE && to !== INT32 && to !== INT64) return null;
+      const data = p.opType === 'Cast' && (to === INT32 || to === INT64) ? Float64Array.from(x.data, Math.trunc) : x.data;
+      return { dims: x.dims, data };
+    }
+    case 'Unsqueeze':
+    case 'Squeeze': {
+      const given = g.opset >= 13 ? ints(v[1]) : attrInts(p, 'axes');
+      let dims = x.dims.slice();
+      if (p.opType === 'Unsqueeze') {
+        if (!given) return null;
+        const r = rank + given.length;
+        const at = given.map((a) => axis(a, r)).sort((a, b) => a - b);
+        if (at.some((a, k) => a < 0 || a >= r || a === at[k - 1])) return null;
+        for (const a of at) dims.splice(a, 0, 1);
+      } else {
+        const drop = given ? new Set(given.map((a) => axis(a))) : new Set(dims.flatMap((d, k) => (d === 1 ? [k] : [])));
+        if ([...drop].some((a) => dims[a] !== 1)) return null;
+        dims = dims.filter((_, k) => !drop.has(k));
+      }
+      return { dims, data: x.data };
+    }
+    case 'Reshape': {
+      const shape = ints(v[1]);
+      if (!shape) return null;
+      const dims = shape.map((d, k) => (d === 0 ? x.dims[k] : d));
+      const known = dims.reduce((a, d) => (d === -1 ? a : a * d), 1);
+      const fill = dims.indexOf(-1);
+      if (fill >= 0) dims[fill] = known > 0 ? x.data.length / known : 0;
+      if (dims.some((d) => !Number.isInteger(d) || d < 0) || dims.reduce((a, d) => a * d, 1) !== x.data.length) return null;
+      return { dims, data: x.data };
+    }
+    case 'Transpose': {
+      const perm = attrInts(p, 'perm') ?? x.dims.map((_, k) => rank - 1 - k);
+      if (perm.length !== rank || !perm.slice().sort((a, b) => a - b).every((a, k) => a === k)) return null;
+      const dims = perm.map((a) => x.dims[a]);
+      const src = stridesOf(x.dims);
+      const data = new Float64Array(x.data.length);
+      const idx = new Array<number>(rank).fill(0);
+      for (let i = 0; i < data.length; i++) {
+        let o = 0;
+        for (let k = 0; k < rank; k++) o += idx[k] * src[perm[k]];
+        data[i] = x.data[o];
+        for (let k = rank - 1; k >= 0; k--) {
+          if (++idx[k] < dims[k]) break;
+          idx[k] = 0;
+        }
+      }
+      return { dims, data };
+    }
+    case 'Concat': {
+      const a = axis(attrInt(p, 'axis', 0));
+      if (a < 0 || a >= rank || v.some((c) => c.dims.length !== rank || c.dims.some((d, k) => k !== a && d !== x.dims[k]))) return null;
+      const dims = x.dims.slice();
+      dims[a] = v.reduce((s, c) => s + c.dims[a], 0);
+      const outer = x.dims.slice(0, a).reduce((s, d) => s * d, 1);
+      const inner = x.dims.slice(a + 1).reduce((s, d) => s * d, 1);
+      const data = new Float64Array(outer * dims[a] * inner);
+      let o = 0;
+      for (let i = 0; i < outer; i++) {
+        for (const c of v) {
+          const n = c.dims[a] * inner;
+          for (let j = 0; j < n; j++) data[o++] = c.data[i * n + j];
+        }
+      }
+      return { dims, data };
+    }
+    case 'Slice': {
+      const old = g.opset < 10;
+      const starts = old ? attrInts(p, 'starts') : ints(v[1]);
+      const ends = old ? attrInts(p, 'ends') : ints(v[2]);
+      const axes = (old ? attrInts(p, 'axes') : ints(v[3])) ?? starts?.map((_, k) => k);
+      const steps = old ? undefined : ints(v[4]);
+      if (!starts || !ends || !axes || starts.length !== ends.length || axes.length !== starts.length || steps?.some((s) => s !== 1)) return null;
+      if (axes.some((a) => axis(a) < 0 || axis(a) >= rank)) return null;
+      const lo = x.dims.map(() => 0);
+      const hi = x.dims.slice();
+      axes.forEach((a0, k) => {
+        const a = axis(a0);
+        const clamp = (q: number) => Math.min(Math.max(q < 0 ? q + x.dims[a] : q, 0), x.dims[a]);
+        lo[a] = clamp(starts[k]);
+        hi[a] = Math.max(lo[a], clamp(ends[k]));
+      });
+      const dims = hi.map((h, k) => h - lo[k]);
+      const src = stridesOf(x.dims);
+      const data = new Float64Array(dims.reduce((s, d) => s * d, 1));
+      const idx = new Array<number>(rank).fill(0);
+      for (let i = 0; i < data.length; i++) {
+        let o = 0;
+        for (let k = 0; k < rank; k++) o += (lo[k] + idx[k]) * src[k];
+        data[i] = x.data[o];
+        for (let k = rank - 1; k >= 0; k--) {
+          if (++idx[k] < dims[k]) break;
+          idx[k] = 0;
+        }
+      }
+      return { dims, data };
+    }
+    default:
+      return null;
+  }
 }
 
 const sameInts = (a: ArrayLike<number> | undefined, b: readonly number[]): boolean =>
@@ -214,8 +362,8 @@ function sliceParams(g: Graph, p: NodeProto): { starts: ArrayLike<number>; ends:
 }
 
 /**
- * Whether a value is zeros whatever its shape: a constant of zeros, a ConstantOfShape of
- * zero, or an Expand, Slice, Reshape, Squeeze, Unsqueeze or Identity of one. torch.onnx.export
+ * Whether a value is zeros whatever its shape: a constant of zeros, a ConstantOfShape (or
+ * ConstantFill) of zero, or an Expand, Slice, Reshape, Squeeze, Unsqueeze or Identity of one. torch.onnx.export
  * writes a model's initial state this way when it is called without one (Expand of a zero
  * constant for a fixed batch size, ConstantOfShape for a dynamic one).
  */
@@ -231,6 +379,8 @@ function isZeros(g: Graph, name: string): boolean {
       const value = attr(p, 'value')?.t;
       return !value || readTensor(value, `${nodeLabel(p)} value`).data.every((v) => v === 0);
     }
+    // ConstantFill: the experimental op torch.onnx.export writes for zeros before opset 9.
+    if (p.opType === 'ConstantFill') return (attrFloat(p, 'value') ?? 0) === 0;
     if (!['Expand', 'Slice', 'Reshape', 'Squeeze', 'Unsqueeze', 'Identity'].includes(p.opType ?? '')) return false;
     cur = p.input?.[0] ?? '';
   }
