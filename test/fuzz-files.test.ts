@@ -133,6 +133,7 @@ describe('file fuzzing', () => {
       'torch-export/nostate_l2_bi_bf_dynamic.onnx', // zero states: ConstantOfShape, Slice of it
       'torch-export/states_opset9.onnx', // Slice by attributes
       'torch-export/packed_l2_bi_bf_state.onnx', // a batch sorted by lengths, and sorted back
+      'torch-export/unfolded_l2_bi_tm.onnx', // weights folded here from Slice / Concat / Unsqueeze
     ].map(read);
     const rand = mulberry32(2 * SEED + 2);
     expectFuzzed((b) => lib.loadOnnx(b, { backend: 'js' }), () => mutate(files[Math.floor(rand() * files.length)], rand), 1 / 4, 1 / 50);
