@@ -411,6 +411,17 @@ describe.each(ENGINES)('SequenceModel for serving on $label', (engine) => {
     expect(viaAsync.output.shape).toEqual([4, 7, 2]);
     expect(viaAsync.hn.data).toEqual(sync.hn.data);
     await expect(model.forwardAsync(x, { out: {} } as never)).rejects.toMatchObject({ code: 'LSTM_OPTION' });
+    // streaming: initialState and step give forward's predictions, step by step
+    const state = model.initialState(4);
+    for (let t = 0; t < 7; t++) {
+      const xt = { data: new Float32Array(4 * 3), shape: [4, 3] };
+      for (let b = 0; b < 4; b++) xt.data.set(x.data.subarray((b * 7 + t) * 3, (b * 7 + t + 1) * 3), b * 3);
+      const y = model.step(xt, state);
+      for (let b = 0; b < 4; b++) {
+        const want = model.forward(x).output.data.subarray((b * 7 + t) * 2, (b * 7 + t + 1) * 2);
+        expectClose({ data: y.data.subarray(b * 2, b * 2 + 2), shape: [2] }, { data: Float32Array.from(want), shape: [2] }, `step ${t} row ${b}`);
+      }
+    }
     model.dispose();
     expect(() => model.forward(x)).toThrow(expect.objectContaining({ code: 'LSTM_DISPOSED' }));
     await expect(model.forwardAsync(x)).rejects.toMatchObject({ code: 'LSTM_DISPOSED' });

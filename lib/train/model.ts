@@ -379,6 +379,11 @@ export class SequenceModel {
     return { loss, hn: run.hn, cn: run.cn };
   }
 
+  /** Zero states for step(): { h [L, batch, Hout], c [L, batch, H] } (LSTM.initialState). */
+  initialState(batch = 1): { h: Tensor; c: Tensor } {
+    return this.lstm.initialState(batch);
+  }
+
   /** Advance one time step for streaming (see LSTM.step); returns the head's output [B, outputSize]. */
   step(x: Tensor, state: { h: Tensor; c: Tensor }): Tensor {
     return this.head.forward(this.lstm.step(x, state));
