@@ -14,7 +14,7 @@ export { loadTorch, saveTorch } from './io/torch.js';
 export type { TorchFile } from './io/torch.js';
 export type { LoadOnnxOptions, ExportOnnxOptions } from './io/onnx.js';
 export { inferOptions, optionsOf } from './interop.js';
-export type { KerasWeights, KerasBidirectionalWeights, KerasLayerWeights, KerasOptions } from './interop.js';
+export type { KerasWeights, KerasBidirectionalWeights, KerasLayerWeights, KerasOptions, TfjsOptions } from './interop.js';
 export type { Gradient, TrainResult } from './lstm.js';
 export { SGD, Adam, AdamW, Optimizer, clipGradNorm } from './train/optim.js';
 export type { Parameter, SGDOptions, AdamOptions } from './train/optim.js';

@@ -2,7 +2,8 @@
 import type { Activation, BackendChoice, LSTMOptions } from './config.js';
 import { LstmError, describe, optionsArg } from './errors.js';
 import { LSTM } from './lstm.js';
-import { checkTensor, shapeStr, type Tensor } from './tensor.js';
+import { halfToFloat } from './io/safetensors.js';
+import { MAX_ELEMENTS, checkTensor, shapeStr, type Tensor } from './tensor.js';
 
 export interface KerasWeights {
   /** [inputSize, 4*units], gate columns i, f, c, o. */
@@ -209,4 +210,144 @@ export function optionsOf(lstm: LSTM): LSTMOptions {
     coupledInputForget: c.coupledInputForget,
     dropout: c.dropout > 0 ? c.dropout : undefined,
   };
+}
+
+// ---------------------------------------------------------------- TensorFlow.js model.json
+
+/** Options of LSTM.fromTfjs. */
+export interface TfjsOptions {
+  /**
+   * The LSTM (or Bidirectional) layers to take, by name, in order: one, or several that stack
+   * (same units, return_sequences). Default: the model's only LSTM layer, or all of them when
+   * they stack.
+   */
+  layers?: string[];
+  /** What 'hard_sigmoid' means; default Keras 3's when the file says it was made by Keras 3, else Keras 2 / tfjs. */
+  hardSigmoid?: 'keras2' | 'keras3';
+  batchFirst?: boolean;
+  backend?: BackendChoice;
+}
+
+interface TfjsLayer {
+  class_name?: string;
+  config?: Record<string, unknown> & { name?: string; layer?: TfjsLayer; layers?: TfjsLayer[] };
+}
+
+interface TfjsWeightSpec {
+  name: string;
+  shape: number[];
+  dtype: string;
+  quantization?: { dtype: string; scale?: number; min?: number };
+}
+
+/**
+ * An LSTM from a TensorFlow.js layers model: its model.json (object or text) and its weights
+ * (the shards of weightsManifest, concatenated in order). Float32 weights and the
+ * converter's quantized ones (uint8 / uint16 with scale and min, float16) are read.
+ */
+export function fromTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, opts?: TfjsOptions): LSTM {
+  const options = optionsArg(opts, 'fromTfjs options');
+  const fail = (msg: string) => new LstmError('LSTM_FORMAT', `fromTfjs: ${msg}`);
+  let json: unknown = modelJson;
+  if (typeof json === 'string') {
+    try {
+      json = JSON.parse(json);
+    } catch (err) {
+      throw fail(`model.json is not JSON (${(err as Error).message})`);
+    }
+  }
+  if (json === null || typeof json !== 'object') throw fail(`expected model.json's object, got ${describe(modelJson)}`);
+  const { modelTopology, weightsManifest, generatedBy, convertedBy } = json as { modelTopology?: { model_config?: TfjsLayer } & TfjsLayer; weightsManifest?: { weights?: TfjsWeightSpec[] }[]; generatedBy?: unknown; convertedBy?: unknown };
+  const top = modelTopology?.model_config ?? modelTopology;
+  const all = top?.config?.layers;
+  if (!Array.isArray(all)) throw fail('modelTopology has no layers (a layers model is needed, not a graph model)');
+  if (!Array.isArray(weightsManifest)) throw fail('model.json has no weightsManifest');
+  const bytes = weightData instanceof Uint8Array ? weightData : weightData instanceof ArrayBuffer ? new Uint8Array(weightData) : null;
+  if (!bytes) throw fail(`expected the weights as a Uint8Array or ArrayBuffer, got ${describe(weightData)}`);
+
+  // The weights by name, decoded from their place in the concatenated shards.
+  const specs = new Map<string, { spec: TfjsWeightSpec; offset: number }>();
+  let offset = 0;
+  const SIZE: Record<string, number> = { float32: 4, int32: 4, bool: 1, uint8: 1, uint16: 2, float16: 2 };
+  for (const group of weightsManifest) {
+    for (const spec of group?.weights ?? []) {
+      if (!spec || typeof spec.name !== 'string' || !Array.isArray(spec.shape) || !spec.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw fail(`a weight entry is malformed: ${describe(spec)}`);
+      const stored = spec.quantization?.dtype ?? spec.dtype;
+      const size = SIZE[stored];
+      if (!size) throw fail(`weight '${spec.name}' is stored as ${describe(stored)}`);
+      const n = spec.shape.reduce((a, b) => a * b, 1);
+      if (n > MAX_ELEMENTS) throw fail(`weight '${spec.name}' of shape ${shapeStr(spec.shape)} is too large`);
+      specs.set(spec.name, { spec, offset });
+      offset += n * size;
+    }
+  }
+  if (offset > bytes.length) throw fail(`weightsManifest describes ${offset} bytes of weights, ${bytes.length} were given`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const read = (name: string): Tensor => {
+    const { spec, offset: at } = specs.get(name)!;
+    const n = spec.shape.reduce((a, b) => a * b, 1);
+    const out = new Float32Array(n);
+    const q = spec.quantization;
+    if (!q) {
+      if (spec.dtype !== 'float32') throw fail(`weight '${name}' is ${spec.dtype}, not float32`);
+      for (let i = 0; i < n; i++) out[i] = view.getFloat32(at + 4 * i, true);
+    } else if (q.dtype === 'float16') {
+      for (let i = 0; i < n; i++) out[i] = halfToFloat(view.getUint16(at + 2 * i, true));
+    } else {
+      const scale = q.scale ?? NaN;
+      const min = q.min ?? NaN;
+      if (!Number.isFinite(scale) || !Number.isFinite(min)) throw fail(`weight '${name}': quantization without a finite scale and min`);
+      for (let i = 0; i < n; i++) out[i] = min + scale * (q.dtype === 'uint8' ? view.getUint8(at + i) : view.getUint16(at + 2 * i, true));
+    }
+    return { data: out, shape: spec.shape.slice() };
+  };
+
+  // The LSTM layers: plain, or an LSTM inside a Bidirectional.
+  const inner = (l: TfjsLayer) => (l?.class_name === 'Bidirectional' ? l.config?.layer : l);
+  const isLstm = (l: TfjsLayer) => inner(l)?.class_name === 'LSTM';
+  const lstmLayers = all.filter(isLstm);
+  const names = lstmLayers.map((l) => String(l.config?.name));
+  let chosen: TfjsLayer[];
+  if (options.layers !== undefined) {
+    if (!Array.isArray(options.layers) || options.layers.length === 0) throw new LstmError('LSTM_OPTION', `layers: expected a non-empty array of layer names, got ${describe(options.layers)}`);
+    chosen = options.layers.map((n) => {
+      const l = lstmLayers.find((x) => x.config?.name === n);
+      if (!l) throw fail(`no LSTM layer named ${describe(n)} (the model's: ${names.join(', ') || 'none'})`);
+      return l;
+    });
+  } else {
+    if (lstmLayers.length === 0) throw fail('the model has no LSTM layer');
+    chosen = lstmLayers;
+  }
+  const cfgOf = (l: TfjsLayer) => (inner(l)?.config ?? {}) as Record<string, unknown>;
+  const first = cfgOf(chosen[0]);
+  const units = first.units;
+  const kind = (l: TfjsLayer) => JSON.stringify([l.class_name, cfgOf(l).units, cfgOf(l).activation, cfgOf(l).recurrent_activation, !!cfgOf(l).go_backwards]);
+  if (chosen.length > 1 && chosen.some((l) => kind(l) !== kind(chosen[0]) || cfgOf(l).return_sequences === false && l !== chosen[chosen.length - 1])) {
+    throw fail(`layers ${chosen.map((l) => `'${l.config?.name}'`).join(', ')} do not stack into one LSTM (units, activations, direction or return_sequences differ); pass options.layers with one of them, or a run that stacks`);
+  }
+  // One layer's weights: names under the layer's (forward_ / backward_ for a Bidirectional's two).
+  const weightsOf = (prefix: string, which?: 'forward' | 'backward'): KerasWeights => {
+    const mine = [...specs.keys()].filter((n) => n.startsWith(`${prefix}/`) && (!which || n.slice(prefix.length).includes(which)));
+    const pick = (suffix: string) => mine.find((n) => n.endsWith(`/${suffix}`));
+    const kernel = pick('kernel');
+    const recurrent = pick('recurrent_kernel');
+    if (!kernel || !recurrent) throw fail(`no kernel and recurrent_kernel weights under '${prefix}/'${which ? ` for the ${which} direction` : ''}`);
+    const bias = pick('bias');
+    return { kernel: read(kernel), recurrentKernel: read(recurrent), bias: bias ? read(bias) : undefined };
+  };
+  const weights = chosen.map((l): KerasLayerWeights => {
+    const prefix = String(l.config?.name);
+    return l.class_name === 'Bidirectional' ? { forward: weightsOf(prefix, 'forward'), backward: weightsOf(prefix, 'backward') } : weightsOf(prefix);
+  });
+  const madeBy = `${String(generatedBy ?? '')} ${String(convertedBy ?? '')}`;
+  return fromKeras(weights.length === 1 ? weights[0] : weights, {
+    units: Number(units),
+    activation: String(first.activation ?? 'tanh'),
+    recurrentActivation: String(first.recurrent_activation ?? 'sigmoid'),
+    hardSigmoid: options.hardSigmoid ?? (/keras v?3/i.test(madeBy) ? 'keras3' : 'keras2'),
+    goBackwards: chosen[0].class_name !== 'Bidirectional' && !!first.go_backwards,
+    batchFirst: options.batchFirst,
+    backend: options.backend,
+  });
 }

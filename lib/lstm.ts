@@ -8,7 +8,7 @@ import {
 } from './config.js';
 import { PEEPHOLE_KIND, type Engine, type EngineLayer, type LayerDesc, type StackResult, type StackRun } from './engine.js';
 import { LstmError, describe, optionsArg } from './errors.js';
-import { fromKeras as kerasToLstm, type KerasLayerWeights, type KerasOptions } from './interop.js';
+import { fromKeras as kerasToLstm, fromTfjs as tfjsToLstm, type KerasLayerWeights, type KerasOptions, type TfjsOptions } from './interop.js';
 import { activationsFromOnnx, onnxToStateDict } from './onnx-layout.js';
 import { backwardTrain, dropoutMasks, forwardTrain, TapePool } from './train/bptt.js';
 import { Rng, randomSeed } from './rng.js';
@@ -628,6 +628,14 @@ export class LSTM {
    */
   static fromKeras(weights: KerasLayerWeights | KerasLayerWeights[], options: KerasOptions): LSTM {
     return kerasToLstm(weights, options);
+  }
+
+  /**
+   * An LSTM from a TensorFlow.js layers model: its model.json (object or text) and its
+   * weight shards concatenated (see TfjsOptions for which layers).
+   */
+  static fromTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, options?: TfjsOptions): LSTM {
+    return tfjsToLstm(modelJson, weightData, options);
   }
 
   /**

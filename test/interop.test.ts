@@ -101,6 +101,135 @@ function tfjsKerasCases(): KerasCase[] {
   return kerasCases;
 }
 
+// A TensorFlow.js layers model as model.json + weights: tfjs-layers saves it in-process.
+async function tfjsArtifacts(build: (tfl: typeof import('@tensorflow/tfjs-layers')) => import('@tensorflow/tfjs-layers').Sequential) {
+  const tf = require('@tensorflow/tfjs-core') as typeof import('@tensorflow/tfjs-core');
+  require('@tensorflow/tfjs-backend-cpu');
+  const tfl = require('@tensorflow/tfjs-layers') as typeof import('@tensorflow/tfjs-layers');
+  await tf.setBackend('cpu');
+  const model = build(tfl);
+  let artifacts: import('@tensorflow/tfjs-core').io.ModelArtifacts | undefined;
+  await model.save(tf.io.withSaveHandler(async (a) => {
+    artifacts = a;
+    return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+  }));
+  const json = { modelTopology: artifacts!.modelTopology, format: 'layers-model', generatedBy: 'TensorFlow.js tfjs-layers', weightsManifest: [{ paths: ['group1-shard1of1.bin'], weights: artifacts!.weightSpecs }] };
+  const data = new Uint8Array(artifacts!.weightData as ArrayBuffer);
+  return { tf, tfl, model, json, data };
+}
+
+describe('LSTM.fromTfjs: a TensorFlow.js layers model (model.json and its weights)', () => {
+  const lstmLayer = (tfl: typeof import('@tensorflow/tfjs-layers'), o: Record<string, unknown>) =>
+    tfl.layers.lstm({ units: 4, returnSequences: true, recurrentInitializer: 'glorotNormal', biasInitializer: 'randomNormal', ...o } as never);
+  const values = (t: import('@tensorflow/tfjs-core').Tensor) => Float32Array.from(t.dataSync());
+
+  it('a Bidirectional layer and the LSTM after it, chosen by name; the pair is refused as a stack', async () => {
+    const { tf, model, json, data } = await tfjsArtifacts((tfl) => {
+      const m = tfl.sequential();
+      m.add(tfl.layers.bidirectional({ layer: lstmLayer(tfl, { units: 3 }) as never, inputShape: [5, 2] }));
+      m.add(lstmLayer(tfl, { name: 'second', recurrentActivation: 'sigmoid' }));
+      m.add(tfl.layers.dense({ units: 1 }));
+      return m;
+    });
+    const x = tf.randomNormal([2, 5, 2], 0, 1, 'float32', 1);
+    const biOut = model.layers[0].apply(x) as import('@tensorflow/tfjs-core').Tensor;
+    const secondOut = model.layers[1].apply(biOut) as import('@tensorflow/tfjs-core').Tensor;
+    const biName = model.layers[0].name;
+    expect(() => LSTM.fromTfjs(json, data)).toThrow(/do not stack into one LSTM/);
+    const bi = LSTM.fromTfjs(json, data, { layers: [biName] });
+    expect(bi.config).toMatchObject({ numDirections: 2, hiddenSize: 3, batchFirst: true });
+    expectClose(bi.forward({ data: values(x), shape: [2, 5, 2] }).output, { data: values(biOut), shape: [2, 5, 6] }, 'Bidirectional');
+    const second = LSTM.fromTfjs(JSON.stringify(json), data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength) as ArrayBuffer, { layers: ['second'] });
+    expectClose(second.forward({ data: values(biOut), shape: [2, 5, 6] }).output, { data: values(secondOut), shape: [2, 5, 4] }, 'second');
+  });
+
+  it('a stack of two LSTM layers, taken whole; go_backwards, relu and no bias on its own', async () => {
+    const { tf, model, json, data } = await tfjsArtifacts((tfl) => {
+      const m = tfl.sequential();
+      m.add(lstmLayer(tfl, { inputShape: [6, 3] }));
+      m.add(lstmLayer(tfl, {}));
+      return m;
+    });
+    const x = tf.randomNormal([3, 6, 3], 0, 1, 'float32', 2);
+    const stack = LSTM.fromTfjs(json, data);
+    expect(stack.config).toMatchObject({ numLayers: 2, hiddenSize: 4 });
+    expectClose(stack.forward({ data: values(x), shape: [3, 6, 3] }).output, { data: values(model.predict(x) as never), shape: [3, 6, 4] }, 'stack');
+
+    const back = await tfjsArtifacts((tfl) => {
+      const m = tfl.sequential();
+      m.add(lstmLayer(tfl, { inputShape: [6, 3], goBackwards: true, activation: 'relu', recurrentActivation: 'sigmoid', useBias: false }));
+      return m;
+    });
+    const one = LSTM.fromTfjs(back.json, back.data);
+    expect(one.config).toMatchObject({ direction: 'reverse', bias: false });
+    // Keras returns a go_backwards layer's outputs in processing order; ours stay aligned.
+    const ys = (back.model.predict(x) as import('@tensorflow/tfjs-core').Tensor).arraySync() as number[][][];
+    expectClose(one.forward({ data: values(x), shape: [3, 6, 3] }).output, { data: Float32Array.from(ys.map((r) => r.slice().reverse()).flat(2)), shape: [3, 6, 4] }, 'go_backwards');
+  });
+
+  it("the converter's quantized weights (uint8 with scale and min, float16), and bad files", async () => {
+    const { json, data } = await tfjsArtifacts((tfl) => {
+      const m = tfl.sequential();
+      m.add(lstmLayer(tfl, { inputShape: [4, 2], units: 3 }));
+      return m;
+    });
+    // Quantize every weight as tensorflowjs_converter does: uint8 for the kernels, float16 for the bias.
+    const specs = json.weightsManifest[0].weights as { name: string; shape: number[]; dtype: string; quantization?: object }[];
+    const floats = new Float32Array(data.buffer, data.byteOffset, data.byteLength / 4);
+    const parts: Uint8Array[] = [];
+    const dequantized: Record<string, Float32Array> = {};
+    let at = 0;
+    for (const spec of specs) {
+      const n = spec.shape.reduce((a, b) => a * b, 1);
+      const w = floats.subarray(at, at + n);
+      at += n;
+      if (spec.name.endsWith('/bias')) {
+        const half = new Uint16Array(n);
+        const back = new Float32Array(n);
+        for (let i = 0; i < n; i++) {
+          const b = lib.saveSafetensors({ v: { data: w.subarray(i, i + 1), shape: [1], dtype: 'F16' } });
+          half[i] = new DataView(b.buffer, b.byteOffset + b.length - 2).getUint16(0, true);
+          back[i] = lib.loadSafetensors(b).tensors.v.data[0];
+        }
+        spec.quantization = { dtype: 'float16' };
+        parts.push(new Uint8Array(half.buffer));
+        dequantized[spec.name] = back;
+      } else {
+        const min = Math.min(...w);
+        const scale = (Math.max(...w) - min) / 255;
+        const q = Uint8Array.from(w, (v) => Math.round((v - min) / scale));
+        spec.quantization = { dtype: 'uint8', scale, min };
+        parts.push(q);
+        dequantized[spec.name] = Float32Array.from(q, (v) => min + scale * v);
+      }
+    }
+    const qdata = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+    let o = 0;
+    for (const p of parts) {
+      qdata.set(p, o);
+      o += p.length;
+    }
+    const m = LSTM.fromTfjs(json, qdata);
+    const byName = (suffix: string) => dequantized[specs.find((s) => s.name.endsWith(suffix))!.name];
+    const want = LSTM.fromKeras(
+      { kernel: { data: byName('/kernel'), shape: [2, 12] }, recurrentKernel: { data: byName('/recurrent_kernel'), shape: [3, 12] }, bias: { data: byName('/bias'), shape: [12] } },
+      { units: 3, recurrentActivation: 'hard_sigmoid', hardSigmoid: 'keras2' },
+    );
+    expect(m.stateDict()).toEqual(want.stateDict());
+    // bad files
+    const code = (fn: () => unknown, c: string, re: RegExp) => {
+      expect(fn).toThrow(expect.objectContaining({ code: c }));
+      expect(fn).toThrow(re);
+    };
+    code(() => LSTM.fromTfjs('{', data), 'LSTM_FORMAT', /not JSON/);
+    code(() => LSTM.fromTfjs({ modelTopology: {} }, data), 'LSTM_FORMAT', /no layers/);
+    code(() => LSTM.fromTfjs(json, qdata.subarray(0, 10)), 'LSTM_FORMAT', /describes \d+ bytes of weights, 10 were given/);
+    code(() => LSTM.fromTfjs(json, qdata, { layers: ['nope'] }), 'LSTM_FORMAT', /no LSTM layer named "nope"/);
+    code(() => LSTM.fromTfjs(json, qdata, { layers: [] }), 'LSTM_OPTION', /non-empty array/);
+    code(() => LSTM.fromTfjs(json, 'x' as never), 'LSTM_FORMAT', /Uint8Array or ArrayBuffer/);
+  });
+});
+
 describe.each(ENGINES)('Keras on $label', (engine) => {
   it("fromKeras matches Keras' own LSTM (tfjs-layers): 32 random layers, 4 Bidirectional, 4 stacks of 3", () => {
     const cases = tfjsKerasCases();
