@@ -270,7 +270,9 @@ export function fromTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffe
   let offset = 0;
   const SIZE: Record<string, number> = { float32: 4, int32: 4, bool: 1, uint8: 1, uint16: 2, float16: 2 };
   for (const group of weightsManifest) {
-    for (const spec of group?.weights ?? []) {
+    const listed = group?.weights ?? [];
+    if (!Array.isArray(listed)) throw fail(`a weightsManifest group's weights is ${describe(listed)}, not a list`);
+    for (const spec of listed) {
       if (!spec || typeof spec.name !== 'string' || !Array.isArray(spec.shape) || !spec.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw fail(`a weight entry is malformed: ${describe(spec)}`);
       const stored = spec.quantization?.dtype ?? spec.dtype;
       const size = SIZE[stored];

@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ENGINES, FIXTURES, LSTM, expectClose, fixture, lib, loadSafetensors, saveSafetensors, sineWaves, withEngine, type Tensor } from './helpers';
+import { ENGINES, FIXTURES, LSTM, expectClose, fixture, lib, loadSafetensors, mulberry32, saveSafetensors, sineWaves, withEngine, type Tensor } from './helpers';
 
 const require = createRequire(import.meta.url);
 
@@ -227,6 +227,27 @@ describe('LSTM.fromTfjs: a TensorFlow.js layers model (model.json and its weight
     code(() => LSTM.fromTfjs(json, qdata, { layers: ['nope'] }), 'LSTM_FORMAT', /no LSTM layer named "nope"/);
     code(() => LSTM.fromTfjs(json, qdata, { layers: [] }), 'LSTM_OPTION', /non-empty array/);
     code(() => LSTM.fromTfjs(json, 'x' as never), 'LSTM_FORMAT', /Uint8Array or ArrayBuffer/);
+    // hostile model.json: any node replaced by any value loads or ends in an LstmError
+    const rand = mulberry32(12);
+    const odd = [null, 0, -1, 1e9, 'x', [], {}, [1, 2], { dtype: 'uint8' }, NaN, true];
+    const nodes = (v: unknown, path: (string | number)[] = []): (string | number)[][] =>
+      v !== null && typeof v === 'object' ? [path, ...Object.entries(v).flatMap(([k, x]) => nodes(x, [...path, Array.isArray(v) ? Number(k) : k]))] : [path];
+    const paths = nodes(json).filter((p) => p.length > 0);
+    let refused = 0;
+    for (let i = 0; i < 600; i++) {
+      const copy = JSON.parse(JSON.stringify(json));
+      const path = paths[Math.floor(rand() * paths.length)];
+      let at = copy;
+      for (const k of path.slice(0, -1)) at = at[k];
+      at[path[path.length - 1]] = odd[Math.floor(rand() * odd.length)];
+      try {
+        LSTM.fromTfjs(copy, qdata).dispose();
+      } catch (err) {
+        expect(err, JSON.stringify(path)).toBeInstanceOf(lib.LstmError);
+        refused++;
+      }
+    }
+    expect(refused).toBeGreaterThan(50);
   });
 });
 
