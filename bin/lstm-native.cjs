@@ -15,7 +15,9 @@ commands:
                  .safetensors -> .onnx (options from the metadata, else inferred from the names)
                  .pt / .pth / .bin (torch.save of a state dict or checkpoint) -> either,
                  options inferred from the names under --prefix (e.g. --prefix model.lstm.);
-                 -> .pt writes a state dict torch.load reads
+                 -> .pt writes a state dict torch.load reads;
+                 model.json (TensorFlow.js layers model, shards beside it) -> either,
+                 --layers a,b to choose its LSTM layers
                  --stack-only: the LSTM out of an ONNX graph with more after it (e.g. a head)
   info [file] [--stack-only]
                  a model file's configuration and parameter count; without a file,
@@ -44,12 +46,28 @@ const kindOf = (file) => {
   if (ext === '.onnx') return 'onnx';
   if (ext === '.safetensors') return 'safetensors';
   if (ext === '.pt' || ext === '.pth' || ext === '.bin') return 'torch';
-  throw new UsageError(`'${file}': expected a .onnx, .safetensors or .pt / .pth / .bin (torch.save) file`);
+  if (ext === '.json') return 'tfjs';
+  throw new UsageError(`'${file}': expected a .onnx, .safetensors, .pt / .pth / .bin (torch.save) or model.json (TensorFlow.js) file`);
 };
 
 /** An LSTM from a model file (backend js: conversion needs no native code). */
-function loadModel(file, prefix, stackOnly) {
+function loadModel(file, prefix, stackOnly, layers) {
   const { LSTM, loadOnnx, loadSafetensors, loadTorch, inferOptions } = lib();
+  if (kindOf(file) === 'tfjs') {
+    // model.json names its weight shards; they sit beside it.
+    // fromTfjs parses the text (a file that is not JSON is LSTM_FORMAT); the shard names come from it.
+    const text = fs.readFileSync(file, 'utf8');
+    let json;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      return { lstm: LSTM.fromTfjs(text, new Uint8Array(0)), source: '' };
+    }
+    const shards = (Array.isArray(json.weightsManifest) ? json.weightsManifest : []).flatMap((g) => (Array.isArray(g.paths) ? g.paths : []));
+    const data = Buffer.concat(shards.map((p) => fs.readFileSync(path.join(path.dirname(file), String(p)))));
+    const lstm = LSTM.fromTfjs(json, new Uint8Array(data.buffer, data.byteOffset, data.byteLength), { backend: 'js', layers: layers ? layers.split(',') : undefined });
+    return { lstm, source: 'TensorFlow.js layers model' };
+  }
   const bytes = new Uint8Array(fs.readFileSync(file));
   if (kindOf(file) === 'onnx') return { lstm: loadOnnx(bytes, { backend: 'js', stackOnly }), source: 'onnx' };
   if (kindOf(file) === 'torch') {
@@ -73,7 +91,8 @@ function convert(args) {
   const to = kindOf(output);
   if (from === to) throw new UsageError(`convert: '${input}' and '${output}' are both ${from}`);
   const { saveSafetensors, saveTorch, exportOnnx, optionsOf } = lib();
-  const { lstm } = loadModel(input, args.values.prefix, Boolean(args.values['stack-only']));
+  if (to === 'tfjs') throw new UsageError('convert: writing TensorFlow.js models is not supported; write .onnx or .safetensors');
+  const { lstm } = loadModel(input, args.values.prefix, Boolean(args.values['stack-only']), args.values.layers);
   let bytes;
   if (to === 'safetensors') {
     bytes = saveSafetensors(lstm.stateDict(), { format: 'lstm-native/1', options: JSON.stringify(optionsOf(lstm)) });
@@ -94,7 +113,7 @@ function info(args) {
     console.log(JSON.stringify(lib().backendInfo(), null, 2));
     return 0;
   }
-  const { lstm, source } = loadModel(file, args.values.prefix, Boolean(args.values['stack-only']));
+  const { lstm, source } = loadModel(file, args.values.prefix, Boolean(args.values['stack-only']), args.values.layers);
   const { optionsOf } = lib();
   const params = Object.values(lstm.stateDict()).reduce((n, t) => n + t.data.length, 0);
   console.log(JSON.stringify({ file, source, options: optionsOf(lstm), parameters: params }, null, 2));
@@ -251,7 +270,7 @@ async function main(argv) {
         const args = parseArgs({
           args: rest,
           allowPositionals: true,
-          options: { prefix: { type: 'string', default: '' }, opset: { type: 'string' }, lengths: { type: 'boolean' }, 'stack-only': { type: 'boolean' } },
+          options: { prefix: { type: 'string', default: '' }, opset: { type: 'string' }, lengths: { type: 'boolean' }, 'stack-only': { type: 'boolean' }, layers: { type: 'string' } },
         });
         return command === 'convert' ? convert(args) : info(args);
       }

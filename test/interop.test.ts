@@ -401,7 +401,7 @@ describe('command line', () => {
     expect(JSON.parse(run('info', out).stdout).options.hiddenSize).toBe(32);
     const usage = run('convert', 'a.txt', 'b.onnx');
     expect(usage.status).toBe(2);
-    expect(usage.stderr).toMatch(/expected a .onnx, .safetensors or .pt \/ .pth \/ .bin \(torch.save\) file/);
+    expect(usage.stderr).toMatch(/expected a .onnx, .safetensors, .pt \/ .pth \/ .bin \(torch.save\) or model.json \(TensorFlow.js\) file/);
     expect(run('convert', 'only-one.onnx').status).toBe(2);
     expect(run('info', path.join(dir, 'missing.onnx')).status).toBe(1);
     const proj = path.join(dir, 'proj.safetensors');
@@ -410,6 +410,27 @@ describe('command line', () => {
     const refused = run('convert', proj, path.join(dir, 'proj.onnx'));
     expect(refused.status).toBe(1);
     expect(refused.stderr).toMatch(/LSTM_FORMAT: .*no projection/);
+  });
+
+  it('a TensorFlow.js model.json (shards beside it) converts and describes; --layers chooses', async () => {
+    const { json, data } = await tfjsArtifacts((tfl) => {
+      const m = tfl.sequential();
+      m.add(tfl.layers.lstm({ units: 4, returnSequences: true, inputShape: [5, 2], recurrentInitializer: 'glorotNormal', name: 'first' }));
+      m.add(tfl.layers.lstm({ units: 3, returnSequences: true, recurrentInitializer: 'glorotNormal', name: 'second' }));
+      return m;
+    });
+    const modelJson = path.join(dir, 'model.json');
+    writeFileSync(modelJson, JSON.stringify(json));
+    writeFileSync(path.join(dir, 'group1-shard1of1.bin'), data);
+    const mixed = run('info', modelJson);
+    expect(mixed.status).toBe(1);
+    expect(mixed.stderr).toMatch(/do not stack into one LSTM/);
+    expect(JSON.parse(run('info', modelJson, '--layers', 'second').stdout).options).toMatchObject({ inputSize: 4, hiddenSize: 3, batchFirst: true });
+    const out = path.join(dir, 'from-tfjs.safetensors');
+    expect(run('convert', modelJson, out, '--layers', 'first').status).toBe(0);
+    const direct = LSTM.fromTfjs(json, data, { layers: ['first'] });
+    expect(lib.loadSafetensors(readFileSync(out)).tensors.weight_ih_l0.data).toEqual(direct.stateDict().weight_ih_l0.data);
+    expect(run('convert', out, path.join(dir, 'x.json')).status).toBe(2);
   });
 
   it('a torch.save checkpoint converts with --prefix, and back to a .pt', () => {
