@@ -325,6 +325,11 @@ export function fromTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffe
   const first = cfgOf(chosen[0]);
   const units = first.units;
   const kind = (l: TfjsLayer) => JSON.stringify([l.class_name, cfgOf(l).units, cfgOf(l).activation, cfgOf(l).recurrent_activation, !!cfgOf(l).go_backwards]);
+  // A stack is consecutive layers: nothing (a Dense, a Dropout) may sit between them.
+  const at = chosen.map((l) => all.indexOf(l));
+  if (at.some((i, k) => k > 0 && i !== at[k - 1] + 1)) {
+    throw fail(`layers ${chosen.map((l) => `'${l.config?.name}'`).join(', ')} are not consecutive in the model (another layer sits between them); pass options.layers with one of them, or a run that stacks`);
+  }
   if (chosen.length > 1 && chosen.some((l) => kind(l) !== kind(chosen[0]) || cfgOf(l).return_sequences === false && l !== chosen[chosen.length - 1])) {
     throw fail(`layers ${chosen.map((l) => `'${l.config?.name}'`).join(', ')} do not stack into one LSTM (units, activations, direction or return_sequences differ); pass options.layers with one of them, or a run that stacks`);
   }

@@ -152,6 +152,16 @@ describe('LSTM.fromTfjs: a TensorFlow.js layers model (model.json and its weight
     });
     const x = tf.randomNormal([3, 6, 3], 0, 1, 'float32', 2);
     const stack = LSTM.fromTfjs(json, data);
+    // the same two layers with a Dense of the same width between them are not a stack
+    const split = await tfjsArtifacts((tfl) => {
+      const m = tfl.sequential();
+      m.add(lstmLayer(tfl, { inputShape: [6, 3], name: 'a' }));
+      m.add(tfl.layers.dense({ units: 4 }));
+      m.add(lstmLayer(tfl, { name: 'b' }));
+      return m;
+    });
+    expect(() => LSTM.fromTfjs(split.json, split.data)).toThrow(/'a', 'b' are not consecutive/);
+    expect(LSTM.fromTfjs(split.json, split.data, { layers: ['b'] }).config.inputSize).toBe(4);
     expect(stack.config).toMatchObject({ numLayers: 2, hiddenSize: 4 });
     expectClose(stack.forward({ data: values(x), shape: [3, 6, 3] }).output, { data: values(model.predict(x) as never), shape: [3, 6, 4] }, 'stack');
 
