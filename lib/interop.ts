@@ -246,6 +246,24 @@ interface TfjsWeightSpec {
  * converter's quantized ones (uint8 / uint16 with scale and min, float16) are read.
  */
 export function fromTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, opts?: TfjsOptions): LSTM {
+  return readTfjs(modelJson, weightData, opts, false).lstm;
+}
+
+/** A Dense layer on every step after the LSTM layers, as SequenceModel's head: weight [O, F] as PyTorch's Linear. */
+export interface TfjsHead {
+  weight: Float32Array;
+  bias: Float32Array | null;
+  inFeatures: number;
+  outFeatures: number;
+}
+
+/** fromTfjs, and the Dense layer right after the LSTM layers (SequenceModel.fromTfjs builds on it). */
+export function fromTfjsWithHead(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, opts?: TfjsOptions): { lstm: LSTM; head: TfjsHead } {
+  const { lstm, head } = readTfjs(modelJson, weightData, opts, true);
+  return { lstm, head: head! };
+}
+
+function readTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, opts: TfjsOptions | undefined, withHead: boolean): { lstm: LSTM; head: TfjsHead | null } {
   const options = optionsArg(opts, 'fromTfjs options');
   const fail = (msg: string) => new LstmError('LSTM_FORMAT', `fromTfjs: ${msg}`);
   let json: unknown = modelJson;
@@ -347,8 +365,33 @@ export function fromTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffe
     const prefix = String(l.config?.name);
     return l.class_name === 'Bidirectional' ? { forward: weightsOf(prefix, 'forward'), backward: weightsOf(prefix, 'backward') } : weightsOf(prefix);
   });
+  // The head: a Dense (or TimeDistributed Dense) right after the last LSTM layer, linear, on
+  // every step (return_sequences), as SequenceModel's Linear head is.
+  let head: TfjsHead | null = null;
+  if (withHead) {
+    const lastCfg = cfgOf(chosen[chosen.length - 1]);
+    const next = all[at[at.length - 1] + 1] as TfjsLayer | undefined;
+    const dense = next?.class_name === 'TimeDistributed' ? next.config?.layer : next;
+    if (!next || dense?.class_name !== 'Dense') throw fail(`no Dense layer right after '${chosen[chosen.length - 1].config?.name}' to be the head; LSTM.fromTfjs reads the LSTM alone`);
+    const denseCfg = (dense.config ?? {}) as Record<string, unknown>;
+    if ((denseCfg.activation ?? 'linear') !== 'linear') throw fail(`the Dense layer '${next.config?.name}' has activation ${describe(denseCfg.activation)}; the head is linear (apply it to the predictions yourself)`);
+    if (lastCfg.return_sequences === false) throw fail(`'${chosen[chosen.length - 1].config?.name}' returns only its last step (return_sequences false); the head runs on every step, so read the LSTM with LSTM.fromTfjs and take the last step`);
+    const name = String(next.config?.name);
+    const mine = [...specs.keys()].filter((n) => n.startsWith(`${name}/`));
+    const kernel = mine.find((n) => n.endsWith('/kernel'));
+    if (!kernel) throw fail(`no kernel weight under '${name}/'`);
+    const k = read(kernel);
+    if (k.shape.length !== 2) throw fail(`the Dense kernel '${kernel}' has shape ${shapeStr(k.shape)}`);
+    const [F, O] = k.shape;
+    const weight = new Float32Array(O * F);
+    for (let f = 0; f < F; f++) for (let o = 0; o < O; o++) weight[o * F + f] = k.data[f * O + o];
+    const biasName = mine.find((n) => n.endsWith('/bias'));
+    const bias = biasName ? read(biasName) : null;
+    if (bias && (bias.shape.length !== 1 || bias.shape[0] !== O)) throw fail(`the Dense bias '${biasName}' has shape ${shapeStr(bias.shape)}, expected [${O}]`);
+    head = { weight, bias: bias ? bias.data : null, inFeatures: F, outFeatures: O };
+  }
   const madeBy = `${String(generatedBy ?? '')} ${String(convertedBy ?? '')}`;
-  return fromKeras(weights.length === 1 ? weights[0] : weights, {
+  const lstm = fromKeras(weights.length === 1 ? weights[0] : weights, {
     units: Number(units),
     activation: String(first.activation ?? 'tanh'),
     recurrentActivation: String(first.recurrent_activation ?? 'sigmoid'),
@@ -357,4 +400,9 @@ export function fromTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffe
     batchFirst: options.batchFirst,
     backend: options.backend,
   });
+  if (head && head.inFeatures !== lstm.config.numDirections * lstm.config.outSize) {
+    lstm.dispose();
+    throw fail(`the Dense head takes ${head.inFeatures} features, the LSTM gives ${lstm.config.numDirections * lstm.config.outSize}`);
+  }
+  return { lstm, head };
 }

@@ -177,6 +177,30 @@ describe('LSTM.fromTfjs: a TensorFlow.js layers model (model.json and its weight
     expectClose(one.forward({ data: values(x), shape: [3, 6, 3] }).output, { data: Float32Array.from(ys.map((r) => r.slice().reverse()).flat(2)), shape: [3, 6, 4] }, 'go_backwards');
   });
 
+  it('SequenceModel.fromTfjs: the LSTM layers and the linear Dense after them (plain or TimeDistributed)', async () => {
+    for (const wrap of [false, true]) {
+      const { tf, model, json, data } = await tfjsArtifacts((tfl) => {
+        const m = tfl.sequential();
+        m.add(tfl.layers.bidirectional({ layer: lstmLayer(tfl, { units: 3 }) as never, inputShape: [5, 2] }));
+        const dense = tfl.layers.dense({ units: 2, biasInitializer: 'randomNormal' });
+        m.add(wrap ? tfl.layers.timeDistributed({ layer: dense }) : dense);
+        return m;
+      });
+      const x = tf.randomNormal([3, 5, 2], 0, 1, 'float32', 4);
+      const seq = lib.SequenceModel.fromTfjs(json, data);
+      expectClose(seq.forward({ data: values(x), shape: [3, 5, 2] }).output, { data: values(model.predict(x) as never), shape: [3, 5, 2] }, `head (TimeDistributed ${wrap})`);
+      seq.dispose();
+    }
+    const refuse = async (build: Parameters<typeof tfjsArtifacts>[0], re: RegExp) => {
+      const { json, data } = await tfjsArtifacts(build);
+      expect(() => lib.SequenceModel.fromTfjs(json, data)).toThrow(expect.objectContaining({ code: 'LSTM_FORMAT' }));
+      expect(() => lib.SequenceModel.fromTfjs(json, data)).toThrow(re);
+    };
+    await refuse((tfl) => tfl.sequential({ layers: [lstmLayer(tfl, { inputShape: [5, 2] }), tfl.layers.dense({ units: 2, activation: 'softmax' })] }), /activation "softmax"; the head is linear/);
+    await refuse((tfl) => tfl.sequential({ layers: [lstmLayer(tfl, { inputShape: [5, 2], returnSequences: false }), tfl.layers.dense({ units: 2 })] }), /returns only its last step/);
+    await refuse((tfl) => tfl.sequential({ layers: [lstmLayer(tfl, { inputShape: [5, 2] })] }), /no Dense layer right after/);
+  });
+
   it("the converter's quantized weights (uint8 with scale and min, float16), and bad files", async () => {
     const { json, data } = await tfjsArtifacts((tfl) => {
       const m = tfl.sequential();

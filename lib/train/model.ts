@@ -9,7 +9,7 @@ import { Rng, randomSeed } from '../rng.js';
 import { checkTensor, sameShape, shapeStr, type Tensor } from '../tensor.js';
 import { clipGradNorm, type Optimizer, type Parameter } from './optim.js';
 import { nextTask, startFitWorker } from '../platform.js';
-import { optionsOf } from '../interop.js';
+import { fromTfjsWithHead, optionsOf, type TfjsOptions } from '../interop.js';
 import type { FitWorkerData } from './fit-worker.js';
 
 /** y = x W^T + b over the last axis (torch.nn.Linear), initialised U(-1/sqrt(in), 1/sqrt(in)). */
@@ -268,11 +268,25 @@ export class SequenceModel {
    */
   static fromOnnx(bytes: Uint8Array, options: { backend?: BackendChoice } = {}): SequenceModel {
     const { lstm, head } = loadOnnxWithHead(bytes, options);
+    return SequenceModel.withHead(lstm, head, options.backend);
+  }
+
+  /**
+   * A model from a TensorFlow.js layers model whose LSTM layers are followed by a linear
+   * Dense layer on every step (see LSTM.fromTfjs for the files and for choosing layers).
+   */
+  static fromTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, options: TfjsOptions = {}): SequenceModel {
+    const { lstm, head } = fromTfjsWithHead(modelJson, weightData, options);
+    return SequenceModel.withHead(lstm, head, options.backend);
+  }
+
+  /** A SequenceModel holding `lstm`'s weights (then disposed) and the given head. */
+  private static withHead(lstm: LSTM, head: { weight: Float32Array; bias: Float32Array | null; outFeatures: number }, backend: BackendChoice | undefined): SequenceModel {
     try {
-      const model = new SequenceModel({ ...optionsOf(lstm), outputSize: head.outFeatures, backend: options.backend ?? 'auto' });
+      const model = new SequenceModel({ ...optionsOf(lstm), outputSize: head.outFeatures, backend: backend ?? 'auto' });
       model.lstm.loadStateDict(lstm.stateDict());
       model.head.weight.set(head.weight);
-      // A head without a bias (Linear(bias=False)) keeps a zero one: the same outputs.
+      // A head without a bias (Linear(bias=False), Dense(use_bias=False)) keeps a zero one: the same outputs.
       if (model.head.bias) {
         if (head.bias) model.head.bias.set(head.bias);
         else model.head.bias.fill(0);
