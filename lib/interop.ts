@@ -2,8 +2,8 @@
 import type { Activation, BackendChoice, LSTMOptions } from './config.js';
 import { LstmError, describe, optionsArg } from './errors.js';
 import { LSTM } from './lstm.js';
-import { halfToFloat } from './io/safetensors.js';
-import { MAX_ELEMENTS, checkTensor, shapeStr, type Tensor } from './tensor.js';
+import { DTYPE_SIZE, decodeTensorBytes, type Dtype } from './io/safetensors.js';
+import { MAX_ELEMENTS, checkTensor, shapeStr, transpose2d, type Tensor } from './tensor.js';
 
 export interface KerasWeights {
   /** [inputSize, 4*units], gate columns i, f, c, o. */
@@ -60,12 +60,7 @@ function kerasActivation(name: unknown, which: string, hard: KerasOptions['hardS
   }
 }
 
-function transpose(t: Tensor): Float32Array {
-  const [r, c] = t.shape;
-  const out = new Float32Array(r * c);
-  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) out[j * r + i] = t.data[i * c + j];
-  return out;
-}
+const transpose = (t: Tensor): Float32Array => transpose2d(t.data, t.shape[0], t.shape[1]);
 
 /** A Keras `Bidirectional(LSTM(...))` layer's weights: get_weights() gives the forward layer's three, then the backward layer's. */
 export interface KerasBidirectionalWeights {
@@ -286,14 +281,15 @@ function readTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, opts
   // The weights by name, decoded from their place in the concatenated shards.
   const specs = new Map<string, { spec: TfjsWeightSpec; offset: number }>();
   let offset = 0;
-  const SIZE: Record<string, number> = { float32: 4, int32: 4, bool: 1, uint8: 1, uint16: 2, float16: 2 };
+  // tfjs dtypes as stored (an int32 or bool weight of another layer still takes its bytes).
+  const STORED: Record<string, Dtype> = { float32: 'F32', int32: 'I32', bool: 'BOOL', uint8: 'U8', uint16: 'U16', float16: 'F16' };
   for (const group of weightsManifest) {
     const listed = group?.weights ?? [];
     if (!Array.isArray(listed)) throw fail(`a weightsManifest group's weights is ${describe(listed)}, not a list`);
     for (const spec of listed) {
       if (!spec || typeof spec.name !== 'string' || !Array.isArray(spec.shape) || !spec.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw fail(`a weight entry is malformed: ${describe(spec)}`);
       const stored = spec.quantization?.dtype ?? spec.dtype;
-      const size = SIZE[stored];
+      const size = Object.hasOwn(STORED, stored) ? DTYPE_SIZE[STORED[stored]] : 0;
       if (!size) throw fail(`weight '${spec.name}' is stored as ${describe(stored)}`);
       const n = spec.shape.reduce((a, b) => a * b, 1);
       if (n > MAX_ELEMENTS) throw fail(`weight '${spec.name}' of shape ${shapeStr(spec.shape)} is too large`);
@@ -306,20 +302,18 @@ function readTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, opts
   const read = (name: string): Tensor => {
     const { spec, offset: at } = specs.get(name)!;
     const n = spec.shape.reduce((a, b) => a * b, 1);
-    const out = new Float32Array(n);
     const q = spec.quantization;
-    if (!q) {
-      if (spec.dtype !== 'float32') throw fail(`weight '${name}' is ${spec.dtype}, not float32`);
-      for (let i = 0; i < n; i++) out[i] = view.getFloat32(at + 4 * i, true);
-    } else if (q.dtype === 'float16') {
-      for (let i = 0; i < n; i++) out[i] = halfToFloat(view.getUint16(at + 2 * i, true));
-    } else {
-      const scale = q.scale ?? NaN;
-      const min = q.min ?? NaN;
+    const stored = STORED[String(q ? q.dtype : spec.dtype)];
+    if (!(q ? ['F16', 'U8', 'U16'] : ['F32']).includes(stored)) throw fail(`weight '${name}' is stored as ${describe(q ? q.dtype : spec.dtype)}; float32, or quantized uint8 / uint16 / float16, is read`);
+    const data = decodeTensorBytes(view, at, n, stored);
+    if (stored === 'U8' || stored === 'U16') {
+      // the converter's affine quantization: value = min + scale * q
+      const scale = q?.scale ?? NaN;
+      const min = q?.min ?? NaN;
       if (!Number.isFinite(scale) || !Number.isFinite(min)) throw fail(`weight '${name}': quantization without a finite scale and min`);
-      for (let i = 0; i < n; i++) out[i] = min + scale * (q.dtype === 'uint8' ? view.getUint8(at + i) : view.getUint16(at + 2 * i, true));
+      for (let i = 0; i < n; i++) data[i] = min + scale * data[i];
     }
-    return { data: out, shape: spec.shape.slice() };
+    return { data, shape: spec.shape.slice() };
   };
 
   // The LSTM layers: plain, or an LSTM inside a Bidirectional.
@@ -383,8 +377,7 @@ function readTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, opts
     const k = read(kernel);
     if (k.shape.length !== 2) throw fail(`the Dense kernel '${kernel}' has shape ${shapeStr(k.shape)}`);
     const [F, O] = k.shape;
-    const weight = new Float32Array(O * F);
-    for (let f = 0; f < F; f++) for (let o = 0; o < O; o++) weight[o * F + f] = k.data[f * O + o];
+    const weight = transpose(k); // [F, O] to Linear's [O, F]
     const biasName = mine.find((n) => n.endsWith('/bias'));
     const bias = biasName ? read(biasName) : null;
     if (bias && (bias.shape.length !== 1 || bias.shape[0] !== O)) throw fail(`the Dense bias '${biasName}' has shape ${shapeStr(bias.shape)}, expected [${O}]`);

@@ -112,3 +112,32 @@ export function swapLeadingAxes(src: Float32Array, a: number, b: number, f: numb
   }
   return dst;
 }
+
+/** Transpose a row-major [rows, cols] matrix (into dst, [cols, rows]). */
+export function transpose2d(src: ArrayLike<number>, rows: number, cols: number, dst = new Float32Array(rows * cols)): Float32Array {
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    for (let c = 0; c < cols; c++) dst[c * rows + r] = src[base + c];
+  }
+  return dst;
+}
+
+/**
+ * A strided view of src read out in row-major order: element (i0, i1, ...) of `dims` is
+ * src[offset + i0 * strides[0] + i1 * strides[1] + ...]. A slice, a transpose, or a saved
+ * tensor's view of its storage.
+ */
+export function gatherStrided<T extends Float32Array | Float64Array>(src: ArrayLike<number>, offset: number, dims: readonly number[], strides: readonly number[], dst: T): T {
+  const rank = dims.length;
+  const idx = new Array<number>(rank).fill(0);
+  for (let i = 0; i < dst.length; i++) {
+    let o = offset;
+    for (let k = 0; k < rank; k++) o += idx[k] * strides[k];
+    dst[i] = src[o];
+    for (let k = rank - 1; k >= 0; k--) {
+      if (++idx[k] < dims[k]) break;
+      idx[k] = 0;
+    }
+  }
+  return dst;
+}

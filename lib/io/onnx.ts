@@ -9,7 +9,7 @@ import type { BackendChoice, LSTMConfig } from '../config.js';
 import { LstmError, describe, optionsArg } from '../errors.js';
 import { LSTM } from '../lstm.js';
 import { activationsFromOnnx, activationsToOnnx, onnxToStateDict, stateDictToOnnx } from '../onnx-layout.js';
-import { MAX_ELEMENTS, type Tensor } from '../tensor.js';
+import { MAX_ELEMENTS, gatherStrided, transpose2d, type Tensor } from '../tensor.js';
 import { halfToFloat } from './safetensors.js';
 import { loadOnnxProto } from '../platform.js';
 
@@ -117,8 +117,6 @@ interface Graph {
   outputs: string[];
   /** Elements constant folding may still produce (see foldConstant). */
   foldBudget: number;
-  /** The opset of the default domain (Slice, Squeeze and Unsqueeze changed form over it). */
-  opset: number;
 }
 
 function indexGraph(model: OnnxNs.ModelProto): Graph {
@@ -142,8 +140,7 @@ function indexGraph(model: OnnxNs.ModelProto): Graph {
   const inputs = new Set((g.input ?? []).map((v) => v.name ?? '').filter((name) => !constants.has(name)));
   let held = 0;
   for (const c of constants.values()) held += c.data.length;
-  const opset = toNumber((model.opsetImport ?? []).find((o) => !o.domain || o.domain === 'ai.onnx')?.version ?? 21);
-  return { nodes, producer, consumers, constants, inputs, outputs: (g.output ?? []).map((v) => v.name ?? ''), foldBudget: 4 * held + (1 << 20), opset };
+  return { nodes, producer, consumers, constants, inputs, outputs: (g.output ?? []).map((v) => v.name ?? ''), foldBudget: 4 * held + (1 << 20) };
 }
 
 /**
@@ -193,7 +190,6 @@ function evalOp(g: Graph, p: NodeProto, v: Constant[]): Constant | null {
   if (!x) return null;
   const rank = x.dims.length;
   const axis = (a: number, r = rank) => (a < 0 ? a + r : a);
-  const ints = (c: Constant | undefined) => (c ? Array.from(c.data, Number) : undefined);
   switch (p.opType) {
     case 'Identity':
     case 'Cast': {
@@ -204,7 +200,7 @@ function evalOp(g: Graph, p: NodeProto, v: Constant[]): Constant | null {
     }
     case 'Unsqueeze':
     case 'Squeeze': {
-      const given = g.opset >= 13 ? ints(v[1]) : attrInts(p, 'axes');
+      const given = axesOf(g, p);
       let dims = x.dims.slice();
       if (p.opType === 'Unsqueeze') {
         if (!given) return null;
@@ -220,8 +216,8 @@ function evalOp(g: Graph, p: NodeProto, v: Constant[]): Constant | null {
       return { dims, data: x.data };
     }
     case 'Reshape': {
-      const shape = ints(v[1]);
-      if (!shape) return null;
+      if (!v[1]) return null;
+      const shape = Array.from(v[1].data, Number);
       const dims = shape.map((d, k) => (d === 0 ? x.dims[k] : d));
       const known = dims.reduce((a, d) => (d === -1 ? a : a * d), 1);
       const fill = dims.indexOf(-1);
@@ -232,20 +228,9 @@ function evalOp(g: Graph, p: NodeProto, v: Constant[]): Constant | null {
     case 'Transpose': {
       const perm = attrInts(p, 'perm') ?? x.dims.map((_, k) => rank - 1 - k);
       if (perm.length !== rank || !perm.slice().sort((a, b) => a - b).every((a, k) => a === k)) return null;
-      const dims = perm.map((a) => x.dims[a]);
       const src = stridesOf(x.dims);
-      const data = new Float64Array(x.data.length);
-      const idx = new Array<number>(rank).fill(0);
-      for (let i = 0; i < data.length; i++) {
-        let o = 0;
-        for (let k = 0; k < rank; k++) o += idx[k] * src[perm[k]];
-        data[i] = x.data[o];
-        for (let k = rank - 1; k >= 0; k--) {
-          if (++idx[k] < dims[k]) break;
-          idx[k] = 0;
-        }
-      }
-      return { dims, data };
+      const dims = perm.map((a) => x.dims[a]);
+      return { dims, data: gatherStrided(x.data, 0, dims, perm.map((a) => src[a]), new Float64Array(x.data.length)) };
     }
     case 'Concat': {
       const a = axis(attrInt(p, 'axis', 0));
@@ -265,16 +250,12 @@ function evalOp(g: Graph, p: NodeProto, v: Constant[]): Constant | null {
       return { dims, data };
     }
     case 'Slice': {
-      const old = g.opset < 10;
-      const starts = old ? attrInts(p, 'starts') : ints(v[1]);
-      const ends = old ? attrInts(p, 'ends') : ints(v[2]);
-      const axes = (old ? attrInts(p, 'axes') : ints(v[3])) ?? starts?.map((_, k) => k);
-      const steps = old ? undefined : ints(v[4]);
-      if (!starts || !ends || !axes || starts.length !== ends.length || axes.length !== starts.length || steps?.some((s) => s !== 1)) return null;
-      if (axes.some((a) => axis(a) < 0 || axis(a) >= rank)) return null;
+      const { starts, ends, axes, steps } = sliceParams(g, p);
+      if (starts.length !== ends.length || axes.length !== starts.length || Array.from(steps).some((s) => s !== 1)) return null;
+      if (Array.from(axes).some((a) => axis(a) < 0 || axis(a) >= rank)) return null;
       const lo = x.dims.map(() => 0);
       const hi = x.dims.slice();
-      axes.forEach((a0, k) => {
+      Array.from(axes).forEach((a0, k) => {
         const a = axis(a0);
         const clamp = (q: number) => Math.min(Math.max(q < 0 ? q + x.dims[a] : q, 0), x.dims[a]);
         lo[a] = clamp(starts[k]);
@@ -282,18 +263,8 @@ function evalOp(g: Graph, p: NodeProto, v: Constant[]): Constant | null {
       });
       const dims = hi.map((h, k) => h - lo[k]);
       const src = stridesOf(x.dims);
-      const data = new Float64Array(dims.reduce((s, d) => s * d, 1));
-      const idx = new Array<number>(rank).fill(0);
-      for (let i = 0; i < data.length; i++) {
-        let o = 0;
-        for (let k = 0; k < rank; k++) o += (lo[k] + idx[k]) * src[k];
-        data[i] = x.data[o];
-        for (let k = rank - 1; k >= 0; k--) {
-          if (++idx[k] < dims[k]) break;
-          idx[k] = 0;
-        }
-      }
-      return { dims, data };
+      const offset = lo.reduce((o, l, k) => o + l * src[k], 0);
+      return { dims, data: gatherStrided(x.data, offset, dims, src, new Float64Array(dims.reduce((n, d) => n * d, 1))) };
     }
     default:
       return null;
@@ -336,7 +307,7 @@ function checkJunction(g: Graph, hops: NodeProto[], D: number, where: string): v
       if (!sameInts(shape, [0, 0, -1])) throw formatError(`${nodeLabel(n)} ${where}: shape [${Array.from(shape)}] is not [0, 0, -1]`);
     }
     if (n.opType === 'Squeeze') {
-      const axes = n.input?.[1] ? Array.from(constantOf(g, n.input[1], `${nodeLabel(n)} axes`).data) : attrInts(n, 'axes');
+      const axes = axesOf(g, n);
       if (!sameInts(axes, [1]) || D !== 1) throw formatError(`${nodeLabel(n)} ${where}: only the direction axis (1) of a one-direction LSTM can be squeezed`);
     }
   }
@@ -359,6 +330,11 @@ function sliceParams(g: Graph, p: NodeProto): { starts: ArrayLike<number>; ends:
     axes: inputs[3] ? constantOf(g, inputs[3], `${nodeLabel(p)} axes`).data : Array.from(starts, (_, i) => i),
     steps: inputs[4] ? constantOf(g, inputs[4], `${nodeLabel(p)} steps`).data : Array.from(starts, () => 1),
   };
+}
+
+/** A Squeeze or Unsqueeze node's axes: an input from opset 13, an attribute before (absent: none given). */
+function axesOf(g: Graph, n: NodeProto): number[] | undefined {
+  return n.input?.[1] ? Array.from(constantOf(g, n.input[1], `${nodeLabel(n)} axes`).data, Number) : attrInts(n, 'axes');
 }
 
 /**
@@ -387,16 +363,18 @@ function isZeros(g: Graph, name: string): boolean {
   return false;
 }
 
-/** `name` through Cast and Identity nodes. */
-function skipCasts(g: Graph, name: string): string {
+/** `name` back through nodes of the given kinds to the value that feeds them. */
+function through(g: Graph, name: string, ops: readonly string[]): string {
   let cur = name;
   for (let hops = 0; hops < 16; hops++) {
     const p = g.producer.get(cur);
-    if (p?.opType !== 'Cast' && p?.opType !== 'Identity') break;
+    if (!p || !ops.includes(p.opType ?? '')) break;
     cur = p.input?.[0] ?? '';
   }
   return cur;
 }
+const skipCasts = (g: Graph, name: string): string => through(g, name, ['Cast', 'Identity']);
+const skipIdentity = (g: Graph, name: string): string => through(g, name, ['Identity']);
 
 /**
  * pack_padded_sequence(..., enforce_sorted=False) exports as a sort of the batch by length:
@@ -509,13 +487,7 @@ export interface OnnxHead {
  * MatMul(S, W), with W [F, O] and b [O] constants; null when it is not that shape.
  */
 function findHead(g: Graph, name: string): (OnnxHead & { input: string }) | null {
-  const constant = (n: string | undefined): Constant | null => {
-    try {
-      return constantOf(g, n ?? '', 'head');
-    } catch {
-      return null;
-    }
-  };
+  const constant = (n: string | undefined): Constant | null => foldConstant(g, n ?? '', 0);
   let p = g.producer.get(skipIdentity(g, name));
   let bias: Constant | null = null;
   if (p?.opType === 'Add') {
@@ -531,19 +503,8 @@ function findHead(g: Graph, name: string): (OnnxHead & { input: string }) | null
   if (!w || w.dims.length !== 2) return null;
   const [F, O] = w.dims;
   if (bias && bias.dims[0] !== O) throw formatError(`${nodeLabel(p)}: a head of ${O} outputs with a bias of ${bias.dims[0]}`);
-  const weight = new Float32Array(O * F);
-  for (let f = 0; f < F; f++) for (let o = 0; o < O; o++) weight[o * F + f] = w.data[f * O + o];
+  const weight = transpose2d(w.data, F, O); // MatMul's [F, O] to Linear's [O, F]
   return { weight, bias: bias ? Float32Array.from(bias.data) : null, inFeatures: F, outFeatures: O, input: p.input?.[0] ?? '' };
-}
-
-function skipIdentity(g: Graph, name: string): string {
-  let cur = name;
-  for (let hops = 0; hops < 16; hops++) {
-    const p = g.producer.get(cur);
-    if (p?.opType !== 'Identity') break;
-    cur = p.input?.[0] ?? '';
-  }
-  return cur;
 }
 
 /**
@@ -909,9 +870,7 @@ export function exportOnnx(model: LSTM | WithHead, opts?: ExportOnnxOptions): Ui
     // output = stack output · Wᵀ (+ b): MatMul broadcasts over the leading axes.
     const F = head.inFeatures;
     const O = head.outFeatures;
-    const wt = new Float32Array(F * O);
-    for (let o = 0; o < O; o++) for (let f = 0; f < F; f++) wt[f * O + o] = head.weight[o * F + f];
-    floatTensor('head_weight_t', [F, O], wt);
+    floatTensor('head_weight_t', [F, O], transpose2d(head.weight, O, F));
     node('MatMul', [stackOut, 'head_weight_t'], [head.bias ? 'head_matmul' : 'output']);
     if (head.bias) {
       floatTensor('head_bias', [O], head.bias);

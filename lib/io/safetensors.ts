@@ -9,7 +9,8 @@ export interface SafetensorsTensor extends Tensor {
   dtype: Dtype;
 }
 
-const DTYPE_SIZE: Record<Dtype, number> = {
+/** Bytes per element of each dtype (also the torch.save reader's). */
+export const DTYPE_SIZE: Record<Dtype, number> = {
   F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1,
 };
 

@@ -8,8 +8,8 @@
 // short list below (a module class, a function) is LSTM_FORMAT, so a hostile file can do
 // nothing but be refused; every size and offset is checked against the bytes present.
 import { LstmError, describe } from '../errors.js';
-import { MAX_ELEMENTS, checkTensor, shapeStr, type Tensor } from '../tensor.js';
-import { decodeTensorBytes, type Dtype } from './safetensors.js';
+import { MAX_ELEMENTS, checkTensor, gatherStrided, shapeStr, type Tensor } from '../tensor.js';
+import { DTYPE_SIZE, decodeTensorBytes, type Dtype } from './safetensors.js';
 
 function fmtErr(msg: string): LstmError {
   return new LstmError('LSTM_FORMAT', `torch.save file: ${msg}`);
@@ -538,8 +538,6 @@ function unpickle(data: Uint8Array): Value {
 
 // ---------------------------------------------------------------- tensors
 
-const ELEMENT_SIZE: Record<Dtype, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1 };
-
 export interface TorchFile {
   /** Every tensor, float32, named by its path through the saved dicts and lists ('model.lstm.weight_ih_l0'). */
   tensors: Record<string, Tensor & { dtype: Dtype }>;
@@ -574,7 +572,7 @@ export function loadTorch(bytes: Uint8Array): TorchFile {
     if (!d) {
       const e = entries.get(`${prefix}data/${s.key}`);
       if (!e) throw fmtErr(`storage '${s.key}' is not in the archive`);
-      if (e.size !== s.numel * ELEMENT_SIZE[s.dtype]) throw fmtErr(`storage '${s.key}' holds ${e.size} bytes, not the ${s.numel * ELEMENT_SIZE[s.dtype]} of ${s.numel} ${s.dtype} elements`);
+      if (e.size !== s.numel * DTYPE_SIZE[s.dtype]) throw fmtErr(`storage '${s.key}' holds ${e.size} bytes, not the ${s.numel * DTYPE_SIZE[s.dtype]} of ${s.numel} ${s.dtype} elements`);
       d = decodeTensorBytes(view, e.start, s.numel, s.dtype);
       decoded.set(s.key, d);
     }
@@ -590,22 +588,9 @@ export function loadTorch(bytes: Uint8Array): TorchFile {
     if (budget < 0) throw fmtErr('its tensors ask for more elements than its storages hold twice over (views repeated over one storage)');
     const src = storageData(t.storage);
     const out = new Float32Array(n);
-    const rank = t.shape.length;
     const contiguous = t.shape.every((_, k) => t.shape[k] === 1 || t.stride[k] === t.shape.slice(k + 1).reduce((a, b) => a * b, 1));
-    if (contiguous) {
-      out.set(src.subarray(t.offset, t.offset + n));
-    } else {
-      const idx = new Array<number>(rank).fill(0);
-      for (let i = 0; i < n; i++) {
-        let o = t.offset;
-        for (let k = 0; k < rank; k++) o += idx[k] * t.stride[k];
-        out[i] = src[o];
-        for (let k = rank - 1; k >= 0; k--) {
-          if (++idx[k] < t.shape[k]) break;
-          idx[k] = 0;
-        }
-      }
-    }
+    if (contiguous) out.set(src.subarray(t.offset, t.offset + n));
+    else gatherStrided(src, t.offset, t.shape, t.stride, out);
     return { data: out, shape: t.shape.slice(), dtype: t.storage.dtype };
   };
 

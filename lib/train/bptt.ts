@@ -4,6 +4,7 @@
 // serves both engines; the heavy products go through the engine's GEMM.
 import type { LSTMConfig, ResolvedActivation } from '../config.js';
 import { layerInputSize } from '../params.js';
+import { transpose2d } from '../tensor.js';
 import type { Rng } from '../rng.js';
 
 /** A right-hand matrix W [N, K] prepared once (packed) for C (+)= A · W^T. */
@@ -59,15 +60,6 @@ export interface StepCell {
 export interface CellKernels {
   acquire(spec: CellSpec, rows: number, tape: DirTape): StepCell;
   release(cell: StepCell): void;
-}
-
-/** Transpose a row-major [rows, cols] matrix. */
-function transposeJs(src: Float32Array, rows: number, cols: number, dst = new Float32Array(rows * cols)): Float32Array {
-  for (let r = 0; r < rows; r++) {
-    const base = r * cols;
-    for (let c = 0; c < cols; c++) dst[c * rows + r] = src[base + c];
-  }
-  return dst;
 }
 
 export type Params = Map<string, Float32Array>;
@@ -430,12 +422,12 @@ export function backwardTrain(
   // W [N, K] prepared from its transpose Wt [K, N], and C (+)= At^T · W^T from At [K, M]:
   // directly where the engine can, else through a transpose.
   const prepareT = (wt: Float32Array, n: number, k: number): PreparedMatrix =>
-    gemm.prepareT ? gemm.prepareT(wt, n, k) : gemm.prepare(transposeJs(wt, k, n), n, k);
+    gemm.prepareT ? gemm.prepareT(wt, n, k) : gemm.prepare(transpose2d(wt, k, n), n, k);
   // A left operand given transposed, At [K, M]: kept as it is for tn, or transposed once
   // here (it may serve several products).
   type Left = { M: number; at: Float32Array; a: null } | { M: number; at: null; a: Float32Array };
   const leftT = (at: Float32Array, K: number, M: number): Left =>
-    gemm.tn ? { M, at, a: null } : { M, at: null, a: transposeJs(at, K, M) };
+    gemm.tn ? { M, at, a: null } : { M, at: null, a: transpose2d(at, K, M) };
   const mulT = (left: Left, w: PreparedMatrix, c: Float32Array): void => {
     if (left.at) gemm.tn!(left.M, left.at, w, c, false);
     else gemm.nt(left.M, left.a, w, c, false);
