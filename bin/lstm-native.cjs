@@ -54,16 +54,14 @@ const kindOf = (file) => {
 function loadModel(file, prefix, stackOnly, layers) {
   const { LSTM, loadOnnx, loadSafetensors, loadTorch, inferOptions } = lib();
   if (kindOf(file) === 'tfjs') {
-    // model.json names its weight shards; they sit beside it.
-    // fromTfjs parses the text (a file that is not JSON is LSTM_FORMAT); the shard names come from it.
-    const text = fs.readFileSync(file, 'utf8');
-    let json;
+    // model.json names its weight shards; they sit beside it. Text that is not JSON goes to
+    // fromTfjs as it is, which refuses it with LSTM_FORMAT.
+    let json = fs.readFileSync(file, 'utf8');
     try {
-      json = JSON.parse(text);
-    } catch {
-      return { lstm: LSTM.fromTfjs(text, new Uint8Array(0)), source: '' };
-    }
-    const shards = (Array.isArray(json.weightsManifest) ? json.weightsManifest : []).flatMap((g) => (Array.isArray(g.paths) ? g.paths : []));
+      json = JSON.parse(json);
+    } catch {}
+    const manifest = json !== null && Array.isArray(json.weightsManifest) ? json.weightsManifest : [];
+    const shards = manifest.flatMap((g) => (Array.isArray(g?.paths) ? g.paths : []));
     const data = Buffer.concat(shards.map((p) => fs.readFileSync(path.join(path.dirname(file), String(p)))));
     const lstm = LSTM.fromTfjs(json, new Uint8Array(data.buffer, data.byteOffset, data.byteLength), { backend: 'js', layers: layers ? layers.split(',') : undefined });
     return { lstm, source: 'TensorFlow.js layers model' };
