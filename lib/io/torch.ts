@@ -636,8 +636,11 @@ function crc32(b: Uint8Array): number {
   return (c ^ 0xffffffff) >>> 0;
 }
 
-/** A zip archive of stored entries, each entry's data aligned to 64 bytes as PyTorch's writer does. */
-function writeZip(entries: [string, Uint8Array][]): Uint8Array {
+/**
+ * A zip archive of stored entries, each entry's data aligned to 64 bytes as PyTorch's writer
+ * does. Internal (the tests build hostile archives with it); not part of the package's API.
+ */
+export function writeZip(entries: [string, Uint8Array][]): Uint8Array {
   const enc = new TextEncoder();
   const chunks: Uint8Array[] = [];
   const central: Uint8Array[] = [];
