@@ -339,7 +339,7 @@ export class LSTM {
     const gemm = this.engine.gemm(cfg.threads);
     const tapes = this.tapes;
     // Drawn once per run: recording the forward again (below) uses the same masks.
-    const masks = drop ? dropoutMasks(cfg, input.T * input.B, this.dropoutStream()) : null;
+    const masks = drop ? dropoutMasks(cfg, input.T * input.B, () => this.dropoutStream()) : null;
     const record = (): ReturnType<typeof forwardTrain> =>
       forwardTrain(cfg, params, gemm, input.x, input.T, input.B, input.h0, input.c0, input.lengths, tapes, masks);
     const run = record();

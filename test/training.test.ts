@@ -442,13 +442,13 @@ describe('dropout between layers while training (nn.LSTM(dropout=p))', () => {
     expect(m.config.dropout).toBe(0.4);
     expect(lib.optionsOf(m).dropout).toBe(0.4);
     expect(lib.optionsOf(new LSTM({ inputSize: 1, hiddenSize: 2 })).dropout).toBeUndefined();
-    expect(dropoutMasks(new LSTM({ ...options, numLayers: 1 }).config, 10, new Rng(1))).toBeNull();
-    expect(dropoutMasks(new LSTM({ ...options, dropout: 0 }).config, 10, new Rng(1))).toBeNull();
+    expect(dropoutMasks(new LSTM({ ...options, numLayers: 1 }).config, 10, () => new Rng(1))).toBeNull();
+    expect(dropoutMasks(new LSTM({ ...options, dropout: 0 }).config, 10, () => new Rng(1))).toBeNull();
   });
 
   it('masks drop a share p of the elements and scale the rest by 1/(1-p)', () => {
     const m = new LSTM({ ...options, hiddenSize: 50 });
-    const masks = dropoutMasks(m.config, 400, new Rng(7))!;
+    const masks = dropoutMasks(m.config, 400, () => new Rng(7))!;
     expect(masks.length).toBe(2);
     for (const mask of masks) {
       expect(mask.length).toBe(400 * 2 * 50);

@@ -273,12 +273,13 @@ function columnSums(m: Float32Array, rows: number, cols: number, dst: Float32Arr
 /**
  * Dropout masks for the outputs of layers 0..L-2 ([T*B, D*Hout] each): 0 where an element
  * is dropped (probability p), 1/(1-p) where it is kept; none when p is 0 or there is one
- * layer. Drawn from `rng` in layer order, so the same state gives the same masks on every
- * engine.
+ * layer. Drawn from `stream()` (asked for only when there are masks) in layer order, so the
+ * same state gives the same masks on every engine.
  */
-export function dropoutMasks(cfg: LSTMConfig, rows: number, rng: Rng): Float32Array[] | null {
+export function dropoutMasks(cfg: LSTMConfig, rows: number, stream: () => Rng): Float32Array[] | null {
   const p = cfg.dropout;
   if (!(p > 0) || cfg.numLayers < 2) return null;
+  const rng = stream();
   const keep = Math.fround(1 / (1 - p));
   const masks: Float32Array[] = [];
   for (let l = 0; l < cfg.numLayers - 1; l++) {
