@@ -18,6 +18,10 @@ describe('loadTorch reads what torch.save wrote', () => {
     ['lstm_state_dict.pt', 'lstm_state_dict'],
     ['checkpoint.pth', 'checkpoint'],
     ['views_and_dtypes.pt', 'views_and_dtypes'],
+    // the same three objects in the legacy format (before PyTorch 1.6, or _use_new_zipfile_serialization=False)
+    ['legacy_lstm_state_dict.pt', 'lstm_state_dict'],
+    ['legacy_checkpoint.pth', 'checkpoint'],
+    ['legacy_views_and_dtypes.pt', 'views_and_dtypes'],
   ])('%s: every tensor, bit for bit as float32', (name, ref) => {
     const { tensors } = loadTorch(file(name));
     const want = reference(ref).tensors;
@@ -29,8 +33,8 @@ describe('loadTorch reads what torch.save wrote', () => {
     }
   });
 
-  it('views of one storage (offsets, transposed, permuted), a scalar, an empty tensor and every dtype', () => {
-    const { tensors } = loadTorch(file('views_and_dtypes.pt'));
+  it.each(['views_and_dtypes.pt', 'legacy_views_and_dtypes.pt'])('%s: views of one storage (offsets, transposed, permuted), a scalar, an empty tensor and every dtype', (name) => {
+    const { tensors } = loadTorch(file(name));
     expect(tensors.b.shape).toEqual([4, 5]); // flat[24:44].view(5, 4).t()
     expect(tensors.c.shape).toEqual([5, 2, 2]);
     expect(tensors.scalar).toMatchObject({ shape: [], dtype: 'F32' });
@@ -42,6 +46,18 @@ describe('loadTorch reads what torch.save wrote', () => {
     expect(Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, t.dtype]))).toMatchObject({
       half: 'F16', bfloat16: 'BF16', double: 'F64', long: 'I64', int: 'I32', bool: 'BOOL', uint8: 'U8', a: 'F32',
     });
+  });
+
+  it('the legacy format: its plain values as the zip format gives them, and a storage view (PyTorch before 0.4)', () => {
+    expect(loadTorch(file('legacy_checkpoint.pth')).values).toEqual(loadTorch(file('checkpoint.pth')).values);
+    // persistent id ('storage', FloatStorage, 'root', 'cpu', 10, ('view', 3, 7)): elements 3.. of
+    // arange(10) * 0.5, read by a tensor at offset 1 with size (2, 3), stride (1, 2) (make.py checks it with torch.load)
+    const { tensors } = loadTorch(file('legacy_storage_view.pt'));
+    expect(tensors.whole).toEqual({ data: Float32Array.from({ length: 10 }, (_, i) => i / 2), shape: [2, 5], dtype: 'F32' });
+    expect(tensors.view).toEqual({ data: new Float32Array([2, 3, 4, 2.5, 3.5, 4.5]), shape: [2, 3], dtype: 'F32' });
+    const lstm = new LSTM(lib.inferOptions(loadTorch(file('legacy_format.pt')).tensors));
+    expect(lstm.config).toMatchObject({ inputSize: 2, hiddenSize: 3, numLayers: 1 });
+    lstm.loadStateDict(loadTorch(file('legacy_format.pt')).tensors);
   });
 
   it('a checkpoint: nested names, the optimizer state, and its plain values', () => {
@@ -66,16 +82,21 @@ describe('loadTorch reads what torch.save wrote', () => {
     expect(() => model.loadStateDict(tensors, { head: 3 as never })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
   });
 
-  it('what it refuses: a pickled module, the pre-1.6 format, not a zip', () => {
+  it('what it refuses: a pickled module, the tar format before PyTorch 0.4, a pickle that is not torch.save\'s, not a zip', () => {
     expectFormat(() => loadTorch(file('whole_module.pt')), /torch\.nn\.modules\.rnn\.LSTM, which this reader does not take: save a state dict/);
-    expectFormat(() => loadTorch(file('legacy_format.pt')), /legacy format of PyTorch before 1\.6/);
+    const tar = new Uint8Array(1024);
+    tar.set(new TextEncoder().encode('ustar'), 257);
+    expectFormat(() => loadTorch(tar), /tar archive: the format of PyTorch before 0\.4/);
+    expectFormat(() => loadTorch(new Uint8Array([0x80, 2, 0x4b, 7, 0x2e])), /not the magic number/); // pickle.dumps(7)
+    const legacy = file('legacy_format.pt');
+    expectFormat(() => loadTorch(legacy.subarray(0, legacy.length - 1)), /run past the file's 1052 bytes/);
     expectFormat(() => loadTorch(file('lstm_state_dict.safetensors')), /not a zip archive/);
     expectFormat(() => loadTorch(new Uint8Array(3)), /too short/);
     expect(() => loadTorch('x' as unknown as Uint8Array)).toThrow(expect.objectContaining({ code: 'LSTM_FORMAT' }));
   });
 
-  it('every truncation of a valid file loads or ends in an LstmError', () => {
-    const good = file('lstm_state_dict.pt');
+  it.each(['lstm_state_dict.pt', 'legacy_lstm_state_dict.pt'])('every truncation of %s loads or ends in an LstmError', (name) => {
+    const good = file(name);
     for (let n = 0; n < good.length; n += 7) {
       try {
         loadTorch(good.subarray(0, n));

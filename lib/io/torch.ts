@@ -1,5 +1,7 @@
 // PyTorch's torch.save files (.pt / .pth / .bin): a zip archive holding a pickle (data.pkl)
-// and one raw storage per tensor (data/<key>). A state dict, or a checkpoint of nested dicts
+// and one raw storage per tensor (data/<key>) — or, in the legacy format (PyTorch before
+// 1.6, and `_use_new_zipfile_serialization=False` since), pickles and storages one after
+// another in a single stream. A state dict, or a checkpoint of nested dicts
 // and lists around state dicts, comes back as flat named float32 tensors, so
 // `loadStateDict(loadTorch(bytes).tensors, { prefix })` takes it as a safetensors file.
 //
@@ -42,10 +44,7 @@ function readZip(bytes: Uint8Array): Map<string, ZipEntry> {
       break;
     }
   }
-  if (eocd < 0) {
-    const legacy = len >= 2 && bytes[0] === 0x80 && bytes[1] <= 5;
-    throw fmtErr(legacy ? 'this is the legacy format of PyTorch before 1.6; load and save it again with a current PyTorch' : 'not a zip archive (no end-of-central-directory record)');
-  }
+  if (eocd < 0) throw fmtErr('not a zip archive (no end-of-central-directory record)');
   let count = u16(eocd + 10);
   let cdSize = u32(eocd + 12);
   let cdStart = u32(eocd + 16);
@@ -113,12 +112,17 @@ function readZip(bytes: Uint8Array): Map<string, ZipEntry> {
 class Global {
   constructor(readonly path: string) {}
 }
-/** A persistent id: one storage of the archive. */
+/**
+ * A persistent id: one storage of the archive, of `stored` elements — or, in the legacy
+ * format, a view of one: its `numel` elements from `base` on.
+ */
 class Storage {
   constructor(
     readonly dtype: Dtype,
     readonly key: string,
     readonly numel: number,
+    readonly base = 0,
+    readonly stored = numel,
   ) {}
 }
 /** What _rebuild_tensor_v2 describes: a strided view of a storage. */
@@ -147,6 +151,7 @@ const STORAGES: Record<string, Dtype> = {
 // that only matter to tensor subclasses, sparse or quantized tensors.
 const CALLABLES = new Set([
   'collections.OrderedDict',
+  'torch._utils._rebuild_tensor',
   'torch._utils._rebuild_tensor_v2',
   'torch._utils._rebuild_parameter',
   'torch._utils._rebuild_parameter_with_state',
@@ -177,13 +182,15 @@ function call(fn: Global, args: Value[]): Value {
     case 'collections.OrderedDict':
       if (args.length !== 0) throw fmtErr('OrderedDict with arguments is not something torch.save writes');
       return new Map<Value, Value>();
+    case 'torch._utils._rebuild_tensor': // PyTorch before 0.4: the same first four arguments
     case 'torch._utils._rebuild_tensor_v2': {
       const [storage, offset, size, stride] = args;
-      if (!(storage instanceof Storage)) throw fmtErr(`_rebuild_tensor_v2: expected a storage, got ${describe(storage)}`);
-      if (!isInt(offset) || offset < 0) throw fmtErr(`_rebuild_tensor_v2: storage offset ${describe(offset)} is not a non-negative integer`);
-      const shape = intList(size, '_rebuild_tensor_v2 size');
-      const strides = intList(stride, '_rebuild_tensor_v2 stride');
-      if (shape.length !== strides.length) throw fmtErr(`_rebuild_tensor_v2: size ${shapeStr(shape)} and stride ${shapeStr(strides)} differ in length`);
+      const fname = fn.path.slice('torch._utils.'.length);
+      if (!(storage instanceof Storage)) throw fmtErr(`${fname}: expected a storage, got ${describe(storage)}`);
+      if (!isInt(offset) || offset < 0) throw fmtErr(`${fname}: storage offset ${describe(offset)} is not a non-negative integer`);
+      const shape = intList(size, `${fname} size`);
+      const strides = intList(stride, `${fname} stride`);
+      if (shape.length !== strides.length) throw fmtErr(`${fname}: size ${shapeStr(shape)} and stride ${shapeStr(strides)} differ in length`);
       let count = 1;
       let last = offset; // the furthest element the view reads
       for (let k = 0; k < shape.length; k++) {
@@ -217,10 +224,12 @@ function call(fn: Global, args: Value[]): Value {
 }
 
 /**
- * Run the pickle's opcodes over a stack; the result is the object torch.save wrote. Only
- * the opcodes of protocols 2-5 that build plain data are known (no INST, OBJ or EXT).
+ * Run the pickle's opcodes over a stack from byte `start`; the result is the object
+ * torch.save wrote and the byte after its STOP (the legacy format writes pickles one after
+ * another). Only the opcodes of protocols 2-5 that build plain data are known (no INST,
+ * OBJ or EXT). Every storage the pickle names is recorded in `storages` by key.
  */
-function unpickle(data: Uint8Array): Value {
+function unpickle(data: Uint8Array, start = 0, storages = new Map<string, Storage>()): { value: Value; end: number } {
   const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
   // Python's latin-1: byte n is code point n (TextDecoder's 'latin1' is windows-1252).
   const latin1 = (b: Uint8Array): string => {
@@ -232,7 +241,7 @@ function unpickle(data: Uint8Array): Value {
   let stack: Value[] = [];
   const marks: Value[][] = [];
   const memo = new Map<number, Value>();
-  let p = 0;
+  let p = start;
   const need = (n: number) => {
     if (p + n > data.length) throw fmtErr(`the pickle ends inside an opcode at byte ${p}`);
   };
@@ -291,7 +300,7 @@ function unpickle(data: Uint8Array): Value {
         break;
       case 0x2e: // STOP
         if (stack.length !== 1 || marks.length) throw fmtErr('the pickle stops with a malformed stack');
-        return stack[0];
+        return { value: stack[0], end: p };
       case 0x28: // MARK
         marks.push(stack);
         stack = [];
@@ -489,13 +498,26 @@ function unpickle(data: Uint8Array): Value {
         break;
       }
       case 0x51: {
-        // BINPERSID: ('storage', <Storage class>, key, location, numel)
+        // BINPERSID: ('storage', <Storage class>, key, location, numel), and in the legacy
+        // format a sixth item: null, or (view key, offset, numel) for a view of that storage.
         const pid = pop();
-        if (!Array.isArray(pid) || pid[0] !== 'storage' || pid.length < 5) throw fmtErr(`persistent id ${describe(pid)} is not a storage`);
-        const [, cls, key, , numel] = pid;
+        if (!Array.isArray(pid) || pid[0] !== 'storage' || pid.length < 5 || pid.length > 6) throw fmtErr(`persistent id ${describe(pid)} is not a storage`);
+        const [, cls, key, , numel, viewOf] = pid;
         if (!(cls instanceof Global) || !Object.hasOwn(STORAGES, cls.path)) throw fmtErr(`storage type ${describe(cls)}`);
         if (typeof key !== 'string' || !isInt(numel) || numel < 0) throw fmtErr(`storage ${describe(key)} of ${describe(numel)} elements`);
-        stack.push(new Storage(STORAGES[cls.path], key, numel));
+        const storage = new Storage(STORAGES[cls.path], key, numel);
+        const known = storages.get(key);
+        if (known && (known.dtype !== storage.dtype || known.numel !== numel)) throw fmtErr(`storage '${key}' is named again as ${numel} ${storage.dtype} elements, first as ${known.numel} ${known.dtype}`);
+        storages.set(key, storage);
+        if (viewOf === undefined || viewOf === null) {
+          stack.push(storage);
+        } else {
+          const [, offset, size] = Array.isArray(viewOf) && viewOf.length === 3 ? viewOf : [];
+          if (!isInt(offset) || !isInt(size) || offset < 0 || size < 0 || offset + size > numel) {
+            throw fmtErr(`storage '${key}' of ${numel} elements: view ${describe(viewOf)} is not (key, offset, numel) inside it`);
+          }
+          stack.push(new Storage(storage.dtype, key, size, offset, numel));
+        }
         break;
       }
       case 0x71: // BINPUT
@@ -545,14 +567,15 @@ export interface TorchFile {
   values: Record<string, string | number | boolean | null>;
 }
 
-/**
- * Read a torch.save file (PyTorch 1.6+ zip format): a state dict, or a checkpoint of dicts
- * and lists holding state dicts and plain values. Tensors come back as float32 (every dtype
- * converted), named by their path, e.g. `loadTorch(bytes).tensors['model.weight_ih_l0']`.
- * A pickled module (torch.save(model)) or any other object is LSTM_FORMAT.
- */
-export function loadTorch(bytes: Uint8Array): TorchFile {
-  if (!(bytes instanceof Uint8Array)) throw new LstmError('LSTM_FORMAT', `loadTorch: expected a Uint8Array, got ${describe(bytes)}`);
+/** A torch.save file read as far as its pickle: the root object and where each storage's bytes lie. */
+interface Archive {
+  root: Value;
+  storage(key: string): { start: number; size: number } | undefined;
+  /** Bytes the file's storages (zip: all entries) take, for the reader's allocation budget. */
+  stored: number;
+}
+
+function readZipArchive(bytes: Uint8Array): Archive {
   if (bytes.byteLength < 22) throw fmtErr(`a file of ${bytes.byteLength} bytes is too short for a zip archive`);
   const entries = readZip(bytes);
   const pkl = [...entries.values()].filter((e) => e.name === 'data.pkl' || e.name.endsWith('/data.pkl'));
@@ -563,17 +586,79 @@ export function loadTorch(bytes: Uint8Array): TorchFile {
     const o = new TextDecoder().decode(bytes.subarray(order.start, order.start + order.size)).trim();
     if (o !== 'little') throw fmtErr(`its tensors are stored ${o}-endian; save it again on a little-endian machine`);
   }
-  const root = unpickle(bytes.subarray(pkl[0].start, pkl[0].start + pkl[0].size));
+  const { value: root } = unpickle(bytes.subarray(pkl[0].start, pkl[0].start + pkl[0].size));
+  return {
+    root,
+    storage: (key) => entries.get(`${prefix}data/${key}`),
+    stored: [...entries.values()].reduce((a, e) => a + e.size, 0),
+  };
+}
+
+// The legacy format's first pickle: torch.serialization.MAGIC_NUMBER.
+const LEGACY_MAGIC = 0x1950a86a20f9469cfc6cn;
+
+/**
+ * The legacy format (torch.save before PyTorch 1.6, or with
+ * _use_new_zipfile_serialization=False): five pickles in a row — the magic number, the
+ * protocol version (1001), the machine's byte order and type sizes, the object, and the
+ * sorted list of storage keys — then each storage in that order as an int64 element count
+ * and its raw bytes.
+ */
+function readLegacyArchive(bytes: Uint8Array): Archive {
+  const magic = unpickle(bytes);
+  if (magic.value !== LEGACY_MAGIC) throw fmtErr('neither a zip archive nor the legacy format (its first pickle is not the magic number torch.save writes)');
+  const version = unpickle(bytes, magic.end);
+  if (version.value !== 1001) throw fmtErr(`legacy format version ${describe(version.value)}: only 1001 is known`);
+  const info = unpickle(bytes, version.end);
+  if (!(info.value instanceof Map)) throw fmtErr(`legacy format: its system information is ${describe(info.value)}, not a dict`);
+  if (info.value.get('little_endian') !== true) throw fmtErr('its tensors are stored big-endian; save it again on a little-endian machine');
+  const storages = new Map<string, Storage>();
+  const main = unpickle(bytes, info.end, storages);
+  const keys = unpickle(bytes, main.end);
+  if (!Array.isArray(keys.value) || !keys.value.every((k) => typeof k === 'string')) throw fmtErr(`legacy format: the storage keys are ${describe(keys.value)}, not a list of strings`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const at = new Map<string, { start: number; size: number }>();
+  let p = keys.end;
+  for (const key of keys.value as string[]) {
+    const s = storages.get(key);
+    if (!s) throw fmtErr(`storage '${key}' is listed, but no tensor names it`);
+    if (at.has(key)) throw fmtErr(`storage '${key}' is listed twice`);
+    if (p + 8 > bytes.length) throw fmtErr(`the file ends at byte ${bytes.length}, before storage '${key}'`);
+    const numel = view.getBigInt64(p, true);
+    if (numel !== BigInt(s.numel)) throw fmtErr(`storage '${key}' holds ${numel} elements, not the ${s.numel} ${s.dtype} elements its tensors name`);
+    const size = s.numel * DTYPE_SIZE[s.dtype];
+    if (p + 8 + size > bytes.length) throw fmtErr(`storage '${key}': ${size} bytes at ${p + 8} run past the file's ${bytes.length} bytes`);
+    at.set(key, { start: p + 8, size });
+    p += 8 + size;
+  }
+  return { root: main.value, storage: (key) => at.get(key), stored: p - keys.end };
+}
+
+/**
+ * Read a torch.save file — the zip format of PyTorch 1.6+ or the legacy one before it: a
+ * state dict, or a checkpoint of dicts and lists holding state dicts and plain values.
+ * Tensors come back as float32 (every dtype converted), named by their path, e.g.
+ * `loadTorch(bytes).tensors['model.weight_ih_l0']`. A pickled module (torch.save(model)) or
+ * any other object is LSTM_FORMAT.
+ */
+export function loadTorch(bytes: Uint8Array): TorchFile {
+  if (!(bytes instanceof Uint8Array)) throw new LstmError('LSTM_FORMAT', `loadTorch: expected a Uint8Array, got ${describe(bytes)}`);
+  // A pickle starts with PROTO (0x80) and its version; a zip archive with 'PK'.
+  const legacy = bytes.length >= 2 && bytes[0] === 0x80 && bytes[1] >= 2 && bytes[1] <= 5;
+  if (!legacy && bytes.length >= 262 && new TextDecoder().decode(bytes.subarray(257, 262)) === 'ustar') {
+    throw fmtErr('a tar archive: the format of PyTorch before 0.4, which this reader does not take; load and save it again with a current PyTorch');
+  }
+  const archive = legacy ? readLegacyArchive(bytes) : readZipArchive(bytes);
 
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const decoded = new Map<string, Float32Array>();
   const storageData = (s: Storage): Float32Array => {
     let d = decoded.get(s.key);
     if (!d) {
-      const e = entries.get(`${prefix}data/${s.key}`);
+      const e = archive.storage(s.key);
       if (!e) throw fmtErr(`storage '${s.key}' is not in the archive`);
-      if (e.size !== s.numel * DTYPE_SIZE[s.dtype]) throw fmtErr(`storage '${s.key}' holds ${e.size} bytes, not the ${s.numel * DTYPE_SIZE[s.dtype]} of ${s.numel} ${s.dtype} elements`);
-      d = decodeTensorBytes(view, e.start, s.numel, s.dtype);
+      if (e.size !== s.stored * DTYPE_SIZE[s.dtype]) throw fmtErr(`storage '${s.key}' holds ${e.size} bytes, not the ${s.stored * DTYPE_SIZE[s.dtype]} of ${s.stored} ${s.dtype} elements`);
+      d = decodeTensorBytes(view, e.start, s.stored, s.dtype);
       decoded.set(s.key, d);
     }
     return d;
@@ -581,7 +666,7 @@ export function loadTorch(bytes: Uint8Array): TorchFile {
   // Tensors may share a storage (views of one buffer, e.g. parameters saved from a GPU
   // LSTM's flat weights), but together they may not ask for more than twice what the
   // storages hold: a file cannot make the reader allocate more than its own size justifies.
-  let budget = 2 * [...entries.values()].reduce((a, e) => a + e.size, 0) + 65536;
+  let budget = 2 * archive.stored + 65536;
   const materialize = (t: TorchTensor): Tensor & { dtype: Dtype } => {
     const n = t.shape.reduce((a, b) => a * b, 1);
     budget -= n;
@@ -589,8 +674,9 @@ export function loadTorch(bytes: Uint8Array): TorchFile {
     const src = storageData(t.storage);
     const out = new Float32Array(n);
     const contiguous = t.shape.every((_, k) => t.shape[k] === 1 || t.stride[k] === t.shape.slice(k + 1).reduce((a, b) => a * b, 1));
-    if (contiguous) out.set(src.subarray(t.offset, t.offset + n));
-    else gatherStrided(src, t.offset, t.shape, t.stride, out);
+    const offset = t.storage.base + t.offset;
+    if (contiguous) out.set(src.subarray(offset, offset + n));
+    else gatherStrided(src, offset, t.shape, t.stride, out);
     return { data: out, shape: t.shape.slice(), dtype: t.storage.dtype };
   };
 
@@ -615,7 +701,7 @@ export function loadTorch(bytes: Uint8Array): TorchFile {
       if (path) values[path] = Number(v);
     }
   };
-  walk(root, '', 0);
+  walk(archive.root, '', 0);
   return { tensors, values };
 }
 
