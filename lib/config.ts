@@ -40,6 +40,22 @@ export const ACTIVATIONS: Record<ActivationName, { kind: number; alpha: number; 
   softplus: { kind: 10, alpha: 0, beta: 0 },
 };
 
+/** One direction's three activations. */
+export interface ActivationSet {
+  gate: ResolvedActivation;
+  cell: ResolvedActivation;
+  hidden: ResolvedActivation;
+}
+
+/** Direction d's activations (d = 1: a bidirectional LSTM's reverse direction). */
+export function configActivations(c: Pick<LSTMConfig, 'gateActivation' | 'cellActivation' | 'hiddenActivation' | 'reverseActivations'>, d: number): ActivationSet {
+  return d === 1 && c.reverseActivations ? c.reverseActivations : { gate: c.gateActivation, cell: c.cellActivation, hidden: c.hiddenActivation };
+}
+
+export function sameActivation(a: ResolvedActivation, b: ResolvedActivation): boolean {
+  return a.kind === b.kind && Object.is(a.alpha, b.alpha) && Object.is(a.beta, b.beta);
+}
+
 export type Direction = 'forward' | 'reverse' | 'bidirectional';
 export type Peephole = 'none' | 'diagonal' | 'full';
 export type BackendChoice = 'auto' | 'native' | 'wasm' | 'js';
@@ -54,9 +70,13 @@ export interface LSTMOptions {
   direction?: Direction;
   projSize?: number;
   peephole?: Peephole;
-  gateActivation?: Activation;
-  cellActivation?: Activation;
-  hiddenActivation?: Activation;
+  /**
+   * The gate (i, f, o), cell input (g) and hidden (h) activations. A bidirectional LSTM also
+   * takes a pair [forward, reverse], as the ONNX operator does (6 activations).
+   */
+  gateActivation?: Activation | readonly [Activation, Activation];
+  cellActivation?: Activation | readonly [Activation, Activation];
+  hiddenActivation?: Activation | readonly [Activation, Activation];
   clip?: number;
   coupledInputForget?: boolean;
   seed?: number;
@@ -83,9 +103,12 @@ export interface LSTMConfig {
   /** Width of h: projSize when projecting, else hiddenSize. */
   outSize: number;
   peephole: Peephole;
+  /** The forward direction's activations (every direction's unless reverseActivations is set). */
   gateActivation: ResolvedActivation;
   cellActivation: ResolvedActivation;
   hiddenActivation: ResolvedActivation;
+  /** A bidirectional LSTM's reverse-direction activations where any differs from the forward one's; else null. */
+  reverseActivations: ActivationSet | null;
   /** 0 means no clipping. */
   clip: number;
   coupledInputForget: boolean;
@@ -151,6 +174,17 @@ export function resolveActivation(value: unknown, name: string, dflt: Activation
     return v;
   };
   return { name: actName as ActivationName, kind: spec.kind, alpha: num(alpha, 'alpha', spec.alpha), beta: num(beta, 'beta', spec.beta) };
+}
+
+/** An activation option: one for every direction, or [forward, reverse] for a bidirectional LSTM. */
+function resolveActivationPair(value: unknown, name: string, dflt: ActivationName, numDirections: number): [ResolvedActivation, ResolvedActivation] {
+  if (Array.isArray(value)) {
+    if (value.length !== 2) throw optErr(`${name}: expected one activation or a pair [forward, reverse], got an array of ${value.length}`);
+    if (numDirections !== 2) throw optErr(`${name}: a pair [forward, reverse] is for a bidirectional LSTM`);
+    return [resolveActivation(value[0], `${name}[0]`, dflt), resolveActivation(value[1], `${name}[1]`, dflt)];
+  }
+  const one = resolveActivation(value, name, dflt);
+  return [one, one];
 }
 
 const MAX_THREADS = 1024;
@@ -223,6 +257,11 @@ export function resolveConfig(options: unknown): LSTMConfig {
     dropout = o.dropout;
   }
 
+  const [gateF, gateR] = resolveActivationPair(o.gateActivation, 'gateActivation', 'sigmoid', numDirections);
+  const [cellF, cellR] = resolveActivationPair(o.cellActivation, 'cellActivation', 'tanh', numDirections);
+  const [hiddenF, hiddenR] = resolveActivationPair(o.hiddenActivation, 'hiddenActivation', 'tanh', numDirections);
+  const reverseDiffers = !sameActivation(gateF, gateR) || !sameActivation(cellF, cellR) || !sameActivation(hiddenF, hiddenR);
+
   const config: LSTMConfig = {
     inputSize,
     hiddenSize,
@@ -234,9 +273,10 @@ export function resolveConfig(options: unknown): LSTMConfig {
     projSize,
     outSize,
     peephole,
-    gateActivation: resolveActivation(o.gateActivation, 'gateActivation', 'sigmoid'),
-    cellActivation: resolveActivation(o.cellActivation, 'cellActivation', 'tanh'),
-    hiddenActivation: resolveActivation(o.hiddenActivation, 'hiddenActivation', 'tanh'),
+    gateActivation: gateF,
+    cellActivation: cellF,
+    hiddenActivation: hiddenF,
+    reverseActivations: reverseDiffers ? { gate: gateR, cell: cellR, hidden: hiddenR } : null,
     clip,
     coupledInputForget: checkBool(o.coupledInputForget, 'coupledInputForget', false),
     seed,

@@ -1,4 +1,4 @@
-import type { ResolvedActivation } from './config.js';
+import type { ActivationSet, ResolvedActivation } from './config.js';
 import type { DirectionParams } from './params.js';
 import type { Gemm } from './train/bptt.js';
 
@@ -19,9 +19,16 @@ export interface LayerDesc {
   gate: ResolvedActivation;
   cell: ResolvedActivation;
   hidden: ResolvedActivation;
+  /** A bidirectional layer's reverse-direction activations when they differ from the above; else null. */
+  reverseActs: ActivationSet | null;
   /** 0 means no clipping. */
   clip: number;
   coupled: boolean;
+}
+
+/** Direction d's activations. */
+export function directionActs(desc: Pick<LayerDesc, 'gate' | 'cell' | 'hidden' | 'reverseActs'>, d: number): ActivationSet {
+  return d === 1 && desc.reverseActs ? desc.reverseActs : desc;
 }
 
 /**

@@ -1,6 +1,6 @@
 export { LSTM } from './lstm.js';
 export type { ForwardIntoOptions, ForwardOptions, ForwardOutputs, ForwardResult, LoadStateDictOptions, OnnxLstmSpec, LengthsLike, TrainOptions } from './lstm.js';
-export type { LSTMOptions, LSTMConfig, Activation, ActivationName, Direction, Peephole, BackendChoice } from './config.js';
+export type { LSTMOptions, LSTMConfig, Activation, ActivationName, ActivationSet, ResolvedActivation, Direction, Peephole, BackendChoice } from './config.js';
 export type { Tensor } from './tensor.js';
 export { LstmError } from './errors.js';
 export type { LstmErrorCode } from './errors.js';

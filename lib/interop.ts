@@ -188,7 +188,13 @@ export function inferOptions(tensors: Record<string, Tensor>, opts?: { prefix?: 
 /** A model's options as plain JSON (what `lstm.config` resolved them to), to store beside its weights. */
 export function optionsOf(lstm: LSTM): LSTMOptions {
   const c = lstm.config;
-  const act = (a: typeof c.gateActivation): Activation => ({ name: a.name, alpha: a.alpha, beta: a.beta });
+  const one = (a: typeof c.gateActivation): Activation => ({ name: a.name, alpha: a.alpha, beta: a.beta });
+  const r = c.reverseActivations;
+  // [forward, reverse] where a bidirectional model's reverse direction has its own
+  const act = (k: 'gate' | 'cell' | 'hidden'): Activation | [Activation, Activation] => {
+    const f = c[`${k}Activation`];
+    return r ? [one(f), one(r[k])] : one(f);
+  };
   return {
     inputSize: c.inputSize,
     hiddenSize: c.hiddenSize,
@@ -198,9 +204,9 @@ export function optionsOf(lstm: LSTM): LSTMOptions {
     direction: c.direction,
     projSize: c.projSize,
     peephole: c.peephole,
-    gateActivation: act(c.gateActivation),
-    cellActivation: act(c.cellActivation),
-    hiddenActivation: act(c.hiddenActivation),
+    gateActivation: act('gate'),
+    cellActivation: act('cell'),
+    hiddenActivation: act('hidden'),
     clip: c.clip > 0 ? c.clip : undefined,
     coupledInputForget: c.coupledInputForget,
     dropout: c.dropout > 0 ? c.dropout : undefined,

@@ -177,6 +177,7 @@ export class LSTM {
       gate: c.gateActivation,
       cell: c.cellActivation,
       hidden: c.hiddenActivation,
+      reverseActs: c.reverseActivations,
       clip: c.clip,
       coupled: c.coupledInputForget,
     };

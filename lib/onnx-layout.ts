@@ -1,7 +1,7 @@
 // The ONNX LSTM operator's weight layout and activation attributes, in both directions:
 // W [D, 4H, I], R [D, 4H, H], B [D, 8H] in gate order i, o, f, c, and P [D, 3H] in
 // order i, o, f — against PyTorch's [4H, *] tensors in gate order i, f, g, o.
-import { resolveActivation, type Activation, type ActivationName, type ResolvedActivation } from './config.js';
+import { resolveActivation, sameActivation, type Activation, type ActivationName, type ActivationSet, type ResolvedActivation } from './config.js';
 import { LstmError, describe } from './errors.js';
 import type { Tensor } from './tensor.js';
 
@@ -91,11 +91,15 @@ const ONNX_ACTIVATION: Record<string, { name: ActivationName; alpha: boolean; be
   softplus: { name: 'softplus', alpha: false, beta: false, onnx: 'Softplus' },
 };
 
+/** A gate, cell or hidden activation as an option: one for every direction, or [forward, reverse]. */
+export type DirectionalActivation = Activation | [Activation, Activation];
+
 /**
  * ONNX activations (f, g, h per direction) with alpha/beta consumed in order by the
- * functions that take them, as ONNX Runtime reads them. One set must serve every direction.
+ * functions that take them, as ONNX Runtime reads them: the gate, cell and hidden options,
+ * each a pair [forward, reverse] where a bidirectional node's two directions differ.
  */
-export function activationsFromOnnx(names: unknown, alphas: readonly number[] | undefined, betas: readonly number[] | undefined, D: number, where = 'activations'): Activation[] {
+export function activationsFromOnnx(names: unknown, alphas: readonly number[] | undefined, betas: readonly number[] | undefined, D: number, where = 'activations'): DirectionalActivation[] {
   const list = names ?? [];
   if (!Array.isArray(list) || (list.length !== 0 && list.length !== 3 * D)) {
     throw new LstmError('LSTM_FORMAT', `${where}: expected ${3 * D} names (f, g, h per direction), got ${describe(list)}`);
@@ -114,25 +118,21 @@ export function activationsFromOnnx(names: unknown, alphas: readonly number[] | 
       throw new LstmError('LSTM_FORMAT', (err as Error).message);
     }
   });
-  if (D === 2) {
-    for (let k = 0; k < 3; k++) {
-      const f = resolved[k];
-      const r = resolved[k + 3];
-      if (f.kind !== r.kind || f.alpha !== r.alpha || f.beta !== r.beta) {
-        throw new LstmError('LSTM_FORMAT', `${where}: forward and reverse directions use different functions (${f.name} vs ${r.name}); one set must serve both`);
-      }
-    }
-  }
-  return resolved.slice(0, 3).map((a) => ({ name: a.name, alpha: a.alpha, beta: a.beta }));
+  const option = (a: ResolvedActivation): Activation => ({ name: a.name, alpha: a.alpha, beta: a.beta });
+  return [0, 1, 2].map((k) => {
+    const f = resolved[k];
+    const r = resolved[k + 3];
+    return D === 2 && !sameActivation(f, r) ? [option(f), option(r)] : option(f);
+  });
 }
 
-/** Our three activations as the ONNX attributes (repeated for each direction). */
-export function activationsToOnnx(acts: ResolvedActivation[], D: number): { activations: string[]; alpha: number[]; beta: number[] } {
+/** Each direction's three activations as the ONNX attributes (f, g, h per direction). */
+export function activationsToOnnx(directions: ActivationSet[]): { activations: string[]; alpha: number[]; beta: number[] } {
   const activations: string[] = [];
   const alpha: number[] = [];
   const beta: number[] = [];
-  for (let d = 0; d < D; d++) {
-    for (const a of acts) {
+  for (const set of directions) {
+    for (const a of [set.gate, set.cell, set.hidden]) {
       const entry = Object.values(ONNX_ACTIVATION).find((e) => e.name === a.name)!;
       activations.push(entry.onnx);
       if (entry.alpha) alpha.push(a.alpha);

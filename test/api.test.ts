@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ENGINES, LSTM, backendInfo, expectClose, mulberry32, randomTensor, withEngine, type Tensor } from './helpers';
+import { ENGINES, LSTM, backendInfo, expectClose, lib, mulberry32, randomTensor, withEngine, type Tensor } from './helpers';
 
 const root = path.resolve(__dirname, '..');
 
@@ -222,6 +222,35 @@ describe.each(ENGINES)('semantics on $label', (engine) => {
     const b = fwd.forward(reverseTime(x));
     expectClose(a.output, reverseTime(b.output), 'reverse output', 1e-6, 1e-6);
     expectClose(a.hn, b.hn, 'reverse hn', 1e-6, 1e-6);
+  });
+
+  it('a pair of activations [forward, reverse]: each half of a bidirectional layer runs as one direction with its own', () => {
+    const acts = { gateActivation: ['sigmoid', 'hardSigmoid'], cellActivation: ['tanh', { name: 'elu', alpha: 0.7 }], hiddenActivation: [{ name: 'scaledTanh', alpha: 1.2, beta: 0.7 }, 'softsign'] } as const;
+    const bi = build({ bidirectional: true, ...acts });
+    expect(bi.config.gateActivation.name).toBe('sigmoid');
+    expect(bi.config.reverseActivations).toMatchObject({ gate: { name: 'hardSigmoid' }, cell: { name: 'elu', alpha: 0.7 }, hidden: { name: 'softsign' } });
+    const fwd = build({ gateActivation: 'sigmoid', cellActivation: 'tanh', hiddenActivation: acts.hiddenActivation[0] });
+    const rev = build({ direction: 'reverse', gateActivation: 'hardSigmoid', cellActivation: acts.cellActivation[1], hiddenActivation: 'softsign' });
+    const sd = bi.stateDict();
+    const half = (suffix: string) => Object.fromEntries(Object.entries(sd).filter(([k]) => k.endsWith(suffix)).map(([k, t]) => [k.slice(0, k.length - suffix.length) + '_l0', t]));
+    fwd.loadStateDict(half('_l0'));
+    rev.loadStateDict(half('_l0_reverse'));
+    const x = randomTensor([6, 2, 4], rand);
+    const lengths = [6, 3];
+    const both = bi.forward(x, { lengths });
+    const H = bi.hiddenSize;
+    const a = fwd.forward(x, { lengths });
+    const b = rev.forward(x, { lengths });
+    expectClose({ data: both.output.data.filter((_, i) => i % (2 * H) < H), shape: a.output.shape }, a.output, 'forward half', 1e-6, 1e-6);
+    expectClose({ data: both.output.data.filter((_, i) => i % (2 * H) >= H), shape: b.output.shape }, b.output, 'reverse half', 1e-6, 1e-6);
+    expectClose(both.cn, { data: new Float32Array([...a.cn.data, ...b.cn.data]), shape: both.cn.shape }, 'cn', 1e-6, 1e-6);
+    // a pair that is one function twice is that function; a pair needs two directions
+    expect(build({ bidirectional: true, gateActivation: ['sigmoid', { name: 'sigmoid' }] }).config.reverseActivations).toBeNull();
+    expect(() => build({ gateActivation: ['sigmoid', 'hardSigmoid'] })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION', message: expect.stringMatching(/a pair \[forward, reverse\] is for a bidirectional LSTM/) }));
+    expect(() => build({ bidirectional: true, gateActivation: ['sigmoid', 'tanh', 'relu'] as never })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION', message: expect.stringMatching(/an array of 3/) }));
+    expect(() => build({ bidirectional: true, cellActivation: ['tanh', 'swish'] as never })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION', message: expect.stringMatching(/cellActivation\[1\]/) }));
+    // optionsOf keeps the pair, so a model rebuilt from its options (as fit's worker does) is the same
+    expect(new LSTM({ ...lib.optionsOf(bi), backend: 'js' }).config.reverseActivations).toEqual(bi.config.reverseActivations);
   });
 
   it('lengths give packed semantics: each sequence as if run alone at its own length', () => {

@@ -1,6 +1,6 @@
 // Native vs js on random configurations covering every option and odd sizes.
 import { describe, expect, it } from 'vitest';
-import { LSTM, NATIVE_ISAS, WASM_CASES, backendInfo, expectClose, mulberry32, randomTensor, sweepSeeds, withEngine, type LSTMOptions } from './helpers';
+import { LSTM, NATIVE_ISAS, WASM_CASES, backendInfo, expectClose, mulberry32, randomTensor, sweepSeeds, withEngine, type Activation, type LSTMOptions } from './helpers';
 
 const ACTS = ['sigmoid', 'tanh', 'relu', 'hardSigmoid', 'leakyRelu', 'scaledTanh', 'affine', 'elu', 'softsign', 'softplus'] as const;
 
@@ -39,6 +39,12 @@ function randomCase(seed: number) {
   const xShape = unbatched ? [T, options.inputSize] : options.batchFirst ? [B, T, options.inputSize] : [T, B, options.inputSize];
   const withState = rand() < 0.5;
   const lengths = !unbatched && rand() < 0.4 ? Array.from({ length: B }, () => pick(rand, [1, T, 1 + Math.floor(rand() * T)])) : undefined;
+  if (D === 2 && rand() < 0.3) {
+    // the reverse direction with activations of its own (ONNX's six)
+    options.gateActivation = [(options.gateActivation as Activation | undefined) ?? 'sigmoid', pick(rand, ['sigmoid', 'hardSigmoid'] as const)];
+    options.cellActivation = [(options.cellActivation as Activation | undefined) ?? 'tanh', pick(rand, ACTS)];
+    options.hiddenActivation = [(options.hiddenActivation as Activation | undefined) ?? 'tanh', pick(rand, ['tanh', 'softsign', 'sigmoid', 'scaledTanh'] as const)];
+  }
   const stateShape = (w: number) => (unbatched ? [L * D, w] : [L * D, B, w]);
   return {
     options,
@@ -82,10 +88,10 @@ describe('native and wasm match js on random configurations', () => {
       covered.add(`dir:${o.direction}`).add(`peep:${o.peephole}`).add(`proj:${o.projSize > 0}`).add(`clip:${o.clip > 0}`);
       covered.add(`coupled:${o.coupledInputForget}`).add(`bias:${o.bias}`).add(`bf:${o.batchFirst}`).add(`lens:${c.lengths !== undefined}`);
       covered.add(`H:${o.hiddenSize}`).add(`T1:${c.x.shape[o.batchFirst ? 1 : 0] === 1}`).add(`unbatched:${c.x.shape.length === 2}`);
-      covered.add(`cell:${o.cellActivation.name}`);
+      covered.add(`cell:${o.cellActivation.name}`).add(`revActs:${o.reverseActivations !== null}`);
     }
     // The generator really reaches every option and the odd sizes the issue names.
-    for (const must of ['dir:forward', 'dir:reverse', 'dir:bidirectional', 'peep:none', 'peep:diagonal', 'peep:full', 'proj:true', 'clip:true', 'coupled:true', 'bias:false', 'bf:true', 'lens:true', 'H:1', 'H:3', 'H:17', 'H:33', 'T1:true', 'unbatched:true', 'cell:relu', 'cell:hardSigmoid', 'cell:elu']) {
+    for (const must of ['dir:forward', 'dir:reverse', 'dir:bidirectional', 'peep:none', 'peep:diagonal', 'peep:full', 'proj:true', 'clip:true', 'coupled:true', 'bias:false', 'bf:true', 'lens:true', 'H:1', 'H:3', 'H:17', 'H:33', 'T1:true', 'unbatched:true', 'cell:relu', 'cell:hardSigmoid', 'cell:elu', 'revActs:true']) {
       expect(covered.has(must), must).toBe(true);
     }
   });

@@ -15,6 +15,7 @@ export const lib = require('../dist/cjs/index.js') as typeof import('../dist/cjs
 export const { LSTM, LstmError, backendInfo, loadSafetensors, saveSafetensors } = lib;
 export type Tensor = import('../dist/cjs/index.js').Tensor;
 export type LSTMOptions = import('../dist/cjs/index.js').LSTMOptions;
+export type Activation = import('../dist/cjs/index.js').Activation;
 export type ActivationName = import('../dist/cjs/index.js').ActivationName;
 export type Gradient = import('../dist/cjs/index.js').Gradient;
 
@@ -216,7 +217,8 @@ export function mulberry32(seed: number): () => number {
  * sequence length, for the random-configuration tests of training and streaming: every
  * peephole kind, projection, clip, coupled gates, no bias, 1 to 3 layers, 1 or 2 threads,
  * sizes past the vector widths (H up to 40, B up to 9) and, three times in ten, other
- * activations (from `acts`). `bidirectional`: the direction is drawn from all three (else
+ * activations (from `acts`; a bidirectional model's reverse direction three times in ten has
+ * its own). `bidirectional`: the direction is drawn from all three (else
  * forward); `batchFirst`: batch-first three times in ten; `large`: how often the model is
  * large enough for two threads to split it (H 64-223, B 1 or 16-32).
  */
@@ -247,5 +249,12 @@ export function randomModel(
   }
   const B = large ? (rand() < 0.3 ? 1 : 16 + Math.floor(rand() * 17)) : 1 + Math.floor(rand() * 9);
   const T = 1 + Math.floor(rand() * how.maxT);
+  if (options.direction === 'bidirectional' && rand() < 0.3) {
+    // the reverse direction with activations of its own (ONNX's six)
+    const fwd = (v: LSTMOptions['gateActivation'], dflt: ActivationName) => (v ?? dflt) as Activation;
+    options.gateActivation = [fwd(options.gateActivation, 'sigmoid'), pick(how.acts)];
+    options.cellActivation = [fwd(options.cellActivation, 'tanh'), pick(how.acts)];
+    options.hiddenActivation = [fwd(options.hiddenActivation, 'tanh'), pick(how.acts)];
+  }
   return { options, B, T, large };
 }

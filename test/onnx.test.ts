@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ENGINES, FIXTURES, LSTM, LstmError, expectClose, expectFormat, fixture, lib, mulberry32, onnxYToOutput, randomTensor, sweepSeeds, withEngine, type LSTMOptions } from './helpers';
+import { ENGINES, FIXTURES, LSTM, LstmError, expectClose, expectFormat, fixture, lib, mulberry32, onnxYToOutput, randomTensor, sweepSeeds, withEngine, type Activation, type LSTMOptions } from './helpers';
 
 const require = createRequire(import.meta.url);
 const ort = require('onnxruntime-node') as typeof import('onnxruntime-node');
@@ -257,11 +257,11 @@ function randomExportCase(seed: number) {
     coupledInputForget: rand() < 0.2,
     seed,
   };
+  const act = () => {
+    const name = pick(ACTS);
+    return rand() < 0.5 ? name : { name, alpha: 0.1 + rand(), beta: rand() - 0.5 };
+  };
   if (rand() < 0.4) {
-    const act = () => {
-      const name = pick(ACTS);
-      return rand() < 0.5 ? name : { name, alpha: 0.1 + rand(), beta: rand() - 0.5 };
-    };
     options.gateActivation = pick(['sigmoid', 'hardSigmoid', { name: 'hardSigmoid' as const, alpha: 0.25, beta: 0.4 }] as const);
     options.cellActivation = act();
     options.hiddenActivation = pick(['tanh', 'softsign', 'sigmoid', { name: 'scaledTanh' as const, alpha: 1.5, beta: 0.7 }] as const);
@@ -269,6 +269,13 @@ function randomExportCase(seed: number) {
   const T = 1 + Math.floor(rand() * 7);
   const B = 1 + Math.floor(rand() * 4);
   const withLengths = rand() < 0.4;
+  // ONNX's six activations: a bidirectional node's reverse direction with functions of its own
+  if (options.direction === 'bidirectional' && rand() < 0.5) {
+    const forward = (v: LSTMOptions['gateActivation'], dflt: Activation) => (v ?? dflt) as Activation;
+    options.gateActivation = [forward(options.gateActivation, 'sigmoid'), pick(['hardSigmoid', 'sigmoid', { name: 'hardSigmoid' as const, alpha: 0.15, beta: 0.45 }] as const)];
+    options.cellActivation = [forward(options.cellActivation, 'tanh'), act()];
+    options.hiddenActivation = [forward(options.hiddenActivation, 'tanh'), pick(['tanh', 'softsign', { name: 'scaledTanh' as const, alpha: 0.8, beta: 1.3 }] as const)];
+  }
   return { options, T, B, withLengths, rand };
 }
 
@@ -316,9 +323,13 @@ describe('exportOnnx runs in onnxruntime-node with the same outputs', () => {
       const back = loadOnnx(bytes);
       expect(back.config.numLayers).toBe(L);
       expect(back.stateDict()).toEqual(m.stateDict());
+      // with the same attributes: activations (per direction), alpha, beta, clip, input_forget
+      const lstmAttributes = (b: Uint8Array) => onnx.ModelProto.decode(b).graph!.node!.filter((n) => n.opType === 'LSTM').map((n) => JSON.stringify(n.attribute));
+      expect(lstmAttributes(exportOnnx(back, { lengths: withLengths })), what).toEqual(lstmAttributes(bytes));
+      seen.add(`revActs:${c.reverseActivations !== null}`);
       seen.add(`L${L}`).add(c.direction).add(`peep:${c.peephole}`).add(`clip:${c.clip > 0}`).add(`coupled:${c.coupledInputForget}`).add(`lens:${withLengths}`).add(`bf:${c.batchFirst}`);
     }
-    for (const must of ['L1', 'L2', 'L3', 'forward', 'reverse', 'bidirectional', 'peep:diagonal', 'clip:true', 'coupled:true', 'lens:true', 'bf:true']) expect(seen.has(must), must).toBe(true);
+    for (const must of ['L1', 'L2', 'L3', 'forward', 'reverse', 'bidirectional', 'peep:diagonal', 'clip:true', 'coupled:true', 'lens:true', 'bf:true', 'revActs:true']) expect(seen.has(must), must).toBe(true);
   }, 120_000);
 
   it('opset 12 (Squeeze with an axes attribute) also runs', async () => {

@@ -97,6 +97,10 @@ describe('gradients where no fixture reaches: finite differences', () => {
     ['leakyRelu / softplus / scaledTanh', { inputSize: 2, hiddenSize: 3, gateActivation: 'sigmoid', cellActivation: { name: 'leakyRelu', alpha: 0.2 }, hiddenActivation: { name: 'scaledTanh', alpha: 1.3, beta: 0.8 }, seed: 4 }],
     ['reverse direction with lengths', { inputSize: 3, hiddenSize: 4, direction: 'reverse', seed: 5 }],
     ['full peephole, projection, 2 layers', { inputSize: 2, hiddenSize: 5, projSize: 2, peephole: 'full', numLayers: 2, seed: 6 }],
+    [
+      'bidirectional, the reverse direction with activations of its own (ONNX\'s six)',
+      { inputSize: 2, hiddenSize: 3, numLayers: 2, bidirectional: true, gateActivation: ['sigmoid', 'hardSigmoid'], cellActivation: ['tanh', 'softsign'], hiddenActivation: [{ name: 'scaledTanh', alpha: 1.2, beta: 0.7 }, 'tanh'], seed: 7 },
+    ],
   ];
   it.each(cases)('%s', (_label, options) => {
     const rand = mulberry32(9);

@@ -5,7 +5,7 @@
 // writes the same shape back.
 // Protobuf is decoded and encoded by protobufjs with the ONNX schema (onnx-proto).
 import type { onnx as OnnxNs } from 'onnx-proto';
-import type { BackendChoice, LSTMConfig } from '../config.js';
+import { configActivations, type BackendChoice, type LSTMConfig } from '../config.js';
 import { LstmError, describe, optionsArg } from '../errors.js';
 import { LSTM } from '../lstm.js';
 import { activationsFromOnnx, activationsToOnnx, onnxToStateDict, stateDictToOnnx } from '../onnx-layout.js';
@@ -807,7 +807,7 @@ export function exportOnnx(model: LSTM | WithHead, opts?: ExportOnnxOptions): Ui
   const ints = (name: string, v: number[]): OnnxNs.IAttributeProto => ({ name, type: A.INTS, ints: v });
   const int = (name: string, v: number): OnnxNs.IAttributeProto => ({ name, type: A.INT, i: v });
   const str = (name: string, v: string): OnnxNs.IAttributeProto => ({ name, type: A.STRING, s: new TextEncoder().encode(v) });
-  const { activations, alpha, beta } = activationsToOnnx([c.gateActivation, c.cellActivation, c.hiddenActivation], D);
+  const { activations, alpha, beta } = activationsToOnnx(Array.from({ length: D }, (_, d) => configActivations(c, d)));
   const lstmAttrs: OnnxNs.IAttributeProto[] = [
     int('hidden_size', H),
     str('direction', c.direction),

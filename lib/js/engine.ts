@@ -1,4 +1,4 @@
-import type { Engine, EngineLayer, LayerDesc, LayerRun, StackResult, StackRun } from '../engine.js';
+import { directionActs, type Engine, type EngineLayer, type LayerDesc, type LayerRun, type StackResult, type StackRun } from '../engine.js';
 import type { DirectionParams } from '../params.js';
 import { activationFn, type ActFn } from './activations.js';
 import type { Gemm, PreparedMatrix } from '../train/bptt.js';
@@ -24,19 +24,17 @@ interface JsDirection {
 class JsLayer implements EngineLayer {
   readonly desc: LayerDesc;
   private dirs: JsDirection[];
-  private readonly fa: ActFn;
-  private readonly ga: ActFn;
-  private readonly ha: ActFn;
-  private readonly standardActs: boolean;
+  /** Per direction: the gate, cell and hidden functions, and whether they are PyTorch's. */
+  private readonly acts: { fa: ActFn; ga: ActFn; ha: ActFn; standard: boolean }[];
   private readonly scratch = new GemmScratch();
 
   constructor(desc: LayerDesc, dirs: DirectionParams[]) {
     this.desc = desc;
     this.dirs = JsLayer.pack(desc, dirs);
-    this.fa = activationFn(desc.gate);
-    this.ga = activationFn(desc.cell);
-    this.ha = activationFn(desc.hidden);
-    this.standardActs = desc.gate.kind === 0 && desc.cell.kind === 1 && desc.hidden.kind === 1;
+    this.acts = Array.from({ length: desc.numDirections }, (_, d) => {
+      const a = directionActs(desc, d);
+      return { fa: activationFn(a.gate), ga: activationFn(a.cell), ha: activationFn(a.hidden), standard: a.gate.kind === 0 && a.cell.kind === 1 && a.hidden.kind === 1 };
+    });
   }
 
   /** A forward already running holds the old `dirs` array: replacing it is safe. */
@@ -102,10 +100,10 @@ class JsLayer implements EngineLayer {
         const gOff = t * B * G4;
         gemmNT(B, h, 0, Hout, p.wHh, gates, gOff, G4, this.scratch);
         if (p.wCh) gemmNT(B, c, 0, H, p.wCh, gates, gOff, G4, this.scratch);
-        if (this.standardActs && desc.peephole !== 1 && desc.clip === 0 && !desc.coupled) {
+        if (this.acts[d].standard && desc.peephole !== 1 && desc.clip === 0 && !desc.coupled) {
           cellStandard(gates, gOff, B, H, c, cNew, r);
         } else {
-          this.cellGeneral(p, gates, gOff, B, c, cNew, r);
+          this.cellGeneral(p, this.acts[d], gates, gOff, B, c, cNew, r);
         }
         if (p.wHr) {
           hNew.fill(0);
@@ -133,6 +131,7 @@ class JsLayer implements EngineLayer {
   /** Every option: peepholes, clip, coupled gates, any activations. ONNX's order of operations. */
   private cellGeneral(
     p: JsDirection,
+    acts: { fa: ActFn; ga: ActFn; ha: ActFn },
     g: Float32Array,
     gOff: number,
     B: number,
@@ -145,7 +144,7 @@ class JsLayer implements EngineLayer {
     const lo = clip > 0 ? -clip : -Infinity;
     const hi = clip > 0 ? clip : Infinity;
     const coupled = this.desc.coupled;
-    const { fa, ga, ha } = this;
+    const { fa, ga, ha } = acts;
     const { wCi, wCf, wCo } = p;
     for (let b = 0; b < B; b++) {
       const base = gOff + b * 4 * H;

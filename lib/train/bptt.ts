@@ -2,7 +2,7 @@
 // directions, projection, both peephole kinds, clip (zero gradient where clipped),
 // coupled gates, any activation, lengths and initial states. One implementation
 // serves both engines; the heavy products go through the engine's GEMM.
-import type { LSTMConfig, ResolvedActivation } from '../config.js';
+import { configActivations, type LSTMConfig, type ResolvedActivation } from '../config.js';
 import { layerInputSize } from '../params.js';
 import { transpose2d } from '../tensor.js';
 import type { Rng } from '../rng.js';
@@ -180,13 +180,15 @@ const CHUNK_FLOATS = 1 << 17;
 
 const suffix = (l: number, d: number): string => `_l${l}${d === 1 ? '_reverse' : ''}`;
 
-/** The cell kernels' view of one layer direction. */
-function cellSpec(cfg: LSTMConfig, params: Params, sfx: string): CellSpec {
+/** The cell kernels' view of one layer direction (d: 0 forward, 1 reverse). */
+function cellSpec(cfg: LSTMConfig, params: Params, l: number, d: number): CellSpec {
+  const sfx = suffix(l, d);
+  const acts = configActivations(cfg, d);
   return {
     hiddenSize: cfg.hiddenSize,
-    gate: cfg.gateActivation,
-    cell: cfg.cellActivation,
-    hidden: cfg.hiddenActivation,
+    gate: acts.gate,
+    cell: acts.cell,
+    hidden: acts.hidden,
     clip: cfg.clip,
     coupled: cfg.coupledInputForget,
     wCi: params.get(`weight_ci${sfx}`),
@@ -357,7 +359,7 @@ export function forwardTrain(
       };
       const h = h0.slice((l * D + d) * B * Hout, (l * D + d + 1) * B * Hout);
       const c = c0.slice((l * D + d) * B * H, (l * D + d + 1) * B * H);
-      const kernel = gemm.cells.acquire(cellSpec(cfg, params, sfx), rows, t);
+      const kernel = gemm.cells.acquire(cellSpec(cfg, params, l, d), rows, t);
       const hNew = new Float32Array(B * Hout);
       const rNew = new Float32Array(B * H);
       const cNew = new Float32Array(B * H);
@@ -454,7 +456,7 @@ export function backwardTrain(
       const sfx = suffix(l, d);
       const t = layer.dirs[d];
       const reverse = D === 2 ? d === 1 : cfg.direction === 'reverse';
-      const spec = cellSpec(cfg, params, sfx);
+      const spec = cellSpec(cfg, params, l, d);
       const wHhT = prepareT(params.get(`weight_hh${sfx}`)!, Hout, 4 * H);
       const wChT = cfg.peephole === 'full' ? prepareT(params.get(`weight_ch${sfx}`)!, H, 4 * H) : null;
       const wHrT = cfg.projSize > 0 ? prepareT(params.get(`weight_hr${sfx}`)!, H, Hout) : null;

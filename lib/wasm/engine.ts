@@ -3,7 +3,7 @@
 // driven through linear memory. Single-threaded; everything runs on the calling thread.
 // Inputs are copied into the module's memory for each call and outputs copied back,
 // which costs O(size of the data) against O(size x hidden) of arithmetic.
-import type { Engine, EngineLayer, LayerDesc, StackResult, StackRun } from '../engine.js';
+import { directionActs, type Engine, type EngineLayer, type LayerDesc, type StackResult, type StackRun } from '../engine.js';
 import { LstmError } from '../errors.js';
 import { jsCells } from '../js/train-cell.js';
 import { env } from '../platform.js';
@@ -83,15 +83,19 @@ class WasmLayer extends WasmObject implements EngineLayer {
     const rt = this.rt;
     const arena = new Arena(rt, 'wasm layer');
     try {
-      const ints = arena.alloc(11 * 4);
-      const floats = arena.alloc(7 * 4);
+      const ints = arena.alloc(15 * 4);
+      const floats = arena.alloc(13 * 4);
       const ptrs = arena.alloc(9 * 4 * dirs.length);
       const weights = dirs.map((dir) => arena.floats(ROLES.map((r) => dir[r] ?? null)));
-      rt.i32(ints, 11).set([
+      const r = directionActs(d, 1);
+      rt.i32(ints, 15).set([
         d.inputSize, d.hiddenSize, d.projSize, d.numDirections, d.reverse ? 1 : 0, d.bias ? 1 : 0, d.peephole,
-        d.coupled ? 1 : 0, d.gate.kind, d.cell.kind, d.hidden.kind,
+        d.coupled ? 1 : 0, d.gate.kind, d.cell.kind, d.hidden.kind, d.reverseActs ? 1 : 0, r.gate.kind, r.cell.kind, r.hidden.kind,
       ]);
-      rt.f32(floats, 7).set([d.clip, d.gate.alpha, d.gate.beta, d.cell.alpha, d.cell.beta, d.hidden.alpha, d.hidden.beta]);
+      rt.f32(floats, 13).set([
+        d.clip, d.gate.alpha, d.gate.beta, d.cell.alpha, d.cell.beta, d.hidden.alpha, d.hidden.beta,
+        r.gate.alpha, r.gate.beta, r.cell.alpha, r.cell.beta, r.hidden.alpha, r.hidden.beta,
+      ]);
       rt.u32(ptrs, 9 * dirs.length).set(weights.flat());
       return rt.call('wasm layer', () => rt.x.lstm_layer_new(ints, floats, ptrs));
     } finally {

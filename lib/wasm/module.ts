@@ -75,7 +75,7 @@ export function wasmSimd(): WasmSimd {
 }
 
 /** Bumped with native/wasm/api.cc's kWasmAbi. */
-export const WASM_ABI_VERSION = 2;
+export const WASM_ABI_VERSION = 3;
 
 export interface WasmExports {
   memory: WasmMemory;

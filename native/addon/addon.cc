@@ -572,6 +572,17 @@ LayerWrap::LayerWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<LayerWra
   desc.gate = ActivationArg(env, d, "gate");
   desc.cell = ActivationArg(env, d, "cell");
   desc.hidden = ActivationArg(env, d, "hidden");
+  Napi::Value reverse_acts = d.Get("reverseActs");
+  if (reverse_acts.IsObject()) {
+    if (desc.num_directions != 2) Fail(env, "LSTM_OPTION", "desc.reverseActs: only a bidirectional layer has a reverse direction");
+    Napi::Object r = reverse_acts.As<Napi::Object>();
+    desc.reverse_acts = true;
+    desc.gate_r = ActivationArg(env, r, "gate");
+    desc.cell_r = ActivationArg(env, r, "cell");
+    desc.hidden_r = ActivationArg(env, r, "hidden");
+  } else if (!reverse_acts.IsNull() && !reverse_acts.IsUndefined()) {
+    Fail(env, "LSTM_OPTION", "desc.reverseActs: expected null or an object of three activations");
+  }
   Napi::Value clip = d.Get("clip");
   if (!clip.IsNumber()) Fail(env, "LSTM_OPTION", "desc.clip: expected a number");
   const double clip_v = clip.As<Napi::Number>().DoubleValue();

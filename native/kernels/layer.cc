@@ -344,6 +344,11 @@ void Layer::forward(Isa isa, const Threading& threading, const LayerRun& run, Wo
       const Direction& w = dirs_[d];
       const bool reverse = D == 2 ? d == 1 : desc_.reverse;
       CellSpec spec = cell;
+      if (d == 1 && desc_.reverse_acts) {
+        spec.gate = desc_.gate_r;
+        spec.cell = desc_.cell_r;
+        spec.out = desc_.hidden_r;
+      }
       if (desc_.peephole == kPeepholeDiagonal) {
         spec.wci = w.w_ci.data();
         spec.wcf = w.w_cf.data();

@@ -29,6 +29,12 @@ struct LayerDesc {
   Activation gate{kSigmoid, 0.f, 0.f};
   Activation cell{kTanh, 0.f, 0.f};
   Activation hidden{kTanh, 0.f, 0.f};
+  // A bidirectional layer whose reverse direction has activations of its own (ONNX allows
+  // six): those, else the three above serve both directions.
+  bool reverse_acts = false;
+  Activation gate_r{kSigmoid, 0.f, 0.f};
+  Activation cell_r{kTanh, 0.f, 0.f};
+  Activation hidden_r{kTanh, 0.f, 0.f};
   float clip = 0.f;
   bool coupled = false;
 

@@ -42,7 +42,7 @@ void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::fre
 namespace {
 
 // Bumped with any change to the calling convention below (checked by lib/wasm/module.ts).
-constexpr int kWasmAbi = 2;
+constexpr int kWasmAbi = 3;
 
 lstm::Isa isa_of(int code) { return code == static_cast<int>(lstm::Isa::kScalar) ? lstm::Isa::kScalar : lstm::best_isa(); }
 
@@ -72,8 +72,10 @@ LSTM_EXPORT(lstm_malloc) void* lstm_malloc(std::size_t n) { return std::malloc(n
 LSTM_EXPORT(lstm_free) void lstm_free(void* p) { std::free(p); }
 
 // ints: inputSize, hiddenSize, projSize, numDirections, reverse, bias, peephole,
-//       coupled, gate kind, cell kind, hidden kind
-// floats: clip, then alpha and beta of the gate, cell and hidden activations
+//       coupled, gate kind, cell kind, hidden kind, then whether the reverse direction
+//       has activations of its own and their three kinds
+// floats: clip, alpha and beta of the gate, cell and hidden activations, then of the
+//       reverse direction's
 // ptrs: per direction wIh, wHh, bIh, bHh, wHr, wCi, wCf, wCo, wCh (0 where absent)
 LSTM_EXPORT(lstm_layer_new) lstm::Layer* lstm_layer_new(const int32_t* ints, const float* floats, const uint32_t* ptrs) {
   lstm::LayerDesc d;
@@ -88,6 +90,10 @@ LSTM_EXPORT(lstm_layer_new) lstm::Layer* lstm_layer_new(const int32_t* ints, con
   d.gate = activation(ints + 8, floats + 1, 0);
   d.cell = activation(ints + 8, floats + 1, 1);
   d.hidden = activation(ints + 8, floats + 1, 2);
+  d.reverse_acts = ints[11] != 0 && d.num_directions == 2;
+  d.gate_r = activation(ints + 12, floats + 7, 0);
+  d.cell_r = activation(ints + 12, floats + 7, 1);
+  d.hidden_r = activation(ints + 12, floats + 7, 2);
   d.clip = floats[0];
   lstm::DirectionWeightsView views[2];
   for (int i = 0; i < d.num_directions; ++i) {

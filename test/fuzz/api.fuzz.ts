@@ -55,7 +55,9 @@ function arbitraries() {
     { weight: 1, arbitrary: fc.anything() },
   );
   const maybe = <T,>(arb: fc.Arbitrary<T>) => fc.oneof({ weight: 3, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: arb });
-  const activation = fc.oneof(fc.constantFrom('sigmoid', 'tanh', 'relu', 'hardSigmoid', 'swish', '', null), fc.record({ name: fc.constantFrom('elu', 'hardSigmoid', 'nope'), alpha: fc.constantFrom(...ADVERSARIAL_NUMBERS), beta: fc.constantFrom(...ADVERSARIAL_NUMBERS) }));
+  const oneActivation = fc.oneof(fc.constantFrom('sigmoid', 'tanh', 'relu', 'hardSigmoid', 'swish', '', null), fc.record({ name: fc.constantFrom('elu', 'hardSigmoid', 'nope'), alpha: fc.constantFrom(...ADVERSARIAL_NUMBERS), beta: fc.constantFrom(...ADVERSARIAL_NUMBERS) }));
+  // one, a pair [forward, reverse], or an array of another length
+  const activation = fc.oneof({ weight: 4, arbitrary: oneActivation }, { weight: 2, arbitrary: fc.tuple(oneActivation, oneActivation) }, { weight: 1, arbitrary: fc.array(oneActivation, { maxLength: 3 }) });
   const size = fc.oneof({ weight: 5, arbitrary: fc.integer({ min: 1, max: 9 }) }, { weight: 2, arbitrary: fc.constantFrom<unknown>(...ADVERSARIAL_NUMBERS, '4', null) });
   const options = fc.record(
     {
