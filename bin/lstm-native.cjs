@@ -13,7 +13,8 @@ commands:
   convert <in> <out> [--prefix lstm.] [--opset 14] [--lengths] [--stack-only]
                  .onnx -> .safetensors (PyTorch names; the options go in the metadata)
                  .safetensors -> .onnx (options from the metadata, else inferred from the names)
-                 .pt / .pth / .bin (torch.save of a state dict or checkpoint) -> either,
+                 .pt / .pth / .bin (torch.save of a state dict, checkpoint or model;
+                 torch.jit.save) -> either,
                  options inferred from the names under --prefix (e.g. --prefix model.lstm.);
                  -> .pt writes a state dict torch.load reads;
                  model.json (TensorFlow.js layers model, shards beside it) -> either,

@@ -82,8 +82,26 @@ describe('loadTorch reads what torch.save wrote', () => {
     expect(() => model.loadStateDict(tensors, { head: 3 as never })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
   });
 
-  it('what it refuses: a pickled module, the tar format before PyTorch 0.4, a pickle that is not torch.save\'s, not a zip', () => {
-    expectFormat(() => loadTorch(file('whole_module.pt')), /torch\.nn\.modules\.rnn\.LSTM, which this reader does not take: save a state dict/);
+  it('a module pickled whole (torch.save(model)) reads as its state dict, and its hyperparameters as values', () => {
+    const { tensors, values } = loadTorch(file('whole_module.pt')); // torch.save(nn.LSTM(2, 3))
+    expect(Object.keys(tensors)).toEqual(['weight_ih_l0', 'weight_hh_l0', 'bias_ih_l0', 'bias_hh_l0']);
+    expect(values).toMatchObject({ input_size: 2, hidden_size: 3, num_layers: 1, batch_first: false, bidirectional: false, proj_size: 0 });
+    expect(new LSTM(lib.inferOptions(tensors)).loadStateDict(tensors).config).toMatchObject({ inputSize: 2, hiddenSize: 3 });
+  });
+
+  it.each(['net_whole.pt', 'net_scripted.pt', 'net_traced.pt'])('%s (torch.save(model), torch.jit.script, torch.jit.trace): the state dict, and the model runs as PyTorch ran it', (name) => {
+    const { tensors, values } = loadTorch(file(name));
+    const want = loadTorch(file('net.pt')).tensors; // torch.save(net.state_dict())
+    expect(Object.keys(tensors).sort()).toEqual(Object.keys(want).sort());
+    for (const k of Object.keys(want)) expect(tensors[k], k).toEqual(want[k]);
+    if (name === 'net_whole.pt') expect(values).toMatchObject({ 'rnn.batch_first': true, 'rnn.num_layers': 2, 'fc.in_features': 6 });
+    const ref = reference('net').tensors;
+    const model = new lib.SequenceModel({ ...lib.inferOptions(tensors, { prefix: 'rnn.' }), batchFirst: true, outputSize: 2 });
+    model.loadStateDict(tensors, { lstm: 'rnn.', head: 'fc.' });
+    expectClose(model.forward(ref.input).output, ref.output, `${name} output`);
+  });
+
+  it('what it refuses: the tar format before PyTorch 0.4, a pickle that is not torch.save\'s, not a zip', () => {
     const tar = new Uint8Array(1024);
     tar.set(new TextEncoder().encode('ustar'), 257);
     expectFormat(() => loadTorch(tar), /tar archive: the format of PyTorch before 0\.4/);
@@ -221,11 +239,16 @@ describe('hostile torch.save archives end in LSTM_FORMAT, with nothing large all
     expect(Object.keys(few.tensors)).toEqual(['v0', 'v1']);
   });
 
-  it('globals outside the list are refused by name, before anything runs', () => {
+  it('calls outside the list are refused by name, and classes are never run', () => {
     const call = (m: string, n: string) => zip([['a/data.pkl', new Uint8Array([0x80, 2, ...op.global(m, n), 0x28, ...op.str('echo hi'), 0x74, 0x52, 0x2e])]]);
     expectFormat(() => loadTorch(call('os', 'system')), /os\.system, which this reader does not take/);
     expectFormat(() => loadTorch(call('builtins', 'eval')), /builtins\.eval/);
     expectFormat(() => loadTorch(call('torch', 'load')), /torch\.load/);
+    // an object of any class is only its state: NEWOBJ of os.system makes an inert object,
+    // whose state may hold a call, which is refused as any other
+    const obj = (state: number[]) => zip([['a/data.pkl', new Uint8Array([0x80, 2, ...op.global('os', 'system'), 0x29, 0x81, 0x7d, 0x28, ...op.str('w'), ...state, 0x75, 0x62, 0x2e])]]);
+    expect(loadTorch(obj([...op.str('x')])).values).toEqual({ w: 'x' });
+    expectFormat(() => loadTorch(obj([...op.global('os', 'system'), 0x28, ...op.str('echo hi'), 0x74, 0x52])), /calls os\.system, which this reader does not take/);
   });
 
   it('deep nesting, self-reference, unknown opcodes and a compressed entry', () => {

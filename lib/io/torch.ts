@@ -1,14 +1,16 @@
 // PyTorch's torch.save files (.pt / .pth / .bin): a zip archive holding a pickle (data.pkl)
 // and one raw storage per tensor (data/<key>) — or, in the legacy format (PyTorch before
 // 1.6, and `_use_new_zipfile_serialization=False` since), pickles and storages one after
-// another in a single stream. A state dict, or a checkpoint of nested dicts
-// and lists around state dicts, comes back as flat named float32 tensors, so
-// `loadStateDict(loadTorch(bytes).tensors, { prefix })` takes it as a safetensors file.
+// another in a single stream. TorchScript's torch.jit.save writes the zip format too. A state
+// dict, a checkpoint of nested dicts and lists around state dicts, or a module saved whole
+// comes back as flat named float32 tensors, so `loadStateDict(loadTorch(bytes).tensors,
+// { prefix })` takes it as a safetensors file.
 //
 // The pickle is read by a small interpreter, not run: it knows the opcodes torch.save
-// writes and builds only dicts, lists, tuples, scalars and tensors. Any global outside the
-// short list below (a module class, a function) is LSTM_FORMAT, so a hostile file can do
-// nothing but be refused; every size and offset is checked against the bytes present.
+// writes and builds only dicts, lists, tuples, scalars, tensors and inert objects (a class's
+// instance is its state, as plain attributes; no class is ever called). Calling any function
+// outside the short list below is LSTM_FORMAT, so a hostile file can do nothing but be
+// refused; every size and offset is checked against the bytes present.
 import { LstmError, describe } from '../errors.js';
 import { MAX_ELEMENTS, checkTensor, gatherStrided, shapeStr, type Tensor } from '../tensor.js';
 import { DTYPE_SIZE, decodeTensorBytes, type Dtype } from './safetensors.js';
@@ -24,6 +26,8 @@ interface ZipEntry {
   /** Offset of the entry's bytes in the file, and their length. */
   start: number;
   size: number;
+  /** 0: stored. TorchScript archives deflate their code; torch.save stores what this reader reads. */
+  method: number;
 }
 
 function readZip(bytes: Uint8Array): Map<string, ZipEntry> {
@@ -95,12 +99,11 @@ function readZip(bytes: Uint8Array): Map<string, ZipEntry> {
       }
       e += 4 + n;
     }
-    if (method !== 0) throw fmtErr(`entry '${name}' is compressed (method ${method}); torch.save stores entries uncompressed`);
-    if (size !== usize) throw fmtErr(`entry '${name}': stored size ${size} differs from its size ${usize}`);
+    if (method === 0 && size !== usize) throw fmtErr(`entry '${name}': stored size ${size} differs from its size ${usize}`);
     if (local + 30 > len || u32(local) !== 0x04034b50) throw fmtErr(`entry '${name}': no local header at ${local}`);
     const start = local + 30 + u16(local + 26) + u16(local + 28);
     if (start + size > len) throw fmtErr(`entry '${name}': ${size} bytes at ${start} run past the file's ${len} bytes`);
-    entries.set(name, { name, start, size });
+    entries.set(name, { name, start, size, method });
     p = end;
   }
   return entries;
@@ -108,9 +111,18 @@ function readZip(bytes: Uint8Array): Map<string, ZipEntry> {
 
 // ---------------------------------------------------------------- pickle
 
-/** A global the reader knows (a callable or a marker), by 'module.name'. */
+/** A global the pickle names, by 'module.name': only those in CALLABLES are ever called. */
 class Global {
   constructor(readonly path: string) {}
+}
+/**
+ * An object the pickle makes from a class it names (NEWOBJ), as a module pickled whole
+ * (torch.save(model)) or saved by TorchScript (torch.jit.save) is made. The class never runs:
+ * the object is its state (BUILD), kept as plain attributes.
+ */
+class Inert {
+  readonly attrs = new Map<Value, Value>();
+  constructor(readonly cls: string) {}
 }
 /**
  * A persistent id: one storage of the archive, of `stored` elements — or, in the legacy
@@ -161,9 +173,13 @@ const CALLABLES = new Set([
   '_codecs.encode',
   'builtins.set',
   'builtins.frozenset',
+  // TorchScript's typed containers (torch.jit.save): the list, tagged with its type
+  'torch.jit._pickle.restore_type_tag',
+  'torch.jit._pickle.build_tensorlist',
+  'torch.jit._pickle.build_intlist',
+  'torch.jit._pickle.build_doublelist',
+  'torch.jit._pickle.build_boollist',
 ]);
-// dtypes appear as plain values (e.g. in optimizer or AMP state); they are kept as names.
-const DTYPES = new Set(['float32', 'float64', 'float16', 'bfloat16', 'int64', 'int32', 'int16', 'int8', 'uint8', 'bool', 'float', 'double', 'half', 'long', 'int']);
 
 type Value = unknown;
 
@@ -218,8 +234,14 @@ function call(fn: Global, args: Value[]): Value {
     case 'builtins.set':
     case 'builtins.frozenset':
       return Array.isArray(args[0]) ? [...args[0]] : [];
+    case 'torch.jit._pickle.restore_type_tag':
+    case 'torch.jit._pickle.build_tensorlist':
+    case 'torch.jit._pickle.build_intlist':
+    case 'torch.jit._pickle.build_doublelist':
+    case 'torch.jit._pickle.build_boollist':
+      return args[0];
     default:
-      throw fmtErr(`${fn.path} cannot be called`);
+      throw fmtErr(`the pickle calls ${fn.path}, which this reader does not take: it reads state dicts, checkpoints and modules (their tensors and plain values), and runs nothing`);
   }
 }
 
@@ -273,13 +295,9 @@ function unpickle(data: Uint8Array, start = 0, storages = new Map<string, Storag
     p = end + 1;
     return s;
   };
-  const global = (module: string, name: string): Global => {
-    const path = `${module}.${name}`;
-    if (!CALLABLES.has(path) && !Object.hasOwn(STORAGES, path) && !(module === 'torch' && DTYPES.has(name))) {
-      throw fmtErr(`the pickle refers to ${path}, which this reader does not take: save a state dict (torch.save(model.state_dict(), path)), not a module or other objects`);
-    }
-    return new Global(path);
-  };
+  // A name is only a name: what may be called is checked when the pickle calls it.
+  // Protocol 2 names Python 3's builtins by their Python 2 module.
+  const global = (module: string, name: string): Global => new Global(`${module === '__builtin__' ? 'builtins' : module}.${name}`);
   const setItems = (target: Value, items: Value[]) => {
     if (!(target instanceof Map)) throw fmtErr(`SETITEMS on ${describe(target)}, not a dict`);
     if (items.length % 2) throw fmtErr('SETITEMS with an odd number of values');
@@ -480,21 +498,31 @@ function unpickle(data: Uint8Array, start = 0, storages = new Map<string, Storag
         stack.push(call(fn, args));
         break;
       }
-      case 0x81: {
-        // NEWOBJ: cls.__new__(cls, *args) — only the OrderedDict torch's containers use
+      case 0x81: // NEWOBJ: cls.__new__(cls, *args)
+      case 0x92: {
+        // NEWOBJ_EX: cls.__new__(cls, *args, **kwargs)
+        if (op === 0x92) pop();
         const args = pop();
         const cls = pop();
-        if (!(cls instanceof Global) || cls.path !== 'collections.OrderedDict' || !Array.isArray(args)) throw fmtErr(`NEWOBJ of ${describe(cls)}`);
-        stack.push(call(cls, args));
+        if (!(cls instanceof Global) || !Array.isArray(args)) throw fmtErr(`NEWOBJ of ${describe(cls)}`);
+        stack.push(cls.path === 'collections.OrderedDict' ? new Map<Value, Value>() : new Inert(cls.path));
         break;
       }
       case 0x62: {
-        // BUILD: set the state of the object below. A state dict's OrderedDict carries
-        // _metadata (versions of each module): dropped. Anything else is not data.
+        // BUILD: set the state of the object below. An object's state becomes its attributes
+        // (a dict, or (dict, slots)). A state dict's OrderedDict carries _metadata (versions
+        // of each module), and a tensor its Python attributes: dropped.
         const state = pop();
         const obj = stack[stack.length - 1];
-        if (!(obj instanceof Map) && !(obj instanceof TorchTensor)) throw fmtErr(`BUILD on ${describe(obj)}`);
-        void state;
+        if (obj instanceof Inert) {
+          const parts = Array.isArray(state) && state.length === 2 ? state : [state];
+          for (const part of parts) {
+            if (part instanceof Map) for (const [k, v] of part) obj.attrs.set(k, v);
+            else if (part !== null) obj.attrs.set('__state__', part);
+          }
+        } else if (!(obj instanceof Map) && !(obj instanceof TorchTensor)) {
+          throw fmtErr(`BUILD on ${describe(obj)}`);
+        }
         break;
       }
       case 0x51: {
@@ -581,6 +609,11 @@ function readZipArchive(bytes: Uint8Array): Archive {
   const pkl = [...entries.values()].filter((e) => e.name === 'data.pkl' || e.name.endsWith('/data.pkl'));
   if (pkl.length !== 1) throw fmtErr(pkl.length ? 'more than one data.pkl in the archive' : 'no data.pkl in the archive: not a torch.save file');
   const prefix = pkl[0].name.slice(0, -'data.pkl'.length);
+  const stored = (e: ZipEntry | undefined): ZipEntry | undefined => {
+    if (e && e.method !== 0) throw fmtErr(`entry '${e.name}' is compressed (method ${e.method}); torch.save stores entries uncompressed`);
+    return e;
+  };
+  stored(pkl[0]);
   const order = entries.get(`${prefix}byteorder`);
   if (order) {
     const o = new TextDecoder().decode(bytes.subarray(order.start, order.start + order.size)).trim();
@@ -589,7 +622,7 @@ function readZipArchive(bytes: Uint8Array): Archive {
   const { value: root } = unpickle(bytes.subarray(pkl[0].start, pkl[0].start + pkl[0].size));
   return {
     root,
-    storage: (key) => entries.get(`${prefix}data/${key}`),
+    storage: (key) => stored(entries.get(`${prefix}data/${key}`)),
     stored: [...entries.values()].reduce((a, e) => a + e.size, 0),
   };
 }
@@ -636,10 +669,11 @@ function readLegacyArchive(bytes: Uint8Array): Archive {
 
 /**
  * Read a torch.save file — the zip format of PyTorch 1.6+ or the legacy one before it: a
- * state dict, or a checkpoint of dicts and lists holding state dicts and plain values.
- * Tensors come back as float32 (every dtype converted), named by their path, e.g.
- * `loadTorch(bytes).tensors['model.weight_ih_l0']`. A pickled module (torch.save(model)) or
- * any other object is LSTM_FORMAT.
+ * state dict, or a checkpoint of dicts and lists holding state dicts and plain values, or a
+ * module saved whole (torch.save(model), torch.jit.save), read as its state dict. Tensors
+ * come back as float32 (every dtype converted), named by their path, e.g.
+ * `loadTorch(bytes).tensors['model.weight_ih_l0']`. A pickle that calls anything but the
+ * few functions that rebuild tensors and containers is LSTM_FORMAT.
  */
 export function loadTorch(bytes: Uint8Array): TorchFile {
   if (!(bytes instanceof Uint8Array)) throw new LstmError('LSTM_FORMAT', `loadTorch: expected a Uint8Array, got ${describe(bytes)}`);
@@ -685,15 +719,34 @@ export function loadTorch(bytes: Uint8Array): TorchFile {
   const seen = new Set<Value>();
   const walk = (v: Value, path: string, depth: number): void => {
     if (depth > 64) throw fmtErr(`containers nested deeper than 64 at '${path}'`);
+    const at = (k: string | number) => (path ? `${path}.${k}` : String(k));
     if (v instanceof TorchTensor) {
       tensors[path] = materialize(v);
+    } else if (v instanceof Inert) {
+      if (seen.has(v)) return;
+      seen.add(v);
+      // A torch.nn.Module pickled whole keeps its parameters, persistent buffers and
+      // submodules in _parameters, _buffers and _modules: named as its state_dict() names
+      // them. Its other public attributes (hyperparameters), and every public attribute of
+      // a TorchScript module (parameters, buffers and submodules among them), by name.
+      const a = v.attrs;
+      const dict = (k: string): [Value, Value][] => {
+        const m = a.get(k);
+        return m instanceof Map ? [...m.entries()] : [];
+      };
+      const transient = a.get('_non_persistent_buffers_set');
+      const skip = new Set(Array.isArray(transient) ? transient : []);
+      const items: [Value, Value][] = [...dict('_parameters'), ...dict('_buffers').filter(([k]) => !skip.has(k)), ...dict('_modules'), ...[...a.entries()].filter(([k]) => typeof k === 'string' && !k.startsWith('_'))];
+      for (const [k, x] of items) {
+        if (typeof k === 'string' || typeof k === 'number') walk(x, at(k), depth + 1);
+      }
     } else if (v instanceof Map || Array.isArray(v)) {
       if (seen.has(v)) return; // a container the pickle shares (memo) is read once
       seen.add(v);
       const items: [Value, Value][] = v instanceof Map ? [...v.entries()] : v.map((x, i) => [i, x]);
       for (const [k, x] of items) {
         if (typeof k !== 'string' && typeof k !== 'number') continue;
-        walk(x, path ? `${path}.${k}` : String(k), depth + 1);
+        walk(x, at(k), depth + 1);
       }
     } else if (v === null || typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') {
       if (path) values[path] = v;
