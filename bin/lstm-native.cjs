@@ -25,11 +25,15 @@ commands:
                  which engine loads on this machine and why
   train <data.safetensors> <out.safetensors> [--hidden 32] [--layers 1] [--dropout 0] [--epochs 10]
         [--batch 32] [--lr 0.001] [--optimizer adam|adamw|sgd] [--loss mse|crossEntropy]
+        [--schedule none|cosine|plateau] [--patience 10]
         [--classes K] [--tbptt N] [--val 0.1] [--seed N] [--resume checkpoint.safetensors]
                  train an LSTM + linear head (SequenceModel) on x [N, T, I] and y [N, T, O]
                  (mse) or [N, T] class indices (crossEntropy), optional lengths [N]; shows a
                  progress bar; writes a checkpoint (model + optimizer, options in its
                  metadata). Ctrl-C stops after the current step and still writes it.
+                 --schedule cosine anneals the rate to 0 over the epochs (CosineAnnealingLR);
+                 plateau divides it by 10 after --patience epochs without a better
+                 validation loss (ReduceLROnPlateau)
   rebuild        build the native addon from source here (needs python3, make, a C++17 compiler)
   bench [args]   run the benchmark (same options as npm run bench: --quick, --json, --shapes S1,S2)
   help           this text
@@ -134,7 +138,7 @@ async function train(args) {
   const [input, output] = args.positionals;
   if (!input || !output) throw new UsageError('train needs a data file and an output file');
   if (kindOf(input) !== 'safetensors' || kindOf(output) !== 'safetensors') throw new UsageError('train: data and output are .safetensors files');
-  const { SequenceModel, Adam, AdamW, SGD, loadSafetensors, backendInfo, LstmError } = lib();
+  const { SequenceModel, Adam, AdamW, SGD, CosineAnnealingLR, ReduceLROnPlateau, loadSafetensors, backendInfo, LstmError } = lib();
   const v = args.values;
   const int = (name, dflt, min = 1) => {
     if (v[name] === undefined) return dflt;
@@ -152,6 +156,8 @@ async function train(args) {
   if (loss !== 'mse' && loss !== 'crossEntropy') throw new UsageError(`--loss: expected mse or crossEntropy, got '${loss}'`);
   const optName = v.optimizer ?? 'adam';
   if (!['adam', 'adamw', 'sgd'].includes(optName)) throw new UsageError(`--optimizer: expected adam, adamw or sgd, got '${optName}'`);
+  const schedule = v.schedule ?? 'none';
+  if (!['none', 'cosine', 'plateau'].includes(schedule)) throw new UsageError(`--schedule: expected none, cosine or plateau, got '${schedule}'`);
 
   const { tensors } = loadSafetensors(new Uint8Array(fs.readFileSync(input)));
   const { x, y } = tensors;
@@ -179,9 +185,16 @@ async function train(args) {
   const lr = num('lr', optName === 'sgd' ? 0.01 : 1e-3, 0, 10);
   const Opt = { adam: Adam, adamw: AdamW, sgd: SGD }[optName];
   const optimizer = new Opt(model.parameters(), { lr });
-  if (v.resume) model.loadCheckpoint(new Uint8Array(fs.readFileSync(v.resume)), optimizer);
+  if (v.resume) {
+    model.loadCheckpoint(new Uint8Array(fs.readFileSync(v.resume)), optimizer);
+    if (v.lr !== undefined) optimizer.lr = lr; // the rate asked for, not the checkpoint's
+  }
 
   const epochs = int('epochs', 10);
+  const scheduler =
+    schedule === 'cosine' ? new CosineAnnealingLR(optimizer, { tMax: epochs })
+    : schedule === 'plateau' ? new ReduceLROnPlateau(optimizer, { patience: int('patience', 10, 0) })
+    : undefined;
   const info = backendInfo();
   const tty = process.stderr.isTTY;
   console.error(`training on ${N - nVal} sequences of ${T} steps (${nVal} held out), engine ${info.engine}${info.isa ? ` (${info.isa})` : ''}`);
@@ -196,6 +209,7 @@ async function train(args) {
   let lastLine = '';
   const result = await model.fit(trainSet, {
     optimizer,
+    scheduler,
     epochs,
     batchSize: int('batch', 32),
     loss,
@@ -207,7 +221,7 @@ async function train(args) {
       const done = (p.epoch - 1 + p.step / p.stepsPerEpoch) / p.epochs;
       const eta = done > 0 ? ((Date.now() - started) / 1000) * (1 / done - 1) : 0;
       const line = `epoch ${String(p.epoch).padStart(String(p.epochs).length)}/${p.epochs} ${progressBar(p.step / p.stepsPerEpoch)} loss ${p.loss.toFixed(5)}` +
-        `${p.valLoss !== undefined ? ` val ${p.valLoss.toFixed(5)}` : ''} ${Math.round(p.samplesPerSecond)} seq/s eta ${Math.ceil(eta)}s`;
+        `${p.valLoss !== undefined ? ` val ${p.valLoss.toFixed(5)}` : ''}${scheduler ? ` lr ${p.lr.toPrecision(3)}` : ''} ${Math.round(p.samplesPerSecond)} seq/s eta ${Math.ceil(eta)}s`;
       // The epoch's last report (after validation, if any) carries its mean loss: keep it.
       const epochEnd = p.step === p.stepsPerEpoch && (p.valLoss !== undefined || !validation);
       if (tty) process.stderr.write(`\r${line.padEnd(lastLine.length)}${epochEnd ? '\n' : ''}`);
@@ -260,7 +274,7 @@ async function main(argv) {
         const args = parseArgs({
           args: rest,
           allowPositionals: true,
-          options: { hidden: str, layers: str, dropout: str, epochs: str, batch: str, lr: str, optimizer: str, loss: str, classes: str, tbptt: str, val: str, seed: str, resume: str },
+          options: { hidden: str, layers: str, dropout: str, epochs: str, batch: str, lr: str, optimizer: str, loss: str, schedule: str, patience: str, classes: str, tbptt: str, val: str, seed: str, resume: str },
         });
         return await train(args);
       }

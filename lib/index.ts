@@ -18,5 +18,7 @@ export type { KerasWeights, KerasBidirectionalWeights, KerasLayerWeights, KerasO
 export type { Gradient, TrainResult } from './lstm.js';
 export { SGD, Adam, AdamW, Optimizer, clipGradNorm } from './train/optim.js';
 export type { Parameter, SGDOptions, AdamOptions } from './train/optim.js';
+export { LRScheduler, StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, ReduceLROnPlateau, schedulerFromConfig } from './train/schedule.js';
+export type { SchedulerState, ReduceLROnPlateauOptions } from './train/schedule.js';
 export { Linear, SequenceModel, mse, crossEntropy } from './train/model.js';
 export type { SequenceModelOptions, TrainStepOptions, LossResult, LossOptions, LossName, FitData, FitOptions, FitProgress, FitResult } from './train/model.js';

@@ -532,6 +532,17 @@ describe('command line', () => {
     expect(JSON.parse(dmeta.options)).toMatchObject({ numLayers: 2, dropout: 0.2 });
     expect(JSON.parse(dmeta.dropout_rng)).toHaveLength(4);
     expect(run('train', data, dropped, '--dropout', '1').stderr).toMatch(/--dropout: expected a number in \[0, 0\.95\]/);
+    // --schedule cosine anneals the rate over the epochs: the progress lines show it, and the
+    // checkpoint holds the last epoch's rate (cosine over 3 epochs from 0.02: 0.015, 0.005, 0)
+    const cosine = path.join(dir, 'cosine.safetensors');
+    const rc = run('train', data, cosine, '--epochs', '3', '--hidden', '8', '--lr', '0.02', '--seed', '3', '--schedule', 'cosine');
+    expect(rc.status, rc.stderr).toBe(0);
+    expect(rc.stderr.split('\n').filter((l) => l.startsWith('epoch')).map((l) => /lr ([\d.e-]+)/.exec(l)![1])).toEqual(['0.0200', '0.0150', '0.00500']);
+    const cm = new lib.SequenceModel(JSON.parse(loadSafetensors(readFileSync(cosine)).metadata.options));
+    const co = new lib.Adam(cm.parameters());
+    cm.loadCheckpoint(readFileSync(cosine), co);
+    expect(co.lr).toBeLessThan(1e-12);
+    expect(run('train', data, cosine, '--schedule', 'warmup').stderr).toMatch(/--schedule: expected none, cosine or plateau, got 'warmup'/);
     // Usage errors exit 2 and say which flag; a data file without x/y exits 1.
     const bad = run('train', data, out, '--loss', 'hinge');
     expect(bad.status).toBe(2);

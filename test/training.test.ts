@@ -1,8 +1,10 @@
 // Training: gradients against PyTorch on every engine, optimizer trajectories, finite
 // differences for what no fixture covers, the model API, checkpoints and fit.
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ENGINES, LSTM, expectClose, expectSameBits, fixture, lib, mulberry32, randomModel, randomTensor, sineWaves, sweepSeeds, torchOptions, withEngine, type Gradient, type LSTMOptions, type Tensor } from './helpers';
+import { ENGINES, FIXTURES, LSTM, expectClose, expectSameBits, fixture, lib, mulberry32, randomModel, randomTensor, sineWaves, sweepSeeds, torchOptions, withEngine, type Gradient, type LSTMOptions, type Tensor } from './helpers';
 
 const require = createRequire(import.meta.url);
 
@@ -31,8 +33,9 @@ describe.each(ENGINES)('gradients on $label', (engine) => {
     for (const [k, v] of Object.entries(g.params)) expectClose(v, t[`grad.${k}`], `${name} grad.${k}`, 1e-4, 1e-3);
   });
 
-  // r01 / r02, and torch-optim/*: weight decay, AdamW, amsgrad, nesterov, dampening (PyTorch 1.13, make.py there)
-  const TRAJECTORIES = ['r01_train_adam', 'r02_train_sgd_momentum_clip', ...['adamw_amsgrad', 'adam_decay_amsgrad', 'adamw_clip', 'sgd_nesterov_decay', 'sgd_dampening'].map((n) => `torch-optim/${n}`)];
+  // r01 / r02, and torch-optim/*: weight decay, AdamW, amsgrad, nesterov, dampening, and
+  // learning-rate schedules stepped after every step (PyTorch 1.13, make.py there)
+  const TRAJECTORIES = ['r01_train_adam', 'r02_train_sgd_momentum_clip', ...['adamw_amsgrad', 'adam_decay_amsgrad', 'adamw_clip', 'sgd_nesterov_decay', 'sgd_dampening', 'adam_cosine', 'sgd_steplr'].map((n) => `torch-optim/${n}`)];
   it.each(TRAJECTORIES)('%s reproduces the PyTorch trajectory', (name) => {
     const { tensors: t, metadata } = fixture(name);
     const model = withEngine(engine, () => new SequenceModel({ inputSize: 3, hiddenSize: 8, numLayers: 2, outputSize: 2, backend: engine.backend }));
@@ -47,12 +50,19 @@ describe.each(ENGINES)('gradients on $label', (engine) => {
       : o.name === 'adamw' ? new AdamW(params, adam)
       : new SGD(params, { lr: o.lr, momentum: o.momentum, dampening: o.dampening, nesterov: o.nesterov, weightDecay: o.weight_decay });
     const losses: number[] = JSON.parse(metadata.losses);
+    const s = metadata.scheduler ? JSON.parse(metadata.scheduler) : null;
+    const scheduler =
+      s?.name === 'CosineAnnealingLR' ? new lib.CosineAnnealingLR(optimizer, { tMax: s.T_max, etaMin: s.eta_min })
+      : s?.name === 'StepLR' ? new lib.StepLR(optimizer, { stepSize: s.step_size, gamma: s.gamma })
+      : null;
+    expect(scheduler === null, `${name} scheduler ${metadata.scheduler}`).toBe(s === null);
     const clip = JSON.parse(metadata.clip_grad_norm);
     const norms: number[] = JSON.parse(metadata.grad_norms_before_clip);
     losses.forEach((want, step) => {
       if (clip === null) {
         const loss = model.trainStep(t.input, t.target, { optimizer, loss: 'mse' });
         expect(Math.abs(loss - want) / want, `step ${step}`).toBeLessThan(1e-4);
+        scheduler?.step();
       } else {
         // the same step by hand, to see the norm clip_grad_norm_ saw
         const run = model.lstm.forwardTrain(t.input);
@@ -330,8 +340,9 @@ describe('optimizers, losses and the model API', () => {
     for (let i = 0; i < 3; i++) a.trainStep(x, y, { optimizer: optA });
     const bytes = a.saveCheckpoint(optA);
     const b = make();
-    const optB = new Adam(b.parameters(), { lr: 0.01 });
+    const optB = new Adam(b.parameters(), { lr: 0.5 });
     b.loadCheckpoint(bytes, optB);
+    expect(optB.lr).toBe(0.01); // the learning rate comes back with the state, as in torch
     for (let i = 0; i < 3; i++) expect(b.trainStep(x, y, { optimizer: optB })).toBe(a.trainStep(x, y, { optimizer: optA }));
     expect(() => b.loadCheckpoint(bytes, new SGD(b.parameters(), { lr: 1 }))).toThrow(expect.objectContaining({ code: 'LSTM_FORMAT' }));
   });
@@ -361,6 +372,30 @@ describe('optimizers, losses and the model API', () => {
     expect(calls).toBe(3);
   });
 
+  it('fit steps a schedule after every epoch: ReduceLROnPlateau on the validation loss, the rate in history and progress', async () => {
+    const data = sineWaves(24, 10, 5);
+    const model = new SequenceModel({ inputSize: 1, hiddenSize: 8, outputSize: 1, seed: 2, backend: 'js' });
+    const optimizer = new SGD(model.parameters(), { lr: 4 }); // large enough to overshoot now and then
+    const scheduler = new lib.ReduceLROnPlateau(optimizer, { patience: 0, factor: 0.5, threshold: 0 });
+    const rates: number[] = [];
+    const { history } = await model.fit(data, { optimizer, scheduler, epochs: 8, batchSize: 12, seed: 1, validation: data, onProgress: (p) => rates.push(p.lr) });
+    // each epoch trained at the rate the schedule left after the one before
+    const valLosses = history.map((h) => h.valLoss!);
+    let lr = 4;
+    let best = Infinity;
+    history.forEach((h, i) => {
+      expect(h.lr, `epoch ${i + 1}`).toBe(lr);
+      if (valLosses[i] < best) best = valLosses[i];
+      else lr *= 0.5;
+    });
+    expect(optimizer.lr).toBe(lr);
+    expect(lr, 'the schedule reduced the rate at least once').toBeLessThan(4);
+    expect(scheduler.best).toBe(Math.min(...valLosses));
+    expect(new Set(rates)).toEqual(new Set(history.map((h) => h.lr)));
+    // without validation it watches the training loss; a scheduler of another optimizer is refused
+    await expect(model.fit(data, { optimizer, scheduler: new lib.StepLR(new SGD(model.parameters(), { lr: 1 }), { stepSize: 1 }) })).rejects.toMatchObject({ code: 'LSTM_OPTION' });
+  });
+
   it('fit on the native engine runs on a worker thread: same result as in-thread, main thread free', async () => {
     const N = 64;
     const T = 40;
@@ -376,7 +411,8 @@ describe('optimizers, losses and the model API', () => {
     const inThread = make();
     const optA = new Adam(inThread.parameters(), { lr: 0.01 });
     const progressA: number[] = [];
-    const ra = await inThread.fit(data, { ...fitOptions, optimizer: optA, worker: false, onProgress: (p) => progressA.push(p.loss) });
+    const schedA = new lib.CosineAnnealingLR(optA, { tMax: 2, etaMin: 0.002 });
+    const ra = await inThread.fit(data, { ...fitOptions, optimizer: optA, scheduler: schedA, worker: false, onProgress: (p) => progressA.push(p.loss) });
 
     const onWorker = make();
     const optB = new Adam(onWorker.parameters(), { lr: 0.01 });
@@ -384,7 +420,8 @@ describe('optimizers, losses and the model API', () => {
     let ticks = 0;
     const timer = setInterval(() => ticks++, 1);
     const t0 = performance.now();
-    const rb = await onWorker.fit(data, { ...fitOptions, optimizer: optB, onProgress: (p) => progressB.push(p.loss) });
+    const schedB = new lib.CosineAnnealingLR(optB, { tMax: 2, etaMin: 0.002 });
+    const rb = await onWorker.fit(data, { ...fitOptions, optimizer: optB, scheduler: schedB, onProgress: (p) => progressB.push(p.loss) });
     const ms = performance.now() - t0;
     clearInterval(timer);
 
@@ -393,6 +430,10 @@ describe('optimizers, losses and the model API', () => {
     expect(rb).toEqual(ra);
     expect(onWorker.stateDict()).toEqual(inThread.stateDict());
     expect(optB.stepCount).toBe(optA.stepCount);
+    // and the same schedule: the worker's scheduler state and learning rate come back
+    ra.history.forEach((h, i) => expect(h.lr).toBeCloseTo([0.01, 0.006, 0.002][i], 15));
+    expect(optB.lr).toBe(optA.lr);
+    expect(schedB.state()).toEqual(schedA.state());
     // The main thread kept running timers while the worker trained.
     expect(ticks).toBeGreaterThan(ms / 20);
     // The optimizer carries on from the worker's state exactly as from the in-thread one.
@@ -429,6 +470,63 @@ describe.each(ENGINES)('SequenceModel for serving on $label', (engine) => {
     model.dispose();
     expect(() => model.forward(x)).toThrow(expect.objectContaining({ code: 'LSTM_DISPOSED' }));
     await expect(model.forwardAsync(x)).rejects.toMatchObject({ code: 'LSTM_DISPOSED' });
+  });
+});
+
+describe('learning-rate schedules: torch.optim.lr_scheduler\'s rates', () => {
+  // test/fixtures/torch-optim/schedules.py: each scheduler's lr after construction and after
+  // each of 40 step() calls (ReduceLROnPlateau fed a loss that improves, stalls within the
+  // threshold and rises), from PyTorch 1.13.
+  const sched = JSON.parse(readFileSync(path.join(FIXTURES, 'torch-optim', 'schedules.json'), 'utf8')) as {
+    steps: number;
+    metric: number[];
+    cases: { scheduler: string; lr: number; options: Record<string, unknown>; lrs: number[] }[];
+  };
+  // PyTorch's option names as ours
+  const OURS: Record<string, string> = { step_size: 'stepSize', T_max: 'tMax', eta_min: 'etaMin', threshold_mode: 'thresholdMode', min_lr: 'minLr' };
+  const param = () => [{ name: 'w', value: new Float32Array(1), grad: new Float32Array(1), shape: [1] }];
+  it.each(sched.cases.map((c) => [`${c.scheduler} ${JSON.stringify(c.options)}`, c] as const))('%s', (_label, c) => {
+    const optimizer = new SGD(param(), { lr: c.lr });
+    const options = Object.fromEntries(Object.entries(c.options).map(([k, v]) => [OURS[k] ?? k, v]));
+    const scheduler = lib.schedulerFromConfig(optimizer, { name: c.scheduler, ...options });
+    const lrs = [optimizer.lr];
+    for (let t = 0; t < sched.steps; t++) {
+      optimizer.step();
+      scheduler.step(sched.metric[t]);
+      lrs.push(optimizer.lr);
+    }
+    if (c.scheduler === 'CosineAnnealingLR') {
+      // V8's Math.cos and the C library's cos (Python's math.cos) may differ in the last bit
+      lrs.forEach((v, i) => expect(Math.abs(v - c.lrs[i]), `step ${i}`).toBeLessThanOrEqual(4 * Number.EPSILON * c.lrs[i]));
+    } else {
+      expect(lrs).toEqual(c.lrs);
+    }
+    // its state carries it on: a second scheduler from config and state takes the same steps
+    const again = new SGD(param(), { lr: optimizer.lr });
+    const resumed = lib.schedulerFromConfig(again, JSON.parse(JSON.stringify(scheduler.config)));
+    resumed.loadState(JSON.parse(JSON.stringify(scheduler.state())));
+    for (let t = 0; t < 5; t++) {
+      scheduler.step(0.5);
+      resumed.step(0.5);
+      expect(again.lr).toBe(optimizer.lr);
+    }
+  });
+
+  it('options and calls it refuses', () => {
+    const optimizer = new SGD(param(), { lr: 0.1 });
+    const code = (fn: () => unknown, re: RegExp) => expect(fn).toThrow(expect.objectContaining({ code: 'LSTM_OPTION', message: expect.stringMatching(re) }));
+    code(() => new lib.StepLR(optimizer, { stepSize: 0 }), /stepSize: expected a positive integer/);
+    code(() => new lib.ExponentialLR(optimizer, {} as never), /gamma/);
+    code(() => new lib.MultiStepLR(optimizer, { milestones: [1, -2] }), /milestones/);
+    code(() => new lib.CosineAnnealingLR(optimizer, { tMax: 1.5 }), /tMax/);
+    code(() => new lib.ReduceLROnPlateau(optimizer, { factor: 1 }), /factor: expected a number in \[0, 1\)/);
+    code(() => new lib.ReduceLROnPlateau(optimizer, { mode: 'lowest' as never }), /mode/);
+    code(() => new lib.ReduceLROnPlateau(optimizer).step(), /expected the epoch's metric/);
+    code(() => new lib.StepLR({} as never, { stepSize: 2 }), /expected an optimizer/);
+    code(() => lib.schedulerFromConfig(optimizer, { name: 'OneCycleLR' }), /unknown kind/);
+    code(() => (optimizer.lr = NaN), /lr: expected a finite number >= 0, got NaN/);
+    code(() => new SGD(param(), {} as never), /lr: expected a finite number >= 0, got undefined/);
+    expect(() => new lib.StepLR(optimizer, { stepSize: 2 }).loadState({ lastEpoch: -1 } as never)).toThrow(expect.objectContaining({ code: 'LSTM_FORMAT' }));
   });
 });
 

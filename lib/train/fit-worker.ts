@@ -5,13 +5,16 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { LstmError } from '../errors.js';
 import { type FitData, type FitOptions, SequenceModel, type SequenceModelOptions } from './model.js';
 import { Adam, AdamW, type Optimizer, SGD } from './optim.js';
+import { schedulerFromConfig, type LRScheduler, type SchedulerState } from './schedule.js';
 
 export interface FitWorkerData {
   options: SequenceModelOptions;
   checkpoint: Uint8Array;
   optimizer: Record<string, unknown>;
+  /** The schedule's kind and options, and where it stands. */
+  scheduler?: { config: LRScheduler['config']; state: SchedulerState };
   data: FitData;
-  fit: Omit<FitOptions, 'optimizer' | 'onProgress' | 'signal'>;
+  fit: Omit<FitOptions, 'optimizer' | 'scheduler' | 'onProgress' | 'signal'>;
 }
 
 function makeOptimizer(model: SequenceModel, config: Record<string, unknown>): Optimizer {
@@ -28,6 +31,11 @@ async function main(port: NonNullable<typeof parentPort>): Promise<void> {
   const model = new SequenceModel(job.options);
   const optimizer = makeOptimizer(model, job.optimizer);
   model.loadCheckpoint(job.checkpoint, optimizer);
+  let scheduler: LRScheduler | undefined;
+  if (job.scheduler) {
+    scheduler = schedulerFromConfig(optimizer, job.scheduler.config);
+    scheduler.loadState(job.scheduler.state);
+  }
   const abort = new AbortController();
   port.on('message', (m) => {
     if (m === 'abort') abort.abort();
@@ -36,11 +44,12 @@ async function main(port: NonNullable<typeof parentPort>): Promise<void> {
     const result = await model.fit(job.data, {
       ...job.fit,
       optimizer,
+      scheduler,
       worker: false,
       signal: abort.signal,
       onProgress: (p) => port.postMessage({ type: 'progress', progress: p }),
     });
-    port.postMessage({ type: 'done', result, checkpoint: model.saveCheckpoint(optimizer) });
+    port.postMessage({ type: 'done', result, checkpoint: model.saveCheckpoint(optimizer), scheduler: scheduler?.state() });
   } catch (err) {
     const e = err as { code?: string; message?: string };
     port.postMessage({ type: 'error', code: e.code, message: e.message ?? String(err) });

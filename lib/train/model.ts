@@ -8,6 +8,7 @@ import { LSTM, rejectOut, type ForwardOptions, type LengthsLike } from '../lstm.
 import { Rng, randomSeed } from '../rng.js';
 import { checkTensor, sameShape, shapeStr, type Tensor } from '../tensor.js';
 import { clipGradNorm, type Optimizer, type Parameter } from './optim.js';
+import { ReduceLROnPlateau, isBuiltinScheduler, type LRScheduler, type SchedulerState } from './schedule.js';
 import { nextTask, startFitWorker } from '../platform.js';
 import { fromTfjsWithHead, optionsOf, type TfjsOptions } from '../interop.js';
 import type { FitWorkerData } from './fit-worker.js';
@@ -178,11 +179,19 @@ export interface FitProgress {
   stepsPerEpoch: number;
   loss: number;
   valLoss?: number;
+  /** The learning rate this step used. */
+  lr: number;
   samplesPerSecond: number;
 }
 
 export interface FitOptions {
   optimizer: Optimizer;
+  /**
+   * A learning-rate schedule for `optimizer` (StepLR, MultiStepLR, ExponentialLR,
+   * CosineAnnealingLR, ReduceLROnPlateau), stepped after every epoch as in PyTorch's
+   * examples; ReduceLROnPlateau with the epoch's validation loss, else its training loss.
+   */
+  scheduler?: LRScheduler;
   epochs?: number;
   batchSize?: number;
   shuffle?: boolean;
@@ -197,15 +206,16 @@ export interface FitOptions {
   signal?: AbortSignal;
   /**
    * Train on a worker thread, keeping the main thread free (default: true where that
-   * helps: a native-engine model in Node with an SGD/Adam/AdamW optimizer). The model
-   * and optimizer are updated in place when training ends (or is aborted).
+   * helps: a native-engine model in Node with an SGD/Adam/AdamW optimizer, and none or one
+   * of this library's schedulers). The model, optimizer and scheduler are updated in place
+   * when training ends (or is aborted).
    */
   worker?: boolean;
 }
 
 export interface FitResult {
-  /** Mean training loss (and validation loss) per completed epoch. */
-  history: { loss: number; valLoss?: number }[];
+  /** Mean training loss (and validation loss) per completed epoch, and the learning rate it trained with. */
+  history: { loss: number; valLoss?: number; lr: number }[];
   /** True when the signal stopped training early. */
   aborted: boolean;
 }
@@ -432,8 +442,11 @@ export class SequenceModel {
    */
   async fit(data: FitData, options: FitOptions): Promise<FitResult> {
     if (!options || !options.optimizer) throw new LstmError('LSTM_OPTION', 'fit: options.optimizer is required');
+    if (options.scheduler !== undefined && (options.scheduler === null || typeof options.scheduler !== 'object' || options.scheduler.optimizer !== options.optimizer)) {
+      throw new LstmError('LSTM_OPTION', `scheduler: expected a scheduler made for options.optimizer, got ${describe(options.scheduler)}`);
+    }
     if (options.worker !== undefined && typeof options.worker !== 'boolean') throw new LstmError('LSTM_OPTION', `worker: expected a boolean, got ${describe(options.worker)}`);
-    if ((options.worker ?? true) && this.lstm.backend === 'native' && ['sgd', 'adam', 'adamw'].includes(String(options.optimizer.config.name))) {
+    if ((options.worker ?? true) && this.lstm.backend === 'native' && ['sgd', 'adam', 'adamw'].includes(String(options.optimizer.config.name)) && (!options.scheduler || isBuiltinScheduler(options.scheduler))) {
       return this.fitOnWorker(data, options);
     }
     const loss = options.loss ?? 'mse';
@@ -462,6 +475,7 @@ export class SequenceModel {
         }
       }
       let epochLoss = 0;
+      const lr = options.optimizer.lr;
       for (let step = 0; step < stepsPerEpoch; step++) {
         if (options.signal?.aborted) return { history, aborted: true };
         const idx = order.slice(step * batchSize, (step + 1) * batchSize);
@@ -491,16 +505,19 @@ export class SequenceModel {
           step: step + 1,
           stepsPerEpoch,
           loss: stepLoss / windows,
+          lr,
           samplesPerSecond: seen / ((performance.now() - started) / 1000),
         });
         await new Promise<void>((resolve) => nextTask(resolve));
       }
-      const entry: { loss: number; valLoss?: number } = { loss: epochLoss / stepsPerEpoch };
+      const entry: FitResult['history'][number] = { loss: epochLoss / stepsPerEpoch, lr };
       if (options.validation) {
         entry.valLoss = this.evaluate(options.validation, { loss, batchSize });
-        options.onProgress?.({ epoch, epochs, step: stepsPerEpoch, stepsPerEpoch, loss: entry.loss, valLoss: entry.valLoss, samplesPerSecond: seen / ((performance.now() - started) / 1000) });
+        options.onProgress?.({ epoch, epochs, step: stepsPerEpoch, stepsPerEpoch, loss: entry.loss, valLoss: entry.valLoss, lr, samplesPerSecond: seen / ((performance.now() - started) / 1000) });
       }
       history.push(entry);
+      const { scheduler } = options;
+      if (scheduler) scheduler.step(scheduler instanceof ReduceLROnPlateau ? (entry.valLoss ?? entry.loss) : undefined);
     }
     return { history, aborted: false };
   }
@@ -512,11 +529,12 @@ export class SequenceModel {
     checkFitData(data, 'data', loss);
     if (options.validation) checkFitData(options.validation, 'validation', loss);
     if (options.signal?.aborted) return Promise.resolve({ history: [], aborted: true });
-    const { optimizer, onProgress, signal, worker: _worker, ...fit } = options;
+    const { optimizer, scheduler, onProgress, signal, worker: _worker, ...fit } = options;
     const job: FitWorkerData = {
       options: { ...optionsOf(this.lstm), outputSize: this.head.outFeatures, backend: 'native', threads: this.lstm.config.threads },
       checkpoint: this.saveCheckpoint(optimizer),
       optimizer: optimizer.config,
+      scheduler: scheduler ? { config: scheduler.config, state: scheduler.state() } : undefined,
       data: { x: data.x, y: data.y, lengths: data.lengths ? Array.from(data.lengths) : undefined },
       fit,
     };
@@ -536,7 +554,7 @@ export class SequenceModel {
       const handle = startFitWorker(
         job,
         (m) => {
-          const msg = m as { type: string; progress?: FitProgress; result?: FitResult; checkpoint?: Uint8Array; code?: string; message?: string };
+          const msg = m as { type: string; progress?: FitProgress; result?: FitResult; checkpoint?: Uint8Array; scheduler?: SchedulerState; code?: string; message?: string };
           if (msg.type === 'progress') {
             if (signal?.aborted) return; // steps the worker finished before the abort reached it
             try {
@@ -549,6 +567,7 @@ export class SequenceModel {
             finish(() => {
               try {
                 this.loadCheckpoint(msg.checkpoint!, optimizer);
+                if (scheduler && msg.scheduler) scheduler.loadState(msg.scheduler);
                 resolve(msg.result!);
               } catch (err) {
                 reject(err);
@@ -615,6 +634,8 @@ export class SequenceModel {
         optimizer.state.set(name, bufs);
       }
       optimizer.stepCount = saved.stepCount ?? 0;
+      // The learning rate it had (a schedule may have moved it), as torch's optimizer.load_state_dict.
+      if (typeof saved.lr === 'number') optimizer.lr = saved.lr;
     }
     return this;
   }

@@ -24,6 +24,19 @@ export abstract class Optimizer {
   /** Per-parameter state buffers by parameter name, e.g. momentum_buffer or exp_avg. */
   readonly state = new Map<string, Record<string, Float32Array>>();
   stepCount = 0;
+  private rate = NaN;
+
+  /**
+   * The learning rate the next step uses. Schedulers (StepLR, ...) change it, and so may the
+   * caller between steps, as with param_groups[0]['lr'] in PyTorch.
+   */
+  get lr(): number {
+    return this.rate;
+  }
+  set lr(value: number) {
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw new LstmError('LSTM_OPTION', `lr: expected a finite number >= 0, got ${describe(value)}`);
+    this.rate = value;
+  }
 
   constructor(params: Parameter[]) {
     if (!Array.isArray(params) || params.length === 0) throw new LstmError('LSTM_OPTION', 'optimizer: expected a non-empty array of parameters (model.parameters())');
@@ -67,7 +80,6 @@ export interface SGDOptions {
 }
 
 export class SGD extends Optimizer {
-  readonly lr: number;
   readonly momentum: number;
   readonly dampening: number;
   readonly nesterov: boolean;
@@ -75,7 +87,7 @@ export class SGD extends Optimizer {
 
   constructor(params: Parameter[], options: SGDOptions) {
     super(params);
-    this.lr = num(options?.lr, 'lr', NaN);
+    this.lr = options?.lr; // required, as in torch.optim.SGD
     this.momentum = num(options.momentum, 'momentum', 0);
     this.dampening = num(options.dampening, 'dampening', 0);
     this.nesterov = options.nesterov ?? false;
@@ -113,7 +125,6 @@ export interface AdamOptions {
 }
 
 export class Adam extends Optimizer {
-  readonly lr: number;
   readonly betas: [number, number];
   readonly eps: number;
   readonly weightDecay: number;
