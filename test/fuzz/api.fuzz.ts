@@ -220,6 +220,31 @@ export async function fuzzApi(lib: L, backend: 'js' | 'native', numRuns: number,
     forwardTrainDropout: fc.tuple(a.fitting(goodShapes), fc.constantFrom<unknown>(undefined, true, false, 'no', 1, null)).map(([x, dropout]) => () =>
       dropper.forwardTrain(x as never, { dropout: dropout as never }).backward(),
     ),
+    schedule: fc
+      .tuple(
+        fc.constantFrom<unknown>('StepLR', 'MultiStepLR', 'ExponentialLR', 'CosineAnnealingLR', 'ReduceLROnPlateau', 'OneCycleLR', 3, null),
+        fc.dictionary(fc.constantFrom('stepSize', 'gamma', 'milestones', 'tMax', 'etaMin', 'mode', 'factor', 'patience', 'threshold', 'thresholdMode', 'cooldown', 'minLr', 'eps'), fc.oneof(fc.constantFrom<unknown>(...ADVERSARIAL_NUMBERS, 1, 2, 0.5, 'min', 'abs', [1, 2]), fc.anything())),
+        fc.anything(),
+        fc.oneof(fc.constantFrom<unknown>(...ADVERSARIAL_NUMBERS), fc.anything()),
+      )
+      .map(([name, o, metric, lr]) => () => {
+        const optimizer = new lib.SGD([{ name: 'w', value: new Float32Array(1), grad: new Float32Array(1), shape: [1] }], { lr: 0.1 });
+        const scheduler = lib.schedulerFromConfig(optimizer, { ...(o as object), name } as never);
+        // each hostile call may be refused (an LstmError), and the scheduler carries on
+        const guarded = (fn: () => void) => {
+          try {
+            fn();
+          } catch (err) {
+            if (!(err instanceof LstmError)) throw err;
+          }
+        };
+        for (const m of [metric, 1, 0.5]) guarded(() => scheduler.step(m as never));
+        guarded(() => (optimizer.lr = lr as never));
+        guarded(() => scheduler.loadState(metric as never));
+        scheduler.loadState(scheduler.state());
+        scheduler.step(0.25);
+        if (!Number.isFinite(optimizer.lr) || optimizer.lr < 0) throw new Error(`schedule: lr became ${optimizer.lr}`);
+      }),
     disposed: fc.constantFrom('forward', 'forwardAsync', 'step', 'stateDict', 'forwardTrain', 'initialState').map((m) => () => (disposed as never as Record<string, (...args: unknown[]) => unknown>)[m](refX, {})),
   };
   const names = Object.keys(targets);
