@@ -24,7 +24,7 @@ commands:
                  a model file's configuration and parameter count; without a file,
                  which engine loads on this machine and why
   train <data.safetensors> <out.safetensors> [--hidden 32] [--layers 1] [--dropout 0] [--epochs 10]
-        [--batch 32] [--lr 0.001] [--optimizer adam|adamw|sgd] [--loss mse|crossEntropy]
+        [--batch 32] [--lr 0.001] [--optimizer adam|adamw|sgd|rmsprop|adagrad] [--loss mse|crossEntropy]
         [--schedule none|cosine|plateau] [--patience 10]
         [--classes K] [--tbptt N] [--val 0.1] [--seed N] [--resume checkpoint.safetensors]
                  train an LSTM + linear head (SequenceModel) on x [N, T, I] and y [N, T, O]
@@ -138,7 +138,7 @@ async function train(args) {
   const [input, output] = args.positionals;
   if (!input || !output) throw new UsageError('train needs a data file and an output file');
   if (kindOf(input) !== 'safetensors' || kindOf(output) !== 'safetensors') throw new UsageError('train: data and output are .safetensors files');
-  const { SequenceModel, Adam, AdamW, SGD, CosineAnnealingLR, ReduceLROnPlateau, loadSafetensors, backendInfo, LstmError } = lib();
+  const { SequenceModel, Adam, AdamW, SGD, RMSprop, Adagrad, CosineAnnealingLR, ReduceLROnPlateau, loadSafetensors, backendInfo, LstmError } = lib();
   const v = args.values;
   const int = (name, dflt, min = 1) => {
     if (v[name] === undefined) return dflt;
@@ -155,7 +155,7 @@ async function train(args) {
   const loss = v.loss ?? 'mse';
   if (loss !== 'mse' && loss !== 'crossEntropy') throw new UsageError(`--loss: expected mse or crossEntropy, got '${loss}'`);
   const optName = v.optimizer ?? 'adam';
-  if (!['adam', 'adamw', 'sgd'].includes(optName)) throw new UsageError(`--optimizer: expected adam, adamw or sgd, got '${optName}'`);
+  if (!['adam', 'adamw', 'sgd', 'rmsprop', 'adagrad'].includes(optName)) throw new UsageError(`--optimizer: expected adam, adamw, sgd, rmsprop or adagrad, got '${optName}'`);
   const schedule = v.schedule ?? 'none';
   if (!['none', 'cosine', 'plateau'].includes(schedule)) throw new UsageError(`--schedule: expected none, cosine or plateau, got '${schedule}'`);
 
@@ -182,8 +182,8 @@ async function train(args) {
 
   const seed = v.seed === undefined ? undefined : int('seed', 0, 0);
   const model = new SequenceModel({ inputSize: I, hiddenSize: int('hidden', 32), numLayers: int('layers', 1), dropout: num('dropout', 0, 0, 0.95), outputSize, batchFirst: true, seed });
-  const lr = num('lr', optName === 'sgd' ? 0.01 : 1e-3, 0, 10);
-  const Opt = { adam: Adam, adamw: AdamW, sgd: SGD }[optName];
+  const lr = num('lr', ['sgd', 'rmsprop', 'adagrad'].includes(optName) ? 0.01 : 1e-3, 0, 10);
+  const Opt = { adam: Adam, adamw: AdamW, sgd: SGD, rmsprop: RMSprop, adagrad: Adagrad }[optName];
   const optimizer = new Opt(model.parameters(), { lr });
   if (v.resume) {
     model.loadCheckpoint(new Uint8Array(fs.readFileSync(v.resume)), optimizer);

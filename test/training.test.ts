@@ -34,8 +34,8 @@ describe.each(ENGINES)('gradients on $label', (engine) => {
   });
 
   // r01 / r02, and torch-optim/*: weight decay, AdamW, amsgrad, nesterov, dampening, and
-  // learning-rate schedules stepped after every step (PyTorch 1.13, make.py there)
-  const TRAJECTORIES = ['r01_train_adam', 'r02_train_sgd_momentum_clip', ...['adamw_amsgrad', 'adam_decay_amsgrad', 'adamw_clip', 'sgd_nesterov_decay', 'sgd_dampening', 'adam_cosine', 'sgd_steplr'].map((n) => `torch-optim/${n}`)];
+  // learning-rate schedules stepped after every step, RMSprop, Adagrad (PyTorch 1.13, make.py there)
+  const TRAJECTORIES = ['r01_train_adam', 'r02_train_sgd_momentum_clip', ...['adamw_amsgrad', 'adam_decay_amsgrad', 'adamw_clip', 'sgd_nesterov_decay', 'sgd_dampening', 'adam_cosine', 'sgd_steplr', 'rmsprop_centered_momentum', 'rmsprop_plain', 'adagrad_decay'].map((n) => `torch-optim/${n}`)];
   it.each(TRAJECTORIES)('%s reproduces the PyTorch trajectory', (name) => {
     const { tensors: t, metadata } = fixture(name);
     const model = withEngine(engine, () => new SequenceModel({ inputSize: 3, hiddenSize: 8, numLayers: 2, outputSize: 2, backend: engine.backend }));
@@ -48,7 +48,10 @@ describe.each(ENGINES)('gradients on $label', (engine) => {
     const optimizer =
       o.name === 'adam' ? new Adam(params, adam)
       : o.name === 'adamw' ? new AdamW(params, adam)
+      : o.name === 'rmsprop' ? new lib.RMSprop(params, { lr: o.lr, alpha: o.alpha, eps: o.eps, weightDecay: o.weight_decay, momentum: o.momentum, centered: o.centered })
+      : o.name === 'adagrad' ? new lib.Adagrad(params, { lr: o.lr, lrDecay: o.lr_decay, weightDecay: o.weight_decay, initialAccumulatorValue: o.initial_accumulator_value, eps: o.eps })
       : new SGD(params, { lr: o.lr, momentum: o.momentum, dampening: o.dampening, nesterov: o.nesterov, weightDecay: o.weight_decay });
+    expect(optimizer.config.name).toBe(o.name);
     const losses: number[] = JSON.parse(metadata.losses);
     const s = metadata.scheduler ? JSON.parse(metadata.scheduler) : null;
     const scheduler =
@@ -442,6 +445,16 @@ describe('optimizers, losses and the model API', () => {
     expect(onWorker.trainStep(x, y, { optimizer: optB })).toBe(inThread.trainStep(x, y, { optimizer: optA }));
     // Errors come back as LstmErrors, checked before any thread starts.
     await expect(onWorker.fit({ x: data.x, y: { data: ys, shape: [N, T] } }, { optimizer: optB })).rejects.toMatchObject({ code: 'LSTM_SHAPE' });
+    // RMSprop and Adagrad move to the worker too, with their state
+    for (const Opt of [lib.RMSprop, lib.Adagrad]) {
+      const [m1, m2] = [make(), make()];
+      const [o1, o2] = [new Opt(m1.parameters(), { lr: 0.01 }), new Opt(m2.parameters(), { lr: 0.01 })];
+      const small = { epochs: 1, batchSize: 16, seed: 6 };
+      expect(await m2.fit(data, { ...small, optimizer: o2 })).toEqual(await m1.fit(data, { ...small, optimizer: o1, worker: false }));
+      expect(m2.stateDict()).toEqual(m1.stateDict());
+      expect([...o2.state.keys()].sort()).toEqual([...o1.state.keys()].sort());
+      for (const [k, v] of o1.state) expect(o2.state.get(k), `${Opt.name} ${k}`).toEqual(v);
+    }
   });
 });
 

@@ -4,7 +4,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { LstmError } from '../errors.js';
 import { type FitData, type FitOptions, SequenceModel, type SequenceModelOptions } from './model.js';
-import { Adam, AdamW, type Optimizer, SGD } from './optim.js';
+import { Adagrad, Adam, AdamW, type Optimizer, RMSprop, SGD } from './optim.js';
 import { schedulerFromConfig, type LRScheduler, type SchedulerState } from './schedule.js';
 
 export interface FitWorkerData {
@@ -23,6 +23,8 @@ function makeOptimizer(model: SequenceModel, config: Record<string, unknown>): O
   if (name === 'sgd') return new SGD(params, rest as never);
   if (name === 'adam') return new Adam(params, rest as never);
   if (name === 'adamw') return new AdamW(params, rest as never);
+  if (name === 'rmsprop') return new RMSprop(params, rest as never);
+  if (name === 'adagrad') return new Adagrad(params, rest as never);
   throw new LstmError('LSTM_OPTION', `fit: optimizer ${String(name)} cannot move to a worker`);
 }
 

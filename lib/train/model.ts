@@ -206,7 +206,7 @@ export interface FitOptions {
   signal?: AbortSignal;
   /**
    * Train on a worker thread, keeping the main thread free (default: true where that
-   * helps: a native-engine model in Node with an SGD/Adam/AdamW optimizer, and none or one
+   * helps: a native-engine model in Node with an SGD/Adam/AdamW/RMSprop/Adagrad optimizer, and none or one
    * of this library's schedulers). The model, optimizer and scheduler are updated in place
    * when training ends (or is aborted).
    */
@@ -446,7 +446,7 @@ export class SequenceModel {
       throw new LstmError('LSTM_OPTION', `scheduler: expected a scheduler made for options.optimizer, got ${describe(options.scheduler)}`);
     }
     if (options.worker !== undefined && typeof options.worker !== 'boolean') throw new LstmError('LSTM_OPTION', `worker: expected a boolean, got ${describe(options.worker)}`);
-    if ((options.worker ?? true) && this.lstm.backend === 'native' && ['sgd', 'adam', 'adamw'].includes(String(options.optimizer.config.name)) && (!options.scheduler || isBuiltinScheduler(options.scheduler))) {
+    if ((options.worker ?? true) && this.lstm.backend === 'native' && ['sgd', 'adam', 'adamw', 'rmsprop', 'adagrad'].includes(String(options.optimizer.config.name)) && (!options.scheduler || isBuiltinScheduler(options.scheduler))) {
       return this.fitOnWorker(data, options);
     }
     const loss = options.loss ?? 'mse';

@@ -19,6 +19,12 @@ function num(v: unknown, name: string, dflt: number, min = 0): number {
   return v;
 }
 
+function bool(v: unknown, name: string): boolean {
+  if (v === undefined) return false;
+  if (typeof v !== 'boolean') throw new LstmError('LSTM_OPTION', `${name}: expected a boolean, got ${describe(v)}`);
+  return v;
+}
+
 export abstract class Optimizer {
   protected readonly params: Parameter[];
   /** Per-parameter state buffers by parameter name, e.g. momentum_buffer or exp_avg. */
@@ -87,11 +93,12 @@ export class SGD extends Optimizer {
 
   constructor(params: Parameter[], options: SGDOptions) {
     super(params);
-    this.lr = options?.lr; // required, as in torch.optim.SGD
-    this.momentum = num(options.momentum, 'momentum', 0);
-    this.dampening = num(options.dampening, 'dampening', 0);
-    this.nesterov = options.nesterov ?? false;
-    this.weightDecay = num(options.weightDecay, 'weightDecay', 0);
+    const o: Partial<SGDOptions> = options ?? {};
+    this.lr = o.lr as number; // required, as in torch.optim.SGD
+    this.momentum = num(o.momentum, 'momentum', 0);
+    this.dampening = num(o.dampening, 'dampening', 0);
+    this.nesterov = bool(o.nesterov, 'nesterov');
+    this.weightDecay = num(o.weightDecay, 'weightDecay', 0);
     if (this.nesterov && (this.momentum <= 0 || this.dampening !== 0)) throw new LstmError('LSTM_OPTION', 'nesterov momentum requires a momentum and zero dampening');
   }
 
@@ -134,15 +141,16 @@ export class Adam extends Optimizer {
 
   constructor(params: Parameter[], options: AdamOptions = {}, defaultWeightDecay = 0) {
     super(params);
-    this.lr = num(options.lr, 'lr', 1e-3);
-    const betas = options.betas ?? [0.9, 0.999];
+    const o = options ?? {};
+    this.lr = num(o.lr, 'lr', 1e-3);
+    const betas = o.betas ?? [0.9, 0.999];
     if (!Array.isArray(betas) || betas.length !== 2 || !betas.every((b) => typeof b === 'number' && b >= 0 && b < 1)) {
       throw new LstmError('LSTM_OPTION', `betas: expected two numbers in [0, 1), got ${describe(betas)}`);
     }
     this.betas = [betas[0], betas[1]];
-    this.eps = num(options.eps, 'eps', 1e-8);
-    this.weightDecay = num(options.weightDecay, 'weightDecay', defaultWeightDecay);
-    this.amsgrad = options.amsgrad ?? false;
+    this.eps = num(o.eps, 'eps', 1e-8);
+    this.weightDecay = num(o.weightDecay, 'weightDecay', defaultWeightDecay);
+    this.amsgrad = bool(o.amsgrad, 'amsgrad');
   }
 
   get config() {
@@ -188,6 +196,117 @@ export class AdamW extends Adam {
   protected override readonly decoupled: boolean = true;
   constructor(params: Parameter[], options: AdamOptions = {}) {
     super(params, options, 1e-2);
+  }
+}
+
+export interface RMSpropOptions {
+  lr?: number;
+  alpha?: number;
+  eps?: number;
+  weightDecay?: number;
+  momentum?: number;
+  centered?: boolean;
+}
+
+/** torch.optim.RMSprop: a running mean of squared gradients scales each step (optionally centered, with momentum). */
+export class RMSprop extends Optimizer {
+  readonly alpha: number;
+  readonly eps: number;
+  readonly weightDecay: number;
+  readonly momentum: number;
+  readonly centered: boolean;
+
+  constructor(params: Parameter[], options: RMSpropOptions = {}) {
+    super(params);
+    const o = options ?? {};
+    this.lr = num(o.lr, 'lr', 1e-2);
+    this.alpha = num(o.alpha, 'alpha', 0.99);
+    this.eps = num(o.eps, 'eps', 1e-8);
+    this.weightDecay = num(o.weightDecay, 'weightDecay', 0);
+    this.momentum = num(o.momentum, 'momentum', 0);
+    this.centered = bool(o.centered, 'centered');
+  }
+
+  get config() {
+    return { name: 'rmsprop', lr: this.lr, alpha: this.alpha, eps: this.eps, weightDecay: this.weightDecay, momentum: this.momentum, centered: this.centered };
+  }
+
+  protected update(p: Parameter, s: Record<string, Float32Array>): void {
+    const n = p.value.length;
+    s.square_avg ??= new Float32Array(n);
+    if (this.momentum > 0) s.momentum_buffer ??= new Float32Array(n);
+    if (this.centered) s.grad_avg ??= new Float32Array(n);
+    s.step ??= new Float32Array(1);
+    s.step[0]++;
+    const { lr, alpha, eps, weightDecay, momentum } = this;
+    const sq = s.square_avg;
+    const buf = s.momentum_buffer;
+    const ga = s.grad_avg;
+    for (let i = 0; i < n; i++) {
+      let g = p.grad[i];
+      if (weightDecay !== 0) g += weightDecay * p.value[i];
+      sq[i] = sq[i] * alpha + (1 - alpha) * g * g;
+      let avg: number;
+      if (ga) {
+        ga[i] = ga[i] * alpha + (1 - alpha) * g;
+        avg = Math.sqrt(sq[i] - ga[i] * ga[i]);
+      } else {
+        avg = Math.sqrt(sq[i]);
+      }
+      avg += eps;
+      if (buf) {
+        buf[i] = buf[i] * momentum + g / avg;
+        p.value[i] -= lr * buf[i];
+      } else {
+        p.value[i] -= (lr * g) / avg;
+      }
+    }
+  }
+}
+
+export interface AdagradOptions {
+  lr?: number;
+  lrDecay?: number;
+  weightDecay?: number;
+  initialAccumulatorValue?: number;
+  eps?: number;
+}
+
+/** torch.optim.Adagrad: each element's step shrinks with the sum of its squared gradients. */
+export class Adagrad extends Optimizer {
+  readonly lrDecay: number;
+  readonly weightDecay: number;
+  readonly initialAccumulatorValue: number;
+  readonly eps: number;
+
+  constructor(params: Parameter[], options: AdagradOptions = {}) {
+    super(params);
+    const o = options ?? {};
+    this.lr = num(o.lr, 'lr', 1e-2);
+    this.lrDecay = num(o.lrDecay, 'lrDecay', 0);
+    this.weightDecay = num(o.weightDecay, 'weightDecay', 0);
+    this.initialAccumulatorValue = num(o.initialAccumulatorValue, 'initialAccumulatorValue', 0);
+    this.eps = num(o.eps, 'eps', 1e-10);
+  }
+
+  get config() {
+    return { name: 'adagrad', lr: this.lr, lrDecay: this.lrDecay, weightDecay: this.weightDecay, initialAccumulatorValue: this.initialAccumulatorValue, eps: this.eps };
+  }
+
+  protected update(p: Parameter, s: Record<string, Float32Array>): void {
+    const n = p.value.length;
+    s.sum ??= new Float32Array(n).fill(this.initialAccumulatorValue);
+    s.step ??= new Float32Array(1);
+    const step = ++s.step[0];
+    const { weightDecay, eps } = this;
+    const clr = this.lr / (1 + (step - 1) * this.lrDecay);
+    const sum = s.sum;
+    for (let i = 0; i < n; i++) {
+      let g = p.grad[i];
+      if (weightDecay !== 0) g += weightDecay * p.value[i];
+      sum[i] += g * g;
+      p.value[i] -= (clr * g) / (Math.sqrt(sum[i]) + eps);
+    }
   }
 }
 

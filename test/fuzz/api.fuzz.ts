@@ -124,6 +124,46 @@ export async function fuzzApi(lib: L, backend: 'js' | 'native', numRuns: number,
   disposed.dispose();
   const goodShapes = [[2, 3, 3], [5, 3], [1, 1, 3], [2, 2, 4], [3, 2, 3]];
 
+  const optimizerCall = fc
+    .tuple(
+      fc.constantFrom('SGD', 'Adam', 'AdamW', 'RMSprop', 'Adagrad'),
+      fc.oneof(
+        { weight: 9, arbitrary: fc.dictionary(fc.constantFrom('lr', 'momentum', 'dampening', 'nesterov', 'weightDecay', 'betas', 'eps', 'amsgrad', 'alpha', 'centered', 'lrDecay', 'initialAccumulatorValue'), fc.oneof(fc.constantFrom<unknown>(...ADVERSARIAL_NUMBERS, 0.5, 0.9, true, [0.9, 0.99]), fc.anything())) },
+        { weight: 1, arbitrary: fc.constantFrom<unknown>(null, undefined, 3, 'x') },
+      ),
+    )
+    .map(([kind, o]) => () => {
+      const p = { name: 'w', value: new Float32Array([0.5, -1]), grad: new Float32Array([0.25, 2]), shape: [2] };
+      const optimizer = new (lib as unknown as Record<string, new (ps: unknown, opts: unknown) => InstanceType<typeof lib.SGD>>)[kind]([p], o);
+      optimizer.step();
+      optimizer.step();
+      return optimizer.config;
+    });
+  const scheduleCall = fc
+    .tuple(
+      fc.constantFrom<unknown>('StepLR', 'MultiStepLR', 'ExponentialLR', 'CosineAnnealingLR', 'ReduceLROnPlateau', 'OneCycleLR', 3, null),
+      fc.dictionary(fc.constantFrom('stepSize', 'gamma', 'milestones', 'tMax', 'etaMin', 'mode', 'factor', 'patience', 'threshold', 'thresholdMode', 'cooldown', 'minLr', 'eps'), fc.oneof(fc.constantFrom<unknown>(...ADVERSARIAL_NUMBERS, 1, 2, 0.5, 'min', 'abs', [1, 2]), fc.anything())),
+      fc.anything(),
+      fc.oneof(fc.constantFrom<unknown>(...ADVERSARIAL_NUMBERS), fc.anything()),
+    )
+    .map(([name, o, metric, lr]) => () => {
+      const optimizer = new lib.SGD([{ name: 'w', value: new Float32Array(1), grad: new Float32Array(1), shape: [1] }], { lr: 0.1 });
+      const scheduler = lib.schedulerFromConfig(optimizer, { ...(o as object), name } as never);
+      // each hostile call may be refused (an LstmError), and the scheduler carries on
+      const guarded = (fn: () => void) => {
+        try {
+          fn();
+        } catch (err) {
+          if (!(err instanceof LstmError)) throw err;
+        }
+      };
+      for (const m of [metric, 1, 0.5]) guarded(() => scheduler.step(m as never));
+      guarded(() => (optimizer.lr = lr as never));
+      guarded(() => scheduler.loadState(metric as never));
+      scheduler.loadState(scheduler.state());
+      scheduler.step(0.25);
+      if (!Number.isFinite(optimizer.lr) || optimizer.lr < 0) throw new Error(`schedule: lr became ${optimizer.lr}`);
+    });
   const targets: Record<string, fc.Arbitrary<() => unknown>> = {
     construct: a.options.map((o) => () => new LSTM(o as never)),
     constructValid: fc.tuple(a.validOptions, fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 3 })).map(([o, T, B]) => () => {
@@ -220,31 +260,8 @@ export async function fuzzApi(lib: L, backend: 'js' | 'native', numRuns: number,
     forwardTrainDropout: fc.tuple(a.fitting(goodShapes), fc.constantFrom<unknown>(undefined, true, false, 'no', 1, null)).map(([x, dropout]) => () =>
       dropper.forwardTrain(x as never, { dropout: dropout as never }).backward(),
     ),
-    schedule: fc
-      .tuple(
-        fc.constantFrom<unknown>('StepLR', 'MultiStepLR', 'ExponentialLR', 'CosineAnnealingLR', 'ReduceLROnPlateau', 'OneCycleLR', 3, null),
-        fc.dictionary(fc.constantFrom('stepSize', 'gamma', 'milestones', 'tMax', 'etaMin', 'mode', 'factor', 'patience', 'threshold', 'thresholdMode', 'cooldown', 'minLr', 'eps'), fc.oneof(fc.constantFrom<unknown>(...ADVERSARIAL_NUMBERS, 1, 2, 0.5, 'min', 'abs', [1, 2]), fc.anything())),
-        fc.anything(),
-        fc.oneof(fc.constantFrom<unknown>(...ADVERSARIAL_NUMBERS), fc.anything()),
-      )
-      .map(([name, o, metric, lr]) => () => {
-        const optimizer = new lib.SGD([{ name: 'w', value: new Float32Array(1), grad: new Float32Array(1), shape: [1] }], { lr: 0.1 });
-        const scheduler = lib.schedulerFromConfig(optimizer, { ...(o as object), name } as never);
-        // each hostile call may be refused (an LstmError), and the scheduler carries on
-        const guarded = (fn: () => void) => {
-          try {
-            fn();
-          } catch (err) {
-            if (!(err instanceof LstmError)) throw err;
-          }
-        };
-        for (const m of [metric, 1, 0.5]) guarded(() => scheduler.step(m as never));
-        guarded(() => (optimizer.lr = lr as never));
-        guarded(() => scheduler.loadState(metric as never));
-        scheduler.loadState(scheduler.state());
-        scheduler.step(0.25);
-        if (!Number.isFinite(optimizer.lr) || optimizer.lr < 0) throw new Error(`schedule: lr became ${optimizer.lr}`);
-      }),
+    // optimizers and schedules share one target (a fair share of the calls for the rest)
+    optim: fc.oneof(optimizerCall, scheduleCall),
     disposed: fc.constantFrom('forward', 'forwardAsync', 'step', 'stateDict', 'forwardTrain', 'initialState').map((m) => () => (disposed as never as Record<string, (...args: unknown[]) => unknown>)[m](refX, {})),
   };
   const names = Object.keys(targets);
