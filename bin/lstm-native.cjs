@@ -24,13 +24,14 @@ commands:
                  a model file's configuration and parameter count; without a file,
                  which engine loads on this machine and why
   train <data.safetensors> <out.safetensors> [--hidden 32] [--layers 1] [--dropout 0] [--epochs 10]
-        [--batch 32] [--lr 0.001] [--optimizer adam|adamw|sgd|rmsprop|adagrad] [--loss mse|crossEntropy]
+        [--batch 32] [--lr 0.001] [--optimizer adam|adamw|sgd|rmsprop|adagrad]
+        [--loss mse|l1|huber|bceWithLogits|crossEntropy]
         [--schedule none|cosine|plateau] [--patience 10]
         [--classes K] [--tbptt N] [--val 0.1] [--seed N] [--resume checkpoint.safetensors]
                  train an LSTM + linear head (SequenceModel) on x [N, T, I] and y [N, T, O]
-                 (mse) or [N, T] class indices (crossEntropy), optional lengths [N]; shows a
-                 progress bar; writes a checkpoint (model + optimizer, options in its
-                 metadata). Ctrl-C stops after the current step and still writes it.
+                 (mse, l1, huber, bceWithLogits) or [N, T] class indices (crossEntropy),
+                 optional lengths [N]; shows a progress bar; writes a checkpoint (model +
+                 optimizer, options in its metadata). Ctrl-C stops after the current step and still writes it.
                  --schedule cosine anneals the rate to 0 over the epochs (CosineAnnealingLR);
                  plateau divides it by 10 after --patience epochs without a better
                  validation loss (ReduceLROnPlateau)
@@ -153,7 +154,8 @@ async function train(args) {
     return n;
   };
   const loss = v.loss ?? 'mse';
-  if (loss !== 'mse' && loss !== 'crossEntropy') throw new UsageError(`--loss: expected mse or crossEntropy, got '${loss}'`);
+  const LOSSES = ['mse', 'l1', 'huber', 'bceWithLogits', 'crossEntropy'];
+  if (!LOSSES.includes(loss)) throw new UsageError(`--loss: expected ${LOSSES.slice(0, -1).join(', ')} or crossEntropy, got '${loss}'`);
   const optName = v.optimizer ?? 'adam';
   if (!['adam', 'adamw', 'sgd', 'rmsprop', 'adagrad'].includes(optName)) throw new UsageError(`--optimizer: expected adam, adamw, sgd, rmsprop or adagrad, got '${optName}'`);
   const schedule = v.schedule ?? 'none';
@@ -165,8 +167,8 @@ async function train(args) {
   if (x.shape.length !== 3) throw new LstmError('LSTM_SHAPE', `x: expected [N, T, I], got [${x.shape.join(', ')}]`);
   const [N, T, I] = x.shape;
   let outputSize;
-  if (loss === 'mse') {
-    if (y.shape.length !== 3) throw new LstmError('LSTM_SHAPE', `y: expected [N, T, O] for mse, got [${y.shape.join(', ')}]`);
+  if (loss !== 'crossEntropy') {
+    if (y.shape.length !== 3) throw new LstmError('LSTM_SHAPE', `y: expected [N, T, O] for ${loss}, got [${y.shape.join(', ')}]`);
     outputSize = y.shape[2];
   } else {
     let max = 0;

@@ -20,5 +20,5 @@ export { SGD, Adam, AdamW, RMSprop, Adagrad, Optimizer, clipGradNorm } from './t
 export type { Parameter, SGDOptions, AdamOptions, RMSpropOptions, AdagradOptions } from './train/optim.js';
 export { LRScheduler, StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, ReduceLROnPlateau, schedulerFromConfig } from './train/schedule.js';
 export type { SchedulerState, ReduceLROnPlateauOptions } from './train/schedule.js';
-export { Linear, SequenceModel, mse, crossEntropy } from './train/model.js';
+export { Linear, SequenceModel, mse, l1Loss, huberLoss, bceWithLogits, crossEntropy } from './train/model.js';
 export type { SequenceModelOptions, TrainStepOptions, LossResult, LossOptions, LossName, FitData, FitOptions, FitProgress, FitResult } from './train/model.js';

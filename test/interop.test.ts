@@ -546,7 +546,7 @@ describe('command line', () => {
     // Usage errors exit 2 and say which flag; a data file without x/y exits 1.
     const bad = run('train', data, out, '--loss', 'hinge');
     expect(bad.status).toBe(2);
-    expect(bad.stderr).toMatch(/--loss: expected mse or crossEntropy, got 'hinge'/);
+    expect(bad.stderr).toMatch(/--loss: expected mse, l1, huber, bceWithLogits or crossEntropy, got 'hinge'/);
     writeFileSync(path.join(dir, 'empty.safetensors'), saveSafetensors({ z: { data: new Float32Array(1), shape: [1] } }));
     const noData = run('train', path.join(dir, 'empty.safetensors'), out);
     expect(noData.status).toBe(1);

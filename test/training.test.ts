@@ -486,6 +486,44 @@ describe.each(ENGINES)('SequenceModel for serving on $label', (engine) => {
   });
 });
 
+describe('losses: torch.nn.functional\'s values and gradients', () => {
+  // test/fixtures/torch-losses/make.py: [T=5, B=3, C=4] predictions (ties, |p - y| on both
+  // sides of 1, logits of +-30) against targets, whole and masked by lengths [5, 2, 4].
+  const L = JSON.parse(readFileSync(path.join(FIXTURES, 'torch-losses', 'losses.json'), 'utf8')) as {
+    T: number; B: number; C: number; lengths: number[]; pred: number[];
+    cases: Record<string, { target: number[]; full: { loss: number; grad: number[] }; masked: { loss: number; grad: number[] } }>;
+  };
+  const FNS = { mse, l1: lib.l1Loss, huber: lib.huberLoss, bceWithLogits: lib.bceWithLogits } as const;
+  it.each(Object.keys(FNS) as (keyof typeof FNS)[])('%s', (name) => {
+    const c = L.cases[name];
+    const shape = [L.T, L.B, L.C];
+    const pred = { data: Float32Array.from(L.pred), shape };
+    const target = { data: Float32Array.from(c.target), shape };
+    for (const [which, lengths] of [['full', undefined], ['masked', L.lengths]] as const) {
+      const r = FNS[name](pred, target, { lengths });
+      const want = c[which];
+      expect(Math.abs(r.loss - want.loss), `${name} ${which} loss ${r.loss} vs ${want.loss}`).toBeLessThan(1e-12 * Math.abs(want.loss) + 1e-15);
+      r.grad.forEach((g, i) => expect(Math.abs(g - want.grad[i]), `${name} ${which} grad[${i}]`).toBeLessThanOrEqual(1e-7 * Math.abs(want.grad[i]) + 1e-12));
+    }
+  });
+
+  it('trainStep, evaluate and fit take them by name; an unknown name is LSTM_OPTION', async () => {
+    const data = sineWaves(16, 8, 7);
+    const model = new SequenceModel({ inputSize: 1, hiddenSize: 6, outputSize: 1, batchFirst: true, seed: 3, backend: 'js' });
+    const optimizer = new Adam(model.parameters(), { lr: 0.01 });
+    for (const loss of ['l1', 'huber'] as const) {
+      const before = model.evaluate(data, { loss });
+      expect(before).toBeCloseTo(FNS[loss](model.forward(data.x).output, data.y).loss, 6);
+      await model.fit(data, { optimizer, loss, epochs: 3, batchSize: 8, seed: 1 });
+      expect(model.evaluate(data, { loss })).toBeLessThan(before);
+    }
+    const probs = { x: data.x, y: { data: data.y.data.map((v) => (v > 0 ? 1 : 0)), shape: data.y.shape } };
+    expect(model.trainStep(data.x, probs.y, { optimizer, loss: 'bceWithLogits' })).toBeGreaterThan(0);
+    expect(() => model.trainStep(data.x, data.y, { optimizer, loss: 'hinge' as never })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION', message: expect.stringMatching(/loss: expected one of 'mse', 'l1', 'huber', 'bceWithLogits', 'crossEntropy', got "hinge"/) }));
+    expect(() => model.evaluate(data, { loss: 'hinge' as never })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+  });
+});
+
 describe('learning-rate schedules: torch.optim.lr_scheduler\'s rates', () => {
   // test/fixtures/torch-optim/schedules.py: each scheduler's lr after construction and after
   // each of 40 step() calls (ReduceLROnPlateau fed a loss that improves, stalls within the

@@ -111,28 +111,60 @@ function toLengths(v: LengthsLike | undefined, B: number): Int32Array | null {
   return Int32Array.from({ length: B }, (_, i) => Number(src[i]));
 }
 
-/** Mean squared error over every valid element (torch mse_loss, reduction 'mean'). pred/target [T, B, F] (or [B, T, F]). */
-export function mse(pred: Tensor, target: Tensor, options: LossOptions = {}): LossResult {
+/** A loss of one element, and its derivative in the prediction. */
+type ElementLoss = (p: number, y: number) => [number, number];
+
+/** Mean of an elementwise loss over every valid element (reduction 'mean'). pred/target [T, B, F] (or [B, T, F]). */
+function elementwise(f: ElementLoss, pred: Tensor, target: Tensor, options: LossOptions): LossResult {
   const p = checkTensor(pred, 'pred');
   const y = checkTensor(target, 'target');
   if (!sameShape(p.shape, y.shape)) throw new LstmError('LSTM_SHAPE', `target: expected ${shapeStr(p.shape)} (the prediction's shape), got ${shapeStr(y.shape)}`);
   const F = p.shape[p.shape.length - 1] ?? 1;
-  const positions = p.data.length / F;
+  const positions = F > 0 ? p.data.length / F : 0;
   const mask = lossMask(p.shape, options);
   let count = 0;
+  for (let i = 0; i < positions; i++) if (!mask || mask[i] !== 0) count += F;
+  const grad = new Float32Array(p.data.length);
+  if (count === 0) return { loss: 0, grad };
   let sum = 0;
   for (let i = 0; i < positions; i++) {
     if (mask && mask[i] === 0) continue;
-    for (let f = 0; f < F; f++) sum += (p.data[i * F + f] - y.data[i * F + f]) ** 2;
-    count += F;
-  }
-  const grad = new Float32Array(p.data.length);
-  if (count === 0) return { loss: 0, grad };
-  for (let i = 0; i < positions; i++) {
-    if (mask && mask[i] === 0) continue;
-    for (let f = 0; f < F; f++) grad[i * F + f] = (2 * (p.data[i * F + f] - y.data[i * F + f])) / count;
+    for (let k = i * F; k < (i + 1) * F; k++) {
+      const [v, d] = f(p.data[k], y.data[k]);
+      sum += v;
+      grad[k] = d / count;
+    }
   }
   return { loss: sum / count, grad };
+}
+
+const squared: ElementLoss = (p, y) => [(p - y) ** 2, 2 * (p - y)];
+const absolute: ElementLoss = (p, y) => [Math.abs(p - y), Math.sign(p - y)];
+const huberOne: ElementLoss = (p, y) => {
+  const d = p - y;
+  const a = Math.abs(d);
+  return a < 1 ? [0.5 * d * d, d] : [a - 0.5, Math.sign(d)];
+};
+const logistic: ElementLoss = (z, y) => [Math.max(z, 0) - z * y + Math.log1p(Math.exp(-Math.abs(z))), 1 / (1 + Math.exp(-z)) - y];
+
+/** Mean squared error over every valid element (torch mse_loss, reduction 'mean'). pred/target [T, B, F] (or [B, T, F]). */
+export function mse(pred: Tensor, target: Tensor, options: LossOptions = {}): LossResult {
+  return elementwise(squared, pred, target, options);
+}
+
+/** Mean absolute error (torch l1_loss; the gradient at 0 is 0, as torch's sign). */
+export function l1Loss(pred: Tensor, target: Tensor, options: LossOptions = {}): LossResult {
+  return elementwise(absolute, pred, target, options);
+}
+
+/** Huber loss with delta 1 (torch huber_loss, equal to smooth_l1_loss with beta 1): squared near the target, absolute far from it. */
+export function huberLoss(pred: Tensor, target: Tensor, options: LossOptions = {}): LossResult {
+  return elementwise(huberOne, pred, target, options);
+}
+
+/** Binary cross entropy of logits against targets in [0, 1] (torch binary_cross_entropy_with_logits), computed stably. */
+export function bceWithLogits(logits: Tensor, target: Tensor, options: LossOptions = {}): LossResult {
+  return elementwise(logistic, logits, target, options);
 }
 
 /** Cross entropy of logits [..., C] against class indices [...] (torch cross_entropy, mean over valid positions). */
@@ -162,9 +194,29 @@ export function crossEntropy(logits: Tensor, classes: Tensor | ArrayLike<number>
   return { loss: count ? loss / count : 0, grad };
 }
 
-export type LossName = 'mse' | 'crossEntropy';
+/** 'crossEntropy' takes class indices; the others targets shaped as the predictions. */
+export type LossName = 'mse' | 'l1' | 'huber' | 'bceWithLogits' | 'crossEntropy';
 
-/** Training data, samples first: x [N, T, I]; y [N, T, O] for mse or [N, T] class indices for crossEntropy. */
+const ELEMENTWISE: Record<Exclude<LossName, 'crossEntropy'>, (pred: Tensor, target: Tensor, options: LossOptions) => LossResult> = {
+  mse,
+  l1: l1Loss,
+  huber: huberLoss,
+  bceWithLogits,
+};
+
+/** A loss option checked (default mse). */
+function lossName(v: unknown): LossName {
+  if (v === undefined) return 'mse';
+  if (v === 'crossEntropy' || (typeof v === 'string' && Object.hasOwn(ELEMENTWISE, v))) return v as LossName;
+  throw new LstmError('LSTM_OPTION', `loss: expected one of ${[...Object.keys(ELEMENTWISE), 'crossEntropy'].map((k) => `'${k}'`).join(', ')}, got ${describe(v)}`);
+}
+
+/** The named loss of predictions against targets (class indices for crossEntropy). */
+function lossOf(name: LossName, pred: Tensor, target: Tensor | ArrayLike<number>, options: LossOptions): LossResult {
+  return name === 'crossEntropy' ? crossEntropy(pred, target, options) : ELEMENTWISE[name](pred, target as Tensor, options);
+}
+
+/** Training data, samples first: x [N, T, I]; y [N, T, O] (for crossEntropy: [N, T] class indices). */
 export interface FitData {
   x: Tensor;
   y: Tensor;
@@ -226,10 +278,11 @@ function checkFitData(d: FitData, name: string, loss: LossName): { N: number; T:
   const y = checkTensor(d.y, `${name}.y`);
   if (x.shape.length !== 3) throw new LstmError('LSTM_SHAPE', `${name}.x: expected [N, T, I], got ${shapeStr(x.shape)}`);
   const [N, T, I] = x.shape;
-  const ok = loss === 'mse' ? y.shape.length === 3 && y.shape[0] === N && y.shape[1] === T : y.shape.length === 2 && y.shape[0] === N && y.shape[1] === T;
-  if (!ok) throw new LstmError('LSTM_SHAPE', `${name}.y: expected ${loss === 'mse' ? `[${N}, ${T}, O]` : `[${N}, ${T}] class indices`}, got ${shapeStr(y.shape)}`);
+  const classes = loss === 'crossEntropy';
+  const ok = !classes ? y.shape.length === 3 && y.shape[0] === N && y.shape[1] === T : y.shape.length === 2 && y.shape[0] === N && y.shape[1] === T;
+  if (!ok) throw new LstmError('LSTM_SHAPE', `${name}.y: expected ${!classes ? `[${N}, ${T}, O]` : `[${N}, ${T}] class indices`}, got ${shapeStr(y.shape)}`);
   if (d.lengths !== undefined && d.lengths.length !== N) throw new LstmError('LSTM_SHAPE', `${name}.lengths: expected ${N} entries, got ${d.lengths.length}`);
-  return { N, T, I, O: loss === 'mse' ? y.shape[2] : 1 };
+  return { N, T, I, O: !classes ? y.shape[2] : 1 };
 }
 
 /** Rows `idx` of a samples-first [N, T, F] array, time steps [t0, t1), in the model's layout. */
@@ -392,8 +445,7 @@ export class SequenceModel {
     const run = this.lstm.forwardTrain(x, options);
     const pred = this.head.forward(run.output);
     const lossOpts = { lengths: options.lengths, batchFirst: this.lstm.config.batchFirst };
-    const lossName = options.loss ?? 'mse';
-    const { loss, grad } = lossName === 'mse' ? mse(pred, target, lossOpts) : crossEntropy(pred, target, lossOpts);
+    const { loss, grad } = lossOf(lossName(options.loss), pred, target, lossOpts);
     for (const p of params) p.grad.fill(0);
     const dOut = this.head.backward(run.output.data, grad, this.grads.get('head.weight')!, this.grads.get('head.bias') ?? null);
     const g = run.backward({ output: { data: dOut, shape: run.output.shape } });
@@ -415,7 +467,7 @@ export class SequenceModel {
 
   /** The mean loss over a data set, without training. */
   evaluate(data: FitData, options: { loss?: LossName; batchSize?: number } = {}): number {
-    const loss = options.loss ?? 'mse';
+    const loss = lossName(options.loss);
     const { N, T, I, O } = checkFitData(data, 'data', loss);
     const bf = this.lstm.config.batchFirst;
     const batch = options.batchSize ?? 64;
@@ -428,7 +480,7 @@ export class SequenceModel {
       const lengths = data.lengths ? idx.map((i) => data.lengths![i]) : undefined;
       const pred = this.forward(x, { lengths }).output;
       const y = gather(data.y.data, T, O, idx, 0, T, bf);
-      const r = loss === 'mse' ? mse(pred, { data: y, shape: pred.shape }, { lengths, batchFirst: bf }) : crossEntropy(pred, y, { lengths, batchFirst: bf });
+      const r = lossOf(loss, pred, loss === 'crossEntropy' ? y : { data: y, shape: pred.shape }, { lengths, batchFirst: bf });
       total += r.loss * B;
       weight += B;
     }
@@ -449,7 +501,7 @@ export class SequenceModel {
     if ((options.worker ?? true) && this.lstm.backend === 'native' && ['sgd', 'adam', 'adamw', 'rmsprop', 'adagrad'].includes(String(options.optimizer.config.name)) && (!options.scheduler || isBuiltinScheduler(options.scheduler))) {
       return this.fitOnWorker(data, options);
     }
-    const loss = options.loss ?? 'mse';
+    const loss = lossName(options.loss);
     const { N, T, I, O } = checkFitData(data, 'data', loss);
     if (options.validation) checkFitData(options.validation, 'validation', loss);
     const epochs = options.epochs ?? 1;
@@ -490,7 +542,7 @@ export class SequenceModel {
           const n = t1 - t0;
           const x = { data: gather(data.x.data, T, I, idx, t0, t1, bf), shape: bf ? [B, n, I] : [n, B, I] };
           const yData = gather(data.y.data, T, O, idx, t0, t1, bf);
-          const y = { data: yData, shape: loss === 'mse' ? (bf ? [B, n, O] : [n, B, O]) : bf ? [B, n] : [n, B] };
+          const y = { data: yData, shape: loss !== 'crossEntropy' ? (bf ? [B, n, O] : [n, B, O]) : bf ? [B, n] : [n, B] };
           const r = this.trainStepState(x, y, { optimizer: options.optimizer, loss, clipGradNorm: options.clipGradNorm, lengths, h0, c0 });
           stepLoss += r.loss;
           windows++;
@@ -524,7 +576,7 @@ export class SequenceModel {
 
   /** fit() on a worker thread: same arguments, same result, the main thread stays free. */
   private fitOnWorker(data: FitData, options: FitOptions): Promise<FitResult> {
-    const loss = options.loss ?? 'mse';
+    const loss = lossName(options.loss);
     // Everything the worker would reject is rejected here, with the same errors.
     checkFitData(data, 'data', loss);
     if (options.validation) checkFitData(options.validation, 'validation', loss);
