@@ -399,6 +399,37 @@ describe('optimizers, losses and the model API', () => {
     await expect(model.fit(data, { optimizer, scheduler: new lib.StepLR(new SGD(model.parameters(), { lr: 1 }), { stepSize: 1 }) })).rejects.toMatchObject({ code: 'LSTM_OPTION' });
   });
 
+  it('fit stops early when the validation loss stalls and puts back the best epoch\'s weights, on a worker too', async () => {
+    const data = sineWaves(32, 10, 8);
+    const validation = sineWaves(16, 10, 9);
+    const make = () => new SequenceModel({ inputSize: 1, hiddenSize: 8, outputSize: 1, seed: 5, backend: 'native', threads: 1 });
+    // a rate large enough that the validation loss stops improving within 30 epochs
+    const run = (m: InstanceType<typeof SequenceModel>, extra: object) => m.fit(data, { optimizer: new SGD(m.parameters(), { lr: 3 }), epochs: 30, batchSize: 8, seed: 2, validation, ...extra });
+    const a = make();
+    const ra = await run(a, { earlyStopping: { patience: 3 }, worker: false });
+    expect(ra.stoppedEarly).toBe(true);
+    const val = ra.history.map((h) => h.valLoss!);
+    // the rule: stop after `patience` epochs without a new best; the best is the first minimum
+    expect(ra.bestEpoch).toBe(val.indexOf(Math.min(...val)) + 1);
+    expect(ra.history).toHaveLength(ra.bestEpoch! + 3);
+    // restored: the weights are those after the best epoch, as a run of that many epochs leaves them
+    const c = make();
+    await run(c, { epochs: ra.bestEpoch, worker: false });
+    expect(a.stateDict()).toEqual(c.stateDict());
+    // the worker runs the same rule and hands back the same weights
+    const b = make();
+    expect(await run(b, { earlyStopping: { patience: 3 } })).toEqual(ra);
+    expect(b.stateDict()).toEqual(a.stateDict());
+    // restoreBest: false keeps the last epoch's weights; bad options are LSTM_OPTION
+    const d = make();
+    const rd = await run(d, { earlyStopping: { patience: 3, restoreBest: false }, worker: false });
+    expect(rd).toEqual(ra);
+    expect(d.stateDict()).not.toEqual(a.stateDict());
+    for (const bad of [{}, { patience: 0 }, { patience: 2, minDelta: -1 }, { patience: 2, restoreBest: 'yes' }, 3]) {
+      await expect(run(make(), { earlyStopping: bad })).rejects.toMatchObject({ code: 'LSTM_OPTION' });
+    }
+  });
+
   it('fit on the native engine runs on a worker thread: same result as in-thread, main thread free', async () => {
     const N = 64;
     const T = 40;

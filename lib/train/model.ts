@@ -244,6 +244,12 @@ export interface FitOptions {
    * examples; ReduceLROnPlateau with the epoch's validation loss, else its training loss.
    */
   scheduler?: LRScheduler;
+  /**
+   * Stop when the validation loss (else the training loss) has not improved by more than
+   * minDelta (default 0) for `patience` epochs, and by default (restoreBest) put back the
+   * weights of the best epoch.
+   */
+  earlyStopping?: { patience: number; minDelta?: number; restoreBest?: boolean };
   epochs?: number;
   batchSize?: number;
   shuffle?: boolean;
@@ -270,6 +276,23 @@ export interface FitResult {
   history: { loss: number; valLoss?: number; lr: number }[];
   /** True when the signal stopped training early. */
   aborted: boolean;
+  /** With earlyStopping: whether it stopped training, and the epoch (from 1) whose loss was best. */
+  stoppedEarly?: boolean;
+  bestEpoch?: number;
+}
+
+/** earlyStopping's options, checked. */
+function earlyStoppingOf(v: unknown): { patience: number; minDelta: number; restoreBest: boolean } | null {
+  if (v === undefined) return null;
+  const o = v as { patience?: unknown; minDelta?: unknown; restoreBest?: unknown };
+  if (v === null || typeof v !== 'object' || !Number.isSafeInteger(o.patience) || (o.patience as number) < 1) {
+    throw new LstmError('LSTM_OPTION', `earlyStopping: expected { patience: a positive integer, minDelta?, restoreBest? }, got ${describe(v)}`);
+  }
+  const minDelta = o.minDelta ?? 0;
+  if (typeof minDelta !== 'number' || !Number.isFinite(minDelta) || minDelta < 0) throw new LstmError('LSTM_OPTION', `earlyStopping.minDelta: expected a finite number >= 0, got ${describe(o.minDelta)}`);
+  const restoreBest = o.restoreBest ?? true;
+  if (typeof restoreBest !== 'boolean') throw new LstmError('LSTM_OPTION', `earlyStopping.restoreBest: expected a boolean, got ${describe(o.restoreBest)}`);
+  return { patience: o.patience as number, minDelta, restoreBest };
 }
 
 function checkFitData(d: FitData, name: string, loss: LossName): { N: number; T: number; I: number; O: number } {
@@ -504,6 +527,8 @@ export class SequenceModel {
     const loss = lossName(options.loss);
     const { N, T, I, O } = checkFitData(data, 'data', loss);
     if (options.validation) checkFitData(options.validation, 'validation', loss);
+    const early = earlyStoppingOf(options.earlyStopping);
+    let best = { loss: Infinity, epoch: 0, weights: null as Record<string, Tensor> | null };
     const epochs = options.epochs ?? 1;
     const batchSize = options.batchSize ?? 32;
     const window = options.tbptt ?? T;
@@ -529,7 +554,7 @@ export class SequenceModel {
       let epochLoss = 0;
       const lr = options.optimizer.lr;
       for (let step = 0; step < stepsPerEpoch; step++) {
-        if (options.signal?.aborted) return { history, aborted: true };
+        if (options.signal?.aborted) return { history, aborted: true, ...(early ? { stoppedEarly: false, bestEpoch: best.epoch } : {}) };
         const idx = order.slice(step * batchSize, (step + 1) * batchSize);
         const B = idx.length;
         const lengths = data.lengths ? idx.map((i) => data.lengths![i]) : undefined;
@@ -570,8 +595,17 @@ export class SequenceModel {
       history.push(entry);
       const { scheduler } = options;
       if (scheduler) scheduler.step(scheduler instanceof ReduceLROnPlateau ? (entry.valLoss ?? entry.loss) : undefined);
+      if (early) {
+        const watched = entry.valLoss ?? entry.loss;
+        if (watched < best.loss - early.minDelta) {
+          best = { loss: watched, epoch, weights: early.restoreBest ? this.stateDict() : null };
+        } else if (epoch - best.epoch >= early.patience) {
+          if (best.weights) this.loadStateDict(best.weights);
+          return { history, aborted: false, stoppedEarly: true, bestEpoch: best.epoch };
+        }
+      }
     }
-    return { history, aborted: false };
+    return { history, aborted: false, ...(early ? { stoppedEarly: false, bestEpoch: best.epoch } : {}) };
   }
 
   /** fit() on a worker thread: same arguments, same result, the main thread stays free. */
@@ -580,7 +614,8 @@ export class SequenceModel {
     // Everything the worker would reject is rejected here, with the same errors.
     checkFitData(data, 'data', loss);
     if (options.validation) checkFitData(options.validation, 'validation', loss);
-    if (options.signal?.aborted) return Promise.resolve({ history: [], aborted: true });
+    const early = earlyStoppingOf(options.earlyStopping);
+    if (options.signal?.aborted) return Promise.resolve({ history: [], aborted: true, ...(early ? { stoppedEarly: false, bestEpoch: 0 } : {}) });
     const { optimizer, scheduler, onProgress, signal, worker: _worker, ...fit } = options;
     const job: FitWorkerData = {
       options: { ...optionsOf(this.lstm), outputSize: this.head.outFeatures, backend: 'native', threads: this.lstm.config.threads },
