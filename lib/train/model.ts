@@ -264,9 +264,9 @@ export interface FitOptions {
   signal?: AbortSignal;
   /**
    * Train on a worker thread, keeping the main thread free (default: true where that
-   * helps: a native-engine model in Node with an SGD/Adam/AdamW/RMSprop/Adagrad optimizer, and none or one
-   * of this library's schedulers). The model, optimizer and scheduler are updated in place
-   * when training ends (or is aborted).
+   * helps: a native-engine model in Node with an SGD, Adam, AdamW, RMSprop or Adagrad
+   * optimizer, and none or one of this library's schedulers). The model, optimizer and
+   * scheduler are updated in place when training ends (or is aborted).
    */
   worker?: boolean;
 }
