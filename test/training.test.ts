@@ -490,6 +490,42 @@ describe('optimizers, losses and the model API', () => {
 });
 
 describe.each(ENGINES)('SequenceModel for serving on $label', (engine) => {
+  it('forecast feeds each prediction back in: the same as forward over the context and the predictions so far', () => {
+    for (const batchFirst of [false, true]) {
+      const model = withEngine(engine, () => new SequenceModel({ inputSize: 2, hiddenSize: 6, numLayers: 2, outputSize: 2, batchFirst, seed: 8, backend: engine.backend }));
+      const T = 5, B = 3, H = 4;
+      const ctx = randomTensor(batchFirst ? [B, T, 2] : [T, B, 2], mulberry32(3));
+      const h0 = randomTensor([2, B, 6], mulberry32(4), 0.5);
+      const pred = model.forecast(ctx, H, { h0 });
+      expect(pred.shape).toEqual(batchFirst ? [B, H, 2] : [H, B, 2]);
+      // at(t, b) of a [T, B, F] / [B, T, F] tensor
+      const at = (t: Tensor, len: number, k: number, b: number) => { const i = batchFirst ? b * len + k : k * B + b; return Array.from(t.data.subarray(i * 2, i * 2 + 2)); };
+      for (let k = 0; k < H; k++) {
+        // the context with the first k predictions appended, run in one forward
+        const len = T + k;
+        const seq = new Float32Array(len * B * 2);
+        for (let t = 0; t < len; t++) for (let b = 0; b < B; b++) {
+          const v = t < T ? at(ctx, T, t, b) : at(pred, H, t - T, b);
+          seq.set(v, (batchFirst ? b * len + t : t * B + b) * 2);
+        }
+        const full = model.forward({ data: seq, shape: batchFirst ? [B, len, 2] : [len, B, 2] }, { h0 }).output;
+        for (let b = 0; b < B; b++) {
+          const want = at(full, len, len - 1, b);
+          at(pred, H, k, b).forEach((v, j) => expect(Math.abs(v - want[j]), `k ${k} b ${b}`).toBeLessThan(1e-5));
+        }
+      }
+      // an unbatched context gives [horizon, O]; what cannot forecast is LSTM_OPTION
+      const one = model.forecast({ data: ctx.data.slice(0, T * 2), shape: [T, 2] }, 3);
+      expect(one.shape).toEqual([3, 2]);
+      const code = (fn: () => unknown, re: RegExp) => expect(fn).toThrow(expect.objectContaining({ code: 'LSTM_OPTION', message: expect.stringMatching(re) }));
+      code(() => model.forecast(ctx, 0), /horizon: expected a positive integer/);
+      const wide = withEngine(engine, () => new SequenceModel({ inputSize: 2, hiddenSize: 3, outputSize: 1, backend: engine.backend }));
+      code(() => wide.forecast(ctx, 2), /must be the next inputs/);
+      const bi = withEngine(engine, () => new SequenceModel({ inputSize: 2, hiddenSize: 3, outputSize: 2, bidirectional: true, backend: engine.backend }));
+      code(() => bi.forecast(ctx, 2), /a bidirectional model cannot run on past its input/);
+    }
+  });
+
   it('forwardAsync gives forward\'s numbers; dispose frees it and later calls are LSTM_DISPOSED', async () => {
     const model = withEngine(engine, () => new SequenceModel({ inputSize: 3, hiddenSize: 8, numLayers: 2, outputSize: 2, batchFirst: true, seed: 3, backend: engine.backend }));
     const x = randomTensor([4, 7, 3], mulberry32(2));

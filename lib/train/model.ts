@@ -488,6 +488,47 @@ export class SequenceModel {
     return this.head.forward(this.lstm.step(x, state));
   }
 
+  /**
+   * Autoregressive forecast, for a one-direction model whose predictions are its next inputs
+   * (outputSize = inputSize): run the context x as forward does (full length, from h0/c0 or
+   * zeros), then feed each prediction back in as the next input. Returns the `horizon`
+   * predictions after the context: [horizon, B, O] ([B, horizon, O] batch-first, [horizon, O]
+   * for an unbatched context).
+   */
+  forecast(x: Tensor, horizon: number, options: { h0?: Tensor; c0?: Tensor } = {}): Tensor {
+    const c = this.lstm.config;
+    if (c.direction !== 'forward') throw new LstmError('LSTM_OPTION', `forecast: a ${c.direction} model cannot run on past its input`);
+    const O = this.head.outFeatures;
+    if (O !== c.inputSize) throw new LstmError('LSTM_OPTION', `forecast: the predictions (${O} values) must be the next inputs (inputSize ${c.inputSize})`);
+    if (typeof horizon !== 'number' || !Number.isSafeInteger(horizon) || horizon < 1) throw new LstmError('LSTM_OPTION', `horizon: expected a positive integer, got ${describe(horizon)}`);
+    if (options === null || typeof options !== 'object') throw new LstmError('LSTM_OPTION', `forecast options: expected { h0?, c0? }, got ${describe(options)}`);
+    const r = this.forward(x, { h0: options.h0, c0: options.c0 }); // checks x and the states
+    const shape = r.output.shape;
+    const unbatched = shape.length === 2;
+    const bf = c.batchFirst && !unbatched;
+    const T = bf ? shape[1] : shape[0];
+    const B = unbatched ? 1 : bf ? shape[0] : shape[1];
+    const out = new Float32Array(horizon * B * O); // [horizon, B, O]
+    for (let b = 0; b < B; b++) {
+      const row = bf ? b * T + (T - 1) : (T - 1) * B + b;
+      out.set(r.output.data.subarray(row * O, (row + 1) * O), b * O);
+    }
+    const L = c.numLayers;
+    const state = {
+      h: { data: r.hn.data, shape: [L, B, c.outSize] },
+      c: { data: r.cn.data, shape: [L, B, c.hiddenSize] },
+    };
+    for (let k = 1; k < horizon; k++) {
+      const next = this.step({ data: out.subarray((k - 1) * B * O, k * B * O), shape: [B, O] }, state);
+      out.set(next.data, k * B * O);
+    }
+    if (unbatched) return { data: out, shape: [horizon, O] };
+    if (!bf) return { data: out, shape: [horizon, B, O] };
+    const t = new Float32Array(out.length);
+    for (let k = 0; k < horizon; k++) for (let b = 0; b < B; b++) t.set(out.subarray((k * B + b) * O, (k * B + b + 1) * O), (b * horizon + k) * O);
+    return { data: t, shape: [B, horizon, O] };
+  }
+
   /** The mean loss over a data set, without training. */
   evaluate(data: FitData, options: { loss?: LossName; batchSize?: number } = {}): number {
     const loss = lossName(options.loss);
