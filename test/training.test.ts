@@ -519,6 +519,7 @@ describe.each(ENGINES)('SequenceModel for serving on $label', (engine) => {
       expect(one.shape).toEqual([3, 2]);
       const code = (fn: () => unknown, re: RegExp) => expect(fn).toThrow(expect.objectContaining({ code: 'LSTM_OPTION', message: expect.stringMatching(re) }));
       code(() => model.forecast(ctx, 0), /horizon: expected a positive integer/);
+      expect(() => model.forecast(ctx, 2 ** 30)).toThrow(expect.objectContaining({ code: 'LSTM_SHAPE', message: expect.stringMatching(/forecast output: shape .* has more than/) }));
       const wide = withEngine(engine, () => new SequenceModel({ inputSize: 2, hiddenSize: 3, outputSize: 1, backend: engine.backend }));
       code(() => wide.forecast(ctx, 2), /must be the next inputs/);
       const bi = withEngine(engine, () => new SequenceModel({ inputSize: 2, hiddenSize: 3, outputSize: 2, bidirectional: true, backend: engine.backend }));

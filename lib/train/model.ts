@@ -6,7 +6,7 @@ import { loadOnnxWithHead } from '../io/onnx.js';
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import { LSTM, rejectOut, type ForwardOptions, type LengthsLike } from '../lstm.js';
 import { Rng, randomSeed } from '../rng.js';
-import { checkTensor, sameShape, shapeStr, type Tensor } from '../tensor.js';
+import { checkTensor, sameShape, shapeSize, shapeStr, type Tensor } from '../tensor.js';
 import { clipGradNorm, type Optimizer, type Parameter } from './optim.js';
 import { ReduceLROnPlateau, isBuiltinScheduler, type LRScheduler, type SchedulerState } from './schedule.js';
 import { nextTask, startFitWorker } from '../platform.js';
@@ -508,6 +508,7 @@ export class SequenceModel {
     const bf = c.batchFirst && !unbatched;
     const T = bf ? shape[1] : shape[0];
     const B = unbatched ? 1 : bf ? shape[0] : shape[1];
+    shapeSize([horizon, B, O], 'forecast output'); // at most MAX_ELEMENTS, as every tensor
     const out = new Float32Array(horizon * B * O); // [horizon, B, O]
     for (let b = 0; b < B; b++) {
       const row = bf ? b * T + (T - 1) : (T - 1) * B + b;

@@ -164,6 +164,10 @@ export async function fuzzApi(lib: L, backend: 'js' | 'native', numRuns: number,
       scheduler.step(0.25);
       if (!Number.isFinite(optimizer.lr) || optimizer.lr < 0) throw new Error(`schedule: lr became ${optimizer.lr}`);
     });
+  const forecaster = new lib.SequenceModel({ inputSize: 3, hiddenSize: 4, numLayers: 2, outputSize: 3, seed: 3, backend });
+  const forecastCall = fc
+    .tuple(fc.oneof(a.tensor, a.fitting(goodShapes)), fc.oneof(fc.integer({ min: 1, max: 4 }), fc.constantFrom<unknown>(...ADVERSARIAL_NUMBERS)), fc.oneof(fc.constant({}), fc.record({ h0: a.tensor, c0: a.tensor }, { requiredKeys: [] }), fc.anything()))
+    .map(([x, horizon, o]) => () => forecaster.forecast(x as never, horizon as never, o as never));
   const targets: Record<string, fc.Arbitrary<() => unknown>> = {
     construct: a.options.map((o) => () => new LSTM(o as never)),
     constructValid: fc.tuple(a.validOptions, fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 3 })).map(([o, T, B]) => () => {
@@ -260,8 +264,8 @@ export async function fuzzApi(lib: L, backend: 'js' | 'native', numRuns: number,
     forwardTrainDropout: fc.tuple(a.fitting(goodShapes), fc.constantFrom<unknown>(undefined, true, false, 'no', 1, null)).map(([x, dropout]) => () =>
       dropper.forwardTrain(x as never, { dropout: dropout as never }).backward(),
     ),
-    // optimizers and schedules share one target (a fair share of the calls for the rest)
-    optim: fc.oneof(optimizerCall, scheduleCall),
+    // optimizers, schedules and forecasts share one target (a fair share of the calls for the rest)
+    training: fc.oneof(optimizerCall, scheduleCall, forecastCall),
     disposed: fc.constantFrom('forward', 'forwardAsync', 'step', 'stateDict', 'forwardTrain', 'initialState').map((m) => () => (disposed as never as Record<string, (...args: unknown[]) => unknown>)[m](refX, {})),
   };
   const names = Object.keys(targets);
