@@ -26,7 +26,7 @@ commands:
   train <data.safetensors> <out.safetensors> [--hidden 32] [--layers 1] [--dropout 0] [--epochs 10]
         [--batch 32] [--lr 0.001] [--optimizer adam|adamw|sgd|rmsprop|adagrad]
         [--loss mse|l1|huber|bceWithLogits|crossEntropy]
-        [--schedule none|cosine|plateau] [--patience 10]
+        [--schedule none|cosine|plateau] [--patience 10] [--early-stop N]
         [--classes K] [--tbptt N] [--val 0.1] [--seed N] [--resume checkpoint.safetensors]
                  train an LSTM + linear head (SequenceModel) on x [N, T, I] and y [N, T, O]
                  (mse, l1, huber, bceWithLogits) or [N, T] class indices (crossEntropy),
@@ -34,7 +34,8 @@ commands:
                  optimizer, options in its metadata). Ctrl-C stops after the current step and still writes it.
                  --schedule cosine anneals the rate to 0 over the epochs (CosineAnnealingLR);
                  plateau divides it by 10 after --patience epochs without a better
-                 validation loss (ReduceLROnPlateau)
+                 validation loss (ReduceLROnPlateau); --early-stop N stops after N epochs
+                 without one and keeps the best epoch's weights
   rebuild        build the native addon from source here (needs python3, make, a C++17 compiler)
   bench [args]   run the benchmark (same options as npm run bench: --quick, --json, --shapes S1,S2)
   help           this text
@@ -217,6 +218,7 @@ async function train(args) {
     loss,
     seed,
     tbptt: v.tbptt === undefined ? undefined : int('tbptt', 1),
+    earlyStopping: v['early-stop'] === undefined ? undefined : { patience: int('early-stop', 1) },
     validation,
     signal: controller.signal,
     onProgress: (p) => {
@@ -235,8 +237,10 @@ async function train(args) {
   const meta = { options: JSON.stringify({ inputSize: I, hiddenSize: model.lstm.hiddenSize, numLayers: model.lstm.numLayers, dropout: model.lstm.config.dropout || undefined, outputSize, batchFirst: true }), loss, epochs: String(result.history.length) };
   const bytes = model.saveCheckpoint(optimizer, meta);
   fs.writeFileSync(output, bytes);
-  const last = result.history[result.history.length - 1];
-  console.log(`${result.aborted ? 'stopped' : 'trained'} after ${result.history.length} epoch(s) in ${((Date.now() - started) / 1000).toFixed(1)} s` +
+  // the epoch whose weights it wrote: the best one when it stopped early
+  const last = result.stoppedEarly ? result.history[result.bestEpoch - 1] : result.history[result.history.length - 1];
+  const early = result.stoppedEarly ? ` (stopped early; kept epoch ${result.bestEpoch}, the best)` : '';
+  console.log(`${result.aborted ? 'stopped' : 'trained'} after ${result.history.length} epoch(s)${early} in ${((Date.now() - started) / 1000).toFixed(1)} s` +
     `${last ? `: loss ${last.loss.toFixed(5)}${last.valLoss !== undefined ? `, validation ${last.valLoss.toFixed(5)}` : ''}` : ''}; wrote ${output} (${bytes.length} bytes)`);
   return 0;
 }
@@ -276,7 +280,7 @@ async function main(argv) {
         const args = parseArgs({
           args: rest,
           allowPositionals: true,
-          options: { hidden: str, layers: str, dropout: str, epochs: str, batch: str, lr: str, optimizer: str, loss: str, schedule: str, patience: str, classes: str, tbptt: str, val: str, seed: str, resume: str },
+          options: { hidden: str, layers: str, dropout: str, epochs: str, batch: str, lr: str, optimizer: str, loss: str, schedule: str, patience: str, 'early-stop': str, classes: str, tbptt: str, val: str, seed: str, resume: str },
         });
         return await train(args);
       }

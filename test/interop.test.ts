@@ -543,6 +543,13 @@ describe('command line', () => {
     cm.loadCheckpoint(readFileSync(cosine), co);
     expect(co.lr).toBeLessThan(1e-12);
     expect(run('train', data, cosine, '--schedule', 'warmup').stderr).toMatch(/--schedule: expected none, cosine or plateau, got 'warmup'/);
+    // --early-stop: a rate that diverges stops after N epochs without a better validation loss
+    const re = run('train', data, cosine, '--epochs', '30', '--hidden', '8', '--optimizer', 'sgd', '--lr', '3', '--seed', '1', '--early-stop', '2');
+    expect(re.status, re.stderr).toBe(0);
+    expect(re.stdout).toMatch(/trained after (\d+) epoch\(s\) \(stopped early; kept epoch (\d+), the best\)/);
+    const [, ran, best] = /after (\d+) epoch\(s\) \(stopped early; kept epoch (\d+)/.exec(re.stdout)!.map(Number);
+    expect(ran).toBe(best + 2);
+    expect(run('train', data, cosine, '--early-stop', '0').stderr).toMatch(/--early-stop: expected an integer >= 1, got '0'/);
     // Usage errors exit 2 and say which flag; a data file without x/y exits 1.
     const bad = run('train', data, out, '--loss', 'hinge');
     expect(bad.status).toBe(2);
