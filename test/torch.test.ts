@@ -101,6 +101,26 @@ describe('loadTorch reads what torch.save wrote', () => {
     expectClose(model.forward(ref.input).output, ref.output, `${name} output`);
   });
 
+  it('SequenceModel.fromTorch finds the LSTM and its Linear head by names and shapes, in every kind of file', () => {
+    const ref = reference('net').tensors;
+    // a model saved whole records batch_first; a state dict or TorchScript file needs it said
+    for (const [name, options] of [['net_whole.pt', {}], ['net.pt', { batchFirst: true }], ['net_scripted.pt', { batchFirst: true }], ['net_traced.pt', { batchFirst: true, lstm: 'rnn.', head: 'fc.' }]] as const) {
+      const model = lib.SequenceModel.fromTorch(file(name), options);
+      expect(model.lstm.config, name).toMatchObject({ inputSize: 3, hiddenSize: 6, numLayers: 2, batchFirst: true });
+      expectClose(model.forward(ref.input).output, ref.output, `${name} output`);
+    }
+    // a checkpoint: under model.lstm. / model.head., beside the optimizer's state
+    expect(lib.SequenceModel.fromTorch(file('checkpoint.pth')).head.outFeatures).toBe(1);
+    // two candidates for the head, or none: say so, and which option settles it
+    const { tensors } = loadTorch(file('net.pt'));
+    const twoHeads = lib.saveTorch({ ...tensors, 'aux.weight': tensors['fc.weight'] });
+    expect(() => lib.SequenceModel.fromTorch(twoHeads)).toThrow(expect.objectContaining({ code: 'LSTM_WEIGHTS', message: expect.stringMatching(/2 candidates for the Linear head reading 6 features \('fc\.', 'aux\.'\); pass options\.head/) }));
+    expect(lib.SequenceModel.fromTorch(twoHeads, { head: 'aux.' }).head.outFeatures).toBe(2);
+    expect(() => lib.SequenceModel.fromTorch(file('lstm_state_dict.pt'))).toThrow(expect.objectContaining({ code: 'LSTM_WEIGHTS', message: expect.stringMatching(/no Linear head reading 4 features/) }));
+    expect(() => lib.SequenceModel.fromTorch(file('net.pt'), { lstm: 3 as never })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+    expect(() => lib.SequenceModel.fromTorch(file('net.pt'), { batchFirst: 'yes' as never })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+  });
+
   it('what it refuses: the tar format before PyTorch 0.4, a pickle that is not torch.save\'s, not a zip', () => {
     const tar = new Uint8Array(1024);
     tar.set(new TextEncoder().encode('ustar'), 257);

@@ -10,7 +10,8 @@ import { checkTensor, sameShape, shapeSize, shapeStr, type Tensor } from '../ten
 import { clipGradNorm, type Optimizer, type Parameter } from './optim.js';
 import { ReduceLROnPlateau, isBuiltinScheduler, type LRScheduler, type SchedulerState } from './schedule.js';
 import { nextTask, startFitWorker } from '../platform.js';
-import { fromTfjsWithHead, optionsOf, type TfjsOptions } from '../interop.js';
+import { fromTfjsWithHead, inferOptions, optionsOf, type TfjsOptions } from '../interop.js';
+import { loadTorch } from '../io/torch.js';
 import type { FitWorkerData } from './fit-worker.js';
 
 /** y = x W^T + b over the last axis (torch.nn.Linear), initialised U(-1/sqrt(in), 1/sqrt(in)). */
@@ -364,6 +365,54 @@ export class SequenceModel {
   static fromTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, options: TfjsOptions = {}): SequenceModel {
     const { lstm, head } = fromTfjsWithHead(modelJson, weightData, options);
     return SequenceModel.withHead(lstm, head, options.backend);
+  }
+
+  /**
+   * A model from a PyTorch file of an nn.LSTM followed by an nn.Linear on every step — a
+   * state dict, a checkpoint, the model saved whole or a TorchScript archive (see loadTorch).
+   * The LSTM and the head are found by their names and shapes (or give their prefixes,
+   * e.g. { lstm: 'rnn.', head: 'fc.' }). batchFirst comes from a model saved whole, else from
+   * options (default false: a state dict does not record it).
+   */
+  static fromTorch(bytes: Uint8Array, options: { lstm?: string; head?: string; batchFirst?: boolean; backend?: BackendChoice } = {}): SequenceModel {
+    if (options === null || typeof options !== 'object') throw new LstmError('LSTM_OPTION', `fromTorch options: expected an object, got ${describe(options)}`);
+    for (const k of ['lstm', 'head'] as const) {
+      if (options[k] !== undefined && typeof options[k] !== 'string') throw new LstmError('LSTM_OPTION', `${k}: expected a name prefix such as 'rnn.', got ${describe(options[k])}`);
+    }
+    if (options.batchFirst !== undefined && typeof options.batchFirst !== 'boolean') throw new LstmError('LSTM_OPTION', `batchFirst: expected a boolean, got ${describe(options.batchFirst)}`);
+    const { tensors, values } = loadTorch(bytes);
+    const names = Object.keys(tensors);
+    const one = (what: string, found: string[], option: string): string => {
+      if (found.length === 1) return found[0];
+      const list = found.map((f) => `'${f}'`).join(', ');
+      throw new LstmError('LSTM_WEIGHTS', `fromTorch: ${found.length ? `${found.length} candidates for the ${what} (${list}); pass options.${option} with one of them` : `no ${what} in the file; pass options.${option} if it is there under another name`}`);
+    };
+    const lstm =
+      options.lstm ??
+      one('LSTM', names.filter((k) => k.endsWith('weight_ih_l0') && tensors[`${k.slice(0, -'weight_ih_l0'.length)}weight_hh_l0`]).map((k) => k.slice(0, -'weight_ih_l0'.length)), 'lstm');
+    const lstmOptions = inferOptions(tensors, { prefix: lstm });
+    const width = (lstmOptions.bidirectional ? 2 : 1) * (lstmOptions.projSize || lstmOptions.hiddenSize);
+    // the Linear that reads the LSTM's output: a [O, width] tensor named ...weight (no LSTM parameter is)
+    const head =
+      options.head ??
+      one(
+        `Linear head reading ${width} features`,
+        names.filter((k) => k.endsWith('weight') && tensors[k].shape.length === 2 && tensors[k].shape[1] === width).map((k) => k.slice(0, -'weight'.length)),
+        'head',
+      );
+    const hw = tensors[`${head}weight`];
+    if (!hw || hw.shape.length !== 2) throw new LstmError('LSTM_WEIGHTS', `fromTorch: no 2-D '${head}weight' for the head`);
+    const saved = values[`${lstm}batch_first`];
+    const batchFirst = options.batchFirst ?? (typeof saved === 'boolean' ? saved : false);
+    const model = new SequenceModel({ ...lstmOptions, batchFirst, outputSize: hw.shape[0], backend: options.backend ?? 'auto' });
+    // nn.Linear(bias=False): a zero bias gives the same outputs
+    const bias = tensors[`${head}bias`] ?? { data: new Float32Array(hw.shape[0]), shape: [hw.shape[0]] };
+    try {
+      return model.loadStateDict({ ...tensors, [`${head}bias`]: bias }, { lstm, head });
+    } catch (err) {
+      model.dispose();
+      throw err;
+    }
   }
 
   /** A SequenceModel holding `lstm`'s weights (then disposed) and the given head. */
