@@ -139,13 +139,13 @@ export function checkSize(value: unknown, name: string, min: number): number {
   return value;
 }
 
-function checkBool(value: unknown, name: string, dflt: boolean): boolean {
+export function checkBool(value: unknown, name: string, dflt: boolean): boolean {
   if (value === undefined) return dflt;
   if (typeof value !== 'boolean') throw optErr(`${name}: expected a boolean, got ${describe(value)}`);
   return value;
 }
 
-function checkEnum<T extends string>(value: unknown, name: string, allowed: readonly T[], dflt: T): T {
+export function checkEnum<T extends string>(value: unknown, name: string, allowed: readonly T[], dflt: T): T {
   if (value === undefined) return dflt;
   if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
     throw optErr(`${name}: expected one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${describe(value)}`);

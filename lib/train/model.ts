@@ -1,6 +1,6 @@
 // Layers, losses and a sequence model that trains in-process: an LSTM stack with a
 // Linear head on every step, PyTorch state-dict names (lstm.*, head.weight, head.bias).
-import type { BackendChoice, LSTMOptions } from '../config.js';
+import { checkBool, type BackendChoice, type LSTMOptions } from '../config.js';
 import { LstmError, type LstmErrorCode, describe, isErrorCode } from '../errors.js';
 import { loadOnnxWithHead } from '../io/onnx.js';
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
@@ -291,8 +291,7 @@ function earlyStoppingOf(v: unknown): { patience: number; minDelta: number; rest
   }
   const minDelta = o.minDelta ?? 0;
   if (typeof minDelta !== 'number' || !Number.isFinite(minDelta) || minDelta < 0) throw new LstmError('LSTM_OPTION', `earlyStopping.minDelta: expected a finite number >= 0, got ${describe(o.minDelta)}`);
-  const restoreBest = o.restoreBest ?? true;
-  if (typeof restoreBest !== 'boolean') throw new LstmError('LSTM_OPTION', `earlyStopping.restoreBest: expected a boolean, got ${describe(o.restoreBest)}`);
+  const restoreBest = checkBool(o.restoreBest, 'earlyStopping.restoreBest', true);
   return { patience: o.patience as number, minDelta, restoreBest };
 }
 

@@ -1,6 +1,7 @@
 // Optimizers with torch.optim's exact update rules (single-tensor implementations),
 // and clip_grad_norm_. State is float32 like the parameters (as PyTorch keeps it in the
 // parameter's dtype), so a checkpoint holds it exactly; arithmetic is in float64.
+import { checkBool } from '../config.js';
 import { LstmError, describe } from '../errors.js';
 
 /** A trainable tensor: its live values, its gradient, and a name for checkpoints. */
@@ -16,12 +17,6 @@ export interface Parameter {
 function num(v: unknown, name: string, dflt: number, min = 0): number {
   if (v === undefined) return dflt;
   if (typeof v !== 'number' || !Number.isFinite(v) || v < min) throw new LstmError('LSTM_OPTION', `${name}: expected a finite number >= ${min}, got ${describe(v)}`);
-  return v;
-}
-
-function bool(v: unknown, name: string): boolean {
-  if (v === undefined) return false;
-  if (typeof v !== 'boolean') throw new LstmError('LSTM_OPTION', `${name}: expected a boolean, got ${describe(v)}`);
   return v;
 }
 
@@ -97,7 +92,7 @@ export class SGD extends Optimizer {
     this.lr = o.lr as number; // required, as in torch.optim.SGD
     this.momentum = num(o.momentum, 'momentum', 0);
     this.dampening = num(o.dampening, 'dampening', 0);
-    this.nesterov = bool(o.nesterov, 'nesterov');
+    this.nesterov = checkBool(o.nesterov, 'nesterov', false);
     this.weightDecay = num(o.weightDecay, 'weightDecay', 0);
     if (this.nesterov && (this.momentum <= 0 || this.dampening !== 0)) throw new LstmError('LSTM_OPTION', 'nesterov momentum requires a momentum and zero dampening');
   }
@@ -150,7 +145,7 @@ export class Adam extends Optimizer {
     this.betas = [betas[0], betas[1]];
     this.eps = num(o.eps, 'eps', 1e-8);
     this.weightDecay = num(o.weightDecay, 'weightDecay', defaultWeightDecay);
-    this.amsgrad = bool(o.amsgrad, 'amsgrad');
+    this.amsgrad = checkBool(o.amsgrad, 'amsgrad', false);
   }
 
   get config() {
@@ -224,7 +219,7 @@ export class RMSprop extends Optimizer {
     this.eps = num(o.eps, 'eps', 1e-8);
     this.weightDecay = num(o.weightDecay, 'weightDecay', 0);
     this.momentum = num(o.momentum, 'momentum', 0);
-    this.centered = bool(o.centered, 'centered');
+    this.centered = checkBool(o.centered, 'centered', false);
   }
 
   get config() {

@@ -2,6 +2,7 @@
 // each step() derives the new rate from the optimizer's current one, as PyTorch does, so
 // the rates match it bit for bit). A scheduler changes optimizer.lr; call step() once per
 // epoch (SequenceModel.fit does, given `scheduler`), ReduceLROnPlateau with the metric.
+import { checkEnum } from '../config.js';
 import { LstmError, describe } from '../errors.js';
 import type { Optimizer } from './optim.js';
 
@@ -187,17 +188,12 @@ export class ReduceLROnPlateau extends LRScheduler {
   constructor(optimizer: Optimizer, options: ReduceLROnPlateauOptions = {}) {
     super(optimizer);
     const o = options ?? {};
-    const pick = <T extends string>(v: unknown, name: string, allowed: T[]): T => {
-      if (v === undefined) return allowed[0];
-      if (!allowed.includes(v as T)) throw optErr(`${name}: expected ${allowed.map((a) => `'${a}'`).join(' or ')}, got ${describe(v)}`);
-      return v as T;
-    };
-    this.mode = pick(o.mode, 'mode', ['min', 'max']);
+    this.mode = checkEnum(o.mode, 'mode', ['min', 'max'] as const, 'min');
     this.factor = num(o.factor, 'factor', 0.1, (x) => x >= 0 && x < 1, 'a number in [0, 1)');
     const count = (v: unknown, name: string, dflt: number) => num(v, name, dflt, (x) => Number.isSafeInteger(x) && x >= 0, 'a non-negative integer');
     this.patience = count(o.patience, 'patience', 10);
     this.threshold = num(o.threshold, 'threshold', 1e-4, (x) => x >= 0, 'a finite number >= 0');
-    this.thresholdMode = pick(o.thresholdMode, 'thresholdMode', ['rel', 'abs']);
+    this.thresholdMode = checkEnum(o.thresholdMode, 'thresholdMode', ['rel', 'abs'] as const, 'rel');
     this.cooldown = count(o.cooldown, 'cooldown', 0);
     this.minLr = num(o.minLr, 'minLr', 0, (x) => x >= 0, 'a finite number >= 0');
     this.eps = num(o.eps, 'eps', 1e-8, (x) => x >= 0, 'a finite number >= 0');
