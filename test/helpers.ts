@@ -258,3 +258,20 @@ export function randomModel(
   }
   return { options, B, T, large };
 }
+
+// A TensorFlow.js layers model as model.json + weights: tfjs-layers saves it in-process.
+export async function tfjsArtifacts(build: (tfl: typeof import('@tensorflow/tfjs-layers')) => import('@tensorflow/tfjs-layers').Sequential) {
+  const tf = require('@tensorflow/tfjs-core') as typeof import('@tensorflow/tfjs-core');
+  require('@tensorflow/tfjs-backend-cpu');
+  const tfl = require('@tensorflow/tfjs-layers') as typeof import('@tensorflow/tfjs-layers');
+  await tf.setBackend('cpu');
+  const model = build(tfl);
+  let artifacts: import('@tensorflow/tfjs-core').io.ModelArtifacts | undefined;
+  await model.save(tf.io.withSaveHandler(async (a) => {
+    artifacts = a;
+    return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+  }));
+  const json = { modelTopology: artifacts!.modelTopology, format: 'layers-model', generatedBy: 'TensorFlow.js tfjs-layers', weightsManifest: [{ paths: ['group1-shard1of1.bin'], weights: artifacts!.weightSpecs }] };
+  const data = new Uint8Array(artifacts!.weightData as ArrayBuffer);
+  return { tf, tfl, model, json, data };
+}

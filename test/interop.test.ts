@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ENGINES, FIXTURES, LSTM, expectClose, fixture, lib, loadSafetensors, mulberry32, saveSafetensors, sineWaves, withEngine, type Tensor } from './helpers';
+import { ENGINES, FIXTURES, LSTM, expectClose, fixture, lib, loadSafetensors, mulberry32, saveSafetensors, sineWaves, tfjsArtifacts, withEngine, type Tensor } from './helpers';
 
 const require = createRequire(import.meta.url);
 
@@ -99,23 +99,6 @@ function tfjsKerasCases(): KerasCase[] {
     });
   }
   return kerasCases;
-}
-
-// A TensorFlow.js layers model as model.json + weights: tfjs-layers saves it in-process.
-async function tfjsArtifacts(build: (tfl: typeof import('@tensorflow/tfjs-layers')) => import('@tensorflow/tfjs-layers').Sequential) {
-  const tf = require('@tensorflow/tfjs-core') as typeof import('@tensorflow/tfjs-core');
-  require('@tensorflow/tfjs-backend-cpu');
-  const tfl = require('@tensorflow/tfjs-layers') as typeof import('@tensorflow/tfjs-layers');
-  await tf.setBackend('cpu');
-  const model = build(tfl);
-  let artifacts: import('@tensorflow/tfjs-core').io.ModelArtifacts | undefined;
-  await model.save(tf.io.withSaveHandler(async (a) => {
-    artifacts = a;
-    return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
-  }));
-  const json = { modelTopology: artifacts!.modelTopology, format: 'layers-model', generatedBy: 'TensorFlow.js tfjs-layers', weightsManifest: [{ paths: ['group1-shard1of1.bin'], weights: artifacts!.weightSpecs }] };
-  const data = new Uint8Array(artifacts!.weightData as ArrayBuffer);
-  return { tf, tfl, model, json, data };
 }
 
 describe('LSTM.fromTfjs: a TensorFlow.js layers model (model.json and its weights)', () => {
