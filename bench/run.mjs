@@ -24,15 +24,43 @@ const relaxedByDefault = enableRelaxedSimd();
 const lib = require('../dist/cjs/index.js');
 const { loadNative } = require('../dist/cjs/native/loader.js');
 
-const { values: args } = parseArgs({
-  options: {
-    json: { type: 'boolean', default: false },
-    quick: { type: 'boolean', default: false },
-    shapes: { type: 'string', default: 'S1,S2,S3,S4,T2' },
-    engines: { type: 'string', default: 'native,wasm,js,ort,tfjs' },
-    reps: { type: 'string' },
-  },
-});
+const USAGE = `Usage: npm run bench -- [options]   (or: node bench/run.mjs [options])
+Times shapes S1-S4 and T2 on every engine available here, side by side, and writes
+bench/results/latest.json and latest.svg.
+  --shapes S1,S2,S3,S4,T2   which shapes (default: all)
+  --engines native,wasm,js,ort,tfjs
+                            which engines (default: all; ort = onnxruntime-node,
+                            tfjs = @tensorflow/tfjs-backend-wasm, each where installed)
+  --reps N                  samples per engine and shape (default 7, --quick 3)
+  --quick                   fewer samples
+  --json                    print the report as JSON instead of a table
+  --help                    this text`;
+const ENGINE_NAMES = ['native', 'wasm', 'js', 'ort', 'tfjs'];
+
+function usageError(message) {
+  process.stderr.write(`bench: ${message}\n\n${USAGE}\n`);
+  process.exit(2);
+}
+
+let args;
+try {
+  ({ values: args } = parseArgs({
+    options: {
+      json: { type: 'boolean', default: false },
+      quick: { type: 'boolean', default: false },
+      shapes: { type: 'string', default: 'S1,S2,S3,S4,T2' },
+      engines: { type: 'string', default: ENGINE_NAMES.join(',') },
+      reps: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  }));
+} catch (err) {
+  usageError(err.message);
+}
+if (args.help) {
+  process.stdout.write(`${USAGE}\n`);
+  process.exit(0);
+}
 
 const SHAPES = {
   S1: { label: 'S1 stream', B: 1, T: 128, I: 256, H: 256, L: 1 },
@@ -42,6 +70,9 @@ const SHAPES = {
   // A training step on S2: forwardTrain + backward (about 3x the forward's FLOPs).
   T2: { label: 'T2 train (S2)', B: 32, T: 128, I: 256, H: 256, L: 2, train: true },
 };
+for (const key of args.shapes.split(',')) if (!SHAPES[key]) usageError(`unknown shape '${key}' (shapes: ${Object.keys(SHAPES).join(', ')})`);
+for (const name of args.engines.split(',')) if (!ENGINE_NAMES.includes(name)) usageError(`unknown engine '${name}' (engines: ${ENGINE_NAMES.join(', ')})`);
+if (args.reps !== undefined && !(/^[1-9][0-9]*$/.test(args.reps) && Number(args.reps) <= 1000)) usageError(`--reps takes a whole number from 1 to 1000, got '${args.reps}'`);
 
 const flopsOf = (s) => {
   let f = 0;
@@ -280,7 +311,6 @@ async function main() {
   const results = [];
   for (const key of args.shapes.split(',')) {
     const shape = SHAPES[key];
-    if (!shape) throw new Error(`unknown shape ${key}`);
     const flops = flopsOf(shape);
     const runners = await makeRunners(shape, engines, ort, tfw);
     const times = runners.map(() => []);

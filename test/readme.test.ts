@@ -161,4 +161,17 @@ describe('README', () => {
     m.dispose();
   });
 
+  it('npm run bench takes the options it lists, --help prints them, and anything else is a usage error', () => {
+    const bench = (...args: string[]) => spawnSync(process.execPath, ['bench/run.mjs', ...args], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+    const help = bench('--help');
+    expect(help.status).toBe(0);
+    for (const o of ['--shapes', '--engines', '--reps', '--quick', '--json']) expect(help.stdout).toContain(o);
+    expect(readme).toContain('npm run bench -- --help');
+    for (const [args, re] of [[['--bogus'], /Unknown option '--bogus'/], [['--shapes', 'S1,S9'], /unknown shape 'S9'/], [['--engines', 'gpu'], /unknown engine 'gpu'/], [['--reps', '0'], /--reps takes a whole number/]] as const) {
+      const r = bench(...args);
+      expect(r.status, args.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(re);
+      expect(r.stderr).toContain('Usage:');
+    }
+  });
 });
