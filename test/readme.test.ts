@@ -78,7 +78,7 @@ beforeAll(async () => {
   const { json, data } = await tfjsArtifacts((tfl) => {
     const m = tfl.sequential();
     // (tfjs-layers' default orthogonal recurrent initializer fails in Node: glorotNormal instead)
-    m.add(tfl.layers.lstm({ units: 3, inputShape: [5, 2], returnSequences: true, recurrentInitializer: 'glorotNormal' }));
+    m.add(tfl.layers.lstm({ name: 'lstm', units: 3, inputShape: [5, 2], returnSequences: true, recurrentInitializer: 'glorotNormal' }));
     m.add(tfl.layers.dense({ units: 2 }));
     return m;
   });
@@ -146,6 +146,33 @@ describe('README', () => {
       if (!(run.output.shape.length === 3 && g.params.weight_ih_l0 && Number.isFinite(loss) && progress.length > 0)) throw new Error('no training');
       if (next.shape[0] !== 24 || output.shape.join() !== [N, T, 1].join()) throw new Error('shapes ' + next.shape + ' ' + output.shape);`;
     run('training', `${block('Training', 'new SequenceModel')}\n${check}`, prelude);
+  });
+
+  it('the command-line examples run in order, each optional flag with and without', () => {
+    const sh = /^Command line:\n\n```sh\n([\s\S]*?)\n```/m.exec(readme);
+    expect(sh).not.toBeNull();
+    const lines = sh![1].split('\n').map((l) => l.replace(/\s+#.*$/, '').trim());
+    expect(lines.length).toBeGreaterThan(5);
+    const dir = path.join(work, 'cli');
+    mkdirSync(dir);
+    // The files the lines read and have not written before: the LSTM exported, a torch.save
+    // checkpoint, a TensorFlow.js model, a graph with a head, and a model with its LSTM under 'lstm.'.
+    for (const [from, to] of [['model.onnx', 'model.onnx'], ['checkpoint.pth', 'checkpoint.pth'], ['model.json', 'model.json'], ['group1-shard1of1.bin', 'group1-shard1of1.bin'], ['net.onnx', 'full.onnx'], ['model.safetensors', 'net.safetensors']]) {
+      copyFileSync(path.join(work, from), path.join(dir, to));
+    }
+    const cli = (args: string[]) => spawnSync(process.execPath, [path.join(root, 'bin', 'lstm-native.cjs'), ...args], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
+    for (const line of lines) {
+      const m = /^npx lstm-native (.*)$/.exec(line);
+      expect(m, line).not.toBeNull();
+      const optional = [...m![1].matchAll(/\[([^\]]*)\]/g)].map((r) => r[1].split(' '));
+      const required = m![1].replace(/\s*\[[^\]]*\]/g, '').split(' ');
+      for (const args of [required, [...required, ...optional.flat()]]) {
+        const r = cli(args);
+        expect(r.status, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+        if (args[0] === 'convert') expect(readFileSync(path.join(dir, args[2])).length, args.join(' ')).toBeGreaterThan(100);
+        if (optional.length === 0) break;
+      }
+    }
   });
 
   it('every call the API summary names exists', () => {
