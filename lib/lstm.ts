@@ -13,7 +13,7 @@ import { activationsFromOnnx, onnxToStateDict } from './onnx-layout.js';
 import { backwardTrain, dropoutMasks, forwardTrain, TapePool } from './train/bptt.js';
 import { Rng, randomSeed } from './rng.js';
 import { groupParams, initParams, layerInputSize, paramSpecs, type ParamSpec } from './params.js';
-import { MAX_ELEMENTS, checkTensor, sameShape, shapeSize, shapeStr, sharesMemory, swapLeadingAxes, tensorView, type Tensor } from './tensor.js';
+import { MAX_ELEMENTS, checkTensor, sameShape, shapeSize, shapeStr, sharesMemory, swapLeadingAxes, type Tensor } from './tensor.js';
 
 export type LengthsLike = ArrayLike<number> | ArrayLike<bigint> | { data: ArrayLike<number> | ArrayLike<bigint> };
 
@@ -428,9 +428,7 @@ export class LSTM {
     this.refresh();
     this.checkSteppable();
     const c = this.config;
-    // Views, not copies, of the arguments' shapes: a small step's whole cost is a few
-    // microseconds, and these are only read here.
-    const xt = tensorView(x, 'x');
+    const xt = checkTensor(x, 'x');
     const single = xt.shape.length === 1;
     if ((xt.shape.length !== 1 && xt.shape.length !== 2) || xt.shape[xt.shape.length - 1] !== c.inputSize || (!single && xt.shape[0] < 1)) {
       throw new LstmError('LSTM_SHAPE', `x: expected [B, I] or [I] with I = ${c.inputSize}, got ${shapeStr(xt.shape)}`);
@@ -438,8 +436,8 @@ export class LSTM {
     const B = single ? 1 : xt.shape[0];
     if (state === null || typeof state !== 'object') throw new LstmError('LSTM_SHAPE', `state: expected { h, c } from initialState(), got ${describe(state)}`);
     const L = c.numLayers;
-    const h = tensorView(state.h, 'state.h');
-    const cs = tensorView(state.c, 'state.c');
+    const h = checkTensor(state.h, 'state.h');
+    const cs = checkTensor(state.c, 'state.c');
     if (!stateShape(h.shape, L, B, c.outSize, single)) {
       throw new LstmError('LSTM_SHAPE', `state.h: expected ${shapeStr([L, B, c.outSize])}, got ${shapeStr(h.shape)}`);
     }
@@ -452,7 +450,7 @@ export class LSTM {
       data = new Float32Array(B * c.outSize);
       result = { data, shape: single ? [c.outSize] : [B, c.outSize] };
     } else {
-      const o = tensorView(out, 'out');
+      const o = checkTensor(out, 'out');
       if (o.data.length !== B * c.outSize) {
         throw new LstmError('LSTM_SHAPE', `out: expected ${shapeStr(single ? [c.outSize] : [B, c.outSize])}, got ${shapeStr(o.shape)}`);
       }
@@ -489,7 +487,7 @@ export class LSTM {
     for (const name of ['output', 'hn', 'cn'] as const) {
       const v = given[name];
       if (v === undefined || v === null) continue;
-      const t = tensorView(v, `out.${name}`);
+      const t = checkTensor(v, `out.${name}`);
       if (!sameShape(t.shape, want[name])) {
         throw new LstmError('LSTM_SHAPE', `out.${name}: expected ${shapeStr(want[name])} (the shape forward returns), got ${shapeStr(t.shape)}`);
       }

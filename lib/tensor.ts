@@ -35,21 +35,17 @@ function isDim(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
+/** More dimensions than any tensor the library reads or writes (PyTorch allows 64 too). */
+export const MAX_RANK = 64;
+
 /**
  * Validate a user-supplied tensor: a Float32Array whose length matches a shape of
  * non-negative integers. Detached buffers show up as length 0 and fail the match.
+ * The result holds the data and a copy of the shape as they were validated: each is read
+ * from the caller's object once, so a getter or Proxy that answers differently on a
+ * second read cannot make the engines use a shape that was never checked.
  */
 export function checkTensor(value: unknown, name: string): Tensor {
-  const t = tensorView(value, name);
-  return { data: t.data, shape: t.shape.slice() };
-}
-
-/**
- * checkTensor without copying the shape, for an argument used only during the call (a
- * streaming step checks four per call). The data and shape are those validated (read
- * once), not the caller's object.
- */
-export function tensorView(value: unknown, name: string): Tensor {
   if (value === null || typeof value !== 'object' || ArrayBuffer.isView(value)) {
     throw new LstmError(
       'LSTM_SHAPE',
@@ -57,14 +53,15 @@ export function tensorView(value: unknown, name: string): Tensor {
         (ArrayBuffer.isView(value) ? ' (a bare array has no shape: pass { data, shape })' : ''),
     );
   }
-  const { data, shape } = value as { data?: unknown; shape?: unknown };
+  const { data, shape: given } = value as { data?: unknown; shape?: unknown };
   if (!(data instanceof Float32Array)) {
     throw new LstmError('LSTM_DTYPE', `${name}.data: expected a Float32Array, got ${describe(data)}`);
   }
-  if (!Array.isArray(shape) || !shape.every(isDim)) {
+  const shape = Array.isArray(given) ? snapshot(given, name) : null;
+  if (shape === null) {
     throw new LstmError(
       'LSTM_SHAPE',
-      `${name}.shape: expected an array of non-negative integers, got ${Array.isArray(shape) ? `[${shape.map(describe).join(', ')}]` : describe(shape)}`,
+      `${name}.shape: expected an array of non-negative integers, got ${Array.isArray(given) ? `[${(given as unknown[]).map(describe).join(', ')}]` : describe(given)}`,
     );
   }
   const n = shapeSize(shape, name);
@@ -75,7 +72,23 @@ export function tensorView(value: unknown, name: string): Tensor {
         (data.length === 0 && n > 0 ? ' (is its ArrayBuffer detached?)' : ''),
     );
   }
-  return { data, shape };
+  return { data, shape: shape as number[] };
+}
+
+/**
+ * The entries of an array, each read once (its length too), in a plain array of its own;
+ * null if one is not a dimension (a non-negative safe integer).
+ */
+function snapshot(arr: readonly unknown[], name: string): number[] | null {
+  const n = arr.length;
+  if (n > MAX_RANK) throw new LstmError('LSTM_SHAPE', `${name}.shape: expected at most ${MAX_RANK} dimensions, got ${n}`);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const d = arr[i];
+    if (!isDim(d)) return null;
+    out.push(d);
+  }
+  return out;
 }
 
 /** Whether a shares memory with any of others. */

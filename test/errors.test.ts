@@ -99,6 +99,36 @@ describe.each(ENGINES)('bad inputs on $label', (engine) => {
     expectCode(() => m.forward(x, { h0: { data: new Int32Array(16) as never, shape: [2, 2, 4] } }), 'LSTM_DTYPE', /h0/);
   });
 
+  it('a shape read twice cannot differ: getters and Proxies that change their answer', () => {
+    const m = make();
+    const ref = m.forward(x);
+    // Answers honestly `honest` times, then claims a huge first dimension: every read after
+    // the check would see 1e7 steps (or rows) over 30 elements of data.
+    const lying = (shape: number[], honest: number) => {
+      let reads = 0;
+      return new Proxy(shape.slice(), { get: (t, k, r) => (k === '0' ? (reads++ < honest ? t[0] : 1e7) : Reflect.get(t, k, r)) });
+    };
+    for (let honest = 1; honest <= 4; honest++) {
+      const r = m.forward({ data: x.data, shape: lying([5, 2, 3], honest) });
+      expect(r.output.shape).toEqual([5, 2, 4]);
+      expectClose(r.output, ref.output, `honest ${honest} reads`);
+      let gets = 0;
+      const viaGetter = { data: x.data, get shape() { return gets++ === 0 ? [5, 2, 3] : [1e7, 2, 3]; } };
+      expectClose(m.forward(viaGetter).output, ref.output, 'getter');
+      // A streaming step: the rows of x, the state's shapes and out's.
+      const state = m.initialState(2);
+      const out = { data: new Float32Array(8), shape: lying([2, 4], honest) };
+      const y = m.step({ data: x.data.subarray(0, 6), shape: lying([2, 3], honest) }, { h: { data: state.h.data, shape: lying([2, 2, 4], honest) }, c: state.c }, out);
+      expect(y.data).toBe(out.data);
+      const plain = m.initialState(2);
+      expect(Array.from(m.step({ data: x.data.subarray(0, 6), shape: [2, 3] }, plain).data)).toEqual(Array.from(out.data));
+    }
+    // A shape with a vast length is refused before anything walks it.
+    const vast: number[] = [];
+    vast.length = 2 ** 32 - 1;
+    expectCode(() => m.forward({ data: x.data, shape: vast }), 'LSTM_SHAPE', /x\.shape: expected at most 64 dimensions, got 4294967295/);
+  });
+
   it('SharedArrayBuffer-backed and offset views are read correctly', () => {
     const m = make();
     const ref = m.forward(x);

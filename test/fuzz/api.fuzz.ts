@@ -42,11 +42,18 @@ function arbitraries() {
     { weight: 1, arbitrary: fc.constantFrom<unknown>(new Float64Array(12), new Int32Array(12), [1, 2, 3], 'abc', null, undefined, {}, new DataView(new ArrayBuffer(8))) },
   );
   const tensor = fc.oneof({ weight: 8, arbitrary: fc.record({ data: floatData, shape }) }, { weight: 1, arbitrary: fc.anything() });
-  // A tensor consistent with its data, of the shapes the test model wants (so deeper code runs).
+  // A tensor consistent with its data, of the shapes the test model wants (so deeper code runs);
+  // now and then its shape is a Proxy that answers honestly a few reads, then claims 2^20
+  // for one dimension (what a second read after the check would see).
+  const lying = (s: number[], honest: number, dim: number) => {
+    let reads = 0;
+    return new Proxy(s.slice(), { get: (t, k, r) => (k === String(dim) ? (reads++ < honest ? t[dim] : 2 ** 20) : Reflect.get(t, k, r)) });
+  };
   const fitting = (shapes: number[][]) =>
-    fc.constantFrom(...shapes).chain((s) => {
+    fc.tuple(fc.constantFrom(...shapes), fc.oneof({ weight: 12, arbitrary: fc.constant(-1) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 3 }) }), fc.nat()).chain(([s, honest, dim]) => {
       const n = s.reduce((a, b) => a * b, 1);
-      return fc.float32Array({ minLength: n, maxLength: n, noDefaultInfinity: false }).map((data) => ({ data, shape: s }));
+      const shape = honest < 0 ? s : lying(s, honest, dim % s.length);
+      return fc.float32Array({ minLength: n, maxLength: n, noDefaultInfinity: false }).map((data) => ({ data, shape }));
     });
   const lengths = fc.oneof(
     { weight: 6, arbitrary: fc.constant(undefined) },
