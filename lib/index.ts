@@ -18,7 +18,7 @@ export type { KerasWeights, KerasBidirectionalWeights, KerasLayerWeights, KerasO
 export type { Gradient, TrainResult } from './lstm.js';
 export { SGD, Adam, AdamW, RMSprop, Adagrad, Optimizer, clipGradNorm } from './train/optim.js';
 export type { Parameter, SGDOptions, AdamOptions, RMSpropOptions, AdagradOptions } from './train/optim.js';
-export { LRScheduler, StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, ReduceLROnPlateau, schedulerFromConfig } from './train/schedule.js';
-export type { SchedulerState, ReduceLROnPlateauOptions } from './train/schedule.js';
+export { LRScheduler, StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, LinearLR, ConstantLR, PolynomialLR, CosineAnnealingWarmRestarts, OneCycleLR, SequentialLR, ReduceLROnPlateau, schedulerFromConfig } from './train/schedule.js';
+export type { SchedulerState, ReduceLROnPlateauOptions, OneCycleLROptions } from './train/schedule.js';
 export { Linear, SequenceModel, mse, l1Loss, huberLoss, bceWithLogits, crossEntropy } from './train/model.js';
 export type { SequenceModelOptions, TrainStepOptions, LossResult, LossOptions, LossName, FitData, FitOptions, FitProgress, FitResult } from './train/model.js';

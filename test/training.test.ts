@@ -8,7 +8,7 @@ import { ENGINES, FIXTURES, LSTM, expectClose, expectSameBits, fixture, lib, mul
 
 const require = createRequire(import.meta.url);
 
-const { SequenceModel, SGD, Adam, AdamW, clipGradNorm, mse, crossEntropy } = lib;
+const { SequenceModel, SGD, Adam, AdamW, RMSprop, Adagrad, clipGradNorm, mse, crossEntropy } = lib;
 
 // The random training configurations: 60 from seed 1, or more from elsewhere for a longer
 // local sweep (TRAIN_SEED, TRAIN_CASES).
@@ -399,6 +399,45 @@ describe('optimizers, losses and the model API', () => {
     await expect(model.fit(data, { optimizer, scheduler: new lib.StepLR(new SGD(model.parameters(), { lr: 1 }), { stepSize: 1 }) })).rejects.toMatchObject({ code: 'LSTM_OPTION' });
   });
 
+  it("fit steps OneCycleLR every mini-batch (schedulerStep 'batch'), on a worker with the same bits and momentum", async () => {
+    const data = sineWaves(20, 8, 3);
+    const make = () => new SequenceModel({ inputSize: 1, hiddenSize: 6, outputSize: 1, seed: 4, backend: 'native', threads: 1 });
+    const epochs = 3;
+    const steps = Math.ceil(20 / 6); // 4 mini-batches an epoch
+    const run = async (worker: boolean) => {
+      const model = make();
+      const optimizer = new SGD(model.parameters(), { lr: 0.5, momentum: 0.9 });
+      const scheduler = new lib.OneCycleLR(optimizer, { maxLr: 0.5, epochs, stepsPerEpoch: steps });
+      const rates: number[] = [];
+      const result = await model.fit(data, { optimizer, scheduler, schedulerStep: 'batch', epochs, batchSize: 6, seed: 3, worker, onProgress: (p) => rates.push(p.lr) });
+      return { model, optimizer, scheduler, rates, result };
+    };
+    const a = await run(false);
+    // the same schedule stepped by hand, one step per mini-batch
+    const ref = new lib.OneCycleLR(new SGD(make().parameters(), { lr: 0.5, momentum: 0.9 }), { maxLr: 0.5, epochs, stepsPerEpoch: steps });
+    const want = Array.from({ length: epochs * steps }, () => {
+      const lr = ref.lr;
+      ref.step();
+      return lr;
+    });
+    expect(a.rates).toEqual(want);
+    expect(a.result.history.map((h) => h.lr)).toEqual([0, 1, 2].map((e) => want[e * steps]));
+    expect(a.optimizer.lr).toBe(ref.lr);
+    expect(a.optimizer.momentum).toBe((ref.optimizer as InstanceType<typeof SGD>).momentum);
+    expect(a.optimizer.momentum).not.toBe(0.9);
+    const b = await run(true);
+    expect(b.rates).toEqual(a.rates);
+    expect(b.model.stateDict()).toEqual(a.model.stateDict());
+    expect(b.optimizer.lr).toBe(a.optimizer.lr);
+    expect(b.optimizer.momentum).toBe(a.optimizer.momentum);
+    expect(b.scheduler.lastEpoch).toBe(epochs * steps);
+    // per batch, ReduceLROnPlateau has no metric: refused, as is another value
+    const m = make();
+    const o = new SGD(m.parameters(), { lr: 0.1 });
+    await expect(m.fit(data, { optimizer: o, scheduler: new lib.ReduceLROnPlateau(o), schedulerStep: 'batch' })).rejects.toMatchObject({ code: 'LSTM_OPTION', message: expect.stringMatching(/steps per epoch only/) });
+    await expect(m.fit(data, { optimizer: o, schedulerStep: 'step' as never, worker: false })).rejects.toMatchObject({ code: 'LSTM_OPTION', message: expect.stringMatching(/schedulerStep/) });
+  });
+
   it('fit stops early when the validation loss stalls and puts back the best epoch\'s weights, on a worker too', async () => {
     const data = sineWaves(32, 10, 8);
     const validation = sineWaves(16, 10, 9);
@@ -599,35 +638,57 @@ describe('learning-rate schedules: torch.optim.lr_scheduler\'s rates', () => {
   const sched = JSON.parse(readFileSync(path.join(FIXTURES, 'torch-optim', 'schedules.json'), 'utf8')) as {
     steps: number;
     metric: number[];
-    cases: { scheduler: string; lr: number; options: Record<string, unknown>; lrs: number[] }[];
+    cases: { scheduler: string; lr: number; options: Record<string, unknown>; optimizer: string; lrs: number[]; momenta: (number | null)[] }[];
   };
   // PyTorch's option names as ours
-  const OURS: Record<string, string> = { step_size: 'stepSize', T_max: 'tMax', eta_min: 'etaMin', threshold_mode: 'thresholdMode', min_lr: 'minLr' };
+  const OURS: Record<string, string> = {
+    step_size: 'stepSize', T_max: 'tMax', eta_min: 'etaMin', threshold_mode: 'thresholdMode', min_lr: 'minLr', start_factor: 'startFactor', end_factor: 'endFactor',
+    total_iters: 'totalIters', T_0: 't0', T_mult: 'tMult', max_lr: 'maxLr', total_steps: 'totalSteps', steps_per_epoch: 'stepsPerEpoch', pct_start: 'pctStart',
+    anneal_strategy: 'annealStrategy', cycle_momentum: 'cycleMomentum', base_momentum: 'baseMomentum', max_momentum: 'maxMomentum', div_factor: 'divFactor',
+    final_div_factor: 'finalDivFactor', three_phase: 'threePhase',
+  };
+  const ours = (o: Record<string, unknown>) => Object.fromEntries(Object.entries(o).map(([k, v]) => [OURS[k] ?? k, v]));
   const param = () => [{ name: 'w', value: new Float32Array(1), grad: new Float32Array(1), shape: [1] }];
-  it.each(sched.cases.map((c) => [`${c.scheduler} ${JSON.stringify(c.options)}`, c] as const))('%s', (_label, c) => {
-    const optimizer = new SGD(param(), { lr: c.lr });
-    const options = Object.fromEntries(Object.entries(c.options).map(([k, v]) => [OURS[k] ?? k, v]));
-    const scheduler = lib.schedulerFromConfig(optimizer, { name: c.scheduler, ...options });
+  const optimizerOf = (kind: string, lr: number) =>
+    kind === 'sgd' ? new SGD(param(), { lr }) : kind === 'sgd_momentum' ? new SGD(param(), { lr, momentum: 0.9 }) : kind === 'adam' ? new Adam(param(), { lr }) : kind === 'rmsprop_momentum' ? new RMSprop(param(), { lr, momentum: 0.5 }) : new Adagrad(param(), { lr });
+  const momentumOf = (o: unknown) => ('betas' in (o as object) ? (o as Adam).betas[0] : 'momentum' in (o as object) ? (o as SGD).momentum : null);
+  it.each(sched.cases.map((c) => [`${c.scheduler} ${JSON.stringify(c.options)} on ${c.optimizer}`, c] as const))('%s', (_label, c) => {
+    const optimizer = optimizerOf(c.optimizer, c.lr);
+    const config =
+      c.scheduler === 'SequentialLR'
+        ? { name: c.scheduler, milestones: c.options.milestones, schedulers: (c.options.schedulers as { name: string; options: Record<string, unknown> }[]).map((k) => ({ name: k.name, ...ours(k.options) })) }
+        : { name: c.scheduler, ...ours(c.options) };
+    const scheduler = lib.schedulerFromConfig(optimizer, config);
     const lrs = [optimizer.lr];
+    const momenta = [momentumOf(optimizer)];
+    // Halfway, the scheduler's config and state (through JSON) continue on a second
+    // optimizer with the same rate and momentum: both then take the same steps.
+    const again = optimizerOf(c.optimizer, 1);
+    let resumed: InstanceType<typeof lib.LRScheduler> | null = null;
     for (let t = 0; t < sched.steps; t++) {
       optimizer.step();
       scheduler.step(sched.metric[t]);
       lrs.push(optimizer.lr);
+      momenta.push(momentumOf(optimizer));
+      if (resumed) {
+        resumed.step(sched.metric[t]);
+        expect(again.lr, `resumed at step ${t}`).toBe(optimizer.lr);
+        expect(momentumOf(again)).toBe(momentumOf(optimizer));
+      } else if (t === sched.steps / 2) {
+        again.lr = optimizer.lr;
+        if ('momentum' in again) (again as SGD).momentum = (optimizer as SGD).momentum;
+        if ('betas' in again) (again as Adam).betas = (optimizer as Adam).betas;
+        resumed = lib.schedulerFromConfig(again, JSON.parse(JSON.stringify(scheduler.config)), JSON.parse(JSON.stringify(scheduler.state())));
+        expect(again.lr).toBe(optimizer.lr);
+      }
     }
-    if (c.scheduler === 'CosineAnnealingLR') {
-      // V8's Math.cos and the C library's cos (Python's math.cos) may differ in the last bit
-      lrs.forEach((v, i) => expect(Math.abs(v - c.lrs[i]), `step ${i}`).toBeLessThanOrEqual(4 * Number.EPSILON * c.lrs[i]));
-    } else {
-      expect(lrs).toEqual(c.lrs);
-    }
-    // its state carries it on: a second scheduler from config and state takes the same steps
-    const again = new SGD(param(), { lr: optimizer.lr });
-    const resumed = lib.schedulerFromConfig(again, JSON.parse(JSON.stringify(scheduler.config)));
-    resumed.loadState(JSON.parse(JSON.stringify(scheduler.state())));
-    for (let t = 0; t < 5; t++) {
-      scheduler.step(0.5);
-      resumed.step(0.5);
-      expect(again.lr).toBe(optimizer.lr);
+    expect(resumed).not.toBeNull();
+    // Cosines: V8's Math.cos and the C library's (Python's) may
+    // differ in the last bit, and the chained forms carry that on.
+    const inexact = JSON.stringify(c).match(/Cosine|OneCycle/) !== null;
+    for (const [got, want, what] of [[lrs, c.lrs, 'lr'], [momenta, c.momenta, 'momentum']] as const) {
+      if (inexact) got.forEach((v, i) => expect(Math.abs(v! - want[i]!), `${what} at step ${i}: ${v} vs ${want[i]}`).toBeLessThanOrEqual(8 * Number.EPSILON * Math.abs(want[i]!)));
+      else expect(got).toEqual(want);
     }
   });
 
@@ -642,7 +703,30 @@ describe('learning-rate schedules: torch.optim.lr_scheduler\'s rates', () => {
     code(() => new lib.ReduceLROnPlateau(optimizer, { mode: 'lowest' as never }), /mode/);
     code(() => new lib.ReduceLROnPlateau(optimizer).step(), /expected the epoch's metric/);
     code(() => new lib.StepLR({} as never, { stepSize: 2 }), /expected an optimizer/);
-    code(() => lib.schedulerFromConfig(optimizer, { name: 'OneCycleLR' }), /unknown kind/);
+    code(() => lib.schedulerFromConfig(optimizer, { name: 'CyclicLR' }), /unknown kind/);
+    code(() => new lib.LinearLR(optimizer, { startFactor: 0 }), /startFactor: expected a number in \(0, 1\]/);
+    code(() => new lib.ConstantLR(optimizer, { factor: 1.5 }), /factor/);
+    code(() => new lib.PolynomialLR(optimizer, { totalIters: 0 }), /totalIters/);
+    code(() => new lib.CosineAnnealingWarmRestarts(optimizer, { t0: 3, tMult: 1.5 }), /tMult/);
+    code(() => new lib.OneCycleLR(optimizer, {} as never), /maxLr/);
+    code(() => new lib.OneCycleLR(optimizer, { maxLr: 0.1 }), /give totalSteps, or epochs and stepsPerEpoch/);
+    code(() => new lib.OneCycleLR(optimizer, { maxLr: 0.1, totalSteps: 5, annealStrategy: 'exp' as never }), /annealStrategy/);
+    code(() => new lib.OneCycleLR(new Adagrad(param(), {}), { maxLr: 0.1, totalSteps: 5 }), /cycleMomentum needs an optimizer with a momentum or betas/);
+    code(() => new lib.OneCycleLR(new Adam(param(), {}), { maxLr: 0.1, totalSteps: 5, maxMomentum: 1 }), /first beta must stay below 1/);
+    code(() => new lib.OneCycleLR(optimizer, { maxLr: 0.1, totalSteps: 10, pctStart: 0.1 }), /pctStart 0.1 with totalSteps 10 leaves phase 1 of the cycle no steps/);
+    code(() => new lib.OneCycleLR(optimizer, { maxLr: 0.1, totalSteps: 10, pctStart: 1 }), /leaves phase 2/);
+    const short = new lib.OneCycleLR(new SGD(param(), { lr: 0.1 }), { maxLr: 0.1, totalSteps: 2 });
+    short.step();
+    short.step();
+    code(() => short.step(), /stepped 4 times, but totalSteps is 2/);
+    const fresh = () => new SGD(param(), { lr: 0.1 });
+    const o = fresh();
+    code(() => new lib.SequentialLR(o, { schedulers: [new lib.StepLR(o, { stepSize: 2 }), new lib.StepLR(fresh(), { stepSize: 2 })], milestones: [3] }), /schedulers\[1\]: made for another optimizer/);
+    code(() => new lib.SequentialLR(o, { schedulers: [new lib.StepLR(o, { stepSize: 2 }), new lib.ReduceLROnPlateau(o)], milestones: [3] }), /ReduceLROnPlateau cannot run inside SequentialLR/);
+    code(() => new lib.SequentialLR(o, { schedulers: [new lib.StepLR(o, { stepSize: 2 })], milestones: [3] }), /milestones: expected 0 ascending/);
+    code(() => new lib.SequentialLR(o, { schedulers: [], milestones: [] }), /non-empty array of schedulers/);
+    code(() => (new SGD(param(), { lr: 0.1 }).momentum = -1), /momentum: expected a finite number >= 0, got -1/);
+    code(() => (new Adam(param(), {}).betas = [0.9, 1]), /betas: expected two numbers in \[0, 1\)/);
     code(() => (optimizer.lr = NaN), /lr: expected a finite number >= 0, got NaN/);
     code(() => new SGD(param(), {} as never), /lr: expected a finite number >= 0, got undefined/);
     expect(() => new lib.StepLR(optimizer, { stepSize: 2 }).loadState({ lastEpoch: -1 } as never)).toThrow(expect.objectContaining({ code: 'LSTM_FORMAT' }));

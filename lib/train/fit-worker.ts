@@ -35,8 +35,7 @@ async function main(port: NonNullable<typeof parentPort>): Promise<void> {
   model.loadCheckpoint(job.checkpoint, optimizer);
   let scheduler: LRScheduler | undefined;
   if (job.scheduler) {
-    scheduler = schedulerFromConfig(optimizer, job.scheduler.config);
-    scheduler.loadState(job.scheduler.state);
+    scheduler = schedulerFromConfig(optimizer, job.scheduler.config, job.scheduler.state);
   }
   const abort = new AbortController();
   port.on('message', (m) => {

@@ -1,6 +1,6 @@
 // Layers, losses and a sequence model that trains in-process: an LSTM stack with a
 // Linear head on every step, PyTorch state-dict names (lstm.*, head.weight, head.bias).
-import { checkBool, type BackendChoice, type LSTMOptions } from '../config.js';
+import { checkBool, checkEnum, type BackendChoice, type LSTMOptions } from '../config.js';
 import { LstmError, type LstmErrorCode, describe, isErrorCode } from '../errors.js';
 import { loadOnnxWithHead } from '../io/onnx.js';
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
@@ -241,10 +241,18 @@ export interface FitOptions {
   optimizer: Optimizer;
   /**
    * A learning-rate schedule for `optimizer` (StepLR, MultiStepLR, ExponentialLR,
-   * CosineAnnealingLR, ReduceLROnPlateau), stepped after every epoch as in PyTorch's
-   * examples; ReduceLROnPlateau with the epoch's validation loss, else its training loss.
+   * CosineAnnealingLR, LinearLR, ConstantLR, PolynomialLR, CosineAnnealingWarmRestarts,
+   * OneCycleLR, SequentialLR, ReduceLROnPlateau), stepped after every epoch as in PyTorch's
+   * examples (or every mini-batch: schedulerStep); ReduceLROnPlateau with the epoch's
+   * validation loss, else its training loss.
    */
   scheduler?: LRScheduler;
+  /**
+   * 'epoch' (default): step the scheduler after each epoch; 'batch': after each mini-batch's
+   * update (all its tbptt windows), as OneCycleLR is meant to be stepped, with totalSteps =
+   * epochs * ceil(N / batchSize). ReduceLROnPlateau steps per epoch only.
+   */
+  schedulerStep?: 'epoch' | 'batch';
   /**
    * Stop when the validation loss (else the training loss) has not improved by more than
    * minDelta (default 0) for `patience` epochs, and by default (restoreBest) put back the
@@ -273,7 +281,7 @@ export interface FitOptions {
 }
 
 export interface FitResult {
-  /** Mean training loss (and validation loss) per completed epoch, and the learning rate it trained with. */
+  /** Mean training loss (and validation loss) per completed epoch, and the learning rate it trained with (its first step's). */
   history: { loss: number; valLoss?: number; lr: number }[];
   /** True when the signal stopped training early. */
   aborted: boolean;
@@ -293,6 +301,13 @@ function earlyStoppingOf(v: unknown): { patience: number; minDelta: number; rest
   if (typeof minDelta !== 'number' || !Number.isFinite(minDelta) || minDelta < 0) throw new LstmError('LSTM_OPTION', `earlyStopping.minDelta: expected a finite number >= 0, got ${describe(o.minDelta)}`);
   const restoreBest = checkBool(o.restoreBest, 'earlyStopping.restoreBest', true);
   return { patience: o.patience as number, minDelta, restoreBest };
+}
+
+/** Whether fit steps the scheduler after every mini-batch (schedulerStep 'batch'). */
+function schedulerPerBatch(options: FitOptions): boolean {
+  const perBatch = checkEnum(options.schedulerStep, 'schedulerStep', ['epoch', 'batch'] as const, 'epoch') === 'batch';
+  if (perBatch && options.scheduler instanceof ReduceLROnPlateau) throw new LstmError('LSTM_OPTION', "schedulerStep: ReduceLROnPlateau needs the epoch's loss, so it steps per epoch only");
+  return perBatch;
 }
 
 function checkFitData(d: FitData, name: string, loss: LossName): { N: number; T: number; I: number; O: number } {
@@ -618,6 +633,8 @@ export class SequenceModel {
     const { N, T, I, O } = checkFitData(data, 'data', loss);
     if (options.validation) checkFitData(options.validation, 'validation', loss);
     const early = earlyStoppingOf(options.earlyStopping);
+    const perBatch = schedulerPerBatch(options);
+    const { scheduler } = options;
     let best = { loss: Infinity, epoch: 0, weights: null as Record<string, Tensor> | null };
     const epochs = options.epochs ?? 1;
     const batchSize = options.batchSize ?? 32;
@@ -642,8 +659,9 @@ export class SequenceModel {
         }
       }
       let epochLoss = 0;
-      const lr = options.optimizer.lr;
+      const epochLr = options.optimizer.lr;
       for (let step = 0; step < stepsPerEpoch; step++) {
+        const lr = options.optimizer.lr;
         if (options.signal?.aborted) return { history, aborted: true, ...(early ? { stoppedEarly: false, bestEpoch: best.epoch } : {}) };
         const idx = order.slice(step * batchSize, (step + 1) * batchSize);
         const B = idx.length;
@@ -666,6 +684,7 @@ export class SequenceModel {
         }
         epochLoss += stepLoss / windows;
         seen += B;
+        if (perBatch) scheduler?.step();
         options.onProgress?.({
           epoch,
           epochs,
@@ -677,14 +696,13 @@ export class SequenceModel {
         });
         await new Promise<void>((resolve) => nextTask(resolve));
       }
-      const entry: FitResult['history'][number] = { loss: epochLoss / stepsPerEpoch, lr };
+      const entry: FitResult['history'][number] = { loss: epochLoss / stepsPerEpoch, lr: epochLr };
       if (options.validation) {
         entry.valLoss = this.evaluate(options.validation, { loss, batchSize });
-        options.onProgress?.({ epoch, epochs, step: stepsPerEpoch, stepsPerEpoch, loss: entry.loss, valLoss: entry.valLoss, lr, samplesPerSecond: seen / ((performance.now() - started) / 1000) });
+        options.onProgress?.({ epoch, epochs, step: stepsPerEpoch, stepsPerEpoch, loss: entry.loss, valLoss: entry.valLoss, lr: epochLr, samplesPerSecond: seen / ((performance.now() - started) / 1000) });
       }
       history.push(entry);
-      const { scheduler } = options;
-      if (scheduler) scheduler.step(scheduler instanceof ReduceLROnPlateau ? (entry.valLoss ?? entry.loss) : undefined);
+      if (scheduler && !perBatch) scheduler.step(scheduler instanceof ReduceLROnPlateau ? (entry.valLoss ?? entry.loss) : undefined);
       if (early) {
         const watched = entry.valLoss ?? entry.loss;
         if (watched < best.loss - early.minDelta) {
@@ -705,6 +723,7 @@ export class SequenceModel {
     checkFitData(data, 'data', loss);
     if (options.validation) checkFitData(options.validation, 'validation', loss);
     const early = earlyStoppingOf(options.earlyStopping);
+    schedulerPerBatch(options);
     if (options.signal?.aborted) return Promise.resolve({ history: [], aborted: true, ...(early ? { stoppedEarly: false, bestEpoch: 0 } : {}) });
     const { optimizer, scheduler, onProgress, signal, worker: _worker, ...fit } = options;
     const job: FitWorkerData = {
@@ -811,8 +830,12 @@ export class SequenceModel {
         optimizer.state.set(name, bufs);
       }
       optimizer.stepCount = saved.stepCount ?? 0;
-      // The learning rate it had (a schedule may have moved it), as torch's optimizer.load_state_dict.
+      // The learning rate it had (a schedule may have moved it), and the momentum or betas
+      // (OneCycleLR cycles them), as torch's optimizer.load_state_dict restores param_groups.
       if (typeof saved.lr === 'number') optimizer.lr = saved.lr;
+      const cycled = optimizer as unknown as { momentum?: number; betas?: [number, number] };
+      if (typeof saved.momentum === 'number' && 'momentum' in optimizer) cycled.momentum = saved.momentum;
+      if (Array.isArray(saved.betas) && 'betas' in optimizer) cycled.betas = saved.betas;
     }
     return this;
   }

@@ -14,8 +14,9 @@ export interface Parameter {
   onUpdate?: () => void;
 }
 
-function num(v: unknown, name: string, dflt: number, min = 0): number {
-  if (v === undefined) return dflt;
+/** An option's number (finite, >= min); undefined gives dflt, or with dflt undefined is refused. */
+function num(v: unknown, name: string, dflt: number | undefined, min = 0): number {
+  if (v === undefined && dflt !== undefined) return dflt;
   if (typeof v !== 'number' || !Number.isFinite(v) || v < min) throw new LstmError('LSTM_OPTION', `${name}: expected a finite number >= ${min}, got ${describe(v)}`);
   return v;
 }
@@ -25,6 +26,11 @@ export abstract class Optimizer {
   /** Per-parameter state buffers by parameter name, e.g. momentum_buffer or exp_avg. */
   readonly state = new Map<string, Record<string, Float32Array>>();
   stepCount = 0;
+  /**
+   * The rate the first scheduler made for this optimizer found (PyTorch's
+   * param_groups[0]['initial_lr']): every later scheduler takes it as its base rate.
+   */
+  initialLr: number | undefined;
   private rate = NaN;
 
   /**
@@ -81,7 +87,7 @@ export interface SGDOptions {
 }
 
 export class SGD extends Optimizer {
-  readonly momentum: number;
+  private mom = 0;
   readonly dampening: number;
   readonly nesterov: boolean;
   readonly weightDecay: number;
@@ -95,6 +101,14 @@ export class SGD extends Optimizer {
     this.nesterov = checkBool(o.nesterov, 'nesterov', false);
     this.weightDecay = num(o.weightDecay, 'weightDecay', 0);
     if (this.nesterov && (this.momentum <= 0 || this.dampening !== 0)) throw new LstmError('LSTM_OPTION', 'nesterov momentum requires a momentum and zero dampening');
+  }
+
+  /** The momentum factor the next step uses (OneCycleLR cycles it, as param_groups[0]['momentum']). */
+  get momentum(): number {
+    return this.mom;
+  }
+  set momentum(value: number) {
+    this.mom = num(value, 'momentum', undefined);
   }
 
   get config() {
@@ -127,7 +141,7 @@ export interface AdamOptions {
 }
 
 export class Adam extends Optimizer {
-  readonly betas: [number, number];
+  private coefs: [number, number] = [0.9, 0.999];
   readonly eps: number;
   readonly weightDecay: number;
   readonly amsgrad: boolean;
@@ -138,14 +152,22 @@ export class Adam extends Optimizer {
     super(params);
     const o = options ?? {};
     this.lr = num(o.lr, 'lr', 1e-3);
-    const betas = o.betas ?? [0.9, 0.999];
-    if (!Array.isArray(betas) || betas.length !== 2 || !betas.every((b) => typeof b === 'number' && b >= 0 && b < 1)) {
-      throw new LstmError('LSTM_OPTION', `betas: expected two numbers in [0, 1), got ${describe(betas)}`);
-    }
-    this.betas = [betas[0], betas[1]];
+    this.betas = o.betas ?? [0.9, 0.999];
     this.eps = num(o.eps, 'eps', 1e-8);
     this.weightDecay = num(o.weightDecay, 'weightDecay', defaultWeightDecay);
     this.amsgrad = checkBool(o.amsgrad, 'amsgrad', false);
+  }
+
+  /** The moving-average coefficients the next step uses (a copy; OneCycleLR cycles the first, as param_groups[0]['betas']). */
+  get betas(): [number, number] {
+    return [this.coefs[0], this.coefs[1]];
+  }
+  set betas(value: [number, number]) {
+    const v: unknown[] | null = Array.isArray(value) && value.length === 2 ? [value[0], value[1]] : null;
+    if (v === null || !v.every((b) => typeof b === 'number' && b >= 0 && b < 1)) {
+      throw new LstmError('LSTM_OPTION', `betas: expected two numbers in [0, 1), got ${describe(value)}`);
+    }
+    this.coefs = v as [number, number];
   }
 
   get config() {
@@ -159,7 +181,7 @@ export class Adam extends Optimizer {
     if (this.amsgrad) s.max_exp_avg_sq ??= new Float32Array(n);
     s.step ??= new Float32Array(1);
     const step = ++s.step[0];
-    const [b1, b2] = this.betas;
+    const [b1, b2] = this.coefs;
     const { lr, eps, weightDecay } = this;
     const bc1 = 1 - b1 ** step;
     const bc2Sqrt = Math.sqrt(1 - b2 ** step);
@@ -208,7 +230,7 @@ export class RMSprop extends Optimizer {
   readonly alpha: number;
   readonly eps: number;
   readonly weightDecay: number;
-  readonly momentum: number;
+  private mom = 0;
   readonly centered: boolean;
 
   constructor(params: Parameter[], options: RMSpropOptions = {}) {
@@ -220,6 +242,14 @@ export class RMSprop extends Optimizer {
     this.weightDecay = num(o.weightDecay, 'weightDecay', 0);
     this.momentum = num(o.momentum, 'momentum', 0);
     this.centered = checkBool(o.centered, 'centered', false);
+  }
+
+  /** The momentum factor the next step uses (OneCycleLR cycles it, as param_groups[0]['momentum']). */
+  get momentum(): number {
+    return this.mom;
+  }
+  set momentum(value: number) {
+    this.mom = num(value, 'momentum', undefined);
   }
 
   get config() {
@@ -307,7 +337,7 @@ export class Adagrad extends Optimizer {
 
 /** torch.nn.utils.clip_grad_norm_: scales every gradient so their joint L2 norm is at most maxNorm. Returns the norm before clipping. */
 export function clipGradNorm(params: Parameter[], maxNorm: number): number {
-  const max = num(maxNorm, 'maxNorm', NaN);
+  const max = num(maxNorm, 'maxNorm', undefined);
   let sq = 0;
   for (const p of params) for (let i = 0; i < p.grad.length; i++) sq += p.grad[i] * p.grad[i];
   const total = Math.sqrt(sq);

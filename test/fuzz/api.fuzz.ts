@@ -148,13 +148,16 @@ export async function fuzzApi(lib: L, backend: 'js' | 'native', numRuns: number,
     });
   const scheduleCall = fc
     .tuple(
-      fc.constantFrom<unknown>('StepLR', 'MultiStepLR', 'ExponentialLR', 'CosineAnnealingLR', 'ReduceLROnPlateau', 'OneCycleLR', 3, null),
-      fc.dictionary(fc.constantFrom('stepSize', 'gamma', 'milestones', 'tMax', 'etaMin', 'mode', 'factor', 'patience', 'threshold', 'thresholdMode', 'cooldown', 'minLr', 'eps'), fc.oneof(fc.constantFrom<unknown>(...ADVERSARIAL_NUMBERS, 1, 2, 0.5, 'min', 'abs', [1, 2]), fc.anything())),
+      fc.constantFrom<unknown>('StepLR', 'MultiStepLR', 'ExponentialLR', 'CosineAnnealingLR', 'ReduceLROnPlateau', 'LinearLR', 'ConstantLR', 'PolynomialLR', 'CosineAnnealingWarmRestarts', 'OneCycleLR', 'SequentialLR', 'CyclicLR', 3, null),
+      fc.dictionary(
+        fc.constantFrom('stepSize', 'gamma', 'milestones', 'tMax', 'etaMin', 'mode', 'factor', 'patience', 'threshold', 'thresholdMode', 'cooldown', 'minLr', 'eps', 'startFactor', 'endFactor', 'totalIters', 'power', 't0', 'tMult', 'maxLr', 'totalSteps', 'epochs', 'stepsPerEpoch', 'pctStart', 'annealStrategy', 'cycleMomentum', 'baseMomentum', 'maxMomentum', 'divFactor', 'threePhase', 'schedulers'),
+        fc.oneof(fc.constantFrom<unknown>(...ADVERSARIAL_NUMBERS, 1, 2, 0.5, 'min', 'abs', 'linear', true, [1, 2], [{ name: 'StepLR', stepSize: 2 }, { name: 'LinearLR' }], [{ name: 'ReduceLROnPlateau' }]), fc.anything()),
+      ),
       fc.anything(),
       fc.oneof(fc.constantFrom<unknown>(...ADVERSARIAL_NUMBERS), fc.anything()),
     )
     .map(([name, o, metric, lr]) => () => {
-      const optimizer = new lib.SGD([{ name: 'w', value: new Float32Array(1), grad: new Float32Array(1), shape: [1] }], { lr: 0.1 });
+      const optimizer = new lib.SGD([{ name: 'w', value: new Float32Array(1), grad: new Float32Array(1), shape: [1] }], { lr: 0.1, momentum: 0.5 });
       const scheduler = lib.schedulerFromConfig(optimizer, { ...(o as object), name } as never);
       // each hostile call may be refused (an LstmError), and the scheduler carries on
       const guarded = (fn: () => void) => {
@@ -170,6 +173,7 @@ export async function fuzzApi(lib: L, backend: 'js' | 'native', numRuns: number,
       scheduler.loadState(scheduler.state());
       scheduler.step(0.25);
       if (!Number.isFinite(optimizer.lr) || optimizer.lr < 0) throw new Error(`schedule: lr became ${optimizer.lr}`);
+      if (!Number.isFinite(optimizer.momentum) || optimizer.momentum < 0) throw new Error(`schedule: momentum became ${optimizer.momentum}`);
     });
   const forecaster = new lib.SequenceModel({ inputSize: 3, hiddenSize: 4, numLayers: 2, outputSize: 3, seed: 3, backend });
   const forecastCall = fc
