@@ -26,7 +26,7 @@ commands:
   train <data.safetensors> <out.safetensors> [--hidden 32] [--layers 1] [--dropout 0] [--epochs 10]
         [--batch 32] [--lr 0.001] [--optimizer adam|adamw|sgd|rmsprop|adagrad]
         [--loss mse|l1|huber|bceWithLogits|crossEntropy]
-        [--schedule none|cosine|plateau] [--patience 10] [--early-stop N]
+        [--schedule none|cosine|plateau|onecycle] [--warmup N] [--patience 10] [--early-stop N]
         [--classes K] [--tbptt N] [--val 0.1] [--seed N] [--resume checkpoint.safetensors]
                  train an LSTM + linear head (SequenceModel) on x [N, T, I] and y [N, T, O]
                  (mse, l1, huber, bceWithLogits) or [N, T] class indices (crossEntropy),
@@ -34,8 +34,11 @@ commands:
                  optimizer, options in its metadata). Ctrl-C stops after the current step and still writes it.
                  --schedule cosine anneals the rate to 0 over the epochs (CosineAnnealingLR);
                  plateau divides it by 10 after --patience epochs without a better
-                 validation loss (ReduceLROnPlateau); --early-stop N stops after N epochs
-                 without one and keeps the best epoch's weights
+                 validation loss (ReduceLROnPlateau); onecycle rises to --lr and anneals
+                 far below it, stepped every batch (OneCycleLR); --warmup N first raises
+                 the rate linearly from a tenth over N epochs (LinearLR, then the schedule
+                 in a SequentialLR); --early-stop N stops after N epochs without a better
+                 validation loss and keeps the best epoch's weights
   rebuild        build the native addon from source here (needs python3, make, a C++17 compiler)
   bench [args]   run the benchmark (same options as npm run bench: --quick, --json, --shapes S1,S2)
   help           this text
@@ -140,7 +143,7 @@ async function train(args) {
   const [input, output] = args.positionals;
   if (!input || !output) throw new UsageError('train needs a data file and an output file');
   if (kindOf(input) !== 'safetensors' || kindOf(output) !== 'safetensors') throw new UsageError('train: data and output are .safetensors files');
-  const { SequenceModel, Adam, AdamW, SGD, RMSprop, Adagrad, CosineAnnealingLR, ReduceLROnPlateau, loadSafetensors, backendInfo, LstmError } = lib();
+  const { SequenceModel, Adam, AdamW, SGD, RMSprop, Adagrad, CosineAnnealingLR, ReduceLROnPlateau, LinearLR, OneCycleLR, SequentialLR, loadSafetensors, backendInfo, LstmError } = lib();
   const v = args.values;
   const int = (name, dflt, min = 1) => {
     if (v[name] === undefined) return dflt;
@@ -160,7 +163,7 @@ async function train(args) {
   const optName = v.optimizer ?? 'adam';
   if (!['adam', 'adamw', 'sgd', 'rmsprop', 'adagrad'].includes(optName)) throw new UsageError(`--optimizer: expected adam, adamw, sgd, rmsprop or adagrad, got '${optName}'`);
   const schedule = v.schedule ?? 'none';
-  if (!['none', 'cosine', 'plateau'].includes(schedule)) throw new UsageError(`--schedule: expected none, cosine or plateau, got '${schedule}'`);
+  if (!['none', 'cosine', 'plateau', 'onecycle'].includes(schedule)) throw new UsageError(`--schedule: expected none, cosine, plateau or onecycle, got '${schedule}'`);
 
   const { tensors } = loadSafetensors(new Uint8Array(fs.readFileSync(input)));
   const { x, y } = tensors;
@@ -194,10 +197,19 @@ async function train(args) {
   }
 
   const epochs = int('epochs', 10);
-  const scheduler =
-    schedule === 'cosine' ? new CosineAnnealingLR(optimizer, { tMax: epochs })
+  const batchSize = int('batch', 32);
+  const warmup = v.warmup === undefined ? 0 : int('warmup', 1);
+  if (warmup > 0 && schedule === 'onecycle') throw new UsageError('--warmup: onecycle warms up by itself');
+  if (warmup > 0 && schedule === 'plateau') throw new UsageError('--warmup: plateau cannot follow a warm-up (it watches the loss, not the epoch)');
+  if (warmup > 0 && warmup >= epochs) throw new UsageError(`--warmup: expected fewer epochs than --epochs (${epochs}), got ${warmup}`);
+  // The warm-up is made first, as in PyTorch (the schedules after it start from the same base rate).
+  const warm = warmup > 0 ? new LinearLR(optimizer, { startFactor: 0.1, totalIters: warmup }) : undefined;
+  const main =
+    schedule === 'cosine' ? new CosineAnnealingLR(optimizer, { tMax: epochs - warmup })
     : schedule === 'plateau' ? new ReduceLROnPlateau(optimizer, { patience: int('patience', 10, 0) })
+    : schedule === 'onecycle' ? new OneCycleLR(optimizer, { maxLr: lr, epochs, stepsPerEpoch: Math.ceil((N - nVal) / batchSize), cycleMomentum: optName !== 'adagrad' })
     : undefined;
+  const scheduler = warm && main ? new SequentialLR(optimizer, { schedulers: [warm, main], milestones: [warmup] }) : warm ?? main;
   const info = backendInfo();
   const tty = process.stderr.isTTY;
   console.error(`training on ${N - nVal} sequences of ${T} steps (${nVal} held out), engine ${info.engine}${info.isa ? ` (${info.isa})` : ''}`);
@@ -213,8 +225,9 @@ async function train(args) {
   const result = await model.fit(trainSet, {
     optimizer,
     scheduler,
+    schedulerStep: schedule === 'onecycle' ? 'batch' : 'epoch',
     epochs,
-    batchSize: int('batch', 32),
+    batchSize,
     loss,
     seed,
     tbptt: v.tbptt === undefined ? undefined : int('tbptt', 1),
@@ -280,7 +293,7 @@ async function main(argv) {
         const args = parseArgs({
           args: rest,
           allowPositionals: true,
-          options: { hidden: str, layers: str, dropout: str, epochs: str, batch: str, lr: str, optimizer: str, loss: str, schedule: str, patience: str, 'early-stop': str, classes: str, tbptt: str, val: str, seed: str, resume: str },
+          options: { hidden: str, layers: str, dropout: str, epochs: str, batch: str, lr: str, optimizer: str, loss: str, schedule: str, warmup: str, patience: str, 'early-stop': str, classes: str, tbptt: str, val: str, seed: str, resume: str },
         });
         return await train(args);
       }

@@ -525,7 +525,29 @@ describe('command line', () => {
     const co = new lib.Adam(cm.parameters());
     cm.loadCheckpoint(readFileSync(cosine), co);
     expect(co.lr).toBeLessThan(1e-12);
-    expect(run('train', data, cosine, '--schedule', 'warmup').stderr).toMatch(/--schedule: expected none, cosine or plateau, got 'warmup'/);
+    expect(run('train', data, cosine, '--schedule', 'warmup').stderr).toMatch(/--schedule: expected none, cosine, plateau or onecycle, got 'warmup'/);
+    // --warmup 2 then cosine over the 2 epochs left: 0.002, 0.011 (LinearLR from a tenth),
+    // then 0.02 and 0.01 (CosineAnnealingLR from the base rate, in a SequentialLR)
+    const wr = run('train', data, cosine, '--epochs', '4', '--hidden', '8', '--lr', '0.02', '--seed', '3', '--warmup', '2', '--schedule', 'cosine');
+    expect(wr.status, wr.stderr).toBe(0);
+    expect(wr.stderr.split('\n').filter((l) => l.startsWith('epoch')).map((l) => /lr ([\d.e-]+)/.exec(l)![1])).toEqual(['0.00200', '0.0110', '0.0200', '0.0100']);
+    // --schedule onecycle steps every batch (108 training sequences in batches of 32: 4 a
+    // epoch): the checkpoint holds the rate and momentum of OneCycleLR after 12 steps
+    const oc = run('train', data, cosine, '--epochs', '3', '--hidden', '8', '--lr', '0.02', '--seed', '3', '--schedule', 'onecycle', '--optimizer', 'sgd');
+    expect(oc.status, oc.stderr).toBe(0);
+    const om = new lib.SequenceModel(JSON.parse(loadSafetensors(readFileSync(cosine)).metadata.options));
+    const oo = new lib.SGD(om.parameters(), { lr: 1 });
+    om.loadCheckpoint(readFileSync(cosine), oo);
+    const ref = new lib.OneCycleLR(new lib.SGD(om.parameters(), { lr: 1 }), { maxLr: 0.02, totalSteps: 12 });
+    for (let i = 0; i < 12; i++) ref.step();
+    expect(oo.lr).toBe(ref.lr);
+    expect(oo.momentum).toBe((ref.optimizer as InstanceType<typeof lib.SGD>).momentum);
+    expect(oo.lr).toBeLessThan(0.02 / 25);
+    for (const [args, re] of [[['--warmup', '2', '--schedule', 'onecycle'], /onecycle warms up by itself/], [['--warmup', '1', '--schedule', 'plateau'], /plateau cannot follow/], [['--warmup', '10', '--epochs', '10'], /--warmup: expected fewer epochs than --epochs \(10\), got 10/]] as const) {
+      const r = run('train', data, cosine, ...args);
+      expect(r.status, args.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(re);
+    }
     // --early-stop: a rate that diverges stops after N epochs without a better validation loss
     const re = run('train', data, cosine, '--epochs', '30', '--hidden', '8', '--optimizer', 'sgd', '--lr', '3', '--seed', '1', '--early-stop', '2');
     expect(re.status, re.stderr).toBe(0);
