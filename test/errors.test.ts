@@ -238,6 +238,40 @@ describe('LSTM_NATIVE and the native layer itself', () => {
     expect(JSON.parse(out.trim().split('\n').pop()!)).toEqual({ code: 'LSTM_DISPOSED' });
   });
 
+  it('worker_threads terminated, and the process exiting, with forwardAsync calls in flight (child processes)', () => {
+    if (!lib.backendInfo().native) return expect(process.env.LSTM_EXPECT_NATIVE).toBe('0');
+    // The workers are the addon's only users: each one's end unloads the library unless it
+    // keeps itself loaded, while its calls are still running on the pool's threads. Each is
+    // terminated a little later than the one before, so the calls are at different stages.
+    const workers = `
+      const { Worker } = require('node:worker_threads');
+      const code = \`
+        const lib = require(\${JSON.stringify(process.cwd() + '/dist/cjs/index.js')});
+        const m = new lib.LSTM({ inputSize: 256, hiddenSize: 256, numLayers: 2, seed: 1, backend: 'native', threads: 2 });
+        const x = { data: new Float32Array(100 * 32 * 256).fill(0.1), shape: [100, 32, 256] };
+        for (let i = 0; i < 4; i++) m.forwardAsync(x);
+        require('node:worker_threads').parentPort.postMessage('started');
+      \`;
+      let n = 0;
+      const one = () => {
+        const w = new Worker(code, { eval: true });
+        w.on('message', () => setTimeout(() => w.terminate().then(() => (++n < 6 ? one() : console.log('terminated ' + n))), n * 5));
+      };
+      one();
+    `;
+    const opts = { cwd: path.resolve(__dirname, '..'), encoding: 'utf8' as const, timeout: 120_000 };
+    expect(execFileSync(process.execPath, ['-e', workers], opts).trim()).toBe('terminated 6');
+    // process.exit while calls run on libuv's and the pool's threads
+    const exits = `
+      const lib = require('./dist/cjs/index.js');
+      const m = new lib.LSTM({ inputSize: 256, hiddenSize: 256, numLayers: 2, seed: 1, backend: 'native', threads: 2 });
+      const x = { data: new Float32Array(100 * 32 * 256).fill(0.1), shape: [100, 32, 256] };
+      for (let i = 0; i < 4; i++) m.forwardAsync(x);
+      setTimeout(() => { console.log('exiting'); process.exit(0); }, Number(process.argv[1]));
+    `;
+    for (const delay of ['0', '3', '15']) expect(execFileSync(process.execPath, ['-e', exits, delay], opts).trim()).toBe('exiting');
+  });
+
   it('the addon re-validates every argument (the second line of defence)', () => {
     const { loadNative } = require('../dist/cjs/native/loader.js') as typeof import('../dist/cjs/native/loader.js');
     const addon = loadNative().addon;

@@ -24,6 +24,12 @@
 #include "../kernels/threadpool.h"
 #include "../kernels/train_cell.h"
 
+#if defined(_WIN32)
+#include <windows.h>
+#else
+#include <dlfcn.h>
+#endif
+
 namespace {
 
 constexpr int kAbiVersion = 8;
@@ -453,9 +459,30 @@ class StepperWrap : public Napi::ObjectWrap<StepperWrap> {
   Stack stack_;
 };
 
+// Keeps this library loaded for the life of the process. Its thread pool is process-wide and
+// its threads are never joined; Node unloads an addon when the last environment that loaded
+// it goes away (a worker_thread that was its only user ending), and a pool thread still
+// spinning after a job, or woken later, would then run unmapped code (a forwardAsync in
+// flight when such a worker was terminated crashed the process that way).
+void PinLibrary() {
+#if defined(_WIN32)
+  HMODULE self = nullptr;
+  GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_PIN,
+                     reinterpret_cast<LPCWSTR>(&PinLibrary), &self);
+#else
+  Dl_info info;
+  if (dladdr(reinterpret_cast<void*>(&PinLibrary), &info) != 0 && info.dli_fname != nullptr) {
+    // A reference of our own, never released; RTLD_NODELETE keeps it past any dlclose.
+    (void)dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+  }
+#endif
+}
+
 class LstmAddon : public Napi::Addon<LstmAddon> {
  public:
   LstmAddon(Napi::Env env, Napi::Object exports) : best_(lstm::best_isa()) {
+    static std::once_flag pinned;
+    std::call_once(pinned, PinLibrary);
     Napi::Function layer_class = LayerWrap::Define(env);
     Napi::Function packed_class = PackedWrap::Define(env);
     DefineAddon(exports, {
@@ -805,6 +832,18 @@ class ForwardWorker : public Napi::AsyncWorker {
 
   Napi::Promise Promise() const { return deferred_.Promise(); }
 
+  // Runs settle(env) and drops the C++ exception node-addon-api makes of a failed call. In a
+  // live environment the JS exception behind it stays pending and Node reports it as usual;
+  // in one being torn down there is none to report (or only the termination itself, which
+  // napi_is_exception_pending cannot tell apart), and rethrowing would abort the process.
+  template <typename F>
+  void Settle(F settle) {
+    try {
+      settle(Env());
+    } catch (const Napi::Error&) {
+    }
+  }
+
   std::vector<int32_t> lengths;
   bool has_lengths = false;
   Napi::Reference<Napi::Float32Array> y, hn, cn;
@@ -826,19 +865,27 @@ class ForwardWorker : public Napi::AsyncWorker {
     }
   }
 
+  // Both run on the event loop when the work is done, or while the environment is torn down
+  // (a worker_thread terminated, or Node exiting, with the call in flight): then no JS may
+  // run, every call into it fails, and nobody awaits the promise. node-addon-api would turn
+  // that failure into an exception it cannot throw into JS, and the process would abort.
   void OnOK() override {
-    Napi::Env env = Env();
-    Napi::Array out = Napi::Array::New(env, 3);
-    out.Set(0u, y.Value());
-    out.Set(1u, hn.Value());
-    out.Set(2u, cn.Value());
-    deferred_.Resolve(out);
+    Settle([this](Napi::Env env) {
+      Napi::Array out = Napi::Array::New(env, 3);
+      out.Set(0u, y.Value());
+      out.Set(1u, hn.Value());
+      out.Set(2u, cn.Value());
+      deferred_.Resolve(out);
+    });
   }
 
   void OnError(const Napi::Error& e) override {
-    Napi::Error err = Napi::Error::New(Env(), e.Message());
-    err.Set("code", Napi::String::New(Env(), "LSTM_NATIVE"));
-    deferred_.Reject(err.Value());
+    const std::string message = e.Message();
+    Settle([this, &message](Napi::Env env) {
+      Napi::Error err = Napi::Error::New(env, message);
+      err.Set("code", Napi::String::New(env, "LSTM_NATIVE"));
+      deferred_.Reject(err.Value());
+    });
   }
 
  private:
