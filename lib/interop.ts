@@ -256,6 +256,8 @@ export interface TfjsHead {
   bias: Float32Array | null;
   inFeatures: number;
   outFeatures: number;
+  /** The last LSTM layer returns only its final output (return_sequences false): the head reads that. */
+  perSequence: boolean;
 }
 
 /** fromTfjs, and the Dense layer right after the LSTM layers (SequenceModel.fromTfjs builds on it). */
@@ -366,7 +368,8 @@ function readTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, opts
     return l.class_name === 'Bidirectional' ? { forward: weightsOf(prefix, 'forward'), backward: weightsOf(prefix, 'backward') } : weightsOf(prefix);
   });
   // The head: a Dense (or TimeDistributed Dense) right after the last LSTM layer, linear, on
-  // every step (return_sequences), as SequenceModel's Linear head is.
+  // every step (return_sequences), as SequenceModel's Linear head is, or on the layer's final
+  // output (return_sequences false: SequenceModel's outputMode 'final').
   let head: TfjsHead | null = null;
   if (withHead) {
     const lastCfg = cfgOf(chosen[chosen.length - 1]);
@@ -375,7 +378,6 @@ function readTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, opts
     if (!next || dense?.class_name !== 'Dense') throw fail(`no Dense layer right after '${chosen[chosen.length - 1].config?.name}' to be the head; LSTM.fromTfjs reads the LSTM alone`);
     const denseCfg = (dense.config ?? {}) as Record<string, unknown>;
     if ((denseCfg.activation ?? 'linear') !== 'linear') throw fail(`the Dense layer '${next.config?.name}' has activation ${describe(denseCfg.activation)}; the head is linear (apply it to the predictions yourself)`);
-    if (lastCfg.return_sequences === false) throw fail(`'${chosen[chosen.length - 1].config?.name}' returns only its last step (return_sequences false); the head runs on every step, so read the LSTM with LSTM.fromTfjs and take the last step`);
     const name = String(next.config?.name);
     const mine = [...specs.keys()].filter((n) => n.startsWith(`${name}/`));
     const kernel = mine.find((n) => n.endsWith('/kernel'));
@@ -387,7 +389,7 @@ function readTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, opts
     const biasName = mine.find((n) => n.endsWith('/bias'));
     const bias = biasName ? read(biasName) : null;
     if (bias && (bias.shape.length !== 1 || bias.shape[0] !== O)) throw fail(`the Dense bias '${biasName}' has shape ${shapeStr(bias.shape)}, expected [${O}]`);
-    head = { weight, bias: bias ? bias.data : null, inFeatures: F, outFeatures: O };
+    head = { weight, bias: bias ? bias.data : null, inFeatures: F, outFeatures: O, perSequence: lastCfg.return_sequences === false };
   }
   const madeBy = `${String(generatedBy ?? '')} ${String(convertedBy ?? '')}`;
   const lstm = fromKeras(weights.length === 1 ? weights[0] : weights, {

@@ -140,7 +140,7 @@ describe('file fuzzing', () => {
   }, 600_000);
 
   it(`${MUTATIONS} ONNX mutations of LSTM + Linear graphs through SequenceModel.fromOnnx`, () => {
-    const files = ['torch-export/with_head.onnx', 'torch-export/packed_with_head.onnx'].map(read);
+    const files = ['torch-export/with_head.onnx', 'torch-export/packed_with_head.onnx', 'torch-heads/last_uni2.onnx', 'torch-heads/cat_bi2.onnx', 'torch-heads/hn_uni1.onnx'].map(read);
     const rand = mulberry32(2 * SEED + 4);
     expectFuzzed((b) => lib.SequenceModel.fromOnnx(b, { backend: 'js' }).dispose(), () => mutate(files[Math.floor(rand() * files.length)], rand), 1 / 4, 1 / 50);
   }, 600_000);

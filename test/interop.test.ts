@@ -180,8 +180,26 @@ describe('LSTM.fromTfjs: a TensorFlow.js layers model (model.json and its weight
       expect(() => lib.SequenceModel.fromTfjs(json, data)).toThrow(re);
     };
     await refuse((tfl) => tfl.sequential({ layers: [lstmLayer(tfl, { inputShape: [5, 2] }), tfl.layers.dense({ units: 2, activation: 'softmax' })] }), /activation "softmax"; the head is linear/);
-    await refuse((tfl) => tfl.sequential({ layers: [lstmLayer(tfl, { inputShape: [5, 2], returnSequences: false }), tfl.layers.dense({ units: 2 })] }), /returns only its last step/);
     await refuse((tfl) => tfl.sequential({ layers: [lstmLayer(tfl, { inputShape: [5, 2] })] }), /no Dense layer right after/);
+  });
+
+  it('SequenceModel.fromTfjs: a Dense on the final output (return_sequences false) is outputMode final', async () => {
+    // one direction (forwards and go_backwards), a stack ending in one, and a Bidirectional
+    const builds: [string, (tfl: typeof import('@tensorflow/tfjs-layers')) => import('@tensorflow/tfjs-layers').Sequential][] = [
+      ['one layer', (tfl) => tfl.sequential({ layers: [lstmLayer(tfl, { inputShape: [5, 2], returnSequences: false }), tfl.layers.dense({ units: 2, biasInitializer: 'randomNormal' })] })],
+      ['go_backwards', (tfl) => tfl.sequential({ layers: [lstmLayer(tfl, { inputShape: [5, 2], returnSequences: false, goBackwards: true }), tfl.layers.dense({ units: 2 })] })],
+      ['a stack', (tfl) => tfl.sequential({ layers: [lstmLayer(tfl, { inputShape: [5, 2] }), lstmLayer(tfl, { returnSequences: false }), tfl.layers.dense({ units: 3 })] })],
+      ['Bidirectional', (tfl) => tfl.sequential({ layers: [tfl.layers.bidirectional({ layer: lstmLayer(tfl, { units: 3, returnSequences: false }) as never, inputShape: [5, 2] }), tfl.layers.dense({ units: 2 })] })],
+    ];
+    for (const [what, build] of builds) {
+      const { tf, model, json, data } = await tfjsArtifacts(build);
+      const x = tf.randomNormal([3, 5, 2], 0, 1, 'float32', 6);
+      const want = model.predict(x) as import('@tensorflow/tfjs-core').Tensor;
+      const seq = lib.SequenceModel.fromTfjs(json, data);
+      expect(seq.outputMode, what).toBe('final');
+      expectClose(seq.forward({ data: values(x), shape: [3, 5, 2] }).output, { data: values(want), shape: want.shape }, what);
+      seq.dispose();
+    }
   });
 
   it("the converter's quantized weights (uint8 with scale and min, float16), and bad files", async () => {

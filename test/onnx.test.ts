@@ -120,6 +120,43 @@ describe('loadOnnx takes a stack only when forward gives the file\'s outputs', (
     expectFormat(() => lib.SequenceModel.fromOnnx(exported('states_opset13').bytes), /no graph output is a Linear head/);
   });
 
+  it("exportOnnx of a head per sequence ('last', 'final'): ONNX Runtime gives forward's output, and it reads back", async () => {
+    const cases = [
+      ['final', false, 1, false, false, 14],
+      ['final', true, 2, true, true, 14],
+      ['final', true, 1, false, true, 10],
+      ['last', false, 2, false, true, 12],
+      ['last', false, 1, true, false, 13],
+      ['last', true, 1, true, false, 14],
+      ['last', true, 2, false, false, 11],
+    ] as const;
+    for (const [mode, bidirectional, numLayers, batchFirst, lengths, opset] of cases) {
+      const what = `${mode} ${bidirectional ? 'bi' : 'uni'} L=${numLayers} ${batchFirst ? 'batch-first' : 'time-major'}${lengths ? ' lengths' : ''} opset ${opset}`;
+      const model = new lib.SequenceModel({ inputSize: 3, hiddenSize: 4, numLayers, bidirectional, batchFirst, outputSize: 2, outputMode: mode, seed: 5 });
+      const bytes = exportOnnx(model, { lengths, opset });
+      const session = await ort.InferenceSession.create(bytes);
+      const T = 5, B = 3, LD = numLayers * (bidirectional ? 2 : 1);
+      const x = randomTensor(batchFirst ? [B, T, 3] : [T, B, 3], mulberry32(4));
+      const h0 = randomTensor([LD, B, 4], mulberry32(5), 0.5);
+      const c0 = randomTensor([LD, B, 4], mulberry32(6), 0.5);
+      const lens = [5, 2, 4];
+      const feeds: Record<string, import('onnxruntime-node').Tensor> = { input: new ort.Tensor('float32', x.data, x.shape), h0: new ort.Tensor('float32', h0.data, h0.shape), c0: new ort.Tensor('float32', c0.data, c0.shape) };
+      if (lengths) feeds.lengths = new ort.Tensor('int32', Int32Array.from(lens), [B]);
+      const run = await session.run(feeds);
+      const mine = model.forward(x, { h0, c0, lengths: lengths ? lens : undefined });
+      expect(run.output.dims, what).toEqual([B, 2]);
+      expectClose({ data: run.output.data as Float32Array, shape: [B, 2] }, mine.output, `${what}: output`);
+      expectClose({ data: run.hn.data as Float32Array, shape: mine.hn.shape }, mine.hn, `${what}: hn`);
+      // back: one direction's 'last' reads Y_h, which is its 'final' (the same outputs)
+      const back = lib.SequenceModel.fromOnnx(bytes);
+      expect(back.outputMode, what).toBe(mode === 'last' && !bidirectional ? 'final' : mode);
+      expectClose(back.forward(x, { h0, c0, lengths: lengths ? lens : undefined }).output, mine.output, `${what}: read back`);
+      back.dispose();
+    }
+    const bi = new lib.SequenceModel({ inputSize: 3, hiddenSize: 4, bidirectional: true, outputSize: 2, outputMode: 'last' });
+    expect(() => exportOnnx(bi, { lengths: true })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION', message: expect.stringMatching(/exports without lengths only/) }));
+  });
+
   it('exportOnnx of a SequenceModel reads back through SequenceModel.fromOnnx with the same outputs', () => {
     for (const [batchFirst, bidirectional, bias] of [[false, true, true], [true, false, false]] as const) {
       const model = new lib.SequenceModel({ inputSize: 3, hiddenSize: 5, numLayers: 2, bidirectional, batchFirst, outputSize: 4, seed: 9 });
@@ -133,6 +170,31 @@ describe('loadOnnx takes a stack only when forward gives the file\'s outputs', (
       expectClose(got.cn, want.cn, 'cn');
       back.dispose();
     }
+  });
+
+  it("heads per sequence as torch.onnx.export writes them: fc(out[:, -1]), fc(hn[-1]), fc(torch.cat((hn[-2], hn[-1]), 1))", () => {
+    const dir = path.join(FIXTURES, 'torch-heads');
+    const outs = lib.loadSafetensors(readFileSync(path.join(dir, 'onnx_outputs.safetensors'))).tensors;
+    const want: Record<string, string> = { last_uni2: 'last', hn_uni1: 'final', hn_uni2: 'final', cat_bi1: 'final', cat_bi2: 'final', last_bi1: 'last' };
+    for (const engine of ENGINES) {
+      for (const [name, mode] of Object.entries(want)) {
+        const bytes = new Uint8Array(readFileSync(path.join(dir, `${name}.onnx`)));
+        const model = withEngine(engine, () => lib.SequenceModel.fromOnnx(bytes, { backend: engine.backend }));
+        expect(model.outputMode, name).toBe(mode);
+        expect(model.lstm.config.batchFirst).toBe(true);
+        const r = model.forward(outs[`${name}.x`]);
+        expect(r.output.shape).toEqual([4, 2]);
+        expectClose(r.output, outs[`${name}.y`], `${name} on ${engine.label}`);
+        model.dispose();
+      }
+    }
+    // a head on another row of hn (the first layer's) is not the model's output
+    const other = new Uint8Array(readFileSync(path.join(dir, 'hn_uni2.onnx')));
+    const m = onnx.ModelProto.decode(other);
+    const gather = m.graph!.node!.filter((n) => n.opType === 'Gather').at(-1)!;
+    const index = m.graph!.node!.find((n) => n.output![0] === gather.input![1])!;
+    index.attribute![0].t!.rawData = new Uint8Array(BigInt64Array.of(0n).buffer);
+    expectFormat(() => lib.SequenceModel.fromOnnx(onnx.ModelProto.encode(m).finish()), /the head must read the output sequence, its last step, or the last layer's final states/);
   });
 
   it('outputs that are not the stack\'s: an inner layer\'s Y, one layer\'s Y_h of a stack, a Concat out of order, a graph input', () => {

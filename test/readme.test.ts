@@ -141,10 +141,12 @@ describe('README', () => {
       const progress = [];
       const onProgress = (p) => progress.push(p.epoch);
       const signal = new AbortController().signal;
-      const context = rnd([T, 1]), sample = rnd([1, 1]);`;
+      const context = rnd([T, 1]), sample = rnd([1, 1]);
+      const labels = { data: Float32Array.from({ length: N }, (_, i) => i % 3), shape: [N] };`;
     const check = `
       if (!(run.output.shape.length === 3 && g.params.weight_ih_l0 && Number.isFinite(loss) && progress.length > 0)) throw new Error('no training');
-      if (next.shape[0] !== 24 || output.shape.join() !== [N, T, 1].join()) throw new Error('shapes ' + next.shape + ' ' + output.shape);`;
+      if (next.shape[0] !== 24 || output.shape.join() !== [N, T, 1].join()) throw new Error('shapes ' + next.shape + ' ' + output.shape);
+      if (scores.shape.join() !== [N, 3].join()) throw new Error('classifier ' + scores.shape);`;
     run('training', `${block('Training', 'new SequenceModel')}\n${check}`, prelude);
   });
 

@@ -631,6 +631,99 @@ describe('losses: torch.nn.functional\'s values and gradients', () => {
   });
 });
 
+describe("sequence-level heads (outputMode): PyTorch's fc(out[:, -1]) and fc(hn[-1])", () => {
+  const heads = JSON.parse(readFileSync(path.join(FIXTURES, 'torch-heads', 'heads.json'), 'utf8')) as {
+    cases: Record<string, { options: Record<string, number | boolean>; mode: 'last' | 'final'; loss: 'mse' | 'crossEntropy'; lengths: number[] | null; value: number }>;
+  };
+  const all = lib.loadSafetensors(readFileSync(path.join(FIXTURES, 'torch-heads', 'heads.safetensors'))).tensors;
+  const of = (name: string, prefix: string) => Object.fromEntries(Object.entries(all).filter(([k]) => k.startsWith(`${name}.${prefix}`)).map(([k, v]) => [k.slice(name.length + 1 + prefix.length), v]));
+  const make = (name: string, engine: (typeof ENGINES)[number]) => {
+    const c = heads.cases[name];
+    const o = c.options;
+    return withEngine(engine, () =>
+      new SequenceModel({ inputSize: o.input_size as number, hiddenSize: o.hidden_size as number, numLayers: o.num_layers as number, bidirectional: Boolean(o.bidirectional), projSize: (o.proj_size as number) ?? 0, batchFirst: true, outputSize: 3, outputMode: c.mode, backend: engine.backend }).loadStateDict(of(name, '')),
+    );
+  };
+  describe.each(ENGINES)('$label', (engine) => {
+    it.each(Object.keys(heads.cases))('%s: predictions, loss and every gradient', (name) => {
+      const c = heads.cases[name];
+      const model = make(name, engine);
+      const x = all[`${name}.x`];
+      const lengths = c.lengths ?? undefined;
+      const pred = model.forward(x, { lengths }).output;
+      expect(pred.shape).toEqual([4, 3]);
+      expectClose(pred, all[`${name}.pred`], 'predictions');
+      // gradients: a step at rate 0 leaves them in the parameters
+      const optimizer = new SGD(model.parameters(), { lr: 0 });
+      const target = c.loss === 'mse' ? all[`${name}.y`] : Array.from(all[`${name}.y`].data);
+      const loss = model.trainStep(x, target as Tensor, { optimizer, loss: c.loss, lengths });
+      expect(loss).toBeCloseTo(c.value, 5);
+      const grads = of(name, 'grad.');
+      expect(model.parameters().map((p) => p.name).sort()).toEqual(Object.keys(grads).sort());
+      for (const p of model.parameters()) expectClose({ data: p.grad, shape: p.shape }, grads[p.name], `d ${p.name}`, 1e-6, 1e-4);
+      model.dispose();
+    });
+  });
+
+  it("one-direction 'last' and 'final' agree; unbatched, time-major and async give the same; wrong targets are refused", async () => {
+    const a = make('uni_last', ENGINES[0]);
+    const b = new SequenceModel({ inputSize: 3, hiddenSize: 5, numLayers: 2, batchFirst: true, outputSize: 3, outputMode: 'final', backend: ENGINES[0].backend }).loadStateDict(a.stateDict());
+    const x = all['uni_last.x'];
+    const lengths = [6, 3, 1, 5];
+    expect(b.forward(x, { lengths }).output).toEqual(a.forward(x, { lengths }).output);
+    expect((await a.forwardAsync(x, { lengths })).output).toEqual(a.forward(x, { lengths }).output);
+    // the second sequence alone, unbatched: [O]
+    const one = { data: x.data.slice(6 * 3, 6 * 3 + 3 * 3), shape: [3, 3] };
+    const single = a.forward(one).output;
+    expect(single.shape).toEqual([3]);
+    expectClose(single, { data: a.forward(x, { lengths }).output.data.slice(3, 6), shape: [3] }, 'unbatched');
+    const tm = new SequenceModel({ inputSize: 3, hiddenSize: 5, numLayers: 2, outputSize: 3, outputMode: 'last', backend: ENGINES[0].backend }).loadStateDict(a.stateDict());
+    const xt = { data: new Float32Array(x.data.length), shape: [6, 4, 3] };
+    for (let bb = 0; bb < 4; bb++) for (let t = 0; t < 6; t++) xt.data.set(x.data.subarray((bb * 6 + t) * 3, (bb * 6 + t + 1) * 3), (t * 4 + bb) * 3);
+    expect(tm.forward(xt, { lengths }).output).toEqual(a.forward(x, { lengths }).output);
+    const optimizer = new SGD(a.parameters(), { lr: 0.1 });
+    expect(() => a.trainStep(x, { data: new Float32Array(4 * 6 * 3), shape: [4, 6, 3] }, { optimizer })).toThrow(expect.objectContaining({ code: 'LSTM_SHAPE', message: expect.stringMatching(/target: expected \[4, 3\]/) }));
+    await expect(a.fit({ x, y: { data: new Float32Array(4 * 6 * 3), shape: [4, 6, 3] } }, { optimizer, worker: false })).rejects.toMatchObject({ code: 'LSTM_SHAPE', message: expect.stringMatching(/data\.y: expected \[4, O\] \(one target per sequence: outputMode 'last'\)/) });
+    await expect(a.fit({ x, y: { data: new Float32Array(12), shape: [4, 3] } }, { optimizer, tbptt: 2, worker: false })).rejects.toMatchObject({ code: 'LSTM_OPTION', message: expect.stringMatching(/only the last window has a target/) });
+    expect(() => new SequenceModel({ inputSize: 1, hiddenSize: 2, outputSize: 1, outputMode: 'first' as never })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION', message: expect.stringMatching(/outputMode/) }));
+    // a sequence classifier forecasts too: its one prediction per sequence fed back in
+    const f = new SequenceModel({ inputSize: 2, hiddenSize: 4, outputSize: 2, outputMode: 'final', seed: 3, backend: ENGINES[0].backend });
+    const ctx = { data: Float32Array.from({ length: 10 }, (_, i) => Math.sin(i)), shape: [5, 2] };
+    const ahead = f.forecast(ctx, 3);
+    expect(ahead.shape).toEqual([3, 2]);
+    expect(Array.from(ahead.data.subarray(0, 2))).toEqual(Array.from(f.forward(ctx).output.data));
+    for (const m of [a, b, tm, f]) m.dispose();
+  });
+
+  it("fit with one target per sequence: a classifier learns, and the worker gives the same bits", async () => {
+    // sign of the sum of a sequence's values (lengths vary): a class per sequence
+    const rand = mulberry32(77);
+    const N = 48, T = 8;
+    const x = { data: new Float32Array(N * T), shape: [N, T, 1] };
+    const lengths = Array.from({ length: N }, () => 2 + Math.floor(rand() * 7));
+    const y = { data: new Float32Array(N), shape: [N] };
+    for (let n = 0; n < N; n++) {
+      let sum = 0;
+      for (let t = 0; t < lengths[n]; t++) sum += x.data[n * T + t] = rand() * 2 - 1;
+      y.data[n] = sum > 0 ? 1 : 0;
+    }
+    const run = async (worker: boolean) => {
+      const model = new SequenceModel({ inputSize: 1, hiddenSize: 12, outputSize: 2, batchFirst: true, outputMode: 'last', seed: 8, backend: 'native', threads: 1 });
+      const r = await model.fit({ x, y, lengths }, { optimizer: new Adam(model.parameters(), { lr: 0.03 }), loss: 'crossEntropy', epochs: 25, batchSize: 16, seed: 2, worker, validation: { x, y, lengths } });
+      return { model, r };
+    };
+    const a = await run(false);
+    expect(a.r.history.at(-1)!.valLoss!).toBeLessThan(0.5 * a.r.history[0].valLoss!);
+    const pred = a.model.forward(x, { lengths }).output;
+    let right = 0;
+    for (let n = 0; n < N; n++) right += Number((pred.data[n * 2 + 1] > pred.data[n * 2] ? 1 : 0) === y.data[n]);
+    expect(right / N).toBeGreaterThan(0.8);
+    const b = await run(true);
+    expect(b.r.history).toEqual(a.r.history);
+    expect(b.model.stateDict()).toEqual(a.model.stateDict());
+  });
+});
+
 describe('learning-rate schedules: torch.optim.lr_scheduler\'s rates', () => {
   // test/fixtures/torch-optim/schedules.py: each scheduler's lr after construction and after
   // each of 40 step() calls (ReduceLROnPlateau fed a loss that improves, stalls within the

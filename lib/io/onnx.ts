@@ -473,22 +473,41 @@ function lengthsSource(g: Graph, name: string | undefined, where: string): { nam
   return { name: cur, sort };
 }
 
-/** A Linear head on the stack's output sequence, as torch.onnx.export writes nn.Linear on a 3-D input. */
+/**
+ * A Linear head on the stack's output sequence, as torch.onnx.export writes nn.Linear on a
+ * 3-D input, or on each sequence's end (SequenceModel's outputMode 'last' / 'final').
+ */
 export interface OnnxHead {
   /** [outFeatures, inFeatures], PyTorch's Linear.weight. */
   weight: Float32Array;
   bias: Float32Array | null;
   inFeatures: number;
   outFeatures: number;
+  /** What it reads: every step, the output's last step, or the last layer's final states. */
+  reads: 'sequence' | 'last' | 'final';
 }
 
 /**
  * A graph output that is a Linear head: Add(MatMul(S, W), b) (either Add order) or
- * MatMul(S, W), with W [F, O] and b [O] constants; null when it is not that shape.
+ * MatMul(S, W), with W [F, O] and b [O] constants, or Gemm(S, W, b) with W [O, F]
+ * (transB, as torch.onnx.export writes nn.Linear on a 2-D input) or [F, O]; null when it
+ * is not that shape.
  */
-function findHead(g: Graph, name: string): (OnnxHead & { input: string }) | null {
+function findHead(g: Graph, name: string): (Omit<OnnxHead, 'reads'> & { input: string }) | null {
   const constant = (n: string | undefined): Constant | null => foldConstant(g, n ?? '', 0);
-  let p = g.producer.get(skipIdentity(g, name));
+  const gemm = g.producer.get(skipIdentity(g, name));
+  if (gemm?.opType === 'Gemm') {
+    const w = constant(gemm.input?.[1]);
+    const b = gemm.input?.[2] ? constant(gemm.input[2]) : null;
+    const plain = attrInt(gemm, 'transA', 0) === 0 && (attrFloat(gemm, 'alpha') ?? 1) === 1 && (attrFloat(gemm, 'beta') ?? 1) === 1;
+    if (!w || w.dims.length !== 2 || !plain || (gemm.input?.[2] && (!b || b.dims.length !== 1))) return null;
+    const transB = attrInt(gemm, 'transB', 0) !== 0;
+    const [O, F] = transB ? w.dims : [w.dims[1], w.dims[0]];
+    if (b && b.dims[0] !== O) throw formatError(`${nodeLabel(gemm)}: a head of ${O} outputs with a bias of ${b.dims[0]}`);
+    const weight = transB ? Float32Array.from(w.data) : transpose2d(w.data, F, O);
+    return { weight, bias: b ? Float32Array.from(b.data) : null, inFeatures: F, outFeatures: O, input: gemm.input?.[0] ?? '' };
+  }
+  let p = gemm;
   let bias: Constant | null = null;
   if (p?.opType === 'Add') {
     const [a, b] = p.input ?? [];
@@ -566,6 +585,54 @@ function checkOutputs(g: Graph, ordered: NodeProto[], D: number, batchFirst: boo
     checkJunction(g, hops, D, `after the last layer (${where})`);
     return 'sequence';
   };
+  // A single index, constant: Gather's indices (a scalar, or one value)
+  const constIndex = (n: string | undefined): number | null => {
+    const k = foldConstant(g, n ?? '', 0);
+    return k && k.data.length === 1 && k.dims.length <= 1 ? k.data[0] : null;
+  };
+  // Row r (counted from the end when negative) of the last layer's Y_h: every layer's Y_h
+  // concatenated (rows layer * D + direction), or one layer's own.
+  const finalRow = (name: string): number | null => {
+    const p = g.producer.get(skipIdentity(g, name));
+    if (p?.opType !== 'Gather' || attrInt(p, 'axis', 0) !== 0) return null;
+    const r = constIndex(p.input?.[1]);
+    const src = skipIdentity(g, p.input?.[0] ?? '');
+    const q = g.producer.get(src);
+    const rows = L * D;
+    const ofHn = q?.opType === 'Concat' ? (q.input ?? []).every((n, l) => skipIdentity(g, n) === ordered[l]?.output?.[1]) && (q.input ?? []).length === L : q === last && last.output?.[1] === src && L === 1;
+    if (!ofHn || r === null || !Number.isInteger(r) || r < -rows || r >= rows) return null;
+    return r < 0 ? rows + r : r;
+  };
+  // What a head reads when it is not the sequence: 'final' (the last layer's final states,
+  // its directions side by side) or 'last' (the output's last step); null if neither.
+  const perSequence = (name: string): 'last' | 'final' | null => {
+    const cur = skipIdentity(g, name);
+    const p = g.producer.get(cur);
+    if (!p) return null;
+    const lastLayer = (L - 1) * D;
+    // torch: hn[-1] (one direction)
+    if (D === 1 && finalRow(cur) === lastLayer) return 'final';
+    // torch: torch.cat((hn[-2], hn[-1]), 1) (two directions)
+    if (p.opType === 'Concat' && D === 2 && [1, -1].includes(attrInt(p, 'axis', 0)) && (p.input ?? []).length === 2) {
+      if (finalRow(p.input![0]) === lastLayer && finalRow(p.input![1]) === lastLayer + 1) return 'final';
+    }
+    // exportOnnx: Reshape(Transpose(Y_h, [1, 0, 2]), [0, -1])
+    if (p.opType === 'Reshape') {
+      const t = g.producer.get(skipIdentity(g, p.input?.[0] ?? ''));
+      const shape = foldConstant(g, p.input?.[1] ?? '', 0);
+      if (t?.opType === 'Transpose' && sameInts(attrInts(t, 'perm'), [1, 0, 2]) && skipIdentity(g, t.input?.[0] ?? '') === last.output?.[1] && shape && sameInts(Array.from(shape.data), [0, -1])) return 'final';
+    }
+    // torch: out[:, -1] (out[-1] time-major): a Gather of the scalar index -1 along the time
+    // axis of the sequence the stack gives (batch-first: after its Transpose)
+    if (p.opType === 'Gather' && constIndex(p.input?.[1]) === -1 && foldConstant(g, p.input?.[1] ?? '', 0)!.dims.length === 0 && attrInt(p, 'axis', 0) === (batchFirst ? 1 : 0)) {
+      try {
+        return check(p.input?.[0] ?? '', `the head's input`) === 'sequence' ? 'last' : null;
+      } catch {
+        return null;
+      }
+    }
+    return null;
+  };
   let found: OnnxHead | null = null;
   for (const out of g.outputs) {
     const where = `graph output '${out}'`;
@@ -575,8 +642,18 @@ function checkOutputs(g: Graph, ordered: NodeProto[], D: number, batchFirst: boo
       continue;
     }
     if (found) throw formatError(`${where} is a second Linear head; one is understood`);
-    if (check(h.input, `${where}'s head input`) !== 'sequence') throw formatError(`${where}: the head must read the output sequence, not a state`);
-    found = { weight: h.weight, bias: h.bias, inFeatures: h.inFeatures, outFeatures: h.outFeatures };
+    const reads = perSequence(h.input) ?? ('sequence' as const);
+    if (reads === 'sequence') {
+      const readable = `${where}: the head must read the output sequence, its last step, or the last layer's final states (hn[-1] / Y_h)`;
+      let kind: 'sequence' | 'state';
+      try {
+        kind = check(h.input, `${where}'s head input`);
+      } catch (err) {
+        throw formatError(`${readable}; ${(err as Error).message.replace(/^ONNX: /, '')}`);
+      }
+      if (kind !== 'sequence') throw formatError(`${readable}, not another state`);
+    }
+    found = { weight: h.weight, bias: h.bias, inFeatures: h.inFeatures, outFeatures: h.outFeatures, reads };
   }
   return found;
 }
@@ -762,6 +839,8 @@ export interface ExportOnnxOptions {
 interface WithHead {
   lstm: LSTM;
   head: { weight: Float32Array; bias: Float32Array | null; inFeatures: number; outFeatures: number };
+  /** What the head reads (SequenceModel's outputMode); 'sequence' when absent. */
+  outputMode?: 'sequence' | 'last' | 'final';
 }
 
 function isWithHead(m: unknown): m is WithHead {
@@ -782,6 +861,14 @@ export function exportOnnx(model: LSTM | WithHead, opts?: ExportOnnxOptions): Ui
   const head = isWithHead(model) ? model.head : null;
   const lstm = isWithHead(model) ? model.lstm : model;
   if (!(lstm instanceof LSTM)) throw new LstmError('LSTM_OPTION', `exportOnnx: expected an LSTM or a SequenceModel, got ${describe(model)}`);
+  // A head per sequence reads the last layer's Y_h ('final'; 'last' too for one direction,
+  // where they are equal, lengths or not), or the output's last step ('last', two directions,
+  // which lengths would put at a different step in every row: not expressed).
+  const mode = isWithHead(model) ? (model.outputMode ?? 'sequence') : 'sequence';
+  const fromState = mode === 'final' || (mode === 'last' && lstm.config.numDirections === 1);
+  if (mode === 'last' && !fromState && options.lengths) {
+    throw new LstmError('LSTM_OPTION', "exportOnnx: a bidirectional model with outputMode 'last' exports without lengths only (its head reads the last step of each row); outputMode 'final' exports with them");
+  }
   const opset = options.opset ?? 14;
   if (!Number.isInteger(opset) || opset < 10 || opset > 21) throw new LstmError('LSTM_OPTION', `opset: expected an integer in 10..21, got ${describe(opset)}`);
   const c = lstm.config;
@@ -830,8 +917,10 @@ export function exportOnnx(model: LSTM | WithHead, opts?: ExportOnnxOptions): Ui
     x = 'input_time_major';
   }
   if (L > 1) int64Tensor('axis0', [0]);
-  if (D === 1 && opset >= 13) int64Tensor('axis1', [1]);
-  if (D === 2) int64Tensor('merge_directions', [0, 0, -1]);
+  // (the last layer's Y is converted only when a head does not read Y_h instead)
+  const yConverted = L > 1 || !fromState;
+  if (D === 1 && opset >= 13 && yConverted) int64Tensor('axis1', [1]);
+  if (D === 2 && yConverted) int64Tensor('merge_directions', [0, 0, -1]);
   const hn: string[] = [];
   const cn: string[] = [];
   for (let l = 0; l < L; l++) {
@@ -852,11 +941,18 @@ export function exportOnnx(model: LSTM | WithHead, opts?: ExportOnnxOptions): Ui
     const inputs = [x, `W_${l}`, `R_${l}`, t.B ? `B_${l}` : '', options.lengths ? 'lengths' : '', h0, c0];
     if (t.P) inputs.push(`P_${l}`);
     const [yh, yc] = L > 1 ? [`Y_h_${l}`, `Y_c_${l}`] : ['hn', 'cn'];
+    if (l === L - 1 && fromState) {
+      // The head reads Y_h; the last layer's Y is not needed.
+      node('LSTM', inputs, ['', yh, yc], lstmAttrs);
+      hn.push(yh);
+      cn.push(yc);
+      break;
+    }
     node('LSTM', inputs, [`Y_${l}`, yh, yc], lstmAttrs);
     hn.push(yh);
     cn.push(yc);
     // Y [T, D, B, H] -> [T, B, D*H]
-    const out = l === L - 1 && !c.batchFirst ? stackOut : `out_${l}`;
+    const out = l === L - 1 && !c.batchFirst && mode === 'sequence' ? stackOut : `out_${l}`;
     if (D === 1) {
       node('Squeeze', opset >= 13 ? [`Y_${l}`, 'axis1'] : [`Y_${l}`], [out], opset >= 13 ? [] : [ints('axes', [1])]);
     } else {
@@ -865,7 +961,20 @@ export function exportOnnx(model: LSTM | WithHead, opts?: ExportOnnxOptions): Ui
     }
     x = out;
   }
-  if (c.batchFirst) node('Transpose', [x], [stackOut], [ints('perm', [1, 0, 2])]);
+  if (fromState) {
+    // Y_h [D, B, H] -> [B, D*H]: both directions' final states side by side
+    int64Tensor('merge_final', [0, -1]);
+    node('Transpose', [hn[L - 1]], ['final_bdh'], [ints('perm', [1, 0, 2])]);
+    node('Reshape', ['final_bdh', 'merge_final'], [stackOut]);
+  } else if (mode === 'last') {
+    // the output's last step, as torch exports out[:, -1] (out[-1] time-major): a Gather of
+    // index -1 (a scalar, so the time axis goes) -> [B, D*H]
+    initializer.push({ name: 'last_step', dims: [], dataType: INT64, rawData: new Uint8Array(BigInt64Array.of(-1n).buffer) });
+    if (c.batchFirst) node('Transpose', [x], ['lstm_output_bf'], [ints('perm', [1, 0, 2])]);
+    node('Gather', [c.batchFirst ? 'lstm_output_bf' : x, 'last_step'], [stackOut], [int('axis', c.batchFirst ? 1 : 0)]);
+  } else if (c.batchFirst) {
+    node('Transpose', [x], [stackOut], [ints('perm', [1, 0, 2])]);
+  }
   if (head) {
     // output = stack output · Wᵀ (+ b): MatMul broadcasts over the leading axes.
     const F = head.inFeatures;
@@ -905,7 +1014,7 @@ export function exportOnnx(model: LSTM | WithHead, opts?: ExportOnnxOptions): Ui
       initializer,
       input: graphInputs,
       output: [
-        value('output', FLOAT, c.batchFirst ? ['batch', 'seq', outWidth] : ['seq', 'batch', outWidth]),
+        value('output', FLOAT, mode !== 'sequence' ? ['batch', outWidth] : c.batchFirst ? ['batch', 'seq', outWidth] : ['seq', 'batch', outWidth]),
         value('hn', FLOAT, [L * D, 'batch', Hout]),
         value('cn', FLOAT, [L * D, 'batch', H]),
       ],

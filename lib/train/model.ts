@@ -310,17 +310,28 @@ function schedulerPerBatch(options: FitOptions): boolean {
   return perBatch;
 }
 
-function checkFitData(d: FitData, name: string, loss: LossName): { N: number; T: number; I: number; O: number } {
+function checkFitData(d: FitData, name: string, loss: LossName, mode: OutputMode): { N: number; T: number; I: number; O: number } {
   if (d === null || typeof d !== 'object') throw new LstmError('LSTM_SHAPE', `${name}: expected { x, y, lengths? }, got ${describe(d)}`);
   const x = checkTensor(d.x, `${name}.x`);
   const y = checkTensor(d.y, `${name}.y`);
   if (x.shape.length !== 3) throw new LstmError('LSTM_SHAPE', `${name}.x: expected [N, T, I], got ${shapeStr(x.shape)}`);
   const [N, T, I] = x.shape;
   const classes = loss === 'crossEntropy';
-  const ok = !classes ? y.shape.length === 3 && y.shape[0] === N && y.shape[1] === T : y.shape.length === 2 && y.shape[0] === N && y.shape[1] === T;
-  if (!ok) throw new LstmError('LSTM_SHAPE', `${name}.y: expected ${!classes ? `[${N}, ${T}, O]` : `[${N}, ${T}] class indices`}, got ${shapeStr(y.shape)}`);
+  // Per step: y [N, T, O] or [N, T] classes; per sequence (outputMode 'last' / 'final'): [N, O] or [N].
+  const lead = mode === 'sequence' ? [N, T] : [N];
+  const want = classes ? lead : [...lead, -1];
+  const ok = y.shape.length === want.length && want.every((v, i) => v === -1 || y.shape[i] === v);
+  if (!ok) throw new LstmError('LSTM_SHAPE', `${name}.y: expected ${classes ? `${shapeStr(lead)} class indices` : `[${lead.join(', ')}, O]`}${mode === 'sequence' ? '' : ` (one target per sequence: outputMode '${mode}')`}, got ${shapeStr(y.shape)}`);
   if (d.lengths !== undefined && d.lengths.length !== N) throw new LstmError('LSTM_SHAPE', `${name}.lengths: expected ${N} entries, got ${d.lengths.length}`);
-  return { N, T, I, O: !classes ? y.shape[2] : 1 };
+  return { N, T, I, O: classes ? 1 : y.shape[y.shape.length - 1] };
+}
+
+/** The targets of samples idx: steps [t0, t1) of y [N, T, O] (per step), or y [N, O] rows (per sequence). */
+function gatherTargets(y: Float32Array, T: number, O: number, idx: number[], t0: number, t1: number, batchFirst: boolean, mode: OutputMode): Float32Array {
+  if (mode === 'sequence') return gather(y, T, O, idx, t0, t1, batchFirst);
+  const out = new Float32Array(idx.length * O);
+  idx.forEach((s, b) => out.set(y.subarray(s * O, (s + 1) * O), b * O));
+  return out;
 }
 
 /** Rows `idx` of a samples-first [N, T, F] array, time steps [t0, t1), in the model's layout. */
@@ -338,8 +349,19 @@ function gather(src: Float32Array, T: number, F: number, idx: number[], t0: numb
   return out;
 }
 
+/**
+ * What the head reads: 'sequence' (default) every step's output, a prediction per step;
+ * 'last' the output at each sequence's last (valid) step, one prediction per sequence, as
+ * PyTorch's fc(out[:, -1]) (with lengths: out[lengths - 1]); 'final' the last layer's final
+ * hidden states, both directions side by side, as fc(hn[-1]) or fc(torch.cat((hn[-2],
+ * hn[-1]), 1)) for a bidirectional one, and Keras' return_sequences=False. 'last' and
+ * 'final' are the same for a one-direction model.
+ */
+export type OutputMode = 'sequence' | 'last' | 'final';
+
 export interface SequenceModelOptions extends LSTMOptions {
   outputSize: number;
+  outputMode?: OutputMode;
 }
 
 export interface TrainStepOptions extends ForwardOptions {
@@ -348,16 +370,18 @@ export interface TrainStepOptions extends ForwardOptions {
   clipGradNorm?: number;
 }
 
-/** LSTM stack + Linear head on every step. */
+/** LSTM stack + Linear head on every step, or on each sequence's end (outputMode). */
 export class SequenceModel {
   readonly lstm: LSTM;
   readonly head: Linear;
+  readonly outputMode: OutputMode;
   private readonly grads = new Map<string, Float32Array>();
   private params: Parameter[] | null = null;
 
   constructor(options: SequenceModelOptions) {
     if (options === null || typeof options !== 'object') throw new LstmError('LSTM_OPTION', `options: expected an object, got ${describe(options)}`);
-    const { outputSize, ...lstmOptions } = options;
+    const { outputSize, outputMode, ...lstmOptions } = options;
+    this.outputMode = checkEnum(outputMode, 'outputMode', ['sequence', 'last', 'final'] as const, 'sequence');
     this.lstm = new LSTM(lstmOptions);
     this.head = new Linear({ inFeatures: this.lstm.config.numDirections * this.lstm.config.outSize, outFeatures: outputSize, seed: lstmOptions.seed === undefined ? undefined : lstmOptions.seed + 1 });
   }
@@ -365,11 +389,13 @@ export class SequenceModel {
   /**
    * A model from an ONNX file of an LSTM stack with a Linear head on its output sequence,
    * as torch.onnx.export writes nn.LSTM followed by nn.Linear (MatMul, then Add) and as
-   * exportOnnx writes a SequenceModel. forward then gives the file's output.
+   * exportOnnx writes a SequenceModel, or on each sequence's end (outputMode 'last' for
+   * fc(out[:, -1]), 'final' for fc(hn[-1]) and fc(torch.cat((hn[-2], hn[-1]), 1)): a Gather
+   * of the last step or of Y_h's last rows, then Gemm). forward then gives the file's output.
    */
   static fromOnnx(bytes: Uint8Array, options: { backend?: BackendChoice } = {}): SequenceModel {
     const { lstm, head } = loadOnnxWithHead(bytes, options);
-    return SequenceModel.withHead(lstm, head, options.backend);
+    return SequenceModel.withHead(lstm, head, options.backend, head.reads);
   }
 
   /**
@@ -378,7 +404,7 @@ export class SequenceModel {
    */
   static fromTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, options: TfjsOptions = {}): SequenceModel {
     const { lstm, head } = fromTfjsWithHead(modelJson, weightData, options);
-    return SequenceModel.withHead(lstm, head, options.backend);
+    return SequenceModel.withHead(lstm, head, options.backend, head.perSequence ? 'final' : 'sequence');
   }
 
   /**
@@ -386,9 +412,11 @@ export class SequenceModel {
    * state dict, a checkpoint, the model saved whole or a TorchScript archive (see loadTorch).
    * The LSTM and the head are found by their names and shapes (or give their prefixes,
    * e.g. { lstm: 'rnn.', head: 'fc.' }). batchFirst comes from a model saved whole, else from
-   * options (default false: a state dict does not record it).
+   * options (default false: a state dict does not record it). The file does not say which
+   * outputs the head reads (that is the module's forward code): outputMode says it, e.g.
+   * 'last' for fc(out[:, -1]) (default 'sequence').
    */
-  static fromTorch(bytes: Uint8Array, options: { lstm?: string; head?: string; batchFirst?: boolean; backend?: BackendChoice } = {}): SequenceModel {
+  static fromTorch(bytes: Uint8Array, options: { lstm?: string; head?: string; batchFirst?: boolean; outputMode?: OutputMode; backend?: BackendChoice } = {}): SequenceModel {
     if (options === null || typeof options !== 'object') throw new LstmError('LSTM_OPTION', `fromTorch options: expected an object, got ${describe(options)}`);
     for (const k of ['lstm', 'head'] as const) {
       if (options[k] !== undefined && typeof options[k] !== 'string') throw new LstmError('LSTM_OPTION', `${k}: expected a name prefix such as 'rnn.', got ${describe(options[k])}`);
@@ -418,7 +446,7 @@ export class SequenceModel {
     if (!hw || hw.shape.length !== 2) throw new LstmError('LSTM_WEIGHTS', `fromTorch: no 2-D '${head}weight' for the head`);
     const saved = values[`${lstm}batch_first`];
     const batchFirst = options.batchFirst ?? (typeof saved === 'boolean' ? saved : false);
-    const model = new SequenceModel({ ...lstmOptions, batchFirst, outputSize: hw.shape[0], backend: options.backend ?? 'auto' });
+    const model = new SequenceModel({ ...lstmOptions, batchFirst, outputSize: hw.shape[0], outputMode: options.outputMode, backend: options.backend ?? 'auto' });
     // nn.Linear(bias=False): a zero bias gives the same outputs
     const bias = tensors[`${head}bias`] ?? { data: new Float32Array(hw.shape[0]), shape: [hw.shape[0]] };
     try {
@@ -430,9 +458,9 @@ export class SequenceModel {
   }
 
   /** A SequenceModel holding `lstm`'s weights (then disposed) and the given head. */
-  private static withHead(lstm: LSTM, head: { weight: Float32Array; bias: Float32Array | null; outFeatures: number }, backend: BackendChoice | undefined): SequenceModel {
+  private static withHead(lstm: LSTM, head: { weight: Float32Array; bias: Float32Array | null; outFeatures: number }, backend: BackendChoice | undefined, outputMode: OutputMode = 'sequence'): SequenceModel {
     try {
-      const model = new SequenceModel({ ...optionsOf(lstm), outputSize: head.outFeatures, backend: backend ?? 'auto' });
+      const model = new SequenceModel({ ...optionsOf(lstm), outputSize: head.outFeatures, outputMode, backend: backend ?? 'auto' });
       model.lstm.loadStateDict(lstm.stateDict());
       model.head.weight.set(head.weight);
       // A head without a bias (Linear(bias=False), Dense(use_bias=False)) keeps a zero one: the same outputs.
@@ -496,12 +524,16 @@ export class SequenceModel {
     return this;
   }
 
-  /** Predictions on every step: [T, B, outputSize] (or batch-first / unbatched like the LSTM). */
+  /**
+   * Predictions on every step: [T, B, outputSize] (or batch-first / unbatched like the
+   * LSTM); with outputMode 'last' or 'final', one per sequence: [B, outputSize] ([outputSize]
+   * unbatched).
+   */
   forward(x: Tensor, options: ForwardOptions = {}): { output: Tensor; hn: Tensor; cn: Tensor } {
     // out would receive the LSTM's output, not the predictions returned.
     rejectOut(options, 'SequenceModel.forward');
     const r = this.lstm.forward(x, options);
-    return { output: this.head.forward(r.output), hn: r.hn, cn: r.cn };
+    return { output: this.head.forward(this.headInput(r, options.lengths).features), hn: r.hn, cn: r.cn };
   }
 
   /**
@@ -510,8 +542,52 @@ export class SequenceModel {
    */
   async forwardAsync(x: Tensor, options: ForwardOptions = {}): Promise<{ output: Tensor; hn: Tensor; cn: Tensor }> {
     rejectOut(options, 'SequenceModel.forwardAsync');
+    const lengths = options?.lengths;
     const r = await this.lstm.forwardAsync(x, options);
-    return { output: this.head.forward(r.output), hn: r.hn, cn: r.cn };
+    return { output: this.head.forward(this.headInput(r, lengths).features), hn: r.hn, cn: r.cn };
+  }
+
+  /**
+   * What the head reads from a run (outputMode): the output itself, or per sequence the
+   * output at its last valid step ('last') or the last layer's final states ('final'), as
+   * [B, F] ([F] unbatched); with `scatter`, which puts a gradient of those features back
+   * where they came from, as backward's upstream.
+   */
+  private headInput(r: { output: Tensor; hn: Tensor }, lengthsArg: LengthsLike | undefined): { features: Tensor; scatter: (d: Float32Array) => { output?: Tensor; hn?: Tensor } } {
+    if (this.outputMode === 'sequence') return { features: r.output, scatter: (d) => ({ output: { data: d, shape: r.output.shape } }) };
+    const c = this.lstm.config;
+    const F = c.numDirections * c.outSize;
+    const unbatched = r.output.shape.length === 2;
+    const bf = c.batchFirst && !unbatched;
+    const T = unbatched || !bf ? r.output.shape[0] : r.output.shape[1];
+    const B = unbatched ? 1 : bf ? r.output.shape[0] : r.output.shape[1];
+    const shape = unbatched ? [F] : [B, F];
+    // Offsets of the B feature rows in the output ('last') or, per direction, in hn ('final').
+    const rows: number[] = [];
+    if (this.outputMode === 'last') {
+      const lengths = toLengths(lengthsArg, B);
+      for (let b = 0; b < B; b++) {
+        const t = (lengths ? lengths[b] : T) - 1;
+        if (!(t >= 0 && t < T)) throw new LstmError('LSTM_SHAPE', `lengths[${b}]: expected an integer in 1..${T}, got ${lengths![b]}`);
+        rows.push((bf ? b * T + t : t * B + b) * F);
+      }
+    } else {
+      const D = c.numDirections;
+      const H = c.outSize;
+      for (let b = 0; b < B; b++) for (let d = 0; d < D; d++) rows.push((((c.numLayers - 1) * D + d) * B + b) * H);
+    }
+    const width = this.outputMode === 'last' ? F : c.outSize;
+    const source = this.outputMode === 'last' ? r.output : r.hn;
+    const features = new Float32Array(B * F);
+    rows.forEach((at, i) => features.set(source.data.subarray(at, at + width), i * width));
+    return {
+      features: { data: features, shape },
+      scatter: (d) => {
+        const up = new Float32Array(source.data.length);
+        rows.forEach((at, i) => up.set(d.subarray(i * width, (i + 1) * width), at));
+        return this.outputMode === 'last' ? { output: { data: up, shape: source.shape } } : { hn: { data: up, shape: source.shape } };
+      },
+    };
   }
 
   /** Free the LSTM's engine memory (native or wasm) now; later calls are LSTM_DISPOSED. */
@@ -529,12 +605,14 @@ export class SequenceModel {
     if (!options || !options.optimizer) throw new LstmError('LSTM_OPTION', 'trainStep: options.optimizer is required');
     const params = this.parameters();
     const run = this.lstm.forwardTrain(x, options);
-    const pred = this.head.forward(run.output);
-    const lossOpts = { lengths: options.lengths, batchFirst: this.lstm.config.batchFirst };
+    const input = this.headInput(run, options.lengths);
+    const pred = this.head.forward(input.features);
+    // Per sequence, every prediction counts; per step, those within each length.
+    const lossOpts = this.outputMode === 'sequence' ? { lengths: options.lengths, batchFirst: this.lstm.config.batchFirst } : {};
     const { loss, grad } = lossOf(lossName(options.loss), pred, target, lossOpts);
     for (const p of params) p.grad.fill(0);
-    const dOut = this.head.backward(run.output.data, grad, this.grads.get('head.weight')!, this.grads.get('head.bias') ?? null);
-    const g = run.backward({ output: { data: dOut, shape: run.output.shape } });
+    const dFeatures = this.head.backward(input.features.data, grad, this.grads.get('head.weight')!, this.grads.get('head.bias') ?? null);
+    const g = run.backward(input.scatter(dFeatures));
     for (const [name, t] of Object.entries(g.params)) this.grads.get(`lstm.${name}`)!.set(t.data);
     if (options.clipGradNorm !== undefined) clipGradNorm(params, options.clipGradNorm);
     options.optimizer.step();
@@ -567,13 +645,15 @@ export class SequenceModel {
     if (options === null || typeof options !== 'object') throw new LstmError('LSTM_OPTION', `forecast options: expected { h0?, c0? }, got ${describe(options)}`);
     const r = this.forward(x, { h0: options.h0, c0: options.c0 }); // checks x and the states
     const shape = r.output.shape;
-    const unbatched = shape.length === 2;
+    const perStep = this.outputMode === 'sequence';
+    const unbatched = perStep ? shape.length === 2 : shape.length === 1;
     const bf = c.batchFirst && !unbatched;
-    const T = bf ? shape[1] : shape[0];
-    const B = unbatched ? 1 : bf ? shape[0] : shape[1];
+    const T = perStep ? (bf ? shape[1] : shape[0]) : 1;
+    const B = unbatched ? 1 : perStep && !bf ? shape[1] : shape[0];
     shapeSize([horizon, B, O], 'forecast output'); // at most MAX_ELEMENTS, as every tensor
     const out = new Float32Array(horizon * B * O); // [horizon, B, O]
     for (let b = 0; b < B; b++) {
+      // the prediction after the context: its last step's ('last', 'final': the only one)
       const row = bf ? b * T + (T - 1) : (T - 1) * B + b;
       out.set(r.output.data.subarray(row * O, (row + 1) * O), b * O);
     }
@@ -596,7 +676,7 @@ export class SequenceModel {
   /** The mean loss over a data set, without training. */
   evaluate(data: FitData, options: { loss?: LossName; batchSize?: number } = {}): number {
     const loss = lossName(options.loss);
-    const { N, T, I, O } = checkFitData(data, 'data', loss);
+    const { N, T, I, O } = checkFitData(data, 'data', loss, this.outputMode);
     const bf = this.lstm.config.batchFirst;
     const batch = options.batchSize ?? 64;
     let total = 0;
@@ -607,8 +687,8 @@ export class SequenceModel {
       const x = { data: gather(data.x.data, T, I, idx, 0, T, bf), shape: bf ? [B, T, I] : [T, B, I] };
       const lengths = data.lengths ? idx.map((i) => data.lengths![i]) : undefined;
       const pred = this.forward(x, { lengths }).output;
-      const y = gather(data.y.data, T, O, idx, 0, T, bf);
-      const r = lossOf(loss, pred, loss === 'crossEntropy' ? y : { data: y, shape: pred.shape }, { lengths, batchFirst: bf });
+      const y = gatherTargets(data.y.data, T, O, idx, 0, T, bf, this.outputMode);
+      const r = lossOf(loss, pred, loss === 'crossEntropy' ? y : { data: y, shape: pred.shape }, this.outputMode === 'sequence' ? { lengths, batchFirst: bf } : {});
       total += r.loss * B;
       weight += B;
     }
@@ -630,8 +710,8 @@ export class SequenceModel {
       return this.fitOnWorker(data, options);
     }
     const loss = lossName(options.loss);
-    const { N, T, I, O } = checkFitData(data, 'data', loss);
-    if (options.validation) checkFitData(options.validation, 'validation', loss);
+    const { N, T, I, O } = checkFitData(data, 'data', loss, this.outputMode);
+    if (options.validation) checkFitData(options.validation, 'validation', loss, this.outputMode);
     const early = earlyStoppingOf(options.earlyStopping);
     const perBatch = schedulerPerBatch(options);
     const { scheduler } = options;
@@ -644,6 +724,7 @@ export class SequenceModel {
     }
     if (options.tbptt !== undefined && data.lengths) throw new LstmError('LSTM_OPTION', 'tbptt: truncated BPTT with per-sample lengths is not supported; pad or split the sequences instead');
     if (options.tbptt !== undefined && this.lstm.config.numDirections === 2) throw new LstmError('LSTM_OPTION', 'tbptt: a bidirectional LSTM cannot carry its state across windows');
+    if (options.tbptt !== undefined && this.outputMode !== 'sequence') throw new LstmError('LSTM_OPTION', `tbptt: with outputMode '${this.outputMode}' only the last window has a target`);
     const bf = this.lstm.config.batchFirst;
     const rng = new Rng(options.seed ?? randomSeed());
     const order = Array.from({ length: N }, (_, i) => i);
@@ -674,8 +755,9 @@ export class SequenceModel {
           const t1 = Math.min(T, t0 + window);
           const n = t1 - t0;
           const x = { data: gather(data.x.data, T, I, idx, t0, t1, bf), shape: bf ? [B, n, I] : [n, B, I] };
-          const yData = gather(data.y.data, T, O, idx, t0, t1, bf);
-          const y = { data: yData, shape: loss !== 'crossEntropy' ? (bf ? [B, n, O] : [n, B, O]) : bf ? [B, n] : [n, B] };
+          const yData = gatherTargets(data.y.data, T, O, idx, t0, t1, bf, this.outputMode);
+          const perStep = this.outputMode === 'sequence';
+          const y = { data: yData, shape: loss !== 'crossEntropy' ? (!perStep ? [B, O] : bf ? [B, n, O] : [n, B, O]) : !perStep ? [B] : bf ? [B, n] : [n, B] };
           const r = this.trainStepState(x, y, { optimizer: options.optimizer, loss, clipGradNorm: options.clipGradNorm, lengths, h0, c0 });
           stepLoss += r.loss;
           windows++;
@@ -720,14 +802,14 @@ export class SequenceModel {
   private fitOnWorker(data: FitData, options: FitOptions): Promise<FitResult> {
     const loss = lossName(options.loss);
     // Everything the worker would reject is rejected here, with the same errors.
-    checkFitData(data, 'data', loss);
-    if (options.validation) checkFitData(options.validation, 'validation', loss);
+    checkFitData(data, 'data', loss, this.outputMode);
+    if (options.validation) checkFitData(options.validation, 'validation', loss, this.outputMode);
     const early = earlyStoppingOf(options.earlyStopping);
     schedulerPerBatch(options);
     if (options.signal?.aborted) return Promise.resolve({ history: [], aborted: true, ...(early ? { stoppedEarly: false, bestEpoch: 0 } : {}) });
     const { optimizer, scheduler, onProgress, signal, worker: _worker, ...fit } = options;
     const job: FitWorkerData = {
-      options: { ...optionsOf(this.lstm), outputSize: this.head.outFeatures, backend: 'native', threads: this.lstm.config.threads },
+      options: { ...optionsOf(this.lstm), outputSize: this.head.outFeatures, outputMode: this.outputMode, backend: 'native', threads: this.lstm.config.threads },
       checkpoint: this.saveCheckpoint(optimizer),
       optimizer: optimizer.config,
       scheduler: scheduler ? { config: scheduler.config, state: scheduler.state() } : undefined,
