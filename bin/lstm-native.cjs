@@ -28,8 +28,10 @@ commands:
         [--loss mse|l1|huber|bceWithLogits|crossEntropy]
         [--schedule none|cosine|plateau|onecycle] [--warmup N] [--patience 10] [--early-stop N]
         [--classes K] [--tbptt N] [--val 0.1] [--seed N] [--resume checkpoint.safetensors]
+        [--output-mode sequence|last|final]
                  train an LSTM + linear head (SequenceModel) on x [N, T, I] and y [N, T, O]
                  (mse, l1, huber, bceWithLogits) or [N, T] class indices (crossEntropy),
+                 or with --output-mode last|final one target per sequence, y [N, O] or [N],
                  optional lengths [N]; shows a progress bar; writes a checkpoint (model +
                  optimizer, options in its metadata). Ctrl-C stops after the current step and still writes it.
                  --schedule cosine anneals the rate to 0 over the epochs (CosineAnnealingLR);
@@ -165,6 +167,10 @@ async function train(args) {
   const schedule = v.schedule ?? 'none';
   if (!['none', 'cosine', 'plateau', 'onecycle'].includes(schedule)) throw new UsageError(`--schedule: expected none, cosine, plateau or onecycle, got '${schedule}'`);
 
+  const outputMode = v['output-mode'] ?? 'sequence';
+  if (!['sequence', 'last', 'final'].includes(outputMode)) throw new UsageError(`--output-mode: expected sequence, last or final, got '${outputMode}'`);
+  if (outputMode !== 'sequence' && v.tbptt !== undefined) throw new UsageError('--tbptt: with --output-mode last or final only the last window would have a target');
+
   const { tensors } = loadSafetensors(new Uint8Array(fs.readFileSync(input)));
   const { x, y } = tensors;
   if (!x || !y) throw new LstmError('LSTM_FORMAT', `${input}: expected tensors 'x' [N, T, I] and 'y'`);
@@ -172,8 +178,9 @@ async function train(args) {
   const [N, T, I] = x.shape;
   let outputSize;
   if (loss !== 'crossEntropy') {
-    if (y.shape.length !== 3) throw new LstmError('LSTM_SHAPE', `y: expected [N, T, O] for ${loss}, got [${y.shape.join(', ')}]`);
-    outputSize = y.shape[2];
+    const want = outputMode === 'sequence' ? 3 : 2;
+    if (y.shape.length !== want) throw new LstmError('LSTM_SHAPE', `y: expected ${want === 3 ? '[N, T, O]' : `[N, O] (one target per sequence: --output-mode ${outputMode})`} for ${loss}, got [${y.shape.join(', ')}]`);
+    outputSize = y.shape[want - 1];
   } else {
     let max = 0;
     for (const c of y.data) max = Math.max(max, c);
@@ -187,7 +194,7 @@ async function train(args) {
   const validation = nVal > 0 ? split(N - nVal, N) : undefined;
 
   const seed = v.seed === undefined ? undefined : int('seed', 0, 0);
-  const model = new SequenceModel({ inputSize: I, hiddenSize: int('hidden', 32), numLayers: int('layers', 1), dropout: num('dropout', 0, 0, 0.95), outputSize, batchFirst: true, seed });
+  const model = new SequenceModel({ inputSize: I, hiddenSize: int('hidden', 32), numLayers: int('layers', 1), dropout: num('dropout', 0, 0, 0.95), outputSize, outputMode, batchFirst: true, seed });
   const lr = num('lr', ['sgd', 'rmsprop', 'adagrad'].includes(optName) ? 0.01 : 1e-3, 0, 10);
   const Opt = { adam: Adam, adamw: AdamW, sgd: SGD, rmsprop: RMSprop, adagrad: Adagrad }[optName];
   const optimizer = new Opt(model.parameters(), { lr });
@@ -247,7 +254,7 @@ async function train(args) {
     },
   });
   process.removeListener('SIGINT', onSigint);
-  const meta = { options: JSON.stringify({ inputSize: I, hiddenSize: model.lstm.hiddenSize, numLayers: model.lstm.numLayers, dropout: model.lstm.config.dropout || undefined, outputSize, batchFirst: true }), loss, epochs: String(result.history.length) };
+  const meta = { options: JSON.stringify({ inputSize: I, hiddenSize: model.lstm.hiddenSize, numLayers: model.lstm.numLayers, dropout: model.lstm.config.dropout || undefined, outputSize, outputMode: outputMode === 'sequence' ? undefined : outputMode, batchFirst: true }), loss, epochs: String(result.history.length) };
   const bytes = model.saveCheckpoint(optimizer, meta);
   fs.writeFileSync(output, bytes);
   // the epoch whose weights it wrote: the best one when it stopped early
@@ -293,7 +300,7 @@ async function main(argv) {
         const args = parseArgs({
           args: rest,
           allowPositionals: true,
-          options: { hidden: str, layers: str, dropout: str, epochs: str, batch: str, lr: str, optimizer: str, loss: str, schedule: str, warmup: str, patience: str, 'early-stop': str, classes: str, tbptt: str, val: str, seed: str, resume: str },
+          options: { hidden: str, layers: str, dropout: str, epochs: str, batch: str, lr: str, optimizer: str, loss: str, schedule: str, warmup: str, patience: str, 'output-mode': str, 'early-stop': str, classes: str, tbptt: str, val: str, seed: str, resume: str },
         });
         return await train(args);
       }

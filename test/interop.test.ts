@@ -573,6 +573,28 @@ describe('command line', () => {
     const [, ran, best] = /after (\d+) epoch\(s\) \(stopped early; kept epoch (\d+)/.exec(re.stdout)!.map(Number);
     expect(ran).toBe(best + 2);
     expect(run('train', data, cosine, '--early-stop', '0').stderr).toMatch(/--early-stop: expected an integer >= 1, got '0'/);
+    // --output-mode last: one class per sequence (the sign of its sum), y [N]; the checkpoint's
+    // options make the same model again
+    const rand = mulberry32(21);
+    const seqX = new Float32Array(60 * 6);
+    const seqY = new Float32Array(60);
+    for (let n = 0; n < 60; n++) {
+      let sum = 0;
+      for (let t = 0; t < 6; t++) sum += seqX[n * 6 + t] = rand() * 2 - 1;
+      seqY[n] = sum > 0 ? 1 : 0;
+    }
+    const seqData = path.join(dir, 'sign.safetensors');
+    writeFileSync(seqData, saveSafetensors({ x: { data: seqX, shape: [60, 6, 1] }, y: { data: seqY, shape: [60] } }));
+    const signOut = path.join(dir, 'sign-model.safetensors');
+    const rs = run('train', seqData, signOut, '--epochs', '2', '--hidden', '8', '--loss', 'crossEntropy', '--output-mode', 'last', '--seed', '4');
+    expect(rs.status, rs.stderr).toBe(0);
+    const sm = new lib.SequenceModel(JSON.parse(loadSafetensors(readFileSync(signOut)).metadata.options));
+    expect(sm.outputMode).toBe('last');
+    sm.loadCheckpoint(readFileSync(signOut));
+    expect(sm.forward({ data: seqX, shape: [60, 6, 1] }).output.shape).toEqual([60, 2]);
+    expect(run('train', seqData, signOut, '--output-mode', 'first').stderr).toMatch(/--output-mode: expected sequence, last or final, got 'first'/);
+    expect(run('train', seqData, signOut, '--output-mode', 'final', '--loss', 'mse').stderr).toMatch(/y: expected \[N, O\] \(one target per sequence: --output-mode final\) for mse, got \[60\]/);
+    expect(run('train', seqData, signOut, '--output-mode', 'final', '--tbptt', '2').status).toBe(2);
     // Usage errors exit 2 and say which flag; a data file without x/y exits 1.
     const bad = run('train', data, out, '--loss', 'hinge');
     expect(bad.status).toBe(2);
