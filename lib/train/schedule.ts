@@ -660,12 +660,13 @@ export class SequentialLR extends LRScheduler {
   }
 }
 
-const BUILTIN = [StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, LinearLR, ConstantLR, PolynomialLR, CosineAnnealingWarmRestarts, OneCycleLR, ReduceLROnPlateau];
+// The schedulers schedulerFromConfig makes, by their config's name.
+const BUILTIN = { StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, LinearLR, ConstantLR, PolynomialLR, CosineAnnealingWarmRestarts, OneCycleLR, ReduceLROnPlateau };
 
 /** One of the schedulers above (not a subclass), or a SequentialLR of them: schedulerFromConfig makes it again, so fit can move it to a worker. */
 export function isBuiltinScheduler(s: LRScheduler): boolean {
   if (s.constructor === SequentialLR) return (s as SequentialLR).schedulers.every(isBuiltinScheduler);
-  return BUILTIN.some((C) => s.constructor === C);
+  return Object.values(BUILTIN).some((C) => s.constructor === C);
 }
 
 /**
@@ -687,33 +688,12 @@ export function schedulerFromConfig(optimizer: Optimizer, config: { name: string
 
 function make(optimizer: Optimizer, config: { name: string } & Record<string, unknown>): LRScheduler {
   const { name, ...o } = config ?? ({} as never);
-  switch (name) {
-    case 'StepLR':
-      return new StepLR(optimizer, o as never);
-    case 'MultiStepLR':
-      return new MultiStepLR(optimizer, o as never);
-    case 'ExponentialLR':
-      return new ExponentialLR(optimizer, o as never);
-    case 'CosineAnnealingLR':
-      return new CosineAnnealingLR(optimizer, o as never);
-    case 'LinearLR':
-      return new LinearLR(optimizer, o as never);
-    case 'ConstantLR':
-      return new ConstantLR(optimizer, o as never);
-    case 'PolynomialLR':
-      return new PolynomialLR(optimizer, o as never);
-    case 'CosineAnnealingWarmRestarts':
-      return new CosineAnnealingWarmRestarts(optimizer, o as never);
-    case 'OneCycleLR':
-      return new OneCycleLR(optimizer, o as never);
-    case 'ReduceLROnPlateau':
-      return new ReduceLROnPlateau(optimizer, o as never);
-    case 'SequentialLR': {
-      const kids = o.schedulers;
-      if (!Array.isArray(kids)) throw optErr(`SequentialLR: expected schedulers' configs, got ${describe(kids)}`);
-      return new SequentialLR(optimizer, { schedulers: kids.map((k) => make(optimizer, k)), milestones: o.milestones as number[] });
-    }
-    default:
-      throw optErr(`scheduler: unknown kind ${describe(name)}`);
+  if (name === 'SequentialLR') {
+    const kids = o.schedulers;
+    if (!Array.isArray(kids)) throw optErr(`SequentialLR: expected schedulers' configs, got ${describe(kids)}`);
+    return new SequentialLR(optimizer, { schedulers: kids.map((k) => make(optimizer, k)), milestones: o.milestones as number[] });
   }
+  const Kind = typeof name === 'string' && Object.hasOwn(BUILTIN, name) ? BUILTIN[name as keyof typeof BUILTIN] : undefined;
+  if (!Kind) throw optErr(`scheduler: unknown kind ${describe(name)}`);
+  return new Kind(optimizer, o as never);
 }
