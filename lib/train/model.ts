@@ -1,5 +1,6 @@
 // Layers, losses and a sequence model that trains in-process: an LSTM stack with a
-// Linear head on every step, PyTorch state-dict names (lstm.*, head.weight, head.bias).
+// Linear head on every step or on each sequence's end (outputMode), PyTorch state-dict
+// names (lstm.*, head.weight, head.bias).
 import { checkBool, checkEnum, type BackendChoice, type LSTMOptions } from '../config.js';
 import { LstmError, type LstmErrorCode, describe, isErrorCode } from '../errors.js';
 import { loadOnnxWithHead } from '../io/onnx.js';
