@@ -86,11 +86,8 @@ function loadModel(file, prefix, stackOnly, layers) {
     lstm.loadStateDict(tensors, { prefix });
     return { lstm, source: 'torch.save (options inferred from PyTorch names)' };
   }
-  const { tensors, metadata } = loadSafetensors(bytes);
-  const stored = metadata.format === 'lstm-native/1' && metadata.options ? JSON.parse(metadata.options) : null;
-  const options = stored ?? inferOptions(tensors, { prefix });
-  const lstm = new LSTM({ ...options, backend: 'js' });
-  lstm.loadStateDict(tensors, { prefix });
+  const stored = loadSafetensors(bytes).metadata.format === 'lstm-native/1';
+  const lstm = LSTM.fromSafetensors(bytes, { prefix, backend: 'js' });
   return { lstm, source: stored ? 'safetensors (lstm-native metadata)' : 'safetensors (options inferred from PyTorch names)' };
 }
 
@@ -100,12 +97,12 @@ function convert(args) {
   const from = kindOf(input);
   const to = kindOf(output);
   if (from === to) throw new UsageError(`convert: '${input}' and '${output}' are both ${from}`);
-  const { saveSafetensors, saveTorch, exportOnnx, optionsOf } = lib();
+  const { saveTorch, exportOnnx } = lib();
   if (to === 'tfjs') throw new UsageError('convert: writing TensorFlow.js models is not supported; write .onnx or .safetensors');
   const { lstm } = loadModel(input, args.values.prefix, Boolean(args.values['stack-only']), args.values.layers);
   let bytes;
   if (to === 'safetensors') {
-    bytes = saveSafetensors(lstm.stateDict(), { format: 'lstm-native/1', options: JSON.stringify(optionsOf(lstm)) });
+    bytes = lstm.toSafetensors();
   } else if (to === 'torch') {
     bytes = saveTorch(lstm.stateDict()); // torch.load gives the state dict (options are not kept)
   } else {

@@ -2,7 +2,7 @@
 import type { Activation, BackendChoice, LSTMOptions } from './config.js';
 import { LstmError, describe, optionsArg } from './errors.js';
 import { LSTM } from './lstm.js';
-import { DTYPE_SIZE, decodeTensorBytes, type Dtype } from './io/safetensors.js';
+import { DTYPE_SIZE, decodeTensorBytes, loadSafetensors, saveSafetensors, type Dtype } from './io/safetensors.js';
 import { MAX_ELEMENTS, checkTensor, shapeStr, transpose2d, type Tensor } from './tensor.js';
 
 export interface KerasWeights {
@@ -211,6 +211,60 @@ export function optionsOf(lstm: LSTM): LSTMOptions {
     coupledInputForget: c.coupledInputForget,
     dropout: c.dropout > 0 ? c.dropout : undefined,
   };
+}
+
+// ---------------------------------------------------------------- model files
+
+/** The safetensors metadata format of a model file: PyTorch-named weights, the options beside them. */
+export const MODEL_FORMAT = 'lstm-native/1';
+
+/** The LSTM options a model file's metadata holds (MODEL_FORMAT), or null if it holds none. */
+export function storedOptions(metadata: Record<string, string>, key = 'options'): Record<string, unknown> | null {
+  if (metadata.format !== MODEL_FORMAT || metadata[key] === undefined) return null;
+  let stored: unknown;
+  try {
+    stored = JSON.parse(metadata[key]);
+  } catch {
+    throw new LstmError('LSTM_FORMAT', `the file's ${key} metadata is not JSON`);
+  }
+  if (stored === null || typeof stored !== 'object' || Array.isArray(stored)) throw new LstmError('LSTM_FORMAT', `the file's ${key} metadata is not an object: ${describe(stored)}`);
+  // Where it runs is the caller's choice, not the file's.
+  const { backend: _backend, threads: _threads, ...rest } = stored as Record<string, unknown>;
+  return rest;
+}
+
+/** new Model(options), a file's options: what they get wrong is the file's fault (LSTM_FORMAT). */
+export function fromStoredOptions<T>(make: () => T): T {
+  try {
+    return make();
+  } catch (err) {
+    if (err instanceof LstmError && err.code === 'LSTM_OPTION') throw new LstmError('LSTM_FORMAT', `the file's options: ${err.message}`);
+    throw err;
+  }
+}
+
+/**
+ * An LSTM from a safetensors file: its options from the metadata toSafetensors (and the
+ * command line) write, else inferred from PyTorch's names (a file of safetensors.torch's
+ * save_file(lstm.state_dict()), under `prefix`); then its weights.
+ */
+export function lstmFromSafetensors(bytes: Uint8Array, opts?: { prefix?: string; strict?: boolean; backend?: BackendChoice }): LSTM {
+  const o = optionsArg(opts, 'fromSafetensors options') as { prefix?: string; strict?: boolean; backend?: BackendChoice };
+  const { tensors, metadata } = loadSafetensors(bytes);
+  const stored = storedOptions(metadata);
+  const options = stored ?? inferOptions(tensors, { prefix: o.prefix });
+  const lstm = fromStoredOptions(() => new LSTM({ ...(options as LSTMOptions), backend: o.backend ?? 'auto' }));
+  try {
+    return lstm.loadStateDict(tensors, { prefix: o.prefix, strict: o.strict });
+  } catch (err) {
+    lstm.dispose();
+    throw err;
+  }
+}
+
+/** The LSTM as a model file: its weights under PyTorch's names, its options in the metadata. */
+export function lstmToSafetensors(lstm: LSTM, metadata: Record<string, string> = {}): Uint8Array {
+  return saveSafetensors(lstm.stateDict(), { ...metadata, format: MODEL_FORMAT, options: JSON.stringify(optionsOf(lstm)) });
 }
 
 // ---------------------------------------------------------------- TensorFlow.js model.json

@@ -8,7 +8,7 @@ import {
 } from './config.js';
 import { PEEPHOLE_KIND, type Engine, type EngineLayer, type LayerDesc, type StackResult, type StackRun } from './engine.js';
 import { LstmError, describe, optionsArg } from './errors.js';
-import { fromKeras as kerasToLstm, fromTfjs as tfjsToLstm, type KerasLayerWeights, type KerasOptions, type TfjsOptions } from './interop.js';
+import { fromKeras as kerasToLstm, fromTfjs as tfjsToLstm, lstmFromSafetensors, lstmToSafetensors, type KerasLayerWeights, type KerasOptions, type TfjsOptions } from './interop.js';
 import { activationsFromOnnx, onnxToStateDict } from './onnx-layout.js';
 import { backwardTrain, dropoutMasks, forwardTrain, TapePool } from './train/bptt.js';
 import { Rng, randomSeed } from './rng.js';
@@ -619,6 +619,25 @@ export class LSTM {
     this.layers = [];
     this.tapes.clear();
     this.engine.dispose?.();
+  }
+
+  /**
+   * An LSTM from a safetensors file in one call: the options toSafetensors (or the command
+   * line) wrote beside the weights, else inferred from PyTorch's names (a file of
+   * save_file(lstm.state_dict()), its names under `prefix`; strict as loadStateDict).
+   */
+  static fromSafetensors(bytes: Uint8Array, options?: { prefix?: string; strict?: boolean; backend?: BackendChoice }): LSTM {
+    return lstmFromSafetensors(bytes, options);
+  }
+
+  /**
+   * The model as one safetensors file: weights under PyTorch's names (safetensors.torch's
+   * load_file gives the state dict), and the options in its metadata, so fromSafetensors
+   * makes the same model again (activations, clip, batchFirst and all).
+   */
+  toSafetensors(metadata?: Record<string, string>): Uint8Array {
+    this.checkAlive('toSafetensors');
+    return lstmToSafetensors(this, metadata);
   }
 
   /**

@@ -1,7 +1,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { FIXTURES, LstmError, loadSafetensors, mulberry32, saveSafetensors } from './helpers';
+import { FIXTURES, LstmError, lib, loadSafetensors, mulberry32, randomModel, randomTensor, saveSafetensors } from './helpers';
 
 const FILES = readdirSync(FIXTURES).filter((f) => f.endsWith('.safetensors')).sort();
 
@@ -113,5 +113,67 @@ describe('safetensors', () => {
       expectFormat(file({ __metadata__: { a: 1 } }), /not a string/);
       expectFormat(file({ a: 'x' }), /not an object/);
     });
+  });
+});
+
+describe('model files: LSTM.toSafetensors / fromSafetensors, SequenceModel.fromCheckpoint', () => {
+  const { LSTM, SequenceModel, Adam, optionsOf } = lib;
+  it('a model file makes the same model again: every option, the same outputs bit for bit', () => {
+    const rand = mulberry32(31);
+    for (let k = 0; k < 40; k++) {
+      const { options, B, T } = randomModel(rand, { bidirectional: true, batchFirst: true, large: 0, acts: ['sigmoid', 'tanh', 'relu', 'hardSigmoid', 'softsign', 'elu'], maxT: 5 });
+      const m = new LSTM({ ...options, seed: k });
+      const bytes = m.toSafetensors({ note: 'kept' });
+      const back = LSTM.fromSafetensors(bytes);
+      expect(optionsOf(back), `model ${k}`).toEqual(optionsOf(m));
+      expect(loadSafetensors(bytes).metadata.note).toBe('kept');
+      // PyTorch's names: safetensors.torch.load_file gives the state dict
+      expect(Object.keys(loadSafetensors(bytes).tensors).sort()).toEqual(Object.keys(m.stateDict()).sort());
+      const I = m.config.inputSize;
+      const x = randomTensor(m.config.batchFirst ? [B, T, I] : [T, B, I], rand);
+      expect(back.forward(x).output.data).toEqual(m.forward(x).output.data);
+      m.dispose();
+      back.dispose();
+    }
+  });
+
+  it('a PyTorch file (names only) infers its options; hostile metadata is LSTM_FORMAT', () => {
+    const bytes = new Uint8Array(readFileSync(path.join(FIXTURES, 'm01_sine_model.safetensors')));
+    const m = LSTM.fromSafetensors(bytes, { prefix: 'lstm.' });
+    expect(m.config).toMatchObject({ inputSize: 1, hiddenSize: 32, numLayers: 2 });
+    expect(() => LSTM.fromSafetensors(bytes)).toThrow(expect.objectContaining({ code: 'LSTM_WEIGHTS' }));
+    const file = (options: string) => saveSafetensors(m.stateDict(), { format: 'lstm-native/1', options });
+    const code = (b: Uint8Array, c: string, re: RegExp) => expect(() => LSTM.fromSafetensors(b)).toThrow(expect.objectContaining({ code: c, message: expect.stringMatching(re) }));
+    code(file('{'), 'LSTM_FORMAT', /options metadata is not JSON/);
+    code(file('[1]'), 'LSTM_FORMAT', /not an object/);
+    code(file(JSON.stringify({ ...optionsOf(m), hiddenSize: -1 })), 'LSTM_FORMAT', /the file's options: hiddenSize/);
+    code(file(JSON.stringify({ ...optionsOf(m), hiddenSize: 16 })), 'LSTM_WEIGHTS', /expected shape/);
+    // where it runs is the caller's choice: a file's backend and threads are ignored
+    const chosen = LSTM.fromSafetensors(file(JSON.stringify({ ...optionsOf(m), backend: 'gpu', threads: 64 })), { backend: 'js' });
+    expect(chosen.backend).toBe('js');
+    expect(chosen.config.threads).not.toBe(64);
+    m.dispose();
+  });
+
+  it('SequenceModel.fromCheckpoint makes the trained model again; a checkpoint without options says so', async () => {
+    const model = new SequenceModel({ inputSize: 2, hiddenSize: 5, numLayers: 2, bidirectional: true, dropout: 0.2, outputSize: 3, outputMode: 'final', batchFirst: true, seed: 4, backend: 'js' });
+    const x = randomTensor([6, 4, 2], mulberry32(3));
+    const y = randomTensor([6, 3], mulberry32(4));
+    await model.fit({ x, y }, { optimizer: new Adam(model.parameters(), { lr: 0.01 }), epochs: 2, batchSize: 3, seed: 1 });
+    const ckpt = model.saveCheckpoint();
+    const back = SequenceModel.fromCheckpoint(ckpt, { backend: 'js' });
+    expect(back.outputMode).toBe('final');
+    expect(optionsOf(back.lstm)).toEqual(optionsOf(model.lstm));
+    expect(back.forward(x).output).toEqual(model.forward(x).output);
+    // resuming: the optimizer's state comes from loadCheckpoint, and both train on alike
+    const withOpt = model.saveCheckpoint(new Adam(model.parameters(), { lr: 0.01 }));
+    const again = SequenceModel.fromCheckpoint(withOpt);
+    const o = new Adam(again.parameters(), { lr: 1 });
+    again.loadCheckpoint(withOpt, o);
+    expect(o.lr).toBe(0.01);
+    const old = saveSafetensors(model.stateDict(), { format: 'lstm-native-checkpoint/1' });
+    expect(() => SequenceModel.fromCheckpoint(old)).toThrow(expect.objectContaining({ code: 'LSTM_FORMAT', message: expect.stringMatching(/does not hold the model's options/) }));
+    expect(() => SequenceModel.fromCheckpoint(model.lstm.toSafetensors())).toThrow(expect.objectContaining({ code: 'LSTM_FORMAT', message: expect.stringMatching(/not an lstm-native checkpoint/) }));
+    for (const m of [model, back, again]) m.dispose();
   });
 });

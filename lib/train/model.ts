@@ -11,7 +11,7 @@ import { checkTensor, sameShape, shapeSize, shapeStr, type Tensor } from '../ten
 import { clipGradNorm, type Optimizer, type Parameter } from './optim.js';
 import { ReduceLROnPlateau, isBuiltinScheduler, type LRScheduler, type SchedulerState } from './schedule.js';
 import { nextTask, startFitWorker } from '../platform.js';
-import { fromTfjsWithHead, inferOptions, optionsOf, type TfjsOptions } from '../interop.js';
+import { MODEL_FORMAT, fromStoredOptions, fromTfjsWithHead, inferOptions, optionsOf, storedOptions, type TfjsOptions } from '../interop.js';
 import { loadTorch } from '../io/torch.js';
 import type { FitWorkerData } from './fit-worker.js';
 
@@ -867,10 +867,14 @@ export class SequenceModel {
     });
   }
 
-  /** Model and optimizer state as one safetensors file. */
+  /**
+   * Model and optimizer state as one safetensors file, with the model's options in its
+   * metadata (fromCheckpoint makes the model again from it alone).
+   */
   saveCheckpoint(optimizer?: Optimizer, metadata: Record<string, string> = {}): Uint8Array {
     const tensors: Record<string, Tensor> = this.stateDict();
-    const meta: Record<string, string> = { ...metadata, format: 'lstm-native-checkpoint/1' };
+    const model = { ...optionsOf(this.lstm), outputSize: this.head.outFeatures, outputMode: this.outputMode };
+    const meta: Record<string, string> = { ...metadata, format: 'lstm-native-checkpoint/1', model: JSON.stringify(model) };
     // Where the dropout masks' stream stands, so a resumed run draws the masks it would have.
     if (this.lstm.config.dropout > 0) meta.dropout_rng = JSON.stringify(this.lstm.dropoutState);
     if (optimizer) {
@@ -880,6 +884,27 @@ export class SequenceModel {
       }
     }
     return saveSafetensors(tensors, meta);
+  }
+
+  /**
+   * The model a checkpoint holds, made from the options saveCheckpoint wrote beside its
+   * weights (or, from the command line's train, its options), with those weights (and
+   * dropout's stream). To resume training, make the optimizer for its parameters and
+   * loadCheckpoint(bytes, optimizer).
+   */
+  static fromCheckpoint(bytes: Uint8Array, options: { backend?: BackendChoice } = {}): SequenceModel {
+    if (options === null || typeof options !== 'object') throw new LstmError('LSTM_OPTION', `fromCheckpoint options: expected an object, got ${describe(options)}`);
+    const { metadata } = loadSafetensors(bytes);
+    if (metadata.format !== 'lstm-native-checkpoint/1') throw new LstmError('LSTM_FORMAT', 'fromCheckpoint: not an lstm-native checkpoint');
+    const stored = storedOptions({ ...metadata, format: MODEL_FORMAT }, metadata.model !== undefined ? 'model' : 'options');
+    if (!stored) throw new LstmError('LSTM_FORMAT', "fromCheckpoint: the checkpoint does not hold the model's options (saved before they were written); make the model and call loadCheckpoint");
+    const model = fromStoredOptions(() => new SequenceModel({ ...(stored as unknown as SequenceModelOptions), backend: options.backend ?? 'auto' }));
+    try {
+      return model.loadCheckpoint(bytes);
+    } catch (err) {
+      model.dispose();
+      throw err;
+    }
   }
 
   /** Restore what saveCheckpoint wrote (the optimizer must have the same kind and parameters). */
