@@ -195,6 +195,8 @@ describe('loadOnnx takes a stack only when forward gives the file\'s outputs', (
     const index = m.graph!.node!.find((n) => n.output![0] === gather.input![1])!;
     index.attribute![0].t!.rawData = new Uint8Array(BigInt64Array.of(0n).buffer);
     expectFormat(() => lib.SequenceModel.fromOnnx(onnx.ModelProto.encode(m).finish()), /the head must read the output sequence, its last step, or the last layer's final states/);
+    // fc(out[:, -1]) after pack_padded_sequence reads padding for shorter rows: not outputMode 'last'
+    expectFormat(() => lib.SequenceModel.fromOnnx(new Uint8Array(readFileSync(path.join(dir, 'packed_last.onnx')))), /sequence_lens leaves as padding \(zeros\) in shorter rows/);
   });
 
   it('outputs that are not the stack\'s: an inner layer\'s Y, one layer\'s Y_h of a stack, a Concat out of order, a graph input', () => {

@@ -791,6 +791,11 @@ function readStack(bytes: Uint8Array, options: { backend?: BackendChoice }, outp
     throw formatError(inputSort ? 'the input\'s batch is sorted by lengths, so sequence_lens must be that sort\'s values' : 'sequence_lens is sorted, but the input\'s batch is not');
   }
   const head = outputs === 'stack' ? null : checkOutputs(g, ordered, D, batchFirst, inputSort, outputs === 'head');
+  if (head?.reads === 'last' && lengths) {
+    // With sequence_lens a shorter row's last step is padding (zeros), not its last valid
+    // step as outputMode 'last' reads it.
+    throw formatError("the head reads the output's last step, which sequence_lens leaves as padding (zeros) in shorter rows: not each row's last valid step; read hn[-1] (Y_h) instead");
+  }
   const key = (x: (typeof layers)[number]) => JSON.stringify([x.activations, x.clip, x.inputForget, !!x.B, !!x.P]);
   for (const x of layers.slice(1)) {
     if (key(x) !== key(layers[0])) throw formatError(`${nodeLabel(x.n)}: activations, clip, input_forget, bias and peepholes must match the first layer's`);
