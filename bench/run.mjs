@@ -28,14 +28,15 @@ const USAGE = `Usage: npm run bench -- [options]   (or: node bench/run.mjs [opti
 Times shapes S1-S4 and T2 on every engine available here, side by side, and writes
 bench/results/latest.json and latest.svg.
   --shapes S1,S2,S3,S4,T2   which shapes (default: all)
-  --engines native,wasm,js,ort,tfjs
+  --engines native,wasm,js,ort,tfjs,tfjs-cpu
                             which engines (default: all; ort = onnxruntime-node,
-                            tfjs = @tensorflow/tfjs-backend-wasm, each where installed)
+                            tfjs = @tensorflow/tfjs-backend-wasm, tfjs-cpu = its cpu
+                            backend, each where installed)
   --reps N                  samples per engine and shape (default 7, --quick 3)
   --quick                   fewer samples
   --json                    print the report as JSON instead of a table
   --help                    this text`;
-const ENGINE_NAMES = ['native', 'wasm', 'js', 'ort', 'tfjs'];
+const ENGINE_NAMES = ['native', 'wasm', 'js', 'ort', 'tfjs', 'tfjs-cpu'];
 
 function usageError(message) {
   process.stderr.write(`bench: ${message}\n\n${USAGE}\n`);
@@ -103,6 +104,20 @@ async function loadOrt() {
   }
 }
 
+/** @tensorflow/tfjs-core with its cpu backend (plain JavaScript); null if not installed. */
+async function loadTfjsCpu() {
+  try {
+    const tf = require('@tensorflow/tfjs-core');
+    require('@tensorflow/tfjs-backend-cpu');
+    const before = tf.getBackend();
+    if (!(await tf.setBackend('cpu'))) return null;
+    if (before) await tf.setBackend(before);
+    return tf;
+  } catch {
+    return null;
+  }
+}
+
 /** @tensorflow/tfjs-core on its WebAssembly backend (XNNPACK, SIMD), one thread; null if not installed. */
 async function loadTfjsWasm() {
   try {
@@ -121,8 +136,12 @@ async function loadTfjsWasm() {
  * The same stacked LSTM in tfjs ops, written the fast way (PyTorch's algorithm): one
  * matMul for every step's input projection, then per step one matMul and the cell.
  */
-function tfjsRunner(tf, shape, x, h0, c0) {
+async function tfjsRunner(tf, backend, shape, x, h0, c0) {
   const { B, T, I, H, L } = shape;
+  // tfjs has one current backend: this runner's tensors live in its own, and the runner
+  // switches back to it (prepare, before each sample's warm-up and timed calls) when
+  // another runner switched away.
+  await tf.setBackend(backend);
   const layers = [];
   for (let l = 0; l < L; l++) {
     const inSize = l === 0 ? I : H;
@@ -185,10 +204,15 @@ function tfjsRunner(tf, shape, x, h0, c0) {
     }
     return [input];
   };
+  const prepare = async () => {
+    if (tf.getBackend() !== backend) await tf.setBackend(backend);
+  };
   return {
-    name: 'tfjs-backend-wasm',
+    name: `tfjs-backend-${backend}`,
     threads: 1,
+    prepare,
     run: async () => {
+      await prepare();
       const outs = shape.step ? step() : forward();
       await outs[0].data();
       for (const o of outs) o.dispose();
@@ -197,8 +221,8 @@ function tfjsRunner(tf, shape, x, h0, c0) {
   };
 }
 
-/** Runners: each returns { name, threads, run: async () => void, dispose }. */
-async function makeRunners(shape, engines, ort, tfw) {
+/** Runners: each returns { name, threads, run: async () => void, dispose, prepare? } (prepare: before a sample, untimed). */
+async function makeRunners(shape, engines, ort, tfw, tfc) {
   const { B, T, I, H, L } = shape;
   const x = { data: randomData(T * B * I, 7), shape: [T, B, I] };
   const h0 = { data: randomData(L * B * H, 8).map((v) => v * 0.5), shape: [L, B, H] };
@@ -237,7 +261,8 @@ async function makeRunners(shape, engines, ort, tfw) {
     runners.push(lstmRunner('wasm', 1, 'relaxed'));
   }
   if (engines.includes('js')) runners.push(lstmRunner('js', 1));
-  if (tfw && !shape.train) runners.push(tfjsRunner(tfw, shape, x, h0, c0));
+  if (tfw && !shape.train) runners.push(await tfjsRunner(tfw, 'wasm', shape, x, h0, c0));
+  if (tfc && !shape.train) runners.push(await tfjsRunner(tfc, 'cpu', shape, x, h0, c0));
   if (engines.includes('ort') && ort && !shape.train) {
     // onnxruntime-node runs this library's own ONNX export of the same model (seed 1, the
     // weights every runner here has): inputs input, h0, c0; outputs output, hn, cn. A
@@ -305,6 +330,7 @@ async function main() {
   const engines = args.engines.split(',');
   const ort = engines.includes('ort') ? await loadOrt() : null;
   const tfw = engines.includes('tfjs') ? await loadTfjsWasm() : null;
+  const tfc = engines.includes('tfjs-cpu') ? await loadTfjsCpu() : null;
   const addon = loadNative().addon;
   const info = lib.backendInfo();
   const peak = addon ? addon.measurePeak('', 1.0) : null;
@@ -312,7 +338,7 @@ async function main() {
   for (const key of args.shapes.split(',')) {
     const shape = SHAPES[key];
     const flops = flopsOf(shape);
-    const runners = await makeRunners(shape, engines, ort, tfw);
+    const runners = await makeRunners(shape, engines, ort, tfw, tfc);
     const times = runners.map(() => []);
     // Fewer repetitions for the slow pure-JS engine on big shapes; many for tiny ones.
     const reps = Number(args.reps ?? (args.quick ? 3 : 7));
@@ -327,6 +353,10 @@ async function main() {
       for (let i = 0; i < runners.length; i++) {
         const r = runners[i];
         if (r.name === 'js' && rep >= (args.quick || shape.train ? 1 : 5) && flops > 1e9) continue;
+        // A call of seconds (tfjs' cpu backend on S2 and S3: 10-20 s) is its own warm-up and
+        // sample: one sample of one call.
+        const slow = warm[i] > 1000;
+        if (slow && rep >= 1) continue;
         // Short runs are repeated inside one sample so timer resolution does not matter.
         const n = inner(i);
         await settle();
@@ -336,7 +366,8 @@ async function main() {
         // 38-43 us, after 100 ms of calls 28-32 us (medians of 9 samples of 200, three
         // runs each, alternating; 1 thread: 48-53 and 46 us).
         const warmUntil = performance.now() + 100;
-        for (let k = 0; k < n || performance.now() < warmUntil; k++) await r.run();
+        await r.prepare?.();
+        if (!slow) for (let k = 0; k < n || performance.now() < warmUntil; k++) await r.run();
         times[i].push(await timeCalls(r.run, n));
       }
     }
@@ -380,7 +411,7 @@ function svgChart(report) {
   const barH = 16;
   const width = 760;
   const left = 260;
-  const colors = { native: '#2b6cb0', wasm: '#38a169', 'wasm-relaxed': '#276749', js: '#dd6b20', 'onnxruntime-node': '#718096', 'tfjs-backend-wasm': '#805ad5' };
+  const colors = { native: '#2b6cb0', wasm: '#38a169', 'wasm-relaxed': '#276749', js: '#dd6b20', 'onnxruntime-node': '#718096', 'tfjs-backend-wasm': '#805ad5', 'tfjs-backend-cpu': '#b794f4' };
   let y = 40;
   const parts = [`<text x="10" y="22" font-size="14" font-weight="bold">lstm-native: GFLOP/s by shape and engine (${report.machine.cpu}, ${report.date.slice(0, 10)})</text>`];
   let last = '';
