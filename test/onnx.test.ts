@@ -147,7 +147,7 @@ describe('loadOnnx takes a stack only when forward gives the file\'s outputs', (
       expect(run.output.dims, what).toEqual([B, 2]);
       expectClose({ data: run.output.data as Float32Array, shape: [B, 2] }, mine.output, `${what}: output`);
       expectClose({ data: run.hn.data as Float32Array, shape: mine.hn.shape }, mine.hn, `${what}: hn`);
-      // back: one direction's 'last' reads Y_h, which is its 'final' (the same outputs)
+      // back: a forward model's 'last' reads Y_h, which is its 'final' (the same outputs)
       const back = lib.SequenceModel.fromOnnx(bytes);
       expect(back.outputMode, what).toBe(mode === 'last' && !bidirectional ? 'final' : mode);
       expectClose(back.forward(x, { h0, c0, lengths: lengths ? lens : undefined }).output, mine.output, `${what}: read back`);
@@ -394,6 +394,49 @@ describe('exportOnnx runs in onnxruntime-node with the same outputs', () => {
       seen.add(`L${L}`).add(c.direction).add(`peep:${c.peephole}`).add(`clip:${c.clip > 0}`).add(`coupled:${c.coupledInputForget}`).add(`lens:${withLengths}`).add(`bf:${c.batchFirst}`);
     }
     for (const must of ['L1', 'L2', 'L3', 'forward', 'reverse', 'bidirectional', 'peep:diagonal', 'clip:true', 'coupled:true', 'lens:true', 'bf:true', 'revActs:true']) expect(seen.has(must), must).toBe(true);
+  }, 120_000);
+
+  it(`${EXPORT_SEEDS.length} random SequenceModels, each head (per step, 'last', 'final'): onnxruntime-node gives their predictions, and they read back`, async () => {
+    const seen = new Set<string>();
+    for (const seed of EXPORT_SEEDS) {
+      const { options, T, B, withLengths, rand } = randomExportCase(seed + 7_000_000);
+      const modes = ['sequence', 'last', 'final'] as const;
+      let outputMode = modes[Math.floor(rand() * 3)] as (typeof modes)[number];
+      // a reverse or bidirectional 'last' head exports without lengths only (exportOnnx refuses it)
+      const lengthsOk = !(outputMode === 'last' && options.direction !== 'forward');
+      if (withLengths && !lengthsOk) outputMode = 'final';
+      const opset = [10, 12, 13, 14, 17][Math.floor(rand() * 5)];
+      const model = new lib.SequenceModel({ ...options, outputSize: 1 + Math.floor(rand() * 3), outputMode });
+      const c = model.lstm.config;
+      const LD = c.numLayers * c.numDirections;
+      const x = randomTensor(c.batchFirst ? [B, T, c.inputSize] : [T, B, c.inputSize], rand);
+      const h0 = randomTensor([LD, B, c.hiddenSize], rand, 0.5);
+      const c0 = randomTensor([LD, B, c.hiddenSize], rand, 0.5);
+      const lengths = withLengths ? Int32Array.from({ length: B }, () => 1 + Math.floor(rand() * T)) : undefined;
+      const ours = model.forward(x, { h0, c0, lengths });
+      const bytes = exportOnnx(model, { lengths: withLengths, opset });
+      const session = await ort.InferenceSession.create(bytes);
+      const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {
+        input: new ort.Tensor('float32', x.data, x.shape),
+        h0: new ort.Tensor('float32', h0.data, h0.shape),
+        c0: new ort.Tensor('float32', c0.data, c0.shape),
+      };
+      if (lengths) feeds.lengths = new ort.Tensor('int32', lengths, [B]);
+      const got = await session.run(feeds);
+      const what = `seed ${seed} ${outputMode} opset ${opset} ${JSON.stringify(options)}`;
+      for (const k of ['output', 'hn', 'cn'] as const) expectClose({ data: got[k].data as Float32Array, shape: [...got[k].dims] }, ours[k], `${what} ${k}`);
+      const graph = onnx.ModelProto.decode(bytes).graph!;
+      const read = new Set([...graph.node!.flatMap((n) => n.input!), ...graph.output!.map((o) => o.name)]);
+      for (const t of graph.initializer!) expect(read.has(t.name!), `${what}: initializer ${t.name} unused`).toBe(true);
+      for (const n of graph.node!) for (const o of n.output!) if (o) expect(read.has(o), `${what}: ${n.name} output ${o} unused`).toBe(true);
+      const back = lib.SequenceModel.fromOnnx(bytes);
+      expectClose(back.forward(x, { h0, c0, lengths }).output, ours.output, `${what}: read back`);
+      expect(back.stateDict()).toEqual(model.stateDict());
+      back.dispose();
+      model.dispose();
+      seen.add(outputMode).add(`${outputMode}:${c.direction}`).add(`lens:${withLengths}`);
+    }
+    for (const must of ['sequence', 'last', 'final', 'last:reverse', 'last:bidirectional', 'final:bidirectional', 'final:reverse', 'lens:true']) expect(seen.has(must), must).toBe(true);
   }, 120_000);
 
   it('opset 12 (Squeeze with an axes attribute) also runs', async () => {

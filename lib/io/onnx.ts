@@ -866,13 +866,14 @@ export function exportOnnx(model: LSTM | WithHead, opts?: ExportOnnxOptions): Ui
   const head = isWithHead(model) ? model.head : null;
   const lstm = isWithHead(model) ? model.lstm : model;
   if (!(lstm instanceof LSTM)) throw new LstmError('LSTM_OPTION', `exportOnnx: expected an LSTM or a SequenceModel, got ${describe(model)}`);
-  // A head per sequence reads the last layer's Y_h ('final'; 'last' too for one direction,
-  // where they are equal, lengths or not), or the output's last step ('last', two directions,
-  // which lengths would put at a different step in every row: not expressed).
+  // A head per sequence reads the last layer's Y_h ('final'; 'last' too for a forward LSTM,
+  // where they are equal, lengths or not), or the output's last step ('last' of a reverse or
+  // bidirectional one, which lengths would put at a different step in every row: not
+  // expressed).
   const mode = isWithHead(model) ? (model.outputMode ?? 'sequence') : 'sequence';
-  const fromState = mode === 'final' || (mode === 'last' && lstm.config.numDirections === 1);
+  const fromState = mode === 'final' || (mode === 'last' && lstm.config.direction === 'forward');
   if (mode === 'last' && !fromState && options.lengths) {
-    throw new LstmError('LSTM_OPTION', "exportOnnx: a bidirectional model with outputMode 'last' exports without lengths only (its head reads the last step of each row); outputMode 'final' exports with them");
+    throw new LstmError('LSTM_OPTION', `exportOnnx: a ${lstm.config.direction} model with outputMode 'last' exports without lengths only (its head reads the last step of each row); outputMode 'final' exports with them`);
   }
   const opset = options.opset ?? 14;
   if (!Number.isInteger(opset) || opset < 10 || opset > 21) throw new LstmError('LSTM_OPTION', `opset: expected an integer in 10..21, got ${describe(opset)}`);

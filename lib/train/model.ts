@@ -356,7 +356,8 @@ function gather(src: Float32Array, T: number, F: number, idx: number[], t0: numb
  * PyTorch's fc(out[:, -1]) (with lengths: out[lengths - 1]); 'final' the last layer's final
  * hidden states, both directions side by side, as fc(hn[-1]) or fc(torch.cat((hn[-2],
  * hn[-1]), 1)) for a bidirectional one, and Keras' return_sequences=False. 'last' and
- * 'final' are the same for a one-direction model.
+ * 'final' are the same for a forward model (not for a reverse or bidirectional one, whose
+ * reverse direction ends at the first step).
  */
 export type OutputMode = 'sequence' | 'last' | 'final';
 
