@@ -1,9 +1,10 @@
 // Keras / TensorFlow.js weights, and LSTM options recovered from a PyTorch state dict.
-import type { Activation, BackendChoice, LSTMOptions } from './config.js';
+import { resolveConfig, type Activation, type BackendChoice, type LSTMOptions } from './config.js';
+import { paramSpecs } from './params.js';
 import { LstmError, describe, optionsArg } from './errors.js';
 import { LSTM } from './lstm.js';
 import { DTYPE_SIZE, decodeTensorBytes, loadSafetensors, saveSafetensors, type Dtype } from './io/safetensors.js';
-import { MAX_ELEMENTS, checkTensor, shapeStr, transpose2d, type Tensor } from './tensor.js';
+import { MAX_ELEMENTS, checkTensor, sameShape, shapeStr, transpose2d, type Tensor } from './tensor.js';
 
 export interface KerasWeights {
   /** [inputSize, 4*units], gate columns i, f, c, o. */
@@ -244,6 +245,25 @@ export function fromStoredOptions<T>(make: () => T): T {
 }
 
 /**
+ * A file's own options must describe the weights it holds, and are checked against them
+ * before anything is allocated: a few bytes of metadata could otherwise ask for a model of
+ * any size (and the system's out-of-memory killer would end the process).
+ */
+export function checkStoredAgainstWeights(options: Record<string, unknown>, tensors: Record<string, Tensor>, prefix = ''): void {
+  const cfg = fromStoredOptions(() => resolveConfig({ ...options, backend: 'js' }));
+  const perDirection = 2 + (cfg.bias ? 2 : 0) + (cfg.projSize > 0 ? 1 : 0) + (cfg.peephole === 'diagonal' ? 3 : cfg.peephole === 'full' ? 1 : 0);
+  const want = cfg.numLayers * cfg.numDirections * perDirection;
+  const held = Object.keys(tensors).filter((k) => k.startsWith(prefix)).length;
+  if (want > held) throw new LstmError('LSTM_WEIGHTS', `the file's options (${cfg.numLayers} layers, ${cfg.direction}) need ${want} weight tensors; it holds ${held}${prefix ? ` under '${prefix}'` : ''}`);
+  for (const spec of paramSpecs(cfg)) {
+    const t = tensors[prefix + spec.name];
+    if (!t || !sameShape(t.shape, spec.shape)) {
+      throw new LstmError('LSTM_WEIGHTS', `the file's options need '${prefix}${spec.name}' of shape ${shapeStr(spec.shape)}; it holds ${t ? `one of ${shapeStr(t.shape)}` : 'none'}`);
+    }
+  }
+}
+
+/**
  * An LSTM from a safetensors file: its options from the metadata toSafetensors (and the
  * command line) write, else inferred from PyTorch's names (a file of safetensors.torch's
  * save_file(lstm.state_dict()), under `prefix`); then its weights.
@@ -252,6 +272,7 @@ export function lstmFromSafetensors(bytes: Uint8Array, opts?: { prefix?: string;
   const o = optionsArg(opts, 'fromSafetensors options') as { prefix?: string; strict?: boolean; backend?: BackendChoice };
   const { tensors, metadata } = loadSafetensors(bytes);
   const stored = storedOptions(metadata);
+  if (stored) checkStoredAgainstWeights(stored, tensors, o.prefix);
   const options = stored ?? inferOptions(tensors, { prefix: o.prefix });
   const lstm = fromStoredOptions(() => new LSTM({ ...(options as LSTMOptions), backend: o.backend ?? 'auto' }));
   try {

@@ -147,7 +147,15 @@ describe('model files: LSTM.toSafetensors / fromSafetensors, SequenceModel.fromC
     code(file('{'), 'LSTM_FORMAT', /options metadata is not JSON/);
     code(file('[1]'), 'LSTM_FORMAT', /not an object/);
     code(file(JSON.stringify({ ...optionsOf(m), hiddenSize: -1 })), 'LSTM_FORMAT', /the file's options: hiddenSize/);
-    code(file(JSON.stringify({ ...optionsOf(m), hiddenSize: 16 })), 'LSTM_WEIGHTS', /expected shape/);
+    code(file(JSON.stringify({ ...optionsOf(m), hiddenSize: 16 })), 'LSTM_WEIGHTS', /the file's options need 'weight_ih_l0' of shape \[64, 1\]; it holds one of \[128, 1\]/);
+    // options asking for far more than the file holds are refused before anything is made
+    // (200 layers of H=8000 would be 400 GB: the system would kill the process)
+    const before = process.memoryUsage().rss;
+    const t0 = performance.now();
+    code(file(JSON.stringify({ inputSize: 1, hiddenSize: 8000, numLayers: 200 })), 'LSTM_WEIGHTS', /need 800 weight tensors; it holds \d+/);
+    code(file(JSON.stringify({ inputSize: 1, hiddenSize: 8000, numLayers: 2 })), 'LSTM_WEIGHTS', /need 'weight_ih_l0' of shape \[32000, 1\]/);
+    expect(performance.now() - t0).toBeLessThan(1000);
+    expect(process.memoryUsage().rss - before).toBeLessThan(64 * 2 ** 20);
     // where it runs is the caller's choice: a file's backend and threads are ignored
     const chosen = LSTM.fromSafetensors(file(JSON.stringify({ ...optionsOf(m), backend: 'gpu', threads: 64 })), { backend: 'js' });
     expect(chosen.backend).toBe('js');
@@ -171,6 +179,12 @@ describe('model files: LSTM.toSafetensors / fromSafetensors, SequenceModel.fromC
     const o = new Adam(again.parameters(), { lr: 1 });
     again.loadCheckpoint(withOpt, o);
     expect(o.lr).toBe(0.01);
+    // a checkpoint whose options ask for another (or a far larger) model than its weights
+    const meta = loadSafetensors(ckpt).metadata;
+    const lying = (model: object) => saveSafetensors(loadSafetensors(ckpt).tensors, { ...meta, model: JSON.stringify(model) });
+    const opts = JSON.parse(meta.model);
+    expect(() => SequenceModel.fromCheckpoint(lying({ ...opts, hiddenSize: 6000, numLayers: 300 }))).toThrow(expect.objectContaining({ code: 'LSTM_WEIGHTS', message: expect.stringMatching(/need 2400 weight tensors/) }));
+    expect(() => SequenceModel.fromCheckpoint(lying({ ...opts, outputSize: 1e6 }))).toThrow(expect.objectContaining({ code: 'LSTM_WEIGHTS', message: expect.stringMatching(/'head.weight' of 1000000 rows; it holds one of \[3, 10\]/) }));
     const old = saveSafetensors(model.stateDict(), { format: 'lstm-native-checkpoint/1' });
     expect(() => SequenceModel.fromCheckpoint(old)).toThrow(expect.objectContaining({ code: 'LSTM_FORMAT', message: expect.stringMatching(/does not hold the model's options/) }));
     expect(() => SequenceModel.fromCheckpoint(model.lstm.toSafetensors())).toThrow(expect.objectContaining({ code: 'LSTM_FORMAT', message: expect.stringMatching(/not an lstm-native checkpoint/) }));

@@ -11,7 +11,7 @@ import { checkTensor, sameShape, shapeSize, shapeStr, type Tensor } from '../ten
 import { clipGradNorm, type Optimizer, type Parameter } from './optim.js';
 import { ReduceLROnPlateau, isBuiltinScheduler, type LRScheduler, type SchedulerState } from './schedule.js';
 import { nextTask, startFitWorker } from '../platform.js';
-import { MODEL_FORMAT, fromStoredOptions, fromTfjsWithHead, inferOptions, optionsOf, storedOptions, type TfjsOptions } from '../interop.js';
+import { MODEL_FORMAT, checkStoredAgainstWeights, fromStoredOptions, fromTfjsWithHead, inferOptions, optionsOf, storedOptions, type TfjsOptions } from '../interop.js';
 import { loadTorch } from '../io/torch.js';
 import type { FitWorkerData } from './fit-worker.js';
 
@@ -895,10 +895,15 @@ export class SequenceModel {
    */
   static fromCheckpoint(bytes: Uint8Array, options: { backend?: BackendChoice } = {}): SequenceModel {
     if (options === null || typeof options !== 'object') throw new LstmError('LSTM_OPTION', `fromCheckpoint options: expected an object, got ${describe(options)}`);
-    const { metadata } = loadSafetensors(bytes);
+    const { tensors, metadata } = loadSafetensors(bytes);
     if (metadata.format !== 'lstm-native-checkpoint/1') throw new LstmError('LSTM_FORMAT', 'fromCheckpoint: not an lstm-native checkpoint');
     const stored = storedOptions({ ...metadata, format: MODEL_FORMAT }, metadata.model !== undefined ? 'model' : 'options');
     if (!stored) throw new LstmError('LSTM_FORMAT', "fromCheckpoint: the checkpoint does not hold the model's options (saved before they were written); make the model and call loadCheckpoint");
+    // Its options must describe the weights it holds before a model of their size is made.
+    const { outputSize, outputMode: _mode, ...lstmOptions } = stored;
+    checkStoredAgainstWeights(lstmOptions, tensors, 'lstm.');
+    const hw = tensors['head.weight'];
+    if (!hw || hw.shape.length !== 2 || hw.shape[0] !== outputSize) throw new LstmError('LSTM_WEIGHTS', `the file's options need 'head.weight' of ${describe(outputSize)} rows; it holds ${hw ? `one of ${shapeStr(hw.shape)}` : 'none'}`);
     const model = fromStoredOptions(() => new SequenceModel({ ...(stored as unknown as SequenceModelOptions), backend: options.backend ?? 'auto' }));
     try {
       return model.loadCheckpoint(bytes);
