@@ -59,7 +59,7 @@ function mutate(src: Uint8Array, rand: () => number): Uint8Array {
 function mutateSafetensorsHeader(src: Uint8Array, rand: () => number): Uint8Array {
   const n = Number(new DataView(src.buffer, src.byteOffset).getBigUint64(0, true));
   let json = new TextDecoder().decode(src.subarray(8, 8 + n));
-  const hostile = ['0', '-1', '1e308', '4294967296', '9007199254740993', '18446744073709551615', '1.5', '"7"', 'null', '[]'];
+  const hostile = ['0', '-1', '1e308', '4294967296', '9007199254740993', '18446744073709551615', '1.5', '"7"', 'null', '[]', '600', '3000'];
   const numbers = [...json.matchAll(/\d+/g)];
   for (let k = 0; k < 1 + Math.floor(rand() * 3) && numbers.length; k++) {
     const m = numbers[Math.floor(rand() * numbers.length)];
@@ -137,6 +137,25 @@ describe('file fuzzing', () => {
     ].map(read);
     const rand = mulberry32(2 * SEED + 2);
     expectFuzzed((b) => lib.loadOnnx(b, { backend: 'js' }), () => mutate(files[Math.floor(rand() * files.length)], rand), 1 / 4, 1 / 50);
+  }, 600_000);
+
+  it(`${MUTATIONS} mutations of model files and checkpoints (options in the metadata) through LSTM.fromSafetensors and SequenceModel.fromCheckpoint`, () => {
+    // Numbers in the metadata's options (hiddenSize, numLayers...) become hostile ones: a
+    // file must not make a model larger than the weights it holds.
+    const m1 = new lib.LSTM({ inputSize: 3, hiddenSize: 4, numLayers: 2, bidirectional: true, projSize: 2, seed: 1 });
+    const m2 = new lib.LSTM({ inputSize: 2, hiddenSize: 5, peephole: 'diagonal', clip: 1.5, gateActivation: 'hardSigmoid', seed: 2 });
+    const seq = new lib.SequenceModel({ inputSize: 2, hiddenSize: 3, numLayers: 2, outputSize: 2, outputMode: 'final', seed: 3 });
+    const files = [m1.toSafetensors(), m2.toSafetensors(), seq.saveCheckpoint()];
+    for (const m of [m1, m2, seq]) m.dispose();
+    const rand = mulberry32(2 * SEED + 5);
+    const inputs = () => {
+      const src = files[Math.floor(rand() * files.length)];
+      return rand() < 0.7 ? mutateSafetensorsHeader(src, rand) : mutate(src, rand);
+    };
+    expectFuzzed((b) => {
+      const loaded = loadSafetensors(b).metadata.format === 'lstm-native-checkpoint/1' ? lib.SequenceModel.fromCheckpoint(b, { backend: 'js' }) : lib.LSTM.fromSafetensors(b, { backend: 'js' });
+      loaded.dispose();
+    }, inputs, 1 / 4, 1 / 50);
   }, 600_000);
 
   it(`${MUTATIONS} ONNX mutations of LSTM + Linear graphs through SequenceModel.fromOnnx`, () => {
