@@ -3,7 +3,7 @@
 // run (engines interleaved per repetition so machine noise hits them alike).
 // Prints median ms, GFLOP/s, % of the measured FMA peak and ratios; --json prints JSON.
 // Writes bench/results/latest.json and latest.svg.
-//   node bench/run.mjs [--json] [--quick] [--shapes S1,S2] [--engines native,wasm,js,ort,tfjs]
+//   node bench/run.mjs [--json] [--quick] [--reps N] [--shapes S1,S2] [--engines native,wasm,js,ort,tfjs,tfjs-cpu] [--help]
 // The wasm engine runs twice: 'wasm' is wasm/lstm.wasm (SIMD128, which every host runs),
 // 'wasm-relaxed' is wasm/lstm-relaxed.wasm (relaxed SIMD's fused multiply-add: what Node 22+
 // and current browsers get by default). Node 20 runs relaxed SIMD only behind
