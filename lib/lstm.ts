@@ -419,6 +419,51 @@ export class LSTM {
   }
 
   /**
+   * Zero the state of some rows (all by default) in place, in every layer: a streaming
+   * server whose batch row b takes a new stream starts it from zeros, as initialState
+   * would, while the other rows carry on. state as step takes it ([L, B, *] or unbatched
+   * [L, *]); rows are batch indices. Returns state.
+   */
+  resetState(state: { h: Tensor; c: Tensor }, rows?: ArrayLike<number>): { h: Tensor; c: Tensor } {
+    this.checkAlive('resetState');
+    this.checkSteppable();
+    if (state === null || typeof state !== 'object') throw new LstmError('LSTM_SHAPE', `state: expected { h, c } from initialState(), got ${describe(state)}`);
+    const c = this.config;
+    const L = c.numLayers;
+    const h = checkTensor(state.h, 'state.h');
+    const cs = checkTensor(state.c, 'state.c');
+    const single = h.shape.length === 2;
+    const B = single ? 1 : (h.shape[1] ?? 0);
+    if (!stateShape(h.shape, L, B, c.outSize, single) || B < 1) {
+      throw new LstmError('LSTM_SHAPE', `state.h: expected [${L}, B, ${c.outSize}] (or [${L}, ${c.outSize}]), got ${shapeStr(h.shape)}`);
+    }
+    if (!stateShape(cs.shape, L, B, c.hiddenSize, single)) {
+      throw new LstmError('LSTM_SHAPE', `state.c: expected ${shapeStr(single ? [L, c.hiddenSize] : [L, B, c.hiddenSize])}, got ${shapeStr(cs.shape)}`);
+    }
+    let which: number[];
+    if (rows === undefined || rows === null) {
+      which = Array.from({ length: B }, (_, b) => b);
+    } else {
+      if (typeof rows !== 'object' || typeof (rows as ArrayLike<number>).length !== 'number' || rows.length > B) {
+        throw new LstmError('LSTM_SHAPE', `rows: expected batch indices in 0..${B - 1}, got ${describe(rows)}`);
+      }
+      which = [];
+      for (let i = 0; i < rows.length; i++) {
+        const b = rows[i];
+        if (typeof b !== 'number' || !Number.isInteger(b) || b < 0 || b >= B) throw new LstmError('LSTM_SHAPE', `rows[${i}]: expected a batch index in 0..${B - 1}, got ${describe(b)}`);
+        which.push(b);
+      }
+    }
+    for (let l = 0; l < L; l++) {
+      for (const b of which) {
+        h.data.fill(0, (l * B + b) * c.outSize, (l * B + b + 1) * c.outSize);
+        cs.data.fill(0, (l * B + b) * c.hiddenSize, (l * B + b + 1) * c.hiddenSize);
+      }
+    }
+    return state;
+  }
+
+  /**
    * Advance one time step: x [B, I] (or [I]); state { h [L, B, Hout], c [L, B, H] } is
    * updated in place; returns the top layer's output [B, Hout] (or [Hout]), written into
    * `out` when given. Stepping through a sequence equals one forward of it.

@@ -14,6 +14,55 @@ describe.each(ENGINES)('streaming and async on $label', (engine) => {
     withEngine(engine, () => new LSTM({ inputSize: 5, hiddenSize: 19, numLayers: 2, seed: 8, backend: engine.backend, ...o }));
   const rand = mulberry32(21);
 
+  it('resetState zeros chosen rows in every layer: that row starts a new stream, the others carry on', () => {
+    const m = build({ projSize: 7 });
+    const B = 3;
+    const xs = Array.from({ length: 6 }, () => randomTensor([B, 5], rand));
+    const state = m.initialState(B);
+    for (const x of xs.slice(0, 3)) m.step(x, state);
+    const before = { h: state.h.data.slice(), c: state.c.data.slice() };
+    expect(m.resetState(state, [1])).toBe(state);
+    for (let l = 0; l < 2; l++) {
+      for (let b = 0; b < B; b++) {
+        const h = state.h.data.subarray((l * B + b) * 7, (l * B + b + 1) * 7);
+        const c = state.c.data.subarray((l * B + b) * 19, (l * B + b + 1) * 19);
+        if (b === 1) {
+          expect(Array.from(h).every((v) => v === 0) && Array.from(c).every((v) => v === 0), `layer ${l} row 1`).toBe(true);
+        } else {
+          expect(h).toEqual(before.h.subarray((l * B + b) * 7, (l * B + b + 1) * 7));
+          expect(c).toEqual(before.c.subarray((l * B + b) * 19, (l * B + b + 1) * 19));
+        }
+      }
+    }
+    // row 1 now equals a stream of its own from the fourth input; rows 0 and 2 the whole one
+    const outs = xs.slice(3).map((x) => m.step(x, state));
+    const fresh = m.initialState(1);
+    const whole = m.initialState(B);
+    let wholeOut: Tensor | null = null;
+    for (const x of xs) wholeOut = m.step(x, whole);
+    let freshOut: Tensor | null = null;
+    for (const x of xs.slice(3)) freshOut = m.step({ data: x.data.slice(5, 10), shape: [1, 5] }, fresh);
+    const last = outs[outs.length - 1];
+    expect(last.data.subarray(7, 14)).toEqual(freshOut!.data);
+    expect(last.data.subarray(0, 7)).toEqual(wholeOut!.data.subarray(0, 7));
+    expect(last.data.subarray(14, 21)).toEqual(wholeOut!.data.subarray(14, 21));
+    // every row by default; an unbatched state; bad rows and states
+    m.resetState(state);
+    expect(state.h.data.every((v) => v === 0) && state.c.data.every((v) => v === 0)).toBe(true);
+    const one = { h: { data: new Float32Array(14).fill(1), shape: [2, 7] }, c: { data: new Float32Array(38).fill(1), shape: [2, 19] } };
+    m.resetState(one);
+    expect(one.h.data.every((v) => v === 0)).toBe(true);
+    const code = (fn: () => unknown, c: string, re: RegExp) => expect(fn).toThrow(expect.objectContaining({ code: c, message: expect.stringMatching(re) }));
+    code(() => m.resetState(state, [3]), 'LSTM_SHAPE', /rows\[0\]: expected a batch index in 0..2, got 3/);
+    code(() => m.resetState(state, [0.5]), 'LSTM_SHAPE', /rows\[0\]/);
+    code(() => m.resetState(state, 1 as never), 'LSTM_SHAPE', /rows: expected batch indices/);
+    code(() => m.resetState({ h: state.h, c: { data: new Float32Array(3), shape: [3] } }), 'LSTM_SHAPE', /state.c: expected \[2, 3, 19\]/);
+    code(() => m.resetState(null as never), 'LSTM_SHAPE', /state: expected/);
+    code(() => build({ bidirectional: true }).resetState(state), 'LSTM_OPTION', /bidirectional/);
+    m.dispose();
+    code(() => m.resetState(state), 'LSTM_DISPOSED', /resetState/);
+  });
+
   // Native: under 0.5 MFLOP a forwardAsync runs on the calling thread (T = 9 here), above
   // it on a libuv thread (T = 400).
   it.each([9, 400])('forwardAsync resolves exactly what forward returns (with states and lengths), T = %i', async (T) => {

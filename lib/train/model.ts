@@ -626,6 +626,11 @@ export class SequenceModel {
     return this.lstm.initialState(batch);
   }
 
+  /** Zero some rows' state (all by default) in place: see LSTM.resetState. */
+  resetState(state: { h: Tensor; c: Tensor }, rows?: ArrayLike<number>): { h: Tensor; c: Tensor } {
+    return this.lstm.resetState(state, rows);
+  }
+
   /** Advance one time step for streaming (see LSTM.step); returns the head's output [B, outputSize]. */
   step(x: Tensor, state: { h: Tensor; c: Tensor }): Tensor {
     return this.head.forward(this.lstm.step(x, state));
