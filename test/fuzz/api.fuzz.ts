@@ -248,10 +248,19 @@ export async function fuzzApi(lib: L, backend: 'js' | 'native', numRuns: number,
       },
     ),
     forwardAsync: fc.tuple(fc.oneof({ weight: 1, arbitrary: a.tensor }, { weight: 3, arbitrary: a.fitting(goodShapes) }), a.lengths).map(([x, lengths]) => () => model.forwardAsync(x as never, { lengths: lengths as never })),
-    step: fc.tuple(fc.oneof({ weight: 1, arbitrary: a.tensor }, { weight: 3, arbitrary: a.fitting([[3], [2, 3], [1, 3]]) }), fc.integer({ min: 0, max: 2 }), a.maybe(a.tensor)).map(([x, b, out]) => () => {
-      const st = b === 0 ? { h: 1, c: 2 } : stepper.initialState(b);
-      return stepper.step(x as never, st as never, out as never);
-    }),
+    step: fc
+      .tuple(fc.oneof({ weight: 1, arbitrary: a.tensor }, { weight: 3, arbitrary: a.fitting([[3], [2, 3], [1, 3]]) }), fc.integer({ min: 0, max: 2 }), a.maybe(a.tensor), fc.oneof(fc.array(fc.constantFrom<unknown>(0, 1, 2, -1, 1.5, NaN, '1')), fc.anything()))
+      .map(([x, b, out, rows]) => () => {
+        const st = b === 0 ? { h: 1, c: 2 } : stepper.initialState(b);
+        const y = stepper.step(x as never, st as never, out as never);
+        // then a row reset, hostile rows included: refused with an LstmError, or done
+        try {
+          stepper.resetState(st as never, rows as never);
+        } catch (err) {
+          if (!(err instanceof LstmError)) throw err;
+        }
+        return y;
+      }),
     initialState: fc.anything().map((b) => () => stepper.initialState(b as never)),
     loadStateDict: fc.tuple(fc.dictionary(fc.constantFrom('weight_ih_l0', 'weight_hh_l1', 'bias_ih_l0', 'x'), a.tensor), fc.constantFrom<unknown>(undefined, '', 'lstm.', 5), fc.constantFrom<unknown>(true, false, undefined)).map(([dict, prefix, strict]) => () => {
       const victim = new LSTM({ inputSize: 3, hiddenSize: 4, numLayers: 2, seed: 2, backend });
