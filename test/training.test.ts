@@ -612,6 +612,52 @@ describe('losses: torch.nn.functional\'s values and gradients', () => {
     }
   });
 
+  it('crossEntropy with class weights, label smoothing and ignore_index, whole and masked', () => {
+    const ce = JSON.parse(readFileSync(path.join(FIXTURES, 'torch-losses', 'cross_entropy.json'), 'utf8')) as {
+      logits: number[]; classes: number[]; weight: number[];
+      cases: { weight: boolean; labelSmoothing: number; ignoreIndex: boolean; masked: boolean; dropped: boolean[]; loss: number; grad: number[] }[];
+    };
+    const logits = { data: Float32Array.from(ce.logits), shape: [L.T, L.B, L.C] };
+    // float32 logits as PyTorch's float64 ones were made from: the losses agree to float64
+    for (const c of ce.cases) {
+      const what = JSON.stringify({ ...c, dropped: undefined, grad: undefined });
+      const r = lib.crossEntropy(logits, ce.classes, { lengths: c.masked ? L.lengths : undefined, classWeights: c.weight ? ce.weight : undefined, labelSmoothing: c.labelSmoothing, ignoreIndex: -100 });
+      expect(Math.abs(r.loss - c.loss), `${what}: loss ${r.loss} vs ${c.loss}`).toBeLessThan(1e-12 * Math.abs(c.loss) + 1e-15);
+      r.grad.forEach((g, i) => expect(Math.abs(g - c.grad[i]), `${what}: grad[${i}]`).toBeLessThanOrEqual(1e-7 * Math.abs(c.grad[i]) + 1e-12));
+      expect(c.dropped.every((d, i) => !d || [0, 1, 2, 3].every((k) => r.grad[i * L.C + k] === 0)), what).toBe(true);
+    }
+    const opt = (o: object, re: RegExp) => expect(() => lib.crossEntropy(logits, ce.classes, { ignoreIndex: -100, ...o })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION', message: expect.stringMatching(re) }));
+    opt({ classWeights: [1, 2] }, /classWeights: expected 4 numbers/);
+    opt({ classWeights: [1, 2, -1, 1] }, /classWeights\[2\]: expected a finite number >= 0/);
+    opt({ labelSmoothing: 1.5 }, /labelSmoothing: expected a number in \[0, 1\]/);
+    opt({ ignoreIndex: 0.5 }, /ignoreIndex: expected an integer/);
+    // without ignoreIndex, the -100 target is not a class
+    expect(() => lib.crossEntropy(logits, ce.classes)).toThrow(expect.objectContaining({ code: 'LSTM_SHAPE', message: expect.stringMatching(/expected an integer in 0..3, got -100/) }));
+  });
+
+  it('trainStep, evaluate and fit pass lossOptions to crossEntropy; the worker gives the same bits', async () => {
+    const rand = mulberry32(5);
+    const N = 24, T = 5;
+    const x = { data: Float32Array.from({ length: N * T }, () => rand() * 2 - 1), shape: [N, T, 1] };
+    const y = { data: Float32Array.from({ length: N }, (_, n) => (n % 6 === 0 ? 1 : 0)), shape: [N] }; // imbalanced
+    const make = () => new SequenceModel({ inputSize: 1, hiddenSize: 6, outputSize: 2, batchFirst: true, outputMode: 'last', seed: 2, backend: 'native', threads: 1 });
+    const lossOptions = { classWeights: [1, 5], labelSmoothing: 0.05 };
+    const m = make();
+    const want = lib.crossEntropy(m.forward(x).output, y.data, lossOptions).loss;
+    expect(m.evaluate({ x, y }, { loss: 'crossEntropy', lossOptions, batchSize: N })).toBeCloseTo(want, 6);
+    expect(m.trainStep(x, y, { optimizer: new SGD(m.parameters(), { lr: 0 }), loss: 'crossEntropy', lossOptions })).toBeCloseTo(want, 6);
+    expect(m.evaluate({ x, y }, { loss: 'crossEntropy', batchSize: N })).not.toBeCloseTo(want, 3);
+    const fit = async (worker: boolean) => {
+      const model = make();
+      const r = await model.fit({ x, y }, { optimizer: new Adam(model.parameters(), { lr: 0.02 }), loss: 'crossEntropy', lossOptions, epochs: 3, batchSize: 8, seed: 1, worker, validation: { x, y } });
+      return { r, sd: model.stateDict() };
+    };
+    const [a, b] = [await fit(false), await fit(true)];
+    expect(b.r.history).toEqual(a.r.history);
+    expect(b.sd).toEqual(a.sd);
+    expect(() => m.trainStep(x, y, { optimizer: new SGD(m.parameters(), { lr: 0 }), loss: 'crossEntropy', lossOptions: 3 as never })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION', message: expect.stringMatching(/lossOptions: expected/) }));
+  });
+
   it('trainStep, evaluate and fit take them by name; an unknown name is LSTM_OPTION', async () => {
     const data = sineWaves(16, 8, 7);
     const model = new SequenceModel({ inputSize: 1, hiddenSize: 6, outputSize: 1, batchFirst: true, seed: 3, backend: 'js' });

@@ -96,6 +96,12 @@ export interface LossResult {
 export interface LossOptions {
   lengths?: LengthsLike;
   batchFirst?: boolean;
+  /** crossEntropy only: a weight per class (torch's weight), e.g. against imbalanced classes. */
+  classWeights?: ArrayLike<number>;
+  /** crossEntropy only: mix this share of a uniform distribution into the targets (torch's label_smoothing). */
+  labelSmoothing?: number;
+  /** crossEntropy only: positions whose class is this add nothing (torch's ignore_index, e.g. -100). */
+  ignoreIndex?: number;
 }
 
 /** The valid-position mask a loss applies, from `lengths` over a [T, B, *] or [B, T, *] prediction. */
@@ -169,31 +175,85 @@ export function bceWithLogits(logits: Tensor, target: Tensor, options: LossOptio
   return elementwise(logistic, logits, target, options);
 }
 
-/** Cross entropy of logits [..., C] against class indices [...] (torch cross_entropy, mean over valid positions). */
+/**
+ * Cross entropy of logits [..., C] against class indices [...] (torch cross_entropy, mean
+ * over valid positions), with torch's class weights (the mean then weighs each position by
+ * its class's weight), label smoothing and ignore_index as options.
+ */
 export function crossEntropy(logits: Tensor, classes: Tensor | ArrayLike<number>, options: LossOptions = {}): LossResult {
   const z = checkTensor(logits, 'logits');
   const C = z.shape[z.shape.length - 1];
   const positions = z.data.length / C;
   const idx = ArrayBuffer.isView(classes) || Array.isArray(classes) ? (classes as ArrayLike<number>) : checkTensor(classes, 'classes').data;
   if (idx.length !== positions) throw new LstmError('LSTM_SHAPE', `classes: expected ${positions} indices (one per position of ${shapeStr(z.shape)}), got ${idx.length}`);
+  const { weights, smoothing, ignore } = crossEntropyOptions(options, C);
   const mask = lossMask(z.shape, options);
-  let count = 0;
-  for (let i = 0; i < positions; i++) if (!mask || mask[i] !== 0) count++;
+  // The mean's denominator: the valid positions, each counted at its class's weight.
+  let norm = 0;
+  for (let i = 0; i < positions; i++) {
+    if (mask && mask[i] === 0) continue;
+    const k = idx[i];
+    if (ignore !== undefined && k === ignore) continue;
+    if (!Number.isInteger(k) || k < 0 || k >= C) throw new LstmError('LSTM_SHAPE', `classes[${i}]: expected an integer in 0..${C - 1}, got ${describe(k)}`);
+    norm += weights ? weights[k] : 1;
+  }
   const grad = new Float32Array(z.data.length);
+  if (norm === 0) return { loss: 0, grad };
+  let weightSum = 0; // sum of every class's weight: the smoothing term's
+  for (let c = 0; c < C; c++) weightSum += weights ? weights[c] : 1;
   let loss = 0;
   for (let i = 0; i < positions; i++) {
     if (mask && mask[i] === 0) continue;
     const k = idx[i];
-    if (!Number.isInteger(k) || k < 0 || k >= C) throw new LstmError('LSTM_SHAPE', `classes[${i}]: expected an integer in 0..${C - 1}, got ${describe(k)}`);
+    if (ignore !== undefined && k === ignore) continue;
     let max = -Infinity;
     for (let c = 0; c < C; c++) max = Math.max(max, z.data[i * C + c]);
     let sum = 0;
     for (let c = 0; c < C; c++) sum += Math.exp(z.data[i * C + c] - max);
     const logSum = Math.log(sum) + max;
-    loss += logSum - z.data[i * C + k];
-    for (let c = 0; c < C; c++) grad[i * C + c] = (Math.exp(z.data[i * C + c] - logSum) - (c === k ? 1 : 0)) / count;
+    const wk = weights ? weights[k] : 1;
+    // -(1 - s) w_k log p_k - (s / C) sum_c w_c log p_c
+    let smooth = 0;
+    if (smoothing > 0) for (let c = 0; c < C; c++) smooth += (weights ? weights[c] : 1) * (logSum - z.data[i * C + c]);
+    loss += (1 - smoothing) * wk * (logSum - z.data[i * C + k]) + (smoothing / C) * smooth;
+    for (let c = 0; c < C; c++) {
+      const p = Math.exp(z.data[i * C + c] - logSum);
+      const wc = weights ? weights[c] : 1;
+      grad[i * C + c] = ((1 - smoothing) * wk * (p - (c === k ? 1 : 0)) + (smoothing / C) * (weightSum * p - wc)) / norm;
+    }
   }
-  return { loss: count ? loss / count : 0, grad };
+  return { loss: loss / norm, grad };
+}
+
+/** crossEntropy's own options, checked. */
+function crossEntropyOptions(o: LossOptions, C: number): { weights: Float64Array | null; smoothing: number; ignore: number | undefined } {
+  let weights: Float64Array | null = null;
+  if (o.classWeights !== undefined) {
+    const w = o.classWeights;
+    if (w === null || typeof w !== 'object' || typeof w.length !== 'number' || w.length !== C) throw new LstmError('LSTM_OPTION', `classWeights: expected ${C} numbers (one per class), got ${describe(w)}`);
+    weights = new Float64Array(C);
+    for (let c = 0; c < C; c++) {
+      const v = w[c];
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new LstmError('LSTM_OPTION', `classWeights[${c}]: expected a finite number >= 0, got ${describe(v)}`);
+      weights[c] = v;
+    }
+  }
+  const smoothing = o.labelSmoothing ?? 0;
+  if (typeof smoothing !== 'number' || !(smoothing >= 0 && smoothing <= 1)) throw new LstmError('LSTM_OPTION', `labelSmoothing: expected a number in [0, 1], got ${describe(smoothing)}`);
+  const ignore = o.ignoreIndex;
+  if (ignore !== undefined && (typeof ignore !== 'number' || !Number.isSafeInteger(ignore))) throw new LstmError('LSTM_OPTION', `ignoreIndex: expected an integer, got ${describe(ignore)}`);
+  return { weights, smoothing, ignore };
+}
+
+/** The loss's own options (crossEntropy's: class weights, label smoothing, ignore_index), as trainStep, evaluate and fit take them. */
+export type LossSettings = Pick<LossOptions, 'classWeights' | 'labelSmoothing' | 'ignoreIndex'>;
+
+/** Only the LossSettings of an options object (so they cannot change lengths or layout). */
+function lossSettings(o: { lossOptions?: LossSettings } | undefined): LossSettings {
+  const l = o?.lossOptions;
+  if (l === undefined) return {};
+  if (l === null || typeof l !== 'object') throw new LstmError('LSTM_OPTION', `lossOptions: expected { classWeights?, labelSmoothing?, ignoreIndex? }, got ${describe(l)}`);
+  return { classWeights: l.classWeights, labelSmoothing: l.labelSmoothing, ignoreIndex: l.ignoreIndex };
 }
 
 /** 'crossEntropy' takes class indices; the others targets shaped as the predictions. */
@@ -266,6 +326,8 @@ export interface FitOptions {
   /** Seeds the shuffling (reproducible runs). */
   seed?: number;
   loss?: LossName;
+  /** crossEntropy's classWeights, labelSmoothing and ignoreIndex, for training and validation. */
+  lossOptions?: LossSettings;
   clipGradNorm?: number;
   validation?: FitData;
   /** Truncated BPTT: train on windows of this many steps, carrying the state across them. */
@@ -369,6 +431,8 @@ export interface SequenceModelOptions extends LSTMOptions {
 export interface TrainStepOptions extends ForwardOptions {
   optimizer: Optimizer;
   loss?: LossName;
+  /** crossEntropy's classWeights, labelSmoothing and ignoreIndex. */
+  lossOptions?: LossSettings;
   clipGradNorm?: number;
 }
 
@@ -610,7 +674,7 @@ export class SequenceModel {
     const input = this.headInput(run, options.lengths);
     const pred = this.head.forward(input.features);
     // Per sequence, every prediction counts; per step, those within each length.
-    const lossOpts = this.outputMode === 'sequence' ? { lengths: options.lengths, batchFirst: this.lstm.config.batchFirst } : {};
+    const lossOpts = { ...lossSettings(options), ...(this.outputMode === 'sequence' ? { lengths: options.lengths, batchFirst: this.lstm.config.batchFirst } : {}) };
     const { loss, grad } = lossOf(lossName(options.loss), pred, target, lossOpts);
     for (const p of params) p.grad.fill(0);
     const dFeatures = this.head.backward(input.features.data, grad, this.grads.get('head.weight')!, this.grads.get('head.bias') ?? null);
@@ -681,7 +745,7 @@ export class SequenceModel {
   }
 
   /** The mean loss over a data set, without training. */
-  evaluate(data: FitData, options: { loss?: LossName; batchSize?: number } = {}): number {
+  evaluate(data: FitData, options: { loss?: LossName; lossOptions?: LossSettings; batchSize?: number } = {}): number {
     const loss = lossName(options.loss);
     const { N, T, I, O } = checkFitData(data, 'data', loss, this.outputMode);
     const bf = this.lstm.config.batchFirst;
@@ -695,7 +759,7 @@ export class SequenceModel {
       const lengths = data.lengths ? idx.map((i) => data.lengths![i]) : undefined;
       const pred = this.forward(x, { lengths }).output;
       const y = gatherTargets(data.y.data, T, O, idx, 0, T, bf, this.outputMode);
-      const r = lossOf(loss, pred, loss === 'crossEntropy' ? y : { data: y, shape: pred.shape }, this.outputMode === 'sequence' ? { lengths, batchFirst: bf } : {});
+      const r = lossOf(loss, pred, loss === 'crossEntropy' ? y : { data: y, shape: pred.shape }, { ...lossSettings(options), ...(this.outputMode === 'sequence' ? { lengths, batchFirst: bf } : {}) });
       total += r.loss * B;
       weight += B;
     }
@@ -765,7 +829,7 @@ export class SequenceModel {
           const yData = gatherTargets(data.y.data, T, O, idx, t0, t1, bf, this.outputMode);
           const perStep = this.outputMode === 'sequence';
           const y = { data: yData, shape: loss !== 'crossEntropy' ? (!perStep ? [B, O] : bf ? [B, n, O] : [n, B, O]) : !perStep ? [B] : bf ? [B, n] : [n, B] };
-          const r = this.trainStepState(x, y, { optimizer: options.optimizer, loss, clipGradNorm: options.clipGradNorm, lengths, h0, c0 });
+          const r = this.trainStepState(x, y, { optimizer: options.optimizer, loss, lossOptions: options.lossOptions, clipGradNorm: options.clipGradNorm, lengths, h0, c0 });
           stepLoss += r.loss;
           windows++;
           h0 = r.hn;
@@ -787,7 +851,7 @@ export class SequenceModel {
       }
       const entry: FitResult['history'][number] = { loss: epochLoss / stepsPerEpoch, lr: epochLr };
       if (options.validation) {
-        entry.valLoss = this.evaluate(options.validation, { loss, batchSize });
+        entry.valLoss = this.evaluate(options.validation, { loss, lossOptions: options.lossOptions, batchSize });
         options.onProgress?.({ epoch, epochs, step: stepsPerEpoch, stepsPerEpoch, loss: entry.loss, valLoss: entry.valLoss, lr: epochLr, samplesPerSecond: seen / ((performance.now() - started) / 1000) });
       }
       history.push(entry);
