@@ -647,6 +647,11 @@ describe('losses: torch.nn.functional\'s values and gradients', () => {
     expect(m.evaluate({ x, y }, { loss: 'crossEntropy', lossOptions, batchSize: N })).toBeCloseTo(want, 6);
     expect(m.trainStep(x, y, { optimizer: new SGD(m.parameters(), { lr: 0 }), loss: 'crossEntropy', lossOptions })).toBeCloseTo(want, 6);
     expect(m.evaluate({ x, y }, { loss: 'crossEntropy', batchSize: N })).not.toBeCloseTo(want, 3);
+    // the set's mean whatever the batches: class-weighted, and (per step) over valid steps
+    expect(m.evaluate({ x, y }, { loss: 'crossEntropy', lossOptions, batchSize: 5 })).toBeCloseTo(want, 6);
+    const perStep = new SequenceModel({ inputSize: 1, hiddenSize: 6, outputSize: 1, batchFirst: true, seed: 2, backend: 'js' });
+    const steps = { x, y: { data: x.data.map((v) => v * 0.5), shape: [N, T, 1] }, lengths: Array.from({ length: N }, (_, n) => 1 + (n % T)) };
+    expect(perStep.evaluate(steps, { batchSize: 7 })).toBeCloseTo(perStep.evaluate(steps, { batchSize: N }), 6);
     const fit = async (worker: boolean) => {
       const model = make();
       const r = await model.fit({ x, y }, { optimizer: new Adam(model.parameters(), { lr: 0.02 }), loss: 'crossEntropy', lossOptions, epochs: 3, batchSize: 8, seed: 1, worker, validation: { x, y } });

@@ -91,6 +91,11 @@ export interface LossResult {
   loss: number;
   /** dLoss/dPrediction, shaped as the prediction. */
   grad: Float32Array;
+  /**
+   * What the mean divided by: the valid elements (crossEntropy: the valid positions, each at
+   * its class's weight). Summing loss * denominator over batches gives the data set's mean.
+   */
+  denominator: number;
 }
 
 export interface LossOptions {
@@ -133,7 +138,7 @@ function elementwise(f: ElementLoss, pred: Tensor, target: Tensor, options: Loss
   let count = 0;
   for (let i = 0; i < positions; i++) if (!mask || mask[i] !== 0) count += F;
   const grad = new Float32Array(p.data.length);
-  if (count === 0) return { loss: 0, grad };
+  if (count === 0) return { loss: 0, grad, denominator: 0 };
   let sum = 0;
   for (let i = 0; i < positions; i++) {
     if (mask && mask[i] === 0) continue;
@@ -143,7 +148,7 @@ function elementwise(f: ElementLoss, pred: Tensor, target: Tensor, options: Loss
       grad[k] = d / count;
     }
   }
-  return { loss: sum / count, grad };
+  return { loss: sum / count, grad, denominator: count };
 }
 
 const squared: ElementLoss = (p, y) => [(p - y) ** 2, 2 * (p - y)];
@@ -198,7 +203,7 @@ export function crossEntropy(logits: Tensor, classes: Tensor | ArrayLike<number>
     norm += weights ? weights[k] : 1;
   }
   const grad = new Float32Array(z.data.length);
-  if (norm === 0) return { loss: 0, grad };
+  if (norm === 0) return { loss: 0, grad, denominator: 0 };
   let weightSum = 0; // sum of every class's weight: the smoothing term's
   for (let c = 0; c < C; c++) weightSum += weights ? weights[c] : 1;
   let loss = 0;
@@ -222,7 +227,7 @@ export function crossEntropy(logits: Tensor, classes: Tensor | ArrayLike<number>
       grad[i * C + c] = ((1 - smoothing) * wk * (p - (c === k ? 1 : 0)) + (smoothing / C) * (weightSum * p - wc)) / norm;
     }
   }
-  return { loss: loss / norm, grad };
+  return { loss: loss / norm, grad, denominator: norm };
 }
 
 /** crossEntropy's own options, checked. */
@@ -744,7 +749,7 @@ export class SequenceModel {
     return { data: t, shape: [B, horizon, O] };
   }
 
-  /** The mean loss over a data set, without training. */
+  /** The mean loss over a data set, without training: over every valid element, whatever the batch size (as one batch of it all gives). */
   evaluate(data: FitData, options: { loss?: LossName; lossOptions?: LossSettings; batchSize?: number } = {}): number {
     const loss = lossName(options.loss);
     const { N, T, I, O } = checkFitData(data, 'data', loss, this.outputMode);
@@ -760,10 +765,11 @@ export class SequenceModel {
       const pred = this.forward(x, { lengths }).output;
       const y = gatherTargets(data.y.data, T, O, idx, 0, T, bf, this.outputMode);
       const r = lossOf(loss, pred, loss === 'crossEntropy' ? y : { data: y, shape: pred.shape }, { ...lossSettings(options), ...(this.outputMode === 'sequence' ? { lengths, batchFirst: bf } : {}) });
-      total += r.loss * B;
-      weight += B;
+      // the whole set's mean: each batch's loss at what its mean divided by
+      total += r.loss * r.denominator;
+      weight += r.denominator;
     }
-    return total / weight;
+    return weight > 0 ? total / weight : 0;
   }
 
   /**
