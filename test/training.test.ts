@@ -635,6 +635,30 @@ describe('losses: torch.nn.functional\'s values and gradients', () => {
     expect(() => lib.crossEntropy(logits, ce.classes)).toThrow(expect.objectContaining({ code: 'LSTM_SHAPE', message: expect.stringMatching(/expected an integer in 0..3, got -100/) }));
   });
 
+  it('fit checks every option first: typos, non-callbacks and values a worker could not receive are LstmErrors', async () => {
+    const m = new SequenceModel({ inputSize: 1, hiddenSize: 4, outputSize: 2, outputMode: 'last', batchFirst: true, seed: 1, backend: 'native', threads: 1 });
+    const x = { data: new Float32Array(12).fill(0.5), shape: [4, 3, 1] };
+    const y = { data: new Float32Array([0, 1, 0, 1]), shape: [4] };
+    const fit = (extra: object, data: object = { x, y }) => m.fit(data as never, { optimizer: new Adam(m.parameters()), loss: 'crossEntropy', epochs: 1, ...extra } as never);
+    for (const worker of [true, false]) {
+      const bad: [object, string, RegExp, object?][] = [
+        [{ onProgress: 5 }, 'LSTM_OPTION', /onProgress: expected a function/],
+        [{ epoch: 3 }, 'LSTM_OPTION', /fit: unknown option 'epoch'/],
+        [{ signal: {} }, 'LSTM_OPTION', /signal: expected an AbortSignal/],
+        [{ epochs: new Proxy({}, {}) }, 'LSTM_OPTION', /epochs: expected a positive integer/],
+        [{ seed: -1 }, 'LSTM_OPTION', /seed: expected a non-negative integer/],
+        [{ clipGradNorm: 'x' }, 'LSTM_OPTION', /clipGradNorm/],
+        [{ lossOptions: { classWeights: [1, () => 2] } }, 'LSTM_OPTION', /classWeights\[1\]/],
+        [{}, 'LSTM_SHAPE', /lengths\[\d\]/, { x, y, lengths: [3, 3, { valueOf: () => 2 }, 3] }],
+      ];
+      for (const [o, code, re, data] of bad) await expect(fit({ ...o, worker }, data), `${JSON.stringify(o)} worker ${worker}`).rejects.toMatchObject({ code, message: expect.stringMatching(re) });
+      // what a worker cannot clone but is fine is copied: a Proxy of class weights, Proxy tensors, extra keys ignored in lossOptions
+      const ok = await fit({ worker, lossOptions: { classWeights: new Proxy([1, 2], {}), note: () => 1 } }, { x: new Proxy(x, {}), y: { data: y.data, shape: new Proxy([4], {}) } });
+      expect(ok.history).toHaveLength(1);
+    }
+    m.dispose();
+  });
+
   it('trainStep, evaluate and fit pass lossOptions to crossEntropy; the worker gives the same bits', async () => {
     const rand = mulberry32(5);
     const N = 24, T = 5;

@@ -371,6 +371,72 @@ function earlyStoppingOf(v: unknown): { patience: number; minDelta: number; rest
   return { patience: o.patience as number, minDelta, restoreBest };
 }
 
+const FIT_KEYS = ['optimizer', 'scheduler', 'schedulerStep', 'earlyStopping', 'epochs', 'batchSize', 'shuffle', 'seed', 'loss', 'lossOptions', 'clipGradNorm', 'validation', 'tbptt', 'onProgress', 'signal', 'worker'];
+
+/**
+ * fit's options, each checked before training starts on either path (a typo, a callback
+ * that is not one, or a value a worker cannot receive is an LstmError, never a TypeError or
+ * DataCloneError).
+ */
+function checkFitOptions(o: FitOptions): void {
+  if (o === null || typeof o !== 'object') throw new LstmError('LSTM_OPTION', `fit options: expected an object, got ${describe(o)}`);
+  for (const k of Object.keys(o)) {
+    if (!FIT_KEYS.includes(k)) throw new LstmError('LSTM_OPTION', `fit: unknown option '${k}' (options: ${FIT_KEYS.join(', ')})`);
+  }
+  if (!o.optimizer) throw new LstmError('LSTM_OPTION', 'fit: options.optimizer is required');
+  if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new LstmError('LSTM_OPTION', `onProgress: expected a function, got ${describe(o.onProgress)}`);
+  const sig = o.signal as unknown as { aborted?: unknown; addEventListener?: unknown } | undefined;
+  if (sig !== undefined && (sig === null || typeof sig !== 'object' || typeof sig.aborted !== 'boolean' || typeof sig.addEventListener !== 'function')) {
+    throw new LstmError('LSTM_OPTION', `signal: expected an AbortSignal, got ${describe(o.signal)}`);
+  }
+  checkBool(o.shuffle, 'shuffle', true);
+  if (o.seed !== undefined && (typeof o.seed !== 'number' || !Number.isSafeInteger(o.seed) || o.seed < 0)) throw new LstmError('LSTM_OPTION', `seed: expected a non-negative integer, got ${describe(o.seed)}`);
+  for (const k of ['epochs', 'batchSize', 'tbptt'] as const) {
+    const v = o[k];
+    if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < 1)) throw new LstmError('LSTM_OPTION', `${k}: expected a positive integer, got ${describe(v)}`);
+  }
+  if (o.clipGradNorm !== undefined && (typeof o.clipGradNorm !== 'number' || !Number.isFinite(o.clipGradNorm) || o.clipGradNorm < 0)) {
+    throw new LstmError('LSTM_OPTION', `clipGradNorm: expected a finite number >= 0, got ${describe(o.clipGradNorm)}`);
+  }
+}
+
+/** lossOptions as plain values (class weights copied and checked): what a worker can receive. */
+function plainLossSettings(o: FitOptions): LossSettings | undefined {
+  if (o.lossOptions === undefined) return undefined;
+  const l = lossSettings(o);
+  let classWeights: number[] | undefined;
+  if (l.classWeights !== undefined) {
+    const w = l.classWeights as unknown as ArrayLike<unknown> | null;
+    if (w === null || typeof w !== 'object' || typeof w.length !== 'number' || !Number.isSafeInteger(w.length) || w.length > 1 << 20) {
+      throw new LstmError('LSTM_OPTION', `classWeights: expected an array of numbers, got ${describe(w)}`);
+    }
+    classWeights = [];
+    for (let c = 0; c < w.length; c++) {
+      const v = w[c];
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new LstmError('LSTM_OPTION', `classWeights[${c}]: expected a finite number >= 0, got ${describe(v)}`);
+      classWeights.push(v);
+    }
+  }
+  for (const k of ['labelSmoothing', 'ignoreIndex'] as const) {
+    if (l[k] !== undefined && typeof l[k] !== 'number') throw new LstmError('LSTM_OPTION', `${k}: expected a number, got ${describe(l[k])}`);
+  }
+  return { classWeights, labelSmoothing: l.labelSmoothing, ignoreIndex: l.ignoreIndex };
+}
+
+/** A data set as plain values (the tensors as checked, lengths as numbers): what a worker can receive. */
+function plainFitData(d: FitData, name: string): FitData {
+  const x = checkTensor(d.x, `${name}.x`);
+  const y = checkTensor(d.y, `${name}.y`);
+  let lengths: number[] | undefined;
+  if (d.lengths !== undefined) {
+    lengths = Array.from(d.lengths as ArrayLike<unknown>, (v, i) => {
+      if (typeof v !== 'number') throw new LstmError('LSTM_SHAPE', `${name}.lengths[${i}]: expected a number, got ${describe(v)}`);
+      return v;
+    });
+  }
+  return { x, y, lengths };
+}
+
 /** Whether fit steps the scheduler after every mini-batch (schedulerStep 'batch'). */
 function schedulerPerBatch(options: FitOptions): boolean {
   const perBatch = checkEnum(options.schedulerStep, 'schedulerStep', ['epoch', 'batch'] as const, 'epoch') === 'batch';
@@ -778,7 +844,7 @@ export class SequenceModel {
    * AbortSignal stay live while it trains; progress goes to onProgress after each step.
    */
   async fit(data: FitData, options: FitOptions): Promise<FitResult> {
-    if (!options || !options.optimizer) throw new LstmError('LSTM_OPTION', 'fit: options.optimizer is required');
+    checkFitOptions(options);
     if (options.scheduler !== undefined && (options.scheduler === null || typeof options.scheduler !== 'object' || options.scheduler.optimizer !== options.optimizer)) {
       throw new LstmError('LSTM_OPTION', `scheduler: expected a scheduler made for options.optimizer, got ${describe(options.scheduler)}`);
     }
@@ -884,19 +950,29 @@ export class SequenceModel {
     const early = earlyStoppingOf(options.earlyStopping);
     schedulerPerBatch(options);
     if (options.signal?.aborted) return Promise.resolve({ history: [], aborted: true, ...(early ? { stoppedEarly: false, bestEpoch: 0 } : {}) });
-    const { optimizer, scheduler, onProgress, signal, worker: _worker, ...fit } = options;
+    const { optimizer, scheduler, onProgress, signal } = options;
+    // Only plain, checked values go to the worker (the caller's objects may hold anything).
+    const fit: FitWorkerData['fit'] = {
+      epochs: options.epochs,
+      batchSize: options.batchSize,
+      shuffle: options.shuffle,
+      seed: options.seed,
+      loss,
+      lossOptions: plainLossSettings(options),
+      clipGradNorm: options.clipGradNorm,
+      validation: options.validation ? plainFitData(options.validation, 'validation') : undefined,
+      tbptt: options.tbptt,
+      earlyStopping: early ?? undefined,
+      schedulerStep: options.schedulerStep,
+    };
     const job: FitWorkerData = {
       options: { ...optionsOf(this.lstm), outputSize: this.head.outFeatures, outputMode: this.outputMode, backend: 'native', threads: this.lstm.config.threads },
       checkpoint: this.saveCheckpoint(optimizer),
       optimizer: optimizer.config,
       scheduler: scheduler ? { config: scheduler.config, state: scheduler.state() } : undefined,
-      data: { x: data.x, y: data.y, lengths: data.lengths ? Array.from(data.lengths) : undefined },
+      data: plainFitData(data, 'data'),
       fit,
     };
-    if (job.fit.validation) {
-      const v = job.fit.validation;
-      job.fit = { ...job.fit, validation: { x: v.x, y: v.y, lengths: v.lengths ? Array.from(v.lengths) : undefined } };
-    }
     return new Promise<FitResult>((resolve, reject) => {
       let settled = false;
       const onAbort = (): void => handle?.post('abort');
