@@ -649,6 +649,7 @@ describe('losses: torch.nn.functional\'s values and gradients', () => {
         [{ seed: -1 }, 'LSTM_OPTION', /seed: expected a non-negative integer/],
         [{ clipGradNorm: 'x' }, 'LSTM_OPTION', /clipGradNorm/],
         [{ lossOptions: { classWeights: [1, () => 2] } }, 'LSTM_OPTION', /classWeights\[1\]/],
+        [{ optimizer: {} }, 'LSTM_OPTION', /optimizer: expected an optimizer/],
         [{}, 'LSTM_SHAPE', /lengths\[\d\]/, { x, y, lengths: [3, 3, { valueOf: () => 2 }, 3] }],
       ];
       for (const [o, code, re, data] of bad) await expect(fit({ ...o, worker }, data), `${JSON.stringify(o)} worker ${worker}`).rejects.toMatchObject({ code, message: expect.stringMatching(re) });
@@ -656,6 +657,7 @@ describe('losses: torch.nn.functional\'s values and gradients', () => {
       const ok = await fit({ worker, lossOptions: { classWeights: new Proxy([1, 2], {}), note: () => 1 } }, { x: new Proxy(x, {}), y: { data: y.data, shape: new Proxy([4], {}) } });
       expect(ok.history).toHaveLength(1);
     }
+    expect(() => m.trainStep(x, y, { optimizer: { step: 1 } as never, loss: 'crossEntropy' })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION', message: expect.stringMatching(/optimizer: expected an optimizer/) }));
     m.dispose();
   });
 

@@ -384,6 +384,7 @@ function checkFitOptions(o: FitOptions): void {
     if (!FIT_KEYS.includes(k)) throw new LstmError('LSTM_OPTION', `fit: unknown option '${k}' (options: ${FIT_KEYS.join(', ')})`);
   }
   if (!o.optimizer) throw new LstmError('LSTM_OPTION', 'fit: options.optimizer is required');
+  checkOptimizer(o.optimizer);
   if (o.onProgress !== undefined && typeof o.onProgress !== 'function') throw new LstmError('LSTM_OPTION', `onProgress: expected a function, got ${describe(o.onProgress)}`);
   const sig = o.signal as unknown as { aborted?: unknown; addEventListener?: unknown } | undefined;
   if (sig !== undefined && (sig === null || typeof sig !== 'object' || typeof sig.aborted !== 'boolean' || typeof sig.addEventListener !== 'function')) {
@@ -397,6 +398,14 @@ function checkFitOptions(o: FitOptions): void {
   }
   if (o.clipGradNorm !== undefined && (typeof o.clipGradNorm !== 'number' || !Number.isFinite(o.clipGradNorm) || o.clipGradNorm < 0)) {
     throw new LstmError('LSTM_OPTION', `clipGradNorm: expected a finite number >= 0, got ${describe(o.clipGradNorm)}`);
+  }
+}
+
+/** An optimizer: one of this library's, or an object with its step() and lr (a subclass of Optimizer). */
+function checkOptimizer(o: unknown): void {
+  const opt = o as { step?: unknown; lr?: unknown } | null;
+  if (opt === null || typeof opt !== 'object' || typeof opt.step !== 'function' || typeof opt.lr !== 'number') {
+    throw new LstmError('LSTM_OPTION', `optimizer: expected an optimizer (SGD, Adam, AdamW, RMSprop, Adagrad), got ${describe(o)}`);
   }
 }
 
@@ -740,6 +749,7 @@ export class SequenceModel {
   /** trainStep that also returns the final states (truncated BPTT carries them on). */
   trainStepState(x: Tensor, target: Tensor, options: TrainStepOptions): { loss: number; hn: Tensor; cn: Tensor } {
     if (!options || !options.optimizer) throw new LstmError('LSTM_OPTION', 'trainStep: options.optimizer is required');
+    checkOptimizer(options.optimizer);
     const params = this.parameters();
     const run = this.lstm.forwardTrain(x, options);
     const input = this.headInput(run, options.lengths);
@@ -849,7 +859,7 @@ export class SequenceModel {
       throw new LstmError('LSTM_OPTION', `scheduler: expected a scheduler made for options.optimizer, got ${describe(options.scheduler)}`);
     }
     if (options.worker !== undefined && typeof options.worker !== 'boolean') throw new LstmError('LSTM_OPTION', `worker: expected a boolean, got ${describe(options.worker)}`);
-    if ((options.worker ?? true) && this.lstm.backend === 'native' && ['sgd', 'adam', 'adamw', 'rmsprop', 'adagrad'].includes(String(options.optimizer.config.name)) && (!options.scheduler || isBuiltinScheduler(options.scheduler))) {
+    if ((options.worker ?? true) && this.lstm.backend === 'native' && ['sgd', 'adam', 'adamw', 'rmsprop', 'adagrad'].includes(String(options.optimizer.config?.name)) && (!options.scheduler || isBuiltinScheduler(options.scheduler))) {
       return this.fitOnWorker(data, options);
     }
     const loss = lossName(options.loss);
