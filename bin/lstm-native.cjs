@@ -12,7 +12,8 @@ const USAGE = `usage: lstm-native <command>
 commands:
   convert <in> <out> [--prefix lstm.] [--opset 14] [--lengths] [--stack-only]
                  .onnx -> .safetensors (PyTorch names; the options go in the metadata)
-                 .safetensors -> .onnx (options from the metadata, else inferred from the names)
+                 .safetensors -> .onnx (options from the metadata, else inferred from the names;
+                 a checkpoint from train converts whole, the LSTM with its Linear head)
                  .pt / .pth / .bin (torch.save of a state dict, checkpoint or model;
                  torch.jit.save) -> either,
                  options inferred from the names under --prefix (e.g. --prefix model.lstm.);
@@ -21,7 +22,8 @@ commands:
                  --layers a,b to choose its LSTM layers
                  --stack-only: the LSTM out of an ONNX graph with more after it (e.g. a head)
   info [file] [--stack-only]
-                 a model file's configuration and parameter count; without a file,
+                 a model file's configuration and parameter count (a checkpoint's head
+                 too); without a file,
                  which engine loads on this machine and why
   train <data.safetensors> <out.safetensors> [--hidden 32] [--layers 1] [--dropout 0] [--epochs 10]
         [--batch 32] [--lr 0.001] [--optimizer adam|adamw|sgd|rmsprop|adagrad]
@@ -62,9 +64,12 @@ const kindOf = (file) => {
   throw new UsageError(`'${file}': expected a .onnx, .safetensors, .pt / .pth / .bin (torch.save) or model.json (TensorFlow.js) file`);
 };
 
-/** An LSTM from a model file (backend js: conversion needs no native code). */
+/**
+ * An LSTM from a model file (backend js: conversion needs no native code); for a checkpoint
+ * (what train writes), the SequenceModel too, its LSTM and Linear head.
+ */
 function loadModel(file, prefix, stackOnly, layers) {
-  const { LSTM, loadOnnx, loadSafetensors, loadTorch, inferOptions } = lib();
+  const { LSTM, SequenceModel, loadOnnx, loadSafetensors, loadTorch, inferOptions } = lib();
   if (kindOf(file) === 'tfjs') {
     // model.json names its weight shards; they sit beside it. Text that is not JSON goes to
     // fromTfjs as it is, which refuses it with LSTM_FORMAT.
@@ -86,7 +91,12 @@ function loadModel(file, prefix, stackOnly, layers) {
     lstm.loadStateDict(tensors, { prefix });
     return { lstm, source: 'torch.save (options inferred from PyTorch names)' };
   }
-  const stored = loadSafetensors(bytes).metadata.format === 'lstm-native/1';
+  const format = loadSafetensors(bytes).metadata.format;
+  if (format === 'lstm-native-checkpoint/1') {
+    const model = SequenceModel.fromCheckpoint(bytes, { backend: 'js' });
+    return { lstm: model.lstm, model, source: 'checkpoint (LSTM and Linear head, options in the metadata)' };
+  }
+  const stored = format === 'lstm-native/1';
   const lstm = LSTM.fromSafetensors(bytes, { prefix, backend: 'js' });
   return { lstm, source: stored ? 'safetensors (lstm-native metadata)' : 'safetensors (options inferred from PyTorch names)' };
 }
@@ -99,15 +109,16 @@ function convert(args) {
   if (from === to) throw new UsageError(`convert: '${input}' and '${output}' are both ${from}`);
   const { saveTorch, exportOnnx } = lib();
   if (to === 'tfjs') throw new UsageError('convert: writing TensorFlow.js models is not supported; write .onnx or .safetensors');
-  const { lstm } = loadModel(input, args.values.prefix, Boolean(args.values['stack-only']), args.values.layers);
+  const { lstm, model } = loadModel(input, args.values.prefix, Boolean(args.values['stack-only']), args.values.layers);
+  // A checkpoint converts whole: the LSTM with its head (names lstm.* and head.*).
   let bytes;
   if (to === 'safetensors') {
-    bytes = lstm.toSafetensors();
+    bytes = model ? model.saveCheckpoint() : lstm.toSafetensors();
   } else if (to === 'torch') {
-    bytes = saveTorch(lstm.stateDict()); // torch.load gives the state dict (options are not kept)
+    bytes = saveTorch((model ?? lstm).stateDict()); // torch.load gives the state dict (options are not kept)
   } else {
     const opset = args.values.opset === undefined ? 14 : Number(args.values.opset);
-    bytes = exportOnnx(lstm, { opset, lengths: Boolean(args.values.lengths) });
+    bytes = exportOnnx(model ?? lstm, { opset, lengths: Boolean(args.values.lengths) });
   }
   fs.writeFileSync(output, bytes);
   console.log(`wrote ${output} (${bytes.length} bytes)`);
@@ -120,10 +131,11 @@ function info(args) {
     console.log(JSON.stringify(lib().backendInfo(), null, 2));
     return 0;
   }
-  const { lstm, source } = loadModel(file, args.values.prefix, Boolean(args.values['stack-only']), args.values.layers);
+  const { lstm, model, source } = loadModel(file, args.values.prefix, Boolean(args.values['stack-only']), args.values.layers);
   const { optionsOf } = lib();
-  const params = Object.values(lstm.stateDict()).reduce((n, t) => n + t.data.length, 0);
-  console.log(JSON.stringify({ file, source, options: optionsOf(lstm), parameters: params }, null, 2));
+  const params = Object.values((model ?? lstm).stateDict()).reduce((n, t) => n + t.data.length, 0);
+  const head = model ? { head: { outputSize: model.head.outFeatures, outputMode: model.outputMode } } : {};
+  console.log(JSON.stringify({ file, source, options: optionsOf(lstm), ...head, parameters: params }, null, 2));
   return 0;
 }
 

@@ -573,6 +573,19 @@ describe('command line', () => {
     const [, ran, best] = /after (\d+) epoch\(s\) \(stopped early; kept epoch (\d+)/.exec(re.stdout)!.map(Number);
     expect(ran).toBe(best + 2);
     expect(run('train', data, cosine, '--early-stop', '0').stderr).toMatch(/--early-stop: expected an integer >= 1, got '0'/);
+    // train's checkpoint converts whole (LSTM and head) and info shows it
+    const inf = run('info', out);
+    expect(inf.status, inf.stderr).toBe(0);
+    expect(JSON.parse(inf.stdout)).toMatchObject({ source: expect.stringMatching(/checkpoint/), options: { hiddenSize: 16 }, head: { outputSize: 1, outputMode: 'sequence' } });
+    const onnxOut = path.join(dir, 'sine-model.onnx');
+    expect(run('convert', out, onnxOut).status).toBe(0);
+    const trained = lib.SequenceModel.fromCheckpoint(readFileSync(out));
+    const exported = lib.SequenceModel.fromOnnx(readFileSync(onnxOut));
+    const probe = { data: Float32Array.from({ length: 2 * 20 }, (_, i) => Math.sin(i / 3)), shape: [2, 20, 1] };
+    expectClose(exported.forward(probe).output, trained.forward(probe).output, 'train -> convert -> onnx');
+    const ptOut = path.join(dir, 'sine-model.pt');
+    expect(run('convert', out, ptOut).status).toBe(0);
+    expect(Object.keys(lib.loadTorch(readFileSync(ptOut)).tensors).sort()).toEqual(Object.keys(trained.stateDict()).sort());
     // --output-mode last: one class per sequence (the sign of its sum), y [N]; the checkpoint's
     // options make the same model again
     const rand = mulberry32(21);
