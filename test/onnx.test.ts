@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ENGINES, FIXTURES, LSTM, LstmError, expectClose, expectFormat, fixture, lib, mulberry32, onnxYToOutput, randomTensor, sweepSeeds, withEngine, type Activation, type LSTMOptions } from './helpers';
+import { ENGINES, FIXTURES, LSTM, LstmError, expectClose, expectFormat, fixture, lib, mulberry32, onnxYToOutput, randomTensor, sweepSeeds, withEngine, type Activation, type LSTMOptions, type Tensor } from './helpers';
 
 const require = createRequire(import.meta.url);
 const ort = require('onnxruntime-node') as typeof import('onnxruntime-node');
@@ -343,6 +343,18 @@ function randomExportCase(seed: number) {
   return { options, T, B, withLengths, rand };
 }
 
+/** An exported file run in onnxruntime-node on input, h0, c0 (and lengths): its outputs. */
+async function runExport(bytes: Uint8Array, x: Tensor, h0: Tensor, c0: Tensor, lengths?: Int32Array) {
+  const session = await ort.InferenceSession.create(bytes);
+  const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {
+    input: new ort.Tensor('float32', x.data, x.shape),
+    h0: new ort.Tensor('float32', h0.data, h0.shape),
+    c0: new ort.Tensor('float32', c0.data, c0.shape),
+  };
+  if (lengths) feeds.lengths = new ort.Tensor('int32', lengths, [lengths.length]);
+  return session.run(feeds);
+}
+
 // 60 configurations from seed 1, or more from elsewhere for a longer local sweep
 // (EXPORT_SEED, EXPORT_CASES), as the other random sweeps take.
 const EXPORT_SEEDS = sweepSeeds('EXPORT', 60);
@@ -362,14 +374,7 @@ describe('exportOnnx runs in onnxruntime-node with the same outputs', () => {
       const lengths = withLengths ? Int32Array.from({ length: B }, () => 1 + Math.floor(rand() * T)) : undefined;
       const ours = m.forward(x, { h0, c0, lengths });
       const bytes = exportOnnx(m, { lengths: withLengths });
-      const session = await ort.InferenceSession.create(bytes);
-      const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {
-        input: new ort.Tensor('float32', x.data, x.shape),
-        h0: new ort.Tensor('float32', h0.data, h0.shape),
-        c0: new ort.Tensor('float32', c0.data, c0.shape),
-      };
-      if (lengths) feeds.lengths = new ort.Tensor('int32', lengths, [B]);
-      const got = await session.run(feeds);
+      const got = await runExport(bytes, x, h0, c0, lengths);
       const what = `seed ${seed} ${JSON.stringify(options)}`;
       for (const k of ['output', 'hn', 'cn'] as const) {
         expectClose({ data: got[k].data as Float32Array, shape: [...got[k].dims] }, ours[k], `${what} ${k}`);
@@ -415,14 +420,7 @@ describe('exportOnnx runs in onnxruntime-node with the same outputs', () => {
       const lengths = withLengths ? Int32Array.from({ length: B }, () => 1 + Math.floor(rand() * T)) : undefined;
       const ours = model.forward(x, { h0, c0, lengths });
       const bytes = exportOnnx(model, { lengths: withLengths, opset });
-      const session = await ort.InferenceSession.create(bytes);
-      const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {
-        input: new ort.Tensor('float32', x.data, x.shape),
-        h0: new ort.Tensor('float32', h0.data, h0.shape),
-        c0: new ort.Tensor('float32', c0.data, c0.shape),
-      };
-      if (lengths) feeds.lengths = new ort.Tensor('int32', lengths, [B]);
-      const got = await session.run(feeds);
+      const got = await runExport(bytes, x, h0, c0, lengths);
       const what = `seed ${seed} ${outputMode} opset ${opset} ${JSON.stringify(options)}`;
       for (const k of ['output', 'hn', 'cn'] as const) expectClose({ data: got[k].data as Float32Array, shape: [...got[k].dims] }, ours[k], `${what} ${k}`);
       const graph = onnx.ModelProto.decode(bytes).graph!;
