@@ -230,19 +230,26 @@ export function crossEntropy(logits: Tensor, classes: Tensor | ArrayLike<number>
   return { loss: loss / norm, grad, denominator: norm };
 }
 
+/**
+ * Class weights checked and copied into a plain array: finite numbers >= 0, exactly C of
+ * them when the number of classes is known (else at most 2^20).
+ */
+function classWeightList(w: unknown, C?: number): number[] {
+  const a = w as ArrayLike<unknown> | null;
+  const lengthOk = a !== null && typeof a === 'object' && typeof a.length === 'number' && (C === undefined ? Number.isSafeInteger(a.length) && a.length <= 1 << 20 : a.length === C);
+  if (!lengthOk) throw new LstmError('LSTM_OPTION', C === undefined ? `classWeights: expected an array of numbers, got ${describe(w)}` : `classWeights: expected ${C} numbers (one per class), got ${describe(w)}`);
+  const out: number[] = [];
+  for (let c = 0; c < a.length; c++) {
+    const v = a[c];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new LstmError('LSTM_OPTION', `classWeights[${c}]: expected a finite number >= 0, got ${describe(v)}`);
+    out.push(v);
+  }
+  return out;
+}
+
 /** crossEntropy's own options, checked. */
 function crossEntropyOptions(o: LossOptions, C: number): { weights: Float64Array | null; smoothing: number; ignore: number | undefined } {
-  let weights: Float64Array | null = null;
-  if (o.classWeights !== undefined) {
-    const w = o.classWeights;
-    if (w === null || typeof w !== 'object' || typeof w.length !== 'number' || w.length !== C) throw new LstmError('LSTM_OPTION', `classWeights: expected ${C} numbers (one per class), got ${describe(w)}`);
-    weights = new Float64Array(C);
-    for (let c = 0; c < C; c++) {
-      const v = w[c];
-      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new LstmError('LSTM_OPTION', `classWeights[${c}]: expected a finite number >= 0, got ${describe(v)}`);
-      weights[c] = v;
-    }
-  }
+  const weights = o.classWeights === undefined ? null : Float64Array.from(classWeightList(o.classWeights, C));
   const smoothing = o.labelSmoothing ?? 0;
   if (typeof smoothing !== 'number' || !(smoothing >= 0 && smoothing <= 1)) throw new LstmError('LSTM_OPTION', `labelSmoothing: expected a number in [0, 1], got ${describe(smoothing)}`);
   const ignore = o.ignoreIndex;
@@ -413,19 +420,7 @@ function checkOptimizer(o: unknown): void {
 function plainLossSettings(o: FitOptions): LossSettings | undefined {
   if (o.lossOptions === undefined) return undefined;
   const l = lossSettings(o);
-  let classWeights: number[] | undefined;
-  if (l.classWeights !== undefined) {
-    const w = l.classWeights as unknown as ArrayLike<unknown> | null;
-    if (w === null || typeof w !== 'object' || typeof w.length !== 'number' || !Number.isSafeInteger(w.length) || w.length > 1 << 20) {
-      throw new LstmError('LSTM_OPTION', `classWeights: expected an array of numbers, got ${describe(w)}`);
-    }
-    classWeights = [];
-    for (let c = 0; c < w.length; c++) {
-      const v = w[c];
-      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new LstmError('LSTM_OPTION', `classWeights[${c}]: expected a finite number >= 0, got ${describe(v)}`);
-      classWeights.push(v);
-    }
-  }
+  const classWeights = l.classWeights === undefined ? undefined : classWeightList(l.classWeights);
   for (const k of ['labelSmoothing', 'ignoreIndex'] as const) {
     if (l[k] !== undefined && typeof l[k] !== 'number') throw new LstmError('LSTM_OPTION', `${k}: expected a number, got ${describe(l[k])}`);
   }
