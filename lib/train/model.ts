@@ -1062,7 +1062,7 @@ export class SequenceModel {
     if (!hw || hw.shape.length !== 2 || hw.shape[0] !== outputSize) throw new LstmError('LSTM_WEIGHTS', `the file's options need 'head.weight' of ${describe(outputSize)} rows; it holds ${hw ? `one of ${shapeStr(hw.shape)}` : 'none'}`);
     const model = fromStoredOptions(() => new SequenceModel({ ...(stored as unknown as SequenceModelOptions), backend: options.backend ?? 'auto' }));
     try {
-      return model.loadCheckpoint(bytes);
+      return model.restore(tensors, metadata);
     } catch (err) {
       model.dispose();
       throw err;
@@ -1073,6 +1073,11 @@ export class SequenceModel {
   loadCheckpoint(bytes: Uint8Array, optimizer?: Optimizer): this {
     const { tensors, metadata } = loadSafetensors(bytes);
     if (metadata.format !== 'lstm-native-checkpoint/1') throw new LstmError('LSTM_FORMAT', 'loadCheckpoint: not an lstm-native checkpoint');
+    return this.restore(tensors, metadata, optimizer);
+  }
+
+  /** loadCheckpoint from the decoded file (fromCheckpoint has decoded it already). */
+  private restore(tensors: Record<string, Tensor>, metadata: Record<string, string>, optimizer?: Optimizer): this {
     const model: Record<string, Tensor> = {};
     for (const [k, v] of Object.entries(tensors)) if (!k.startsWith('optimizer.')) model[k] = v;
     this.loadStateDict(model);
