@@ -866,10 +866,7 @@ export class SequenceModel {
     let best = { loss: Infinity, epoch: 0, weights: null as Record<string, Tensor> | null };
     const epochs = options.epochs ?? 1;
     const batchSize = options.batchSize ?? 32;
-    const window = options.tbptt ?? T;
-    for (const [k, v] of Object.entries({ epochs, batchSize, tbptt: window })) {
-      if (!Number.isInteger(v) || v < 1) throw new LstmError('LSTM_OPTION', `${k}: expected a positive integer, got ${describe(v)}`);
-    }
+    const window = options.tbptt ?? T; // (checkFitOptions checked all three)
     if (options.tbptt !== undefined && data.lengths) throw new LstmError('LSTM_OPTION', 'tbptt: truncated BPTT with per-sample lengths is not supported; pad or split the sequences instead');
     if (options.tbptt !== undefined && this.lstm.config.numDirections === 2) throw new LstmError('LSTM_OPTION', 'tbptt: a bidirectional LSTM cannot carry its state across windows');
     if (options.tbptt !== undefined && this.outputMode !== 'sequence') throw new LstmError('LSTM_OPTION', `tbptt: with outputMode '${this.outputMode}' only the last window has a target`);
