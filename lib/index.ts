@@ -12,6 +12,8 @@ export type { Dtype, SafetensorsTensor } from './io/safetensors.js';
 export { loadOnnx, exportOnnx } from './io/onnx.js';
 export { loadTorch, saveTorch } from './io/torch.js';
 export type { TorchFile } from './io/torch.js';
+export { loadHdf5 } from './io/hdf5.js';
+export type { Hdf5File, Hdf5Value } from './io/hdf5.js';
 export type { LoadOnnxOptions, ExportOnnxOptions } from './io/onnx.js';
 export { inferOptions, optionsOf } from './interop.js';
 export type { KerasWeights, KerasBidirectionalWeights, KerasLayerWeights, KerasOptions, TfjsOptions } from './interop.js';

@@ -4,6 +4,7 @@ import { paramSpecs } from './params.js';
 import { LstmError, describe, optionsArg } from './errors.js';
 import { LSTM } from './lstm.js';
 import { DTYPE_SIZE, decodeTensorBytes, loadSafetensors, saveSafetensors, type Dtype } from './io/safetensors.js';
+import { loadHdf5 } from './io/hdf5.js';
 import { MAX_ELEMENTS, checkTensor, sameShape, shapeStr, transpose2d, type Tensor } from './tensor.js';
 
 export interface KerasWeights {
@@ -354,9 +355,7 @@ function readTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, opts
   }
   if (json === null || typeof json !== 'object') throw fail(`expected model.json's object, got ${describe(modelJson)}`);
   const { modelTopology, weightsManifest, generatedBy, convertedBy } = json as { modelTopology?: { model_config?: TfjsLayer } & TfjsLayer; weightsManifest?: { weights?: TfjsWeightSpec[] }[]; generatedBy?: unknown; convertedBy?: unknown };
-  const top = modelTopology?.model_config ?? modelTopology;
-  const all = top?.config?.layers;
-  if (!Array.isArray(all)) throw fail('modelTopology has no layers (a layers model is needed, not a graph model)');
+  const all = topologyLayers(modelTopology, fail);
   if (!Array.isArray(weightsManifest)) throw fail('model.json has no weightsManifest');
   const bytes = weightData instanceof Uint8Array ? weightData : weightData instanceof ArrayBuffer ? new Uint8Array(weightData) : null;
   if (!bytes) throw fail(`expected the weights as a Uint8Array or ArrayBuffer, got ${describe(weightData)}`);
@@ -398,7 +397,87 @@ function readTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, opts
     }
     return { data, shape: spec.shape.slice() };
   };
+  const madeBy = `${String(generatedBy ?? '')} ${String(convertedBy ?? '')}`;
+  return kerasModel(all, { names: [...specs.keys()], read }, madeBy, options, withHead, fail);
+}
 
+/**
+ * An LSTM from a Keras model file (.h5): what Keras 2's `model.save('m.h5')` and Keras 3's
+ * legacy h5 format write, the model config in the root's model_config and each layer's
+ * weights under model_weights. Layers are chosen as in fromTfjs.
+ */
+export function fromKerasH5(bytes: Uint8Array, opts?: TfjsOptions): LSTM {
+  return readKerasH5(bytes, opts, false).lstm;
+}
+
+/** fromKerasH5, and the Dense layer right after the LSTM layers (SequenceModel.fromKerasH5 builds on it). */
+export function fromKerasH5WithHead(bytes: Uint8Array, opts?: TfjsOptions): { lstm: LSTM; head: TfjsHead } {
+  const { lstm, head } = readKerasH5(bytes, opts, true);
+  return { lstm, head: head! };
+}
+
+function readKerasH5(bytes: Uint8Array, opts: TfjsOptions | undefined, withHead: boolean): { lstm: LSTM; head: TfjsHead | null } {
+  const options = optionsArg(opts, 'fromKerasH5 options');
+  const fail = (msg: string) => new LstmError('LSTM_FORMAT', `fromKerasH5: ${msg}`);
+  if (!(bytes instanceof Uint8Array)) throw fail(`expected the file's bytes as a Uint8Array, got ${describe(bytes)}`);
+  const file = loadHdf5(bytes);
+  const root = file.attributes[''] ?? {};
+  if (typeof root.model_config !== 'string') {
+    throw fail(root.layer_names !== undefined
+      ? "the file holds weights only (model.save_weights), no model_config to give the layers' options: read it with loadHdf5 and pass the weights to LSTM.fromKeras"
+      : 'the root has no model_config attribute: not a Keras model file');
+  }
+  let topology: unknown;
+  try {
+    topology = JSON.parse(root.model_config);
+  } catch (err) {
+    throw fail(`model_config is not JSON (${(err as Error).message})`);
+  }
+  const all = topologyLayers(topology, fail);
+  const group = file.attributes.model_weights ? 'model_weights/' : '';
+  const listed = (v: unknown): string[] => (typeof v === 'string' ? [v] : Array.isArray(v) && v.every((x) => typeof x === 'string') ? v : []);
+  const layerNames = listed(file.attributes[group.slice(0, -1)]?.layer_names);
+  if (layerNames.length === 0) throw fail(`no layer_names attribute on '${group || '/'}': not a Keras model file`);
+  // Each layer's weights under the names Keras gave them (':0' dropped, under the layer's name).
+  const tensors = new Map<string, Tensor>();
+  for (const layer of layerNames) {
+    for (const w of listed(file.attributes[`${group}${layer}`]?.weight_names)) {
+      const path = `${group}${layer}/${w}`;
+      const t = file.tensors[path];
+      if (!t) {
+        const why = Object.entries(file.unread).find(([p]) => p === path || p === '' || path.startsWith(`${p}/`));
+        throw fail(`layer '${layer}' lists the weight '${w}', which ${why ? `is not read: '${why[0] || '/'}': ${why[1]}` : 'the file does not hold'}`);
+      }
+      const name = w.replace(/:\d+$/, '');
+      tensors.set(name.startsWith(`${layer}/`) ? name : `${layer}/${name}`, t);
+    }
+  }
+  const version = root.keras_version ?? file.attributes[group.slice(0, -1)]?.keras_version;
+  return kerasModel(all, { names: [...tensors.keys()], read: (n) => tensors.get(n)! }, `keras ${String(version ?? '')}`, options, withHead, fail);
+}
+
+/** The layers of a Keras model config (Sequential or Functional; tfjs' modelTopology, or an .h5 file's model_config). */
+function topologyLayers(topology: unknown, fail: (msg: string) => LstmError): TfjsLayer[] {
+  const t = topology as ({ model_config?: TfjsLayer } & TfjsLayer) | null | undefined;
+  const top = t?.model_config ?? t;
+  // Keras before 2.2.3 wrote a Sequential's config as the list of its layers
+  const all = Array.isArray(top?.config) ? top.config : top?.config?.layers;
+  if (!Array.isArray(all)) throw fail('the model config has no layers (a layers model is needed, not a graph model)');
+  return all;
+}
+
+/** A model file's weights: their names (Keras' weight paths, 'lstm/lstm_cell/kernel') and how to read one. */
+interface KerasWeightSource {
+  names: string[];
+  read(name: string): Tensor;
+}
+
+/**
+ * The LSTM layers (and with withHead, the Dense after them) of a Keras model config, their
+ * weights from `source`. madeBy says which Keras wrote the file (for 'hard_sigmoid').
+ */
+function kerasModel(all: TfjsLayer[], source: KerasWeightSource, madeBy: string, options: TfjsOptions, withHead: boolean, fail: (msg: string) => LstmError): { lstm: LSTM; head: TfjsHead | null } {
+  const read = source.read;
   // The LSTM layers: plain, or an LSTM inside a Bidirectional.
   const inner = (l: TfjsLayer) => (l?.class_name === 'Bidirectional' ? l.config?.layer : l);
   const isLstm = (l: TfjsLayer) => inner(l)?.class_name === 'LSTM';
@@ -430,7 +509,7 @@ function readTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, opts
   }
   // One layer's weights: names under the layer's (forward_ / backward_ for a Bidirectional's two).
   const weightsOf = (prefix: string, which?: 'forward' | 'backward'): KerasWeights => {
-    const mine = [...specs.keys()].filter((n) => n.startsWith(`${prefix}/`) && (!which || n.slice(prefix.length).includes(which)));
+    const mine = source.names.filter((n) => n.startsWith(`${prefix}/`) && (!which || n.slice(prefix.length).includes(which)));
     const pick = (suffix: string) => mine.find((n) => n.endsWith(`/${suffix}`));
     const kernel = pick('kernel');
     const recurrent = pick('recurrent_kernel');
@@ -454,7 +533,7 @@ function readTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, opts
     const denseCfg = (dense.config ?? {}) as Record<string, unknown>;
     if ((denseCfg.activation ?? 'linear') !== 'linear') throw fail(`the Dense layer '${next.config?.name}' has activation ${describe(denseCfg.activation)}; the head is linear (apply it to the predictions yourself)`);
     const name = String(next.config?.name);
-    const mine = [...specs.keys()].filter((n) => n.startsWith(`${name}/`));
+    const mine = source.names.filter((n) => n.startsWith(`${name}/`));
     const kernel = mine.find((n) => n.endsWith('/kernel'));
     if (!kernel) throw fail(`no kernel weight under '${name}/'`);
     const k = read(kernel);
@@ -466,7 +545,6 @@ function readTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, opts
     if (bias && (bias.shape.length !== 1 || bias.shape[0] !== O)) throw fail(`the Dense bias '${biasName}' has shape ${shapeStr(bias.shape)}, expected [${O}]`);
     head = { weight, bias: bias ? bias.data : null, inFeatures: F, outFeatures: O, perSequence: lastCfg.return_sequences === false };
   }
-  const madeBy = `${String(generatedBy ?? '')} ${String(convertedBy ?? '')}`;
   const lstm = fromKeras(weights.length === 1 ? weights[0] : weights, {
     units: Number(units),
     activation: String(first.activation ?? 'tanh'),

@@ -1,4 +1,4 @@
-// File fuzzing: mutations of valid safetensors, ONNX and torch.save files through the loaders. Every
+// File fuzzing: mutations of valid safetensors, ONNX, torch.save and HDF5 files through the loaders. Every
 // input must load or end in LSTM_FORMAT (or another LstmError), with memory bounded.
 // FUZZ_MUTATIONS scales it (npm run fuzz).
 import { readFileSync } from 'node:fs';
@@ -162,6 +162,26 @@ describe('file fuzzing', () => {
     const files = ['torch-export/with_head.onnx', 'torch-export/packed_with_head.onnx', 'torch-heads/last_uni2.onnx', 'torch-heads/cat_bi2.onnx', 'torch-heads/hn_uni1.onnx'].map(read);
     const rand = mulberry32(2 * SEED + 4);
     expectFuzzed((b) => lib.SequenceModel.fromOnnx(b, { backend: 'js' }).dispose(), () => mutate(files[Math.floor(rand() * files.length)], rand), 1 / 4, 1 / 50);
+  }, 600_000);
+
+  it(`${MUTATIONS} HDF5 mutations of Keras model files through loadHdf5 and SequenceModel.fromKerasH5`, () => {
+    // Four layouts: superblock 0 with symbol-table groups, superblock 3 with link messages and
+    // variable-length strings, a compact float64 dataset, and float16 weights only.
+    const files = ['k2_seq_dense.h5', 'k3_bidir_stack.h5', 'k2_final_backwards.h5', 'k2_weights_only.h5'].map((f) => read(`keras-h5/${f}`));
+    const rand = mulberry32(2 * SEED + 6);
+    expectFuzzed(
+      (b) => {
+        expectConsistent(lib.loadHdf5(b).tensors);
+        try {
+          lib.SequenceModel.fromKerasH5(b, { backend: 'js' }).dispose();
+        } catch (err) {
+          if (!(err instanceof LstmError)) throw err;
+        }
+      },
+      () => mutate(files[Math.floor(rand() * files.length)], rand),
+      1 / 20,
+      1 / 50,
+    );
   }, 600_000);
 
   it(`${MUTATIONS} torch.save mutations`, () => {

@@ -11,7 +11,7 @@ import { checkTensor, sameShape, shapeSize, shapeStr, type Tensor } from '../ten
 import { clipGradNorm, type Optimizer, type Parameter } from './optim.js';
 import { ReduceLROnPlateau, isBuiltinScheduler, type LRScheduler, type SchedulerState } from './schedule.js';
 import { nextTask, startFitWorker } from '../platform.js';
-import { MODEL_FORMAT, checkStoredAgainstWeights, fromStoredOptions, fromTfjsWithHead, inferOptions, optionsOf, storedOptions, type TfjsOptions } from '../interop.js';
+import { MODEL_FORMAT, checkStoredAgainstWeights, fromKerasH5WithHead, fromStoredOptions, fromTfjsWithHead, inferOptions, optionsOf, storedOptions, type TfjsOptions } from '../interop.js';
 import { loadTorch } from '../io/torch.js';
 import type { FitWorkerData } from './fit-worker.js';
 
@@ -545,6 +545,15 @@ export class SequenceModel {
    */
   static fromTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, options: TfjsOptions = {}): SequenceModel {
     const { lstm, head } = fromTfjsWithHead(modelJson, weightData, options);
+    return SequenceModel.withHead(lstm, head, options.backend, head.perSequence ? 'final' : 'sequence');
+  }
+
+  /**
+   * A model from a Keras model file (.h5) whose LSTM layers are followed by a linear Dense
+   * layer (see LSTM.fromKerasH5 and LSTM.fromTfjs).
+   */
+  static fromKerasH5(bytes: Uint8Array, options: TfjsOptions = {}): SequenceModel {
+    const { lstm, head } = fromKerasH5WithHead(bytes, options);
     return SequenceModel.withHead(lstm, head, options.backend, head.perSequence ? 'final' : 'sequence');
   }
 

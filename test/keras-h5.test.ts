@@ -1,0 +1,200 @@
+// Keras model files (.h5): the HDF5 reader on h5py's layouts, and LSTM / SequenceModel.fromKerasH5
+// against a numpy LSTM written from Keras' equations and against tfjs-layers (Keras' port).
+// The files come from test/fixtures/keras-h5/make.py (h5py, laid out as Keras' savers do).
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ENGINES, FIXTURES, LSTM, LstmError, expectClose, expectFormat, lib, loadSafetensors, withEngine, type Tensor } from './helpers';
+
+const require = createRequire(import.meta.url);
+const DIR = path.join(FIXTURES, 'keras-h5');
+const read = (f: string) => new Uint8Array(readFileSync(path.join(DIR, f)));
+const expected = loadSafetensors(read('expected.safetensors')).tensors;
+const meta = JSON.parse(readFileSync(path.join(DIR, 'expected.json'), 'utf8')) as Record<string, { lstm?: number[][][] | number[][]; mode: string }>;
+const MODELS = ['k2_seq_dense', 'k3_bidir_stack', 'k2_final_backwards', 'k21_list_config'];
+
+const nested = (v: unknown): Tensor => {
+  const shape: number[] = [];
+  for (let a = v; Array.isArray(a); a = a[0]) shape.push(a.length);
+  return { data: Float32Array.from((v as unknown[]).flat(Infinity) as number[]), shape };
+};
+
+describe('loadHdf5: the HDF5 that h5py writes', () => {
+  it('superblock 0, symbol-table groups and fixed-length string attributes (Keras 2 model.save)', () => {
+    const f = lib.loadHdf5(read('k2_seq_dense.h5'));
+    expect(Object.keys(f.tensors).sort()).toEqual([
+      'model_weights/dense/dense/bias:0',
+      'model_weights/dense/dense/kernel:0',
+      'model_weights/lstm/lstm/lstm_cell/bias:0',
+      'model_weights/lstm/lstm/lstm_cell/kernel:0',
+      'model_weights/lstm/lstm/lstm_cell/recurrent_kernel:0',
+      'optimizer_weights/Adam/iter:0',
+    ]);
+    expect(f.tensors['model_weights/lstm/lstm/lstm_cell/kernel:0'].shape).toEqual([3, 24]);
+    expect(f.tensors['model_weights/lstm/lstm/lstm_cell/recurrent_kernel:0'].shape).toEqual([6, 24]);
+    // an int64 scalar dataset
+    expect(f.tensors['optimizer_weights/Adam/iter:0']).toEqual({ data: new Float32Array([7]), shape: [] });
+    expect(f.attributes[''].keras_version).toBe('2.15.0');
+    expect(JSON.parse(f.attributes[''].model_config as string).class_name).toBe('Sequential');
+    expect(f.attributes.model_weights.layer_names).toEqual(['lstm', 'dense']);
+    expect(f.attributes['model_weights/lstm'].weight_names).toEqual(['lstm/lstm_cell/kernel:0', 'lstm/lstm_cell/recurrent_kernel:0', 'lstm/lstm_cell/bias:0']);
+    expect(f.unread).toEqual({});
+  });
+
+  it('superblock 3, v2 object headers, link messages and variable-length strings (libver latest)', () => {
+    const f = lib.loadHdf5(read('k3_bidir_stack.h5'));
+    expect(Object.keys(f.tensors)).toHaveLength(15);
+    expect(f.tensors['model_weights/bidirectional_1/bidirectional_1/backward_lstm_1/lstm_cell/kernel'].shape).toEqual([8, 16]);
+    expect(f.attributes[''].keras_version).toBe('3.3.3');
+    expect(f.attributes.model_weights.layer_names).toEqual(['bidirectional', 'bidirectional_1', 'time_distributed']);
+  });
+
+  it('float64 and a compact dataset; float16 weights of save_weights', () => {
+    const f = lib.loadHdf5(read('k2_final_backwards.h5'));
+    const rk = f.tensors['model_weights/lstm_7/lstm_7/lstm_cell_7/recurrent_kernel:0']; // compact
+    expect(rk.shape).toEqual([5, 20]);
+    expect(rk.data.every(Number.isFinite) && rk.data.some((v) => v !== 0)).toBe(true);
+    const w = lib.loadHdf5(read('k2_weights_only.h5'));
+    expect(w.attributes[''].layer_names).toEqual(['lstm', 'lstm_1']);
+    // float16 values read exactly: each is a multiple of its own power of two
+    const k = w.tensors['lstm/lstm/lstm_cell/kernel:0'].data;
+    for (const v of k) expect(Math.fround(v)).toBe(v);
+  });
+
+  it('attributes of every kind; a link cycle, a group under two names, soft and external links', () => {
+    const f = lib.loadHdf5(read('links.h5'));
+    // 'a' holds itself ('a/self') and is also 'b': read once, under its first name
+    expect(Object.keys(f.tensors)).toEqual(['a/w']);
+    expect(Array.from(f.tensors['a/w'].data)).toEqual([1, 2, 3]);
+    expect(f.attributes.s).toEqual({ strs: ['one', 'two'], vstrs: ['uno', 'dos', 'tres'], nums: [1.5, -2], ints: [1, 2, 3, 4], empty: [] });
+    // a string dataset is not a tensor
+    expect(f.tensors['s/text']).toBeUndefined();
+  });
+
+  it('chunked, compressed and densely stored objects are listed as unread, with the reason', () => {
+    const c = lib.loadHdf5(read('chunked.h5'));
+    expect(c.tensors).toEqual({});
+    expect(c.unread.gz).toMatch(/filtered \(compressed\)/);
+    expect(c.unread.plain_chunks).toMatch(/chunked/);
+    const d = lib.loadHdf5(read('dense_group.h5'));
+    expect(d.unread.many).toMatch(/densely \(a fractal heap/);
+  });
+
+  it('not HDF5, or cut anywhere: LSTM_FORMAT, never another error', () => {
+    expectFormat(() => lib.loadHdf5(new TextEncoder().encode('{"not": "hdf5"}')), /HDF5 signature/);
+    expect(() => lib.loadHdf5('file.h5' as unknown as Uint8Array)).toThrow(LstmError);
+    for (const name of ['k2_seq_dense', 'k3_bidir_stack']) {
+      const bytes = read(name + '.h5');
+      const x = expected[`${name}.x`];
+      const whole = lib.SequenceModel.fromKerasH5(bytes, { backend: 'js' });
+      const want = whole.forward(x).output;
+      whole.dispose();
+      let refused = 0;
+      for (let n = 0; n < bytes.length; n += 7) {
+        let m;
+        try {
+          m = lib.SequenceModel.fromKerasH5(bytes.subarray(0, n), { backend: 'js' });
+        } catch (err) {
+          expect(err).toBeInstanceOf(LstmError);
+          refused++;
+          continue;
+        }
+        // a cut that only drops unused space at the end (heap slack) loads the same model
+        expect(Array.from(m.forward(x).output.data)).toEqual(Array.from(want.data));
+        m.dispose();
+      }
+      expect(refused).toBeGreaterThan((0.9 * bytes.length) / 7);
+    }
+  });
+});
+
+describe('LSTM.fromKerasH5 and SequenceModel.fromKerasH5', () => {
+  for (const name of MODELS) {
+    it(`${name}: the model's predictions on every engine (${meta[name].mode})`, () => {
+      const bytes = read(name + '.h5');
+      for (const engine of ENGINES) {
+        const m = withEngine(engine, () => lib.SequenceModel.fromKerasH5(bytes, { backend: engine.backend }));
+        expect(m.outputMode).toBe(meta[name].mode);
+        expectClose(m.forward(expected[`${name}.x`]).output, expected[`${name}.y`], `${name} ${engine.label}`);
+        m.dispose();
+      }
+    });
+  }
+
+  it("LSTM.fromKerasH5 gives the LSTM layers' own outputs, batch-first, go_backwards aligned to the inputs", () => {
+    for (const name of ['k2_seq_dense', 'k3_bidir_stack', 'k21_list_config']) {
+      const m = LSTM.fromKerasH5(read(name + '.h5'));
+      expect(m.config.batchFirst).toBe(true);
+      expectClose(m.forward(expected[`${name}.x`]).output, nested(meta[name].lstm), name);
+      m.dispose();
+    }
+    const back = LSTM.fromKerasH5(read('k2_final_backwards.h5'));
+    expect(back.config.direction).toBe('reverse');
+    expect(back.config.bias).toBe(false);
+    // return_sequences=False: Keras' output is the state after the whole (reversed) sequence
+    expectClose(back.forward(expected['k2_final_backwards.x']).hn, { ...nested(meta.k2_final_backwards.lstm), shape: [1, 3, 5] }, 'hn');
+    back.dispose();
+  });
+
+  it("hard_sigmoid is Keras 3's when Keras 3 wrote the file; hardSigmoid overrides", () => {
+    const bytes = read('k3_bidir_stack.h5');
+    const k3 = LSTM.fromKerasH5(bytes);
+    const k2 = LSTM.fromKerasH5(bytes, { hardSigmoid: 'keras2' });
+    expect(k3.config.gateActivation).toMatchObject({ name: 'hardSigmoid', alpha: 1 / 6, beta: 0.5 });
+    expect(k2.config.gateActivation).toMatchObject({ name: 'hardSigmoid', alpha: 0.2, beta: 0.5 });
+    const x = expected['k3_bidir_stack.x'];
+    expect(Array.from(k2.forward(x).output.data)).not.toEqual(Array.from(k3.forward(x).output.data));
+    // one layer of the two, by name
+    const first = LSTM.fromKerasH5(bytes, { layers: ['bidirectional_1'] });
+    expect(first.config.inputSize).toBe(8);
+    for (const m of [k3, k2, first]) m.dispose();
+  });
+
+  it('the same predictions as tfjs-layers running the file\'s model_config with its weights', async () => {
+    const tf = require('@tensorflow/tfjs-core') as typeof import('@tensorflow/tfjs-core');
+    require('@tensorflow/tfjs-backend-cpu');
+    const tfl = require('@tensorflow/tfjs-layers') as typeof import('@tensorflow/tfjs-layers');
+    await tf.setBackend('cpu');
+    for (const name of ['k2_seq_dense', 'k2_final_backwards']) {
+      const f = lib.loadHdf5(read(name + '.h5'));
+      const config = JSON.parse(f.attributes[''].model_config as string);
+      // tfjs' orthogonal initializer needs ops it does not load here; the weights are set anyway
+      for (const l of config.config.layers) if (l.class_name === 'LSTM') l.config.recurrent_initializer = { class_name: 'Zeros', config: {} };
+      const model = await tfl.models.modelFromJSON({ modelTopology: config });
+      const weights = model.layers.flatMap((layer) =>
+        (f.attributes[`model_weights/${layer.name}`].weight_names as string[]).map((w) => {
+          const t = f.tensors[`model_weights/${layer.name}/${w}`];
+          return tf.tensor(t.data, t.shape);
+        }),
+      );
+      model.setWeights(weights);
+      const x = expected[`${name}.x`];
+      const want = { data: (model.predict(tf.tensor(x.data, x.shape)) as import('@tensorflow/tfjs-core').Tensor).dataSync() as Float32Array, shape: expected[`${name}.y`].shape };
+      const m = lib.SequenceModel.fromKerasH5(read(name + '.h5'));
+      expectClose(m.forward(x).output, want, name);
+      m.dispose();
+    }
+  });
+
+  it('weights only (save_weights): LSTM_FORMAT pointing to loadHdf5 and fromKeras, which read it', () => {
+    const bytes = read('k2_weights_only.h5');
+    expectFormat(() => LSTM.fromKerasH5(bytes), /weights only \(model\.save_weights\).*loadHdf5.*LSTM\.fromKeras/);
+    const { tensors } = lib.loadHdf5(bytes);
+    const layer = (p: string) => ({ kernel: tensors[`${p}/kernel:0`], recurrentKernel: tensors[`${p}/recurrent_kernel:0`], bias: tensors[`${p}/bias:0`] });
+    const m = LSTM.fromKeras([layer('lstm/lstm/lstm_cell'), layer('lstm_1/lstm_1/lstm_cell_1')], { units: 3 });
+    expectClose(m.forward(expected['k2_weights_only.x']).output, expected['k2_weights_only.y'], 'save_weights');
+    m.dispose();
+  });
+
+  it('what the file lacks or this reader leaves out is LSTM_FORMAT naming it', () => {
+    expectFormat(() => LSTM.fromKerasH5(read('k2_compressed.h5')), /weight 'lstm\/lstm_cell\/kernel:0', which is not read: .*filtered \(compressed\)/);
+    expectFormat(() => LSTM.fromKerasH5(read('links.h5')), /no model_config attribute: not a Keras model file/);
+    expectFormat(() => lib.SequenceModel.fromKerasH5(read('k2_weights_only.h5')), /weights only/);
+    // a model with no Dense after its LSTM has no head
+    expectFormat(() => lib.SequenceModel.fromKerasH5(read('k2_compressed.h5')), /not read|no Dense/);
+    expect(() => LSTM.fromKerasH5(read('k2_seq_dense.h5'), { layers: ['dense'] })).toThrow(/no LSTM layer named "dense" \(the model's: lstm\)/);
+    expect(() => LSTM.fromKerasH5(read('k2_seq_dense.h5'), { layers: 'lstm' } as never)).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+    expect(() => LSTM.fromKerasH5(read('k2_seq_dense.h5'), 5 as never)).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+  });
+});
