@@ -18,8 +18,8 @@ commands:
                  torch.jit.save) -> either,
                  options inferred from the names under --prefix (e.g. --prefix model.lstm.);
                  -> .pt writes a state dict torch.load reads;
-                 model.json (TensorFlow.js layers model, shards beside it) -> either,
-                 --layers a,b to choose its LSTM layers
+                 model.json (TensorFlow.js layers model, shards beside it) or .h5 (Keras
+                 model.save) -> either, --layers a,b to choose its LSTM layers
                  --stack-only: the LSTM out of an ONNX graph with more after it (e.g. a head)
   info [file] [--stack-only]
                  a model file's configuration and parameter count (a checkpoint's head
@@ -61,7 +61,8 @@ const kindOf = (file) => {
   if (ext === '.safetensors') return 'safetensors';
   if (ext === '.pt' || ext === '.pth' || ext === '.bin') return 'torch';
   if (ext === '.json') return 'tfjs';
-  throw new UsageError(`'${file}': expected a .onnx, .safetensors, .pt / .pth / .bin (torch.save) or model.json (TensorFlow.js) file`);
+  if (ext === '.h5' || ext === '.hdf5') return 'keras';
+  throw new UsageError(`'${file}': expected a .onnx, .safetensors, .pt / .pth / .bin (torch.save), model.json (TensorFlow.js) or .h5 (Keras) file`);
 };
 
 /**
@@ -84,6 +85,10 @@ function loadModel(file, prefix, stackOnly, layers) {
     return { lstm, source: 'TensorFlow.js layers model' };
   }
   const bytes = new Uint8Array(fs.readFileSync(file));
+  if (kindOf(file) === 'keras') {
+    const lstm = LSTM.fromKerasH5(bytes, { backend: 'js', layers: layers ? layers.split(',') : undefined });
+    return { lstm, source: 'Keras model file (.h5)' };
+  }
   if (kindOf(file) === 'onnx') return { lstm: loadOnnx(bytes, { backend: 'js', stackOnly }), source: 'onnx' };
   if (kindOf(file) === 'torch') {
     const { tensors } = loadTorch(bytes);
@@ -108,7 +113,7 @@ function convert(args) {
   const to = kindOf(output);
   if (from === to) throw new UsageError(`convert: '${input}' and '${output}' are both ${from}`);
   const { saveTorch, exportOnnx } = lib();
-  if (to === 'tfjs') throw new UsageError('convert: writing TensorFlow.js models is not supported; write .onnx or .safetensors');
+  if (to === 'tfjs' || to === 'keras') throw new UsageError(`convert: writing ${to === 'tfjs' ? 'TensorFlow.js' : 'Keras'} models is not supported; write .onnx, .safetensors or .pt`);
   const { lstm, model } = loadModel(input, args.values.prefix, Boolean(args.values['stack-only']), args.values.layers);
   // A checkpoint converts whole: the LSTM with its head (names lstm.* and head.*).
   let bytes;
