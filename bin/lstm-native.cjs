@@ -18,8 +18,8 @@ commands:
                  torch.jit.save) -> either,
                  options inferred from the names under --prefix (e.g. --prefix model.lstm.);
                  -> .pt writes a state dict torch.load reads;
-                 model.json (TensorFlow.js layers model, shards beside it) or .h5 (Keras
-                 model.save) -> either, --layers a,b to choose its LSTM layers
+                 model.json (TensorFlow.js layers model, shards beside it), .keras or .h5
+                 (Keras model.save) -> either, --layers a,b to choose its LSTM layers
                  --stack-only: the LSTM out of an ONNX graph with more after it (e.g. a head)
   info [file] [--stack-only]
                  a model file's configuration and parameter count (a checkpoint's head
@@ -61,8 +61,8 @@ const kindOf = (file) => {
   if (ext === '.safetensors') return 'safetensors';
   if (ext === '.pt' || ext === '.pth' || ext === '.bin') return 'torch';
   if (ext === '.json') return 'tfjs';
-  if (ext === '.h5' || ext === '.hdf5') return 'keras';
-  throw new UsageError(`'${file}': expected a .onnx, .safetensors, .pt / .pth / .bin (torch.save), model.json (TensorFlow.js) or .h5 (Keras) file`);
+  if (ext === '.keras' || ext === '.h5' || ext === '.hdf5') return 'keras';
+  throw new UsageError(`'${file}': expected a .onnx, .safetensors, .pt / .pth / .bin (torch.save), model.json (TensorFlow.js) or .keras / .h5 (Keras) file`);
 };
 
 /**
@@ -86,8 +86,8 @@ function loadModel(file, prefix, stackOnly, layers) {
   }
   const bytes = new Uint8Array(fs.readFileSync(file));
   if (kindOf(file) === 'keras') {
-    const lstm = LSTM.fromKerasH5(bytes, { backend: 'js', layers: layers ? layers.split(',') : undefined });
-    return { lstm, source: 'Keras model file (.h5)' };
+    const lstm = LSTM.fromKerasFile(bytes, { backend: 'js', layers: layers ? layers.split(',') : undefined });
+    return { lstm, source: `Keras model file (${path.extname(file).toLowerCase()})` };
   }
   if (kindOf(file) === 'onnx') return { lstm: loadOnnx(bytes, { backend: 'js', stackOnly }), source: 'onnx' };
   if (kindOf(file) === 'torch') {

@@ -4,7 +4,8 @@ import { paramSpecs } from './params.js';
 import { LstmError, describe, optionsArg } from './errors.js';
 import { LSTM } from './lstm.js';
 import { DTYPE_SIZE, decodeTensorBytes, loadSafetensors, saveSafetensors, type Dtype } from './io/safetensors.js';
-import { loadHdf5 } from './io/hdf5.js';
+import { isHdf5, loadHdf5 } from './io/hdf5.js';
+import { readZip } from './io/torch.js';
 import { MAX_ELEMENTS, checkTensor, sameShape, shapeStr, transpose2d, type Tensor } from './tensor.js';
 
 export interface KerasWeights {
@@ -402,24 +403,27 @@ function readTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, opts
 }
 
 /**
- * An LSTM from a Keras model file (.h5): what Keras 2's `model.save('m.h5')` and Keras 3's
- * legacy h5 format write, the model config in the root's model_config and each layer's
- * weights under model_weights. Layers are chosen as in fromTfjs.
+ * An LSTM from a Keras model file: Keras 3's `model.save('m.keras')` (a zip of config.json
+ * and model.weights.h5), or the .h5 of Keras 2's `model.save('m.h5')` and Keras 3's legacy h5
+ * format (the model config in the root's model_config, each layer's weights under
+ * model_weights). Layers are chosen as in fromTfjs.
  */
-export function fromKerasH5(bytes: Uint8Array, opts?: TfjsOptions): LSTM {
-  return readKerasH5(bytes, opts, false).lstm;
+export function fromKerasFile(bytes: Uint8Array, opts?: TfjsOptions): LSTM {
+  return readKerasFile(bytes, opts, false).lstm;
 }
 
-/** fromKerasH5, and the Dense layer right after the LSTM layers (SequenceModel.fromKerasH5 builds on it). */
-export function fromKerasH5WithHead(bytes: Uint8Array, opts?: TfjsOptions): { lstm: LSTM; head: TfjsHead } {
-  const { lstm, head } = readKerasH5(bytes, opts, true);
+/** fromKerasFile, and the Dense layer right after the LSTM layers (SequenceModel.fromKerasFile builds on it). */
+export function fromKerasFileWithHead(bytes: Uint8Array, opts?: TfjsOptions): { lstm: LSTM; head: TfjsHead } {
+  const { lstm, head } = readKerasFile(bytes, opts, true);
   return { lstm, head: head! };
 }
 
-function readKerasH5(bytes: Uint8Array, opts: TfjsOptions | undefined, withHead: boolean): { lstm: LSTM; head: TfjsHead | null } {
-  const options = optionsArg(opts, 'fromKerasH5 options');
-  const fail = (msg: string) => new LstmError('LSTM_FORMAT', `fromKerasH5: ${msg}`);
+function readKerasFile(bytes: Uint8Array, opts: TfjsOptions | undefined, withHead: boolean): { lstm: LSTM; head: TfjsHead | null } {
+  const options = optionsArg(opts, 'fromKerasFile options');
+  const fail = (msg: string) => new LstmError('LSTM_FORMAT', `fromKerasFile: ${msg}`);
   if (!(bytes instanceof Uint8Array)) throw fail(`expected the file's bytes as a Uint8Array, got ${describe(bytes)}`);
+  // Keras 3's own format is a zip (PK) holding the config and an .h5 of the weights.
+  if (!isHdf5(bytes) && bytes[0] === 0x50 && bytes[1] === 0x4b) return readKerasArchive(bytes, options, withHead, fail);
   const file = loadHdf5(bytes);
   const root = file.attributes[''] ?? {};
   if (typeof root.model_config !== 'string') {
@@ -439,21 +443,108 @@ function readKerasH5(bytes: Uint8Array, opts: TfjsOptions | undefined, withHead:
   const layerNames = listed(file.attributes[group.slice(0, -1)]?.layer_names);
   if (layerNames.length === 0) throw fail(`no layer_names attribute on '${group || '/'}': not a Keras model file`);
   // Each layer's weights under the names Keras gave them (':0' dropped, under the layer's name).
+  // A weight listed but not read fails only the layer that needs it.
   const tensors = new Map<string, Tensor>();
+  const unread = new Map<string, string>();
   for (const layer of layerNames) {
     for (const w of listed(file.attributes[`${group}${layer}`]?.weight_names)) {
       const path = `${group}${layer}/${w}`;
       const t = file.tensors[path];
       if (!t) {
-        const why = Object.entries(file.unread).find(([p]) => p === path || p === '' || path.startsWith(`${p}/`));
-        throw fail(`layer '${layer}' lists the weight '${w}', which ${why ? `is not read: '${why[0] || '/'}': ${why[1]}` : 'the file does not hold'}`);
+        if (!unread.has(layer)) {
+          // the path itself, or the group above it, left out by the reader
+          const parts = path.split('/');
+          const at = ['', ...parts.map((_, i) => parts.slice(0, i + 1).join('/'))].find((q) => Object.hasOwn(file.unread, q));
+          unread.set(layer, `layer '${layer}' lists the weight '${w}', which ${at !== undefined ? `is not read: '${at || '/'}': ${file.unread[at]}` : 'the file does not hold'}`);
+        }
+        continue;
       }
       const name = w.replace(/:\d+$/, '');
       tensors.set(name.startsWith(`${layer}/`) ? name : `${layer}/${name}`, t);
     }
   }
   const version = root.keras_version ?? file.attributes[group.slice(0, -1)]?.keras_version;
-  return kerasModel(all, { names: [...tensors.keys()], read: (n) => tensors.get(n)! }, `keras ${String(version ?? '')}`, options, withHead, fail);
+  return kerasModel(all, { names: [...tensors.keys()], read: (n) => tensors.get(n)!, unread }, `keras ${String(version ?? '')}`, options, withHead, fail);
+}
+
+/** Keras' naming.to_snake_case: 'TimeDistributed' -> 'time_distributed', 'LSTM' -> 'lstm'. */
+function snakeCase(name: string): string {
+  return name
+    .replace(/\W+/g, '')
+    .replace(/(.)([A-Z][a-z]+)/g, '$1_$2')
+    .replace(/([a-z])([A-Z])/g, '$1_$2')
+    .toLowerCase();
+}
+
+/**
+ * A Keras 3 `.keras` file: config.json (the model serialized), metadata.json and
+ * model.weights.h5, whose groups saving_lib names by walking the model: the k-th layer of a
+ * class under 'layers/<snake_case class>' (k = 0) or 'layers/<snake_case class>_<k>', its
+ * variables in '<attribute path>/vars/<i>' in the order the layer made them.
+ */
+function readKerasArchive(bytes: Uint8Array, options: TfjsOptions, withHead: boolean, fail: (msg: string) => LstmError): { lstm: LSTM; head: TfjsHead | null } {
+  const entries = readZip(bytes, 'fromKerasFile: .keras file');
+  const entry = (name: string): Uint8Array => {
+    const e = entries.get(name);
+    if (!e) throw fail(`the .keras archive has no ${name} (it holds ${[...entries.keys()].map((k) => `'${k}'`).join(', ') || 'nothing'})`);
+    if (e.method !== 0) throw fail(`the .keras archive's ${name} is compressed (method ${e.method}); Keras stores its entries uncompressed`);
+    return bytes.subarray(e.start, e.start + e.size);
+  };
+  const json = (name: string): unknown => {
+    try {
+      return JSON.parse(new TextDecoder().decode(entry(name)));
+    } catch (err) {
+      if (err instanceof LstmError) throw err;
+      throw fail(`${name} is not JSON (${(err as Error).message})`);
+    }
+  };
+  const config = json('config.json') as TfjsLayer;
+  const all = topologyLayers(config, fail);
+  const metadata = entries.has('metadata.json') ? (json('metadata.json') as { keras_version?: unknown } | null) : null;
+  const weightsFile = entries.has('model.weights.h5') ? 'model.weights.h5' : [...entries.keys()].find((k) => k.endsWith('.weights.h5'));
+  if (!weightsFile) throw fail(`the .keras archive has no model.weights.h5 (it holds ${[...entries.keys()].map((k) => `'${k}'`).join(', ')})`);
+  const file = loadHdf5(entry(weightsFile));
+  // The variables by layer group ('layers/lstm_1'), then by the path inside it ('cell'), then by index.
+  const byLayer = new Map<string, Map<string, Map<string, Tensor>>>();
+  for (const [p, t] of Object.entries(file.tensors)) {
+    const m = /^(layers\/[^/]+)\/(?:(.*)\/)?vars\/([^/]+)$/.exec(p);
+    if (!m) continue;
+    const groups = byLayer.get(m[1]) ?? new Map<string, Map<string, Tensor>>();
+    const vars = groups.get(m[2] ?? '') ?? new Map<string, Tensor>();
+    vars.set(m[3], t);
+    groups.set(m[2] ?? '', vars);
+    byLayer.set(m[1], groups);
+  }
+  // What the reader left out, by layer group; '' or 'layers' stands for every layer.
+  const unreadAt = new Map<string, [string, string]>();
+  for (const [p, why] of Object.entries(file.unread)) {
+    const key = p === '' || p === 'layers' ? '' : /^layers\/[^/]+/.exec(p)?.[0];
+    if (key !== undefined && !unreadAt.has(key)) unreadAt.set(key, [p, why]);
+  }
+  // Each layer's variables, named as fromTfjs finds them: '<layer>/<path>/kernel' ...
+  const tensors = new Map<string, Tensor>();
+  const unreadLayers = new Map<string, string>();
+  const used = new Map<string, number>();
+  for (const layer of all) {
+    const cls = snakeCase(String(layer?.class_name ?? ''));
+    const k = used.has(cls) ? used.get(cls)! + 1 : 0;
+    used.set(cls, k);
+    const at = `layers/${k === 0 ? cls : `${cls}_${k}`}`;
+    const name = String(layer?.config?.name);
+    for (const [group, named] of byLayer.get(at) ?? []) {
+      const vars = ['0', '1', '2'].slice(0, named.size).map((i) => named.get(i));
+      if (named.size > 3 || vars.some((v) => v === undefined)) {
+        unreadLayers.set(name, `'${at}/${group ? `${group}/` : ''}vars' holds variables ${[...named.keys()].map((v) => `'${v}'`).join(', ')}, not the two or three (from '0') of a Dense or an LSTM cell`);
+        continue;
+      }
+      // an LSTM cell made kernel, recurrent_kernel, bias; a Dense kernel, bias
+      const roles = /(^|\/)cell$/.test(group) ? ['kernel', 'recurrent_kernel', 'bias'] : ['kernel', 'bias', 'extra'];
+      vars.forEach((t, i) => tensors.set(`${name}/${group ? `${group}/` : ''}${roles[i]}`, t!));
+    }
+    const unread = unreadAt.get('') ?? unreadAt.get(at);
+    if (unread) unreadLayers.set(name, `layer '${name}': '${unread[0] || '/'}' is not read: ${unread[1]}`);
+  }
+  return kerasModel(all, { names: [...tensors.keys()], read: (n) => tensors.get(n)!, unread: unreadLayers }, `keras ${String(metadata?.keras_version ?? '3')}`, options, withHead, fail);
 }
 
 /** The layers of a Keras model config (Sequential or Functional; tfjs' modelTopology, or an .h5 file's model_config). */
@@ -470,6 +561,8 @@ function topologyLayers(topology: unknown, fail: (msg: string) => LstmError): Tf
 interface KerasWeightSource {
   names: string[];
   read(name: string): Tensor;
+  /** Layers (by name) whose weights the file lists but this reader could not read, and why. */
+  unread?: Map<string, string>;
 }
 
 /**
@@ -509,6 +602,8 @@ function kerasModel(all: TfjsLayer[], source: KerasWeightSource, madeBy: string,
   }
   // One layer's weights: names under the layer's (forward_ / backward_ for a Bidirectional's two).
   const weightsOf = (prefix: string, which?: 'forward' | 'backward'): KerasWeights => {
+    const unread = source.unread?.get(prefix);
+    if (unread) throw fail(unread);
     const mine = source.names.filter((n) => n.startsWith(`${prefix}/`) && (!which || n.slice(prefix.length).includes(which)));
     const pick = (suffix: string) => mine.find((n) => n.endsWith(`/${suffix}`));
     const kernel = pick('kernel');
@@ -533,6 +628,8 @@ function kerasModel(all: TfjsLayer[], source: KerasWeightSource, madeBy: string,
     const denseCfg = (dense.config ?? {}) as Record<string, unknown>;
     if ((denseCfg.activation ?? 'linear') !== 'linear') throw fail(`the Dense layer '${next.config?.name}' has activation ${describe(denseCfg.activation)}; the head is linear (apply it to the predictions yourself)`);
     const name = String(next.config?.name);
+    const unread = source.unread?.get(name);
+    if (unread) throw fail(unread);
     const mine = source.names.filter((n) => n.startsWith(`${name}/`));
     const kernel = mine.find((n) => n.endsWith('/kernel'));
     if (!kernel) throw fail(`no kernel weight under '${name}/'`);

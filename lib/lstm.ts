@@ -8,7 +8,7 @@ import {
 } from './config.js';
 import { PEEPHOLE_KIND, type Engine, type EngineLayer, type LayerDesc, type StackResult, type StackRun } from './engine.js';
 import { LstmError, describe, optionsArg } from './errors.js';
-import { fromKeras as kerasToLstm, fromKerasH5 as kerasH5ToLstm, fromTfjs as tfjsToLstm, lstmFromSafetensors, lstmToSafetensors, type KerasLayerWeights, type KerasOptions, type TfjsOptions } from './interop.js';
+import { fromKeras as kerasToLstm, fromKerasFile as kerasFileToLstm, fromTfjs as tfjsToLstm, lstmFromSafetensors, lstmToSafetensors, type KerasLayerWeights, type KerasOptions, type TfjsOptions } from './interop.js';
 import { activationsFromOnnx, onnxToStateDict } from './onnx-layout.js';
 import { backwardTrain, dropoutMasks, forwardTrain, TapePool } from './train/bptt.js';
 import { Rng, randomSeed } from './rng.js';
@@ -702,11 +702,11 @@ export class LSTM {
   }
 
   /**
-   * An LSTM from a Keras model file (.h5, from Keras 2's model.save or Keras 3's legacy h5
-   * format): its LSTM or Bidirectional(LSTM) layers, chosen as in fromTfjs.
+   * An LSTM from a Keras model file (.keras from Keras 3's model.save, or .h5 from Keras 2's
+   * or Keras 3's legacy format): its LSTM or Bidirectional(LSTM) layers, chosen as in fromTfjs.
    */
-  static fromKerasH5(bytes: Uint8Array, options?: TfjsOptions): LSTM {
-    return kerasH5ToLstm(bytes, options);
+  static fromKerasFile(bytes: Uint8Array, options?: TfjsOptions): LSTM {
+    return kerasFileToLstm(bytes, options);
   }
 
   /**

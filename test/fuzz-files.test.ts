@@ -164,16 +164,23 @@ describe('file fuzzing', () => {
     expectFuzzed((b) => lib.SequenceModel.fromOnnx(b, { backend: 'js' }).dispose(), () => mutate(files[Math.floor(rand() * files.length)], rand), 1 / 4, 1 / 50);
   }, 600_000);
 
-  it(`${MUTATIONS} HDF5 mutations of Keras model files through loadHdf5 and SequenceModel.fromKerasH5`, () => {
-    // Four layouts: superblock 0 with symbol-table groups, superblock 3 with link messages and
-    // variable-length strings, a compact float64 dataset, and float16 weights only.
-    const files = ['k2_seq_dense.h5', 'k3_bidir_stack.h5', 'k2_final_backwards.h5', 'k2_weights_only.h5'].map((f) => read(`keras-h5/${f}`));
+  it(`${MUTATIONS} mutations of Keras model files (.h5 and .keras) through loadHdf5 and SequenceModel.fromKerasFile`, () => {
+    // Four HDF5 layouts: superblock 0 with symbol-table groups, superblock 3 with link messages
+    // and variable-length strings, a compact float64 dataset, and float16 weights only; and
+    // Keras 3's zip of config.json and model.weights.h5.
+    const files = ['k2_seq_dense.h5', 'k3_bidir_stack.h5', 'k2_final_backwards.h5', 'k2_weights_only.h5', 'k3_bidir_tagger.keras'].map((f) => read(`keras/${f}`));
     const rand = mulberry32(2 * SEED + 6);
     expectFuzzed(
       (b) => {
+        // a .keras archive (a zip) loads whole or is refused; an HDF5 file must read, and
+        // what reads also goes through fromKerasFile
+        if (b[0] === 0x50) {
+          lib.SequenceModel.fromKerasFile(b, { backend: 'js' }).dispose();
+          return;
+        }
         expectConsistent(lib.loadHdf5(b).tensors);
         try {
-          lib.SequenceModel.fromKerasH5(b, { backend: 'js' }).dispose();
+          lib.SequenceModel.fromKerasFile(b, { backend: 'js' }).dispose();
         } catch (err) {
           if (!(err instanceof LstmError)) throw err;
         }

@@ -436,7 +436,7 @@ describe('command line', () => {
     expect(JSON.parse(run('info', out).stdout).options.hiddenSize).toBe(32);
     const usage = run('convert', 'a.txt', 'b.onnx');
     expect(usage.status).toBe(2);
-    expect(usage.stderr).toMatch(/expected a .onnx, .safetensors, .pt \/ .pth \/ .bin \(torch.save\), model.json \(TensorFlow.js\) or .h5 \(Keras\) file/);
+    expect(usage.stderr).toMatch(/expected a .onnx, .safetensors, .pt \/ .pth \/ .bin \(torch.save\), model.json \(TensorFlow.js\) or .keras \/ .h5 \(Keras\) file/);
     expect(run('convert', 'only-one.onnx').status).toBe(2);
     expect(run('info', path.join(dir, 'missing.onnx')).status).toBe(1);
     const proj = path.join(dir, 'proj.safetensors');
@@ -447,21 +447,25 @@ describe('command line', () => {
     expect(refused.stderr).toMatch(/LSTM_FORMAT: .*no projection/);
   });
 
-  it('a Keras .h5 model converts and describes; --layers chooses; weights only is refused', () => {
-    const h5 = (f: string) => path.join(FIXTURES, 'keras-h5', f);
+  it('Keras .h5 and .keras models convert and describe; --layers chooses; weights only is refused', () => {
+    const h5 = (f: string) => path.join(FIXTURES, 'keras', f);
     const described = JSON.parse(run('info', h5('k3_bidir_stack.h5')).stdout);
     expect(described.source).toBe('Keras model file (.h5)');
     expect(described.options).toMatchObject({ inputSize: 2, hiddenSize: 4, numLayers: 2, direction: 'bidirectional', batchFirst: true, gateActivation: { name: 'hardSigmoid', alpha: 1 / 6 } });
     expect(JSON.parse(run('info', h5('k3_bidir_stack.h5'), '--layers', 'bidirectional_1').stdout).options).toMatchObject({ inputSize: 8, numLayers: 1 });
     const out = path.join(dir, 'from-keras.onnx');
     expect(run('convert', h5('k2_seq_dense.h5'), out).status).toBe(0);
-    const direct = LSTM.fromKerasH5(new Uint8Array(readFileSync(h5('k2_seq_dense.h5'))));
+    const direct = LSTM.fromKerasFile(new Uint8Array(readFileSync(h5('k2_seq_dense.h5'))));
     const x = loadSafetensors(readFileSync(h5('expected.safetensors'))).tensors['k2_seq_dense.x'];
     expectClose(lib.loadOnnx(new Uint8Array(readFileSync(out))).forward(x).output, direct.forward(x).output, 'Keras .h5 -> .onnx');
     const weightsOnly = run('info', h5('k2_weights_only.h5'));
     expect(weightsOnly.status).toBe(1);
     expect(weightsOnly.stderr).toMatch(/LSTM_FORMAT: .*weights only/);
     expect(run('convert', out, path.join(dir, 'back.h5')).status).toBe(2);
+    expect(run('convert', out, path.join(dir, 'back.keras')).status).toBe(2);
+    const k3 = JSON.parse(run('info', h5('k3_stack_final.keras')).stdout);
+    expect(k3.source).toBe('Keras model file (.keras)');
+    expect(k3.options).toMatchObject({ inputSize: 3, hiddenSize: 5, numLayers: 2 });
   });
 
   it('a TensorFlow.js model.json (shards beside it) converts and describes; --layers chooses', async () => {

@@ -69,9 +69,11 @@ beforeAll(async () => {
   copyFileSync(path.join(FIXTURES, 'm01_sine_model.safetensors'), path.join(work, 'model.safetensors'));
   copyFileSync(path.join(FIXTURES, 'torch-save', 'checkpoint.pth'), path.join(work, 'checkpoint.pth'));
   copyFileSync(path.join(FIXTURES, 'torch-save', 'net.pt'), path.join(work, 'net.pt'));
-  // a Keras model.save file (an LSTM named 'lstm' and a Dense) and a save_weights one
-  copyFileSync(path.join(FIXTURES, 'keras-h5', 'k2_seq_dense.h5'), path.join(work, 'model.h5'));
-  copyFileSync(path.join(FIXTURES, 'keras-h5', 'k2_weights_only.h5'), path.join(work, 'weights.h5'));
+  // Keras model.save files (.keras: two LSTM layers named 'lstm' and 'lstm_1', then a Dense;
+  // .h5: an LSTM named 'lstm' and a Dense) and a save_weights one
+  copyFileSync(path.join(FIXTURES, 'keras', 'k3_stack_final.keras'), path.join(work, 'model.keras'));
+  copyFileSync(path.join(FIXTURES, 'keras', 'k2_seq_dense.h5'), path.join(work, 'model.h5'));
+  copyFileSync(path.join(FIXTURES, 'keras', 'k2_weights_only.h5'), path.join(work, 'weights.h5'));
   const lstm = new lib.LSTM({ inputSize: 3, hiddenSize: 4, numLayers: 2, seed: 1 });
   writeFileSync(path.join(work, 'model.onnx'), lib.exportOnnx(lstm));
   lstm.dispose();
@@ -162,7 +164,7 @@ describe('README', () => {
     mkdirSync(dir);
     // The files the lines read and have not written before: the LSTM exported, a torch.save
     // checkpoint, a TensorFlow.js model, a Keras file, a graph with a head, and a model with its LSTM under 'lstm.'.
-    for (const [from, to] of [['model.onnx', 'model.onnx'], ['checkpoint.pth', 'checkpoint.pth'], ['model.json', 'model.json'], ['group1-shard1of1.bin', 'group1-shard1of1.bin'], ['model.h5', 'model.h5'], ['net.onnx', 'full.onnx'], ['model.safetensors', 'net.safetensors']]) {
+    for (const [from, to] of [['model.onnx', 'model.onnx'], ['checkpoint.pth', 'checkpoint.pth'], ['model.json', 'model.json'], ['group1-shard1of1.bin', 'group1-shard1of1.bin'], ['model.keras', 'model.keras'], ['net.onnx', 'full.onnx'], ['model.safetensors', 'net.safetensors']]) {
       copyFileSync(path.join(work, from), path.join(dir, to));
     }
     const cli = (args: string[]) => spawnSync(process.execPath, [path.join(root, 'bin', 'lstm-native.cjs'), ...args], { cwd: dir, encoding: 'utf8', timeout: 60_000 });

@@ -21,7 +21,7 @@ function fmtErr(msg: string): LstmError {
 
 // ---------------------------------------------------------------- zip (stored entries)
 
-interface ZipEntry {
+export interface ZipEntry {
   name: string;
   /** Offset of the entry's bytes in the file, and their length. */
   start: number;
@@ -30,7 +30,9 @@ interface ZipEntry {
   method: number;
 }
 
-function readZip(bytes: Uint8Array): Map<string, ZipEntry> {
+/** A zip archive's entries from its central directory (zip64 too); `what` names the file in errors. */
+export function readZip(bytes: Uint8Array, what = 'torch.save file'): Map<string, ZipEntry> {
+  const fmtErr = (msg: string) => new LstmError('LSTM_FORMAT', `${what}: ${msg}`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const len = bytes.byteLength;
   const u16 = (o: number) => view.getUint16(o, true);

@@ -11,7 +11,7 @@ import { checkTensor, sameShape, shapeSize, shapeStr, type Tensor } from '../ten
 import { clipGradNorm, type Optimizer, type Parameter } from './optim.js';
 import { ReduceLROnPlateau, isBuiltinScheduler, type LRScheduler, type SchedulerState } from './schedule.js';
 import { nextTask, startFitWorker } from '../platform.js';
-import { MODEL_FORMAT, checkStoredAgainstWeights, fromKerasH5WithHead, fromStoredOptions, fromTfjsWithHead, inferOptions, optionsOf, storedOptions, type TfjsOptions } from '../interop.js';
+import { MODEL_FORMAT, checkStoredAgainstWeights, fromKerasFileWithHead, fromStoredOptions, fromTfjsWithHead, inferOptions, optionsOf, storedOptions, type TfjsOptions } from '../interop.js';
 import { loadTorch } from '../io/torch.js';
 import type { FitWorkerData } from './fit-worker.js';
 
@@ -549,11 +549,11 @@ export class SequenceModel {
   }
 
   /**
-   * A model from a Keras model file (.h5) whose LSTM layers are followed by a linear Dense
-   * layer (see LSTM.fromKerasH5 and LSTM.fromTfjs).
+   * A model from a Keras model file (.keras or .h5) whose LSTM layers are followed by a linear Dense
+   * layer (see LSTM.fromKerasFile and LSTM.fromTfjs).
    */
-  static fromKerasH5(bytes: Uint8Array, options: TfjsOptions = {}): SequenceModel {
-    const { lstm, head } = fromKerasH5WithHead(bytes, options);
+  static fromKerasFile(bytes: Uint8Array, options: TfjsOptions = {}): SequenceModel {
+    const { lstm, head } = fromKerasFileWithHead(bytes, options);
     return SequenceModel.withHead(lstm, head, options.backend, head.perSequence ? 'final' : 'sequence');
   }
 

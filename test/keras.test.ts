@@ -1,6 +1,7 @@
-// Keras model files (.h5): the HDF5 reader on h5py's layouts, and LSTM / SequenceModel.fromKerasH5
-// against a numpy LSTM written from Keras' equations and against tfjs-layers (Keras' port).
-// The files come from test/fixtures/keras-h5/make.py (h5py, laid out as Keras' savers do).
+// Keras model files (.keras and .h5): the HDF5 reader on h5py's layouts, and LSTM /
+// SequenceModel.fromKerasFile against a numpy LSTM written from Keras' equations and against
+// tfjs-layers (Keras' port). The files come from test/fixtures/keras/make.py (h5py and
+// zipfile, laid out as Keras' savers do).
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -8,11 +9,11 @@ import { describe, expect, it } from 'vitest';
 import { ENGINES, FIXTURES, LSTM, LstmError, expectClose, expectFormat, lib, loadSafetensors, withEngine, type Tensor } from './helpers';
 
 const require = createRequire(import.meta.url);
-const DIR = path.join(FIXTURES, 'keras-h5');
+const DIR = path.join(FIXTURES, 'keras');
 const read = (f: string) => new Uint8Array(readFileSync(path.join(DIR, f)));
 const expected = loadSafetensors(read('expected.safetensors')).tensors;
 const meta = JSON.parse(readFileSync(path.join(DIR, 'expected.json'), 'utf8')) as Record<string, { lstm?: number[][][] | number[][]; mode: string }>;
-const MODELS = ['k2_seq_dense', 'k3_bidir_stack', 'k2_final_backwards', 'k21_list_config'];
+const MODELS = ['k2_seq_dense.h5', 'k3_bidir_stack.h5', 'k2_final_backwards.h5', 'k21_list_config.h5', 'k3_stack_final.keras', 'k3_bidir_tagger.keras'];
 
 const nested = (v: unknown): Tensor => {
   const shape: number[] = [];
@@ -87,14 +88,14 @@ describe('loadHdf5: the HDF5 that h5py writes', () => {
     for (const name of ['k2_seq_dense', 'k3_bidir_stack']) {
       const bytes = read(name + '.h5');
       const x = expected[`${name}.x`];
-      const whole = lib.SequenceModel.fromKerasH5(bytes, { backend: 'js' });
+      const whole = lib.SequenceModel.fromKerasFile(bytes, { backend: 'js' });
       const want = whole.forward(x).output;
       whole.dispose();
       let refused = 0;
       for (let n = 0; n < bytes.length; n += 7) {
         let m;
         try {
-          m = lib.SequenceModel.fromKerasH5(bytes.subarray(0, n), { backend: 'js' });
+          m = lib.SequenceModel.fromKerasFile(bytes.subarray(0, n), { backend: 'js' });
         } catch (err) {
           expect(err).toBeInstanceOf(LstmError);
           refused++;
@@ -109,12 +110,13 @@ describe('loadHdf5: the HDF5 that h5py writes', () => {
   });
 });
 
-describe('LSTM.fromKerasH5 and SequenceModel.fromKerasH5', () => {
-  for (const name of MODELS) {
-    it(`${name}: the model's predictions on every engine (${meta[name].mode})`, () => {
-      const bytes = read(name + '.h5');
+describe('LSTM.fromKerasFile and SequenceModel.fromKerasFile', () => {
+  for (const file of MODELS) {
+    const name = file.replace(/\.\w+$/, '');
+    it(`${file}: the model's predictions on every engine (${meta[name].mode})`, () => {
+      const bytes = read(file);
       for (const engine of ENGINES) {
-        const m = withEngine(engine, () => lib.SequenceModel.fromKerasH5(bytes, { backend: engine.backend }));
+        const m = withEngine(engine, () => lib.SequenceModel.fromKerasFile(bytes, { backend: engine.backend }));
         expect(m.outputMode).toBe(meta[name].mode);
         expectClose(m.forward(expected[`${name}.x`]).output, expected[`${name}.y`], `${name} ${engine.label}`);
         m.dispose();
@@ -122,14 +124,23 @@ describe('LSTM.fromKerasH5 and SequenceModel.fromKerasH5', () => {
     });
   }
 
-  it("LSTM.fromKerasH5 gives the LSTM layers' own outputs, batch-first, go_backwards aligned to the inputs", () => {
+  it("LSTM.fromKerasFile gives the LSTM layers' own outputs, batch-first, go_backwards aligned to the inputs", () => {
     for (const name of ['k2_seq_dense', 'k3_bidir_stack', 'k21_list_config']) {
-      const m = LSTM.fromKerasH5(read(name + '.h5'));
+      const m = LSTM.fromKerasFile(read(name + '.h5'));
       expect(m.config.batchFirst).toBe(true);
       expectClose(m.forward(expected[`${name}.x`]).output, nested(meta[name].lstm), name);
       m.dispose();
     }
-    const back = LSTM.fromKerasH5(read('k2_final_backwards.h5'));
+    const tagger = LSTM.fromKerasFile(read('k3_bidir_tagger.keras'));
+    expect(tagger.config).toMatchObject({ direction: 'bidirectional', bias: false, gateActivation: { name: 'hardSigmoid', alpha: 1 / 6 } });
+    expectClose(tagger.forward(expected['k3_bidir_tagger.x']).output, nested(meta.k3_bidir_tagger.lstm), 'k3_bidir_tagger');
+    // two stacked layers, the second return_sequences=False: its final state is Keras' output
+    const stack = LSTM.fromKerasFile(read('k3_stack_final.keras'));
+    expect(stack.config.numLayers).toBe(2);
+    const hn = stack.forward(expected['k3_stack_final.x']).hn;
+    expectClose({ data: hn.data.subarray(15), shape: [3, 5] }, nested(meta.k3_stack_final.lstm), 'k3_stack_final hn[1]');
+    for (const m of [tagger, stack]) m.dispose();
+    const back = LSTM.fromKerasFile(read('k2_final_backwards.h5'));
     expect(back.config.direction).toBe('reverse');
     expect(back.config.bias).toBe(false);
     // return_sequences=False: Keras' output is the state after the whole (reversed) sequence
@@ -139,14 +150,14 @@ describe('LSTM.fromKerasH5 and SequenceModel.fromKerasH5', () => {
 
   it("hard_sigmoid is Keras 3's when Keras 3 wrote the file; hardSigmoid overrides", () => {
     const bytes = read('k3_bidir_stack.h5');
-    const k3 = LSTM.fromKerasH5(bytes);
-    const k2 = LSTM.fromKerasH5(bytes, { hardSigmoid: 'keras2' });
+    const k3 = LSTM.fromKerasFile(bytes);
+    const k2 = LSTM.fromKerasFile(bytes, { hardSigmoid: 'keras2' });
     expect(k3.config.gateActivation).toMatchObject({ name: 'hardSigmoid', alpha: 1 / 6, beta: 0.5 });
     expect(k2.config.gateActivation).toMatchObject({ name: 'hardSigmoid', alpha: 0.2, beta: 0.5 });
     const x = expected['k3_bidir_stack.x'];
     expect(Array.from(k2.forward(x).output.data)).not.toEqual(Array.from(k3.forward(x).output.data));
     // one layer of the two, by name
-    const first = LSTM.fromKerasH5(bytes, { layers: ['bidirectional_1'] });
+    const first = LSTM.fromKerasFile(bytes, { layers: ['bidirectional_1'] });
     expect(first.config.inputSize).toBe(8);
     for (const m of [k3, k2, first]) m.dispose();
   });
@@ -171,7 +182,7 @@ describe('LSTM.fromKerasH5 and SequenceModel.fromKerasH5', () => {
       model.setWeights(weights);
       const x = expected[`${name}.x`];
       const want = { data: (model.predict(tf.tensor(x.data, x.shape)) as import('@tensorflow/tfjs-core').Tensor).dataSync() as Float32Array, shape: expected[`${name}.y`].shape };
-      const m = lib.SequenceModel.fromKerasH5(read(name + '.h5'));
+      const m = lib.SequenceModel.fromKerasFile(read(name + '.h5'));
       expectClose(m.forward(x).output, want, name);
       m.dispose();
     }
@@ -179,7 +190,7 @@ describe('LSTM.fromKerasH5 and SequenceModel.fromKerasH5', () => {
 
   it('weights only (save_weights): LSTM_FORMAT pointing to loadHdf5 and fromKeras, which read it', () => {
     const bytes = read('k2_weights_only.h5');
-    expectFormat(() => LSTM.fromKerasH5(bytes), /weights only \(model\.save_weights\).*loadHdf5.*LSTM\.fromKeras/);
+    expectFormat(() => LSTM.fromKerasFile(bytes), /weights only \(model\.save_weights\).*loadHdf5.*LSTM\.fromKeras/);
     const { tensors } = lib.loadHdf5(bytes);
     const layer = (p: string) => ({ kernel: tensors[`${p}/kernel:0`], recurrentKernel: tensors[`${p}/recurrent_kernel:0`], bias: tensors[`${p}/bias:0`] });
     const m = LSTM.fromKeras([layer('lstm/lstm/lstm_cell'), layer('lstm_1/lstm_1/lstm_cell_1')], { units: 3 });
@@ -188,13 +199,25 @@ describe('LSTM.fromKerasH5 and SequenceModel.fromKerasH5', () => {
   });
 
   it('what the file lacks or this reader leaves out is LSTM_FORMAT naming it', () => {
-    expectFormat(() => LSTM.fromKerasH5(read('k2_compressed.h5')), /weight 'lstm\/lstm_cell\/kernel:0', which is not read: .*filtered \(compressed\)/);
-    expectFormat(() => LSTM.fromKerasH5(read('links.h5')), /no model_config attribute: not a Keras model file/);
-    expectFormat(() => lib.SequenceModel.fromKerasH5(read('k2_weights_only.h5')), /weights only/);
+    expectFormat(() => LSTM.fromKerasFile(read('no_config.keras')), /the \.keras archive has no config\.json \(it holds 'metadata\.json', 'model\.weights\.h5'\)/);
+    expectFormat(() => LSTM.fromKerasFile(read('deflated.keras')), /config\.json is compressed \(method 8\)/);
+    // junk among a config's layers is passed over; a Dense's variables with a hole fail the head alone
+    const junk = LSTM.fromKerasFile(read('junk_layers.keras'));
+    expect(junk.config).toMatchObject({ inputSize: 2, hiddenSize: 3, numLayers: 1 });
+    lib.SequenceModel.fromKerasFile(read('junk_layers.keras')).dispose();
+    const holed = LSTM.fromKerasFile(read('dense_hole.keras'));
+    expect(Array.from(holed.stateDict().weight_ih_l0.data)).toEqual(Array.from(junk.stateDict().weight_ih_l0.data));
+    for (const m of [junk, holed]) m.dispose();
+    expectFormat(() => lib.SequenceModel.fromKerasFile(read('dense_hole.keras')), /'layers\/dense\/vars' holds variables '0', '2', not the two or three \(from '0'\)/);
+    // a zip that is not one (PK and nothing after)
+    expectFormat(() => LSTM.fromKerasFile(new Uint8Array([0x50, 0x4b, 3, 4, 0, 0])), /\.keras file: not a zip archive/);
+    expectFormat(() => LSTM.fromKerasFile(read('k2_compressed.h5')), /weight 'lstm\/lstm_cell\/kernel:0', which is not read: .*filtered \(compressed\)/);
+    expectFormat(() => LSTM.fromKerasFile(read('links.h5')), /no model_config attribute: not a Keras model file/);
+    expectFormat(() => lib.SequenceModel.fromKerasFile(read('k2_weights_only.h5')), /weights only/);
     // a model with no Dense after its LSTM has no head
-    expectFormat(() => lib.SequenceModel.fromKerasH5(read('k2_compressed.h5')), /not read|no Dense/);
-    expect(() => LSTM.fromKerasH5(read('k2_seq_dense.h5'), { layers: ['dense'] })).toThrow(/no LSTM layer named "dense" \(the model's: lstm\)/);
-    expect(() => LSTM.fromKerasH5(read('k2_seq_dense.h5'), { layers: 'lstm' } as never)).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
-    expect(() => LSTM.fromKerasH5(read('k2_seq_dense.h5'), 5 as never)).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+    expectFormat(() => lib.SequenceModel.fromKerasFile(read('k2_compressed.h5')), /not read|no Dense/);
+    expect(() => LSTM.fromKerasFile(read('k2_seq_dense.h5'), { layers: ['dense'] })).toThrow(/no LSTM layer named "dense" \(the model's: lstm\)/);
+    expect(() => LSTM.fromKerasFile(read('k2_seq_dense.h5'), { layers: 'lstm' } as never)).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+    expect(() => LSTM.fromKerasFile(read('k2_seq_dense.h5'), 5 as never)).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
   });
 });
