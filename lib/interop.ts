@@ -439,15 +439,23 @@ function readKerasFile(bytes: Uint8Array, opts: TfjsOptions | undefined, withHea
   }
   const all = topologyLayers(topology, fail);
   const group = file.attributes.model_weights ? 'model_weights/' : '';
-  const listed = (v: unknown): string[] => (typeof v === 'string' ? [v] : Array.isArray(v) && v.every((x) => typeof x === 'string') ? v : []);
-  const layerNames = listed(file.attributes[group.slice(0, -1)]?.layer_names);
+  // A list of names; Keras splits one past HDF5's 64 KiB header limit into name0, name1, ...
+  const listed = (attrs: Record<string, unknown> | undefined, name: string): string[] => {
+    const one = (v: unknown): string[] => (typeof v === 'string' ? [v] : Array.isArray(v) && v.every((x) => typeof x === 'string') ? v : []);
+    if (!attrs) return [];
+    if (name in attrs) return one(attrs[name]);
+    const parts: string[] = [];
+    for (let k = 0; `${name}${k}` in attrs; k++) for (const v of one(attrs[`${name}${k}`])) parts.push(v);
+    return parts;
+  };
+  const layerNames = listed(file.attributes[group.slice(0, -1)], 'layer_names');
   if (layerNames.length === 0) throw fail(`no layer_names attribute on '${group || '/'}': not a Keras model file`);
   // Each layer's weights under the names Keras gave them (':0' dropped, under the layer's name).
   // A weight listed but not read fails only the layer that needs it.
   const tensors = new Map<string, Tensor>();
   const unread = new Map<string, string>();
   for (const layer of layerNames) {
-    for (const w of listed(file.attributes[`${group}${layer}`]?.weight_names)) {
+    for (const w of listed(file.attributes[`${group}${layer}`], 'weight_names')) {
       const path = `${group}${layer}/${w}`;
       const t = file.tensors[path];
       if (!t) {

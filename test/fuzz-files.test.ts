@@ -168,7 +168,7 @@ describe('file fuzzing', () => {
     // Four HDF5 layouts: superblock 0 with symbol-table groups, superblock 3 with link messages
     // and variable-length strings, a compact float64 dataset, and float16 weights only; and
     // Keras 3's zip of config.json and model.weights.h5.
-    const files = ['k2_seq_dense.h5', 'k3_bidir_stack.h5', 'k2_final_backwards.h5', 'k2_weights_only.h5', 'k3_bidir_tagger.keras'].map((f) => read(`keras/${f}`));
+    const files = ['k2_seq_dense.h5', 'k3_bidir_stack.h5', 'k2_final_backwards.h5', 'k2_weights_only.h5', 'dtypes.h5', 'k3_bidir_tagger.keras'].map((f) => read(`keras/${f}`));
     const rand = mulberry32(2 * SEED + 6);
     expectFuzzed(
       (b) => {

@@ -63,6 +63,21 @@ describe('loadHdf5: the HDF5 that h5py writes', () => {
     for (const v of k) expect(Math.fround(v)).toBe(v);
   });
 
+  it('every number type: IEEE 16/32/64-bit, bfloat16 (custom float, or marked), integers, big-endian', () => {
+    const f = lib.loadHdf5(read('dtypes.h5'));
+    const values = Object.fromEntries(Object.entries(f.tensors).map(([k, t]) => [k, [Array.from(t.data), t.shape]]));
+    expect(values).toEqual({
+      f16: [[1.5, -2], [2]],
+      bf16: [[1.5, -2, 3.140625], [3]],
+      bf16_marked: [[1.5, -2], [2]],
+      f64_be: [[1.25, -3], [2]],
+      f32_be: [[0.5, -0.25], [2, 1]],
+      i8: [[-5, 7], [2]],
+      u32_be: [[1, 70000], [2]],
+    });
+    expect(f.attributes[''].be_attr).toEqual([2.5, -1]);
+  });
+
   it('attributes of every kind; a link cycle, a group under two names, soft and external links', () => {
     const f = lib.loadHdf5(read('links.h5'));
     // 'a' holds itself ('a/self') and is also 'b': read once, under its first name

@@ -240,6 +240,8 @@ function walk(r: Reader, addr: number, path: string, out: Hdf5File, seen: Set<nu
   };
   if (denseAttrs) unread('its attributes are stored densely (a fractal heap)');
   if (datatype && dataspace && layout) {
+    // Keras 3 marks bfloat16 variables with a dtype attribute (h5py has no bfloat16 type)
+    if (attrs.dtype === 'bfloat16' && datatype.size === 2 && [0, 1, 5].includes(datatype.cls)) datatype = { ...datatype, dtype: 'BF16', bigEndian: false };
     if (filtered) unread('it is filtered (compressed); this reader reads contiguous and compact datasets');
     else if (isChunked(r, layout.at, where)) unread('it is chunked; this reader reads contiguous and compact datasets');
     else {
@@ -349,7 +351,11 @@ function readDatatype(r: Reader, at: number, size: number, what: string): Dataty
     const map: Record<number, Dtype> = signed ? { 1: 'I8', 2: 'I16', 4: 'I32', 8: 'I64' } : { 1: 'U8', 2: 'U16', 4: 'U32', 8: 'U64' };
     dt.dtype = map[esize] ?? null;
   } else if (cls === 1) {
-    dt.dtype = esize === 4 ? 'F32' : esize === 8 ? 'F64' : esize === 2 ? 'F16' : null;
+    // IEEE layouts by their exponent and mantissa sizes; bfloat16 is 8 and 7 bits in 2 bytes
+    const exponent = r.u8(at + 13, what);
+    const mantissa = r.u8(at + 15, what);
+    const layouts: Record<string, Dtype> = { '2/5/10': 'F16', '2/8/7': 'BF16', '4/8/23': 'F32', '8/11/52': 'F64' };
+    dt.dtype = layouts[`${esize}/${exponent}/${mantissa}`] ?? null;
   } else if (cls === 9) {
     dt.vlenString = (bits & 0x0f) === 1;
   }
@@ -396,9 +402,8 @@ function readAttribute(r: Reader, at: number, size: number, where: string): { na
     return { name, value: scalar ? list[0] ?? '' : list };
   }
   if (type.dtype) {
-    if (type.bigEndian) throw fail(`${what} '${name}' is big-endian`);
     r.need(p, count * type.size, `${what} '${name}' data`);
-    return { name, value: Array.from(decodeTensorBytes(r.view, p, count, type.dtype)) };
+    return { name, value: Array.from(decodeNumbers(r, p, count, type)) };
   }
   return null;
 }
@@ -517,7 +522,6 @@ function elementCount(space: Dataspace, what: string): number {
 function readDataset(r: Reader, type: Datatype, space: Dataspace, layout: { at: number; size: number }, where: string): Tensor | null {
   if (!type.dtype) return null;
   const what = `dataset ${where}`;
-  if (type.bigEndian && type.size > 1) throw fail(`${what} is big-endian`);
   const count = elementCount(space, what);
   const shape = space.dims ?? [0];
   const bytes = count * type.size;
@@ -559,5 +563,15 @@ function readDataset(r: Reader, type: Datatype, space: Dataspace, layout: { at: 
     throw fail(`${what}: layout version ${version}`);
   }
   r.need(at, bytes, `${what} data`);
-  return { data: decodeTensorBytes(r.view, at, count, type.dtype), shape };
+  return { data: decodeNumbers(r, at, count, type), shape };
+}
+
+/** `count` numbers of a numeric type at `at` (in the file's bounds), as float32; big-endian ones byte-swapped first. */
+function decodeNumbers(r: Reader, at: number, count: number, type: Datatype): Float32Array {
+  if (!type.bigEndian || type.size === 1) return decodeTensorBytes(r.view, at, count, type.dtype!);
+  const swapped = new Uint8Array(count * type.size);
+  for (let i = 0; i < count; i++) {
+    for (let b = 0; b < type.size; b++) swapped[i * type.size + b] = r.bytes[at + (i + 1) * type.size - 1 - b];
+  }
+  return decodeTensorBytes(new DataView(swapped.buffer), 0, count, type.dtype!);
 }
