@@ -16,7 +16,7 @@ export { loadHdf5 } from './io/hdf5.js';
 export type { Hdf5File, Hdf5Value } from './io/hdf5.js';
 export type { LoadOnnxOptions, ExportOnnxOptions } from './io/onnx.js';
 export { inferOptions, optionsOf } from './interop.js';
-export type { KerasWeights, KerasBidirectionalWeights, KerasLayerWeights, KerasOptions, TfjsOptions } from './interop.js';
+export type { KerasWeights, KerasBidirectionalWeights, KerasLayerWeights, KerasOptions, KerasFileOptions, TfjsOptions } from './interop.js';
 export type { Gradient, TrainResult } from './lstm.js';
 export { SGD, Adam, AdamW, RMSprop, Adagrad, Optimizer, clipGradNorm } from './train/optim.js';
 export type { Parameter, SGDOptions, AdamOptions, RMSpropOptions, AdagradOptions } from './train/optim.js';

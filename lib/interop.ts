@@ -4,7 +4,7 @@ import { paramSpecs } from './params.js';
 import { LstmError, describe, optionsArg } from './errors.js';
 import { LSTM } from './lstm.js';
 import { DTYPE_SIZE, decodeTensorBytes, loadSafetensors, saveSafetensors, type Dtype } from './io/safetensors.js';
-import { isHdf5, loadHdf5 } from './io/hdf5.js';
+import { isHdf5, loadHdf5, type Hdf5File } from './io/hdf5.js';
 import { readZip } from './io/torch.js';
 import { MAX_ELEMENTS, checkTensor, sameShape, shapeStr, transpose2d, type Tensor } from './tensor.js';
 
@@ -327,6 +327,15 @@ export function fromTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffe
   return readTfjs(modelJson, weightData, opts, false).lstm;
 }
 
+/** Options of LSTM.fromKerasFile: fromTfjs' and the model config a weights-only file lacks. */
+export interface KerasFileOptions extends TfjsOptions {
+  /**
+   * The model's config, for a file of weights alone (Keras 2's save_weights .h5, Keras 3's
+   * .weights.h5): model.to_json()'s text or object, or a .keras archive's config.json.
+   */
+  modelConfig?: unknown;
+}
+
 /** A Dense layer on every step after the LSTM layers, as SequenceModel's head: weight [O, F] as PyTorch's Linear. */
 export interface TfjsHead {
   weight: Float32Array;
@@ -408,34 +417,52 @@ function readTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, opts
  * format (the model config in the root's model_config, each layer's weights under
  * model_weights). Layers are chosen as in fromTfjs.
  */
-export function fromKerasFile(bytes: Uint8Array, opts?: TfjsOptions): LSTM {
+export function fromKerasFile(bytes: Uint8Array, opts?: KerasFileOptions): LSTM {
   return readKerasFile(bytes, opts, false).lstm;
 }
 
 /** fromKerasFile, and the Dense layer right after the LSTM layers (SequenceModel.fromKerasFile builds on it). */
-export function fromKerasFileWithHead(bytes: Uint8Array, opts?: TfjsOptions): { lstm: LSTM; head: TfjsHead } {
+export function fromKerasFileWithHead(bytes: Uint8Array, opts?: KerasFileOptions): { lstm: LSTM; head: TfjsHead } {
   const { lstm, head } = readKerasFile(bytes, opts, true);
   return { lstm, head: head! };
 }
 
-function readKerasFile(bytes: Uint8Array, opts: TfjsOptions | undefined, withHead: boolean): { lstm: LSTM; head: TfjsHead | null } {
+function readKerasFile(bytes: Uint8Array, opts: KerasFileOptions | undefined, withHead: boolean): { lstm: LSTM; head: TfjsHead | null } {
   const options = optionsArg(opts, 'fromKerasFile options');
   const fail = (msg: string) => new LstmError('LSTM_FORMAT', `fromKerasFile: ${msg}`);
   if (!(bytes instanceof Uint8Array)) throw fail(`expected the file's bytes as a Uint8Array, got ${describe(bytes)}`);
+  let given: unknown = options.modelConfig;
+  if (typeof given === 'string') {
+    try {
+      given = JSON.parse(given);
+    } catch (err) {
+      throw new LstmError('LSTM_OPTION', `modelConfig: not JSON (${(err as Error).message})`);
+    }
+  }
+  if (given !== undefined && (given === null || typeof given !== 'object')) throw new LstmError('LSTM_OPTION', `modelConfig: expected model.to_json()'s text or object, got ${describe(options.modelConfig)}`);
   // Keras 3's own format is a zip (PK) holding the config and an .h5 of the weights.
   if (!isHdf5(bytes) && bytes[0] === 0x50 && bytes[1] === 0x4b) return readKerasArchive(bytes, options, withHead, fail);
   const file = loadHdf5(bytes);
   const root = file.attributes[''] ?? {};
-  if (typeof root.model_config !== 'string') {
-    throw fail(root.layer_names !== undefined
-      ? "the file holds weights only (model.save_weights), no model_config to give the layers' options: read it with loadHdf5 and pass the weights to LSTM.fromKeras"
-      : 'the root has no model_config attribute: not a Keras model file');
+  const noConfig = 'pass the model config as options.modelConfig (model.to_json(), or a .keras archive\'s config.json)';
+  if (root.layer_names === undefined && root.layer_names0 === undefined && Object.keys(file.tensors).some((p) => p.startsWith('layers/'))) {
+    // Keras 3's model.save_weights('m.weights.h5'): the .keras archive's weights file alone
+    if (given === undefined) throw fail(`the file holds Keras 3 weights only (model.save_weights), no config to give the layers' options: ${noConfig}`);
+    const all = topologyLayers(given, fail);
+    return kerasModel(all, kerasV3Weights(file, all), 'keras 3', options, withHead, fail);
   }
-  let topology: unknown;
-  try {
-    topology = JSON.parse(root.model_config);
-  } catch (err) {
-    throw fail(`model_config is not JSON (${(err as Error).message})`);
+  let topology = given;
+  if (topology === undefined) {
+    if (typeof root.model_config !== 'string') {
+      throw fail(root.layer_names !== undefined || root.layer_names0 !== undefined
+        ? `the file holds weights only (model.save_weights), no model_config to give the layers' options: ${noConfig}; or read it with loadHdf5 and pass the weights to LSTM.fromKeras`
+        : 'the root has no model_config attribute: not a Keras model file');
+    }
+    try {
+      topology = JSON.parse(root.model_config);
+    } catch (err) {
+      throw fail(`model_config is not JSON (${(err as Error).message})`);
+    }
   }
   const all = topologyLayers(topology, fail);
   const group = file.attributes.model_weights ? 'model_weights/' : '';
@@ -490,7 +517,7 @@ function snakeCase(name: string): string {
  * class under 'layers/<snake_case class>' (k = 0) or 'layers/<snake_case class>_<k>', its
  * variables in '<attribute path>/vars/<i>' in the order the layer made them.
  */
-function readKerasArchive(bytes: Uint8Array, options: TfjsOptions, withHead: boolean, fail: (msg: string) => LstmError): { lstm: LSTM; head: TfjsHead | null } {
+function readKerasArchive(bytes: Uint8Array, options: KerasFileOptions, withHead: boolean, fail: (msg: string) => LstmError): { lstm: LSTM; head: TfjsHead | null } {
   const entries = readZip(bytes, 'fromKerasFile: .keras file');
   const entry = (name: string): Uint8Array => {
     const e = entries.get(name);
@@ -512,6 +539,14 @@ function readKerasArchive(bytes: Uint8Array, options: TfjsOptions, withHead: boo
   const weightsFile = entries.has('model.weights.h5') ? 'model.weights.h5' : [...entries.keys()].find((k) => k.endsWith('.weights.h5'));
   if (!weightsFile) throw fail(`the .keras archive has no model.weights.h5 (it holds ${[...entries.keys()].map((k) => `'${k}'`).join(', ')})`);
   const file = loadHdf5(entry(weightsFile));
+  return kerasModel(all, kerasV3Weights(file, all), `keras ${String(metadata?.keras_version ?? '3')}`, options, withHead, fail);
+}
+
+/**
+ * Keras 3's weights file (a .keras archive's model.weights.h5, or save_weights' .weights.h5):
+ * each layer's variables found where saving_lib puts them, named as fromTfjs finds them.
+ */
+function kerasV3Weights(file: Hdf5File, all: TfjsLayer[]): KerasWeightSource {
   // The variables by layer group ('layers/lstm_1'), then by the path inside it ('cell'), then by index.
   const byLayer = new Map<string, Map<string, Map<string, Tensor>>>();
   for (const [p, t] of Object.entries(file.tensors)) {
@@ -529,7 +564,7 @@ function readKerasArchive(bytes: Uint8Array, options: TfjsOptions, withHead: boo
     const key = p === '' || p === 'layers' ? '' : /^layers\/[^/]+/.exec(p)?.[0];
     if (key !== undefined && !unreadAt.has(key)) unreadAt.set(key, [p, why]);
   }
-  // Each layer's variables, named as fromTfjs finds them: '<layer>/<path>/kernel' ...
+  // Each layer's variables: '<layer>/<path>/kernel' ...
   const tensors = new Map<string, Tensor>();
   const unreadLayers = new Map<string, string>();
   const used = new Map<string, number>();
@@ -552,7 +587,7 @@ function readKerasArchive(bytes: Uint8Array, options: TfjsOptions, withHead: boo
     const unread = unreadAt.get('') ?? unreadAt.get(at);
     if (unread) unreadLayers.set(name, `layer '${name}': '${unread[0] || '/'}' is not read: ${unread[1]}`);
   }
-  return kerasModel(all, { names: [...tensors.keys()], read: (n) => tensors.get(n)!, unread: unreadLayers }, `keras ${String(metadata?.keras_version ?? '3')}`, options, withHead, fail);
+  return { names: [...tensors.keys()], read: (n) => tensors.get(n)!, unread: unreadLayers };
 }
 
 /** The layers of a Keras model config (Sequential or Functional; tfjs' modelTopology, or an .h5 file's model_config). */

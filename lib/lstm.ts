@@ -8,7 +8,7 @@ import {
 } from './config.js';
 import { PEEPHOLE_KIND, type Engine, type EngineLayer, type LayerDesc, type StackResult, type StackRun } from './engine.js';
 import { LstmError, describe, optionsArg } from './errors.js';
-import { fromKeras as kerasToLstm, fromKerasFile as kerasFileToLstm, fromTfjs as tfjsToLstm, lstmFromSafetensors, lstmToSafetensors, type KerasLayerWeights, type KerasOptions, type TfjsOptions } from './interop.js';
+import { fromKeras as kerasToLstm, fromKerasFile as kerasFileToLstm, fromTfjs as tfjsToLstm, lstmFromSafetensors, lstmToSafetensors, type KerasLayerWeights, type KerasFileOptions, type KerasOptions, type TfjsOptions } from './interop.js';
 import { activationsFromOnnx, onnxToStateDict } from './onnx-layout.js';
 import { backwardTrain, dropoutMasks, forwardTrain, TapePool } from './train/bptt.js';
 import { Rng, randomSeed } from './rng.js';
@@ -705,7 +705,7 @@ export class LSTM {
    * An LSTM from a Keras model file (.keras from Keras 3's model.save, or .h5 from Keras 2's
    * or Keras 3's legacy format): its LSTM or Bidirectional(LSTM) layers, chosen as in fromTfjs.
    */
-  static fromKerasFile(bytes: Uint8Array, options?: TfjsOptions): LSTM {
+  static fromKerasFile(bytes: Uint8Array, options?: KerasFileOptions): LSTM {
     return kerasFileToLstm(bytes, options);
   }
 

@@ -203,9 +203,22 @@ describe('LSTM.fromKerasFile and SequenceModel.fromKerasFile', () => {
     }
   });
 
-  it('weights only (save_weights): LSTM_FORMAT pointing to loadHdf5 and fromKeras, which read it', () => {
+  it('weights only (save_weights, Keras 2 and 3): read with options.modelConfig, else LSTM_FORMAT asking for it', () => {
     const bytes = read('k2_weights_only.h5');
-    expectFormat(() => LSTM.fromKerasFile(bytes), /weights only \(model\.save_weights\).*loadHdf5.*LSTM\.fromKeras/);
+    expectFormat(() => LSTM.fromKerasFile(bytes), /weights only \(model\.save_weights\).*options\.modelConfig.*loadHdf5.*LSTM\.fromKeras/);
+    // model.to_json()'s text
+    const fromJson = LSTM.fromKerasFile(bytes, { modelConfig: readFileSync(path.join(DIR, 'k2_weights_only.json'), 'utf8') });
+    expectClose(fromJson.forward(expected['k2_weights_only.x']).output, expected['k2_weights_only.y'], 'save_weights + to_json');
+    fromJson.dispose();
+    // Keras 3's model.weights.h5 alone, with the config as an object
+    const k3 = read('k3_stack_final.weights.h5');
+    expectFormat(() => LSTM.fromKerasFile(k3), /Keras 3 weights only \(model\.save_weights\).*options\.modelConfig/);
+    const config = JSON.parse(readFileSync(path.join(DIR, 'k3_stack_final.json'), 'utf8'));
+    const net = lib.SequenceModel.fromKerasFile(k3, { modelConfig: config });
+    expectClose(net.forward(expected['k3_stack_final.x']).output, expected['k3_stack_final.y'], '.weights.h5 + config');
+    net.dispose();
+    for (const bad of [5, 'not json', null]) expect(() => LSTM.fromKerasFile(k3, { modelConfig: bad })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+    // or by hand: loadHdf5's datasets into fromKeras
     const { tensors } = lib.loadHdf5(bytes);
     const layer = (p: string) => ({ kernel: tensors[`${p}/kernel:0`], recurrentKernel: tensors[`${p}/recurrent_kernel:0`], bias: tensors[`${p}/bias:0`] });
     const m = LSTM.fromKeras([layer('lstm/lstm/lstm_cell'), layer('lstm_1/lstm_1/lstm_cell_1')], { units: 3 });

@@ -74,6 +74,7 @@ beforeAll(async () => {
   copyFileSync(path.join(FIXTURES, 'keras', 'k3_stack_final.keras'), path.join(work, 'model.keras'));
   copyFileSync(path.join(FIXTURES, 'keras', 'k2_seq_dense.h5'), path.join(work, 'model.h5'));
   copyFileSync(path.join(FIXTURES, 'keras', 'k2_weights_only.h5'), path.join(work, 'weights.h5'));
+  copyFileSync(path.join(FIXTURES, 'keras', 'k2_weights_only.json'), path.join(work, 'model_config.json'));
   const lstm = new lib.LSTM({ inputSize: 3, hiddenSize: 4, numLayers: 2, seed: 1 });
   writeFileSync(path.join(work, 'model.onnx'), lib.exportOnnx(lstm));
   lstm.dispose();

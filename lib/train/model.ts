@@ -11,7 +11,7 @@ import { checkTensor, sameShape, shapeSize, shapeStr, type Tensor } from '../ten
 import { clipGradNorm, type Optimizer, type Parameter } from './optim.js';
 import { ReduceLROnPlateau, isBuiltinScheduler, type LRScheduler, type SchedulerState } from './schedule.js';
 import { nextTask, startFitWorker } from '../platform.js';
-import { MODEL_FORMAT, checkStoredAgainstWeights, fromKerasFileWithHead, fromStoredOptions, fromTfjsWithHead, inferOptions, optionsOf, storedOptions, type TfjsOptions } from '../interop.js';
+import { MODEL_FORMAT, checkStoredAgainstWeights, fromKerasFileWithHead, fromStoredOptions, fromTfjsWithHead, inferOptions, optionsOf, storedOptions, type KerasFileOptions, type TfjsOptions } from '../interop.js';
 import { loadTorch } from '../io/torch.js';
 import type { FitWorkerData } from './fit-worker.js';
 
@@ -552,7 +552,7 @@ export class SequenceModel {
    * A model from a Keras model file (.keras or .h5) whose LSTM layers are followed by a linear Dense
    * layer (see LSTM.fromKerasFile and LSTM.fromTfjs).
    */
-  static fromKerasFile(bytes: Uint8Array, options: TfjsOptions = {}): SequenceModel {
+  static fromKerasFile(bytes: Uint8Array, options: KerasFileOptions = {}): SequenceModel {
     const { lstm, head } = fromKerasFileWithHead(bytes, options);
     return SequenceModel.withHead(lstm, head, options.backend, head.perSequence ? 'final' : 'sequence');
   }
