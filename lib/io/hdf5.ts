@@ -320,7 +320,6 @@ function readDataspace(r: Reader, at: number, size: number, what: string): Datas
   r.need(at, Math.min(size, 8), what);
   const version = r.u8(at, what);
   const rank = r.u8(at + 1, what);
-  const flags = r.u8(at + 2, what);
   let dimsAt: number;
   if (version === 1) {
     dimsAt = at + 8;
@@ -332,7 +331,7 @@ function readDataspace(r: Reader, at: number, size: number, what: string): Datas
     throw fail(`${what}: version ${version}`);
   }
   if (rank > 32) throw fail(`${what}: rank ${rank} (HDF5 allows 32)`);
-  void flags;
+  if (dimsAt + rank * r.lengthSize > at + size) throw fail(`${what}: ${rank} dimensions do not fit in its ${size} bytes`);
   const dims: number[] = [];
   for (let i = 0; i < rank; i++) dims.push(r.len(dimsAt + i * r.lengthSize, what));
   return { dims };
@@ -345,13 +344,14 @@ function readDatatype(r: Reader, at: number, size: number, what: string): Dataty
   const bits = r.u8(at + 1, what);
   const esize = r.u32(at + 4, what);
   const dt: Datatype = { cls, size: esize, dtype: null, bigEndian: (bits & 1) === 1, vlenString: false };
-  void size;
+  if (size < 8) throw fail(`${what}: ${size} bytes`);
   if (cls === 0) {
     const signed = (bits & 0x08) !== 0;
     const map: Record<number, Dtype> = signed ? { 1: 'I8', 2: 'I16', 4: 'I32', 8: 'I64' } : { 1: 'U8', 2: 'U16', 4: 'U32', 8: 'U64' };
     dt.dtype = map[esize] ?? null;
   } else if (cls === 1) {
     // IEEE layouts by their exponent and mantissa sizes; bfloat16 is 8 and 7 bits in 2 bytes
+    if (size < 20) throw fail(`${what}: a float type in ${size} bytes (20 needed)`);
     const exponent = r.u8(at + 13, what);
     const mantissa = r.u8(at + 15, what);
     const layouts: Record<string, Dtype> = { '2/5/10': 'F16', '2/8/7': 'BF16', '4/8/23': 'F32', '8/11/52': 'F64' };
