@@ -97,6 +97,12 @@ describe('loadHdf5: the HDF5 that h5py writes', () => {
     expect(d.unread.many).toMatch(/densely \(a fractal heap/);
   });
 
+  it('data a file describes but does not hold (a never-written 4 GiB dataset) is refused before it is allocated', () => {
+    const before = process.memoryUsage().rss;
+    expectFormat(() => lib.loadHdf5(read('unwritten.h5')), /'huge': the file's structures add up to more than \d+ elements/);
+    expect(process.memoryUsage().rss - before).toBeLessThan(256 * 1024 * 1024);
+  });
+
   it('not HDF5, or cut anywhere: LSTM_FORMAT, never another error', () => {
     expectFormat(() => lib.loadHdf5(new TextEncoder().encode('{"not": "hdf5"}')), /HDF5 signature/);
     expect(() => lib.loadHdf5('file.h5' as unknown as Uint8Array)).toThrow(LstmError);

@@ -65,6 +65,14 @@ class Reader {
   lengthSize = 8;
   base = 0;
   budget = 0;
+  /**
+   * Work spent so far on header bytes, links and tensor elements. In a well-formed file each
+   * header, link and data byte is read once, so each stays near the file's size; structures
+   * shared by many objects (which a hostile file can make) cannot multiply it.
+   */
+  headerBytes = 0;
+  links = 0;
+  elements = 0;
   constructor(readonly bytes: Uint8Array) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
@@ -120,6 +128,12 @@ class Reader {
     while (i < end && this.bytes[i] !== 0) i++;
     if (i === end && (i === this.bytes.length || max === Infinity)) throw fail(`${what} at byte ${at} is not terminated`);
     return utf8(this.bytes.subarray(at, i));
+  }
+  /** Charge `n` units of work of a kind against the file's size (see headerBytes). */
+  charge(kind: 'headerBytes' | 'links' | 'elements', n: number, what: string): void {
+    this[kind] += n;
+    const limit = 4 * this.bytes.length + (1 << 20);
+    if (this[kind] > limit) throw fail(`${what}: the file's structures add up to more than ${limit} ${kind === 'headerBytes' ? 'header and string bytes' : kind} (more than a file of its size holds: its structures overlap, or describe data it does not contain)`);
   }
   /** Count one more structure visited: a hostile file cannot make the walk long. */
   tick(what: string): void {
@@ -214,6 +228,7 @@ function walk(r: Reader, addr: number, path: string, out: Hdf5File, seen: Set<nu
         break;
       case 0x0006: {
         const l = readLink(r, m.at, m.size, where);
+        r.charge('links', 1, where);
         if (l) links.push(l);
         break;
       }
@@ -295,6 +310,7 @@ function readObjectHeader(r: Reader, addr: number, where: string): ObjectInfo {
       size -= 8; // signature and checksum
     }
     r.need(at, Math.max(0, size), `${where} object header messages`);
+    r.charge('headerBytes', Math.max(0, size), where);
     const end = at + size;
     const headerSize = v2 ? 4 + (creationOrder ? 2 : 0) : 8;
     while (at + headerSize <= end) {
@@ -381,6 +397,9 @@ function readAttribute(r: Reader, at: number, size: number, where: string): { na
   p += pad(spaceSize);
   if (p > at + size) throw fail(`${what} '${name}' runs past its message`);
   const count = elementCount(space, `${what} '${name}'`);
+  // the values (or, for variable-length strings, references to them) sit in the message
+  const step = type.cls === 9 ? 4 + r.offsetSize + 4 : type.size;
+  if (p + count * step > at + size) throw fail(`${what} '${name}': ${count} values of ${step} bytes run past its message`);
   const scalar = space.dims !== null && space.dims.length === 0;
   if (type.cls === 3) {
     // Fixed-length strings, each `size` bytes, padded with nulls or spaces.
@@ -395,7 +414,6 @@ function readAttribute(r: Reader, at: number, size: number, where: string): { na
     return { name, value: scalar ? list[0] ?? '' : list };
   }
   if (type.cls === 9 && type.vlenString) {
-    const step = 4 + r.offsetSize + 4;
     r.need(p, count * step, `${what} '${name}' data`);
     const list: string[] = [];
     for (let i = 0; i < count; i++) list.push(globalHeapString(r, p + i * step, `${what} '${name}'`));
@@ -428,6 +446,7 @@ function globalHeapString(r: Reader, at: number, what: string): string {
     if (id === index) {
       if (length > size) throw fail(`${what}: a string of ${length} bytes in a heap object of ${size}`);
       r.need(data, length, what);
+      r.charge('headerBytes', length, what);
       return utf8(r.bytes.subarray(data, data + length));
     }
     const next = data + Math.ceil(size / 8) * 8;
@@ -497,6 +516,7 @@ function readSymbolNode(r: Reader, node: number, heapData: number, heapSize: num
     if (nameOff < 0 || nameOff >= heapSize) throw fail(`${where}: a link name at heap offset ${nameOff}, past its ${heapSize} bytes`);
     const name = r.cstr(heapData + nameOff, heapSize - nameOff, `${where} link name`);
     const target = r.addr(e + r.offsetSize, `${where} '${name}'`);
+    r.charge('links', 1, where);
     if (target >= 0 && name) links.push({ name, addr: target });
   }
 }
@@ -523,6 +543,7 @@ function readDataset(r: Reader, type: Datatype, space: Dataspace, layout: { at: 
   if (!type.dtype) return null;
   const what = `dataset ${where}`;
   const count = elementCount(space, what);
+  r.charge('elements', count, what);
   const shape = space.dims ?? [0];
   const bytes = count * type.size;
   const version = r.u8(layout.at, `${what} layout`);
