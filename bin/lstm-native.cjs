@@ -10,7 +10,7 @@ const root = path.resolve(__dirname, '..');
 const USAGE = `usage: lstm-native <command>
 
 commands:
-  convert <in> <out> [--prefix lstm.] [--opset 14] [--lengths] [--stack-only]
+  convert <in> <out> [--prefix lstm.] [--opset 14] [--lengths] [--stack-only] [--layers a,b] [--model-config f]
                  .onnx -> .safetensors (PyTorch names; the options go in the metadata)
                  .safetensors -> .onnx (options from the metadata, else inferred from the names;
                  a checkpoint from train converts whole, the LSTM with its Linear head)
@@ -19,9 +19,11 @@ commands:
                  options inferred from the names under --prefix (e.g. --prefix model.lstm.);
                  -> .pt writes a state dict torch.load reads;
                  model.json (TensorFlow.js layers model, shards beside it), .keras or .h5
-                 (Keras model.save) -> either, --layers a,b to choose its LSTM layers
+                 (Keras model.save) -> either, --layers a,b to choose its LSTM layers;
+                 a weights-only .h5 (save_weights) with --model-config config.json
+                 (model.to_json() saved to a file)
                  --stack-only: the LSTM out of an ONNX graph with more after it (e.g. a head)
-  info [file] [--stack-only]
+  info [file] [--stack-only] [--layers a,b] [--model-config f]
                  a model file's configuration and parameter count (a checkpoint's head
                  too); without a file,
                  which engine loads on this machine and why
@@ -69,7 +71,7 @@ const kindOf = (file) => {
  * An LSTM from a model file (backend js: conversion needs no native code); for a checkpoint
  * (what train writes), the SequenceModel too, its LSTM and Linear head.
  */
-function loadModel(file, prefix, stackOnly, layers) {
+function loadModel(file, prefix, stackOnly, layers, modelConfig) {
   const { LSTM, SequenceModel, loadOnnx, loadSafetensors, loadTorch, inferOptions } = lib();
   if (kindOf(file) === 'tfjs') {
     // model.json names its weight shards; they sit beside it. Text that is not JSON goes to
@@ -86,7 +88,9 @@ function loadModel(file, prefix, stackOnly, layers) {
   }
   const bytes = new Uint8Array(fs.readFileSync(file));
   if (kindOf(file) === 'keras') {
-    const lstm = LSTM.fromKerasFile(bytes, { backend: 'js', layers: layers ? layers.split(',') : undefined });
+    // a weights-only file takes its config from --model-config (model.to_json() saved as a file)
+    const config = modelConfig === undefined ? undefined : fs.readFileSync(modelConfig, 'utf8');
+    const lstm = LSTM.fromKerasFile(bytes, { backend: 'js', layers: layers ? layers.split(',') : undefined, modelConfig: config });
     return { lstm, source: `Keras model file (${path.extname(file).toLowerCase()})` };
   }
   if (kindOf(file) === 'onnx') return { lstm: loadOnnx(bytes, { backend: 'js', stackOnly }), source: 'onnx' };
@@ -114,7 +118,7 @@ function convert(args) {
   if (from === to) throw new UsageError(`convert: '${input}' and '${output}' are both ${from}`);
   const { saveTorch, exportOnnx } = lib();
   if (to === 'tfjs' || to === 'keras') throw new UsageError(`convert: writing ${to === 'tfjs' ? 'TensorFlow.js' : 'Keras'} models is not supported; write .onnx, .safetensors or .pt`);
-  const { lstm, model } = loadModel(input, args.values.prefix, Boolean(args.values['stack-only']), args.values.layers);
+  const { lstm, model } = loadModel(input, args.values.prefix, Boolean(args.values['stack-only']), args.values.layers, args.values['model-config']);
   // A checkpoint converts whole: the LSTM with its head (names lstm.* and head.*).
   let bytes;
   if (to === 'safetensors') {
@@ -136,7 +140,7 @@ function info(args) {
     console.log(JSON.stringify(lib().backendInfo(), null, 2));
     return 0;
   }
-  const { lstm, model, source } = loadModel(file, args.values.prefix, Boolean(args.values['stack-only']), args.values.layers);
+  const { lstm, model, source } = loadModel(file, args.values.prefix, Boolean(args.values['stack-only']), args.values.layers, args.values['model-config']);
   const { optionsOf } = lib();
   const params = Object.values((model ?? lstm).stateDict()).reduce((n, t) => n + t.data.length, 0);
   const head = model ? { head: { outputSize: model.head.outFeatures, outputMode: model.outputMode } } : {};
@@ -323,7 +327,7 @@ async function main(argv) {
         const args = parseArgs({
           args: rest,
           allowPositionals: true,
-          options: { prefix: { type: 'string', default: '' }, opset: { type: 'string' }, lengths: { type: 'boolean' }, 'stack-only': { type: 'boolean' }, layers: { type: 'string' } },
+          options: { prefix: { type: 'string', default: '' }, opset: { type: 'string' }, lengths: { type: 'boolean' }, 'stack-only': { type: 'boolean' }, layers: { type: 'string' }, 'model-config': { type: 'string' } },
         });
         return command === 'convert' ? convert(args) : info(args);
       }

@@ -447,7 +447,7 @@ describe('command line', () => {
     expect(refused.stderr).toMatch(/LSTM_FORMAT: .*no projection/);
   });
 
-  it('Keras .h5 and .keras models convert and describe; --layers chooses; weights only is refused', () => {
+  it('Keras .h5 and .keras models convert and describe; --layers chooses; weights only needs --model-config', () => {
     const h5 = (f: string) => path.join(FIXTURES, 'keras', f);
     const described = JSON.parse(run('info', h5('k3_bidir_stack.h5')).stdout);
     expect(described.source).toBe('Keras model file (.h5)');
@@ -461,6 +461,12 @@ describe('command line', () => {
     const weightsOnly = run('info', h5('k2_weights_only.h5'));
     expect(weightsOnly.status).toBe(1);
     expect(weightsOnly.stderr).toMatch(/LSTM_FORMAT: .*weights only/);
+    // with its model.to_json() beside it
+    const withConfig = run('info', h5('k2_weights_only.h5'), '--model-config', h5('k2_weights_only.json'));
+    expect(JSON.parse(withConfig.stdout).options).toMatchObject({ inputSize: 2, hiddenSize: 3, numLayers: 2 });
+    const k3Weights = path.join(dir, 'k3.safetensors');
+    expect(run('convert', h5('k3_stack_final.weights.h5'), k3Weights, '--model-config', h5('k3_stack_final.json')).status).toBe(0);
+    expect(lib.LSTM.fromSafetensors(new Uint8Array(readFileSync(k3Weights))).config).toMatchObject({ inputSize: 3, hiddenSize: 5, numLayers: 2 });
     expect(run('convert', out, path.join(dir, 'back.h5')).status).toBe(2);
     expect(run('convert', out, path.join(dir, 'back.keras')).status).toBe(2);
     const k3 = JSON.parse(run('info', h5('k3_stack_final.keras')).stdout);

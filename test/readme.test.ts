@@ -165,7 +165,7 @@ describe('README', () => {
     mkdirSync(dir);
     // The files the lines read and have not written before: the LSTM exported, a torch.save
     // checkpoint, a TensorFlow.js model, a Keras file, a graph with a head, and a model with its LSTM under 'lstm.'.
-    for (const [from, to] of [['model.onnx', 'model.onnx'], ['checkpoint.pth', 'checkpoint.pth'], ['model.json', 'model.json'], ['group1-shard1of1.bin', 'group1-shard1of1.bin'], ['model.keras', 'model.keras'], ['net.onnx', 'full.onnx'], ['model.safetensors', 'net.safetensors']]) {
+    for (const [from, to] of [['model.onnx', 'model.onnx'], ['checkpoint.pth', 'checkpoint.pth'], ['model.json', 'model.json'], ['group1-shard1of1.bin', 'group1-shard1of1.bin'], ['model.keras', 'model.keras'], ['weights.h5', 'weights.h5'], ['model_config.json', 'model_config.json'], ['net.onnx', 'full.onnx'], ['model.safetensors', 'net.safetensors']]) {
       copyFileSync(path.join(work, from), path.join(dir, to));
     }
     const cli = (args: string[]) => spawnSync(process.execPath, [path.join(root, 'bin', 'lstm-native.cjs'), ...args], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
