@@ -643,6 +643,19 @@ function kerasModel(all: TfjsLayer[], source: KerasWeightSource, madeBy: string,
   if (chosen.length > 1 && chosen.some((l) => kind(l) !== kind(chosen[0]) || cfgOf(l).return_sequences === false && l !== chosen[chosen.length - 1])) {
     throw fail(`layers ${chosen.map((l) => `'${l.config?.name}'`).join(', ')} do not stack into one LSTM (units, activations, direction or return_sequences differ); pass options.layers with one of them, or a run that stacks`);
   }
+  // A Bidirectional's output is its two directions concatenated, each an LSTM of the same kind.
+  for (const l of chosen) {
+    if (l.class_name !== 'Bidirectional') continue;
+    const c = (l.config ?? {}) as Record<string, unknown>;
+    const merge = c.merge_mode ?? 'concat';
+    if (merge !== 'concat') throw fail(`Bidirectional layer '${String(c.name)}' merges its directions by ${describe(merge)}; the LSTM here concatenates them (merge_mode 'concat')`);
+    const back = (c.backward_layer as TfjsLayer | undefined)?.config as Record<string, unknown> | undefined;
+    for (const key of ['units', 'activation', 'recurrent_activation', 'use_bias']) {
+      if (back && key in back && JSON.stringify(back[key]) !== JSON.stringify(cfgOf(l)[key])) {
+        throw fail(`Bidirectional layer '${String(c.name)}': its backward_layer's ${key} (${describe(back[key])}) differs from the forward layer's (${describe(cfgOf(l)[key])}); both directions here share them`);
+      }
+    }
+  }
   // One layer's weights: names under the layer's (forward_ / backward_ for a Bidirectional's two).
   const weightsOf = (prefix: string, which?: 'forward' | 'backward'): KerasWeights => {
     const unread = source.unread?.get(prefix);
@@ -691,7 +704,8 @@ function kerasModel(all: TfjsLayer[], source: KerasWeightSource, madeBy: string,
     recurrentActivation: String(first.recurrent_activation ?? 'sigmoid'),
     hardSigmoid: options.hardSigmoid ?? (/keras v?3/i.test(madeBy) ? 'keras3' : 'keras2'),
     goBackwards: chosen[0].class_name !== 'Bidirectional' && !!first.go_backwards,
-    batchFirst: options.batchFirst,
+    // Keras 2's time_major=True takes [time, batch, features]
+    batchFirst: options.batchFirst ?? (first.time_major === true ? false : undefined),
     backend: options.backend,
   });
   if (head && head.inFeatures !== lstm.config.numDirections * lstm.config.outSize) {

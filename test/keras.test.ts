@@ -209,6 +209,38 @@ describe('LSTM.fromKerasFile and SequenceModel.fromKerasFile', () => {
     }
   });
 
+  it("the config's merge_mode, backward_layer and time_major are honoured or refused, never ignored", () => {
+    const bytes = read('k3_bidir_stack.h5');
+    const config = () => JSON.parse(lib.loadHdf5(bytes).attributes[''].model_config as string);
+    const sum = config();
+    sum.config.layers[1].config.merge_mode = 'sum';
+    expectFormat(() => LSTM.fromKerasFile(bytes, { modelConfig: sum }), /'bidirectional' merges its directions by "sum"; the LSTM here concatenates them/);
+    const back = config();
+    back.config.layers[2].config.backward_layer = { class_name: 'LSTM', config: { ...back.config.layers[2].config.layer.config, units: 7, go_backwards: true } };
+    expectFormat(() => LSTM.fromKerasFile(bytes, { modelConfig: back }), /'bidirectional_1': its backward_layer's units \(7\) differs from the forward layer's \(4\)/);
+    // a backward_layer that matches (as Keras writes it when one is given) loads
+    const same = config();
+    same.config.layers[2].config.backward_layer = { class_name: 'LSTM', config: { ...same.config.layers[2].config.layer.config, go_backwards: true } };
+    LSTM.fromKerasFile(bytes, { modelConfig: same }).dispose();
+    // time_major: [time, batch, features]
+    const h5 = read('k2_seq_dense.h5');
+    const tm = JSON.parse(lib.loadHdf5(h5).attributes[''].model_config as string);
+    tm.config.layers[0].config.time_major = true;
+    const m = lib.SequenceModel.fromKerasFile(h5, { modelConfig: tm });
+    expect(m.lstm.config.batchFirst).toBe(false);
+    const x = expected['k2_seq_dense.x']; // [B, T, I]
+    const [B, T, I] = x.shape;
+    const xt = new Float32Array(x.data.length);
+    for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) xt.set(x.data.subarray((b * T + t) * I, (b * T + t + 1) * I), (t * B + b) * I);
+    const y = m.forward({ data: xt, shape: [T, B, I] }).output;
+    const want = expected['k2_seq_dense.y'];
+    const O = want.shape[2];
+    const yb = new Float32Array(y.data.length);
+    for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) yb.set(y.data.subarray((t * B + b) * O, (t * B + b + 1) * O), (b * T + t) * O);
+    expectClose({ data: yb, shape: want.shape }, want, 'time_major');
+    m.dispose();
+  });
+
   it('weights only (save_weights, Keras 2 and 3): read with options.modelConfig, else LSTM_FORMAT asking for it', () => {
     const bytes = read('k2_weights_only.h5');
     expectFormat(() => LSTM.fromKerasFile(bytes), /weights only \(model\.save_weights\).*options\.modelConfig.*loadHdf5.*LSTM\.fromKeras/);
