@@ -76,6 +76,9 @@ describe('loadHdf5: the HDF5 that h5py writes', () => {
       u32_be: [[1, 70000], [2]],
     });
     expect(f.attributes[''].be_attr).toEqual([2.5, -1]);
+    // attributes in full precision
+    expect(f.attributes[''].precise).toEqual([0.1]);
+    expect(f.attributes[''].big).toEqual([2 ** 40 + 1]);
   });
 
   it('attributes of every kind; a link cycle, a group under two names, soft and external links', () => {

@@ -4,8 +4,9 @@
  * B-tree and local heap) and new-style compact groups (link messages), contiguous and
  * compact datasets of integers and IEEE floats, and attributes of numbers and of fixed- or
  * variable-length strings (the global heap). Chunked or filtered datasets and dense
- * (fractal-heap) groups or attributes are refused by name. Every read is bounds-checked and
- * every structure walked a bounded number of times, so a hostile file gives LSTM_FORMAT.
+ * (fractal-heap) groups or attributes are listed as unread, with the reason. Every read is
+ * bounds-checked, and the work a file can ask for (header bytes, links, elements) is bounded
+ * by its size, so a hostile file gives LSTM_FORMAT.
  */
 import { LstmError, describe } from '../errors.js';
 import { MAX_ELEMENTS, shapeStr, type Tensor } from '../tensor.js';
@@ -421,7 +422,20 @@ function readAttribute(r: Reader, at: number, size: number, where: string): { na
   }
   if (type.dtype) {
     r.need(p, count * type.size, `${what} '${name}' data`);
-    return { name, value: Array.from(decodeNumbers(r, p, count, type)) };
+    // in full: an attribute is metadata (a float64 stays a float64, an int64 an integer)
+    const value: number[] = [];
+    const le = !type.bigEndian;
+    for (let i = 0, q = p; i < count; i++, q += type.size) {
+      switch (type.dtype) {
+        case 'F64': value.push(r.view.getFloat64(q, le)); break;
+        case 'I64': value.push(Number(r.view.getBigInt64(q, le))); break;
+        case 'U64': value.push(Number(r.view.getBigUint64(q, le))); break;
+        case 'I32': value.push(r.view.getInt32(q, le)); break;
+        case 'U32': value.push(r.view.getUint32(q, le)); break;
+        default: value.push(decodeNumbers(r, q, 1, type)[0]);
+      }
+    }
+    return { name, value };
   }
   return null;
 }
