@@ -258,12 +258,10 @@ function walk(r: Reader, addr: number, path: string, out: Hdf5File, seen: Set<nu
   if (datatype && dataspace && layout) {
     // Keras 3 marks bfloat16 variables with a dtype attribute (h5py has no bfloat16 type)
     if (attrs.dtype === 'bfloat16' && datatype.size === 2 && [0, 1, 5].includes(datatype.cls)) datatype = { ...datatype, dtype: 'BF16', bigEndian: false };
-    if (filtered) unread('it is filtered (compressed); this reader reads contiguous and compact datasets');
-    else if (isChunked(r, layout.at, where)) unread('it is chunked; this reader reads contiguous and compact datasets');
-    else {
-      const t = readDataset(r, datatype, dataspace, layout, where);
-      if (t) out.tensors[path] = t;
-    }
+    const t = filtered ? 'filtered' : readDataset(r, datatype, dataspace, layout, where);
+    if (t === 'filtered') unread('it is filtered (compressed); this reader reads contiguous and compact datasets');
+    else if (t === 'chunked') unread('it is chunked; this reader reads contiguous and compact datasets');
+    else if (t) out.tensors[path] = t;
     return;
   }
   if (denseLinks) {
@@ -535,13 +533,6 @@ function readSymbolNode(r: Reader, node: number, heapData: number, heapSize: num
   }
 }
 
-/** Whether a data layout message says chunked (or virtual): storage this reader leaves out. */
-function isChunked(r: Reader, at: number, where: string): boolean {
-  const version = r.u8(at, `dataset ${where} layout`);
-  const cls = r.u8(at + (version >= 3 ? 1 : 2), `dataset ${where} layout`);
-  return cls >= 2;
-}
-
 function elementCount(space: Dataspace, what: string): number {
   if (space.dims === null) return 0;
   let n = 1;
@@ -552,23 +543,28 @@ function elementCount(space: Dataspace, what: string): number {
   return n;
 }
 
-/** A numeric dataset's values as float32, or null for other types (strings, compounds). */
-function readDataset(r: Reader, type: Datatype, space: Dataspace, layout: { at: number; size: number }, where: string): Tensor | null {
-  if (!type.dtype) return null;
+/**
+ * A numeric dataset's values as float32; null for other types (strings, compounds);
+ * 'chunked' for chunked (or virtual) storage, which this reader leaves out.
+ */
+function readDataset(r: Reader, type: Datatype, space: Dataspace, layout: { at: number; size: number }, where: string): Tensor | null | 'chunked' {
   const what = `dataset ${where}`;
+  const version = r.u8(layout.at, `${what} layout`);
+  const cls = r.u8(layout.at + (version >= 3 ? 1 : 2), `${what} layout`);
+  if (cls >= 2) return 'chunked';
+  if (!type.dtype) return null;
   const count = elementCount(space, what);
   r.charge('elements', count, what);
   const shape = space.dims ?? [0];
   const bytes = count * type.size;
-  const version = r.u8(layout.at, `${what} layout`);
   let at: number;
   if (version === 3 || version === 4) {
-    const cls = r.u8(layout.at + 1, `${what} layout`);
     if (cls === 0) {
       const size = r.u16(layout.at + 2, `${what} layout`);
       if (size < bytes) throw fail(`${what} holds ${size} bytes, its shape ${shapeStr(shape)} needs ${bytes}`);
       at = layout.at + 4;
-    } else if (cls === 1) {
+    } else {
+      // contiguous (class 1)
       at = r.addr(layout.at + 2, `${what} layout`);
       const size = r.len(layout.at + 2 + r.offsetSize, `${what} layout`);
       if (count === 0) return { data: new Float32Array(0), shape };
@@ -577,22 +573,18 @@ function readDataset(r: Reader, type: Datatype, space: Dataspace, layout: { at: 
         return { data: new Float32Array(count), shape };
       }
       if (size < bytes) throw fail(`${what} holds ${size} bytes, its shape ${shapeStr(shape)} needs ${bytes}`);
-    } else {
-      throw fail(`${what}: layout class ${cls}`);
     }
   } else if (version === 1 || version === 2) {
     const rank = r.u8(layout.at + 1, `${what} layout`);
-    const cls = r.u8(layout.at + 2, `${what} layout`);
     if (cls === 0) {
       const p = layout.at + 8 + rank * 4;
       const size = r.u32(p, `${what} layout`);
       if (size < bytes) throw fail(`${what} holds ${size} bytes, its shape ${shapeStr(shape)} needs ${bytes}`);
       at = p + 4;
-    } else if (cls === 1) {
+    } else {
+      // contiguous (class 1)
       at = r.addr(layout.at + 8, `${what} layout`);
       if (at < 0 || count === 0) return { data: new Float32Array(count), shape };
-    } else {
-      throw fail(`${what}: layout class ${cls}`);
     }
   } else {
     throw fail(`${what}: layout version ${version}`);
