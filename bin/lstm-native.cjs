@@ -73,6 +73,7 @@ const kindOf = (file) => {
  */
 function loadModel(file, prefix, stackOnly, layers, modelConfig) {
   const { LSTM, SequenceModel, loadOnnx, loadSafetensors, loadTorch, inferOptions } = lib();
+  const layerNames = layers ? layers.split(',') : undefined; // --layers, for TensorFlow.js and Keras models
   if (kindOf(file) === 'tfjs') {
     // model.json names its weight shards; they sit beside it. Text that is not JSON goes to
     // fromTfjs as it is, which refuses it with LSTM_FORMAT.
@@ -83,14 +84,14 @@ function loadModel(file, prefix, stackOnly, layers, modelConfig) {
     const manifest = json !== null && Array.isArray(json.weightsManifest) ? json.weightsManifest : [];
     const shards = manifest.flatMap((g) => (Array.isArray(g?.paths) ? g.paths : []));
     const data = Buffer.concat(shards.map((p) => fs.readFileSync(path.join(path.dirname(file), String(p)))));
-    const lstm = LSTM.fromTfjs(json, new Uint8Array(data.buffer, data.byteOffset, data.byteLength), { backend: 'js', layers: layers ? layers.split(',') : undefined });
+    const lstm = LSTM.fromTfjs(json, new Uint8Array(data.buffer, data.byteOffset, data.byteLength), { backend: 'js', layers: layerNames });
     return { lstm, source: 'TensorFlow.js layers model' };
   }
   const bytes = new Uint8Array(fs.readFileSync(file));
   if (kindOf(file) === 'keras') {
     // a weights-only file takes its config from --model-config (model.to_json() saved as a file)
     const config = modelConfig === undefined ? undefined : fs.readFileSync(modelConfig, 'utf8');
-    const lstm = LSTM.fromKerasFile(bytes, { backend: 'js', layers: layers ? layers.split(',') : undefined, modelConfig: config });
+    const lstm = LSTM.fromKerasFile(bytes, { backend: 'js', layers: layerNames, modelConfig: config });
     return { lstm, source: `Keras model file (${path.extname(file).toLowerCase()})` };
   }
   if (kindOf(file) === 'onnx') return { lstm: loadOnnx(bytes, { backend: 'js', stackOnly }), source: 'onnx' };
