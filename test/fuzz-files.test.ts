@@ -1,4 +1,4 @@
-// File fuzzing: mutations of valid safetensors, ONNX, torch.save and HDF5 files through the loaders. Every
+// File fuzzing: mutations of valid safetensors, ONNX, torch.save, HDF5 and Keras files through the loaders. Every
 // input must load or end in LSTM_FORMAT (or another LstmError), with memory bounded.
 // FUZZ_MUTATIONS scales it (npm run fuzz).
 import { readFileSync } from 'node:fs';
@@ -184,6 +184,23 @@ describe('file fuzzing', () => {
         } catch (err) {
           if (!(err instanceof LstmError)) throw err;
         }
+      },
+      () => mutate(files[Math.floor(rand() * files.length)], rand),
+      1 / 20,
+      1 / 50,
+    );
+  }, 600_000);
+
+  it(`${MUTATIONS} mutations of HDF5 storage (chunked, filtered, dense) through loadHdf5`, () => {
+    // Every chunk index (v1 and v2 B-trees, single chunk, fixed array, paged fixed array),
+    // gzip, shuffle and fletcher32, fill values, dense links and attributes; and a .keras
+    // archive re-zipped with deflate.
+    const files = ['hdf5/fuzz_v3.h5', 'hdf5/fuzz_v4.h5', 'keras/deflated.keras'].map(read);
+    const rand = mulberry32(2 * SEED + 7);
+    expectFuzzed(
+      (b) => {
+        if (b[0] === 0x50) lib.SequenceModel.fromKerasFile(b, { backend: 'js' }).dispose();
+        else expectConsistent(lib.loadHdf5(b).tensors);
       },
       () => mutate(files[Math.floor(rand() * files.length)], rand),
       1 / 20,

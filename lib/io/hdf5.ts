@@ -1,16 +1,20 @@
 /**
- * A reader for the part of HDF5 that h5py writes for Keras model files: superblock 0 to 3,
- * object headers v1 and v2 (with continuation blocks), old-style groups (symbol table: v1
- * B-tree and local heap) and new-style compact groups (link messages), contiguous and
- * compact datasets of integers and IEEE floats, and attributes of numbers and of fixed- or
- * variable-length strings (the global heap). Chunked or filtered datasets and dense
- * (fractal-heap) groups or attributes are listed as unread, with the reason. Every read is
- * bounds-checked, and the work a file can ask for (header bytes, links, elements) is bounded
- * by its size, so a hostile file gives LSTM_FORMAT.
+ * A reader for the HDF5 that h5py writes (Keras model files, and weights saved by hand):
+ * superblock 0 to 3, object headers v1 and v2 (with continuation blocks), old-style groups
+ * (symbol table: v1 B-tree and local heap), new-style groups with their links in the header
+ * or stored densely (fractal heap and v2 B-tree), attributes likewise; contiguous, compact and
+ * chunked datasets (chunk indexes: v1 B-tree, single chunk, implicit, fixed array, v2 B-tree)
+ * of integers and IEEE floats, through the filters h5py writes (gzip, shuffle, fletcher32),
+ * with their fill values; attributes of numbers and of fixed- or variable-length strings (the
+ * global heap). Other filters (lzf, szip, scaleoffset...), the extensible-array chunk index and
+ * virtual datasets are listed as unread, with the reason. Every read is bounds-checked, and the
+ * work a file can ask for (header bytes, links, elements, inflated bytes) is bounded by its
+ * size, so a hostile file gives LSTM_FORMAT.
  */
 import { LstmError, describe } from '../errors.js';
 import { MAX_ELEMENTS, shapeStr, type Tensor } from '../tensor.js';
 import { decodeTensorBytes, type Dtype } from './safetensors.js';
+import { MAX_RATIO, inflateZlib } from './inflate.js';
 
 /** An attribute's value: text, a list of texts, or numbers (scalars and arrays alike, flattened). */
 export type Hdf5Value = string | string[] | number[];
@@ -21,8 +25,8 @@ export interface Hdf5File {
   /** Each group's and dataset's attributes by its path ('' is the root group). */
   attributes: Record<string, Record<string, Hdf5Value>>;
   /**
-   * Datasets and groups this reader does not read, by path, with the reason: chunked or
-   * compressed datasets, groups whose links are stored densely (a fractal heap).
+   * Datasets this reader does not read, by path, with the reason: a filter it does not decode
+   * (lzf, szip, scaleoffset...), the extensible-array chunk index, virtual storage.
    */
   unread: Record<string, string>;
 }
@@ -54,6 +58,8 @@ interface Datatype {
 interface Dataspace {
   /** null: the null dataspace (no elements). */
   dims: number[] | null;
+  /** The maximum shape when the file gives one (Infinity where unlimited). */
+  maxDims: number[] | null;
 }
 
 interface ObjectInfo {
@@ -200,11 +206,12 @@ function walk(r: Reader, addr: number, path: string, out: Hdf5File, seen: Set<nu
   let datatype: Datatype | null = null;
   let dataspace: Dataspace | null = null;
   let layout: { at: number; size: number } | null = null;
-  let filtered = false;
+  let filters: Filter[] = [];
+  let fill: FillValue = null;
   const links: { name: string; addr: number }[] = [];
   let symbolTable: { btree: number; heap: number } | null = null;
-  let denseLinks = false;
-  let denseAttrs = false;
+  let denseGroup: { heap: number; index: number } | null = null;
+  let denseAttrs: { heap: number; index: number } | null = null;
   for (const m of obj.messages) {
     switch (m.type) {
       case 0x0001:
@@ -217,7 +224,11 @@ function walk(r: Reader, addr: number, path: string, out: Hdf5File, seen: Set<nu
         layout = { at: m.at, size: m.size };
         break;
       case 0x000b:
-        filtered = true;
+        filters = readFilters(r, m.at, m.size, `${where} filter pipeline`);
+        break;
+      case 0x0004:
+      case 0x0005:
+        fill = readFillValue(r, m.type, m.at, m.size, `${where} fill value`);
         break;
       case 0x000c: {
         const a = readAttribute(r, m.at, m.size, where);
@@ -235,15 +246,15 @@ function walk(r: Reader, addr: number, path: string, out: Hdf5File, seen: Set<nu
       }
       case 0x0002: {
         // Link info: a defined fractal heap address means the links are stored densely.
-        const flags = r.u8(m.at + 1, `${where} link info`);
-        const heap = r.addr(m.at + 2 + (flags & 1 ? 8 : 0), `${where} link info`);
-        if (heap >= 0) denseLinks = true;
+        const p = m.at + 2 + (r.u8(m.at + 1, `${where} link info`) & 1 ? 8 : 0);
+        const heap = r.addr(p, `${where} link info`);
+        if (heap >= 0) denseGroup = { heap, index: r.addr(p + r.offsetSize, `${where} link info`) };
         break;
       }
       case 0x0015: {
-        const flags = r.u8(m.at + 1, `${where} attribute info`);
-        const heap = r.addr(m.at + 2 + (flags & 1 ? 2 : 0), `${where} attribute info`);
-        if (heap >= 0) denseAttrs = true;
+        const p = m.at + 2 + (r.u8(m.at + 1, `${where} attribute info`) & 1 ? 2 : 0);
+        const heap = r.addr(p, `${where} attribute info`);
+        if (heap >= 0) denseAttrs = { heap, index: r.addr(p + r.offsetSize, `${where} attribute info`) };
         break;
       }
       default:
@@ -251,23 +262,16 @@ function walk(r: Reader, addr: number, path: string, out: Hdf5File, seen: Set<nu
     }
   }
   out.attributes[path] = attrs;
-  const unread = (reason: string) => {
-    out.unread[path] = out.unread[path] ? `${out.unread[path]}; ${reason}` : reason;
-  };
-  if (denseAttrs) unread('its attributes are stored densely (a fractal heap)');
+  if (denseAttrs) denseAttributes(r, denseAttrs.heap, denseAttrs.index, where, attrs);
   if (datatype && dataspace && layout) {
     // Keras 3 marks bfloat16 variables with a dtype attribute (h5py has no bfloat16 type)
     if (attrs.dtype === 'bfloat16' && datatype.size === 2 && [0, 1, 5].includes(datatype.cls)) datatype = { ...datatype, dtype: 'BF16', bigEndian: false };
-    const t = filtered ? 'filtered' : readDataset(r, datatype, dataspace, layout, where);
-    if (t === 'filtered') unread('it is filtered (compressed); this reader reads contiguous and compact datasets');
-    else if (t === 'chunked') unread('it is chunked; this reader reads contiguous and compact datasets');
+    const t = readDataset(r, { type: datatype, space: dataspace, layout, filters, fill }, where);
+    if (typeof t === 'string') out.unread[path] = t;
     else if (t) out.tensors[path] = t;
     return;
   }
-  if (denseLinks) {
-    unread("its links are stored densely (a fractal heap, as libver='latest' does past 8 links); save with h5py's default libver");
-    return;
-  }
+  if (denseGroup) denseLinks(r, denseGroup.heap, denseGroup.index, where, links);
   if (symbolTable) readSymbolTable(r, symbolTable.btree, symbolTable.heap, where, links);
   if (links.length > MAX_OBJECTS) throw fail(`group ${where} lists more than ${MAX_OBJECTS} links`);
   // by name, as HDF5 iterates: an object under two names is read under the first
@@ -340,7 +344,7 @@ function readDataspace(r: Reader, at: number, size: number, what: string): Datas
     dimsAt = at + 8;
   } else if (version === 2) {
     const type = r.u8(at + 3, what);
-    if (type === 2) return { dims: null };
+    if (type === 2) return { dims: null, maxDims: null };
     dimsAt = at + 4;
   } else {
     throw fail(`${what}: version ${version}`);
@@ -349,7 +353,17 @@ function readDataspace(r: Reader, at: number, size: number, what: string): Datas
   if (dimsAt + rank * r.lengthSize > at + size) throw fail(`${what}: ${rank} dimensions do not fit in its ${size} bytes`);
   const dims: number[] = [];
   for (let i = 0; i < rank; i++) dims.push(r.len(dimsAt + i * r.lengthSize, what));
-  return { dims };
+  let maxDims: number[] | null = null;
+  if (r.u8(at + 2, what) & 1) {
+    const maxAt = dimsAt + rank * r.lengthSize;
+    if (maxAt + rank * r.lengthSize > at + size) throw fail(`${what}: ${rank} maximum dimensions do not fit in its ${size} bytes`);
+    maxDims = [];
+    for (let i = 0; i < rank; i++) {
+      const m = r.uint(maxAt + i * r.lengthSize, r.lengthSize, what);
+      maxDims.push(m < 0 ? Infinity : Math.max(m, dims[i]));
+    }
+  }
+  return { dims, maxDims };
 }
 
 function readDatatype(r: Reader, at: number, size: number, what: string): Datatype {
@@ -430,7 +444,7 @@ function readAttribute(r: Reader, at: number, size: number, where: string): { na
         case 'U64': value.push(Number(r.view.getBigUint64(q, le))); break;
         case 'I32': value.push(r.view.getInt32(q, le)); break;
         case 'U32': value.push(r.view.getUint32(q, le)); break;
-        default: value.push(decodeNumbers(r, q, 1, type)[0]);
+        default: value.push(decodeNumbers(r.bytes, q, 1, type)[0]);
       }
     }
     return { name, value };
@@ -543,22 +557,115 @@ function elementCount(space: Dataspace, what: string): number {
   return n;
 }
 
+
+/** A filter of a dataset's pipeline, listed in the order HDF5 applied them when writing. */
+interface Filter {
+  id: number;
+  name: string;
+  values: number[];
+}
+
+/** One element's fill value (what storage never written reads as), or null for zeros. */
+type FillValue = Uint8Array | null;
+
+interface DatasetInfo {
+  type: Datatype;
+  space: Dataspace;
+  layout: { at: number; size: number };
+  filters: Filter[];
+  fill: FillValue;
+}
+
+/** HDF5's registered filters by id: the first three are decoded here. */
+const FILTER_NAMES: Record<number, string> = {
+  1: 'deflate',
+  2: 'shuffle',
+  3: 'fletcher32',
+  4: 'szip',
+  5: 'nbit',
+  6: 'scaleoffset',
+  32000: 'lzf',
+  32001: 'blosc',
+  32004: 'lz4',
+  32008: 'bitshuffle',
+  32015: 'zstd',
+};
+const DEFLATE = 1;
+const SHUFFLE = 2;
+const FLETCHER32 = 3;
+
+function readFilters(r: Reader, at: number, size: number, what: string): Filter[] {
+  const version = r.u8(at, what);
+  if (version !== 1 && version !== 2) throw fail(`${what}: version ${version}`);
+  const n = r.u8(at + 1, what);
+  if (n > 32) throw fail(`${what}: ${n} filters (HDF5 allows 32)`);
+  let p = at + (version === 1 ? 8 : 2);
+  const filters: Filter[] = [];
+  for (let i = 0; i < n; i++) {
+    const id = r.u16(p, what);
+    p += 2;
+    let nameLen = 0;
+    if (version === 1 || id >= 256) {
+      nameLen = r.u16(p, what);
+      p += 2;
+    }
+    const nvalues = r.u16(p + 2, what); // after the flags
+    p += 4;
+    const given = nameLen > 0 ? r.cstr(p, nameLen, `${what} filter name`) : '';
+    p += nameLen; // version 1 pads names to 8 bytes, and counts the padding
+    r.need(p, 4 * nvalues, what);
+    const values: number[] = [];
+    for (let k = 0; k < nvalues; k++) values.push(r.u32(p + 4 * k, what));
+    p += 4 * nvalues + (version === 1 && nvalues % 2 === 1 ? 4 : 0);
+    if (p > at + size) throw fail(`${what}: filter ${i} runs past its message`);
+    filters.push({ id, name: FILTER_NAMES[id] ?? (given || `filter ${id}`), values });
+  }
+  return filters;
+}
+
+/** The fill value message (type 5, or the old type 4): its value when one is defined. */
+function readFillValue(r: Reader, type: number, at: number, size: number, what: string): FillValue {
+  let p = at;
+  if (type === 0x0005) {
+    const version = r.u8(at, what);
+    if (version === 1 || version === 2) {
+      if (version === 2 && r.u8(at + 3, what) === 0) return null; // no value given
+      p = at + 4;
+    } else if (version === 3) {
+      if (!(r.u8(at + 1, what) & 0x20)) return null;
+      p = at + 2;
+    } else {
+      throw fail(`${what}: version ${version}`);
+    }
+  }
+  const n = r.u32(p, what);
+  if (n === 0) return null;
+  if (p + 4 + n > at + size) throw fail(`${what}: a value of ${n} bytes runs past its message`);
+  const value = r.bytes.slice(p + 4, p + 4 + n);
+  return value.every((b) => b === 0) ? null : value;
+}
+
 /**
- * A numeric dataset's values as float32; null for other types (strings, compounds);
- * 'chunked' for chunked (or virtual) storage, which this reader leaves out.
+ * A numeric dataset's values as float32; null for other types (strings, compounds); the
+ * reason, for storage this reader leaves out (a filter it does not decode, a chunk index of
+ * resizable datasets, virtual datasets).
  */
-function readDataset(r: Reader, type: Datatype, space: Dataspace, layout: { at: number; size: number }, where: string): Tensor | null | 'chunked' {
+function readDataset(r: Reader, d: DatasetInfo, where: string): Tensor | null | string {
   const what = `dataset ${where}`;
+  const { type, space, layout } = d;
   const version = r.u8(layout.at, `${what} layout`);
+  if (version < 1 || version > 5) throw fail(`${what}: layout version ${version}`);
   const cls = r.u8(layout.at + (version >= 3 ? 1 : 2), `${what} layout`);
-  if (cls >= 2) return 'chunked';
   if (!type.dtype) return null;
+  if (cls === 2) return readChunked(r, d, version, what);
+  if (cls !== 0 && cls !== 1) return `its layout is class ${cls} (virtual); this reader reads compact, contiguous and chunked datasets`;
+  if (d.filters.length) throw fail(`${what}: a filter pipeline on ${cls === 0 ? 'compact' : 'contiguous'} storage (HDF5 filters chunks only)`);
   const count = elementCount(space, what);
   r.charge('elements', count, what);
   const shape = space.dims ?? [0];
   const bytes = count * type.size;
   let at: number;
-  if (version === 3 || version === 4) {
+  if (version >= 3) {
     if (cls === 0) {
       const size = r.u16(layout.at + 2, `${what} layout`);
       if (size < bytes) throw fail(`${what} holds ${size} bytes, its shape ${shapeStr(shape)} needs ${bytes}`);
@@ -567,14 +674,11 @@ function readDataset(r: Reader, type: Datatype, space: Dataspace, layout: { at: 
       // contiguous (class 1)
       at = r.addr(layout.at + 2, `${what} layout`);
       const size = r.len(layout.at + 2 + r.offsetSize, `${what} layout`);
-      if (count === 0) return { data: new Float32Array(0), shape };
-      if (at < 0) {
-        // never written: HDF5 reads its fill value, zeros by default
-        return { data: new Float32Array(count), shape };
-      }
+      // never written: HDF5 reads its fill value
+      if (at < 0 || count === 0) return { data: filled(count, type, d.fill, what), shape };
       if (size < bytes) throw fail(`${what} holds ${size} bytes, its shape ${shapeStr(shape)} needs ${bytes}`);
     }
-  } else if (version === 1 || version === 2) {
+  } else {
     const rank = r.u8(layout.at + 1, `${what} layout`);
     if (cls === 0) {
       const p = layout.at + 8 + rank * 4;
@@ -584,21 +688,551 @@ function readDataset(r: Reader, type: Datatype, space: Dataspace, layout: { at: 
     } else {
       // contiguous (class 1)
       at = r.addr(layout.at + 8, `${what} layout`);
-      if (at < 0 || count === 0) return { data: new Float32Array(count), shape };
+      if (at < 0 || count === 0) return { data: filled(count, type, d.fill, what), shape };
     }
-  } else {
-    throw fail(`${what}: layout version ${version}`);
   }
   r.need(at, bytes, `${what} data`);
-  return { data: decodeNumbers(r, at, count, type), shape };
+  return { data: decodeNumbers(r.bytes, at, count, type), shape };
 }
 
-/** `count` numbers of a numeric type at `at` (in the file's bounds), as float32; big-endian ones byte-swapped first. */
-function decodeNumbers(r: Reader, at: number, count: number, type: Datatype): Float32Array {
-  if (!type.bigEndian || type.size === 1) return decodeTensorBytes(r.view, at, count, type.dtype!);
+/** `count` elements of the fill value, as float32. */
+function filled(count: number, type: Datatype, fill: FillValue, what: string): Float32Array {
+  if (!fill || count === 0) return new Float32Array(count);
+  if (fill.length !== type.size) throw fail(`${what}: a fill value of ${fill.length} bytes for elements of ${type.size}`);
+  return new Float32Array(count).fill(decodeNumbers(fill, 0, 1, type)[0]);
+}
+
+/** Where a chunked dataset's index is; a single chunk's filtered size and mask are in the layout. */
+interface ChunkIndex {
+  kind: 'btree' | 'btree2' | 'single' | 'implicit' | 'fixed';
+  addr: number;
+  size?: number;
+  mask?: number;
+}
+
+/** One stored chunk: its first element's coordinates, where its bytes are, which filters it skipped. */
+interface Chunk {
+  offsets: number[];
+  addr: number;
+  size: number;
+  mask: number;
+}
+
+/**
+ * A chunked dataset (layout version 3's v1 B-tree, or version 4's single-chunk, implicit and
+ * fixed-array indexes), its chunks decoded through the filter pipeline (deflate, shuffle,
+ * fletcher32) and placed; chunks never written read as the fill value.
+ */
+function readChunked(r: Reader, d: DatasetInfo, version: number, what: string): Tensor | string {
+  const { type, space, layout } = d;
+  const at = layout.at;
+  const chunk: number[] = [];
+  let index: ChunkIndex;
+  let p: number;
+  if (version === 3) {
+    const nd = r.u8(at + 2, `${what} layout`);
+    index = { kind: 'btree', addr: r.addr(at + 3, `${what} layout`) };
+    p = at + 3 + r.offsetSize;
+    for (let i = 0; i < nd; i++, p += 4) chunk.push(r.u32(p, `${what} layout`));
+  } else if (version === 4) {
+    const flags = r.u8(at + 2, `${what} layout`);
+    const nd = r.u8(at + 3, `${what} layout`);
+    const enc = r.u8(at + 4, `${what} layout`);
+    if (enc < 1 || enc > 8) throw fail(`${what} layout: dimension sizes of ${enc} bytes`);
+    p = at + 5;
+    for (let i = 0; i < nd; i++, p += enc) chunk.push(r.uint(p, enc, `${what} layout`));
+    const kind = r.u8(p++, `${what} layout`);
+    if (kind === 1) {
+      let size = -1;
+      let mask = 0;
+      if (flags & 0x02) {
+        size = r.len(p, `${what} layout`);
+        mask = r.u32(p + r.lengthSize, `${what} layout`);
+        p += r.lengthSize + 4;
+      }
+      index = { kind: 'single', addr: r.addr(p, `${what} layout`), size, mask };
+    } else if (kind === 2) {
+      index = { kind: 'implicit', addr: r.addr(p, `${what} layout`) };
+    } else if (kind === 3) {
+      index = { kind: 'fixed', addr: r.addr(p + 1, `${what} layout`) }; // after the page bits
+      p += 1;
+    } else if (kind === 5) {
+      index = { kind: 'btree2', addr: r.addr(p + 6, `${what} layout`) }; // after node size, split and merge percents
+      p += 6;
+    } else if (kind === 4) {
+      return "its chunks are indexed by an extensible array, as a dataset resizable along one axis (maxshape=(None, ...)) is with libver='latest'; this reader reads v1 and v2 B-tree, single-chunk, implicit and fixed-array indexes";
+    } else {
+      throw fail(`${what} layout: chunk index type ${kind}`);
+    }
+    p += r.offsetSize;
+  } else {
+    return `its chunked layout is version ${version}; this reader reads versions 3 and 4`;
+  }
+  if (p > at + layout.size) throw fail(`${what} layout runs past its message`);
+  const dims = space.dims ?? [];
+  const rank = dims.length;
+  if (rank === 0 || chunk.length !== rank + 1) throw fail(`${what}: chunks of ${chunk.length - 1} dimensions for a dataset of ${rank}`);
+  if (chunk[rank] !== type.size) throw fail(`${what}: chunks of ${chunk[rank]}-byte elements, its type's are ${type.size}`);
+  const cdims = chunk.slice(0, rank);
+  let chunkElems = 1;
+  for (const c of cdims) {
+    if (c < 1) throw fail(`${what}: a chunk of shape ${shapeStr(cdims)}`);
+    chunkElems *= c;
+    if (chunkElems > MAX_ELEMENTS) throw fail(`${what}: a chunk of shape ${shapeStr(cdims)} is too large`);
+  }
+  const chunkBytes = chunkElems * type.size;
+  const other = d.filters.find((f) => f.id !== DEFLATE && f.id !== SHUFFLE && f.id !== FLETCHER32);
+  if (other) return `it is filtered with ${other.name} (filter ${other.id}); this reader decodes deflate (gzip), shuffle and fletcher32`;
+  const count = elementCount(space, what);
+  // A fixed-array or implicit index covers the chunks of the dataset's maximum shape.
+  const gridDims = (space.maxDims ?? dims).map((n, i) => Math.ceil(n / cdims[i]));
+  const chunks = listChunks(r, index, rank, cdims, gridDims, chunkBytes, d.filters.length > 0, what);
+  let stored = 0;
+  for (const c of chunks) {
+    r.need(c.addr, c.size, `${what} chunk`);
+    r.charge('headerBytes', c.size, what);
+    stored += c.size;
+  }
+  // Unfiltered chunks hold their elements in the file, as contiguous storage does; filtered
+  // ones can hold at most DEFLATE's expansion of their bytes. Either bounds the allocation.
+  if (d.filters.length === 0) r.charge('elements', count, what);
+  else if (count * type.size > MAX_RATIO * stored + 4 * r.bytes.length + (1 << 20)) {
+    throw fail(`${what}: ${count} elements of ${type.size} bytes cannot come from ${stored} bytes of compressed chunks`);
+  }
+  const out = new Uint8Array(count * type.size);
+  if (d.fill) {
+    if (d.fill.length !== type.size) throw fail(`${what}: a fill value of ${d.fill.length} bytes for elements of ${type.size}`);
+    for (let i = 0; i < out.length; i += type.size) out.set(d.fill, i);
+  }
+  for (const c of chunks) {
+    if (c.offsets.some((o, i) => o % cdims[i] !== 0)) throw fail(`${what}: a chunk at ${shapeStr(c.offsets)}, not on the chunk grid ${shapeStr(cdims)}`);
+    if (c.offsets.some((o, i) => o >= dims[i])) continue; // past the dataset's current shape: HDF5 ignores it too
+    const data = unfilter(r, c, chunkBytes, d.filters, type.size, what);
+    placeChunk(out, data, c.offsets, cdims, dims, type.size);
+  }
+  return { data: decodeNumbers(out, 0, count, type), shape: dims };
+}
+
+/** Every chunk the index lists (chunks never written are left out). */
+function listChunks(
+  r: Reader,
+  index: ChunkIndex,
+  rank: number,
+  cdims: number[],
+  gridDims: number[],
+  chunkBytes: number,
+  filtered: boolean,
+  what: string,
+): Chunk[] {
+  const chunks: Chunk[] = [];
+  if (index.addr < 0) return chunks;
+  let gridCount = 1;
+  for (const g of gridDims) gridCount *= g;
+  if (!Number.isFinite(gridCount) && (index.kind === 'implicit' || index.kind === 'fixed')) throw fail(`${what}: an unlimited dimension with a ${index.kind} chunk index`);
+  // the k-th chunk of the grid, row-major
+  const offsetsOf = (k: number): number[] => {
+    const o = new Array<number>(rank);
+    for (let i = rank - 1; i >= 0; i--) {
+      o[i] = (k % gridDims[i]) * cdims[i];
+      k = Math.floor(k / gridDims[i]);
+    }
+    return o;
+  };
+  if (index.kind === 'single') {
+    chunks.push({ offsets: new Array<number>(rank).fill(0), addr: index.addr, size: index.size! >= 0 ? index.size! : chunkBytes, mask: index.mask ?? 0 });
+  } else if (index.kind === 'implicit') {
+    if (filtered) throw fail(`${what}: an implicit chunk index with filters (HDF5 uses it for unfiltered chunks only)`);
+    r.need(index.addr, gridCount * chunkBytes, `${what} chunks`);
+    for (let k = 0; k < gridCount; k++) chunks.push({ offsets: offsetsOf(k), addr: index.addr + k * chunkBytes, size: chunkBytes, mask: 0 });
+  } else if (index.kind === 'fixed') {
+    const h = index.addr;
+    r.sig(h, 'FAHD', `${what} fixed array header`);
+    const client = r.u8(h + 5, `${what} fixed array header`);
+    const entrySize = r.u8(h + 6, `${what} fixed array header`);
+    const pageBits = r.u8(h + 7, `${what} fixed array header`);
+    const entries = r.len(h + 8, `${what} fixed array header`);
+    const block = r.addr(h + 8 + r.lengthSize, `${what} fixed array header`);
+    if (client !== (filtered ? 1 : 0)) throw fail(`${what}: a fixed array of client ${client} for ${filtered ? 'filtered' : 'unfiltered'} chunks`);
+    const sizeBytes = entrySize - r.offsetSize - 4;
+    if (filtered ? sizeBytes < 1 || sizeBytes > 8 : entrySize !== r.offsetSize) throw fail(`${what}: fixed array entries of ${entrySize} bytes`);
+    if (entries !== gridCount) throw fail(`${what}: a fixed array of ${entries} entries for ${gridCount} chunks`);
+    if (block < 0) return chunks;
+    r.sig(block, 'FADB', `${what} fixed array data block`);
+    r.charge('links', entries, what);
+    // Past 2^pageBits entries the block is paged: a bitmap of the pages written (most
+    // significant bit first) and its checksum, then each page's entries and checksum.
+    const perPage = pageBits < 32 && entries > 2 ** pageBits ? 2 ** pageBits : 0;
+    const pages = perPage ? Math.ceil(entries / perPage) : 0;
+    const bitmap = block + 6 + r.offsetSize;
+    const first = bitmap + (perPage ? Math.ceil(pages / 8) + 4 : 0);
+    r.need(first, entries * entrySize + pages * 4, `${what} fixed array data block`);
+    for (let k = 0; k < entries; k++) {
+      let e = first + k * entrySize;
+      if (perPage) {
+        const page = Math.floor(k / perPage);
+        if (!(r.bytes[bitmap + (page >> 3)] & (0x80 >> (page & 7)))) continue; // a page never written
+        e += page * 4; // the checksums of the pages before
+      }
+      const addr = r.addr(e, `${what} chunk address`);
+      if (addr < 0) continue;
+      const size = filtered ? r.uint(e + r.offsetSize, sizeBytes, `${what} chunk size`) : chunkBytes;
+      const mask = filtered ? r.u32(e + r.offsetSize + sizeBytes, `${what} chunk filter mask`) : 0;
+      if (size < 0) throw fail(`${what}: a chunk of undefined size`);
+      chunks.push({ offsets: offsetsOf(k), addr, size, mask });
+    }
+  } else if (index.kind === 'btree2') {
+    // records of type 10 (address, then each axis' offset in chunks) or 11 (address, stored
+    // size, filter mask, offsets), by the dataset's filters
+    const recordSize = r.u16(index.addr + 10, `${what} chunk index`);
+    const sizeBytes = recordSize - r.offsetSize - 8 * rank - (filtered ? 4 : 0);
+    if (filtered ? sizeBytes < 1 || sizeBytes > 8 : sizeBytes !== 0) throw fail(`${what}: chunk index records of ${recordSize} bytes`);
+    for (const rec of btree2Records(r, index.addr, filtered ? 11 : 10, `${what} chunk index`)) {
+      const addr = r.addr(rec, `${what} chunk address`);
+      let q = rec + r.offsetSize;
+      const size = filtered ? r.uint(q, sizeBytes, `${what} chunk size`) : chunkBytes;
+      const mask = filtered ? r.u32(q + sizeBytes, `${what} chunk filter mask`) : 0;
+      q += filtered ? sizeBytes + 4 : 0;
+      const offsets: number[] = [];
+      for (let k = 0; k < rank; k++) {
+        const o = r.uint(q + 8 * k, 8, `${what} chunk offset`);
+        if (o < 0 || !Number.isSafeInteger(o * cdims[k])) throw fail(`${what}: a chunk at an undefined offset`);
+        offsets.push(o * cdims[k]);
+      }
+      if (addr >= 0 && size >= 0) chunks.push({ offsets, addr, size, mask });
+    }
+  } else {
+    // a v1 B-tree of raw data chunks: keys hold each chunk's stored size, filter mask and offsets
+    const nd = rank + 1;
+    const keySize = 8 + 8 * nd;
+    const visit = (node: number, depth: number): void => {
+      r.tick(what);
+      if (depth > MAX_DEPTH) throw fail(`${what}: its chunk B-tree is deeper than ${MAX_DEPTH}`);
+      r.sig(node, 'TREE', `${what} chunk B-tree node`);
+      const type = r.u8(node + 4, what);
+      if (type !== 1) throw fail(`${what}: a B-tree node of type ${type} (1, chunks, expected)`);
+      const level = r.u8(node + 5, what);
+      const used = r.u16(node + 6, what);
+      let q = node + 8 + 2 * r.offsetSize;
+      r.need(q, used * (keySize + r.offsetSize), `${what} chunk B-tree node`);
+      r.charge('links', used, what);
+      for (let i = 0; i < used; i++, q += keySize + r.offsetSize) {
+        const child = r.addr(q + keySize, `${what} chunk B-tree child`);
+        if (child < 0) continue;
+        if (level > 0) {
+          visit(child, depth + 1);
+          continue;
+        }
+        const offsets: number[] = [];
+        for (let k = 0; k < rank; k++) {
+          const o = r.uint(q + 8 + 8 * k, 8, `${what} chunk offset`);
+          if (o < 0) throw fail(`${what}: a chunk at an undefined offset`);
+          offsets.push(o);
+        }
+        chunks.push({ offsets, addr: child, size: r.u32(q, what), mask: r.u32(q + 4, what) });
+      }
+    };
+    visit(index.addr, 0);
+  }
+  return chunks;
+}
+
+/** A chunk's stored bytes through its filters, in reverse of the order HDF5 applied them. */
+function unfilter(r: Reader, c: Chunk, chunkBytes: number, filters: Filter[], elementSize: number, what: string): Uint8Array {
+  let data = r.bytes.subarray(c.addr, c.addr + c.size);
+  // each filter's input size when writing: fletcher32 appends 4 bytes
+  const sizes: number[] = [];
+  let size = chunkBytes;
+  filters.forEach((f, i) => {
+    sizes.push(size);
+    if (!(c.mask & (1 << i)) && f.id === FLETCHER32) size += 4;
+  });
+  for (let i = filters.length - 1; i >= 0; i--) {
+    if (c.mask & (1 << i)) continue;
+    const f = filters[i];
+    const where = `${what} chunk at ${shapeStr(c.offsets)}`;
+    if (f.id === DEFLATE) data = inflateZlib(data, sizes[i], `${where} (deflate)`);
+    else if (f.id === SHUFFLE) data = unshuffle(data, f.values[0] || elementSize);
+    else data = checkFletcher32(data, `${where} (fletcher32)`);
+  }
+  if (data.length < chunkBytes) throw fail(`${what}: a chunk of ${data.length} bytes, ${chunkBytes} expected`);
+  return data;
+}
+
+/** Undo HDF5's shuffle: byte b of every element was stored together, plane by plane. */
+function unshuffle(data: Uint8Array, size: number): Uint8Array {
+  const n = Math.floor(data.length / size);
+  if (size <= 1 || n <= 1) return data;
+  const out = new Uint8Array(data.length);
+  for (let b = 0; b < size; b++) {
+    const plane = b * n;
+    for (let i = 0; i < n; i++) out[i * size + b] = data[plane + i];
+  }
+  out.set(data.subarray(n * size), n * size); // a remainder is stored as it is
+  return out;
+}
+
+/** Check and strip HDF5's Fletcher-32 checksum (little-endian, or byte-swapped as HDF5 before 1.6.3 wrote it). */
+function checkFletcher32(data: Uint8Array, what: string): Uint8Array {
+  if (data.length < 4) throw fail(`${what}: ${data.length} bytes, no checksum`);
+  const n = data.length - 4;
+  let sum1 = 0;
+  let sum2 = 0;
+  let i = 0;
+  for (let words = n >> 1; words > 0; ) {
+    const t = Math.min(words, 360);
+    words -= t;
+    for (let k = 0; k < t; k++, i += 2) {
+      sum1 = (sum1 + ((data[i] << 8) | data[i + 1])) >>> 0;
+      sum2 = (sum2 + sum1) >>> 0;
+    }
+    sum1 = (sum1 & 0xffff) + (sum1 >>> 16);
+    sum2 = (sum2 & 0xffff) + (sum2 >>> 16);
+  }
+  if (n % 2) {
+    sum1 = (sum1 + (data[i] << 8)) >>> 0;
+    sum2 = (sum2 + sum1) >>> 0;
+    sum1 = (sum1 & 0xffff) + (sum1 >>> 16);
+    sum2 = (sum2 & 0xffff) + (sum2 >>> 16);
+  }
+  sum1 = (sum1 & 0xffff) + (sum1 >>> 16);
+  sum2 = (sum2 & 0xffff) + (sum2 >>> 16);
+  const sum = ((sum2 << 16) | sum1) >>> 0;
+  const stored = (data[n] | (data[n + 1] << 8) | (data[n + 2] << 16) | (data[n + 3] << 24)) >>> 0;
+  const swapped = (((sum & 0xff) << 8) | ((sum >>> 8) & 0xff) | (((sum >>> 16) & 0xff) << 24) | ((sum >>> 24) << 16)) >>> 0;
+  if (stored !== sum && stored !== swapped) throw fail(`${what}: the chunk fails its checksum`);
+  return data.subarray(0, n);
+}
+
+/** Copy the part of a decoded chunk (shape cdims, at `offsets`) that lies inside the dataset. */
+function placeChunk(out: Uint8Array, data: Uint8Array, offsets: number[], cdims: number[], dims: number[], size: number): void {
+  const rank = dims.length;
+  const extent = dims.map((n, i) => Math.min(cdims[i], n - offsets[i]));
+  const rowBytes = extent[rank - 1] * size;
+  const idx = new Array<number>(rank - 1).fill(0);
+  for (;;) {
+    let src = 0;
+    let dst = 0;
+    for (let i = 0; i < rank - 1; i++) {
+      src = (src + idx[i]) * cdims[i + 1];
+      dst = (dst + offsets[i] + idx[i]) * dims[i + 1];
+    }
+    dst += offsets[rank - 1];
+    out.set(data.subarray(src * size, src * size + rowBytes), dst * size);
+    let i = rank - 2;
+    while (i >= 0 && ++idx[i] === extent[i]) idx[i--] = 0;
+    if (i < 0) break;
+  }
+}
+
+/** `count` numbers of a numeric type at bytes[at..] (in bounds), as float32; big-endian ones byte-swapped first. */
+function decodeNumbers(bytes: Uint8Array, at: number, count: number, type: Datatype): Float32Array {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (!type.bigEndian || type.size === 1) return decodeTensorBytes(view, at, count, type.dtype!);
   const swapped = new Uint8Array(count * type.size);
   for (let i = 0; i < count; i++) {
-    for (let b = 0; b < type.size; b++) swapped[i * type.size + b] = r.bytes[at + (i + 1) * type.size - 1 - b];
+    for (let b = 0; b < type.size; b++) swapped[i * type.size + b] = bytes[at + (i + 1) * type.size - 1 - b];
   }
   return decodeTensorBytes(new DataView(swapped.buffer), 0, count, type.dtype!);
+}
+
+// ---------------------------------------------------------------- dense storage
+
+/**
+ * Records of a v2 B-tree (HDF5's "BTHD"), in key order: each record's bytes' offset. Dense
+ * groups index their links by name hash in one (type 5), dense attributes in another (type 8).
+ */
+function btree2Records(r: Reader, addr: number, wantType: number, what: string): number[] {
+  r.sig(addr, 'BTHD', `${what} v2 B-tree header`);
+  const type = r.u8(addr + 5, what);
+  if (type !== wantType) throw fail(`${what}: a v2 B-tree of type ${type} (${wantType} expected)`);
+  const nodeSize = r.u32(addr + 6, what);
+  const recordSize = r.u16(addr + 10, what);
+  const depth = r.u16(addr + 12, what);
+  const root = r.addr(addr + 16, what);
+  const rootRecords = r.u16(addr + 16 + r.offsetSize, what);
+  if (recordSize < 1 || nodeSize < 16 || depth > MAX_DEPTH) throw fail(`${what}: a v2 B-tree of ${nodeSize}-byte nodes, ${recordSize}-byte records, depth ${depth}`);
+  // The sizes of the child pointers at each depth follow from how many records fit in a node
+  // (H5B2's node_info): the number of records in a child, and below depth 1, in its subtree.
+  const enc = (n: number) => Math.floor(Math.log2(Math.max(n, 1)) / 8) + 1;
+  const maxRecords: number[] = [Math.floor((nodeSize - 10) / recordSize)];
+  const cumMax: number[] = [maxRecords[0]];
+  const pointerSize: number[] = [0];
+  for (let d = 1; d <= depth; d++) {
+    const ptr = r.offsetSize + enc(maxRecords[d - 1]) + (d > 1 ? enc(cumMax[d - 1]) : 0);
+    pointerSize.push(ptr);
+    maxRecords.push(Math.floor((nodeSize - 10 - ptr) / (recordSize + ptr)));
+    cumMax.push((maxRecords[d] + 1) * cumMax[d - 1] + maxRecords[d]);
+    if (maxRecords[d] < 1) throw fail(`${what}: v2 B-tree nodes of ${nodeSize} bytes hold no records at depth ${d}`);
+  }
+  const out: number[] = [];
+  const visit = (node: number, n: number, d: number): void => {
+    r.tick(what);
+    if (n > maxRecords[d]) throw fail(`${what}: a v2 B-tree node of ${n} records (at most ${maxRecords[d]})`);
+    r.sig(node, d === 0 ? 'BTLF' : 'BTIN', `${what} v2 B-tree node`);
+    const records = node + 6;
+    r.need(records, n * recordSize + (d > 0 ? (n + 1) * pointerSize[d] : 0), `${what} v2 B-tree node`);
+    r.charge('links', n, what);
+    if (d === 0) {
+      for (let i = 0; i < n; i++) out.push(records + i * recordSize);
+      return;
+    }
+    const ptrs = records + n * recordSize;
+    const childCountSize = enc(maxRecords[d - 1]);
+    for (let i = 0; i <= n; i++) {
+      const p = ptrs + i * pointerSize[d];
+      visit(r.addr(p, `${what} v2 B-tree child`), r.uint(p + r.offsetSize, childCountSize, what), d - 1);
+      if (i < n) out.push(records + i * recordSize);
+    }
+  };
+  if (root >= 0 && rootRecords > 0) visit(root, rootRecords, depth);
+  return out;
+}
+
+/** A fractal heap ("FRHP"): reads its managed and tiny objects by heap ID. */
+class FractalHeap {
+  private readonly idLength: number;
+  private readonly width: number;
+  private readonly startBlock: number;
+  private readonly maxDirect: number;
+  private readonly offsetBytes: number;
+  private readonly lengthBytes: number;
+  private readonly root: number;
+  private readonly rootRows: number;
+  private readonly checksummed: boolean;
+  private readonly filtered: boolean;
+  private readonly maxDirectRows: number;
+
+  constructor(
+    private readonly r: Reader,
+    private readonly addr: number,
+    private readonly what: string,
+  ) {
+    r.sig(addr, 'FRHP', `${what} fractal heap`);
+    this.idLength = r.u16(addr + 5, what);
+    this.filtered = r.u16(addr + 7, what) > 0;
+    const flags = r.u8(addr + 9, what);
+    this.checksummed = (flags & 0x02) !== 0;
+    const maxManaged = r.u32(addr + 10, what);
+    let p = addr + 14 + r.lengthSize + r.offsetSize + r.lengthSize + r.offsetSize + 8 * r.lengthSize;
+    this.width = r.u16(p, what);
+    this.startBlock = r.len(p + 2, what);
+    this.maxDirect = r.len(p + 2 + r.lengthSize, what);
+    const maxHeapBits = r.u16(p + 2 + 2 * r.lengthSize, what);
+    p += 2 + 2 * r.lengthSize + 4; // after the starting rows of the root
+    this.root = r.addr(p, what);
+    this.rootRows = r.u16(p + r.offsetSize, what);
+    const pow2 = (n: number) => n > 0 && Number.isSafeInteger(n) && (n & (n - 1)) === 0;
+    if (this.width < 1 || this.width > 65536 || !pow2(this.width) || !pow2(this.startBlock) || !pow2(this.maxDirect) || this.maxDirect < this.startBlock || maxHeapBits < 1 || maxHeapBits > 64) {
+      throw fail(`${what}: a fractal heap of width ${this.width}, blocks of ${this.startBlock} to ${this.maxDirect} bytes, ${maxHeapBits}-bit offsets`);
+    }
+    this.offsetBytes = Math.ceil(maxHeapBits / 8);
+    this.lengthBytes = Math.floor(Math.log2(Math.max(1, Math.min(this.maxDirect, maxManaged))) / 8) + 1;
+    this.maxDirectRows = Math.log2(this.maxDirect) - Math.log2(this.startBlock) + 2;
+  }
+
+  /** The object a heap ID (at `at`, in the file) names: its bytes' offset and length. */
+  object(at: number): { at: number; size: number } {
+    const { r, what } = this;
+    const first = r.u8(at, what);
+    const kind = (first >> 4) & 3;
+    if (first >> 6 !== 0) throw fail(`${what}: a heap ID of version ${first >> 6}`);
+    if (kind === 2) {
+      // tiny: the object is inside the ID
+      const size = (first & 0x0f) + 1;
+      if (1 + size > this.idLength) throw fail(`${what}: a tiny object of ${size} bytes in a ${this.idLength}-byte ID`);
+      return { at: at + 1, size };
+    }
+    if (kind !== 0) throw fail(`${what}: a huge object, which this reader does not read`);
+    if (this.filtered) throw fail(`${what}: a filtered fractal heap, which this reader does not read`);
+    const offset = r.uint(at + 1, this.offsetBytes, what);
+    const size = r.uint(at + 1 + this.offsetBytes, this.lengthBytes, what);
+    if (offset < 0 || size < 0) throw fail(`${what}: a heap ID with an undefined offset or length`);
+    const block = this.directBlock(offset);
+    if (offset + size > block.offset + block.size) throw fail(`${what}: an object of ${size} bytes at ${offset} runs past its block`);
+    const objectAt = block.addr + (offset - block.offset);
+    r.need(objectAt, size, what);
+    return { at: objectAt, size };
+  }
+
+  /** The direct block holding heap offset `offset`, found down the doubling table from the root. */
+  private directBlock(offset: number): { addr: number; offset: number; size: number } {
+    const { r, what } = this;
+    let block = this.root;
+    let rows = this.rootRows;
+    let base = 0; // heap offset where the current (indirect) block starts
+    let size = this.startBlock;
+    for (let depth = 0; ; depth++) {
+      r.tick(what);
+      if (block < 0) throw fail(`${what}: heap offset ${offset} is in a block never written`);
+      if (rows === 0) {
+        // the root is a direct block
+        this.checkDirect(block, base);
+        if (offset - base >= size) throw fail(`${what}: heap offset ${offset} is past the root block`);
+        return { addr: block, offset: base, size };
+      }
+      if (depth > MAX_DEPTH) throw fail(`${what}: fractal heap blocks nested deeper than ${MAX_DEPTH}`);
+      r.sig(block, 'FHIB', `${what} fractal heap indirect block`);
+      // row k holds `width` blocks of startBlock · 2^max(0, k - 1) bytes
+      const rel = offset - base;
+      let row = 0;
+      let rowStart = 0;
+      let blockSize = this.startBlock;
+      while (rel >= rowStart + this.width * blockSize) {
+        rowStart += this.width * blockSize;
+        row++;
+        if (row > 1) blockSize *= 2;
+        if (row >= rows) throw fail(`${what}: heap offset ${offset} is past its indirect block's ${rows} rows`);
+      }
+      const col = Math.floor((rel - rowStart) / blockSize);
+      const entries = block + 5 + r.offsetSize + this.offsetBytes;
+      const directRows = Math.min(rows, this.maxDirectRows);
+      if (row < directRows) {
+        const child = r.addr(entries + (row * this.width + col) * r.offsetSize, what);
+        if (child < 0) throw fail(`${what}: heap offset ${offset} is in a block never written`);
+        const childBase = base + rowStart + col * blockSize;
+        this.checkDirect(child, childBase);
+        return { addr: child, offset: childBase, size: blockSize };
+      }
+      // an indirect child: as many rows as span its size
+      const k = (row - directRows) * this.width + col;
+      block = r.addr(entries + (directRows * this.width + k) * r.offsetSize, what);
+      base += rowStart + col * blockSize;
+      rows = Math.log2(blockSize) - Math.log2(this.startBlock * this.width) + 1;
+      if (!Number.isInteger(rows) || rows < 1) throw fail(`${what}: an indirect block of ${blockSize} bytes`);
+    }
+  }
+
+  private checkDirect(addr: number, offset: number): void {
+    const { r, what } = this;
+    r.sig(addr, 'FHDB', `${what} fractal heap direct block`);
+    const stated = r.uint(addr + 5 + r.offsetSize, this.offsetBytes, what);
+    if (stated !== offset) throw fail(`${what}: a direct block at heap offset ${stated}, ${offset} expected`);
+  }
+}
+
+/** A dense group's links: link messages in its fractal heap, indexed by the name B-tree. */
+function denseLinks(r: Reader, heapAddr: number, nameIndex: number, where: string, links: { name: string; addr: number }[]): void {
+  const heap = new FractalHeap(r, heapAddr, `${where} links`);
+  // records of type 5: the name's hash (4 bytes), then the heap ID
+  for (const rec of btree2Records(r, nameIndex, 5, `${where} link name index`)) {
+    const o = heap.object(rec + 4);
+    r.charge('headerBytes', o.size, where);
+    const l = readLink(r, o.at, o.size, where);
+    if (l) links.push(l);
+    if (links.length > MAX_OBJECTS) throw fail(`group ${where} lists more than ${MAX_OBJECTS} links`);
+  }
+}
+
+/** Densely stored attributes: attribute messages in a fractal heap, indexed by the name B-tree. */
+function denseAttributes(r: Reader, heapAddr: number, nameIndex: number, where: string, attrs: Record<string, Hdf5Value>): void {
+  const heap = new FractalHeap(r, heapAddr, `${where} attributes`);
+  // records of type 8: the heap ID (8 bytes), flags, creation order, hash
+  for (const rec of btree2Records(r, nameIndex, 8, `${where} attribute name index`)) {
+    const flags = r.u8(rec + 8, where);
+    if (flags & 1) throw fail(`${where}: a shared attribute, which this reader does not read`);
+    const o = heap.object(rec);
+    r.charge('headerBytes', o.size, where);
+    const a = readAttribute(r, o.at, o.size, where);
+    if (a) attrs[a.name] = a.value;
+  }
 }
