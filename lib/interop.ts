@@ -5,7 +5,7 @@ import { LstmError, describe, optionsArg } from './errors.js';
 import { LSTM } from './lstm.js';
 import { DTYPE_SIZE, decodeTensorBytes, loadSafetensors, saveSafetensors, type Dtype } from './io/safetensors.js';
 import { isHdf5, loadHdf5, type Hdf5File } from './io/hdf5.js';
-import { readZip } from './io/torch.js';
+import { readZip, zipEntryBytes } from './io/torch.js';
 import { MAX_ELEMENTS, checkTensor, sameShape, shapeStr, transpose2d, type Tensor } from './tensor.js';
 
 export interface KerasWeights {
@@ -522,8 +522,7 @@ function readKerasArchive(bytes: Uint8Array, options: KerasFileOptions, withHead
   const entry = (name: string): Uint8Array => {
     const e = entries.get(name);
     if (!e) throw fail(`the .keras archive has no ${name} (it holds ${[...entries.keys()].map((k) => `'${k}'`).join(', ') || 'nothing'})`);
-    if (e.method !== 0) throw fail(`the .keras archive's ${name} is compressed (method ${e.method}); Keras stores its entries uncompressed`);
-    return bytes.subarray(e.start, e.start + e.size);
+    return zipEntryBytes(bytes, e, 'fromKerasFile: .keras file');
   };
   const json = (name: string): unknown => {
     try {

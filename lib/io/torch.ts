@@ -12,6 +12,7 @@
 // outside the short list below is LSTM_FORMAT, so a hostile file can do nothing but be
 // refused; every size and offset is checked against the bytes present.
 import { LstmError, describe } from '../errors.js';
+import { inflateRaw } from './inflate.js';
 import { MAX_ELEMENTS, checkTensor, gatherStrided, shapeStr, type Tensor } from '../tensor.js';
 import { DTYPE_SIZE, decodeTensorBytes, type Dtype } from './safetensors.js';
 
@@ -28,7 +29,23 @@ export interface ZipEntry {
   size: number;
   /** 0: stored. TorchScript archives deflate their code; torch.save stores what this reader reads. */
   method: number;
+  /** The entry's uncompressed size and CRC-32, from the central directory. */
+  usize: number;
+  crc: number;
 }
+
+/**
+ * An entry's bytes: stored ones in place, deflated ones (method 8) inflated to the size the
+ * directory gives and checked against its CRC-32.
+ */
+export function zipEntryBytes(bytes: Uint8Array, e: ZipEntry, what: string): Uint8Array {
+  if (e.method === 0) return bytes.subarray(e.start, e.start + e.size);
+  if (e.method !== 8) throw new LstmError('LSTM_FORMAT', `${what}: entry '${e.name}' is compressed with method ${e.method} (stored and deflate are read)`);
+  const data = inflateRaw(bytes, e.usize, `${what}: entry '${e.name}'`, e.start, e.start + e.size).data;
+  if (crc32(data) !== e.crc) throw new LstmError('LSTM_FORMAT', `${what}: entry '${e.name}' fails its CRC-32`);
+  return data;
+}
+
 
 /** A zip archive's entries from its central directory (zip64 too); `what` names the file in errors. */
 export function readZip(bytes: Uint8Array, what = 'torch.save file'): Map<string, ZipEntry> {
@@ -73,6 +90,7 @@ export function readZip(bytes: Uint8Array, what = 'torch.save file'): Map<string
   for (let i = 0; i < count; i++) {
     if (p + 46 > cdStart + cdSize || u32(p) !== 0x02014b50) throw fmtErr(`central directory entry ${i} is damaged`);
     const method = u16(p + 10);
+    const crc = u32(p + 16);
     let size = u32(p + 20);
     let usize = u32(p + 24);
     const nameLen = u16(p + 28);
@@ -105,7 +123,7 @@ export function readZip(bytes: Uint8Array, what = 'torch.save file'): Map<string
     if (local + 30 > len || u32(local) !== 0x04034b50) throw fmtErr(`entry '${name}': no local header at ${local}`);
     const start = local + 30 + u16(local + 26) + u16(local + 28);
     if (start + size > len) throw fmtErr(`entry '${name}': ${size} bytes at ${start} run past the file's ${len} bytes`);
-    entries.set(name, { name, start, size, method });
+    entries.set(name, { name, start, size, method, usize, crc });
     p = end;
   }
   return entries;
