@@ -13,6 +13,8 @@ export { loadOnnx, exportOnnx } from './io/onnx.js';
 export { loadTorch, saveTorch } from './io/torch.js';
 export type { TorchFile } from './io/torch.js';
 export { loadHdf5 } from './io/hdf5.js';
+export { loadNpy, loadNpz, saveNpz } from './io/npy.js';
+export type { NpzFile } from './io/npy.js';
 export type { Hdf5File, Hdf5Value } from './io/hdf5.js';
 export type { LoadOnnxOptions, ExportOnnxOptions } from './io/onnx.js';
 export { inferOptions, optionsOf } from './interop.js';

@@ -13,7 +13,7 @@
  */
 import { LstmError, describe } from '../errors.js';
 import { MAX_ELEMENTS, shapeStr, type Tensor } from '../tensor.js';
-import { decodeTensorBytes, type Dtype } from './safetensors.js';
+import { decodeNumbers as decodeBytes, type Dtype } from './safetensors.js';
 import { MAX_RATIO, inflateZlib } from './inflate.js';
 
 /** An attribute's value: text, a list of texts, or numbers (scalars and arrays alike, flattened). */
@@ -1024,15 +1024,9 @@ function placeChunk(out: Uint8Array, data: Uint8Array, offsets: number[], cdims:
   }
 }
 
-/** `count` numbers of a numeric type at bytes[at..] (in bounds), as float32; big-endian ones byte-swapped first. */
+/** `count` numbers of a numeric type at bytes[at..] (in bounds), as float32. */
 function decodeNumbers(bytes: Uint8Array, at: number, count: number, type: Datatype): Float32Array {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (!type.bigEndian || type.size === 1) return decodeTensorBytes(view, at, count, type.dtype!);
-  const swapped = new Uint8Array(count * type.size);
-  for (let i = 0; i < count; i++) {
-    for (let b = 0; b < type.size; b++) swapped[i * type.size + b] = bytes[at + (i + 1) * type.size - 1 - b];
-  }
-  return decodeTensorBytes(new DataView(swapped.buffer), 0, count, type.dtype!);
+  return decodeBytes(bytes, at, count, type.dtype!, type.bigEndian);
 }
 
 // ---------------------------------------------------------------- dense storage

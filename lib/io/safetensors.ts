@@ -107,6 +107,17 @@ export function decodeTensorBytes(view: DataView, off: number, count: number, dt
   return out;
 }
 
+/** decodeTensorBytes from bytes[at..] in either byte order: big-endian elements are swapped first. */
+export function decodeNumbers(bytes: Uint8Array, at: number, count: number, dtype: Dtype, bigEndian: boolean): Float32Array {
+  const size = DTYPE_SIZE[dtype];
+  if (!bigEndian || size === 1) return decodeTensorBytes(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), at, count, dtype);
+  const swapped = new Uint8Array(count * size);
+  for (let i = 0; i < count; i++) {
+    for (let b = 0; b < size; b++) swapped[i * size + b] = bytes[at + (i + 1) * size - 1 - b];
+  }
+  return decodeTensorBytes(new DataView(swapped.buffer), 0, count, dtype);
+}
+
 function encode(view: DataView, off: number, data: Float32Array, dtype: Dtype): void {
   const n = data.length;
   switch (dtype) {
