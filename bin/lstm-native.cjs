@@ -18,6 +18,7 @@ commands:
                  torch.jit.save) -> either,
                  options inferred from the names under --prefix (e.g. --prefix model.lstm.);
                  -> .pt writes a state dict torch.load reads;
+                 .npz (np.savez of a state dict) -> either, as .pt; -> .npz writes one np.load reads;
                  model.json (TensorFlow.js layers model, shards beside it), .keras or .h5
                  (Keras model.save) -> either, --layers a,b to choose its LSTM layers;
                  a weights-only .h5 (save_weights) with --model-config config.json
@@ -27,7 +28,7 @@ commands:
                  a model file's configuration and parameter count (a checkpoint's head
                  too); without a file,
                  which engine loads on this machine and why
-  train <data.safetensors> <out.safetensors> [--hidden 32] [--layers 1] [--dropout 0] [--epochs 10]
+  train <data.safetensors|data.npz> <out.safetensors> [--hidden 32] [--layers 1] [--dropout 0] [--epochs 10]
         [--batch 32] [--lr 0.001] [--optimizer adam|adamw|sgd|rmsprop|adagrad]
         [--loss mse|l1|huber|bceWithLogits|crossEntropy]
         [--schedule none|cosine|plateau|onecycle] [--warmup N] [--patience 10] [--early-stop N]
@@ -62,9 +63,10 @@ const kindOf = (file) => {
   if (ext === '.onnx') return 'onnx';
   if (ext === '.safetensors') return 'safetensors';
   if (ext === '.pt' || ext === '.pth' || ext === '.bin') return 'torch';
+  if (ext === '.npz') return 'npz';
   if (ext === '.json') return 'tfjs';
   if (ext === '.keras' || ext === '.h5' || ext === '.hdf5') return 'keras';
-  throw new UsageError(`'${file}': expected a .onnx, .safetensors, .pt / .pth / .bin (torch.save), model.json (TensorFlow.js) or .keras / .h5 (Keras) file`);
+  throw new UsageError(`'${file}': expected a .onnx, .safetensors, .pt / .pth / .bin (torch.save), .npz (numpy), model.json (TensorFlow.js) or .keras / .h5 (Keras) file`);
 };
 
 /**
@@ -72,7 +74,7 @@ const kindOf = (file) => {
  * (what train writes), the SequenceModel too, its LSTM and Linear head.
  */
 function loadModel(file, prefix, stackOnly, layers, modelConfig) {
-  const { LSTM, SequenceModel, loadOnnx, loadSafetensors, loadTorch, inferOptions } = lib();
+  const { LSTM, SequenceModel, loadOnnx, loadSafetensors, loadTorch, loadNpz, inferOptions } = lib();
   const layerNames = layers ? layers.split(',') : undefined; // --layers, for TensorFlow.js and Keras models
   if (kindOf(file) === 'tfjs') {
     // model.json names its weight shards; they sit beside it. Text that is not JSON goes to
@@ -95,11 +97,11 @@ function loadModel(file, prefix, stackOnly, layers, modelConfig) {
     return { lstm, source: `Keras model file (${path.extname(file).toLowerCase()})` };
   }
   if (kindOf(file) === 'onnx') return { lstm: loadOnnx(bytes, { backend: 'js', stackOnly }), source: 'onnx' };
-  if (kindOf(file) === 'torch') {
-    const { tensors } = loadTorch(bytes);
+  if (kindOf(file) === 'torch' || kindOf(file) === 'npz') {
+    const { tensors } = kindOf(file) === 'torch' ? loadTorch(bytes) : loadNpz(bytes);
     const lstm = new LSTM({ ...inferOptions(tensors, { prefix }), backend: 'js' });
     lstm.loadStateDict(tensors, { prefix });
-    return { lstm, source: 'torch.save (options inferred from PyTorch names)' };
+    return { lstm, source: `${kindOf(file) === 'torch' ? 'torch.save' : 'numpy .npz'} (options inferred from PyTorch names)` };
   }
   const format = loadSafetensors(bytes).metadata.format;
   if (format === 'lstm-native-checkpoint/1') {
@@ -117,8 +119,8 @@ function convert(args) {
   const from = kindOf(input);
   const to = kindOf(output);
   if (from === to) throw new UsageError(`convert: '${input}' and '${output}' are both ${from}`);
-  const { saveTorch, exportOnnx } = lib();
-  if (to === 'tfjs' || to === 'keras') throw new UsageError(`convert: writing ${to === 'tfjs' ? 'TensorFlow.js' : 'Keras'} models is not supported; write .onnx, .safetensors or .pt`);
+  const { saveTorch, saveNpz, exportOnnx } = lib();
+  if (to === 'tfjs' || to === 'keras') throw new UsageError(`convert: writing ${to === 'tfjs' ? 'TensorFlow.js' : 'Keras'} models is not supported; write .onnx, .safetensors, .pt or .npz`);
   const { lstm, model } = loadModel(input, args.values.prefix, Boolean(args.values['stack-only']), args.values.layers, args.values['model-config']);
   // A checkpoint converts whole: the LSTM with its head (names lstm.* and head.*).
   let bytes;
@@ -126,6 +128,8 @@ function convert(args) {
     bytes = model ? model.saveCheckpoint() : lstm.toSafetensors();
   } else if (to === 'torch') {
     bytes = saveTorch((model ?? lstm).stateDict()); // torch.load gives the state dict (options are not kept)
+  } else if (to === 'npz') {
+    bytes = saveNpz((model ?? lstm).stateDict()); // np.load gives the state dict's arrays
   } else {
     const opset = args.values.opset === undefined ? 14 : Number(args.values.opset);
     bytes = exportOnnx(model ?? lstm, { opset, lengths: Boolean(args.values.lengths) });
@@ -163,8 +167,8 @@ function sliceSamples(t, from, to) {
 async function train(args) {
   const [input, output] = args.positionals;
   if (!input || !output) throw new UsageError('train needs a data file and an output file');
-  if (kindOf(input) !== 'safetensors' || kindOf(output) !== 'safetensors') throw new UsageError('train: data and output are .safetensors files');
-  const { SequenceModel, Adam, AdamW, SGD, RMSprop, Adagrad, CosineAnnealingLR, ReduceLROnPlateau, LinearLR, OneCycleLR, SequentialLR, loadSafetensors, backendInfo, LstmError } = lib();
+  if (!['safetensors', 'npz'].includes(kindOf(input)) || kindOf(output) !== 'safetensors') throw new UsageError('train: the data is a .safetensors or .npz file, the output a .safetensors file');
+  const { SequenceModel, Adam, AdamW, SGD, RMSprop, Adagrad, CosineAnnealingLR, ReduceLROnPlateau, LinearLR, OneCycleLR, SequentialLR, loadSafetensors, loadNpz, backendInfo, LstmError } = lib();
   const v = args.values;
   const int = (name, dflt, min = 1) => {
     if (v[name] === undefined) return dflt;
@@ -190,7 +194,8 @@ async function train(args) {
   if (!['sequence', 'last', 'final'].includes(outputMode)) throw new UsageError(`--output-mode: expected sequence, last or final, got '${outputMode}'`);
   if (outputMode !== 'sequence' && v.tbptt !== undefined) throw new UsageError('--tbptt: with --output-mode last or final only the last window would have a target');
 
-  const { tensors } = loadSafetensors(new Uint8Array(fs.readFileSync(input)));
+  const dataBytes = new Uint8Array(fs.readFileSync(input));
+  const { tensors } = kindOf(input) === 'npz' ? loadNpz(dataBytes) : loadSafetensors(dataBytes);
   const { x, y } = tensors;
   if (!x || !y) throw new LstmError('LSTM_FORMAT', `${input}: expected tensors 'x' [N, T, I] and 'y'`);
   if (x.shape.length !== 3) throw new LstmError('LSTM_SHAPE', `x: expected [N, T, I], got [${x.shape.join(', ')}]`);

@@ -1,4 +1,4 @@
-// File fuzzing: mutations of valid safetensors, ONNX, torch.save, HDF5 and Keras files through the loaders. Every
+// File fuzzing: mutations of valid safetensors, ONNX, torch.save, HDF5, Keras and numpy files through the loaders. Every
 // input must load or end in LSTM_FORMAT (or another LstmError), with memory bounded.
 // FUZZ_MUTATIONS scales it (npm run fuzz).
 import { readFileSync } from 'node:fs';
@@ -206,6 +206,13 @@ describe('file fuzzing', () => {
       1 / 20,
       1 / 50,
     );
+  }, 600_000);
+
+  it(`${MUTATIONS} numpy .npz and .npy mutations through loadNpz and loadNpy`, () => {
+    // stored and deflated archives of every dtype and order; np.save files of versions 1 and 3
+    const files = ['npy/dtypes.npz', 'npy/dtypes_compressed.npz', 'npy/v1.npy', 'npy/v3.npy'].map(read);
+    const rand = mulberry32(2 * SEED + 8);
+    expectFuzzed((b) => expectConsistent(b[0] === 0x93 ? { x: lib.loadNpy(b) } : lib.loadNpz(b).tensors), () => mutate(files[Math.floor(rand() * files.length)], rand), 1 / 4, 1 / 50);
   }, 600_000);
 
   it(`${MUTATIONS} torch.save mutations`, () => {

@@ -436,7 +436,7 @@ describe('command line', () => {
     expect(JSON.parse(run('info', out).stdout).options.hiddenSize).toBe(32);
     const usage = run('convert', 'a.txt', 'b.onnx');
     expect(usage.status).toBe(2);
-    expect(usage.stderr).toMatch(/expected a .onnx, .safetensors, .pt \/ .pth \/ .bin \(torch.save\), model.json \(TensorFlow.js\) or .keras \/ .h5 \(Keras\) file/);
+    expect(usage.stderr).toMatch(/expected a .onnx, .safetensors, .pt \/ .pth \/ .bin \(torch.save\), .npz \(numpy\), model.json \(TensorFlow.js\) or .keras \/ .h5 \(Keras\) file/);
     expect(run('convert', 'only-one.onnx').status).toBe(2);
     expect(run('info', path.join(dir, 'missing.onnx')).status).toBe(1);
     const proj = path.join(dir, 'proj.safetensors');
@@ -525,6 +525,28 @@ describe('command line', () => {
     const { tensors: params } = lib.loadSafetensors(readFileSync(path.join(FIXTURES, 'torch-export', 'with_head_params.safetensors')));
     for (const k of ['weight_ih_l0', 'weight_hh_l0', 'bias_ih_l0', 'bias_hh_l0', 'weight_ih_l1', 'weight_hh_l1']) expect(tensors[k].data, k).toEqual(params[`lstm.${k}`].data);
     expect(JSON.parse(run('info', file, '--stack-only').stdout).options).toMatchObject({ inputSize: 3, hiddenSize: 4, numLayers: 2, batchFirst: true });
+  });
+
+  it('a numpy .npz state dict converts with --prefix and describes; -> .npz writes one; train takes .npz data', () => {
+    const npz = path.join(FIXTURES, 'npy', 'state_dict.npz');
+    const described = JSON.parse(run('info', npz, '--prefix', 'lstm.').stdout);
+    expect(described.source).toBe('numpy .npz (options inferred from PyTorch names)');
+    expect(described.options).toMatchObject({ inputSize: 3, hiddenSize: 5, numLayers: 2, direction: 'bidirectional' });
+    const onnx = path.join(dir, 'from-npz.onnx');
+    expect(run('convert', npz, onnx, '--prefix', 'lstm.').status).toBe(0);
+    const back = path.join(dir, 'back.npz');
+    expect(run('convert', onnx, back).status).toBe(0);
+    const original = lib.loadNpz(new Uint8Array(readFileSync(npz))).tensors;
+    const written = lib.loadNpz(new Uint8Array(readFileSync(back))).tensors;
+    expect(Object.keys(written).sort()).toEqual(Object.keys(original).map((k) => k.slice('lstm.'.length)).sort());
+    for (const [k, t] of Object.entries(written)) expect(t.data, k).toEqual(original[`lstm.${k}`].data);
+    // training data as np.savez(x=..., y=...) writes it
+    const data = path.join(dir, 'sine.npz');
+    writeFileSync(data, lib.saveNpz(sineWaves(40, 10, 12)));
+    const trained = run('train', data, path.join(dir, 'from-npz.safetensors'), '--epochs', '1', '--hidden', '4', '--seed', '3');
+    expect(trained.status, trained.stderr).toBe(0);
+    expect(trained.stdout).toMatch(/trained after 1 epoch/);
+    expect(run('train', data, path.join(dir, 'out.npz')).status).toBe(2);
   });
 
   it('train fits a model with a progress bar, writes a checkpoint that loads, resumes from it, and rejects bad flags', () => {

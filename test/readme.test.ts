@@ -69,6 +69,8 @@ beforeAll(async () => {
   copyFileSync(path.join(FIXTURES, 'm01_sine_model.safetensors'), path.join(work, 'model.safetensors'));
   copyFileSync(path.join(FIXTURES, 'torch-save', 'checkpoint.pth'), path.join(work, 'checkpoint.pth'));
   copyFileSync(path.join(FIXTURES, 'torch-save', 'net.pt'), path.join(work, 'net.pt'));
+  // np.savez_compressed of a state dict under 'lstm.'
+  copyFileSync(path.join(FIXTURES, 'npy', 'state_dict.npz'), path.join(work, 'weights.npz'));
   // Keras model.save files (.keras: two LSTM layers named 'lstm' and 'lstm_1', then a Dense;
   // .h5: an LSTM named 'lstm' and a Dense) and a save_weights one
   copyFileSync(path.join(FIXTURES, 'keras', 'k3_stack_final.keras'), path.join(work, 'model.keras'));
@@ -164,8 +166,9 @@ describe('README', () => {
     const dir = path.join(work, 'cli');
     mkdirSync(dir);
     // The files the lines read and have not written before: the LSTM exported, a torch.save
-    // checkpoint, a TensorFlow.js model, a Keras file, a graph with a head, and a model with its LSTM under 'lstm.'.
-    for (const [from, to] of [['model.onnx', 'model.onnx'], ['checkpoint.pth', 'checkpoint.pth'], ['model.json', 'model.json'], ['group1-shard1of1.bin', 'group1-shard1of1.bin'], ['model.keras', 'model.keras'], ['weights.h5', 'weights.h5'], ['model_config.json', 'model_config.json'], ['net.onnx', 'full.onnx'], ['model.safetensors', 'net.safetensors']]) {
+    // checkpoint, a TensorFlow.js model, Keras files, a numpy state dict, a graph with a head,
+    // and a model with its LSTM under 'lstm.'.
+    for (const [from, to] of [['model.onnx', 'model.onnx'], ['checkpoint.pth', 'checkpoint.pth'], ['model.json', 'model.json'], ['group1-shard1of1.bin', 'group1-shard1of1.bin'], ['model.keras', 'model.keras'], ['weights.h5', 'weights.h5'], ['weights.npz', 'weights.npz'], ['model_config.json', 'model_config.json'], ['net.onnx', 'full.onnx'], ['model.safetensors', 'net.safetensors']]) {
       copyFileSync(path.join(work, from), path.join(dir, to));
     }
     const cli = (args: string[]) => spawnSync(process.execPath, [path.join(root, 'bin', 'lstm-native.cjs'), ...args], { cwd: dir, encoding: 'utf8', timeout: 60_000 });
