@@ -46,7 +46,6 @@ export function zipEntryBytes(bytes: Uint8Array, e: ZipEntry, what: string): Uin
   return data;
 }
 
-
 /** A zip archive's entries from its central directory (zip64 too); `what` names the file in errors. */
 export function readZip(bytes: Uint8Array, what = 'torch.save file'): Map<string, ZipEntry> {
   const fmtErr = (msg: string) => new LstmError('LSTM_FORMAT', `${what}: ${msg}`);
