@@ -25,4 +25,4 @@ export type { Parameter, SGDOptions, AdamOptions, RMSpropOptions, AdagradOptions
 export { LRScheduler, StepLR, MultiStepLR, ExponentialLR, CosineAnnealingLR, LinearLR, ConstantLR, PolynomialLR, CosineAnnealingWarmRestarts, OneCycleLR, SequentialLR, ReduceLROnPlateau, schedulerFromConfig } from './train/schedule.js';
 export type { SchedulerState, ReduceLROnPlateauOptions, OneCycleLROptions } from './train/schedule.js';
 export { Linear, SequenceModel, mse, l1Loss, huberLoss, bceWithLogits, crossEntropy } from './train/model.js';
-export type { SequenceModelOptions, OutputMode, TrainStepOptions, LossResult, LossOptions, LossName, LossSettings, FitData, FitOptions, FitProgress, FitResult } from './train/model.js';
+export type { StateDictModelOptions, SequenceModelOptions, OutputMode, TrainStepOptions, LossResult, LossOptions, LossName, LossSettings, FitData, FitOptions, FitProgress, FitResult } from './train/model.js';

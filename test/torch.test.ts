@@ -121,6 +121,32 @@ describe('loadTorch reads what torch.save wrote', () => {
     expect(() => lib.SequenceModel.fromTorch(file('net.pt'), { batchFirst: 'yes' as never })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
   });
 
+  it('SequenceModel.fromStateDict: the same search on a state dict from any loader (safetensors, npz, torch.save)', () => {
+    // PyTorch's trained nn.LSTM + nn.Linear, saved as a safetensors state dict beside its data
+    const m01 = lib.loadSafetensors(new Uint8Array(readFileSync(path.join(FIXTURES, 'm01_sine_model.safetensors')))).tensors;
+    for (const engine of ENGINES) {
+      const model = withEngine(engine, () => lib.SequenceModel.fromStateDict(m01, { backend: engine.backend }));
+      expect(model.lstm.config).toMatchObject({ inputSize: 1, hiddenSize: 32, numLayers: 2, batchFirst: false });
+      expectClose(model.forward(m01.input).output, m01.prediction, `m01 on ${engine.label}`, 2e-5);
+      model.dispose();
+    }
+    // torch.save's state dict, and the same through numpy's .npz
+    const ref = reference('net').tensors;
+    const { tensors } = loadTorch(file('net.pt'));
+    for (const dict of [tensors, lib.loadNpz(lib.saveNpz(tensors)).tensors]) {
+      const model = lib.SequenceModel.fromStateDict(dict, { batchFirst: true });
+      expectClose(model.forward(ref.input).output, ref.output, 'net.pt state dict');
+      model.dispose();
+    }
+    expect(() => lib.SequenceModel.fromStateDict({ ...tensors, 'aux.weight': tensors['fc.weight'] })).toThrow(
+      expect.objectContaining({ code: 'LSTM_WEIGHTS', message: expect.stringMatching(/fromStateDict: 2 candidates for the Linear head reading 6 features \('fc\.', 'aux\.'\)/) }),
+    );
+    const noLstm = Object.fromEntries(Object.entries(tensors).filter(([k]) => k.startsWith('fc.')));
+    expect(() => lib.SequenceModel.fromStateDict(noLstm)).toThrow(expect.objectContaining({ code: 'LSTM_WEIGHTS', message: expect.stringMatching(/no LSTM in the state dict; pass options\.lstm/) }));
+    expect(() => lib.SequenceModel.fromStateDict(null as never)).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+    expect(() => lib.SequenceModel.fromStateDict({ ...tensors, 'rnn.weight_ih_l0': { data: [1], shape: [1] } } as never)).toThrow(expect.objectContaining({ code: 'LSTM_DTYPE' }));
+  });
+
   it('what it refuses: the tar format before PyTorch 0.4, a pickle that is not torch.save\'s, not a zip', () => {
     const tar = new Uint8Array(1024);
     tar.set(new TextEncoder().encode('ustar'), 257);

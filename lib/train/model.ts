@@ -566,46 +566,31 @@ export class SequenceModel {
    * outputs the head reads (that is the module's forward code): outputMode says it, e.g.
    * 'last' for fc(out[:, -1]) (default 'sequence').
    */
-  static fromTorch(bytes: Uint8Array, options: { lstm?: string; head?: string; batchFirst?: boolean; outputMode?: OutputMode; backend?: BackendChoice } = {}): SequenceModel {
-    if (options === null || typeof options !== 'object') throw new LstmError('LSTM_OPTION', `fromTorch options: expected an object, got ${describe(options)}`);
-    for (const k of ['lstm', 'head'] as const) {
-      if (options[k] !== undefined && typeof options[k] !== 'string') throw new LstmError('LSTM_OPTION', `${k}: expected a name prefix such as 'rnn.', got ${describe(options[k])}`);
-    }
-    if (options.batchFirst !== undefined && typeof options.batchFirst !== 'boolean') throw new LstmError('LSTM_OPTION', `batchFirst: expected a boolean, got ${describe(options.batchFirst)}`);
+  static fromTorch(bytes: Uint8Array, options: StateDictModelOptions = {}): SequenceModel {
+    checkStateDictOptions(options, 'fromTorch');
     const { tensors, values } = loadTorch(bytes);
-    const names = Object.keys(tensors);
-    const one = (what: string, found: string[], option: string): string => {
-      if (found.length === 1) return found[0];
-      const list = found.map((f) => `'${f}'`).join(', ');
-      throw new LstmError('LSTM_WEIGHTS', `fromTorch: ${found.length ? `${found.length} candidates for the ${what} (${list}); pass options.${option} with one of them` : `no ${what} in the file; pass options.${option} if it is there under another name`}`);
-    };
-    const lstm =
-      options.lstm ??
-      one('LSTM', names.filter((k) => k.endsWith('weight_ih_l0') && tensors[`${k.slice(0, -'weight_ih_l0'.length)}weight_hh_l0`]).map((k) => k.slice(0, -'weight_ih_l0'.length)), 'lstm');
-    const lstmOptions = inferOptions(tensors, { prefix: lstm });
-    const width = (lstmOptions.bidirectional ? 2 : 1) * (lstmOptions.projSize || lstmOptions.hiddenSize);
-    // the Linear that reads the LSTM's output: a [O, width] tensor named ...weight (no LSTM parameter is)
-    const head =
-      options.head ??
-      one(
-        `Linear head reading ${width} features`,
-        names.filter((k) => k.endsWith('weight') && tensors[k].shape.length === 2 && tensors[k].shape[1] === width).map((k) => k.slice(0, -'weight'.length)),
-        'head',
-      );
-    const hw = tensors[`${head}weight`];
-    if (!hw || hw.shape.length !== 2) throw new LstmError('LSTM_WEIGHTS', `fromTorch: no 2-D '${head}weight' for the head`);
+    const lstm = options.lstm ?? findLstm(tensors, 'fromTorch', 'the file');
+    // a module saved whole records batch_first; a state dict does not
     const saved = values[`${lstm}batch_first`];
-    const batchFirst = options.batchFirst ?? (typeof saved === 'boolean' ? saved : false);
-    const model = new SequenceModel({ ...lstmOptions, batchFirst, outputSize: hw.shape[0], outputMode: options.outputMode, backend: options.backend ?? 'auto' });
-    // nn.Linear(bias=False): a zero bias gives the same outputs
-    const bias = tensors[`${head}bias`] ?? { data: new Float32Array(hw.shape[0]), shape: [hw.shape[0]] };
-    try {
-      return model.loadStateDict({ ...tensors, [`${head}bias`]: bias }, { lstm, head });
-    } catch (err) {
-      model.dispose();
-      throw err;
-    }
+    return modelFromStateDict(tensors, { ...options, lstm, batchFirst: options.batchFirst ?? (typeof saved === 'boolean' ? saved : undefined) }, 'fromTorch', 'the file');
   }
+
+  /**
+   * A model from the state dict of an nn.LSTM followed by an nn.Linear on every step, as any
+   * loader gives it: loadSafetensors (PyTorch's safetensors.torch.save_file(model.state_dict())),
+   * loadNpz, loadTorch. The LSTM and the head are found as fromTorch finds them (or give
+   * their prefixes); batchFirst (default false) and outputMode (default 'sequence') say what
+   * the module's forward code did.
+   */
+  static fromStateDict(tensors: Record<string, Tensor>, options: StateDictModelOptions = {}): SequenceModel {
+    if (tensors === null || typeof tensors !== 'object' || Array.isArray(tensors) || ArrayBuffer.isView(tensors)) {
+      throw new LstmError('LSTM_OPTION', `fromStateDict: expected an object of tensors by name, got ${describe(tensors)}`);
+    }
+    checkStateDictOptions(options, 'fromStateDict');
+    for (const [name, t] of Object.entries(tensors)) checkTensor(t, name);
+    return modelFromStateDict(tensors, options, 'fromStateDict', 'the state dict');
+  }
+
 
   /** A SequenceModel holding `lstm`'s weights (then disposed) and the given head. */
   private static withHead(lstm: LSTM, head: { weight: Float32Array; bias: Float32Array | null; outFeatures: number }, backend: BackendChoice | undefined, outputMode: OutputMode = 'sequence'): SequenceModel {
@@ -1119,5 +1104,67 @@ export class SequenceModel {
       if (Array.isArray(saved.betas) && 'betas' in optimizer) cycled.betas = saved.betas;
     }
     return this;
+  }
+}
+
+/** SequenceModel.fromTorch's and fromStateDict's options. */
+export interface StateDictModelOptions {
+  /** The LSTM's name prefix, e.g. 'rnn.' (found by its names when there is one LSTM). */
+  lstm?: string;
+  /** The head's name prefix, e.g. 'fc.' (found as the one Linear reading the LSTM's features). */
+  head?: string;
+  batchFirst?: boolean;
+  outputMode?: OutputMode;
+  backend?: BackendChoice;
+}
+
+function checkStateDictOptions(options: StateDictModelOptions, fn: string): void {
+  if (options === null || typeof options !== 'object') throw new LstmError('LSTM_OPTION', `${fn} options: expected an object, got ${describe(options)}`);
+  for (const k of ['lstm', 'head'] as const) {
+    if (options[k] !== undefined && typeof options[k] !== 'string') throw new LstmError('LSTM_OPTION', `${k}: expected a name prefix such as 'rnn.', got ${describe(options[k])}`);
+  }
+  if (options.batchFirst !== undefined && typeof options.batchFirst !== 'boolean') throw new LstmError('LSTM_OPTION', `batchFirst: expected a boolean, got ${describe(options.batchFirst)}`);
+}
+
+/** The one name found, or LSTM_WEIGHTS listing the candidates (or saying there are none). */
+function oneOf(found: string[], what: string, option: string, fn: string, where: string): string {
+  if (found.length === 1) return found[0];
+  const list = found.map((f) => `'${f}'`).join(', ');
+  throw new LstmError('LSTM_WEIGHTS', `${fn}: ${found.length ? `${found.length} candidates for the ${what} (${list}); pass options.${option} with one of them` : `no ${what} in ${where}; pass options.${option} if it is there under another name`}`);
+}
+
+/** The prefix of the state dict's one LSTM: the names before weight_ih_l0 / weight_hh_l0. */
+function findLstm(tensors: Record<string, Tensor>, fn: string, where: string): string {
+  const names = Object.keys(tensors);
+  return oneOf(names.filter((k) => k.endsWith('weight_ih_l0') && tensors[`${k.slice(0, -'weight_ih_l0'.length)}weight_hh_l0`]).map((k) => k.slice(0, -'weight_ih_l0'.length)), 'LSTM', 'lstm', fn, where);
+}
+
+/** An LSTM and the Linear head reading its features, found in a state dict by names and shapes. */
+function modelFromStateDict(tensors: Record<string, Tensor>, options: StateDictModelOptions, fn: string, where: string): SequenceModel {
+  const lstm = options.lstm ?? findLstm(tensors, fn, where);
+  const lstmOptions = inferOptions(tensors, { prefix: lstm });
+  const width = (lstmOptions.bidirectional ? 2 : 1) * (lstmOptions.projSize || lstmOptions.hiddenSize);
+  // the Linear that reads the LSTM's output: a [O, width] tensor named ...weight (no LSTM parameter is)
+  const head =
+    options.head ??
+    oneOf(
+      Object.keys(tensors)
+        .filter((k) => k.endsWith('weight') && tensors[k].shape.length === 2 && tensors[k].shape[1] === width)
+        .map((k) => k.slice(0, -'weight'.length)),
+      `Linear head reading ${width} features`,
+      'head',
+      fn,
+      where,
+    );
+  const hw = tensors[`${head}weight`];
+  if (!hw || hw.shape.length !== 2) throw new LstmError('LSTM_WEIGHTS', `${fn}: no 2-D '${head}weight' for the head`);
+  const model = new SequenceModel({ ...lstmOptions, batchFirst: options.batchFirst ?? false, outputSize: hw.shape[0], outputMode: options.outputMode, backend: options.backend ?? 'auto' });
+  // nn.Linear(bias=False): a zero bias gives the same outputs
+  const bias = tensors[`${head}bias`] ?? { data: new Float32Array(hw.shape[0]), shape: [hw.shape[0]] };
+  try {
+    return model.loadStateDict({ ...tensors, [`${head}bias`]: bias }, { lstm, head });
+  } catch (err) {
+    model.dispose();
+    throw err;
   }
 }
