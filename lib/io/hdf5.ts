@@ -557,7 +557,6 @@ function elementCount(space: Dataspace, what: string): number {
   return n;
 }
 
-
 /** A filter of a dataset's pipeline, listed in the order HDF5 applied them when writing. */
 interface Filter {
   id: number;
