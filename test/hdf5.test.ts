@@ -1,6 +1,7 @@
 // loadHdf5's storage layouts: chunked datasets (v1 and v2 B-tree, single-chunk, implicit,
-// fixed-array and paged fixed-array indexes), the filters h5py writes (gzip, shuffle,
-// fletcher32), fill values, and dense groups and attributes (fractal heap + v2 B-tree). The
+// fixed-array, paged fixed-array and extensible-array indexes), the filters h5py writes
+// (gzip, shuffle, fletcher32), fill values, and dense groups and attributes (fractal heap +
+// v2 B-tree). The
 // files come from test/fixtures/hdf5/make.py (h5py); each holds every case twice, 'data/<name>'
 // stored as the case says and 'ref/<name>' contiguous, which must read bit for bit alike.
 // The DEFLATE decoder under the gzip filter is checked against node:zlib.
@@ -70,6 +71,10 @@ describe('loadHdf5: chunked, filtered and densely stored data', () => {
       'single',
       'single_gzip',
     ]);
+  });
+
+  it("resizable along one axis under libver='latest': the extensible array (index block, data blocks, super blocks)", () => {
+    expect(expectPairs('extensible.h5')).toEqual(['ea_few', 'ea_filtered', 'ea_grown', 'ea_inner_axis', 'ea_super_blocks']);
   });
 
   it('dense groups and attributes: 200 links and 1,500 attributes through fractal heaps and v2 B-trees', () => {

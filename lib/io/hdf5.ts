@@ -3,11 +3,12 @@
  * superblock 0 to 3, object headers v1 and v2 (with continuation blocks), old-style groups
  * (symbol table: v1 B-tree and local heap), new-style groups with their links in the header
  * or stored densely (fractal heap and v2 B-tree), attributes likewise; contiguous, compact and
- * chunked datasets (chunk indexes: v1 B-tree, single chunk, implicit, fixed array, v2 B-tree)
- * of integers and IEEE floats, through the filters h5py writes (gzip, shuffle, fletcher32),
- * with their fill values; attributes of numbers and of fixed- or variable-length strings (the
- * global heap). Other filters (lzf, szip, scaleoffset...), the extensible-array chunk index and
- * virtual datasets are listed as unread, with the reason. Every read is bounds-checked, and the
+ * chunked datasets (chunk indexes: v1 B-tree, single chunk, implicit, fixed array, extensible
+ * array, v2 B-tree) of integers and IEEE floats, through the filters h5py writes (gzip,
+ * shuffle, fletcher32), with their fill values; attributes of numbers and of fixed- or
+ * variable-length strings (the global heap). Other filters (lzf, szip, scaleoffset...), paged
+ * extensible arrays (past 33,000 chunks) and virtual datasets are listed as unread, with the
+ * reason. Every read is bounds-checked, and the
  * work a file can ask for (header bytes, links, elements, inflated bytes) is bounded by its
  * size, so a hostile file gives LSTM_FORMAT.
  */
@@ -26,7 +27,8 @@ export interface Hdf5File {
   attributes: Record<string, Record<string, Hdf5Value>>;
   /**
    * Datasets this reader does not read, by path, with the reason: a filter it does not decode
-   * (lzf, szip, scaleoffset...), the extensible-array chunk index, virtual storage.
+   * (lzf, szip, scaleoffset...), an extensible chunk index with paged data blocks, virtual
+   * storage.
    */
   unread: Record<string, string>;
 }
@@ -703,7 +705,7 @@ function filled(count: number, type: Datatype, fill: FillValue, what: string): F
 
 /** Where a chunked dataset's index is; a single chunk's filtered size and mask are in the layout. */
 interface ChunkIndex {
-  kind: 'btree' | 'btree2' | 'single' | 'implicit' | 'fixed';
+  kind: 'btree' | 'btree2' | 'single' | 'implicit' | 'fixed' | 'earray';
   addr: number;
   size?: number;
   mask?: number;
@@ -759,7 +761,8 @@ function readChunked(r: Reader, d: DatasetInfo, version: number, what: string): 
       index = { kind: 'btree2', addr: r.addr(p + 6, `${what} layout`) }; // after node size, split and merge percents
       p += 6;
     } else if (kind === 4) {
-      return "its chunks are indexed by an extensible array, as a dataset resizable along one axis (maxshape=(None, ...)) is with libver='latest'; this reader reads v1 and v2 B-tree, single-chunk, implicit and fixed-array indexes";
+      index = { kind: 'earray', addr: r.addr(p + 5, `${what} layout`) }; // after its five parameters
+      p += 5;
     } else {
       throw fail(`${what} layout: chunk index type ${kind}`);
     }
@@ -785,7 +788,8 @@ function readChunked(r: Reader, d: DatasetInfo, version: number, what: string): 
   const count = elementCount(space, what);
   // A fixed-array or implicit index covers the chunks of the dataset's maximum shape.
   const gridDims = (space.maxDims ?? dims).map((n, i) => Math.ceil(n / cdims[i]));
-  const chunks = listChunks(r, index, rank, cdims, gridDims, chunkBytes, d.filters.length > 0, what);
+  const chunks = listChunks(r, index, rank, cdims, dims, gridDims, chunkBytes, d.filters.length > 0, what);
+  if (typeof chunks === 'string') return chunks;
   let stored = 0;
   for (const c of chunks) {
     r.need(c.addr, c.size, `${what} chunk`);
@@ -818,16 +822,18 @@ function listChunks(
   index: ChunkIndex,
   rank: number,
   cdims: number[],
+  dims: number[],
   gridDims: number[],
   chunkBytes: number,
   filtered: boolean,
   what: string,
-): Chunk[] {
+): Chunk[] | string {
   const chunks: Chunk[] = [];
   if (index.addr < 0) return chunks;
   let gridCount = 1;
   for (const g of gridDims) gridCount *= g;
   if (!Number.isFinite(gridCount) && (index.kind === 'implicit' || index.kind === 'fixed')) throw fail(`${what}: an unlimited dimension with a ${index.kind} chunk index`);
+  if (index.kind === 'earray') return extensibleArrayChunks(r, index.addr, cdims, dims, gridDims, chunkBytes, filtered, what);
   // the k-th chunk of the grid, row-major
   const offsetsOf = (k: number): number[] => {
     const o = new Array<number>(rank);
@@ -1026,6 +1032,101 @@ function placeChunk(out: Uint8Array, data: Uint8Array, offsets: number[], cdims:
 /** `count` numbers of a numeric type at bytes[at..] (in bounds), as float32. */
 function decodeNumbers(bytes: Uint8Array, at: number, count: number, type: Datatype): Float32Array {
   return decodeBytes(bytes, at, count, type.dtype!, type.bigEndian);
+}
+
+/**
+ * The chunks an extensible array ("EAHD") lists: the index of a dataset resizable along one
+ * axis under libver='latest'. Element k is the chunk whose coordinates, the unlimited axis
+ * first and the others in order (H5VM_swizzle_coords), are k in row-major order. The first
+ * elements sit in the index block; the rest in data blocks of doubling sizes, addressed from
+ * the index block and then from super blocks.
+ */
+function extensibleArrayChunks(r: Reader, addr: number, cdims: number[], dims: number[], gridDims: number[], chunkBytes: number, filtered: boolean, what: string): Chunk[] | string {
+  const w = `${what} extensible array`;
+  r.sig(addr, 'EAHD', `${w} header`);
+  const client = r.u8(addr + 5, w);
+  const elementSize = r.u8(addr + 6, w);
+  const maxBits = r.u8(addr + 7, w);
+  const indexElements = r.u8(addr + 8, w);
+  const blockMin = r.u8(addr + 9, w);
+  const superMinPointers = r.u8(addr + 10, w);
+  const pageBits = r.u8(addr + 11, w);
+  const maxIndexSet = r.len(addr + 12 + 4 * r.lengthSize, w);
+  const iblock = r.addr(addr + 12 + 6 * r.lengthSize, w);
+  const pow2 = (n: number) => n > 0 && (n & (n - 1)) === 0;
+  const sizeBytes = elementSize - r.offsetSize - 4;
+  if (client !== (filtered ? 1 : 0) || (filtered ? sizeBytes < 1 || sizeBytes > 8 : elementSize !== r.offsetSize)) throw fail(`${w}: client ${client} with ${elementSize}-byte elements`);
+  if (!pow2(blockMin) || !pow2(superMinPointers) || maxBits < 1 || maxBits > 64 || Math.log2(blockMin) >= maxBits || pageBits > 32) {
+    throw fail(`${w}: blocks of at least ${blockMin} elements, super blocks of ${superMinPointers}, ${maxBits}-bit indexes`);
+  }
+  const unlimited = gridDims.findIndex((g) => !Number.isFinite(g));
+  if (unlimited < 0 || gridDims.some((g, i) => i !== unlimited && !Number.isFinite(g))) throw fail(`${w}: indexes a dataset that is not resizable along exactly one axis`);
+  // the chunks in the current shape: nothing past them is read
+  const inner = gridDims.reduce((a, g, i) => (i === unlimited ? a : a * g), 1);
+  const count = Math.min(maxIndexSet, Math.ceil(dims[unlimited] / cdims[unlimited]) * inner);
+  const chunks: Chunk[] = [];
+  if (iblock < 0 || count === 0) return chunks;
+  r.charge('links', count, w);
+  r.sig(iblock, 'EAIB', `${w} index block`);
+  // Super block s holds 2^floor(s/2) data blocks of 2^floor((s+1)/2) · blockMin elements; the
+  // index block addresses the data blocks of the first 2·log2(superMinPointers) directly.
+  const arrOffSize = Math.ceil(maxBits / 8);
+  const directSupers = 2 * Math.log2(superMinPointers);
+  const dblockAddrs = iblock + 6 + r.offsetSize + indexElements * elementSize;
+  const sblockAddrs = dblockAddrs + 2 * (superMinPointers - 1) * r.offsetSize;
+  const pageElements = 2 ** pageBits;
+  const elementAt = (k: number): number => {
+    if (k < indexElements) return iblock + 6 + r.offsetSize + k * elementSize;
+    const e = k - indexElements;
+    const s = Math.floor(Math.log2(Math.floor(e / blockMin) + 1));
+    let start = 0; // elements before super block s
+    let startBlock = 0; // data blocks before it
+    for (let u = 0; u < s; u++) {
+      start += 2 ** Math.floor(u / 2) * 2 ** Math.floor((u + 1) / 2) * blockMin;
+      startBlock += 2 ** Math.floor(u / 2);
+    }
+    const blockElements = 2 ** Math.floor((s + 1) / 2) * blockMin;
+    const d = Math.floor((e - start) / blockElements);
+    const off = (e - start) % blockElements;
+    let block: number;
+    if (s < directSupers) {
+      block = r.addr(dblockAddrs + (startBlock + d) * r.offsetSize, w);
+    } else {
+      const sblock = r.addr(sblockAddrs + (s - directSupers) * r.offsetSize, w);
+      if (sblock < 0) return -1;
+      r.sig(sblock, 'EASB', `${w} super block`);
+      block = r.addr(sblock + 6 + r.offsetSize + arrOffSize + d * r.offsetSize, w);
+    }
+    if (block < 0) return -1;
+    r.sig(block, 'EADB', `${w} data block`);
+    return block + 6 + r.offsetSize + arrOffSize + off * elementSize;
+  };
+  // Data blocks grow with the index: past 2^pageBits elements they are paged (HDF5's default
+  // 1,024, reached past 33,000 chunks), which this reader leaves out.
+  const last = Math.max(0, count - 1 - indexElements);
+  const lastBlock = 2 ** Math.floor((Math.floor(Math.log2(Math.floor(last / blockMin) + 1)) + 1) / 2) * blockMin;
+  if (lastBlock > pageElements) return `its extensible chunk index has paged data blocks (${count} chunks); this reader reads unpaged ones`;
+  for (let k = 0; k < count; k++) {
+    r.tick(w);
+    const e = elementAt(k);
+    if (e < 0) continue;
+    const chunk = r.addr(e, `${w} chunk address`);
+    if (chunk < 0) continue;
+    const size = filtered ? r.uint(e + r.offsetSize, sizeBytes, `${w} chunk size`) : chunkBytes;
+    const mask = filtered ? r.u32(e + r.offsetSize + sizeBytes, `${w} chunk filter mask`) : 0;
+    if (size < 0) throw fail(`${w}: a chunk of undefined size`);
+    // k in row-major order over the grid with the unlimited axis moved first
+    const offsets = new Array<number>(dims.length);
+    let rest = k % inner;
+    for (let i = dims.length - 1; i >= 0; i--) {
+      if (i === unlimited) continue;
+      offsets[i] = (rest % gridDims[i]) * cdims[i];
+      rest = Math.floor(rest / gridDims[i]);
+    }
+    offsets[unlimited] = Math.floor(k / inner) * cdims[unlimited];
+    chunks.push({ offsets, addr: chunk, size, mask });
+  }
+  return chunks;
 }
 
 // ---------------------------------------------------------------- dense storage
