@@ -277,6 +277,12 @@ export async function fuzzApi(lib: L, backend: 'js' | 'native', numRuns: number,
     loadSafetensors: a.bytes.map((b) => () => lib.loadSafetensors(b as never)),
     saveSafetensors: fc.tuple(fc.dictionary(fc.string({ maxLength: 5 }), fc.oneof(a.tensor, fc.record({ data: fc.float32Array({ maxLength: 8 }), shape: a.shape, dtype: fc.constantFrom<unknown>('F16', 'I8', 'BF16', 'Q4', 7) }))), fc.anything()).map(([t, m]) => () => lib.saveSafetensors(t as never, m as never)),
     loadOnnx: a.bytes.map((b) => () => lib.loadOnnx(b as never, { backend })),
+    // the other file readers on arbitrary input
+    loadFile: fc.tuple(fc.constantFrom('loadTorch', 'loadHdf5', 'loadNpz', 'loadNpy'), a.bytes).map(([fn, b]) => () => (lib as unknown as Record<string, (b: unknown) => unknown>)[fn](b)),
+    saveNpz: fc.dictionary(fc.string({ maxLength: 5 }), a.tensor).map((t) => () => lib.loadNpz(lib.saveNpz(t as never))),
+    fromStateDict: fc.tuple(fc.dictionary(fc.constantFrom('lstm.weight_ih_l0', 'lstm.weight_hh_l0', 'lstm.bias_ih_l0', 'fc.weight', 'fc.bias'), a.tensor), fc.anything()).map(([dict, o]) => () =>
+      lib.SequenceModel.fromStateDict(dict as never, { ...(o !== null && typeof o === 'object' ? o : {}), backend } as never).dispose(),
+    ),
     exportOnnx: fc.tuple(fc.constantFrom<unknown>(model, disposed, null, {}), fc.anything()).map(([m, o]) => () => lib.exportOnnx(m as never, o as never)),
     forwardTrain: fc.tuple(fc.oneof({ weight: 1, arbitrary: a.tensor }, { weight: 3, arbitrary: a.fitting(goodShapes) }), fc.oneof(a.tensor, a.fitting([[2, 3, 4], [5, 4], [1, 1, 4]]), fc.constant(undefined))).map(([x, up]) => () =>
       model.forwardTrain(x as never).backward({ output: up as never }),
