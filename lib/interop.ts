@@ -607,6 +607,19 @@ interface KerasWeightSource {
   unread?: Map<string, string>;
 }
 
+/** The factor a Bidirectional's merge puts on each direction: null for concat. */
+function mergeScale(merge: unknown): number | null {
+  return merge === 'sum' ? 1 : merge === 'ave' ? 0.5 : null;
+}
+
+/** A Keras kernel [F, N] read by [fw; bw] instead of s·(fw + bw): [s·K; s·K], [2F, N]. */
+function doubledRows(k: Tensor, scale: number): Tensor {
+  const half = k.data.length;
+  const data = new Float32Array(2 * half);
+  for (let i = 0; i < half; i++) data[i] = data[half + i] = k.data[i] * scale;
+  return { data, shape: [2 * k.shape[0], ...k.shape.slice(1)] };
+}
+
 /**
  * The LSTM layers (and with withHead, the Dense after them) of a Keras model config, their
  * weights from `source`. madeBy says which Keras wrote the file (for 'hard_sigmoid').
@@ -642,12 +655,21 @@ function kerasModel(all: TfjsLayer[], source: KerasWeightSource, madeBy: string,
   if (chosen.length > 1 && chosen.some((l) => kind(l) !== kind(chosen[0]) || cfgOf(l).return_sequences === false && l !== chosen[chosen.length - 1])) {
     throw fail(`layers ${chosen.map((l) => `'${l.config?.name}'`).join(', ')} do not stack into one LSTM (units, activations, direction or return_sequences differ); pass options.layers with one of them, or a run that stacks`);
   }
-  // A Bidirectional's output is its two directions concatenated, each an LSTM of the same kind.
+  // A Bidirectional's two directions, each an LSTM of the same kind, are concatenated here.
+  // Keras' merge_mode 'sum' and 'ave' are linear: their output is [fw; bw] times [s·I; s·I]
+  // (s = 1 or 1/2), so the layer that reads it (the next LSTM's kernel, or the Dense head)
+  // takes the merge into its weights, exactly. 'mul' and None (two outputs) are refused.
+  const merges = chosen.map((l) => (l.class_name === 'Bidirectional' ? ((l.config ?? {}) as Record<string, unknown>).merge_mode ?? 'concat' : 'concat'));
   for (const l of chosen) {
     if (l.class_name !== 'Bidirectional') continue;
     const c = (l.config ?? {}) as Record<string, unknown>;
     const merge = c.merge_mode ?? 'concat';
-    if (merge !== 'concat') throw fail(`Bidirectional layer '${String(c.name)}' merges its directions by ${describe(merge)}; the LSTM here concatenates them (merge_mode 'concat')`);
+    if (merge !== 'concat' && merge !== 'sum' && merge !== 'ave') {
+      throw fail(`Bidirectional layer '${String(c.name)}' merges its directions by ${describe(merge)}; this reader takes 'concat', and 'sum' or 'ave' folded into the weights of the layer after it`);
+    }
+    if (merge !== 'concat' && l === chosen[chosen.length - 1] && !withHead) {
+      throw fail(`Bidirectional layer '${String(c.name)}' merges its directions by '${merge}', which an LSTM alone cannot give (it concatenates them); SequenceModel.fromKerasFile / fromTfjs take the merge into the Dense head after it`);
+    }
     const back = (c.backward_layer as TfjsLayer | undefined)?.config as Record<string, unknown> | undefined;
     for (const key of ['units', 'activation', 'recurrent_activation', 'use_bias']) {
       if (back && key in back && JSON.stringify(back[key]) !== JSON.stringify(cfgOf(l)[key])) {
@@ -667,9 +689,14 @@ function kerasModel(all: TfjsLayer[], source: KerasWeightSource, madeBy: string,
     const bias = pick('bias');
     return { kernel: read(kernel), recurrentKernel: read(recurrent), bias: bias ? read(bias) : undefined };
   };
-  const weights = chosen.map((l): KerasLayerWeights => {
+  const weights = chosen.map((l, i): KerasLayerWeights => {
     const prefix = String(l.config?.name);
-    return l.class_name === 'Bidirectional' ? { forward: weightsOf(prefix, 'forward'), backward: weightsOf(prefix, 'backward') } : weightsOf(prefix);
+    if (l.class_name !== 'Bidirectional') return weightsOf(prefix);
+    const pair = { forward: weightsOf(prefix, 'forward'), backward: weightsOf(prefix, 'backward') };
+    // the layer before merged its directions: this one reads [fw; bw] through a doubled kernel
+    const scale = mergeScale(i > 0 ? merges[i - 1] : 'concat');
+    if (scale === null) return pair;
+    return { forward: { ...pair.forward, kernel: doubledRows(pair.forward.kernel, scale) }, backward: { ...pair.backward, kernel: doubledRows(pair.backward.kernel, scale) } };
   });
   // The head: a Dense (or TimeDistributed Dense) right after the last LSTM layer, linear, on
   // every step (return_sequences), as SequenceModel's Linear head is, or on the layer's final
@@ -688,8 +715,10 @@ function kerasModel(all: TfjsLayer[], source: KerasWeightSource, madeBy: string,
     const mine = source.names.filter((n) => n.startsWith(`${name}/`));
     const kernel = mine.find((n) => n.endsWith('/kernel'));
     if (!kernel) throw fail(`no kernel weight under '${name}/'`);
-    const k = read(kernel);
-    if (k.shape.length !== 2) throw fail(`the Dense kernel '${kernel}' has shape ${shapeStr(k.shape)}`);
+    const stored = read(kernel);
+    if (stored.shape.length !== 2) throw fail(`the Dense kernel '${kernel}' has shape ${shapeStr(stored.shape)}`);
+    const lastScale = mergeScale(merges[merges.length - 1]);
+    const k = lastScale === null ? stored : doubledRows(stored, lastScale);
     const [F, O] = k.shape;
     const weight = transpose(k); // [F, O] to Linear's [O, F]
     const biasName = mine.find((n) => n.endsWith('/bias'));

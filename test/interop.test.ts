@@ -126,6 +126,37 @@ describe('LSTM.fromTfjs: a TensorFlow.js layers model (model.json and its weight
     expectClose(second.forward({ data: values(biOut), shape: [2, 5, 6] }).output, { data: values(secondOut), shape: [2, 5, 4] }, 'second');
   });
 
+  it("Bidirectional merge_mode 'sum' and 'ave' fold into the next layer's kernel and the Dense head: tfjs-layers' predictions", async () => {
+    for (const [first, second] of [['sum', 'ave'], ['ave', 'concat'], ['concat', 'sum']] as const) {
+      const { tf, model, json, data } = await tfjsArtifacts((tfl) => {
+        const m = tfl.sequential();
+        m.add(tfl.layers.bidirectional({ layer: lstmLayer(tfl, { units: 3, recurrentActivation: 'sigmoid' }) as never, mergeMode: first, inputShape: [6, 2] }));
+        m.add(tfl.layers.bidirectional({ layer: lstmLayer(tfl, { units: 3, recurrentActivation: 'sigmoid' }) as never, mergeMode: second }));
+        m.add(tfl.layers.timeDistributed({ layer: tfl.layers.dense({ units: 2, biasInitializer: 'randomNormal' }) }));
+        return m;
+      });
+      const x = tf.randomNormal([3, 6, 2], 0, 1, 'float32', 7);
+      const want = values(model.predict(x) as import('@tensorflow/tfjs-core').Tensor);
+      for (const engine of ENGINES) {
+        const net = withEngine(engine, () => lib.SequenceModel.fromTfjs(json, data, { backend: engine.backend }));
+        expect(net.lstm.config).toMatchObject({ numLayers: 2, numDirections: 2, inputSize: 2, hiddenSize: 3 });
+        expectClose(net.forward({ data: values(x), shape: [3, 6, 2] }).output, { data: want, shape: [3, 6, 2] }, `${first}/${second} on ${engine.label}`);
+        net.dispose();
+      }
+      // the LSTM alone cannot give a merged output; a concat at the top it can
+      if (second === 'concat') LSTM.fromTfjs(json, data).dispose();
+      else expect(() => LSTM.fromTfjs(json, data)).toThrow(/merges its directions by '(sum|ave)', which an LSTM alone cannot give/);
+    }
+    // 'mul' is not linear: refused
+    const { json, data } = await tfjsArtifacts((tfl) => {
+      const m = tfl.sequential();
+      m.add(tfl.layers.bidirectional({ layer: lstmLayer(tfl, { units: 3 }) as never, mergeMode: 'mul', inputShape: [6, 2] }));
+      m.add(tfl.layers.dense({ units: 1 }));
+      return m;
+    });
+    expect(() => lib.SequenceModel.fromTfjs(json, data)).toThrow(/merges its directions by "mul"; this reader takes 'concat', and 'sum' or 'ave'/);
+  });
+
   it('a stack of two LSTM layers, taken whole; go_backwards, relu and no bias on its own', async () => {
     const { tf, model, json, data } = await tfjsArtifacts((tfl) => {
       const m = tfl.sequential();

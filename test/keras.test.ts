@@ -216,9 +216,13 @@ describe('LSTM.fromKerasFile and SequenceModel.fromKerasFile', () => {
   it("the config's merge_mode, backward_layer and time_major are honoured or refused, never ignored", () => {
     const bytes = read('k3_bidir_stack.h5');
     const config = () => JSON.parse(lib.loadHdf5(bytes).attributes[''].model_config as string);
+    const mul = config();
+    mul.config.layers[1].config.merge_mode = 'mul';
+    expectFormat(() => LSTM.fromKerasFile(bytes, { modelConfig: mul }), /'bidirectional' merges its directions by "mul"; this reader takes 'concat', and 'sum' or 'ave' folded into the weights of the layer after it/);
+    // the last layer's sum has nowhere to go without the Dense head
     const sum = config();
-    sum.config.layers[1].config.merge_mode = 'sum';
-    expectFormat(() => LSTM.fromKerasFile(bytes, { modelConfig: sum }), /'bidirectional' merges its directions by "sum"; the LSTM here concatenates them/);
+    sum.config.layers[2].config.merge_mode = 'sum';
+    expectFormat(() => LSTM.fromKerasFile(bytes, { modelConfig: sum }), /'bidirectional_1' merges its directions by 'sum', which an LSTM alone cannot give/);
     const back = config();
     back.config.layers[2].config.backward_layer = { class_name: 'LSTM', config: { ...back.config.layers[2].config.layer.config, units: 7, go_backwards: true } };
     expectFormat(() => LSTM.fromKerasFile(bytes, { modelConfig: back }), /'bidirectional_1': its backward_layer's units \(7\) differs from the forward layer's \(4\)/);
