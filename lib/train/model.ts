@@ -591,7 +591,6 @@ export class SequenceModel {
     return modelFromStateDict(tensors, options, 'fromStateDict', 'the state dict');
   }
 
-
   /** A SequenceModel holding `lstm`'s weights (then disposed) and the given head. */
   private static withHead(lstm: LSTM, head: { weight: Float32Array; bias: Float32Array | null; outFeatures: number }, backend: BackendChoice | undefined, outputMode: OutputMode = 'sequence'): SequenceModel {
     try {
