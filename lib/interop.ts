@@ -607,6 +607,9 @@ interface KerasWeightSource {
   unread?: Map<string, string>;
 }
 
+/** Keras layers that pass their input through unchanged at inference. */
+const INFERENCE_IDENTITY = new Set(['Dropout', 'SpatialDropout1D', 'GaussianDropout', 'GaussianNoise', 'AlphaDropout', 'ActivityRegularization']);
+
 /** The factor a Bidirectional's merge puts on each direction: null for concat. */
 function mergeScale(merge: unknown): number | null {
   return merge === 'sum' ? 1 : merge === 'ave' ? 0.5 : null;
@@ -624,8 +627,12 @@ function doubledRows(k: Tensor, scale: number): Tensor {
  * The LSTM layers (and with withHead, the Dense after them) of a Keras model config, their
  * weights from `source`. madeBy says which Keras wrote the file (for 'hard_sigmoid').
  */
-function kerasModel(all: TfjsLayer[], source: KerasWeightSource, madeBy: string, options: TfjsOptions, withHead: boolean, fail: (msg: string) => LstmError): { lstm: LSTM; head: TfjsHead | null } {
+function kerasModel(layers: TfjsLayer[], source: KerasWeightSource, madeBy: string, options: TfjsOptions, withHead: boolean, fail: (msg: string) => LstmError): { lstm: LSTM; head: TfjsHead | null } {
   const read = source.read;
+  // Layers that are the identity at inference (Dropout and its kind) stand between others
+  // without separating them: LSTM, Dropout, LSTM stacks, and a Dropout before the Dense
+  // leaves it the head.
+  const all = layers.filter((l) => !INFERENCE_IDENTITY.has(String(l?.class_name)));
   // The LSTM layers: plain, or an LSTM inside a Bidirectional.
   const inner = (l: TfjsLayer) => (l?.class_name === 'Bidirectional' ? l.config?.layer : l);
   const isLstm = (l: TfjsLayer) => inner(l)?.class_name === 'LSTM';

@@ -157,6 +157,27 @@ describe('LSTM.fromTfjs: a TensorFlow.js layers model (model.json and its weight
     expect(() => lib.SequenceModel.fromTfjs(json, data)).toThrow(/merges its directions by "mul"; this reader takes 'concat', and 'sum' or 'ave'/);
   });
 
+  it('Dropout layers (identity at inference) neither split a stack nor hide the Dense head', async () => {
+    const { tf, model, json, data } = await tfjsArtifacts((tfl) => {
+      const m = tfl.sequential();
+      m.add(lstmLayer(tfl, { inputShape: [7, 3], recurrentActivation: 'sigmoid' }));
+      m.add(tfl.layers.dropout({ rate: 0.3 }));
+      m.add(lstmLayer(tfl, { recurrentActivation: 'sigmoid' }));
+      m.add(tfl.layers.gaussianNoise({ stddev: 0.5 }));
+      m.add(lstmLayer(tfl, { recurrentActivation: 'sigmoid', returnSequences: false }));
+      m.add(tfl.layers.dropout({ rate: 0.5 }));
+      m.add(tfl.layers.dense({ units: 2, biasInitializer: 'randomNormal' }));
+      return m;
+    });
+    const x = tf.randomNormal([4, 7, 3], 0, 1, 'float32', 9);
+    const net = lib.SequenceModel.fromTfjs(json, data);
+    expect(net.lstm.config).toMatchObject({ numLayers: 3, hiddenSize: 4 });
+    expect(net.outputMode).toBe('final');
+    expectClose(net.forward({ data: values(x), shape: [4, 7, 3] }).output, { data: values(model.predict(x) as import('@tensorflow/tfjs-core').Tensor), shape: [4, 2] }, 'through Dropout');
+    net.dispose();
+    LSTM.fromTfjs(json, data).dispose();
+  });
+
   it('a stack of two LSTM layers, taken whole; go_backwards, relu and no bias on its own', async () => {
     const { tf, model, json, data } = await tfjsArtifacts((tfl) => {
       const m = tfl.sequential();
