@@ -304,6 +304,13 @@ export interface TfjsOptions {
   hardSigmoid?: 'keras2' | 'keras3';
   batchFirst?: boolean;
   backend?: BackendChoice;
+  /**
+   * SequenceModel.fromTfjs / fromKerasFile: take a Dense head with an activation (a
+   * classifier's 'sigmoid' or 'softmax') as its output before the activation, the logits
+   * bceWithLogits and crossEntropy train on; apply the activation to predictions yourself.
+   * Without it such a head is LSTM_FORMAT, so the activation is never dropped unasked.
+   */
+  logits?: boolean;
 }
 
 interface TfjsLayer {
@@ -715,7 +722,10 @@ function kerasModel(layers: TfjsLayer[], source: KerasWeightSource, madeBy: stri
     const dense = next?.class_name === 'TimeDistributed' ? next.config?.layer : next;
     if (!next || dense?.class_name !== 'Dense') throw fail(`no Dense layer right after '${chosen[chosen.length - 1].config?.name}' to be the head; LSTM.fromTfjs reads the LSTM alone`);
     const denseCfg = (dense.config ?? {}) as Record<string, unknown>;
-    if ((denseCfg.activation ?? 'linear') !== 'linear') throw fail(`the Dense layer '${next.config?.name}' has activation ${describe(denseCfg.activation)}; the head is linear (apply it to the predictions yourself)`);
+    if (options.logits !== undefined && typeof options.logits !== 'boolean') throw new LstmError('LSTM_OPTION', `logits: expected a boolean, got ${describe(options.logits)}`);
+    if ((denseCfg.activation ?? 'linear') !== 'linear' && !options.logits) {
+      throw fail(`the Dense layer '${next.config?.name}' has activation ${describe(denseCfg.activation)}; the head here is linear: pass { logits: true } to take its output before the activation, and apply ${describe(denseCfg.activation)} to the predictions yourself`);
+    }
     const name = String(next.config?.name);
     const unread = source.unread?.get(name);
     if (unread) throw fail(unread);

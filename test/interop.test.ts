@@ -231,8 +231,30 @@ describe('LSTM.fromTfjs: a TensorFlow.js layers model (model.json and its weight
       expect(() => lib.SequenceModel.fromTfjs(json, data)).toThrow(expect.objectContaining({ code: 'LSTM_FORMAT' }));
       expect(() => lib.SequenceModel.fromTfjs(json, data)).toThrow(re);
     };
-    await refuse((tfl) => tfl.sequential({ layers: [lstmLayer(tfl, { inputShape: [5, 2] }), tfl.layers.dense({ units: 2, activation: 'softmax' })] }), /activation "softmax"; the head is linear/);
+    await refuse((tfl) => tfl.sequential({ layers: [lstmLayer(tfl, { inputShape: [5, 2] }), tfl.layers.dense({ units: 2, activation: 'softmax' })] }), /activation "softmax"; the head here is linear: pass \{ logits: true \}/);
     await refuse((tfl) => tfl.sequential({ layers: [lstmLayer(tfl, { inputShape: [5, 2] })] }), /no Dense layer right after/);
+  });
+
+  it('SequenceModel.fromTfjs with { logits: true }: a classifier\'s softmax or sigmoid head as its logits', async () => {
+    for (const activation of ['softmax', 'sigmoid'] as const) {
+      const { tf, model, json, data } = await tfjsArtifacts((tfl) =>
+        tfl.sequential({ layers: [lstmLayer(tfl, { inputShape: [5, 2], returnSequences: false }), tfl.layers.dense({ units: 3, activation, biasInitializer: 'randomNormal' })] }),
+      );
+      const x = tf.randomNormal([4, 5, 2], 0, 1, 'float32', 11);
+      const probs = values(model.predict(x) as never);
+      const net = lib.SequenceModel.fromTfjs(json, data, { logits: true });
+      const z = net.forward({ data: values(x), shape: [4, 5, 2] }).output.data;
+      // the activation applied to the logits gives tfjs' probabilities
+      const got = new Float32Array(z.length);
+      for (let b = 0; b < 4; b++) {
+        const row = Array.from(z.subarray(3 * b, 3 * b + 3));
+        const e = row.map((v) => Math.exp(v - Math.max(...row)));
+        for (let j = 0; j < 3; j++) got[3 * b + j] = activation === 'softmax' ? e[j] / e.reduce((p, q) => p + q, 0) : 1 / (1 + Math.exp(-row[j]));
+      }
+      expectClose({ data: got, shape: [4, 3] }, { data: probs, shape: [4, 3] }, `${activation} of the logits`);
+      net.dispose();
+      expect(() => lib.SequenceModel.fromTfjs(json, data, { logits: 'yes' as never })).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+    }
   });
 
   it('SequenceModel.fromTfjs: a Dense on the final output (return_sequences false) is outputMode final', async () => {
