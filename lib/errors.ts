@@ -56,10 +56,19 @@ export function describe(value: unknown): string {
 }
 
 /** An options argument: undefined means {}, anything but a plain object is LSTM_OPTION. */
-export function optionsArg<T extends object>(value: T | undefined | null, name: string): Partial<T> {
+export function optionsArg<T extends object>(value: T | undefined | null, name: string, known?: readonly string[]): Partial<T> {
   if (value === undefined) return {};
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new LstmError('LSTM_OPTION', `${name}: expected an options object, got ${describe(value)}`);
   }
+  checkKnownKeys(value, name, known);
   return value;
+}
+
+/** An unknown option name is LSTM_OPTION listing the known ones, so a typo never passes silently. */
+export function checkKnownKeys(value: object, name: string, known?: readonly string[]): void {
+  if (!known) return;
+  for (const k of Object.keys(value)) {
+    if (!known.includes(k)) throw new LstmError('LSTM_OPTION', `${name}: unknown option '${k}' (known: ${known.join(', ')})`);
+  }
 }

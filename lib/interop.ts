@@ -1,7 +1,7 @@
 // Keras / TensorFlow.js weights, and LSTM options recovered from a PyTorch state dict.
 import { resolveConfig, type Activation, type BackendChoice, type LSTMOptions } from './config.js';
 import { paramSpecs } from './params.js';
-import { LstmError, describe, optionsArg } from './errors.js';
+import { LstmError, checkKnownKeys, describe, optionsArg } from './errors.js';
 import { LSTM } from './lstm.js';
 import { DTYPE_SIZE, decodeTensorBytes, loadSafetensors, saveSafetensors, type Dtype } from './io/safetensors.js';
 import { isHdf5, loadHdf5, type Hdf5File } from './io/hdf5.js';
@@ -84,6 +84,7 @@ export function fromKeras(weights: KerasLayerWeights | KerasLayerWeights[], opti
   const expected = '{ kernel, recurrentKernel, bias? }, { forward, backward } of those, or an array of layers';
   if (weights === null || typeof weights !== 'object') throw new LstmError('LSTM_WEIGHTS', `fromKeras: expected ${expected}, got ${describe(weights)}`);
   if (options === null || typeof options !== 'object') throw new LstmError('LSTM_OPTION', `fromKeras: expected options with units, got ${describe(options)}`);
+  checkKnownKeys(options, 'fromKeras options', ['units', 'activation', 'recurrentActivation', 'hardSigmoid', 'goBackwards', 'batchFirst', 'backend']);
   const U = options.units;
   if (typeof U !== 'number' || !Number.isInteger(U) || U < 1) throw new LstmError('LSTM_OPTION', `units: expected a positive integer, got ${describe(U)}`);
   const stack = Array.isArray(weights) ? weights : [weights];
@@ -155,7 +156,7 @@ export function fromKeras(weights: KerasLayerWeights | KerasLayerWeights[], opti
  * not in a state dict: PyTorch's defaults are assumed).
  */
 export function inferOptions(tensors: Record<string, Tensor>, opts?: { prefix?: string }): LSTMOptions {
-  const prefix = optionsArg(opts, 'inferOptions options').prefix ?? '';
+  const prefix = optionsArg(opts, 'inferOptions options', ['prefix']).prefix ?? '';
   if (tensors === null || typeof tensors !== 'object') throw new LstmError('LSTM_WEIGHTS', `inferOptions: expected an object of tensors, got ${describe(tensors)}`);
   const get = (name: string): Tensor | undefined => tensors[prefix + name];
   // nn.LSTMCell: one layer, one direction, names without the _l0 (loadStateDict takes them too).
@@ -271,7 +272,7 @@ export function checkStoredAgainstWeights(options: Record<string, unknown>, tens
  * save_file(lstm.state_dict()), under `prefix`); then its weights.
  */
 export function lstmFromSafetensors(bytes: Uint8Array, opts?: { prefix?: string; strict?: boolean; backend?: BackendChoice }): LSTM {
-  const o = optionsArg(opts, 'fromSafetensors options') as { prefix?: string; strict?: boolean; backend?: BackendChoice };
+  const o = optionsArg(opts, 'fromSafetensors options', ['prefix', 'strict', 'backend']) as { prefix?: string; strict?: boolean; backend?: BackendChoice };
   const { tensors, metadata } = loadSafetensors(bytes);
   const stored = storedOptions(metadata);
   if (stored) checkStoredAgainstWeights(stored, tensors, o.prefix);
@@ -312,6 +313,8 @@ export interface TfjsOptions {
    */
   logits?: boolean;
 }
+
+const TFJS_OPTIONS = ['layers', 'hardSigmoid', 'batchFirst', 'backend', 'logits'];
 
 interface TfjsLayer {
   class_name?: string;
@@ -360,7 +363,7 @@ export function fromTfjsWithHead(modelJson: unknown, weightData: Uint8Array | Ar
 }
 
 function readTfjs(modelJson: unknown, weightData: Uint8Array | ArrayBuffer, opts: TfjsOptions | undefined, withHead: boolean): { lstm: LSTM; head: TfjsHead | null } {
-  const options = optionsArg(opts, 'fromTfjs options');
+  const options = optionsArg(opts, 'fromTfjs options', TFJS_OPTIONS);
   const fail = (msg: string) => new LstmError('LSTM_FORMAT', `fromTfjs: ${msg}`);
   let json: unknown = modelJson;
   if (typeof json === 'string') {
@@ -435,7 +438,7 @@ export function fromKerasFileWithHead(bytes: Uint8Array, opts?: KerasFileOptions
 }
 
 function readKerasFile(bytes: Uint8Array, opts: KerasFileOptions | undefined, withHead: boolean): { lstm: LSTM; head: TfjsHead | null } {
-  const options = optionsArg(opts, 'fromKerasFile options');
+  const options = optionsArg(opts, 'fromKerasFile options', [...TFJS_OPTIONS, 'modelConfig']);
   const fail = (msg: string) => new LstmError('LSTM_FORMAT', `fromKerasFile: ${msg}`);
   if (!(bytes instanceof Uint8Array)) throw fail(`expected the file's bytes as a Uint8Array, got ${describe(bytes)}`);
   let given: unknown = options.modelConfig;

@@ -7,7 +7,7 @@ import {
   type LSTMOptions,
 } from './config.js';
 import { PEEPHOLE_KIND, type Engine, type EngineLayer, type LayerDesc, type StackResult, type StackRun } from './engine.js';
-import { LstmError, describe, optionsArg } from './errors.js';
+import { LstmError, checkKnownKeys, describe, optionsArg } from './errors.js';
 import { fromKeras as kerasToLstm, fromKerasFile as kerasFileToLstm, fromTfjs as tfjsToLstm, lstmFromSafetensors, lstmToSafetensors, type KerasLayerWeights, type KerasFileOptions, type KerasOptions, type TfjsOptions } from './interop.js';
 import { activationsFromOnnx, onnxToStateDict } from './onnx-layout.js';
 import { backwardTrain, dropoutMasks, forwardTrain, TapePool } from './train/bptt.js';
@@ -205,7 +205,7 @@ export class LSTM {
   /** Load parameters by PyTorch name; validates everything before changing anything. */
   loadStateDict(tensors: Record<string, Tensor>, opts?: LoadStateDictOptions): this {
     this.checkAlive('loadStateDict');
-    const options = optionsArg(opts, 'loadStateDict options');
+    const options = optionsArg(opts, 'loadStateDict options', ['prefix', 'strict']);
     if (tensors === null || typeof tensors !== 'object') {
       throw new LstmError('LSTM_WEIGHTS', `tensors: expected an object mapping names to tensors, got ${describe(tensors)}`);
     }
@@ -331,7 +331,7 @@ export class LSTM {
    */
   forwardTrain(x: Tensor, options: TrainOptions = {}): TrainResult {
     this.checkAlive('forwardTrain');
-    const input = this.normalize(x, options);
+    const input = this.normalize(x, options, ['h0', 'c0', 'lengths', 'dropout', 'out']);
     rejectOut(options, 'forwardTrain');
     const drop = options.dropout ?? true;
     if (typeof drop !== 'boolean') throw new LstmError('LSTM_OPTION', `dropout: expected a boolean (apply the model's dropout of ${this.config.dropout}), got ${describe(drop)}`);
@@ -604,10 +604,12 @@ export class LSTM {
   }
 
   /** Check and bring x, h0, c0 and lengths to the time-major layout the engines take. */
-  private normalize(xArg: Tensor, options: ForwardOptions): NormalizedInput {
+  private normalize(xArg: Tensor, options: ForwardOptions, known: readonly string[] = ['h0', 'c0', 'lengths', 'out']): NormalizedInput {
     if (options === null || typeof options !== 'object') {
       throw new LstmError('LSTM_OPTION', `options: expected an object { h0?, c0?, lengths?, out? }, got ${describe(options)}`);
     }
+    // a misspelt h0 would otherwise run silently from zeros
+    checkKnownKeys(options, 'options', known);
     const c = this.config;
     const x = checkTensor(xArg, 'x');
     const I = c.inputSize;
@@ -715,6 +717,7 @@ export class LSTM {
    */
   static fromOnnx(spec: OnnxLstmSpec): LSTM {
     if (spec === null || typeof spec !== 'object') throw new LstmError('LSTM_OPTION', `fromOnnx: expected an object, got ${describe(spec)}`);
+    checkKnownKeys(spec, 'fromOnnx', ['W', 'R', 'B', 'P', 'hiddenSize', 'direction', 'clip', 'inputForget', 'activations', 'activationAlpha', 'activationBeta', 'backend']);
     const direction = spec.direction ?? 'forward';
     if (!['forward', 'reverse', 'bidirectional'].includes(direction)) {
       throw new LstmError('LSTM_OPTION', `direction: expected 'forward', 'reverse' or 'bidirectional', got ${describe(direction)}`);

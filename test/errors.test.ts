@@ -44,6 +44,33 @@ describe('LSTM_OPTION', () => {
     expectCode(() => new LSTM(opts as never), 'LSTM_OPTION', msg);
   });
 
+  it('a misspelt option of any call is LSTM_OPTION naming it: forward, training, loaders, export', async () => {
+    const m = new LSTM({ inputSize: 2, hiddenSize: 3, seed: 1 });
+    const x = { data: new Float32Array(4), shape: [2, 1, 2] };
+    const h0 = { data: new Float32Array(3), shape: [1, 1, 3] };
+    // h_0 would otherwise run silently from zeros
+    expectCode(() => m.forward(x, { h_0: h0 } as never), 'LSTM_OPTION', /options: unknown option 'h_0' \(known: h0, c0, lengths, out\)/);
+    expectCode(() => m.forwardTrain(x, { lenghts: [1] } as never), 'LSTM_OPTION', /unknown option 'lenghts'/);
+    await expect(m.forwardAsync(x, { c_0: h0 } as never)).rejects.toMatchObject({ code: 'LSTM_OPTION' });
+    const net = new lib.SequenceModel({ inputSize: 2, hiddenSize: 3, outputSize: 1, seed: 1 });
+    const opt = new lib.Adam(net.parameters());
+    expectCode(() => net.trainStep(x, { data: new Float32Array(2), shape: [2, 1, 1] }, { optimizer: opt, clipNorm: 1 } as never), 'LSTM_OPTION', /trainStep options: unknown option 'clipNorm'/);
+    expect(net.trainStep(x, { data: new Float32Array(2), shape: [2, 1, 1] }, { optimizer: opt, clipGradNorm: 1, h0, lengths: [2] })).toBeGreaterThanOrEqual(0);
+    expectCode(() => lib.exportOnnx(m, { opSet: 14 } as never), 'LSTM_OPTION', /exportOnnx options: unknown option 'opSet'/);
+    const onnx = lib.exportOnnx(m);
+    expectCode(() => lib.loadOnnx(onnx, { stackonly: true } as never), 'LSTM_OPTION', /loadOnnx options: unknown option 'stackonly'/);
+    expectCode(() => m.loadStateDict(m.stateDict(), { Prefix: 'x' } as never), 'LSTM_OPTION', /unknown option 'Prefix'/);
+    expectCode(() => lib.inferOptions(m.stateDict(), { prefx: '' } as never), 'LSTM_OPTION', /unknown option 'prefx'/);
+    expectCode(() => LSTM.fromSafetensors(m.toSafetensors(), { backnd: 'js' } as never), 'LSTM_OPTION', /unknown option 'backnd'/);
+    expectCode(() => lib.SequenceModel.fromStateDict(net.stateDict(), { Head: 'head.' } as never), 'LSTM_OPTION', /fromStateDict options: unknown option 'Head'/);
+    const k = { kernel: { data: new Float32Array(24), shape: [2, 12] }, recurrentKernel: { data: new Float32Array(36), shape: [3, 12] } };
+    expectCode(() => LSTM.fromKeras(k, { units: 3, go_backwards: true } as never), 'LSTM_OPTION', /fromKeras options: unknown option 'go_backwards'/);
+    expectCode(() => LSTM.fromKerasFile(new Uint8Array(8), { logit: true } as never), 'LSTM_OPTION', /fromKerasFile options: unknown option 'logit'/);
+    expectCode(() => LSTM.fromTfjs({}, new Uint8Array(0), { layer: ['a'] } as never), 'LSTM_OPTION', /fromTfjs options: unknown option 'layer'/);
+    expectCode(() => LSTM.fromOnnx({ hiddenSize: 3, directon: 'reverse' } as never), 'LSTM_OPTION', /fromOnnx: unknown option 'directon'/);
+    for (const d of [m, net]) d.dispose();
+  });
+
   it('an invalid LSTM_BACKEND is reported, not ignored', () => {
     process.env.LSTM_BACKEND = 'cuda';
     try {

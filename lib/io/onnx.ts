@@ -675,7 +675,7 @@ export interface LoadOnnxOptions {
  * [T, D, B, H] comes back in PyTorch's layout [T, B, D*H] (the same numbers).
  */
 export function loadOnnx(bytes: Uint8Array, opts?: LoadOnnxOptions): LSTM {
-  const options = optionsArg(opts, 'loadOnnx options');
+  const options = optionsArg(opts, 'loadOnnx options', ['backend', 'stackOnly']);
   if (options.stackOnly !== undefined && typeof options.stackOnly !== 'boolean') {
     throw new LstmError('LSTM_OPTION', `loadOnnx options.stackOnly: expected a boolean, got ${describe(options.stackOnly)}`);
   }
@@ -688,7 +688,7 @@ export function loadOnnx(bytes: Uint8Array, opts?: LoadOnnxOptions): LSTM {
  * SequenceModel.fromOnnx builds on it.
  */
 export function loadOnnxWithHead(bytes: Uint8Array, opts?: { backend?: BackendChoice }): { lstm: LSTM; head: OnnxHead } {
-  const { lstm, head } = readStack(bytes, optionsArg(opts, 'fromOnnx options'), 'head');
+  const { lstm, head } = readStack(bytes, optionsArg(opts, 'fromOnnx options', ['backend']), 'head');
   if (head) return { lstm, head };
   lstm.dispose();
   throw formatError('no graph output is a Linear head (MatMul, then Add) on the LSTM output sequence; loadOnnx reads a graph of the LSTM alone');
@@ -862,7 +862,7 @@ function isWithHead(m: unknown): m is WithHead {
  * a MatMul (and Add) after the LSTM.
  */
 export function exportOnnx(model: LSTM | WithHead, opts?: ExportOnnxOptions): Uint8Array {
-  const options = optionsArg(opts, 'exportOnnx options');
+  const options = optionsArg(opts, 'exportOnnx options', ['opset', 'lengths']);
   const head = isWithHead(model) ? model.head : null;
   const lstm = isWithHead(model) ? model.lstm : model;
   if (!(lstm instanceof LSTM)) throw new LstmError('LSTM_OPTION', `exportOnnx: expected an LSTM or a SequenceModel, got ${describe(model)}`);

@@ -2,7 +2,7 @@
 // Linear head on every step or on each sequence's end (outputMode), PyTorch state-dict
 // names (lstm.*, head.weight, head.bias).
 import { checkBool, checkEnum, type BackendChoice, type LSTMOptions } from '../config.js';
-import { LstmError, type LstmErrorCode, describe, isErrorCode } from '../errors.js';
+import { LstmError, type LstmErrorCode, checkKnownKeys, describe, isErrorCode } from '../errors.js';
 import { loadOnnxWithHead } from '../io/onnx.js';
 import { loadSafetensors, saveSafetensors } from '../io/safetensors.js';
 import { LSTM, rejectOut, type ForwardOptions, type LengthsLike } from '../lstm.js';
@@ -738,8 +738,10 @@ export class SequenceModel {
   trainStepState(x: Tensor, target: Tensor, options: TrainStepOptions): { loss: number; hn: Tensor; cn: Tensor } {
     if (!options || !options.optimizer) throw new LstmError('LSTM_OPTION', 'trainStep: options.optimizer is required');
     checkOptimizer(options.optimizer);
+    checkKnownKeys(options, 'trainStep options', ['optimizer', 'loss', 'lossOptions', 'clipGradNorm', 'h0', 'c0', 'lengths', 'dropout', 'out']);
     const params = this.parameters();
-    const run = this.lstm.forwardTrain(x, options);
+    const { h0, c0, lengths, dropout, out } = options as TrainStepOptions & { dropout?: boolean; out?: unknown };
+    const run = this.lstm.forwardTrain(x, { h0, c0, lengths, dropout, ...(out === undefined ? {} : { out }) } as never);
     const input = this.headInput(run, options.lengths);
     const pred = this.head.forward(input.features);
     // Per sequence, every prediction counts; per step, those within each length.
@@ -1123,6 +1125,7 @@ function checkStateDictOptions(options: StateDictModelOptions, fn: string): void
     if (options[k] !== undefined && typeof options[k] !== 'string') throw new LstmError('LSTM_OPTION', `${k}: expected a name prefix such as 'rnn.', got ${describe(options[k])}`);
   }
   if (options.batchFirst !== undefined && typeof options.batchFirst !== 'boolean') throw new LstmError('LSTM_OPTION', `batchFirst: expected a boolean, got ${describe(options.batchFirst)}`);
+  checkKnownKeys(options, `${fn} options`, ['lstm', 'head', 'batchFirst', 'outputMode', 'backend']);
 }
 
 /** The one name found, or LSTM_WEIGHTS listing the candidates (or saying there are none). */

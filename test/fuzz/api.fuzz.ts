@@ -283,7 +283,13 @@ export async function fuzzApi(lib: L, backend: 'js' | 'native', numRuns: number,
     fromStateDict: fc.tuple(fc.dictionary(fc.constantFrom('lstm.weight_ih_l0', 'lstm.weight_hh_l0', 'lstm.bias_ih_l0', 'fc.weight', 'fc.bias'), a.tensor), fc.anything()).map(([dict, o]) => () =>
       lib.SequenceModel.fromStateDict(dict as never, { ...(o !== null && typeof o === 'object' ? o : {}), backend } as never).dispose(),
     ),
-    exportOnnx: fc.tuple(fc.constantFrom<unknown>(model, disposed, null, {}), fc.anything()).map(([m, o]) => () => lib.exportOnnx(m as never, o as never)),
+    exportOnnx: fc
+      .tuple(
+        fc.constantFrom<unknown>(model, disposed, null, {}),
+        // mostly its own options (unknown names are refused), sometimes anything
+        fc.oneof({ weight: 3, arbitrary: fc.record({ opset: fc.constantFrom<unknown>(10, 14, 21, 9, 22, '14', null), lengths: fc.constantFrom<unknown>(true, false, 1) }, { requiredKeys: [] }) }, { weight: 1, arbitrary: fc.anything() }),
+      )
+      .map(([m, o]) => () => lib.exportOnnx(m as never, o as never)),
     forwardTrain: fc.tuple(fc.oneof({ weight: 1, arbitrary: a.tensor }, { weight: 3, arbitrary: a.fitting(goodShapes) }), fc.oneof(a.tensor, a.fitting([[2, 3, 4], [5, 4], [1, 1, 4]]), fc.constant(undefined))).map(([x, up]) => () =>
       model.forwardTrain(x as never).backward({ output: up as never }),
     ),
