@@ -68,6 +68,22 @@ describe('LSTM_OPTION', () => {
     expectCode(() => LSTM.fromKerasFile(new Uint8Array(8), { logit: true } as never), 'LSTM_OPTION', /fromKerasFile options: unknown option 'logit'/);
     expectCode(() => LSTM.fromTfjs({}, new Uint8Array(0), { layer: ['a'] } as never), 'LSTM_OPTION', /fromTfjs options: unknown option 'layer'/);
     expectCode(() => LSTM.fromOnnx({ hiddenSize: 3, directon: 'reverse' } as never), 'LSTM_OPTION', /fromOnnx: unknown option 'directon'/);
+    // training's helpers: a misspelt momentum, gamma or label smoothing would fall back to the default
+    const p = net.parameters();
+    expectCode(() => new lib.SGD(p, { lr: 0.1, momentun: 0.9 } as never), 'LSTM_OPTION', /SGD options: unknown option 'momentun'/);
+    expectCode(() => new lib.AdamW(p, { beta: [0.9, 0.99] } as never), 'LSTM_OPTION', /AdamW options: unknown option 'beta'/);
+    expectCode(() => new lib.RMSprop(p, { centred: true } as never), 'LSTM_OPTION', /RMSprop options: unknown option 'centred'/);
+    expectCode(() => new lib.Adagrad(p, { lr_decay: 0.1 } as never), 'LSTM_OPTION', /Adagrad options: unknown option 'lr_decay'/);
+    const sgd = new lib.SGD(p, { lr: 0.1 });
+    expectCode(() => new lib.StepLR(sgd, { stepSize: 2, gama: 0.5 } as never), 'LSTM_OPTION', /StepLR options: unknown option 'gama'/);
+    expectCode(() => new lib.OneCycleLR(sgd, { maxLr: 1, totalSteps: 10, pct_start: 0.3 } as never), 'LSTM_OPTION', /OneCycleLR options: unknown option 'pct_start'/);
+    expectCode(() => new lib.ReduceLROnPlateau(sgd, { patients: 3 } as never), 'LSTM_OPTION', /ReduceLROnPlateau options: unknown option 'patients'/);
+    const logits = { data: new Float32Array(2), shape: [1, 2] };
+    expectCode(() => lib.crossEntropy(logits, [1], { labelSmoothin: 0.1 } as never), 'LSTM_OPTION', /loss options: unknown option 'labelSmoothin'/);
+    expectCode(() => lib.mse(logits, logits, { lenghts: [1] } as never), 'LSTM_OPTION', /loss options: unknown option 'lenghts'/);
+    expectCode(() => lib.SequenceModel.fromCheckpoint(net.saveCheckpoint(), { bakend: 'js' } as never), 'LSTM_OPTION', /fromCheckpoint options: unknown option 'bakend'/);
+    // a scheduler rebuilt from its own config (as checkpoints and fit's worker do) passes
+    lib.schedulerFromConfig(sgd, new lib.OneCycleLR(sgd, { maxLr: 1, totalSteps: 10 }).config);
     for (const d of [m, net]) d.dispose();
   });
 

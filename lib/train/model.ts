@@ -111,6 +111,8 @@ export interface LossOptions {
 
 /** The valid-position mask a loss applies, from `lengths` over a [T, B, *] or [B, T, *] prediction. */
 function lossMask(shape: number[], options: LossOptions): Float32Array | null {
+  if (options === null || typeof options !== 'object') throw new LstmError('LSTM_OPTION', `loss options: expected an object, got ${describe(options)}`);
+  checkKnownKeys(options, 'loss options', ['lengths', 'batchFirst', 'classWeights', 'labelSmoothing', 'ignoreIndex']);
   if (options.lengths === undefined || shape.length !== 3) return null;
   const [a, b] = shape;
   const bf = options.batchFirst ?? false;
@@ -1043,6 +1045,7 @@ export class SequenceModel {
    */
   static fromCheckpoint(bytes: Uint8Array, options: { backend?: BackendChoice } = {}): SequenceModel {
     if (options === null || typeof options !== 'object') throw new LstmError('LSTM_OPTION', `fromCheckpoint options: expected an object, got ${describe(options)}`);
+    checkKnownKeys(options, 'fromCheckpoint options', ['backend']);
     const { tensors, metadata } = loadSafetensors(bytes);
     if (metadata.format !== 'lstm-native-checkpoint/1') throw new LstmError('LSTM_FORMAT', 'fromCheckpoint: not an lstm-native checkpoint');
     const stored = storedOptions({ ...metadata, format: MODEL_FORMAT }, metadata.model !== undefined ? 'model' : 'options');

@@ -2,7 +2,7 @@
 // and clip_grad_norm_. State is float32 like the parameters (as PyTorch keeps it in the
 // parameter's dtype), so a checkpoint holds it exactly; arithmetic is in float64.
 import { checkBool } from '../config.js';
-import { LstmError, describe } from '../errors.js';
+import { LstmError, checkKnownKeys, describe } from '../errors.js';
 
 /** A trainable tensor: its live values, its gradient, and a name for checkpoints. */
 export interface Parameter {
@@ -95,6 +95,7 @@ export class SGD extends Optimizer {
   constructor(params: Parameter[], options: SGDOptions) {
     super(params);
     const o: Partial<SGDOptions> = options ?? {};
+    checkKnownKeys(o, 'SGD options', ['lr', 'momentum', 'dampening', 'nesterov', 'weightDecay']);
     this.lr = o.lr as number; // required, as in torch.optim.SGD
     this.momentum = num(o.momentum, 'momentum', 0);
     this.dampening = num(o.dampening, 'dampening', 0);
@@ -151,6 +152,7 @@ export class Adam extends Optimizer {
   constructor(params: Parameter[], options: AdamOptions = {}, defaultWeightDecay = 0) {
     super(params);
     const o = options ?? {};
+    checkKnownKeys(o, `${new.target.name} options`, ['lr', 'betas', 'eps', 'weightDecay', 'amsgrad']);
     this.lr = num(o.lr, 'lr', 1e-3);
     this.betas = o.betas ?? [0.9, 0.999];
     this.eps = num(o.eps, 'eps', 1e-8);
@@ -236,6 +238,7 @@ export class RMSprop extends Optimizer {
   constructor(params: Parameter[], options: RMSpropOptions = {}) {
     super(params);
     const o = options ?? {};
+    checkKnownKeys(o, 'RMSprop options', ['lr', 'alpha', 'eps', 'weightDecay', 'momentum', 'centered']);
     this.lr = num(o.lr, 'lr', 1e-2);
     this.alpha = num(o.alpha, 'alpha', 0.99);
     this.eps = num(o.eps, 'eps', 1e-8);
@@ -307,6 +310,7 @@ export class Adagrad extends Optimizer {
   constructor(params: Parameter[], options: AdagradOptions = {}) {
     super(params);
     const o = options ?? {};
+    checkKnownKeys(o, 'Adagrad options', ['lr', 'lrDecay', 'weightDecay', 'initialAccumulatorValue', 'eps']);
     this.lr = num(o.lr, 'lr', 1e-2);
     this.lrDecay = num(o.lrDecay, 'lrDecay', 0);
     this.weightDecay = num(o.weightDecay, 'weightDecay', 0);

@@ -6,7 +6,7 @@
 // scheduler takes its first step (epoch 0): LinearLR, ConstantLR, OneCycleLR and
 // CosineAnnealingWarmRestarts set the rate they start from then.
 import { checkBool, checkEnum } from '../config.js';
-import { LstmError, describe } from '../errors.js';
+import { LstmError, checkKnownKeys, describe } from '../errors.js';
 import type { Optimizer } from './optim.js';
 
 function optErr(msg: string): LstmError {
@@ -120,12 +120,18 @@ export abstract class LRScheduler {
   }
 }
 
+/** A scheduler's options: unknown names are LSTM_OPTION (a misspelt gamma must not fall back to the default). */
+function knownOptions(options: unknown, name: string, known: readonly string[]): void {
+  if (options !== null && typeof options === 'object') checkKnownKeys(options, `${name} options`, known);
+}
+
 /** torch.optim.lr_scheduler.StepLR: the rate times gamma every stepSize epochs. */
 export class StepLR extends LRScheduler {
   readonly stepSize: number;
   readonly gamma: number;
   constructor(optimizer: Optimizer, options: { stepSize: number; gamma?: number }) {
     super(optimizer);
+    knownOptions(options, 'StepLR', ['stepSize', 'gamma']);
     this.stepSize = positiveInt(options?.stepSize, 'stepSize');
     this.gamma = num(options.gamma, 'gamma', 0.1, (x) => x >= 0, 'a finite number >= 0');
     this.start();
@@ -144,6 +150,7 @@ export class MultiStepLR extends LRScheduler {
   readonly gamma: number;
   constructor(optimizer: Optimizer, options: { milestones: number[]; gamma?: number }) {
     super(optimizer);
+    knownOptions(options, 'MultiStepLR', ['milestones', 'gamma']);
     const m = options?.milestones;
     if (!Array.isArray(m) || !m.every((x) => Number.isSafeInteger(x) && x >= 0)) throw optErr(`milestones: expected an array of epoch numbers, got ${describe(m)}`);
     this.milestones = m.slice().sort((a, b) => a - b);
@@ -167,6 +174,7 @@ export class ExponentialLR extends LRScheduler {
   readonly gamma: number;
   constructor(optimizer: Optimizer, options: { gamma: number }) {
     super(optimizer);
+    knownOptions(options, 'ExponentialLR', ['gamma']);
     this.gamma = num(options?.gamma, 'gamma', NaN, (x) => x >= 0, 'a finite number >= 0');
     this.start();
   }
@@ -187,6 +195,7 @@ export class CosineAnnealingLR extends LRScheduler {
   readonly etaMin: number;
   constructor(optimizer: Optimizer, options: { tMax: number; etaMin?: number }) {
     super(optimizer);
+    knownOptions(options, 'CosineAnnealingLR', ['tMax', 'etaMin']);
     this.tMax = positiveInt(options?.tMax, 'tMax');
     this.etaMin = num(options.etaMin, 'etaMin', 0, (x) => x >= 0, 'a finite number >= 0');
     this.start();
@@ -215,6 +224,7 @@ export class LinearLR extends LRScheduler {
   readonly totalIters: number;
   constructor(optimizer: Optimizer, options: { startFactor?: number; endFactor?: number; totalIters?: number } = {}) {
     super(optimizer);
+    knownOptions(options, 'LinearLR', ['startFactor', 'endFactor', 'totalIters']);
     const o = options ?? {};
     this.startFactor = num(o.startFactor, 'startFactor', 1 / 3, (x) => x > 0 && x <= 1, 'a number in (0, 1]');
     this.endFactor = num(o.endFactor, 'endFactor', 1, (x) => x >= 0 && x <= 1, 'a number in [0, 1]');
@@ -241,6 +251,7 @@ export class ConstantLR extends LRScheduler {
   readonly totalIters: number;
   constructor(optimizer: Optimizer, options: { factor?: number; totalIters?: number } = {}) {
     super(optimizer);
+    knownOptions(options, 'ConstantLR', ['factor', 'totalIters']);
     const o = options ?? {};
     this.factor = num(o.factor, 'factor', 1 / 3, (x) => x > 0 && x <= 1, 'a number in (0, 1]');
     this.totalIters = positiveInt(o.totalIters, 'totalIters', 5);
@@ -264,6 +275,7 @@ export class PolynomialLR extends LRScheduler {
   readonly power: number;
   constructor(optimizer: Optimizer, options: { totalIters?: number; power?: number } = {}) {
     super(optimizer);
+    knownOptions(options, 'PolynomialLR', ['totalIters', 'power']);
     const o = options ?? {};
     this.totalIters = positiveInt(o.totalIters, 'totalIters', 5);
     this.power = num(o.power, 'power', 1, (x) => x >= 0, 'a finite number >= 0');
@@ -292,6 +304,7 @@ export class CosineAnnealingWarmRestarts extends LRScheduler {
   tI: number;
   constructor(optimizer: Optimizer, options: { t0: number; tMult?: number; etaMin?: number }) {
     super(optimizer);
+    knownOptions(options, 'CosineAnnealingWarmRestarts', ['t0', 'tMult', 'etaMin']);
     this.t0 = positiveInt(options?.t0, 't0');
     this.tMult = positiveInt(options.tMult, 'tMult', 1);
     this.etaMin = num(options.etaMin, 'etaMin', 0, (x) => x >= 0, 'a finite number >= 0');
@@ -395,6 +408,7 @@ export class OneCycleLR extends LRScheduler {
 
   constructor(optimizer: Optimizer, options: OneCycleLROptions) {
     super(optimizer);
+    knownOptions(options, 'OneCycleLR', ['maxLr', 'totalSteps', 'epochs', 'stepsPerEpoch', 'pctStart', 'annealStrategy', 'cycleMomentum', 'baseMomentum', 'maxMomentum', 'divFactor', 'finalDivFactor', 'threePhase']);
     const o = options ?? ({} as OneCycleLROptions);
     this.maxLr = num(o.maxLr, 'maxLr', NaN, (x) => x > 0, 'a finite number > 0');
     if (o.totalSteps !== undefined) {
@@ -520,6 +534,7 @@ export class ReduceLROnPlateau extends LRScheduler {
 
   constructor(optimizer: Optimizer, options: ReduceLROnPlateauOptions = {}) {
     super(optimizer, false);
+    knownOptions(options, 'ReduceLROnPlateau', ['mode', 'factor', 'patience', 'threshold', 'thresholdMode', 'cooldown', 'minLr', 'eps']);
     const o = options ?? {};
     this.mode = checkEnum(o.mode, 'mode', ['min', 'max'] as const, 'min');
     this.factor = num(o.factor, 'factor', 0.1, (x) => x >= 0 && x < 1, 'a number in [0, 1)');
@@ -602,6 +617,7 @@ export class SequentialLR extends LRScheduler {
   readonly milestones: number[];
   constructor(optimizer: Optimizer, options: { schedulers: LRScheduler[]; milestones: number[] }) {
     super(optimizer);
+    knownOptions(options, 'SequentialLR', ['schedulers', 'milestones']);
     const list = options?.schedulers;
     if (!Array.isArray(list) || list.length === 0 || !list.every((x) => x instanceof LRScheduler)) {
       throw optErr(`schedulers: expected a non-empty array of schedulers, got ${describe(list)}`);
