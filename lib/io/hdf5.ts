@@ -648,8 +648,8 @@ function readFillValue(r: Reader, type: number, at: number, size: number, what: 
 
 /**
  * A numeric dataset's values as float32; null for other types (strings, compounds); the
- * reason, for storage this reader leaves out (a filter it does not decode, a chunk index of
- * resizable datasets, virtual datasets).
+ * reason, for storage this reader leaves out (a filter it does not decode, an extensible
+ * array's paged data blocks, virtual datasets).
  */
 function readDataset(r: Reader, d: DatasetInfo, where: string): Tensor | null | string {
   const what = `dataset ${where}`;
@@ -720,9 +720,10 @@ interface Chunk {
 }
 
 /**
- * A chunked dataset (layout version 3's v1 B-tree, or version 4's single-chunk, implicit and
- * fixed-array indexes), its chunks decoded through the filter pipeline (deflate, shuffle,
- * fletcher32) and placed; chunks never written read as the fill value.
+ * A chunked dataset (layout version 3's v1 B-tree, or version 4's single-chunk, implicit,
+ * fixed-array, extensible-array and v2 B-tree indexes), its chunks decoded through the filter
+ * pipeline (deflate, shuffle, fletcher32) and placed; chunks never written read as the fill
+ * value.
  */
 function readChunked(r: Reader, d: DatasetInfo, version: number, what: string): Tensor | string {
   const { type, space, layout } = d;
