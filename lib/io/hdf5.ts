@@ -787,20 +787,23 @@ function readChunked(r: Reader, d: DatasetInfo, version: number, what: string): 
   const other = d.filters.find((f) => f.id !== DEFLATE && f.id !== SHUFFLE && f.id !== FLETCHER32);
   if (other) return `it is filtered with ${other.name} (filter ${other.id}); this reader decodes deflate (gzip), shuffle and fletcher32`;
   const count = elementCount(space, what);
+  // Unfiltered chunks hold their elements in the file, as contiguous storage does: charged
+  // before the index is listed, this also bounds how many chunks (each >= 1 element) it lists.
+  if (d.filters.length === 0) r.charge('elements', count, what);
   // A fixed-array or implicit index covers the chunks of the dataset's maximum shape.
   const gridDims = (space.maxDims ?? dims).map((n, i) => Math.ceil(n / cdims[i]));
   const chunks = listChunks(r, index, rank, cdims, dims, gridDims, chunkBytes, d.filters.length > 0, what);
   if (typeof chunks === 'string') return chunks;
+  const inShape = dims.reduce((a, n, i) => a * Math.ceil(n / cdims[i]), 1);
+  if (chunks.length > Math.max(inShape, gridDims.reduce((a, g) => a * g, 1) || 0)) throw fail(`${what}: its index lists ${chunks.length} chunks, more than the dataset has`);
   let stored = 0;
   for (const c of chunks) {
     r.need(c.addr, c.size, `${what} chunk`);
     r.charge('headerBytes', c.size, what);
     stored += c.size;
   }
-  // Unfiltered chunks hold their elements in the file, as contiguous storage does; filtered
-  // ones can hold at most DEFLATE's expansion of their bytes. Either bounds the allocation.
-  if (d.filters.length === 0) r.charge('elements', count, what);
-  else if (count * type.size > MAX_RATIO * stored + 4 * r.bytes.length + (1 << 20)) {
+  // Filtered chunks hold at most DEFLATE's expansion of their bytes: that bounds the allocation.
+  if (d.filters.length > 0 && count * type.size > MAX_RATIO * stored + 4 * r.bytes.length + (1 << 20)) {
     throw fail(`${what}: ${count} elements of ${type.size} bytes cannot come from ${stored} bytes of compressed chunks`);
   }
   const out = new Uint8Array(count * type.size);
