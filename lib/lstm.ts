@@ -427,19 +427,9 @@ export class LSTM {
   resetState(state: { h: Tensor; c: Tensor }, rows?: ArrayLike<number>): { h: Tensor; c: Tensor } {
     this.checkAlive('resetState');
     this.checkSteppable();
-    if (state === null || typeof state !== 'object') throw new LstmError('LSTM_SHAPE', `state: expected { h, c } from initialState(), got ${describe(state)}`);
     const c = this.config;
     const L = c.numLayers;
-    const h = checkTensor(state.h, 'state.h');
-    const cs = checkTensor(state.c, 'state.c');
-    const single = h.shape.length === 2;
-    const B = single ? 1 : (h.shape[1] ?? 0);
-    if (!stateShape(h.shape, L, B, c.outSize, single) || B < 1) {
-      throw new LstmError('LSTM_SHAPE', `state.h: expected [${L}, B, ${c.outSize}] (or [${L}, ${c.outSize}]), got ${shapeStr(h.shape)}`);
-    }
-    if (!stateShape(cs.shape, L, B, c.hiddenSize, single)) {
-      throw new LstmError('LSTM_SHAPE', `state.c: expected ${shapeStr(single ? [L, c.hiddenSize] : [L, B, c.hiddenSize])}, got ${shapeStr(cs.shape)}`);
-    }
+    const { h, c: cs, B } = this.checkState(state);
     let which: number[];
     if (rows === undefined || rows === null) {
       which = Array.from({ length: B }, (_, b) => b);
@@ -479,16 +469,7 @@ export class LSTM {
       throw new LstmError('LSTM_SHAPE', `x: expected [B, I] or [I] with I = ${c.inputSize}, got ${shapeStr(xt.shape)}`);
     }
     const B = single ? 1 : xt.shape[0];
-    if (state === null || typeof state !== 'object') throw new LstmError('LSTM_SHAPE', `state: expected { h, c } from initialState(), got ${describe(state)}`);
-    const L = c.numLayers;
-    const h = checkTensor(state.h, 'state.h');
-    const cs = checkTensor(state.c, 'state.c');
-    if (!stateShape(h.shape, L, B, c.outSize, single)) {
-      throw new LstmError('LSTM_SHAPE', `state.h: expected ${shapeStr([L, B, c.outSize])}, got ${shapeStr(h.shape)}`);
-    }
-    if (!stateShape(cs.shape, L, B, c.hiddenSize, single)) {
-      throw new LstmError('LSTM_SHAPE', `state.c: expected ${shapeStr([L, B, c.hiddenSize])}, got ${shapeStr(cs.shape)}`);
-    }
+    const { h, c: cs } = this.checkState(state, { B, single });
     let result: Tensor;
     let data: Float32Array;
     if (out === undefined || out === null) {
@@ -505,6 +486,28 @@ export class LSTM {
     // The engine refuses arrays that share memory (checkStepMemory).
     this.engine.step(this.layers, xt.data, B, h.data, cs.data, data, c.threads);
     return result;
+  }
+
+  /**
+   * A streaming state's h [L, B, Hout] and c [L, B, H] ([L, Hout] and [L, H] for one
+   * unbatched stream): B and single from the step's input, else from h itself.
+   */
+  private checkState(state: { h: Tensor; c: Tensor }, from?: { B: number; single: boolean }): { h: Tensor; c: Tensor; B: number } {
+    if (state === null || typeof state !== 'object') throw new LstmError('LSTM_SHAPE', `state: expected { h, c } from initialState(), got ${describe(state)}`);
+    const c = this.config;
+    const L = c.numLayers;
+    const h = checkTensor(state.h, 'state.h');
+    const cs = checkTensor(state.c, 'state.c');
+    const single = from ? from.single : h.shape.length === 2;
+    const B = from ? from.B : single ? 1 : (h.shape[1] ?? 0);
+    if (!stateShape(h.shape, L, B, c.outSize, single) || B < 1) {
+      const want = from ? shapeStr(single ? [L, c.outSize] : [L, B, c.outSize]) : `[${L}, B, ${c.outSize}] (or [${L}, ${c.outSize}])`;
+      throw new LstmError('LSTM_SHAPE', `state.h: expected ${want}, got ${shapeStr(h.shape)}`);
+    }
+    if (!stateShape(cs.shape, L, B, c.hiddenSize, single)) {
+      throw new LstmError('LSTM_SHAPE', `state.c: expected ${shapeStr(single ? [L, c.hiddenSize] : [L, B, c.hiddenSize])}, got ${shapeStr(cs.shape)}`);
+    }
+    return { h, c: cs, B };
   }
 
   private checkSteppable(): void {
