@@ -74,7 +74,7 @@ const kindOf = (file) => {
  * (what train writes), the SequenceModel too, its LSTM and Linear head.
  */
 function loadModel(file, prefix, stackOnly, layers, modelConfig) {
-  const { LSTM, SequenceModel, loadOnnx, loadSafetensors, loadTorch, loadNpz, inferOptions } = lib();
+  const { LSTM, SequenceModel, loadOnnx, loadSafetensors, loadTorch, loadNpz } = lib();
   const layerNames = layers ? layers.split(',') : undefined; // --layers, for TensorFlow.js and Keras models
   if (kindOf(file) === 'tfjs') {
     // model.json names its weight shards; they sit beside it. Text that is not JSON goes to
@@ -99,8 +99,7 @@ function loadModel(file, prefix, stackOnly, layers, modelConfig) {
   if (kindOf(file) === 'onnx') return { lstm: loadOnnx(bytes, { backend: 'js', stackOnly }), source: 'onnx' };
   if (kindOf(file) === 'torch' || kindOf(file) === 'npz') {
     const { tensors } = kindOf(file) === 'torch' ? loadTorch(bytes) : loadNpz(bytes);
-    const lstm = new LSTM({ ...inferOptions(tensors, { prefix }), backend: 'js' });
-    lstm.loadStateDict(tensors, { prefix });
+    const lstm = LSTM.fromStateDict(tensors, { prefix, backend: 'js' });
     return { lstm, source: `${kindOf(file) === 'torch' ? 'torch.save' : 'numpy .npz'} (options inferred from PyTorch names)` };
   }
   const format = loadSafetensors(bytes).metadata.format;

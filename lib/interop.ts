@@ -286,6 +286,21 @@ export function lstmFromSafetensors(bytes: Uint8Array, opts?: { prefix?: string;
   }
 }
 
+/**
+ * An LSTM from a PyTorch state dict as any loader gives it (loadSafetensors, loadNpz,
+ * loadTorch): its options inferred from the names under `prefix`, then its weights.
+ */
+export function lstmFromStateDict(tensors: Record<string, Tensor>, opts?: { prefix?: string; strict?: boolean; backend?: BackendChoice }): LSTM {
+  const o = optionsArg(opts, 'fromStateDict options', ['prefix', 'strict', 'backend']) as { prefix?: string; strict?: boolean; backend?: BackendChoice };
+  const lstm = new LSTM({ ...inferOptions(tensors, { prefix: o.prefix }), backend: o.backend ?? 'auto' });
+  try {
+    return lstm.loadStateDict(tensors, { prefix: o.prefix, strict: o.strict });
+  } catch (err) {
+    lstm.dispose();
+    throw err;
+  }
+}
+
 /** The LSTM as a model file: its weights under PyTorch's names, its options in the metadata. */
 export function lstmToSafetensors(lstm: LSTM, metadata: Record<string, string> = {}): Uint8Array {
   return saveSafetensors(lstm.stateDict(), { ...metadata, format: MODEL_FORMAT, options: JSON.stringify(optionsOf(lstm)) });

@@ -8,7 +8,7 @@ import {
 } from './config.js';
 import { PEEPHOLE_KIND, type Engine, type EngineLayer, type LayerDesc, type StackResult, type StackRun } from './engine.js';
 import { LstmError, checkKnownKeys, describe, optionsArg } from './errors.js';
-import { fromKeras as kerasToLstm, fromKerasFile as kerasFileToLstm, fromTfjs as tfjsToLstm, lstmFromSafetensors, lstmToSafetensors, type KerasLayerWeights, type KerasFileOptions, type KerasOptions, type TfjsOptions } from './interop.js';
+import { fromKeras as kerasToLstm, fromKerasFile as kerasFileToLstm, fromTfjs as tfjsToLstm, lstmFromSafetensors, lstmFromStateDict, lstmToSafetensors, type KerasLayerWeights, type KerasFileOptions, type KerasOptions, type TfjsOptions } from './interop.js';
 import { activationsFromOnnx, onnxToStateDict } from './onnx-layout.js';
 import { backwardTrain, dropoutMasks, forwardTrain, TapePool } from './train/bptt.js';
 import { Rng, randomSeed } from './rng.js';
@@ -678,6 +678,15 @@ export class LSTM {
    */
   static fromSafetensors(bytes: Uint8Array, options?: { prefix?: string; strict?: boolean; backend?: BackendChoice }): LSTM {
     return lstmFromSafetensors(bytes, options);
+  }
+
+  /**
+   * An LSTM from a PyTorch state dict as any loader gives it (loadSafetensors, loadNpz,
+   * loadTorch): options inferred from its names under `prefix` (inferOptions), then its
+   * weights loaded (loadStateDict).
+   */
+  static fromStateDict(tensors: Record<string, Tensor>, options?: { prefix?: string; strict?: boolean; backend?: BackendChoice }): LSTM {
+    return lstmFromStateDict(tensors, options);
   }
 
   /**

@@ -144,6 +144,13 @@ describe('loadTorch reads what torch.save wrote', () => {
     const noLstm = Object.fromEntries(Object.entries(tensors).filter(([k]) => k.startsWith('fc.')));
     expect(() => lib.SequenceModel.fromStateDict(noLstm)).toThrow(expect.objectContaining({ code: 'LSTM_WEIGHTS', message: expect.stringMatching(/no LSTM in the state dict; pass options\.lstm/) }));
     expect(() => lib.SequenceModel.fromStateDict(null as never)).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
+    // LSTM.fromStateDict: the LSTM alone, under a prefix
+    const rnn = LSTM.fromStateDict(tensors, { prefix: 'rnn.' });
+    expect(rnn.config).toMatchObject({ inputSize: 3, hiddenSize: 6, numLayers: 2 });
+    expect(rnn.stateDict().weight_hh_l1.data).toEqual(tensors['rnn.weight_hh_l1'].data);
+    rnn.dispose();
+    expect(() => LSTM.fromStateDict(tensors, { prefix: 'fc.' })).toThrow(expect.objectContaining({ code: 'LSTM_WEIGHTS' }));
+    expect(() => LSTM.fromStateDict(tensors, { prefx: 'rnn.' } as never)).toThrow(expect.objectContaining({ code: 'LSTM_OPTION' }));
     expect(() => lib.SequenceModel.fromStateDict({ ...tensors, 'rnn.weight_ih_l0': { data: [1], shape: [1] } } as never)).toThrow(expect.objectContaining({ code: 'LSTM_DTYPE' }));
   });
 
