@@ -611,3 +611,38 @@ describe('hostile ONNX files end in LSTM_FORMAT', () => {
     expectFormat(() => loadOnnx(noLstm), /no LSTM node/);
   });
 });
+
+describe('loadOnnx: weights stored as bfloat16 (LSTM-22)', () => {
+  it('bfloat16 initializers, in raw_data or int32_data, read as the float32 they round to', () => {
+    const lstm = new LSTM({ inputSize: 3, hiddenSize: 4, bidirectional: true, seed: 5, backend: 'js' });
+    const bytes = lib.exportOnnx(lstm, { opset: 14 });
+    lstm.dispose();
+    const toBf16 = (f: number): number => {
+      const u = new Uint32Array(new Float32Array([f]).buffer)[0];
+      return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff; // round to nearest even
+    };
+    const fromBf16 = (b: number): number => new Float32Array(new Uint32Array([b << 16]).buffer)[0];
+    const rounded = onnx.ModelProto.decode(bytes);
+    const bf16 = onnx.ModelProto.decode(bytes);
+    const weights = new Set(rounded.graph!.node!.filter((n) => n.opType === 'LSTM').flatMap((n) => n.input!.slice(1, 4)));
+    let k = 0;
+    for (const [a, b] of rounded.graph!.initializer!.map((t, i) => [t, bf16.graph!.initializer![i]] as const)) {
+      if (!weights.has(a.name!)) continue;
+      const values = new Float32Array(a.rawData!.slice().buffer, 0, a.rawData!.length / 4);
+      const bits = Array.from(values, toBf16);
+      a.rawData = new Uint8Array(Float32Array.from(bits, fromBf16).buffer);
+      b.dataType = 16;
+      if (k++ % 2 === 0) b.rawData = new Uint8Array(Uint16Array.from(bits).buffer);
+      else {
+        b.rawData = new Uint8Array(0);
+        b.int32Data = bits;
+      }
+    }
+    expect(k).toBe(3);
+    const x = randomTensor([5, 2, 3], mulberry32(3));
+    const want = loadOnnx(onnx.ModelProto.encode(rounded).finish(), { backend: 'js' });
+    const got = loadOnnx(onnx.ModelProto.encode(bf16).finish(), { backend: 'js' });
+    expect(Array.from(got.forward(x).output.data)).toEqual(Array.from(want.forward(x).output.data));
+    for (const m of [want, got]) m.dispose();
+  });
+});

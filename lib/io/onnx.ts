@@ -35,8 +35,18 @@ const FLOAT = 1;
 const INT32 = 6;
 const INT64 = 7;
 const FLOAT16 = 10;
+// LSTM-22 takes bfloat16 weights too
+const BFLOAT16 = 16;
 const DOUBLE = 11;
-const ELEMENT_SIZE: Record<number, number> = { [FLOAT]: 4, [INT32]: 4, [INT64]: 8, [FLOAT16]: 2, [DOUBLE]: 8 };
+const ELEMENT_SIZE: Record<number, number> = { [FLOAT]: 4, [INT32]: 4, [INT64]: 8, [FLOAT16]: 2, [DOUBLE]: 8, [BFLOAT16]: 2 };
+
+/** bfloat16 bits (the top half of a float32's) as a number. */
+function bf16ToFloat(bits: number): number {
+  BF16_U32[0] = (bits & 0xffff) << 16;
+  return BF16_F32[0];
+}
+const BF16_U32 = new Uint32Array(1);
+const BF16_F32 = new Float32Array(BF16_U32.buffer);
 
 function toNumber(v: unknown): number {
   if (typeof v === 'number') return v;
@@ -72,6 +82,7 @@ function readTensor(t: TensorProto, what: string): Constant {
         type === FLOAT ? view.getFloat32(4 * i, true)
         : type === DOUBLE ? view.getFloat64(8 * i, true)
         : type === FLOAT16 ? halfToFloat(view.getUint16(2 * i, true))
+        : type === BFLOAT16 ? bf16ToFloat(view.getUint16(2 * i, true))
         : type === INT32 ? view.getInt32(4 * i, true)
         : Number(view.getBigInt64(8 * i, true));
     }
@@ -81,10 +92,10 @@ function readTensor(t: TensorProto, what: string): Constant {
     type === FLOAT ? t.floatData ?? []
     : type === DOUBLE ? t.doubleData ?? []
     : type === INT64 ? t.int64Data ?? []
-    : t.int32Data ?? []; // INT32 and FLOAT16 (as uint16 bit patterns) live in int32_data
+    : t.int32Data ?? []; // INT32, FLOAT16 and BFLOAT16 (as uint16 bit patterns) live in int32_data
   if (typed.length !== count) throw formatError(`${what}: dims [${dims.join(', ')}] need ${count} values, the tensor has ${typed.length}`);
   const out = type === FLOAT ? new Float32Array(count) : new Float64Array(count);
-  for (let i = 0; i < count; i++) out[i] = type === FLOAT16 ? halfToFloat(toNumber(typed[i])) : toNumber(typed[i]);
+  for (let i = 0; i < count; i++) out[i] = type === FLOAT16 ? halfToFloat(toNumber(typed[i])) : type === BFLOAT16 ? bf16ToFloat(toNumber(typed[i])) : toNumber(typed[i]);
   return { dims, data: out };
 }
 
