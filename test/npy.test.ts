@@ -52,6 +52,14 @@ describe('loadNpy and loadNpz', () => {
     }
   });
 
+  it("an .npz's object arrays are listed as unread, its numbers still read", () => {
+    const f = lib.loadNpz(read('mixed.npz'));
+    expectArrays(f.tensors, expected['mixed.npz']);
+    expect(Object.keys(f.unread)).toEqual(['config']);
+    expect(f.unread.config).toMatch(/an object array \(a pickle, which is never run here; save numbers\) cannot be read/);
+    expect(lib.loadNpz(read('dtypes.npz')).unread).toEqual({});
+  });
+
   it('object arrays (pickles), structured and complex dtypes are refused by name', () => {
     expectFormat(() => lib.loadNpy(read('object.npy')), /an object array \(a pickle, which is never run here; save numbers\) cannot be read/);
     expectFormat(() => lib.loadNpy(read('structured.npy')), /a structured dtype is not read/);

@@ -24,8 +24,18 @@ const DTYPES: Record<string, Dtype> = {
 };
 
 export interface NpzFile {
-  /** Every array by its name (the key given to np.savez), as float32. */
+  /** Every array of numbers by its name (the key given to np.savez), as float32. */
   tensors: Record<string, Tensor>;
+  /**
+   * Arrays this reader does not read, by name, with the reason: object arrays (a pickle),
+   * structured and complex dtypes. The rest of the file still reads.
+   */
+  unread: Record<string, string>;
+}
+
+/** A dtype this reader does not read: the reason, which loadNpz lists and loadNpy throws. */
+class Unreadable {
+  constructor(readonly reason: string) {}
 }
 
 /** Whether bytes start with the .npy magic string. */
@@ -34,7 +44,13 @@ export function isNpy(bytes: Uint8Array): boolean {
 }
 
 /** A `.npy` file (np.save) as a float32 tensor of its shape; C or Fortran order. */
-export function loadNpy(bytes: Uint8Array, what = 'npy'): Tensor {
+export function loadNpy(bytes: Uint8Array): Tensor {
+  const t = readNpy(bytes, 'npy');
+  if (t instanceof Unreadable) throw fail('npy', t.reason);
+  return t;
+}
+
+function readNpy(bytes: Uint8Array, what: string): Tensor | Unreadable {
   if (!(bytes instanceof Uint8Array)) throw new LstmError('LSTM_FORMAT', `${what}: expected the file's bytes as a Uint8Array, got ${describe(bytes)}`);
   if (!isNpy(bytes)) throw fail(what, 'not a .npy file (no \\x93NUMPY magic string)');
   if (bytes.length < 10) throw fail(what, `a file of ${bytes.length} bytes`);
@@ -60,14 +76,15 @@ export function loadNpy(bytes: Uint8Array, what = 'npy'): Tensor {
   const descr = dict.get('descr');
   const fortran = dict.get('fortran_order');
   const shape = dict.get('shape');
-  if (typeof descr !== 'string') throw fail(what, `the header's descr is ${descr === undefined ? 'missing' : 'not a type string'}: a structured dtype is not read (save each field as its own array)`);
+  if (descr === undefined) throw fail(what, "the header has no descr");
+  if (typeof descr !== 'string') return new Unreadable('a structured dtype is not read (save each field as its own array)');
   if (typeof fortran !== 'boolean') throw fail(what, "the header's fortran_order is missing or not True / False");
   if (!Array.isArray(shape)) throw fail(what, "the header's shape is missing or not a tuple");
   const m = /^([<>|=])([a-zA-Z])(\d+)$/.exec(descr);
   const dtype = m ? DTYPES[`${m[2]}${m[3]}`] : undefined;
   if (!m || !dtype) {
     const kind = /O/.test(descr) ? 'an object array (a pickle, which is never run here; save numbers)' : /[cC]/.test(descr[1] ?? '') ? 'complex numbers' : `the type '${descr}'`;
-    throw fail(what, `${kind} cannot be read: only integers, booleans and 16-, 32- and 64-bit floats`);
+    return new Unreadable(`${kind} cannot be read: only integers, booleans and 16-, 32- and 64-bit floats`);
   }
   let count = 1;
   for (const d of shape) {
@@ -195,12 +212,15 @@ function parseHeader(text: string, what: string): Map<string, HeaderValue> {
 export function loadNpz(bytes: Uint8Array): NpzFile {
   if (!(bytes instanceof Uint8Array)) throw new LstmError('LSTM_FORMAT', `npz: expected the file's bytes as a Uint8Array, got ${describe(bytes)}`);
   const tensors: Record<string, Tensor> = Object.create(null);
+  const unread: Record<string, string> = Object.create(null);
   for (const e of readZip(bytes, 'npz').values()) {
     if (e.name.endsWith('/')) continue; // a directory entry
     const name = e.name.endsWith('.npy') ? e.name.slice(0, -4) : e.name;
-    tensors[name] = loadNpy(zipEntryBytes(bytes, e, 'npz'), `npz: '${e.name}'`);
+    const t = readNpy(zipEntryBytes(bytes, e, 'npz'), `npz: '${e.name}'`);
+    if (t instanceof Unreadable) unread[name] = t.reason;
+    else tensors[name] = t;
   }
-  return { tensors };
+  return { tensors, unread };
 }
 
 /**
