@@ -2,7 +2,8 @@
  * numpy's files: `.npy` (one array: a magic string, a header that is a Python dict literal,
  * the raw data) and `.npz` (a zip of `.npy` files, stored by np.savez, deflated by
  * np.savez_compressed). The header is parsed as data, never evaluated; object arrays (which
- * hold a pickle) and structured dtypes are refused. Every number type is read as float32.
+ * hold a pickle), structured and complex dtypes are not read (loadNpy refuses them, loadNpz
+ * lists them as unread). Every number type is read as float32.
  */
 import { LstmError, describe } from '../errors.js';
 import { MAX_ELEMENTS, checkTensor, shapeStr, type Tensor } from '../tensor.js';
