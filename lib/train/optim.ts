@@ -86,8 +86,19 @@ export interface SGDOptions {
   weightDecay?: number;
 }
 
-export class SGD extends Optimizer {
+/** SGD's and RMSprop's momentum factor, which OneCycleLR cycles as param_groups[0]['momentum'] (Adam's are betas). */
+abstract class MomentumOptimizer extends Optimizer {
   private mom = 0;
+  /** The momentum factor the next step uses. */
+  get momentum(): number {
+    return this.mom;
+  }
+  set momentum(value: number) {
+    this.mom = num(value, 'momentum', undefined);
+  }
+}
+
+export class SGD extends MomentumOptimizer {
   readonly dampening: number;
   readonly nesterov: boolean;
   readonly weightDecay: number;
@@ -102,14 +113,6 @@ export class SGD extends Optimizer {
     this.nesterov = checkBool(o.nesterov, 'nesterov', false);
     this.weightDecay = num(o.weightDecay, 'weightDecay', 0);
     if (this.nesterov && (this.momentum <= 0 || this.dampening !== 0)) throw new LstmError('LSTM_OPTION', 'nesterov momentum requires a momentum and zero dampening');
-  }
-
-  /** The momentum factor the next step uses (OneCycleLR cycles it, as param_groups[0]['momentum']). */
-  get momentum(): number {
-    return this.mom;
-  }
-  set momentum(value: number) {
-    this.mom = num(value, 'momentum', undefined);
   }
 
   get config() {
@@ -228,11 +231,10 @@ export interface RMSpropOptions {
 }
 
 /** torch.optim.RMSprop: a running mean of squared gradients scales each step (optionally centered, with momentum). */
-export class RMSprop extends Optimizer {
+export class RMSprop extends MomentumOptimizer {
   readonly alpha: number;
   readonly eps: number;
   readonly weightDecay: number;
-  private mom = 0;
   readonly centered: boolean;
 
   constructor(params: Parameter[], options: RMSpropOptions = {}) {
@@ -245,14 +247,6 @@ export class RMSprop extends Optimizer {
     this.weightDecay = num(o.weightDecay, 'weightDecay', 0);
     this.momentum = num(o.momentum, 'momentum', 0);
     this.centered = checkBool(o.centered, 'centered', false);
-  }
-
-  /** The momentum factor the next step uses (OneCycleLR cycles it, as param_groups[0]['momentum']). */
-  get momentum(): number {
-    return this.mom;
-  }
-  set momentum(value: number) {
-    this.mom = num(value, 'momentum', undefined);
   }
 
   get config() {
