@@ -13,7 +13,7 @@ const DIR = path.join(FIXTURES, 'keras');
 const read = (f: string) => new Uint8Array(readFileSync(path.join(DIR, f)));
 const expected = loadSafetensors(read('expected.safetensors')).tensors;
 const meta = JSON.parse(readFileSync(path.join(DIR, 'expected.json'), 'utf8')) as Record<string, { lstm?: number[][][] | number[][]; mode: string }>;
-const MODELS = ['k2_seq_dense.h5', 'k3_bidir_stack.h5', 'k2_final_backwards.h5', 'k21_list_config.h5', 'k3_stack_final.keras', 'k3_bidir_tagger.keras'];
+const MODELS = ['k2_seq_dense.h5', 'k3_bidir_stack.h5', 'k2_final_backwards.h5', 'k21_list_config.h5', 'k3_stack_final.keras', 'k3_bidir_tagger.keras', 'k3_dropout.keras', 'k2_merge_sum_ave.h5'];
 
 const nested = (v: unknown): Tensor => {
   const shape: number[] = [];
