@@ -192,9 +192,9 @@ describe('file fuzzing', () => {
   }, 600_000);
 
   it(`${MUTATIONS} mutations of HDF5 storage (chunked, filtered, dense) through loadHdf5`, () => {
-    // Every chunk index (v1 and v2 B-trees, single chunk, fixed array, paged fixed array),
-    // gzip, shuffle and fletcher32, fill values, dense links and attributes; and a .keras
-    // archive re-zipped with deflate.
+    // Every chunk index (v1 and v2 B-trees, single chunk, fixed array paged or not,
+    // extensible array), gzip, shuffle and fletcher32, fill values, dense links and
+    // attributes; and a .keras archive re-zipped with deflate.
     const files = ['hdf5/fuzz_v3.h5', 'hdf5/fuzz_v4.h5', 'keras/deflated.keras'].map(read);
     const rand = mulberry32(2 * SEED + 7);
     expectFuzzed(
