@@ -511,25 +511,38 @@ function readSymbolTable(r: Reader, btree: number, heapAddr: number, where: stri
   const heapSize = r.len(heapAddr + 8, `${where} local heap`);
   const heapData = r.addr(heapAddr + 8 + 2 * r.lengthSize, `${where} local heap`);
   r.need(heapData, heapSize, `${where} local heap data`);
+  walkBtree1(r, btree, 0, r.lengthSize, `${where} B-tree`, (child) => {
+    readSymbolNode(r, child, heapData, heapSize, where, links);
+    if (links.length > MAX_OBJECTS) throw fail(`group ${where} lists more than ${MAX_OBJECTS} links`);
+  });
+}
+
+/**
+ * A v1 B-tree ("TREE": type 0 indexes a group's symbol nodes, type 1 a dataset's chunks):
+ * `leaf` gets each leaf entry's child address (undefined ones too) and its key's offset, in
+ * order. Undefined children of inner nodes are passed over.
+ */
+function walkBtree1(r: Reader, root: number, type: number, keySize: number, what: string, leaf: (child: number, key: number) => void): void {
   const visit = (node: number, depth: number): void => {
-    r.tick(where);
-    if (depth > MAX_DEPTH) throw fail(`${where} B-tree is deeper than ${MAX_DEPTH}`);
-    if (node < 0) return;
-    r.sig(node, 'TREE', `${where} B-tree node`);
-    const type = r.u8(node + 4, where);
-    if (type !== 0) throw fail(`${where} B-tree node of type ${type} (0, groups, expected)`);
-    const level = r.u8(node + 5, where);
-    const used = r.u16(node + 6, where);
-    let p = node + 8 + 2 * r.offsetSize + r.lengthSize; // siblings, then key 0
+    r.tick(what);
+    if (depth > MAX_DEPTH) throw fail(`${what} is deeper than ${MAX_DEPTH}`);
+    r.sig(node, 'TREE', `${what} node`);
+    const t = r.u8(node + 4, what);
+    if (t !== type) throw fail(`${what}: a node of type ${t} (${type === 0 ? '0, groups' : '1, chunks'}, expected)`);
+    const level = r.u8(node + 5, what);
+    const used = r.u16(node + 6, what);
+    // after the two sibling addresses: key 0, child 0, key 1, child 1, ... key `used`
+    const first = node + 8 + 2 * r.offsetSize;
+    r.need(first, used * (keySize + r.offsetSize), `${what} node`);
+    r.charge('links', used, what);
     for (let i = 0; i < used; i++) {
-      const child = r.addr(p, `${where} B-tree child`);
-      if (level === 0) readSymbolNode(r, child, heapData, heapSize, where, links);
-      else visit(child, depth + 1);
-      p += r.offsetSize + r.lengthSize;
-      if (links.length > MAX_OBJECTS) throw fail(`group ${where} lists more than ${MAX_OBJECTS} links`);
+      const key = first + i * (keySize + r.offsetSize);
+      const child = r.addr(key + keySize, `${what} child`);
+      if (level === 0) leaf(child, key);
+      else if (child >= 0) visit(child, depth + 1);
     }
   };
-  visit(btree, 0);
+  if (root >= 0) visit(root, 0);
 }
 
 function readSymbolNode(r: Reader, node: number, heapData: number, heapSize: number, where: string, links: { name: string; addr: number }[]): void {
@@ -911,36 +924,16 @@ function listChunks(
     }
   } else {
     // a v1 B-tree of raw data chunks: keys hold each chunk's stored size, filter mask and offsets
-    const nd = rank + 1;
-    const keySize = 8 + 8 * nd;
-    const visit = (node: number, depth: number): void => {
-      r.tick(what);
-      if (depth > MAX_DEPTH) throw fail(`${what}: its chunk B-tree is deeper than ${MAX_DEPTH}`);
-      r.sig(node, 'TREE', `${what} chunk B-tree node`);
-      const type = r.u8(node + 4, what);
-      if (type !== 1) throw fail(`${what}: a B-tree node of type ${type} (1, chunks, expected)`);
-      const level = r.u8(node + 5, what);
-      const used = r.u16(node + 6, what);
-      let q = node + 8 + 2 * r.offsetSize;
-      r.need(q, used * (keySize + r.offsetSize), `${what} chunk B-tree node`);
-      r.charge('links', used, what);
-      for (let i = 0; i < used; i++, q += keySize + r.offsetSize) {
-        const child = r.addr(q + keySize, `${what} chunk B-tree child`);
-        if (child < 0) continue;
-        if (level > 0) {
-          visit(child, depth + 1);
-          continue;
-        }
-        const offsets: number[] = [];
-        for (let k = 0; k < rank; k++) {
-          const o = r.uint(q + 8 + 8 * k, 8, `${what} chunk offset`);
-          if (o < 0) throw fail(`${what}: a chunk at an undefined offset`);
-          offsets.push(o);
-        }
-        chunks.push({ offsets, addr: child, size: r.u32(q, what), mask: r.u32(q + 4, what) });
+    walkBtree1(r, index.addr, 1, 8 + 8 * (rank + 1), `${what} chunk B-tree`, (child, key) => {
+      if (child < 0) return;
+      const offsets: number[] = [];
+      for (let k = 0; k < rank; k++) {
+        const o = r.uint(key + 8 + 8 * k, 8, `${what} chunk offset`);
+        if (o < 0) throw fail(`${what}: a chunk at an undefined offset`);
+        offsets.push(o);
       }
-    };
-    visit(index.addr, 0);
+      chunks.push({ offsets, addr: child, size: r.u32(key, what), mask: r.u32(key + 4, what) });
+    });
   }
   return chunks;
 }
