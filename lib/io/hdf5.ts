@@ -281,6 +281,11 @@ function walk(r: Reader, addr: number, path: string, out: Hdf5File, seen: Set<nu
   for (const l of links) walk(r, l.addr, path ? `${path}/${l.name}` : l.name, out, seen, depth + 1);
 }
 
+/** Whether n is 2^k: exact for any safe integer (a 32-bit `n & (n - 1)` is not, past 2^31). */
+function isPowerOf2(n: number): boolean {
+  return Number.isSafeInteger(n) && n > 0 && 2 ** Math.round(Math.log2(n)) === n;
+}
+
 /** An object header's messages (v1 or v2), continuation blocks followed. */
 function readObjectHeader(r: Reader, addr: number, where: string): ObjectInfo {
   const messages: ObjectInfo['messages'] = [];
@@ -1050,10 +1055,9 @@ function extensibleArrayChunks(r: Reader, addr: number, cdims: number[], dims: n
   const pageBits = r.u8(addr + 11, w);
   const maxIndexSet = r.len(addr + 12 + 4 * r.lengthSize, w);
   const iblock = r.addr(addr + 12 + 6 * r.lengthSize, w);
-  const pow2 = (n: number) => n > 0 && (n & (n - 1)) === 0;
   const sizeBytes = elementSize - r.offsetSize - 4;
   if (client !== (filtered ? 1 : 0) || (filtered ? sizeBytes < 1 || sizeBytes > 8 : elementSize !== r.offsetSize)) throw fail(`${w}: client ${client} with ${elementSize}-byte elements`);
-  if (!pow2(blockMin) || !pow2(superMinPointers) || maxBits < 1 || maxBits > 64 || Math.log2(blockMin) >= maxBits || pageBits > 32) {
+  if (!isPowerOf2(blockMin) || !isPowerOf2(superMinPointers) || maxBits < 1 || maxBits > 64 || Math.log2(blockMin) >= maxBits || pageBits > 32) {
     throw fail(`${w}: blocks of at least ${blockMin} elements, super blocks of ${superMinPointers}, ${maxBits}-bit indexes`);
   }
   const unlimited = gridDims.findIndex((g) => !Number.isFinite(g));
@@ -1212,8 +1216,7 @@ class FractalHeap {
     p += 2 + 2 * r.lengthSize + 4; // after the starting rows of the root
     this.root = r.addr(p, what);
     this.rootRows = r.u16(p + r.offsetSize, what);
-    const pow2 = (n: number) => n > 0 && Number.isSafeInteger(n) && (n & (n - 1)) === 0;
-    if (this.width < 1 || this.width > 65536 || !pow2(this.width) || !pow2(this.startBlock) || !pow2(this.maxDirect) || this.maxDirect < this.startBlock || maxHeapBits < 1 || maxHeapBits > 64) {
+    if (this.width < 1 || this.width > 65536 || !isPowerOf2(this.width) || !isPowerOf2(this.startBlock) || !isPowerOf2(this.maxDirect) || this.maxDirect < this.startBlock || maxHeapBits < 1 || maxHeapBits > 64) {
       throw fail(`${what}: a fractal heap of width ${this.width}, blocks of ${this.startBlock} to ${this.maxDirect} bytes, ${maxHeapBits}-bit offsets`);
     }
     this.offsetBytes = Math.ceil(maxHeapBits / 8);
