@@ -277,7 +277,11 @@ export function lstmFromSafetensors(bytes: Uint8Array, opts?: { prefix?: string;
   const stored = storedOptions(metadata);
   if (stored) checkStoredAgainstWeights(stored, tensors, o.prefix);
   const options = stored ?? inferOptions(tensors, { prefix: o.prefix });
-  const lstm = fromStoredOptions(() => new LSTM({ ...(options as LSTMOptions), backend: o.backend ?? 'auto' }));
+  return withWeights(fromStoredOptions(() => new LSTM({ ...(options as LSTMOptions), backend: o.backend ?? 'auto' })), tensors, o);
+}
+
+/** A new LSTM with the state dict's weights loaded, or disposed again if they do not load. */
+function withWeights(lstm: LSTM, tensors: Record<string, Tensor>, o: { prefix?: string; strict?: boolean }): LSTM {
   try {
     return lstm.loadStateDict(tensors, { prefix: o.prefix, strict: o.strict });
   } catch (err) {
@@ -292,13 +296,7 @@ export function lstmFromSafetensors(bytes: Uint8Array, opts?: { prefix?: string;
  */
 export function lstmFromStateDict(tensors: Record<string, Tensor>, opts?: { prefix?: string; strict?: boolean; backend?: BackendChoice }): LSTM {
   const o = optionsArg(opts, 'fromStateDict options', ['prefix', 'strict', 'backend']) as { prefix?: string; strict?: boolean; backend?: BackendChoice };
-  const lstm = new LSTM({ ...inferOptions(tensors, { prefix: o.prefix }), backend: o.backend ?? 'auto' });
-  try {
-    return lstm.loadStateDict(tensors, { prefix: o.prefix, strict: o.strict });
-  } catch (err) {
-    lstm.dispose();
-    throw err;
-  }
+  return withWeights(new LSTM({ ...inferOptions(tensors, { prefix: o.prefix }), backend: o.backend ?? 'auto' }), tensors, o);
 }
 
 /** The LSTM as a model file: its weights under PyTorch's names, its options in the metadata. */
